@@ -1,0 +1,71 @@
+"""Regenerate the README's figures from the shipped checkpoint: `python docs/make_figures.py`.
+
+docs/masks.png:    one synthetic clip with each mask kind shaded (what the context encoder does not see).
+docs/surprise.png: surprise over time for a plausible clip and its twin with each kind of physics violation.
+"""
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jepa_demo import load_model  # noqa: E402
+from jepa_demo.masks import MASK_KINDS, sample_mask  # noqa: E402
+from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip  # noqa: E402
+
+
+def shade(frame: np.ndarray, hidden: np.ndarray, patch: int) -> np.ndarray:
+    """Darken and tint the hidden patches of one frame: (S, S, 3) uint8, hidden (h, w) bool."""
+    cover = np.kron(hidden, np.ones((patch, patch), bool))[..., None]
+    return np.where(cover, (frame * 0.35 + np.array([0, 0, 90])).clip(0, 255), frame).astype(np.uint8)
+
+
+def masks_figure(model, out: Path) -> None:
+    clip = render_clip(3, WorldConfig(size=model.preprocess.img_size, num_frames=model.cfg.num_frames)).frames
+    steps = [0, 3, 6, 7]
+    fig, axes = plt.subplots(len(MASK_KINDS), len(steps), figsize=(2 * len(steps), 2 * len(MASK_KINDS)))
+    for row, kind in enumerate(MASK_KINDS):
+        mask = sample_mask(kind, model.cfg.grid, torch.Generator().manual_seed(1)).numpy()
+        for col, step in enumerate(steps):
+            ax = axes[row, col]
+            ax.imshow(shade(clip[step * model.cfg.tubelet], mask[step], model.cfg.patch_size))
+            ax.set_xticks([]), ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(kind)
+            if row == 0:
+                ax.set_title(f"time step {step}")
+    fig.suptitle("Masks: shaded tokens are hidden; the predictor must fill in their latents", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def surprise_figure(model, out: Path) -> None:
+    cfg = WorldConfig(size=model.preprocess.img_size, num_frames=32)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 5.5), sharey=True)
+    for ax, kind in zip(axes.flat, VIOLATIONS):
+        plausible, implausible = make_pair(2026, kind, cfg)
+        for clip, label, colour in ((plausible, "plausible", "tab:blue"), (implausible, kind, "tab:red")):
+            result = model.surprise(clip.frames)
+            ax.plot(result.step_frames, result.per_step, label=label, color=colour)
+        ax.axvline(implausible.labels["violation_frame"], color="grey", ls="--", lw=1)
+        ax.set_title(kind), ax.set_xlabel("frame"), ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("surprise (latent L1 error)")
+    fig.suptitle("JEPA surprise on matched pairs; dashed line = moment of the violation", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    model = load_model(ROOT / "checkpoints" / "default")
+    masks_figure(model, ROOT / "docs" / "masks.png")
+    surprise_figure(model, ROOT / "docs" / "surprise.png")

@@ -1,0 +1,170 @@
+"""Checkpoint folders: `model.safetensors` (weights) + `config.json` (architecture, preprocessing, training record).
+
+`build_model` is the one loader every caller uses: it validates the config before allocating anything, loads the
+weights strictly, never unpickles, and turns every failure into a `CheckpointError` naming the file. A folder can be
+local or a Hugging Face Hub repo id (fetched with `huggingface_hub`, honouring `HF_HUB_OFFLINE`). Files are written to
+a temporary name and renamed, so a crash never leaves a half-written file. This module knows nothing about training
+loops, optimisers or the app.
+"""
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_dict
+from .model import VideoJEPA
+
+FORMAT = "jepa-lens"
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.csv", "training_curves.png"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with a message naming the file and the problem."""
+
+
+def clean_state_dict(state: dict) -> dict:
+    """Strip the prefixes DDP (`module.`) and torch.compile (`_orig_mod.`) add: the only place this is done."""
+    return {_strip_wrappers(key): value for key, value in state.items()}
+
+
+def _strip_wrappers(key: str) -> str:
+    while key.startswith(("module.", "_orig_mod.")):
+        key = key.split(".", 1)[1]
+    return key
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def save_checkpoint(model: VideoJEPA, folder, preprocess: PreprocessConfig, step: int, extra: dict | None = None):
+    """Write the weights and the config that rebuilds them; `extra` (e.g. the training config) goes in the JSON."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in clean_state_dict(model.state_dict()).items()}
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"step": str(step)}))
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step,
+              "model": to_dict(model.cfg), "preprocess": to_dict(preprocess), **(extra or {})}
+    write_json(folder / CONFIG_NAME, config)
+
+
+def resolve_checkpoint(path_or_repo_id) -> Path:
+    """A local folder as is; otherwise a Hub repo id downloaded (or taken from the local Hub cache)."""
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        return path
+    text = str(path_or_repo_id)
+    if path.exists() or not _REPO_ID.match(text) or text.startswith((".", "/", "~")):
+        raise CheckpointError(f"{text}: no checkpoint folder there (expected a folder holding {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME}, or a Hub repo id like user/name)")
+    return _download_from_hub(text)
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
+    except LocalEntryNotFoundError:
+        raise CheckpointError(f"{repo_id}: not in the local Hub cache and the Hub cannot be reached "
+                              "(offline?)") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise CheckpointError(f"{repo_id}: download failed ({err.__class__.__name__}: {err})") from None
+
+
+def read_config(folder: Path) -> tuple[dict, ModelConfig, PreprocessConfig]:
+    """Parse and validate `config.json` before anything is allocated."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (every checkpoint folder needs {CONFIG_NAME})")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint config (missing \"format\": \"{FORMAT}\")")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {config.get('format_version')!r} is not supported "
+                              f"(this version reads {FORMAT_VERSION})")
+    try:
+        model_cfg = dataclass_from_dict(ModelConfig, config.get("model"), "model")
+        preprocess = dataclass_from_dict(PreprocessConfig, config.get("preprocess"), "preprocess")
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    return config, model_cfg, preprocess
+
+
+def read_weights(folder: Path) -> dict:
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (every checkpoint folder needs {WEIGHTS_NAME})")
+    try:
+        return load_file(path)  # safetensors: a plain tensor container, nothing is executed or unpickled
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def build_model(path_or_repo_id) -> tuple[VideoJEPA, PreprocessConfig, dict]:
+    """The one loader: (model in eval mode on CPU, its preprocessing, the full config dict)."""
+    folder = resolve_checkpoint(path_or_repo_id)
+    config, model_cfg, preprocess = read_config(folder)
+    model = VideoJEPA(model_cfg)
+    state = clean_state_dict(read_weights(folder))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        summary = str(err).splitlines()[0] if str(err) else "keys or shapes differ"
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} ({summary})") from None
+    return model.eval(), preprocess, config
+
+
+def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
+    """Atomic safetensors write with JSON metadata (used for the training state)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"json": json.dumps(metadata)}))
+
+
+def load_tensors(path: Path) -> tuple[dict, dict]:
+    """Inverse of `save_tensors`: (tensors, metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = json.loads((f.metadata() or {}).get("json", "{}"))
+            return {k: f.get_tensor(k) for k in f.keys()}, metadata
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable training state ({err})") from None
+
+
+def device_for(preferred: str | None = None) -> torch.device:
+    """`preferred` if given, else CUDA when present, else CPU."""
+    if preferred:
+        return torch.device(preferred)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,70 @@
+"""Command line: `python -m jepa_demo info|embed|surprise FILE... [--checkpoint DIR_OR_ID] [--json]`.
+
+Each file is handled on its own: a bad file prints one line on stderr naming it and the reason, the others are still
+processed, and the exit status is 1 if any file failed (2 when the checkpoint itself cannot be loaded).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CheckpointError
+from .inference import load_model
+from .video import VideoError, read_video, video_info
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jepa_demo", description="Inspect clips with a video JEPA.")
+    parser.add_argument("command", choices=["info", "embed", "surprise"],
+                        help="info: video facts; embed: one embedding per clip; surprise: prediction-error score")
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder or Hub repo id")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file and line")
+    return parser
+
+
+def describe(command: str, path: str, model) -> dict:
+    """The result for one file as a JSON-able dict (raises VideoError/ValueError for a bad file)."""
+    if command == "info":
+        return {"file": path, **video_info(path)}
+    video = read_video(path)
+    if command == "embed":
+        embedding = model.embed(video)
+        return {"file": path, "dim": int(embedding.size), "embedding": [round(float(v), 6) for v in embedding]}
+    result = model.surprise(video)
+    return {"file": path, "score": round(result.score, 6), "per_step": [round(float(v), 6) for v in result.per_step],
+            "step_frames": result.step_frames.tolist(), "peak_frame": int(result.step_frames[np.argmax(result.per_step)])}
+
+
+def human_line(command: str, result: dict) -> str:
+    if command == "info":
+        return (f"{result['file']}: {result['frames']} frames, {result['width']}x{result['height']}, "
+                f"{result['fps']:.2f} fps, {result['duration']:.2f} s")
+    if command == "embed":
+        head = ", ".join(f"{v:+.3f}" for v in result["embedding"][:4])
+        return f"{result['file']}: embedding of {result['dim']} dims [{head}, ...]"
+    return f"{result['file']}: surprise {result['score']:.4f} (peak at frame {result['peak_frame']})"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        model = None if args.command == "info" else load_model(args.checkpoint)
+    except CheckpointError as err:
+        print(f"error: cannot load checkpoint: {err}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in args.files:
+        try:
+            result = describe(args.command, path, model)
+        except (VideoError, ValueError) as err:
+            print(f"{path}: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)
+    return 1 if failed else 0

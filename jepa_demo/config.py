@@ -1,0 +1,130 @@
+"""Model and preprocessing settings: small validated dataclasses and a table of size presets.
+
+A checkpoint's `config.json` holds both dataclasses, so a saved model rebuilds itself exactly. This module knows
+nothing about training (see `train/config.py`) or about files.
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+# ImageNet statistics, the convention V-JEPA 2 and most video ViTs use; stored in every checkpoint's config.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Upper bounds checked before anything is allocated, so a hostile config.json cannot ask for terabytes.
+_MAX_DIM = 4096
+_MAX_DEPTH = 64
+_MAX_TOKENS = 65536
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a uint8 clip becomes the model's input tensor (see `jepa_demo.preprocess`)."""
+
+    img_size: int = 64  # square crop side after short-side resize
+    num_frames: int = 16  # frames sampled uniformly from a clip for one forward pass
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self):
+        _check_int("img_size", self.img_size, 8, 1024)
+        _check_int("num_frames", self.num_frames, 1, 1024)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need three values (R, G, B)")
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the context/target encoders (a video ViT over tubelets) and the narrower predictor."""
+
+    img_size: int = 64  # must match PreprocessConfig.img_size
+    num_frames: int = 16  # frames per forward pass; must be a multiple of `tubelet`
+    patch_size: int = 8  # spatial side of one token, in pixels
+    tubelet: int = 2  # frames per token
+    dim: int = 128  # encoder width
+    depth: int = 6  # encoder blocks
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    pred_dim: int = 64  # predictor width: narrower than the encoder, as in I-JEPA / V-JEPA
+    pred_depth: int = 4
+    pred_heads: int = 4
+
+    def __post_init__(self):
+        _check_int("img_size", self.img_size, 8, 1024)
+        _check_int("num_frames", self.num_frames, 1, 1024)
+        _check_int("patch_size", self.patch_size, 1, 256)
+        _check_int("tubelet", self.tubelet, 1, 64)
+        for name in ("dim", "pred_dim"):
+            _check_int(name, getattr(self, name), 8, _MAX_DIM)
+        for name in ("depth", "pred_depth", "heads", "pred_heads"):
+            _check_int(name, getattr(self, name), 1, _MAX_DEPTH)
+        if not 0.5 <= float(self.mlp_ratio) <= 16:
+            raise ValueError(f"mlp_ratio must be in [0.5, 16], got {self.mlp_ratio}")
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
+        if self.num_frames % self.tubelet:
+            raise ValueError(f"num_frames {self.num_frames} must be a multiple of tubelet {self.tubelet}")
+        if self.dim % self.heads or self.pred_dim % self.pred_heads:
+            raise ValueError("dim must divide by heads and pred_dim by pred_heads")
+        if self.dim % 2 or self.pred_dim % 2:
+            raise ValueError("dim and pred_dim must be even (3-D sin-cos position embedding)")
+        if self.num_tokens > _MAX_TOKENS:
+            raise ValueError(f"{self.num_tokens} tokens per clip is more than the limit {_MAX_TOKENS}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (time steps, rows, columns) of one clip."""
+        side = self.img_size // self.patch_size
+        return (self.num_frames // self.tubelet, side, side)
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+
+# Sizes are rows of a table, not classes. `small` is the shipped CPU model; `vit-s` is the GPU recipe's.
+MODEL_PRESETS: dict[str, dict] = {
+    "tiny": dict(img_size=32, num_frames=4, patch_size=8, dim=32, depth=2, heads=2, pred_dim=32, pred_depth=2,
+                 pred_heads=2),
+    "small": dict(),
+    "vit-s": dict(img_size=128, num_frames=16, patch_size=16, dim=384, depth=12, heads=6, pred_dim=192,
+                  pred_depth=6, pred_heads=6),
+}
+
+
+def model_config_from_preset(preset: str, **overrides) -> ModelConfig:
+    if preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(MODEL_PRESETS)}")
+    return ModelConfig(**{**MODEL_PRESETS[preset], **overrides})
+
+
+def dataclass_from_dict(cls, values: dict, where: str):
+    """Build `cls` from a JSON dict, rejecting unknown keys and wrong types with a message naming `where`."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected an object, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}")
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, list, tuple)):
+            raise ValueError(f"{where}: {key} must be a number (or a list of numbers), got {value!r}")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def to_dict(config) -> dict:
+    return asdict(config)
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")

@@ -1,0 +1,170 @@
+"""One inference object per checkpoint: model + preprocessing + device, answering in numpy arrays.
+
+    model = load_model("checkpoints/default")      # or a Hub repo id
+    model.embed(video)                              # (D,) float32
+    model.predict_masked(video, mask="multiblock")  # hidden-token predictions vs targets, error map
+    model.surprise(video)                           # per-step surprise, heatmap, score
+
+`video` is always a uint8 array (T, H, W, 3) as returned by `jepa_demo.read_video`; resampling and resizing happen
+here through `jepa_demo.preprocess`. Errors are `normalize_targets`/`latent_error` from `jepa_demo.model`, the same
+functions as the training loss. This module knows nothing about files, UIs or training.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .checkpoint import build_model, device_for
+from .config import PreprocessConfig
+from .masks import mask_to_indices, sample_mask
+from .model import VideoJEPA, latent_error
+from .preprocess import check_video_array, denormalize, preprocess_video, sample_frame_indices
+
+
+@dataclass
+class MaskedPrediction:
+    mask: np.ndarray  # (t, h, w) bool, True = hidden
+    predicted: np.ndarray  # (M, D) predicted latents at the hidden tokens (flattened grid order)
+    target: np.ndarray  # (M, D) normalised target-encoder latents there
+    error_map: np.ndarray  # (t, h, w) per-token L1 error; 0 at visible tokens
+    error: float  # mean error over hidden tokens
+    frames: np.ndarray  # (T, S, S, 3) uint8: the frames the model saw
+
+
+@dataclass
+class Surprise:
+    per_step: np.ndarray  # (S,) mean prediction error of each predicted time step
+    heatmap: np.ndarray  # (S, h, w) per-token error of each predicted step
+    step_frames: np.ndarray  # (S,) index in the input clip of each step's first frame
+    score: float  # max over steps: a clip is as surprising as its most surprising moment
+
+
+class JEPAModel:
+    """A trained VideoJEPA with its preprocessing, ready for inference."""
+
+    def __init__(self, model: VideoJEPA, preprocess: PreprocessConfig, config: dict, device=None):
+        self.device = device_for(device)
+        self.net = model.to(self.device).eval()
+        self.preprocess = preprocess
+        self.config = config
+        self.cfg = model.cfg
+
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.dim
+
+    def info(self) -> dict:
+        return {"model": self.config["model"], "preprocess": self.config["preprocess"],
+                "step": self.config.get("step"), "device": str(self.device),
+                "params": sum(p.numel() for p in self.net.parameters())}
+
+    def _input(self, video, num_frames: int | None) -> torch.Tensor:
+        return preprocess_video(video, self.preprocess, num_frames).unsqueeze(0).to(self.device)  # (1, 3, T, S, S)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    @torch.inference_mode()
+    def embed(self, video) -> np.ndarray:
+        """Mean-pooled target-encoder tokens of `num_frames` frames sampled over the clip: (D,) float32."""
+        with self._autocast():
+            tokens = self.net.target_encoder(self._input(video, self.cfg.num_frames))  # (1, N, D)
+        return tokens.float().mean(dim=1)[0].cpu().numpy()
+
+    @torch.inference_mode()
+    def predict_masked(self, video, mask="multiblock", seed: int = 0, ratio: float = 0.75) -> MaskedPrediction:
+        """Hide tokens (a mask name, a (t, h, w) bool array, or flat hidden indices), predict them, compare."""
+        x = self._input(video, self.cfg.num_frames)
+        hidden = self._resolve_mask(mask, seed, ratio)
+        context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))
+        with self._autocast():
+            predicted = self.net.predict(x, context_idx, target_idx)[0]  # (M, D)
+            target = self.net.encode_targets(x, target_idx)[0]  # (M, D)
+        errors = latent_error(predicted, target).cpu()  # (M,)
+        error_map = torch.zeros(hidden.numel())
+        error_map[target_idx[0].cpu()] = errors
+        return MaskedPrediction(mask=hidden.numpy(), predicted=predicted.float().cpu().numpy(),
+                                target=target.float().cpu().numpy(), error_map=error_map.view(hidden.shape).numpy(),
+                                error=float(errors.mean()), frames=self._shown_frames(video))
+
+    def _resolve_mask(self, mask, seed: int, ratio: float) -> torch.Tensor:
+        grid = self.cfg.grid
+        if isinstance(mask, str):
+            return sample_mask(mask, grid, torch.Generator().manual_seed(seed), ratio=ratio)
+        array = np.asarray(mask)
+        if array.dtype == bool and array.shape == grid:
+            return torch.from_numpy(array.copy())
+        if array.ndim == 1 and np.issubdtype(array.dtype, np.integer):
+            if array.size and (array.min() < 0 or array.max() >= self.cfg.num_tokens):
+                raise ValueError(f"mask indices must lie in [0, {self.cfg.num_tokens}) for grid {grid}")
+            hidden = torch.zeros(self.cfg.num_tokens, dtype=torch.bool)
+            hidden[torch.from_numpy(array.astype(np.int64))] = True
+            return hidden.view(grid)
+        raise ValueError(f"mask must be a name, a bool array of shape {grid} or an integer index array")
+
+    def _shown_frames(self, video) -> np.ndarray:
+        return denormalize(preprocess_video(video, self.preprocess, self.cfg.num_frames), self.preprocess)
+
+    @torch.inference_mode()
+    def surprise(self, video, future_steps: int | None = None, max_frames: int | None = None,
+                 batch_size: int = 16) -> Surprise:
+        """V-JEPA-style surprise: slide a window over the clip; from its first steps, predict the last
+        `future_steps` steps' target latents; error = distance to the actual ones, averaged per predicted step.
+        `future_steps` defaults to what the checkpoint was trained to predict."""
+        x, frame_index = self._surprise_input(video, max_frames)
+        steps_in_clip = x.shape[2] // self.cfg.tubelet
+        window = self.cfg.grid[0]
+        future_steps = future_steps or min(self.config.get("train", {}).get("future_steps", 2), window - 1)
+        hidden = torch.zeros(self.cfg.grid, dtype=torch.bool)
+        hidden[window - future_steps:] = True
+        context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))
+        starts = list(range(steps_in_clip - window + 1))
+        errors = torch.cat([self._window_errors(x, starts[i:i + batch_size], context_idx, target_idx)
+                            for i in range(0, len(starts), batch_size)])  # (W, F, h, w)
+        heatmap = _average_by_step(errors, steps_in_clip, window - future_steps)
+        per_step = heatmap.mean(axis=(1, 2))
+        first = window - future_steps
+        step_frames = frame_index[np.arange(first, steps_in_clip) * self.cfg.tubelet]
+        return Surprise(per_step=per_step, heatmap=heatmap, step_frames=step_frames, score=float(per_step.max()))
+
+    def _surprise_input(self, video, max_frames: int | None) -> tuple[torch.Tensor, np.ndarray]:
+        """Preprocess the whole clip (uniformly thinned to `max_frames`) and cut it to whole tubelets."""
+        check_video_array(video)
+        limit = max_frames or 4 * self.cfg.num_frames
+        frame_index = sample_frame_indices(len(video), min(len(video), limit))
+        usable = len(frame_index) // self.cfg.tubelet * self.cfg.tubelet
+        if usable < self.cfg.num_frames:
+            raise ValueError(f"surprise needs a clip of at least {self.cfg.num_frames} frames, got {len(video)}")
+        frame_index = frame_index[:usable]
+        x = preprocess_video(np.asarray(video)[frame_index], self.preprocess)
+        return x.unsqueeze(0).to(self.device), frame_index  # (1, 3, T, S, S)
+
+    def _window_errors(self, x, starts, context_idx, target_idx) -> torch.Tensor:
+        """Errors (len(starts), F, h, w) of the hidden steps for windows starting at the given token steps."""
+        k, n = self.cfg.tubelet, self.cfg.num_frames
+        clips = torch.cat([x[:, :, s * k:s * k + n] for s in starts])  # (W, 3, n, S, S)
+        context_idx, target_idx = context_idx.expand(len(starts), -1), target_idx.expand(len(starts), -1)
+        with self._autocast():
+            predicted = self.net.predict(clips, context_idx, target_idx)
+            target = self.net.encode_targets(clips, target_idx)
+        _, h, w = self.cfg.grid
+        return latent_error(predicted, target).float().cpu().view(len(starts), -1, h, w)
+
+
+def _average_by_step(errors: torch.Tensor, steps_in_clip: int, first_predicted: int) -> np.ndarray:
+    """Window errors (W, F, h, w) -> one map per clip step (S, h, w), averaging windows that predict that step."""
+    num_windows, future, h, w = errors.shape
+    total = torch.zeros(steps_in_clip, h, w)
+    count = torch.zeros(steps_in_clip, 1, 1)
+    for f in range(future):
+        steps = torch.arange(num_windows) + first_predicted + f
+        total.index_add_(0, steps, errors[:, f])
+        count.index_add_(0, steps, torch.ones(num_windows, 1, 1))
+    return (total[first_predicted:] / count[first_predicted:]).numpy()
+
+
+def load_model(path_or_repo_id, device: str | None = None) -> JEPAModel:
+    """Load a checkpoint folder or Hub repo id for inference (raises `CheckpointError` with the file named)."""
+    model, preprocess, config = build_model(path_or_repo_id)
+    return JEPAModel(model, preprocess, config, device)

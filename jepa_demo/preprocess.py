@@ -1,0 +1,69 @@
+"""The one preprocessing path: uint8 RGB frames -> the float tensor a model reads.
+
+Training, the CLI and the app all call `preprocess_video`, with the `PreprocessConfig` stored in the checkpoint, so
+they can never drift apart. Steps: sample frames uniformly in time, resize the short side to `img_size`, centre-crop
+a square, scale to [0, 1], normalise with the config's mean/std, lay out as (C, T, H, W). It knows nothing about
+files (see `jepa_demo.video`) or models.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import PreprocessConfig
+
+
+def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
+    """`num_frames` indices spread evenly over `num_available` frames (repeats when the clip is shorter)."""
+    if num_available < 1:
+        raise ValueError("the clip has no frames")
+    return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
+
+
+def check_video_array(video) -> None:
+    """Reject anything that is not uint8 (T, H, W, 3) with a message saying what was received."""
+    if not isinstance(video, (np.ndarray, torch.Tensor)):
+        raise ValueError(f"expected a uint8 array of shape (T, H, W, 3), got {type(video).__name__}")
+    if video.dtype not in (np.uint8, torch.uint8):
+        raise ValueError(f"expected uint8 frames, got dtype {video.dtype}")
+    if video.ndim != 4 or video.shape[-1] != 3 or min(video.shape) < 1:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(video.shape)}")
+
+
+def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (3, T', S, S); T' = `num_frames` (uniform sampling) or T when None."""
+    check_video_array(video)
+    frames = torch.as_tensor(video)
+    if num_frames is not None:
+        frames = frames[torch.from_numpy(sample_frame_indices(frames.shape[0], num_frames))]
+    x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    x = resize_and_crop(x, cfg.img_size) / 255.0
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
+
+
+def preprocess_batch(videos, cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> (B, 3, T, S, S): the same function applied clip by clip."""
+    return torch.stack([preprocess_video(v, cfg) for v in videos])
+
+
+def resize_and_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, 3, H, W) float -> (T, 3, size, size): short side to `size` (antialiased bilinear), centre crop."""
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        x = x[..., top:top + size, left:left + size]
+    return x.clamp(0, 255)
+
+
+def denormalize(x: torch.Tensor, cfg: PreprocessConfig) -> np.ndarray:
+    """Inverse of `preprocess_video` for display: (3, T, S, S) -> uint8 (T, S, S, 3)."""
+    mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
+    std = torch.tensor(cfg.std).view(3, 1, 1, 1)
+    pixels = ((x.detach().cpu().float() * std + mean) * 255).round().clamp(0, 255)
+    return pixels.to(torch.uint8).permute(1, 2, 3, 0).numpy()

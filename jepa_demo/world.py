@@ -1,0 +1,412 @@
+"""A synthetic 2-D physics world: labelled clips of moving objects, optionally with a physics violation.
+
+Objects (circles, squares, triangles; several colours and sizes) move with constant velocity or under gravity, bounce
+elastically off the walls and off each other, and may pass behind a grey occluder. Irrelevant detail (per-frame
+pixel noise, a textured or flickering background) can be added without changing the motion: physics, violations and
+detail each draw from their own random stream, all derived from the clip's seed. A clip can be rendered with a
+violation at a chosen frame (teleport, vanish, appear, colour or shape change, passing through another object);
+`make_pair` returns a plausible clip and its violating twin, identical before the violation.
+
+Everything is numpy and fast enough to render training data on the fly. This module knows nothing about models or
+files (`jepa_demo.video.write_video` writes mp4/gif).
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+VIOLATIONS: tuple[str, ...] = ("teleport", "vanish", "appear", "color_change", "shape_change", "pass_through")
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+BACKGROUNDS: tuple[str, ...] = ("plain", "texture", "flicker", "mixed")
+COLORS = np.array([[230, 40, 40], [40, 200, 60], [50, 90, 240], [240, 220, 40], [220, 50, 220], [40, 220, 220],
+                   [250, 140, 30]], dtype=np.float32)
+_PLAIN_BACKGROUND = np.array([22, 22, 30], dtype=np.float32)
+_OCCLUDER_GREY = np.array([150, 150, 150], dtype=np.float32)
+_MIN_FRAMES_BEFORE = 6
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """What kind of clips to draw. Lengths are in pixels at `size`; speeds in pixels per frame."""
+
+    size: int = 64  # square frames
+    num_frames: int = 16
+    min_objects: int = 1
+    max_objects: int = 3
+    gravity_prob: float = 0.5  # share of clips with downward gravity
+    occluder_prob: float = 0.3  # share of clips with a grey bar objects pass behind
+    noise_std: float = 0.0  # per-frame Gaussian pixel noise, in [0, 1] units of intensity
+    background: str = "plain"  # plain | texture | flicker | mixed (mixed: one of the three per clip)
+    radius: tuple[float, float] = (0.07, 0.11)  # object radius range, as a fraction of `size`
+    speed: tuple[float, float] = (0.018, 0.04)  # speed range, fraction of `size` per frame
+    gravity: float = 0.004  # downward acceleration, fraction of `size` per frame^2
+
+    def __post_init__(self):
+        if not 16 <= self.size <= 1024:
+            raise ValueError(f"size must be between 16 and 1024 pixels, got {self.size}")
+        if not 2 <= self.num_frames <= 4096:
+            raise ValueError(f"num_frames must be between 2 and 4096, got {self.num_frames}")
+        if not 1 <= self.min_objects <= self.max_objects <= 8:
+            raise ValueError("need 1 <= min_objects <= max_objects <= 8")
+        if not (0 <= self.gravity_prob <= 1 and 0 <= self.occluder_prob <= 1):
+            raise ValueError("gravity_prob and occluder_prob must be between 0 and 1")
+        if not 0 <= self.noise_std <= 1:
+            raise ValueError(f"noise_std is in units of full intensity: between 0 and 1, got {self.noise_std}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {BACKGROUNDS}, got {self.background!r}")
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    labels: dict  # JSON-serialisable facts about the clip (see `_labels`)
+    states: dict = field(repr=False, default_factory=dict)  # per-frame object positions/visibility, for tests
+
+
+@dataclass
+class _Scene:
+    """Everything physics needs; arrays are per object."""
+
+    pos: np.ndarray  # (n, 2) x, y
+    vel: np.ndarray  # (n, 2)
+    radius: np.ndarray  # (n,)
+    shape: np.ndarray  # (n,) index into SHAPES
+    color: np.ndarray  # (n,) index into COLORS
+    visible: np.ndarray  # (n,) bool
+    collides: np.ndarray  # (n,) bool
+    gravity: float
+    occluder: tuple[float, float] | None  # x-range of the bar, or None
+    size: int
+
+
+def render_clip(seed: int, cfg: WorldConfig = WorldConfig(), violation: str | None = None,
+                violation_frame: int | None = None) -> Clip:
+    """The clip for `seed`; with `violation`, the same clip until `violation_frame`, then the violation."""
+    scene = _new_scene(seed, cfg)
+    plausible = _simulate(scene, cfg.num_frames)
+    if violation is None:
+        return _finish(seed, cfg, plausible, scene, None, None)
+    t_v = _check_violation(violation, violation_frame, cfg, plausible)
+    trajectory = _violate(seed, cfg, scene, plausible, violation, t_v)
+    if trajectory is None:
+        raise ValueError(f"seed {seed}: no object can show a {violation!r} at frame {t_v} "
+                         "(try make_pair, which searches for a suitable start)")
+    return _finish(seed, cfg, trajectory, scene, violation, t_v)
+
+
+def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
+              violation_frame: int | None = None) -> tuple[Clip, Clip]:
+    """(plausible, implausible) from the same start. Tries seed, then derived seeds, until the violation can be shown
+    (an object in the open at the violation frame; for pass_through, a collision inside the allowed window)."""
+    if kind not in VIOLATIONS:
+        raise ValueError(f"unknown violation {kind!r}; choose one of {VIOLATIONS}")
+    if kind == "pass_through" and cfg.min_objects < 2:
+        cfg = dataclasses.replace(cfg, min_objects=2, max_objects=max(2, cfg.max_objects))
+    for attempt in range(200):
+        candidate = seed + attempt * 7_919_003
+        scene = _new_scene(candidate, cfg)
+        plausible = _simulate(scene, cfg.num_frames)
+        t_v = _default_frame(kind, cfg, plausible) if violation_frame is None else violation_frame
+        if t_v is None:
+            continue
+        t_v = _check_violation(kind, t_v, cfg, plausible)
+        trajectory = _violate(candidate, cfg, scene, plausible, kind, t_v)
+        if trajectory is not None:
+            return (_finish(candidate, cfg, plausible, scene, None, None),
+                    _finish(candidate, cfg, trajectory, scene, kind, t_v))
+    raise ValueError(f"no start found for a {kind!r} pair from seed {seed} with this config")
+
+
+# ----------------------------------------------------------------------------------------------------------- scene
+
+
+def _new_scene(seed: int, cfg: WorldConfig) -> _Scene:
+    rng = np.random.default_rng((seed, 0))  # physics stream: detail and violations never touch it
+    n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    radius = rng.uniform(*cfg.radius, size=n) * cfg.size
+    pos = _place_apart(rng, radius, cfg.size)
+    angle = rng.uniform(0, 2 * np.pi, size=n)
+    speed = rng.uniform(*cfg.speed, size=n) * cfg.size
+    vel = np.stack([np.cos(angle), np.sin(angle)], axis=1) * speed[:, None]
+    gravity = cfg.gravity * cfg.size if rng.random() < cfg.gravity_prob else 0.0
+    occluder = None
+    if rng.random() < cfg.occluder_prob:
+        left = rng.uniform(0.2, 0.65) * cfg.size
+        occluder = (left, left + 0.15 * cfg.size)
+    return _Scene(pos=pos, vel=vel, radius=radius, shape=rng.integers(0, len(SHAPES), size=n),
+                  color=rng.permutation(len(COLORS))[:n], visible=np.ones(n, bool), collides=np.ones(n, bool),
+                  gravity=gravity, occluder=occluder, size=cfg.size)
+
+
+def _place_apart(rng, radius: np.ndarray, size: int) -> np.ndarray:
+    """Random centres inside the frame, not overlapping (best effort after 100 tries each)."""
+    pos = np.zeros((len(radius), 2))
+    for i, r in enumerate(radius):
+        for _ in range(100):
+            pos[i] = rng.uniform(r, size - r, size=2)
+            if all(np.hypot(*(pos[i] - pos[j])) > r + radius[j] + 1 for j in range(i)):
+                break
+    return pos
+
+
+# --------------------------------------------------------------------------------------------------------- physics
+
+
+def _simulate(scene: _Scene, num_frames: int, event=None, event_frame: int | None = None,
+              no_collide: tuple[int, int] | None = None) -> dict:
+    """Per-frame states. `event(state)` edits the state just before frame `event_frame` is recorded; from then on the
+    pair `no_collide` passes through each other."""
+    s = dataclasses.replace(scene, pos=scene.pos.copy(), vel=scene.vel.copy(), shape=scene.shape.copy(),
+                            color=scene.color.copy(), visible=scene.visible.copy(), collides=scene.collides.copy())
+    record = {k: [] for k in ("pos", "shape", "color", "visible")}
+    collisions = []
+    for t in range(num_frames):
+        if event is not None and t == event_frame:
+            event(s)
+        for key in record:
+            record[key].append(getattr(s, key).copy())
+        skip = no_collide if event_frame is not None and t + 1 >= event_frame else None
+        collisions += [(t + 1, i, j) for i, j in _step(s, skip)]
+    states = {k: np.stack(v) for k, v in record.items()}  # pos (T, n, 2); others (T, n)
+    states["radius"] = s.radius.copy()  # (n,)
+    states["collisions"] = collisions
+    return states
+
+
+def _step(s: _Scene, skip_pair) -> list[tuple[int, int]]:
+    """Advance one frame: gravity, motion, object collisions, walls. Returns the pairs that collided."""
+    s.vel[:, 1] += s.gravity
+    s.pos += s.vel
+    hits = _collide_objects(s, skip_pair)
+    _bounce_off_walls(s)
+    return hits
+
+
+def _collide_objects(s: _Scene, skip_pair) -> list[tuple[int, int]]:
+    hits = []
+    n = len(s.radius)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if not (s.collides[i] and s.collides[j]) or (skip_pair and {i, j} == set(skip_pair)):
+                continue
+            delta = s.pos[j] - s.pos[i]
+            dist = float(np.hypot(*delta))
+            if dist >= s.radius[i] + s.radius[j] or dist == 0:
+                continue
+            normal = delta / dist
+            approach = float((s.vel[i] - s.vel[j]) @ normal)
+            if approach > 0:  # elastic impulse along the normal, masses ~ area
+                mi, mj = s.radius[i] ** 2, s.radius[j] ** 2
+                s.vel[i] -= 2 * mj / (mi + mj) * approach * normal
+                s.vel[j] += 2 * mi / (mi + mj) * approach * normal
+                hits.append((i, j))
+            overlap = s.radius[i] + s.radius[j] - dist  # push apart so they do not stick together
+            s.pos[i] -= normal * overlap / 2
+            s.pos[j] += normal * overlap / 2
+    return hits
+
+
+def _bounce_off_walls(s: _Scene) -> None:
+    low, high = s.radius[:, None], s.size - s.radius[:, None]
+    under, over = s.pos < low, s.pos > high
+    s.pos = np.where(under, 2 * low - s.pos, np.where(over, 2 * high - s.pos, s.pos))
+    s.vel = np.where(under, np.abs(s.vel), np.where(over, -np.abs(s.vel), s.vel))
+
+
+# ------------------------------------------------------------------------------------------------------ violations
+
+
+def _check_violation(kind: str, t_v, cfg: WorldConfig, plausible: dict) -> int:
+    if kind not in VIOLATIONS:
+        raise ValueError(f"unknown violation {kind!r}; choose one of {VIOLATIONS}")
+    if t_v is None:
+        t_v = _default_frame(kind, cfg, plausible)
+        if t_v is None:
+            raise ValueError("no collision in this clip to pass through (use make_pair to search for one)")
+    low, high = _violation_window(cfg)
+    if not isinstance(t_v, (int, np.integer)) or not low <= t_v <= high:
+        raise ValueError(f"violation_frame must be an integer between {low} and {high} for {cfg.num_frames} frames "
+                         f"(enough frames before it and a quarter of the clip after), got {t_v}")
+    return int(t_v)
+
+
+def _violation_window(cfg: WorldConfig) -> tuple[int, int]:
+    """Enough frames before the violation for a model to form an expectation, a quarter of the clip after it."""
+    return max(_MIN_FRAMES_BEFORE, cfg.num_frames // 3), cfg.num_frames - max(1, cfg.num_frames // 4)
+
+
+def _default_frame(kind: str, cfg: WorldConfig, plausible: dict) -> int | None:
+    """Middle of the clip; for pass_through the first collision inside the allowed window (None if none)."""
+    if kind != "pass_through":
+        return cfg.num_frames // 2
+    low, high = _violation_window(cfg)
+    frames = [t for t, _, _ in plausible["collisions"] if low <= t <= high]
+    return frames[0] if frames else None
+
+
+def _violate(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, kind: str, t_v: int) -> dict | None:
+    """The implausible trajectory, or None when no object can show this violation at t_v."""
+    rng = np.random.default_rng((seed, 1))  # violation stream
+    if kind == "pass_through":
+        pair = next((i, j) for t, i, j in plausible["collisions"] if t == t_v)
+        return _simulate(scene, cfg.num_frames, event=lambda s: None, event_frame=t_v, no_collide=pair)
+    if kind == "appear":
+        return _appear(rng, scene, plausible, cfg, t_v)
+    open_objects = [i for i in range(len(scene.radius)) if _in_open(plausible["pos"][t_v, i], scene.radius[i], scene)]
+    if not open_objects:
+        return None
+    i = int(rng.choice(open_objects))
+    event = _EVENTS[kind](rng, scene, i, plausible["pos"][t_v])
+    return None if event is None else _simulate(scene, cfg.num_frames, event=event, event_frame=t_v)
+
+
+def _in_open(pos: np.ndarray, radius: float, scene: _Scene) -> bool:
+    """Fully inside the frame and clear of the occluder: a change there is in plain view."""
+    inside = bool(np.all(pos >= radius) and np.all(pos <= scene.size - radius))
+    if scene.occluder is None:
+        return inside
+    left, right = scene.occluder
+    return inside and (pos[0] + radius < left or pos[0] - radius > right)
+
+
+def _open_spot(rng, scene: _Scene, radius: float, positions: np.ndarray, away_from=None) -> np.ndarray | None:
+    """A random free spot in the open (and, if given, at least a third of the frame away from `away_from`)."""
+    for _ in range(200):
+        spot = rng.uniform(radius, scene.size - radius, size=2)
+        clear = all(np.hypot(*(spot - p)) > radius + r + 1 for p, r in zip(positions, scene.radius))
+        far = away_from is None or np.hypot(*(spot - away_from)) > scene.size / 3
+        if clear and far and _in_open(spot, radius, scene):
+            return spot
+    return None
+
+
+def _teleport(rng, scene, i, positions):
+    others = np.delete(positions, i, axis=0)
+    spot = _open_spot(rng, dataclasses.replace(scene, radius=np.delete(scene.radius, i)), scene.radius[i], others,
+                      away_from=positions[i])
+    if spot is None:
+        return None
+
+    def event(s):
+        s.pos[i] = spot
+    return event
+
+
+def _vanish(rng, scene, i, positions):
+    def event(s):
+        s.visible[i] = False
+        s.collides[i] = False  # a vanished object must not push others around either
+    return event
+
+
+def _color_change(rng, scene, i, positions):
+    new = int(rng.choice([c for c in range(len(COLORS)) if c not in scene.color]))
+
+    def event(s):
+        s.color[i] = new
+    return event
+
+
+def _shape_change(rng, scene, i, positions):
+    new = int(rng.choice([k for k in range(len(SHAPES)) if k != scene.shape[i]]))
+
+    def event(s):
+        s.shape[i] = new
+    return event
+
+
+_EVENTS = {"teleport": _teleport, "vanish": _vanish, "color_change": _color_change, "shape_change": _shape_change}
+
+
+def _appear(rng, scene: _Scene, plausible: dict, cfg: WorldConfig, t_v: int) -> dict | None:
+    """An extra object pops into view at t_v; it never collides, so the others move exactly as before."""
+    radius = rng.uniform(*cfg.radius) * cfg.size
+    spot = _open_spot(rng, scene, radius, plausible["pos"][t_v])
+    if spot is None:
+        return None
+    angle = rng.uniform(0, 2 * np.pi)
+    velocity = np.array([np.cos(angle), np.sin(angle)]) * rng.uniform(*cfg.speed) * cfg.size
+    color = int(rng.choice([c for c in range(len(COLORS)) if c not in scene.color]))
+    extended = dataclasses.replace(
+        scene, pos=np.vstack([scene.pos, spot]), vel=np.vstack([scene.vel, velocity]),
+        radius=np.append(scene.radius, radius), shape=np.append(scene.shape, rng.integers(len(SHAPES))),
+        color=np.append(scene.color, color), visible=np.append(scene.visible, False),
+        collides=np.append(scene.collides, False))
+    n = len(scene.radius)
+
+    def event(s):
+        s.pos[n], s.vel[n], s.visible[n] = spot, velocity, True
+    return _simulate(extended, cfg.num_frames, event=event, event_frame=t_v)
+
+
+# ------------------------------------------------------------------------------------------------------- rendering
+
+
+def _finish(seed: int, cfg: WorldConfig, states: dict, scene: _Scene, violation, t_v) -> Clip:
+    detail = np.random.default_rng((seed, 2))  # detail stream: noise and backgrounds only
+    background = cfg.background if cfg.background != "mixed" else str(detail.choice(["plain", "texture", "flicker"]))
+    frames = _background(detail, background, cfg)  # (T, H, W, 3) float
+    for t in range(cfg.num_frames):
+        _draw_objects(frames[t], states, t)
+        if scene.occluder is not None:
+            left, right = (int(round(v)) for v in scene.occluder)
+            frames[t, :, left:right] = _OCCLUDER_GREY
+    if cfg.noise_std > 0:
+        frames += detail.normal(0, cfg.noise_std * 255, size=frames.shape).astype(np.float32)
+    pixels = np.clip(frames, 0, 255).round().astype(np.uint8)
+    return Clip(pixels, _labels(seed, cfg, scene, states, background, violation, t_v), states)
+
+
+def _background(rng, kind: str, cfg: WorldConfig) -> np.ndarray:
+    size, t = cfg.size, cfg.num_frames
+    if kind == "texture":  # grass-like: green-brown blotches plus fine static grain
+        coarse = rng.uniform(0, 1, size=(size // 8 + 1, size // 8 + 1, 1))
+        blotches = np.kron(coarse, np.ones((8, 8, 1)))[:size, :size]
+        grain = rng.uniform(-1, 1, size=(size, size, 1))
+        base = np.array([40, 70, 30]) + blotches * np.array([30, 50, 20]) + grain * 18
+        return np.repeat(base[None].astype(np.float32), t, axis=0)
+    frames = np.broadcast_to(_PLAIN_BACKGROUND, (t, size, size, 3)).copy()
+    if kind == "flicker":  # lighting that brightens and dims at random from frame to frame
+        frames *= rng.uniform(0.4, 3.0, size=(t, 1, 1, 1)).astype(np.float32)
+    return frames
+
+
+def _draw_objects(frame: np.ndarray, states: dict, t: int) -> None:
+    size = frame.shape[0]
+    for i in range(states["pos"].shape[1]):
+        if not states["visible"][t, i]:
+            continue
+        x, y = states["pos"][t, i]
+        r = states["radius"][i]
+        top, bottom = max(0, int(y - r - 1)), min(size, int(y + r + 2))
+        left, right = max(0, int(x - r - 1)), min(size, int(x + r + 2))
+        if top >= bottom or left >= right:
+            continue
+        yy, xx = np.mgrid[top:bottom, left:right] + 0.5  # pixel centres
+        inside = _shape_mask(SHAPES[states["shape"][t, i]], xx - x, yy - y, r)
+        frame[top:bottom, left:right][inside] = COLORS[states["color"][t, i]]
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    if shape == "circle":
+        return dx**2 + dy**2 <= r**2
+    if shape == "square":
+        half = 0.85 * r
+        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
+    # triangle pointing up: apex at -r, base at +0.8 r, width growing linearly downwards
+    height = (dy + r) / (1.8 * r)
+    return (height >= 0) & (height <= 1) & (np.abs(dx) <= height * r)
+
+
+def _labels(seed: int, cfg: WorldConfig, scene: _Scene, states: dict, background: str, violation, t_v) -> dict:
+    n = len(scene.radius)
+    motion = np.diff(states["pos"][:, :n], axis=0).mean(axis=(0, 1))  # mean velocity (vx, vy)
+    if abs(motion[0]) >= abs(motion[1]):
+        direction = "right" if motion[0] >= 0 else "left"
+    else:
+        direction = "down" if motion[1] >= 0 else "up"
+    return {"num_objects": n, "shapes": sorted({SHAPES[k] for k in scene.shape}),
+            "main_shape": SHAPES[scene.shape[int(np.argmax(scene.radius))]], "gravity": scene.gravity > 0,
+            "direction": direction, "occluder": scene.occluder is not None, "background": background,
+            "noise_std": float(cfg.noise_std), "violation": violation, "violation_frame": t_v, "seed": int(seed)}

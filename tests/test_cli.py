@@ -1,0 +1,57 @@
+"""The command line, run as a user would: real mp4 files, a real subprocess, one JSON object per file and line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jepa_demo.checkpoint import save_checkpoint
+from jepa_demo.video import write_video
+from jepa_demo.world import WorldConfig, make_pair
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def files(tmp_path, tiny_model, tiny_preprocess):
+    save_checkpoint(tiny_model, tmp_path / "ckpt", tiny_preprocess, step=3)
+    plausible, implausible = make_pair(1, "vanish", WorldConfig(size=48, num_frames=16))
+    write_video(tmp_path / "a.mp4", plausible.frames)
+    write_video(tmp_path / "b.mp4", implausible.frames)
+    (tmp_path / "broken.mp4").write_text("this is not a video")
+    return tmp_path
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jepa_demo", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_surprise_json_one_line_per_file_and_bad_file_reported(files):
+    result = _cli("surprise", files / "a.mp4", files / "broken.mp4", files / "b.mp4", "--json",
+                  "--checkpoint", files / "ckpt")
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["file"]).name for r in lines] == ["a.mp4", "b.mp4"]
+    for r in lines:
+        assert r["score"] == pytest.approx(max(r["per_step"]), abs=1e-6) and len(r["per_step"]) == 7
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "broken.mp4" in errors[0] and "not a readable video" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_embed_and_info(files):
+    result = _cli("embed", files / "a.mp4", "--json", "--checkpoint", files / "ckpt")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["dim"] == 32 and len(record["embedding"]) == 32
+    result = _cli("info", files / "a.mp4")
+    assert result.returncode == 0 and "16 frames, 48x48" in result.stdout
+
+
+def test_bad_checkpoint_exits_2_with_one_line(files):
+    result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no checkpoint folder" in result.stderr

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from jepa_demo.checkpoint import save_checkpoint
+from jepa_demo.inference import load_model
+from jepa_demo.world import WorldConfig, render_clip
+
+
+@pytest.fixture
+def model(tmp_path, tiny_model, tiny_preprocess):
+    save_checkpoint(tiny_model, tmp_path / "tiny", tiny_preprocess, step=1)
+    return load_model(tmp_path / "tiny", device="cpu")
+
+
+def _clip(frames=16, size=48, seed=0):
+    return render_clip(seed, WorldConfig(size=size, num_frames=frames)).frames
+
+
+def test_embed_is_one_float_vector_per_clip(model):
+    a, b = model.embed(_clip(seed=1)), model.embed(_clip(seed=2))
+    assert a.shape == (model.embed_dim,) and a.dtype == np.float32
+    assert np.array_equal(a, model.embed(_clip(seed=1))) and not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("mask", ["multiblock", "tube", "future", "random"])
+def test_predict_masked_by_name(model, mask):
+    result = model.predict_masked(_clip(), mask=mask, seed=3)
+    hidden = int(result.mask.sum())
+    assert result.mask.shape == model.cfg.grid
+    assert result.predicted.shape == result.target.shape == (hidden, model.embed_dim)
+    assert (result.error_map[~result.mask] == 0).all() and (result.error_map[result.mask] > 0).all()
+    assert result.error == pytest.approx(result.error_map[result.mask].mean(), rel=1e-5)
+    assert result.frames.shape == (model.cfg.num_frames, 32, 32, 3) and result.frames.dtype == np.uint8
+    again = model.predict_masked(_clip(), mask=mask, seed=3)
+    assert np.array_equal(again.mask, result.mask) and np.array_equal(again.error_map, result.error_map)
+
+
+def test_predict_masked_with_explicit_masks(model):
+    grid = model.cfg.grid
+    bool_mask = np.zeros(grid, bool)
+    bool_mask[-1, :2] = True
+    by_array = model.predict_masked(_clip(), mask=bool_mask)
+    flat = np.flatnonzero(bool_mask)
+    by_index = model.predict_masked(_clip(), mask=flat)
+    assert np.array_equal(by_array.mask, bool_mask) and np.array_equal(by_index.error_map, by_array.error_map)
+    with pytest.raises(ValueError, match="mask indices"):
+        model.predict_masked(_clip(), mask=np.array([0, 10_000]))
+    with pytest.raises(ValueError, match="unknown mask"):
+        model.predict_masked(_clip(), mask="spiral")
+
+
+def test_surprise_shapes_and_frame_positions(model):
+    result = model.surprise(_clip(frames=12))
+    steps, window = 12 // model.cfg.tubelet, model.cfg.grid[0]
+    first_predicted = window - 1  # tiny grid has 2 steps per window; one is predicted
+    assert result.per_step.shape == (steps - first_predicted,)
+    assert result.heatmap.shape == (steps - first_predicted, *model.cfg.grid[1:])
+    assert result.step_frames.tolist() == list(range(first_predicted * 2, 12, 2))
+    assert result.score == pytest.approx(result.per_step.max())
+    assert np.allclose(result.heatmap.mean(axis=(1, 2)), result.per_step, atol=1e-6)
+
+
+def test_surprise_only_looks_backwards(model):
+    """Changing the end of a clip must not change the surprise of earlier steps (no peeking at the future)."""
+    clip = _clip(frames=12)
+    changed = clip.copy()
+    changed[8:] = 255 - changed[8:]
+    a, b = model.surprise(clip, future_steps=1), model.surprise(changed, future_steps=1)
+    before = a.step_frames < 8
+    assert np.array_equal(a.per_step[before], b.per_step[before])
+    assert not np.allclose(a.per_step[~before], b.per_step[~before])
+
+
+def test_surprise_thins_long_clips_and_refuses_short_ones(model):
+    result = model.surprise(_clip(frames=200), max_frames=20)
+    assert result.step_frames.max() < 200 and len(result.per_step) == 20 // 2 - 1
+    with pytest.raises(ValueError, match="at least 4 frames"):
+        model.surprise(_clip(frames=3))

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from jepa_demo.masks import MASK_KINDS, future_mask, mask_to_indices, sample_mask
+
+GRID = (8, 8, 8)
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_same_seed_same_mask_and_both_sets_nonempty(kind):
+    a = sample_mask(kind, GRID, torch.Generator().manual_seed(7))
+    b = sample_mask(kind, GRID, torch.Generator().manual_seed(7))
+    assert a.shape == GRID and a.dtype == torch.bool
+    assert torch.equal(a, b)
+    assert a.any() and not a.all()
+
+
+@pytest.mark.parametrize("kind", ["multiblock", "tube", "random"])
+def test_different_seeds_give_different_masks(kind):
+    masks = {tuple(sample_mask(kind, GRID, torch.Generator().manual_seed(s)).flatten().tolist()) for s in range(10)}
+    assert len(masks) > 5
+
+
+@pytest.mark.parametrize("kind", ["multiblock", "tube"])
+def test_tube_masks_are_constant_through_time(kind):
+    mask = sample_mask(kind, GRID, torch.Generator().manual_seed(2))
+    assert torch.equal(mask, mask[:1].expand_as(mask))
+
+
+def test_future_mask_hides_exactly_the_last_steps():
+    mask = future_mask(GRID, 3)
+    assert mask[5:].all() and not mask[:5].any()
+    with pytest.raises(ValueError):
+        future_mask(GRID, 8)
+
+
+def test_random_ratio_is_respected():
+    mask = sample_mask("random", GRID, torch.Generator().manual_seed(0), ratio=0.25)
+    assert int(mask.sum()) == round(0.25 * 512)
+
+
+def test_indices_partition_the_grid():
+    mask = sample_mask("multiblock", GRID, torch.Generator().manual_seed(4))
+    context, target = mask_to_indices(mask, batch_size=3)
+    assert context.shape[0] == target.shape[0] == 3
+    together = torch.cat([context[0], target[0]]).sort().values
+    assert torch.equal(together, torch.arange(512))
+    assert mask.flatten()[target[0]].all() and not mask.flatten()[context[0]].any()
+
+
+def test_unknown_kind_and_degenerate_masks_are_refused():
+    with pytest.raises(ValueError, match="unknown mask"):
+        sample_mask("checkerboard", GRID, torch.Generator())
+    with pytest.raises(ValueError):
+        mask_to_indices(torch.ones(GRID, dtype=torch.bool))

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+from jepa_demo.masks import mask_to_indices, sample_mask
+from jepa_demo.model import VideoJEPA, latent_error, normalize_targets
+from jepa_demo.preprocess import preprocess_batch
+from jepa_demo.world import WorldConfig, render_clip
+
+
+def _clip(cfg, batch=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=gen)
+
+
+def test_shapes_with_hand_written_indices(tiny_model, tiny_cfg):
+    x = _clip(tiny_cfg)
+    n = tiny_cfg.num_tokens
+    context = torch.tensor([[0, 1, 2, 5], [3, 4, 6, 7]])
+    target = torch.tensor([[8, 9, n - 1], [10, 11, 12]])
+    assert tiny_model.context_encoder(x).shape == (2, n, tiny_cfg.dim)
+    assert tiny_model.context_encoder(x, keep=context).shape == (2, 4, tiny_cfg.dim)
+    assert tiny_model.predict(x, context, target).shape == (2, 3, tiny_cfg.dim)
+    assert tiny_model.encode_targets(x, target).shape == (2, 3, tiny_cfg.dim)
+
+
+def test_context_encoder_never_sees_hidden_tokens(tiny_model, tiny_cfg):
+    """Changing pixels of hidden tubelets must not change the prediction: no leak from the target."""
+    x = _clip(tiny_cfg, batch=1)
+    mask = sample_mask("future", tiny_cfg.grid, torch.Generator(), num_future=1)
+    context, target = mask_to_indices(mask)
+    changed = x.clone()
+    changed[:, :, -tiny_cfg.tubelet:] += 5.0  # the hidden (last) time step
+    with torch.no_grad():
+        assert torch.equal(tiny_model.predict(x, context, target), tiny_model.predict(changed, context, target))
+        assert not torch.equal(tiny_model.encode_targets(x, target), tiny_model.encode_targets(changed, target))
+
+
+def test_loss_is_l1_to_layer_normed_targets(tiny_model, tiny_cfg):
+    x = _clip(tiny_cfg)
+    context, target = mask_to_indices(sample_mask("random", tiny_cfg.grid, torch.Generator().manual_seed(1)), 2)
+    out = tiny_model(x, context, target)
+    with torch.no_grad():
+        expected_targets = normalize_targets(tiny_model.target_encoder(x))
+        expected_targets = torch.gather(expected_targets, 1, target[..., None].expand(-1, -1, tiny_cfg.dim))
+        expected = latent_error(tiny_model.predict(x, context, target), expected_targets).mean()
+    assert torch.allclose(out["loss"], expected)
+    assert torch.allclose(out["targets"].mean(-1), torch.zeros(()), atol=1e-5)  # layer-normed per token
+
+
+def test_gradients_reach_context_encoder_and_predictor_never_target(tiny_model, tiny_cfg):
+    x = _clip(tiny_cfg)
+    context, target = mask_to_indices(sample_mask("multiblock", tiny_cfg.grid, torch.Generator()), 2)
+    tiny_model(x, context, target)["loss"].backward()
+    for name, part in [("context_encoder", tiny_model.context_encoder), ("predictor", tiny_model.predictor)]:
+        grads = [p.grad for p in part.parameters()]
+        assert all(g is not None for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+    assert all(p.grad is None and not p.requires_grad for p in tiny_model.target_encoder.parameters())
+
+
+@pytest.mark.parametrize("mask", ["multiblock", "future"])
+def test_overfit_one_batch_halves_the_loss(tiny_cfg, tiny_preprocess, mask):
+    """A fixed batch of world clips, the recipe's learning rate and starting EMA momentum: 100 steps."""
+    torch.manual_seed(0)
+    model = VideoJEPA(tiny_cfg)
+    world = WorldConfig(size=tiny_cfg.img_size, num_frames=tiny_cfg.num_frames)
+    x = preprocess_batch(np.stack([render_clip(seed, world).frames for seed in range(4)]), tiny_preprocess)
+    hidden = sample_mask(mask, tiny_cfg.grid, torch.Generator().manual_seed(3), num_future=1)
+    context, target = mask_to_indices(hidden, 4)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(100):
+        loss = model(x, context, target)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        model.ema_update(0.996)
+        losses.append(loss.item())
+    assert losses[-1] <= 0.5 * losses[0], (losses[0], losses[-1])
+
+
+def test_ema_update_moves_target_towards_context(tiny_model):
+    with torch.no_grad():
+        for p in tiny_model.context_encoder.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in tiny_model.target_encoder.parameters()]
+    tiny_model.ema_update(0.9)
+    for old, new, online in zip(before, tiny_model.target_encoder.parameters(),
+                                tiny_model.context_encoder.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * online, atol=1e-6)
+    tiny_model.ema_update(1.0)  # momentum 1: the target is frozen
+    assert all(torch.equal(a, b) for a, b in zip(
+        [p.clone() for p in tiny_model.target_encoder.parameters()], tiny_model.target_encoder.parameters()))
+
+
+def test_any_clip_that_fits_the_tubelet_works(tiny_model, tiny_cfg):
+    x = torch.randn(1, 3, 6, 48, 40)  # other length and aspect than training
+    assert tiny_model.context_encoder(x).shape == (1, 3 * 6 * 5, tiny_cfg.dim)
+
+
+def test_clip_that_does_not_fit_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="does not fit tubelets"):
+        tiny_model.context_encoder(torch.randn(1, 3, 5, 32, 32))

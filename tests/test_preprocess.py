@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from jepa_demo.config import PreprocessConfig
+from jepa_demo.inference import JEPAModel
+from jepa_demo.preprocess import denormalize, preprocess_video, resize_and_crop, sample_frame_indices
+from jepa_demo.world import WorldConfig, render_clip
+from train.data import WorldBatches
+
+
+def test_training_and_app_preprocessing_give_identical_tensors(tiny_model, tiny_preprocess):
+    """Training batches and what the app/CLI feed the model go through the same function, bit for bit."""
+    batches = WorldBatches(tiny_preprocess, batch_size=3, seed=5, rank=0, world_size=1, max_objects=3,
+                           detail_prob=0.0, noise_std=0.0)
+    batch = batches[4]
+    app = JEPAModel(tiny_model, tiny_preprocess, config={}, device="cpu")
+    world = WorldConfig(size=tiny_preprocess.img_size, num_frames=tiny_preprocess.num_frames)
+    first_seed = 5 * 10_000_019 + 4 * 3
+    for i in range(3):
+        frames = render_clip(first_seed + i, world).frames
+        assert torch.equal(batch[i], app._input(frames, tiny_preprocess.num_frames)[0])
+
+
+def test_frame_sampling_spans_the_clip_and_repeats_when_short():
+    assert sample_frame_indices(100, 5).tolist() == [0, 25, 50, 74, 99]
+    assert sample_frame_indices(2, 4).tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError):
+        sample_frame_indices(0, 4)
+
+
+def test_short_side_resize_then_centre_crop():
+    frame = torch.zeros(1, 3, 40, 80)
+    frame[:, 0, :, 20:60] = 255  # a red band in the middle 40 columns
+    out = resize_and_crop(frame, 32)
+    assert out.shape == (1, 3, 32, 32)
+    assert out[0, 0].min() > 250  # the centre crop is exactly the red band
+
+
+def test_output_layout_and_normalisation():
+    cfg = PreprocessConfig(img_size=16, num_frames=4)
+    video = np.full((10, 24, 30, 3), 128, dtype=np.uint8)
+    x = preprocess_video(video, cfg, num_frames=4)
+    assert x.shape == (3, 4, 16, 16) and x.dtype == torch.float32
+    expected = (128 / 255 - np.array(cfg.mean)) / np.array(cfg.std)
+    assert np.allclose(x.mean(dim=(1, 2, 3)).numpy(), expected, atol=1e-5)
+    assert np.abs(denormalize(x, cfg).astype(int) - 128).max() <= 1
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 8, 8, 3), np.float32), np.zeros((8, 8, 3), np.uint8),
+                                 np.zeros((4, 8, 8, 4), np.uint8), np.zeros((0, 8, 8, 3), np.uint8), [1, 2, 3]])
+def test_wrong_arrays_are_refused_with_a_message(bad):
+    with pytest.raises(ValueError, match="expected"):
+        preprocess_video(bad, PreprocessConfig(img_size=16, num_frames=4))

@@ -1,0 +1,124 @@
+"""Training: schedules, config, a real CLI run, exact resume after SIGKILL, and 2-process DDP on CPU (gloo)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from jepa_demo.inference import load_model
+from train.config import TrainConfig, load_config, parse_overrides
+from train.loop import lr_at, momentum_at
+from train.report import read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "train" / "configs" / "tiny.yaml")
+CHECKPOINT_FILES = ["model.safetensors", "config.json", "README.md", "metrics.csv", "training_curves.png",
+                    "train_config.json", "train_state.safetensors"]
+
+
+def _train(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_schedules_are_pure_functions_of_the_step():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-5, ema_start=0.99, ema_end=1.0)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs == [lr_at(s, cfg) for s in range(100)]
+    assert lrs[9] == pytest.approx(1e-3) and lrs[0] < lrs[5] < lrs[9]
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(1e-5, rel=0.1)
+    moms = [momentum_at(s, cfg) for s in range(101)]
+    assert moms[0] == pytest.approx(0.99) and moms[-1] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(moms, moms[1:]))
+
+
+def test_overrides_are_typed_and_unknown_keys_are_errors():
+    assert parse_overrides(["lr=3e-4", "steps=7", "compile=true", "data=clips/"]) == {
+        "lr": 3e-4, "steps": 7, "compile": True, "data": "clips/"}
+    cfg = load_config(TINY, ["steps=3"])
+    assert cfg.steps == 3 and cfg.model == "tiny"
+    with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):
+        parse_overrides(["learning_rate=1"])
+    with pytest.raises(ValueError, match="steps must be a int"):
+        parse_overrides(["steps=many"])
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["steps"])
+
+
+def test_bad_settings_exit_with_one_line(tmp_path):
+    result = _train("--config", TINY, "colour=blue")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "unknown setting 'colour'" in result.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _train("--config", TINY, f"out_dir={blocker}/run")
+    assert result.returncode == 2 and "cannot write to output folder" in result.stderr
+
+
+def test_cli_run_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    result = _train("--config", TINY, f"out_dir={out}", "steps=12", "save_every=6")
+    assert result.returncode == 0, result.stderr
+    assert "train:" in result.stderr and "12/12" in result.stderr  # tqdm progress bar
+    for name in CHECKPOINT_FILES:
+        assert (out / name).is_file(), name
+    model = load_model(out)
+    assert model.info()["step"] == 12
+    rows = read_metrics(out / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(12))
+    assert all(r["rankme"] >= 1 and r["target_std"] > 0 and r["clips_per_s"] > 0 for r in rows)
+    card = (out / "README.md").read_text()
+    assert "python -m train --config" in card and "Wall time" in card
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    settings = ["steps=40", "save_every=10"]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert _train("--config", TINY, f"out_dir={reference}", *settings).returncode == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "train", "--config", TINY, f"out_dir={killed}", *settings],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_step(killed / "metrics.csv", 25, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))
+    interrupted_at = load_model(killed).info()["step"]
+    assert 10 <= interrupted_at < 40
+
+    result = _train("--config", TINY, f"out_dir={killed}", *settings, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert load_model(killed).info()["step"] == 40
+    ref_rows, res_rows = read_metrics(reference / "metrics.csv"), read_metrics(killed / "metrics.csv")
+    assert [r["step"] for r in res_rows] == [r["step"] for r in ref_rows]
+    for a, b in zip(ref_rows, res_rows):
+        assert (a["loss"], a["lr"], a["momentum"]) == (b["loss"], b["lr"], b["momentum"]), a["step"]
+    ref_weights, res_weights = load_file(reference / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert all((ref_weights[k] == res_weights[k]).all() for k in ref_weights)
+
+
+def _wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics.is_file() and any(int(r["step"]) >= step for r in read_metrics(metrics)):
+            return
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+           "--config", TINY, f"out_dir={out}", "steps=6", "save_every=3", "batch_size=4", "device=cpu"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_model(out).info()["step"] == 6
+    assert len(read_metrics(out / "metrics.csv")) == 6  # only rank 0 logs
+    assert len(list(out.glob("*.safetensors"))) == 2  # one checkpoint + its training state, no per-rank copies

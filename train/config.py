@@ -1,0 +1,117 @@
+"""Training settings: defaults in one dataclass, a recipe YAML holding only what differs, typed key=value overrides.
+
+Resolution order: `TrainConfig` defaults <- recipe file <- command-line `key=value`. An unknown key or a value of the
+wrong type is an error naming the key. The resolved config is written next to the outputs (`train_config.json`).
+"""
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from jepa_demo.config import MODEL_PRESETS
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"  # checkpoint folder: weights, config, card, metrics, curves, training state
+    model: str = "small"  # row of jepa_demo.config.MODEL_PRESETS
+    data: str = "world"  # "world" (synthetic, generated on the fly) or a folder of video files
+    # synthetic world: half the clips (detail_prob) get irrelevant detail so the encoder learns to ignore it
+    max_objects: int = 3
+    detail_prob: float = 0.5
+    noise_std: float = 0.05
+    # optimisation
+    steps: int = 1500
+    batch_size: int = 16  # global: split across DDP processes
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    ema_start: float = 0.996  # EMA momentum rises from ema_start to ema_end over training (cosine)
+    ema_end: float = 1.0
+    # masking: each batch gets the future mask with probability future_prob, else a multi-block mask
+    future_prob: float = 0.5
+    future_steps: int = 2
+    seed: int = 0
+    # logging and saving
+    log_every: int = 10
+    save_every: int = 200
+    # hardware
+    device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False  # torch.compile (CUDA only: it was slower than eager for training on CPU)
+    num_workers: int = 0  # data-loading processes
+
+    def __post_init__(self):
+        if self.model not in MODEL_PRESETS:
+            raise ValueError(f"model must be one of {sorted(MODEL_PRESETS)}, got {self.model!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("steps", "batch_size", "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("detail_prob", "future_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if not 0 <= self.ema_start <= self.ema_end <= 1:
+            raise ValueError("need 0 <= ema_start <= ema_end <= 1")
+        if self.warmup_steps < 0 or self.min_lr > self.lr:
+            raise ValueError("need warmup_steps >= 0 and min_lr <= lr")
+
+
+def load_config(recipe: str | None, overrides: list[str]) -> TrainConfig:
+    values = _read_recipe(recipe) if recipe else {}
+    values.update(parse_overrides(overrides))
+    _reject_unknown(values, "recipe" if recipe else "override")
+    return TrainConfig(**values)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["lr=3e-4", "compile=true"] -> {"lr": 0.0003, "compile": True}, typed by the TrainConfig field."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value")
+        if key not in types:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(types))}")
+        values[key] = _coerce(key, text, types[key])
+    return values
+
+
+def _coerce(key: str, text: str, kind):
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{key} must be true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{key} must be a {kind.__name__}, got {text!r}") from None
+
+
+def _read_recipe(path: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"recipe {path} not found")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {path} must be a mapping of key: value")
+    return values
+
+
+def _reject_unknown(values: dict, source: str) -> None:
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for key, value in values.items():
+        if key not in types:
+            raise ValueError(f"unknown setting {key!r} in {source}; known: {', '.join(sorted(types))}")
+        kind = types[key]
+        expected = (int, float) if kind is float else kind
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, expected):
+            raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}")
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

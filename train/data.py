@@ -1,0 +1,76 @@
+"""Training batches as a pure function of (seed, step, rank), so resuming at step k replays exactly the same data.
+
+Two sources: the synthetic physics world rendered on the fly, or a folder of video files (searched recursively).
+Either way frames go through `jepa_demo.preprocess`, the same path the app and the CLI use. A `DataLoader` over step
+indices gives worker processes and pinned memory for free when `num_workers > 0`.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from jepa_demo.config import PreprocessConfig
+from jepa_demo.preprocess import preprocess_batch, preprocess_video
+from jepa_demo.video import read_video
+from jepa_demo.world import WorldConfig, render_clip
+
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif", ".m4v"}
+
+
+class WorldBatches(Dataset):
+    """Batch `step` of this rank: clips of the synthetic world, a share of them with irrelevant detail."""
+
+    def __init__(self, preprocess: PreprocessConfig, batch_size: int, seed: int, rank: int, world_size: int,
+                 max_objects: int, detail_prob: float, noise_std: float):
+        self.preprocess, self.batch_size = preprocess, batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.detail_prob = detail_prob
+        self.clean = WorldConfig(size=preprocess.img_size, num_frames=preprocess.num_frames, max_objects=max_objects)
+        self.detailed = dataclasses.replace(self.clean, noise_std=noise_std, background="mixed")
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        first = (step * self.world_size + self.rank) * self.batch_size
+        rng = np.random.default_rng((self.seed, step, self.rank))
+        with_detail = rng.random(self.batch_size) < self.detail_prob
+        clips = [render_clip(self.seed * 10_000_019 + first + i, self.detailed if d else self.clean).frames
+                 for i, d in enumerate(with_detail)]
+        return preprocess_batch(np.stack(clips), self.preprocess)  # (B, 3, T, S, S)
+
+
+class FolderBatches(Dataset):
+    """Batch `step` of this rank: clips drawn (with replacement) from the video files under `root`."""
+
+    def __init__(self, root: str, preprocess: PreprocessConfig, batch_size: int, seed: int, rank: int):
+        self.files = list_videos(root)
+        self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        rng = np.random.default_rng((self.seed, step, self.rank))
+        picks = rng.integers(0, len(self.files), self.batch_size)
+        clips = [read_video(self.files[i], num_frames=self.preprocess.num_frames) for i in picks]
+        return torch.stack([preprocess_video(c, self.preprocess) for c in clips])  # (B, 3, T, S, S)
+
+
+def list_videos(root: str) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"data={root}: not a folder (use data=world for the synthetic world)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"data={root}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) found")
+    return files
+
+
+def make_loader(dataset: Dataset, start_step: int, steps: int, num_workers: int, pin_memory: bool) -> DataLoader:
+    """Iterate batches for steps start_step .. steps-1 in order (each item is already a whole batch)."""
+    return DataLoader(dataset, batch_size=None, sampler=range(start_step, steps), num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=False)

@@ -1,0 +1,289 @@
+"""The training loop: schedules, one JEPA step, collapse monitors, atomic saves and exact resume.
+
+Everything that varies over training is a pure function of the step (learning rate, EMA momentum, the batch, the
+mask), so `--resume` only needs the weights and the optimiser state to continue exactly where a run stopped.
+Run it through `python -m train` (see `train/__main__.py`).
+"""
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from jepa_demo.checkpoint import load_tensors, save_checkpoint, save_tensors, write_json
+from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
+from jepa_demo.masks import mask_to_indices, multiblock_mask, future_mask
+from jepa_demo.model import VideoJEPA
+
+from .config import TrainConfig, config_to_dict
+from .data import FolderBatches, WorldBatches, make_loader
+from .report import METRIC_FIELDS, write_model_card, plot_curves
+
+STATE_NAME = "train_state.safetensors"
+METRICS_NAME = "metrics.csv"
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def momentum_at(step: int, cfg: TrainConfig) -> float:
+    """EMA momentum rising from ema_start to ema_end (cosine): the ghost teacher slows down as training settles."""
+    progress = min(1.0, step / max(1, cfg.steps))
+    return cfg.ema_end - (cfg.ema_end - cfg.ema_start) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def mask_for_step(step: int, cfg: TrainConfig, grid) -> tuple[str, torch.Tensor]:
+    """The step's mask, drawn from a generator seeded by (seed, step): same step, same mask, on every rank."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    if float(torch.rand((), generator=gen)) < cfg.future_prob:
+        return "future", future_mask(grid, cfg.future_steps)
+    return "multiblock", multiblock_mask(grid, gen)
+
+
+def embedding_std(targets: torch.Tensor) -> float:
+    """Mean over features of the std across all tokens in the batch: ~0 when every token maps to the same point."""
+    return float(targets.detach().float().flatten(0, -2).std(dim=0).mean())
+
+
+def effective_rank(targets: torch.Tensor, max_rows: int = 4096) -> float:
+    """RankMe (Garrido et al. 2023): exp(entropy) of the normalised singular values, between 1 and D."""
+    rows = targets.detach().float().flatten(0, -2)[:max_rows]
+    singular = torch.linalg.svdvals(rows)
+    p = singular / singular.sum() + 1e-7
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """Single process, or DDP when launched by torchrun (nccl on CUDA, gloo on CPU)."""
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if "RANK" not in os.environ:
+        return Runtime(torch.device("cuda" if use_cuda else "cpu"))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    return Runtime(device, rank, dist.get_world_size())
+
+
+def build_optimizer(model: VideoJEPA, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the trainable parts; no weight decay on biases, norms and the mask token."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def train_step(model: VideoJEPA, forward, optimizer, batch: torch.Tensor, step: int, cfg: TrainConfig,
+               runtime: Runtime) -> dict:
+    """One optimisation step: predict hidden latents, update context encoder + predictor, then EMA the target."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    mask_name, mask = mask_for_step(step, cfg, model.cfg.grid)
+    context_idx, target_idx = (i.to(runtime.device) for i in mask_to_indices(mask, batch.shape[0]))
+    with runtime.autocast:
+        out = forward(batch, context_idx, target_idx)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+    optimizer.step()
+    model.ema_update(momentum_at(step, cfg))
+    return {"loss": out["loss"].item(), "targets": out["targets"], "mask": mask_name}
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Optimiser state as flat tensors + JSON-able rest, so it can live in safetensors (nothing pickled)."""
+    state = optimizer.state_dict()
+    tensors = {f"optim.{idx}.{key}": value for idx, entry in state["state"].items() for key, value in entry.items()}
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: TrainConfig,
+                        wall_seconds: float) -> None:
+    """One file, written atomically: a crash mid-save leaves the previous state intact."""
+    optim_tensors, optim_meta = optimizer_tensors(optimizer)
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **optim_tensors}
+    meta = {"step": step, "wall_seconds": wall_seconds, "train": config_to_dict(cfg), **optim_meta}
+    save_tensors(out / STATE_NAME, tensors, meta)
+
+
+def load_training_state(out: Path, model: VideoJEPA, optimizer) -> tuple[int, float]:
+    """Restore weights and optimiser from `out`; returns (steps already done, wall seconds they took)."""
+    tensors, meta = load_tensors(out / STATE_NAME)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    load_optimizer(optimizer, tensors, meta)
+    return int(meta["step"]), float(meta.get("wall_seconds", 0.0))
+
+
+class MetricsLog:
+    """metrics.csv (and TensorBoard when installed); on resume, rows past the resumed step are dropped."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = path
+        rows = _read_rows(path) if start_step else []
+        kept = [r for r in rows if int(r["step"]) < start_step]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, METRIC_FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+        self.tensorboard = _tensorboard_writer(path.parent)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, METRIC_FIELDS).writerow(row)
+        if self.tensorboard:
+            for key, value in row.items():
+                if isinstance(value, float):
+                    self.tensorboard.add_scalar(key, value, row["step"])
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _tensorboard_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional: the CSV is the record
+        return None
+    return SummaryWriter(str(folder / "tensorboard"))
+
+
+def check_output_folder(out: Path) -> None:
+    """Fail before training, not after an hour, when the outputs cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"0" * 1024)
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
+
+
+def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
+    """Train according to `cfg`; returns the checkpoint folder."""
+    runtime = setup_runtime(cfg)
+    out = Path(cfg.out_dir)
+    if runtime.is_main:
+        check_output_folder(out)
+    model_cfg = model_config_from_preset(cfg.model)
+    preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
+    torch.manual_seed(cfg.seed)
+    model = VideoJEPA(model_cfg).to(runtime.device)
+    optimizer = build_optimizer(model, cfg, runtime.device)
+    start, seconds_before = 0, 0.0
+    if resume and (out / STATE_NAME).exists():
+        start, seconds_before = load_training_state(out, model, optimizer)
+    elif resume and runtime.is_main:
+        print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
+    forward = _wrap_for_speed(model, cfg, runtime)
+    loader = make_loader(_dataset(cfg, preprocess, runtime), start, cfg.steps, cfg.num_workers,
+                         pin_memory=runtime.device.type == "cuda")
+    log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
+    if runtime.is_main:
+        write_json(out / "train_config.json", config_to_dict(cfg))
+    started = time.time() - seconds_before
+    _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started)
+    if runtime.world_size > 1:
+        dist.destroy_process_group()
+    return out
+
+
+def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started):
+    bar = tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step")
+    tick, clips = time.time(), 0
+    for step, batch in enumerate(loader, start=start):
+        result = train_step(model, forward, optimizer, batch.to(runtime.device, non_blocking=True), step, cfg,
+                            runtime)
+        clips += batch.shape[0] * runtime.world_size
+        bar.update(1)
+        if log and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            row = _metrics_row(step, result, cfg, clips / max(time.time() - tick, 1e-9))
+            log.write(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", std=f"{row['target_std']:.2f}", rank=f"{row['rankme']:.0f}")
+            tick, clips = time.time(), 0
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)
+    bar.close()
+
+
+def _metrics_row(step: int, result: dict, cfg: TrainConfig, clips_per_s: float) -> dict:
+    return {"step": step, "loss": result["loss"], "lr": lr_at(step, cfg), "momentum": momentum_at(step, cfg),
+            "target_std": embedding_std(result["targets"]), "rankme": effective_rank(result["targets"]),
+            "clips_per_s": clips_per_s, "mask": result["mask"]}
+
+
+def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, seconds) -> None:
+    """Rank 0 writes the training state first (what resume reads), then the exported checkpoint and its card."""
+    if runtime.is_main:
+        save_training_state(out, model, optimizer, step, cfg, seconds)
+        save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
+        plot_curves(out / METRICS_NAME, out / "training_curves.png")
+        write_model_card(out, cfg, to_dict(model.cfg), step, command, _hardware(runtime), seconds)
+    if runtime.world_size > 1:
+        dist.barrier()
+
+
+def _wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
+    """DDP when distributed, torch.compile when asked on CUDA; the EMA and saves still use the bare `model`."""
+    forward = model
+    if runtime.world_size > 1:
+        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile and runtime.device.type == "cuda":
+        forward = torch.compile(forward)
+    return forward
+
+
+def _dataset(cfg: TrainConfig, preprocess: PreprocessConfig, runtime: Runtime):
+    if cfg.batch_size % runtime.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide by the {runtime.world_size} processes")
+    per_rank = cfg.batch_size // runtime.world_size
+    if cfg.data == "world":
+        return WorldBatches(preprocess, per_rank, cfg.seed, runtime.rank, runtime.world_size, cfg.max_objects,
+                            cfg.detail_prob, cfg.noise_std)
+    return FolderBatches(cfg.data, preprocess, per_rank, cfg.seed, runtime.rank)
+
+
+def _hardware(runtime: Runtime) -> str:
+    if runtime.device.type == "cuda":
+        return f"{runtime.world_size} x {torch.cuda.get_device_name(runtime.device)}"
+    return f"CPU ({torch.get_num_threads()} threads) x {runtime.world_size} process(es)"

@@ -1,0 +1,78 @@
+"""What a checkpoint folder tells a reader: the training-curves PNG and the model card (README.md).
+
+The card records data, recipe, the exact command, wall time, hardware and the last logged metrics, from the files
+the run wrote (metrics.csv), never from memory.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from jepa_demo.checkpoint import atomic_write  # noqa: E402
+
+METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "rankme", "clips_per_s", "mask"]
+_PLOTTED = [("loss", "loss (L1, hidden tokens)"), ("target_std", "target-embedding std"),
+            ("rankme", "effective rank (RankMe)"), ("lr", "learning rate"), ("momentum", "EMA momentum"),
+            ("clips_per_s", "throughput (clips/s)")]
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: (v if k == "mask" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot_curves(metrics_path: Path, png_path: Path) -> None:
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), constrained_layout=True)
+    steps = [r["step"] for r in rows]
+    for ax, (key, title) in zip(axes.flat, _PLOTTED):
+        ax.plot(steps, [r[key] for r in rows], lw=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    plt.close(fig)
+
+
+def summarize(rows: list[dict], tail: int = 10) -> dict:
+    """Averages of the last `tail` logged rows, and the minima of the collapse monitors over the whole run."""
+    last = rows[-tail:]
+    mean = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "target_std", "rankme", "clips_per_s")}
+    return {"final": mean, "min_target_std": min(r["target_std"] for r in rows),
+            "min_rankme": min(r["rankme"] for r in rows)}
+
+
+def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, command: str, hardware: str,
+                     seconds: float) -> None:
+    rows = read_metrics(folder / "metrics.csv")
+    stats = summarize(rows) if rows else None
+    data = ("the synthetic physics world (jepa_demo.world), rendered on the fly" if train_cfg.data == "world"
+            else f"video files under `{train_cfg.data}`")
+    lines = [
+        "---", "library_name: jepa-lens", "tags: [jepa, video, self-supervised]", "---", "",
+        f"# JEPA Lens checkpoint `{folder.name}`", "",
+        "A small video JEPA (context encoder, EMA target encoder, narrow predictor) trained with JEPA Lens.",
+        "Load it with `jepa_demo.load_model(path_or_repo_id)`.", "",
+        f"- **Data**: {data}",
+        f"- **Steps**: {step} of {train_cfg.steps}, batch {train_cfg.batch_size}",
+        f"- **Command**: `{command or 'n/a'}`",
+        f"- **Wall time**: {seconds / 60:.1f} min on {hardware}", "",
+        "## Metrics (mean of the last 10 logged steps)", "",
+    ]
+    if stats:
+        final = stats["final"]
+        lines += [f"- loss: {final['loss']:.4f}", f"- target-embedding std: {final['target_std']:.3f} "
+                  f"(minimum over the run {stats['min_target_std']:.3f})",
+                  f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
+                  f"(minimum over the run {stats['min_rankme']:.1f})", f"- throughput: {final['clips_per_s']:.1f} clips/s"]
+    lines += ["", "![training curves](training_curves.png)", "", "## Architecture", "", "```json",
+              json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
+              json.dumps(vars(train_cfg), indent=2), "```", ""]
+    atomic_write(folder / "README.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))
