@@ -5,7 +5,8 @@ elastically off the walls and off each other, and may pass behind a grey occlude
 pixel noise, a textured or flickering background) can be added without changing the motion: physics, violations and
 detail each draw from their own random stream, all derived from the clip's seed. A clip can be rendered with a
 violation at a chosen frame (teleport, vanish, appear, colour or shape change, passing through another object);
-`make_pair` returns a plausible clip and its violating twin, identical before the violation.
+`make_pair` returns a plausible clip and its violating twin, identical before the violation; both carry the labels of
+the plausible world, and only the violating one says which violation it shows and from which frame.
 
 Everything is numpy and fast enough to render training data on the fly. This module knows nothing about models or
 files (`jepa_demo.video.write_video` writes mp4/gif).
@@ -24,6 +25,7 @@ COLORS = np.array([[230, 40, 40], [40, 200, 60], [50, 90, 240], [240, 220, 40], 
 _PLAIN_BACKGROUND = np.array([22, 22, 30], dtype=np.float32)
 _OCCLUDER_GREY = np.array([150, 150, 150], dtype=np.float32)
 _MIN_FRAMES_BEFORE = 6
+_MAX_ATTEMPTS = 1000  # derived seeds make_pair tries; a start with a collision in view is the rarest (~1 in 15)
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,32 @@ class WorldConfig:
     gravity: float = 0.004  # downward acceleration, fraction of `size` per frame^2
 
     def __post_init__(self):
+        for name in ("size", "num_frames", "min_objects", "max_objects"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
         if not 16 <= self.size <= 1024:
             raise ValueError(f"size must be between 16 and 1024 pixels, got {self.size}")
         if not 2 <= self.num_frames <= 4096:
             raise ValueError(f"num_frames must be between 2 and 4096, got {self.num_frames}")
-        if not 1 <= self.min_objects <= self.max_objects <= 8:
-            raise ValueError("need 1 <= min_objects <= max_objects <= 8")
+        if not 1 <= self.min_objects <= self.max_objects <= len(COLORS):
+            raise ValueError(f"need 1 <= min_objects <= max_objects <= {len(COLORS)} (one colour per object)")
         if not (0 <= self.gravity_prob <= 1 and 0 <= self.occluder_prob <= 1):
             raise ValueError("gravity_prob and occluder_prob must be between 0 and 1")
         if not 0 <= self.noise_std <= 1:
             raise ValueError(f"noise_std is in units of full intensity: between 0 and 1, got {self.noise_std}")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {self.background!r}")
+        _check_fraction_range("radius", self.radius, 0.01, 0.25)
+        _check_fraction_range("speed", self.speed, 0.0, 0.2)  # faster objects would jump over each other
+        if not 0 <= self.gravity <= 0.05:
+            raise ValueError(f"gravity is a fraction of size per frame^2: between 0 and 0.05, got {self.gravity}")
+
+
+def _check_fraction_range(name: str, value, low: float, high: float) -> None:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and low <= value[0] <= value[1] <= high):
+        raise ValueError(f"{name} is a (min, max) pair of fractions of size with {low} <= min <= max <= {high}, "
+                         f"got {value!r}")
 
 
 @dataclass
@@ -86,36 +102,40 @@ def render_clip(seed: int, cfg: WorldConfig = WorldConfig(), violation: str | No
     scene = _new_scene(seed, cfg)
     plausible = _simulate(scene, cfg.num_frames)
     if violation is None:
-        return _finish(seed, cfg, plausible, scene, None, None)
-    t_v = _check_violation(violation, violation_frame, cfg, plausible)
+        return _finish(seed, cfg, scene, plausible, plausible, None, None)
+    t_v = _check_violation(violation, violation_frame, cfg, scene, plausible)
     trajectory = _violate(seed, cfg, scene, plausible, violation, t_v)
     if trajectory is None:
-        raise ValueError(f"seed {seed}: no object can show a {violation!r} at frame {t_v} "
-                         "(try make_pair, which searches for a suitable start)")
-    return _finish(seed, cfg, trajectory, scene, violation, t_v)
+        raise ValueError(f"seed {seed} cannot show a {violation!r} at frame {t_v}: no suitable object (or, for "
+                         "pass_through, no collision) in plain view there; make_pair searches for a start that can")
+    return _finish(seed, cfg, scene, plausible, trajectory, violation, t_v)
+
+
+def with_detail(cfg: WorldConfig, noise_std: float = 0.05, background: str = "mixed") -> WorldConfig:
+    """`cfg` with irrelevant detail (by default the mix training and evaluation use); the motion stays the same."""
+    return dataclasses.replace(cfg, noise_std=noise_std, background=background)
 
 
 def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
               violation_frame: int | None = None) -> tuple[Clip, Clip]:
     """(plausible, implausible) from the same start. Tries seed, then derived seeds, until the violation can be shown
-    (an object in the open at the violation frame; for pass_through, a collision inside the allowed window)."""
-    if kind not in VIOLATIONS:
-        raise ValueError(f"unknown violation {kind!r}; choose one of {VIOLATIONS}")
-    if kind == "pass_through" and cfg.min_objects < 2:
-        cfg = dataclasses.replace(cfg, min_objects=2, max_objects=max(2, cfg.max_objects))
-    for attempt in range(200):
+    (an object in plain view at the violation frame; for pass_through, a collision in view inside the allowed
+    window). `labels["seed"]` is the seed used: render_clip(labels["seed"], cfg, kind, frame) gives the twin again."""
+    _check_kind(kind, cfg)
+    for attempt in range(_MAX_ATTEMPTS):
         candidate = seed + attempt * 7_919_003
         scene = _new_scene(candidate, cfg)
         plausible = _simulate(scene, cfg.num_frames)
-        t_v = _default_frame(kind, cfg, plausible) if violation_frame is None else violation_frame
+        t_v = _default_frame(kind, cfg, scene, plausible) if violation_frame is None else violation_frame
         if t_v is None:
             continue
-        t_v = _check_violation(kind, t_v, cfg, plausible)
+        t_v = _check_violation(kind, t_v, cfg, scene, plausible)
         trajectory = _violate(candidate, cfg, scene, plausible, kind, t_v)
         if trajectory is not None:
-            return (_finish(candidate, cfg, plausible, scene, None, None),
-                    _finish(candidate, cfg, trajectory, scene, kind, t_v))
-    raise ValueError(f"no start found for a {kind!r} pair from seed {seed} with this config")
+            return (_finish(candidate, cfg, scene, plausible, plausible, None, None),
+                    _finish(candidate, cfg, scene, plausible, trajectory, kind, t_v))
+    raise ValueError(f"no start found for a {kind!r} pair from seed {seed} in {_MAX_ATTEMPTS} tries with this config "
+                     "(more objects, longer clips or no violation_frame make one easier to find)")
 
 
 # ----------------------------------------------------------------------------------------------------------- scene
@@ -208,22 +228,39 @@ def _collide_objects(s: _Scene, skip_pair) -> list[tuple[int, int]]:
 
 
 def _bounce_off_walls(s: _Scene) -> None:
+    """Mirror whatever went past a wall back inside and turn its velocity inwards."""
     low, high = s.radius[:, None], s.size - s.radius[:, None]
     under, over = s.pos < low, s.pos > high
+    # Height (y grows downwards) the mirror adds: twice the depth past the floor, minus twice that past the ceiling.
+    rise = 2 * np.where(over[:, 1], s.pos[:, 1] - high[:, 0], np.where(under[:, 1], s.pos[:, 1] - low[:, 0], 0.0))
     s.pos = np.where(under, 2 * low - s.pos, np.where(over, 2 * high - s.pos, s.pos))
     s.vel = np.where(under, np.abs(s.vel), np.where(over, -np.abs(s.vel), s.vel))
+    if s.gravity:  # pay for that height in speed, or every bounce would add energy and speeds would keep growing
+        s.vel[:, 1] = np.sign(s.vel[:, 1]) * np.sqrt(np.maximum(s.vel[:, 1] ** 2 - 2 * s.gravity * rise, 0))
+    s.pos = np.clip(s.pos, low, high)  # a step longer than the free width would mirror past the other wall
 
 
 # ------------------------------------------------------------------------------------------------------ violations
 
 
-def _check_violation(kind: str, t_v, cfg: WorldConfig, plausible: dict) -> int:
+def _check_kind(kind: str, cfg: WorldConfig) -> None:
+    """Errors that no choice of start can fix."""
     if kind not in VIOLATIONS:
         raise ValueError(f"unknown violation {kind!r}; choose one of {VIOLATIONS}")
+    low, high = _violation_window(cfg)
+    if low > high:
+        raise ValueError(f"num_frames={cfg.num_frames} is too short for a violation ({_MIN_FRAMES_BEFORE} frames "
+                         "before it and a quarter of the clip after): use num_frames >= 8")
+    if kind == "pass_through" and cfg.max_objects < 2:
+        raise ValueError("pass_through needs two objects that collide: set max_objects >= 2")
+
+
+def _check_violation(kind: str, t_v, cfg: WorldConfig, scene: _Scene, plausible: dict) -> int:
+    _check_kind(kind, cfg)
     if t_v is None:
-        t_v = _default_frame(kind, cfg, plausible)
+        t_v = _default_frame(kind, cfg, scene, plausible)
         if t_v is None:
-            raise ValueError("no collision in this clip to pass through (use make_pair to search for one)")
+            raise ValueError("no collision in plain view in this clip to pass through (make_pair searches for one)")
     low, high = _violation_window(cfg)
     if not isinstance(t_v, (int, np.integer)) or not low <= t_v <= high:
         raise ValueError(f"violation_frame must be an integer between {low} and {high} for {cfg.num_frames} frames "
@@ -236,21 +273,27 @@ def _violation_window(cfg: WorldConfig) -> tuple[int, int]:
     return max(_MIN_FRAMES_BEFORE, cfg.num_frames // 3), cfg.num_frames - max(1, cfg.num_frames // 4)
 
 
-def _default_frame(kind: str, cfg: WorldConfig, plausible: dict) -> int | None:
-    """Middle of the clip; for pass_through the first collision inside the allowed window (None if none)."""
+def _default_frame(kind: str, cfg: WorldConfig, scene: _Scene, plausible: dict) -> int | None:
+    """Middle of the clip; for pass_through the first collision in view inside the allowed window (None if none)."""
     if kind != "pass_through":
         return cfg.num_frames // 2
     low, high = _violation_window(cfg)
-    frames = [t for t, _, _ in plausible["collisions"] if low <= t <= high]
-    return frames[0] if frames else None
+    return next((t for t in range(low, high + 1) if _collision_in_view(scene, plausible, t)), None)
+
+
+def _collision_in_view(scene: _Scene, plausible: dict, t: int) -> tuple[int, int] | None:
+    """The first pair that bounces at frame t with both objects in plain view (a hidden one shows nothing)."""
+    pos = plausible["pos"][t]
+    return next(((i, j) for hit_t, i, j in plausible["collisions"] if hit_t == t
+                 and _in_open(pos[i], scene.radius[i], scene) and _in_open(pos[j], scene.radius[j], scene)), None)
 
 
 def _violate(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, kind: str, t_v: int) -> dict | None:
     """The implausible trajectory, or None when no object can show this violation at t_v."""
     rng = np.random.default_rng((seed, 1))  # violation stream
     if kind == "pass_through":
-        pair = next((i, j) for t, i, j in plausible["collisions"] if t == t_v)
-        return _simulate(scene, cfg.num_frames, event=lambda s: None, event_frame=t_v, no_collide=pair)
+        pair = _collision_in_view(scene, plausible, t_v)
+        return None if pair is None else _simulate(scene, cfg.num_frames, event_frame=t_v, no_collide=pair)
     if kind == "appear":
         return _appear(rng, scene, plausible, cfg, t_v)
     open_objects = [i for i in range(len(scene.radius)) if _in_open(plausible["pos"][t_v, i], scene.radius[i], scene)]
@@ -301,7 +344,10 @@ def _vanish(rng, scene, i, positions):
 
 
 def _color_change(rng, scene, i, positions):
-    new = int(rng.choice([c for c in range(len(COLORS)) if c not in scene.color]))
+    unused = _unused_colors(scene)
+    if not unused:
+        return None
+    new = int(rng.choice(unused))
 
     def event(s):
         s.color[i] = new
@@ -316,6 +362,11 @@ def _shape_change(rng, scene, i, positions):
     return event
 
 
+def _unused_colors(scene: _Scene) -> list[int]:
+    """Colours no object has: a changed or new object must not look like one already there."""
+    return [c for c in range(len(COLORS)) if c not in scene.color]
+
+
 _EVENTS = {"teleport": _teleport, "vanish": _vanish, "color_change": _color_change, "shape_change": _shape_change}
 
 
@@ -327,7 +378,10 @@ def _appear(rng, scene: _Scene, plausible: dict, cfg: WorldConfig, t_v: int) -> 
         return None
     angle = rng.uniform(0, 2 * np.pi)
     velocity = np.array([np.cos(angle), np.sin(angle)]) * rng.uniform(*cfg.speed) * cfg.size
-    color = int(rng.choice([c for c in range(len(COLORS)) if c not in scene.color]))
+    unused = _unused_colors(scene)
+    if not unused:
+        return None
+    color = int(rng.choice(unused))
     extended = dataclasses.replace(
         scene, pos=np.vstack([scene.pos, spot]), vel=np.vstack([scene.vel, velocity]),
         radius=np.append(scene.radius, radius), shape=np.append(scene.shape, rng.integers(len(SHAPES))),
@@ -343,7 +397,8 @@ def _appear(rng, scene: _Scene, plausible: dict, cfg: WorldConfig, t_v: int) -> 
 # ------------------------------------------------------------------------------------------------------- rendering
 
 
-def _finish(seed: int, cfg: WorldConfig, states: dict, scene: _Scene, violation, t_v) -> Clip:
+def _finish(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, states: dict, violation, t_v) -> Clip:
+    """Frames of the trajectory `states`; labels from the `plausible` one, so violating twins share them."""
     detail = np.random.default_rng((seed, 2))  # detail stream: noise and backgrounds only
     background = cfg.background if cfg.background != "mixed" else str(detail.choice(["plain", "texture", "flicker"]))
     frames = _background(detail, background, cfg)  # (T, H, W, 3) float
@@ -355,7 +410,7 @@ def _finish(seed: int, cfg: WorldConfig, states: dict, scene: _Scene, violation,
     if cfg.noise_std > 0:
         frames += detail.normal(0, cfg.noise_std * 255, size=frames.shape).astype(np.float32)
     pixels = np.clip(frames, 0, 255).round().astype(np.uint8)
-    return Clip(pixels, _labels(seed, cfg, scene, states, background, violation, t_v), states)
+    return Clip(pixels, _labels(seed, cfg, scene, plausible, background, violation, t_v), states)
 
 
 def _background(rng, kind: str, cfg: WorldConfig) -> np.ndarray:
@@ -370,6 +425,14 @@ def _background(rng, kind: str, cfg: WorldConfig) -> np.ndarray:
     if kind == "flicker":  # lighting that brightens and dims at random from frame to frame
         frames *= rng.uniform(0.4, 3.0, size=(t, 1, 1, 1)).astype(np.float32)
     return frames
+
+
+def object_pixels(clip: Clip) -> np.ndarray:
+    """(T, H, W) bool: where a visible object is drawn in each frame (ignoring the occluder in front of it)."""
+    frames = np.zeros(clip.frames.shape, np.float32)
+    for t in range(len(frames)):
+        _draw_objects(frames[t], clip.states, t)
+    return frames.any(axis=-1)
 
 
 def _draw_objects(frame: np.ndarray, states: dict, t: int) -> None:
@@ -399,9 +462,9 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
     return (height >= 0) & (height <= 1) & (np.abs(dx) <= height * r)
 
 
-def _labels(seed: int, cfg: WorldConfig, scene: _Scene, states: dict, background: str, violation, t_v) -> dict:
+def _labels(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, background: str, violation, t_v) -> dict:
     n = len(scene.radius)
-    motion = np.diff(states["pos"][:, :n], axis=0).mean(axis=(0, 1))  # mean velocity (vx, vy)
+    motion = np.diff(plausible["pos"], axis=0).mean(axis=(0, 1))  # mean velocity (vx, vy)
     if abs(motion[0]) >= abs(motion[1]):
         direction = "right" if motion[0] >= 0 else "left"
     else:
