@@ -1,20 +1,26 @@
-"""Video files in and out: decode any common format to uint8 RGB frames, encode frames to browser-ready mp4 or gif.
+"""Video files in and out: decode common formats to uint8 RGB frames, encode frames to mp4, gif or webm.
 
-Decoding uses PyAV (libav, fastest here and it reports streams and frame counts); encoding uses the ffmpeg binary
-shipped in imageio-ffmpeg (H.264, yuv420p: what every browser plays) and Pillow for gif. Everything a user might hand
-us that is not a readable video becomes a `VideoError` with a plain-language message naming the file. This module
-knows nothing about models: resizing for a model happens in `jepa_demo.preprocess`.
+Decoding uses PyAV (the libav libraries in-process: it reports streams, packets and display rotation). Encoding runs
+the ffmpeg binary shipped in imageio-ffmpeg: H.264 yuv420p for .mp4 (what every browser plays), VP9 for .webm and a
+palette-optimised .gif. A file a user hands us that is not a readable video becomes a `VideoError` whose message names
+the file and says why in plain words.
+
+What this module does not know: models. It returns frames at the file's own size and frame rate (or a uniform sample
+of frames and a short-side resize when asked); resizing, cropping and normalising for a model happen in
+`jepa_demo.preprocess`.
 """
 
+import math
 import os
-import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import numpy as np
 from PIL import Image
-
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class VideoError(ValueError):
@@ -22,55 +28,69 @@ class VideoError(ValueError):
 
 
 def read_video(path, num_frames: int | None = None, size: int | None = None) -> np.ndarray:
-    """Decode to uint8 (T, H, W, 3) RGB. `num_frames`: that many frames spread evenly over the clip (repeated when
-    the clip is shorter); only those are kept in memory. `size`: scale so the shorter side is `size` pixels."""
-    path = _check_path(path)
+    """Decode a video file to uint8 RGB frames of shape (T, H, W, 3), upright (display rotation applied).
+
+    num_frames: that many frames spread uniformly over the whole clip (indices rounded from np.linspace over the
+        frame count; frames repeat when the clip is shorter); only the selected frames are kept in memory.
+        None: every frame.
+    size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
+    """
+    path = _check_file(path)
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    wanted = None
-    if num_frames is not None:
-        total = _count_frames(path)
-        wanted = np.linspace(0, total - 1, num_frames).round().astype(int)
-    frames = _decode(path, None if wanted is None else set(wanted.tolist()))
-    if wanted is not None:
-        if len(frames) < len(set(wanted.tolist())):  # the demux count over-promised: a damaged file
-            raise VideoError(f"{path.name}: damaged video (only {len(frames)} frames could be decoded)")
-        position = {index: i for i, index in enumerate(sorted(set(wanted.tolist())))}
-        frames = [frames[position[index]] for index in wanted]
-    video = np.stack(frames)
-    return _resize_short_side(video, size) if size else video
+    if size is not None and size < 1:
+        raise ValueError(f"size must be at least 1 pixel, got {size}")
+    if num_frames is None:
+        with _video(path) as (container, stream):
+            return np.stack([_to_rgb(frame, size) for frame in _decode(container, stream, path)])
+    return _sample(path, _count_frames(path), num_frames, size)
 
 
 def video_info(path) -> dict:
-    """{"frames", "fps", "width", "height", "duration"} without decoding pixels (frames counted from packets)."""
-    path = _check_path(path)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
+    """{"frames": int, "fps": float, "width": int, "height": int, "duration": float seconds} of the video stream.
+
+    Frames are counted from the file's packets (no full decode); width and height are those `read_video` returns
+    (rotation applied); duration is frames / fps. Decodes one frame, so a file whose pictures cannot be decoded
+    raises `VideoError` here too.
+    """
+    path = _check_file(path)
+    with _video(path) as (container, stream):
+        first = next(_decode(container, stream, path))
         width, height = stream.codec_context.width, stream.codec_context.height
+        if _quarter_turns(first) % 2:
+            width, height = height, width
+        # ffmpeg's own choice of output rate; the average rate is off for gifs (delays are whole centiseconds).
+        fps = float(stream.guessed_rate or stream.average_rate or 0)
     frames = _count_frames(path)
-    duration = frames / fps if fps else 0.0
-    return {"frames": frames, "fps": fps, "width": width, "height": height, "duration": duration}
+    return {"frames": frames, "fps": fps, "width": width, "height": height, "duration": frames / fps if fps else 0.0}
 
 
 def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
-    """Write uint8 (T, H, W, 3) frames as .mp4 (H.264 yuv420p) or .gif; atomically (temporary name, then rename)."""
+    """Write uint8 (T, H, W, 3) RGB frames to .mp4 (H.264, yuv420p), .gif (looping) or .webm (VP9).
+
+    H.264 in yuv420p needs even sides: an odd height or width is padded by one row or column repeating the edge
+    (so reading the file back gives that padded size) rather than letting ffmpeg rescale the whole picture.
+    The file appears complete or not at all: it is written under a temporary name in the same folder, then renamed.
+    """
     path = Path(path)
     frames = _check_frames(frames)
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
     suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".gif"):
-        raise ValueError(f"{path.name}: can only write .mp4 or .gif, not {suffix or 'no extension'}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
+    if suffix not in _WRITERS:
+        raise ValueError(f"{path.name}: can only write {', '.join(_WRITERS)} files, not '{suffix or 'no extension'}'")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: folder does not exist")
+    # Same folder, so os.replace is an atomic rename; the real suffix last, so ffmpeg picks the right muxer.
+    partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
-        (_write_mp4 if suffix == ".mp4" else _write_gif)(tmp, frames, fps)
-        os.replace(tmp, path)
+        _WRITERS[suffix](partial, frames, fps)
+        os.replace(partial, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        partial.unlink(missing_ok=True)
 
 
-def _check_path(path) -> Path:
+def _check_file(path) -> Path:
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path.name}: file not found")
@@ -78,100 +98,161 @@ def _check_path(path) -> Path:
         raise VideoError(f"{path.name}: is a folder, not a video file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path.name}: the file is empty")
-    if path.suffix.lower() in _IMAGE_SUFFIXES:
-        raise VideoError(f"{path.name}: is an image, not a video")
     return path
 
 
-def _open(path: Path):
+@contextmanager
+def _video(path: Path):
+    """The open container and its video stream; every libav failure to open becomes a VideoError."""
     try:
-        return av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError, OSError) as err:
-        raise VideoError(f"{path.name}: not a readable video ({_reason(err)})") from None
+        # An absolute path, so a name like "concat:a|b" is never taken for an ffmpeg protocol.
+        container = av.open(str(path.absolute()), metadata_errors="ignore")
+    except av.FFmpegError as err:
+        raise VideoError(f"{path.name}: not a readable video ({_open_failure(err)})") from None
+    with container:
+        yield container, _video_stream(container, path)
+
+
+def _open_failure(err: av.FFmpegError) -> str:
+    if isinstance(err, av.InvalidDataError):
+        return "its contents are not a video format ffmpeg knows"
+    if isinstance(err, av.EOFError):
+        return "the file ends too early, it may be cut short"
+    return err.strerror or type(err).__name__
 
 
 def _video_stream(container, path: Path):
-    if not container.streams.video:
-        raise VideoError(f"{path.name}: not a video (the file has no video stream)")
-    stream = container.streams.video[0]
-    if stream.codec_context.width < 1 or stream.codec_context.height < 1:
-        raise VideoError(f"{path.name}: not a readable video (no picture size)")
-    if container.format.name == "image2" or container.format.name.endswith("_pipe"):  # still-image demuxers
+    # ffmpeg opens a still image as a one-frame video through these demuxers (png_pipe, jpeg_pipe, ..., image2).
+    if container.format.name == "image2" or container.format.name.endswith("_pipe"):
         raise VideoError(f"{path.name}: is an image, not a video")
+    # Cover art in an audio file is a video stream too, marked as an attached picture.
+    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not streams:
+        only_audio = ", only audio" if container.streams.audio else ""
+        raise VideoError(f"{path.name}: not a readable video (no video stream{only_audio})")
+    stream = streams[0]
+    if stream.codec_context.width < 1 or stream.codec_context.height < 1:
+        raise VideoError(f"{path.name}: not a readable video (the video stream has no picture size)")
     return stream
 
 
 def _count_frames(path: Path) -> int:
-    """Count video packets (cheap: no decoding); container frame counts are often missing or wrong."""
-    with _open(path) as container:
-        stream = _video_stream(container, path)
+    """Count the stream's packets: reads the file but decodes nothing (milliseconds for a 10 s clip).
+
+    `stream.frames` is not used: it is read from headers, which are 0 in webm/mkv, promise frames that a truncated
+    file lacks, and include the frames an edit list hides (clips trimmed without re-encoding).
+    """
+    count = 0
+    with _video(path) as (container, stream):
         try:
-            count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+            for packet in container.demux(stream):
+                # Empty packets only flush the decoder; "discard" packets are decoded but hidden by an edit list.
+                count += packet.size > 0 and not packet.is_discard
         except av.FFmpegError as err:
-            raise VideoError(f"{path.name}: damaged video ({_reason(err)})") from None
+            reason = f"reading failed after {count} frames: {err.strerror}"
+            raise VideoError(f"{path.name}: damaged video ({reason})") from None
     if count == 0:
-        raise VideoError(f"{path.name}: the video has no frames")
+        raise VideoError(f"{path.name}: not a readable video (the video stream has no frames)")
     return count
 
 
-def _decode(path: Path, keep: set[int] | None) -> list[np.ndarray]:
-    """Frames in order; only the indices in `keep` when given."""
-    frames = []
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                if keep is None or index in keep:
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                if keep is not None and index >= max(keep):
-                    break
-        except av.FFmpegError as err:
-            if not frames:
-                raise VideoError(f"{path.name}: damaged video ({_reason(err)})") from None
-            # A truncated file: keep the frames that really decoded rather than inventing the rest.
-    if not frames:
-        raise VideoError(f"{path.name}: no frame could be decoded")
-    return frames
+def _decode(container, stream, path: Path) -> Iterator[av.VideoFrame]:
+    """Decoded frames in order, all at the stream's first picture size; failing midway or at once is a VideoError."""
+    # A stream may change resolution midway (joined recordings); np.stack needs one shape, so keep the first.
+    width, height = stream.codec_context.width, stream.codec_context.height
+    stream.thread_type = "AUTO"
+    decoded = 0
+    try:
+        for frame in container.decode(stream):
+            decoded += 1
+            yield frame if (frame.width, frame.height) == (width, height) else frame.reformat(width, height)
+    except av.FFmpegError as err:
+        reason = f"decoding failed after {decoded} frames: {err.strerror}"
+        raise VideoError(f"{path.name}: damaged video ({reason})") from None
+    if decoded == 0:
+        raise VideoError(f"{path.name}: not a readable video (no frame could be decoded)")
 
 
-def _resize_short_side(video: np.ndarray, size: int) -> np.ndarray:
-    height, width = video.shape[1:3]
-    scale = size / min(height, width)
-    new = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.stack([np.asarray(Image.fromarray(f).resize(new, Image.BILINEAR, reducing_gap=None)) for f in video])
+def _sample(path: Path, total: int, num_frames: int, size: int | None) -> np.ndarray:
+    """`num_frames` frames at uniformly spread indices of a clip believed to hold `total` frames."""
+    indices = np.linspace(0, total - 1, num_frames).round().astype(int).tolist()
+    wanted, kept = set(indices), {}
+    with _video(path) as (container, stream):
+        for index, frame in enumerate(_decode(container, stream, path)):
+            if index in wanted:
+                kept[index] = _to_rgb(frame, size)
+            if index == indices[-1]:
+                break
+    if len(kept) < len(wanted):
+        # The stream ended cleanly at frame `index`, before the packet count said: a frame was dropped silently.
+        # Sample again over the frames that really exist rather than return a clip cut short or padded.
+        return _sample(path, index + 1, num_frames, size)
+    return np.stack([kept[i] for i in indices])
+
+
+def _to_rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")
+    rgb = np.ascontiguousarray(np.rot90(rgb, _quarter_turns(frame)))
+    return _resize_short_side(rgb, size) if size else rgb
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that make the picture upright (phones store portrait video sideways)."""
+    return round(frame.rotation / 90) % 4
+
+
+def _resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    if min(height, width) == size:
+        return rgb
+    if height <= width:
+        new = (max(1, round(width * size / height)), size)
+    else:
+        new = (size, max(1, round(height * size / width)))
+    # Pillow widens the bilinear filter when shrinking, so downscaling is antialiased.
+    return np.asarray(Image.fromarray(rgb).resize(new, Image.Resampling.BILINEAR))
 
 
 def _check_frames(frames) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        raise ValueError(f"frames must be uint8, got dtype {frames.dtype}")
     if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape) < 1:
-        raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
+        raise ValueError(f"frames must have shape (T, H, W, 3) with T, H, W >= 1, got {frames.shape}")
     return frames
 
 
-def _write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
-    import imageio_ffmpeg
-
-    # yuv420p needs even sides: pad by repeating the last row/column rather than letting ffmpeg rescale.
+def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    writer = imageio_ffmpeg.write_frames(path, (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264",
-                                         pix_fmt_out="yuv420p", macro_block_size=1, quality=8,
-                                         output_params=["-movflags", "+faststart"], ffmpeg_log_level="error")
-    writer.send(None)
+    # crf 12: close to the input, as written clips are often read back as model input; faststart: the index goes
+    # first, so browsers start playing before the whole file has arrived.
+    _encode(path, frames, fps, "libx264", "yuv420p", ["-crf", "12", "-movflags", "+faststart"])
+
+
+def _write_webm(path: Path, frames: np.ndarray, fps: float) -> None:
+    # Constant quality (crf with zero bitrate); realtime speed settings, as VP9's default is very slow.
+    _encode(path, frames, fps, "libvpx-vp9", "yuv420p",
+            ["-crf", "20", "-b:v", "0", "-deadline", "realtime", "-cpu-used", "8"])
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+    # One palette fitted to the whole clip. Not Pillow: it merges identical consecutive frames into one, which
+    # changes the frame count and so the timeline a reader sees.
+    _encode(path, frames, fps, "gif", "pal8", ["-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"])
+
+
+def _encode(path: Path, frames: np.ndarray, fps: float, codec: str, pix_fmt: str, output_params: list[str]) -> None:
+    height, width = frames.shape[1:3]
+    # macro_block_size=1: imageio-ffmpeg would otherwise rescale sizes that are not multiples of 16.
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec=codec, pix_fmt_out=pix_fmt,
+                                         quality=None, macro_block_size=1, output_params=output_params,
+                                         ffmpeg_log_level="error")
+    writer.send(None)  # start ffmpeg
     for frame in frames:
         writer.send(np.ascontiguousarray(frame))
     writer.close()
 
 
-def _write_gif(path: str, frames: np.ndarray, fps: float) -> None:
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-
-
-def _reason(err: Exception) -> str:
-    text = getattr(err, "strerror", None) or str(err)
-    return text.split(":")[-1].strip() or err.__class__.__name__
+_WRITERS = {".mp4": _write_mp4, ".gif": _write_gif, ".webm": _write_webm}

@@ -1,0 +1,202 @@
+"""Video I/O on real files, written by our writer or by the ffmpeg binary shipped in imageio-ffmpeg."""
+
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from jepa_demo.video import VideoError, read_video, video_info, write_video
+
+
+def moving_square(frames=16, height=64, width=64) -> np.ndarray:
+    """A red square sliding right 3 px a frame over a dark blue background: every frame is different."""
+    video = np.zeros((frames, height, width, 3), np.uint8)
+    video[..., 2] = 60
+    for t in range(frames):
+        video[t, 10:26, 3 * t:3 * t + 16] = (250, 40, 40)
+    return video
+
+
+def source_frames(video, clip) -> list[int]:
+    """For each frame of `video`, the index of the most similar frame of `clip` (undoes lossy coding)."""
+    distance = np.abs(video[:, None].astype(np.int16) - clip[None].astype(np.int16)).mean(axis=(2, 3, 4))
+    return distance.argmin(axis=1).tolist()
+
+
+def ffmpeg(*args):
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", *map(str, args)], check=True)
+
+
+def pattern_clip(path, seconds=1, size="80x60", rate=10, *extra):
+    """ffmpeg's test pattern (a frame counter and a moving gradient: every frame differs) encoded to `path`."""
+    ffmpeg("-f", "lavfi", "-i", f"testsrc=duration={seconds}:size={size}:rate={rate}", *extra, path)
+    return path
+
+
+def distinct(video) -> int:
+    return len({frame.tobytes() for frame in video})
+
+
+def test_mp4_round_trip(tmp_path):
+    clip = moving_square()
+    write_video(tmp_path / "a.mp4", clip, fps=8)
+    back = read_video(tmp_path / "a.mp4")
+    assert back.shape == clip.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - clip).mean() < 2  # lossy, but close
+    assert source_frames(back, clip) == list(range(16))
+    assert video_info(tmp_path / "a.mp4") == {"frames": 16, "fps": 8.0, "width": 64, "height": 64, "duration": 2.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]  # no temporary file left behind
+
+
+def test_sampling_spreads_over_the_whole_clip(tmp_path):
+    clip = moving_square(frames=16)
+    write_video(tmp_path / "a.mp4", clip)
+    assert source_frames(read_video(tmp_path / "a.mp4", num_frames=4), clip) == [0, 5, 10, 15]
+    assert source_frames(read_video(tmp_path / "a.mp4", num_frames=1), clip) == [0]
+    longer = read_video(tmp_path / "a.mp4", num_frames=31)  # more than the clip holds: every frame, repeated
+    assert source_frames(longer, clip) == np.linspace(0, 15, 31).round().astype(int).tolist()
+    with pytest.raises(ValueError, match="num_frames"):
+        read_video(tmp_path / "a.mp4", num_frames=0)
+
+
+@pytest.mark.parametrize("height, width, size, expected", [(48, 96, 24, (24, 48)), (96, 48, 24, (48, 24)),
+                                                           (48, 96, 96, (96, 192)), (48, 96, 48, (48, 96))])
+def test_size_scales_the_shorter_side(tmp_path, height, width, size, expected):
+    clip = moving_square(frames=5, height=height, width=width)
+    write_video(tmp_path / "a.mp4", clip)
+    video = read_video(tmp_path / "a.mp4", num_frames=3, size=size)
+    assert video.shape == (3, *expected, 3) and video.dtype == np.uint8
+    assert read_video(tmp_path / "a.mp4", size=size).shape == (5, *expected, 3)
+
+
+def test_gif_round_trip_keeps_every_frame(tmp_path):
+    clip = np.concatenate([moving_square(frames=6), moving_square(frames=6)[-1:].repeat(4, axis=0)])  # still ending
+    write_video(tmp_path / "a.gif", clip, fps=8)
+    back = read_video(tmp_path / "a.gif")
+    assert back.shape == clip.shape
+    assert np.abs(back.astype(int) - clip).max() <= 2  # three flat colours fit any palette
+    assert video_info(tmp_path / "a.gif") == {"frames": 10, "fps": 8.0, "width": 64, "height": 64, "duration": 1.25}
+
+
+def test_webm_round_trip(tmp_path):
+    clip = moving_square()
+    write_video(tmp_path / "a.webm", clip)
+    assert source_frames(read_video(tmp_path / "a.webm"), clip) == list(range(16))
+
+
+def test_odd_sizes_are_padded_for_mp4_and_kept_for_gif(tmp_path):
+    clip = moving_square(frames=6, height=45, width=63)
+    write_video(tmp_path / "a.mp4", clip)
+    write_video(tmp_path / "a.gif", clip)
+    mp4 = read_video(tmp_path / "a.mp4")
+    assert mp4.shape == (6, 46, 64, 3)  # one edge row and column added for yuv420p
+    assert np.abs(mp4[:, :45, :63].astype(int) - clip).mean() < 2
+    assert read_video(tmp_path / "a.gif").shape == (6, 45, 63, 3)
+
+
+@pytest.mark.parametrize("name, extra", [("a.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime"]), ("a.mov", []),
+                                         ("a.avi", []), ("a.mkv", []), ("yuv444.mp4", ["-pix_fmt", "yuv444p"])])
+def test_formats_written_by_ffmpeg(tmp_path, name, extra):
+    video = read_video(pattern_clip(tmp_path / name, 1, "80x60", 10, *extra))
+    assert video.shape == (10, 60, 80, 3) and video.dtype == np.uint8
+    assert distinct(video) == 10
+    assert video_info(tmp_path / name) == {"frames": 10, "fps": 10.0, "width": 80, "height": 60, "duration": 1.0}
+    assert len(read_video(tmp_path / name, num_frames=4)) == 4
+
+
+def test_grayscale_video(tmp_path):
+    video = read_video(pattern_clip(tmp_path / "gray.mp4", 1, "80x60", 10, "-pix_fmt", "gray"))
+    assert video.shape == (10, 60, 80, 3) and distinct(video) == 10
+    assert np.array_equal(video[..., 0], video[..., 1]) and np.array_equal(video[..., 0], video[..., 2])
+
+
+def test_audio_track_is_ignored(tmp_path):
+    path = pattern_clip(tmp_path / "talk.mp4", 1, "80x60", 10, "-f", "lavfi", "-i", "sine=duration=2", "-shortest")
+    video = read_video(path)
+    assert video.shape == (10, 60, 80, 3) and distinct(video) == 10
+    assert video_info(path)["frames"] == 10
+
+
+def test_display_rotation_is_applied(tmp_path):
+    pattern_clip(tmp_path / "flat.mp4", 1, "80x60", 10)
+    ffmpeg("-display_rotation", 90, "-i", tmp_path / "flat.mp4", "-c", "copy", tmp_path / "portrait.mp4")
+    upright = read_video(tmp_path / "portrait.mp4")
+    assert np.array_equal(upright, np.rot90(read_video(tmp_path / "flat.mp4"), axes=(1, 2)))
+    assert read_video(tmp_path / "portrait.mp4", num_frames=2, size=30).shape == (2, 40, 30, 3)
+    info = video_info(tmp_path / "portrait.mp4")
+    assert (info["width"], info["height"]) == (60, 80)
+
+
+def test_edit_list_hidden_frames_are_not_counted(tmp_path):
+    # Cutting without re-encoding keeps the frames back to the last keyframe and hides them with an edit list.
+    pattern_clip(tmp_path / "whole.mp4", 2, "80x60", 10, "-g", "20")
+    ffmpeg("-ss", 0.5, "-i", tmp_path / "whole.mp4", "-c", "copy", tmp_path / "cut.mp4")
+    video = read_video(tmp_path / "cut.mp4")
+    assert video_info(tmp_path / "cut.mp4")["frames"] == len(video) < 20
+    assert np.array_equal(read_video(tmp_path / "cut.mp4", num_frames=2)[-1], video[-1])
+
+
+def test_resolution_change_midway(tmp_path):
+    # MPEG-TS files can be joined byte by byte; the decoder then switches picture size midway.
+    small = pattern_clip(tmp_path / "small.ts", 1, "80x60", 10).read_bytes()
+    large = pattern_clip(tmp_path / "large.ts", 1, "160x120", 10).read_bytes()
+    (tmp_path / "joined.ts").write_bytes(small + large)
+    video = read_video(tmp_path / "joined.ts")
+    assert video.shape[1:] == (60, 80, 3) and 18 <= len(video) <= 20  # the decoder may drop a frame at the seam
+    assert distinct(video) == len(video)
+
+
+def test_unreadable_files_raise_video_error_naming_the_file(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    (tmp_path / "text.mp4").write_text("hello, I am not a video\n" * 20)
+    (tmp_path / "clips.mp4").mkdir()
+    Image.fromarray(moving_square()[0]).save(tmp_path / "still.png")
+    Image.fromarray(moving_square()[0]).save(tmp_path / "still.jpg")
+    Image.fromarray(moving_square()[0]).save(tmp_path / "png-inside.mp4", format="PNG")
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", tmp_path / "song.m4a")
+    cases = {"missing.mp4": "file not found", "clips.mp4": "folder", "empty.mp4": "empty",
+             "noise.mp4": "not a readable video", "text.mp4": "not a readable video",
+             "still.png": "is an image, not a video", "still.jpg": "is an image, not a video",
+             "png-inside.mp4": "is an image, not a video", "song.m4a": r"no video stream, only audio"}
+    for name, reason in cases.items():
+        for read in (read_video, lambda p: read_video(p, num_frames=4), video_info):
+            with pytest.raises(VideoError, match=reason) as err:
+                read(tmp_path / name)
+            assert str(err.value).startswith(f"{name}: ")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_truncated_mp4_gives_an_error_or_only_real_frames(tmp_path, keep):
+    data = pattern_clip(tmp_path / "whole.mp4", 4, "64x48", 10, "-movflags", "+faststart").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:int(len(data) * keep)])
+    whole = read_video(tmp_path / "whole.mp4")
+    for num_frames in (None, 8):
+        try:
+            video = read_video(tmp_path / "cut.mp4", num_frames=num_frames)
+        except VideoError as err:
+            assert str(err).startswith("cut.mp4: ")
+        else:
+            assert distinct(video) == len(video)  # nothing repeated to make up for missing frames
+            if num_frames is None:
+                assert np.array_equal(video, whole[:len(video)])
+
+
+@pytest.mark.parametrize("frames, message", [(np.zeros((2, 8, 8, 3), np.float32), "uint8"),
+                                             (np.zeros((8, 8, 3), np.uint8), "shape"),
+                                             (np.zeros((2, 8, 8, 4), np.uint8), "shape"),
+                                             (np.zeros((0, 8, 8, 3), np.uint8), "shape")])
+def test_write_rejects_bad_arrays(tmp_path, frames, message):
+    with pytest.raises(ValueError, match=message):
+        write_video(tmp_path / "x.mp4", frames)
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_rejects_bad_extension_and_fps(tmp_path):
+    with pytest.raises(ValueError, match=r"can only write \.mp4, \.gif, \.webm"):
+        write_video(tmp_path / "x.avi", moving_square())
+    with pytest.raises(ValueError, match="fps"):
+        write_video(tmp_path / "x.mp4", moving_square(), fps=0)
+    assert not list(tmp_path.iterdir())
