@@ -30,7 +30,7 @@ test: install-test
 lint: install-test
 	$(VENV)/bin/ruff check .
 
-# Retrain the shipped default checkpoint (about 15 minutes on 2 CPU cores).
+# Retrain the shipped default checkpoint (16 minutes on 2 CPU cores).
 train: install
 	$(PY) -m train --config train/configs/cpu.yaml
 

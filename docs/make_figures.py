@@ -23,9 +23,9 @@ from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip  # n
 
 
 def shade(frame: np.ndarray, hidden: np.ndarray, patch: int) -> np.ndarray:
-    """Darken and tint the hidden patches of one frame: (S, S, 3) uint8, hidden (h, w) bool."""
+    """Wash the hidden patches of one frame out to pale grey: (S, S, 3) uint8, hidden (h, w) bool."""
     cover = np.kron(hidden, np.ones((patch, patch), bool))[..., None]
-    return np.where(cover, (frame * 0.35 + np.array([0, 0, 90])).clip(0, 255), frame).astype(np.uint8)
+    return np.where(cover, frame * 0.3 + 160, frame).astype(np.uint8)
 
 
 def masks_figure(model, out: Path) -> None:
@@ -42,7 +42,8 @@ def masks_figure(model, out: Path) -> None:
                 ax.set_ylabel(kind)
             if row == 0:
                 ax.set_title(f"time step {step}")
-    fig.suptitle("Masks: shaded tokens are hidden; the predictor must fill in their latents", fontsize=10)
+    fig.suptitle("Masks: pale tokens are hidden from the context encoder; the predictor must fill in their latents",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -37,8 +37,9 @@ def describe(command: str, path: str, model) -> dict:
         embedding = model.embed(video)
         return {"file": path, "dim": int(embedding.size), "embedding": [round(float(v), 6) for v in embedding]}
     result = model.surprise(video)
+    peak_frame = int(result.step_frames[np.argmax(result.per_step)])
     return {"file": path, "score": round(result.score, 6), "per_step": [round(float(v), 6) for v in result.per_step],
-            "step_frames": result.step_frames.tolist(), "peak_frame": int(result.step_frames[np.argmax(result.per_step)])}
+            "step_frames": result.step_frames.tolist(), "peak_frame": peak_frame}
 
 
 def human_line(command: str, result: dict) -> str:

@@ -12,15 +12,16 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
+from .checkpoint import CheckpointError
 from .inference import JEPAModel, load_model
 from .model import VideoJEPA
-from .world import VIOLATIONS, WorldConfig, make_pair, render_clip
+from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_clip
 
 HELD_OUT_SEED = 1_000_000_000
 PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
@@ -79,6 +80,37 @@ def knn_probe(embed, train_clips, test_clips, k: int = 5) -> dict:
     return scores
 
 
+def tracking_errors(model: JEPAModel, clips) -> dict:
+    """Has the predictor learned where objects go? Error of the future-mask prediction on the tokens objects cover
+    (and on the rest), next to the error of copying each token's target latent from the last visible time step
+    ('latent persistence': a model that knows nothing about motion). Clips must match the model's size and length."""
+    errors = defaultdict(list)
+    for clip in clips:
+        result = model.predict_masked(clip.frames, mask="future")
+        latents = model.target_latents(clip.frames)  # (t, h, w, D)
+        hidden_steps = np.flatnonzero(result.mask.any(axis=(1, 2)))
+        copied = np.abs(latents[hidden_steps] - latents[hidden_steps[0] - 1]).mean(axis=-1)  # (F, h, w)
+        objects = _object_tokens(clip, model.cfg)[hidden_steps]
+        for name, error in (("model", result.error_map[hidden_steps]), ("persistence", copied)):
+            errors[f"{name}_objects"].append(error[objects].mean())
+            errors[f"{name}_background"].append(error[~objects].mean())
+    return {name: float(np.mean(values)) for name, values in errors.items()}
+
+
+def _object_tokens(clip, cfg) -> np.ndarray:
+    """(t, h, w) bool: tokens (tubelet x patch) in which any object pixel is drawn."""
+    t, h, w = cfg.grid
+    pixels = object_pixels(clip)  # (T, S, S)
+    return pixels.reshape(t, cfg.tubelet, h, cfg.patch_size, w, cfg.patch_size).any(axis=(1, 3, 5))
+
+
+def majority_rates(clips) -> dict:
+    """Accuracy of always answering each label's most common value: the floor any probe must clear."""
+    rates = {label: Counter(str(c.labels[label]) for c in clips).most_common(1)[0][1] / len(clips)
+             for label in PROBE_LABELS}
+    return {**rates, "mean": float(np.mean(list(rates.values())))}
+
+
 def random_twin(model: JEPAModel, seed: int = 0) -> JEPAModel:
     """A freshly initialised network of the same shape and preprocessing: the 'no learning' baseline."""
     torch.manual_seed(seed)
@@ -93,6 +125,10 @@ def evaluate(model: JEPAModel, num_pairs: int = 100, probe_train: int = 300, pro
     report = {"num_pairs": num_pairs, "knn_probe": {}, "pairs": {}}
     for name, candidate in (("jepa", model), ("random_encoder", baseline)):
         report["knn_probe"][name] = knn_probe(candidate.embed, train_clips, test_clips)
+    report["knn_probe"]["majority"] = majority_rates(test_clips)
+    plain = [render_clip(HELD_OUT_SEED + 700_000 + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
+             for i in range(num_pairs // 2)]
+    report["tracking"] = tracking_errors(model, plain)
     for condition, detail in (("clean", False), ("detail", True)):
         pairs = violation_pairs(num_pairs, detail, size)
         report["pairs"][condition] = {
@@ -104,17 +140,25 @@ def evaluate(model: JEPAModel, num_pairs: int = 100, probe_train: int = 300, pro
 
 
 def format_report(report: dict) -> str:
-    lines = ["kNN probe accuracy (held-out clips)", f"  {'label':<14}{'jepa':>8}{'random':>8}"]
+    """Markdown tables (they read fine in a terminal too): the README's results are pasted from this."""
     probe = report["knn_probe"]
-    for label in (*PROBE_LABELS, "mean"):
-        lines.append(f"  {label:<14}{probe['jepa'][label]:>8.3f}{probe['random_encoder'][label]:>8.3f}")
+    lines = ["kNN probe accuracy, held-out clips (k=5, cosine)", "",
+             "| label | JEPA | random encoder | most common value |", "|---|---|---|---|"]
+    lines += [f"| {label} | {probe['jepa'][label]:.3f} | {probe['random_encoder'][label]:.3f} | "
+              f"{probe['majority'][label]:.3f} |" for label in (*PROBE_LABELS, "mean")]
+    track = report["tracking"]
+    lines += ["", "Future prediction error (mean absolute latent error) on the last time steps of plain clips", "",
+              "| tokens | JEPA predictor | copy the last visible latent |", "|---|---|---|",
+              f"| with an object | {track['model_objects']:.3f} | {track['persistence_objects']:.3f} |",
+              f"| background | {track['model_background']:.3f} | {track['persistence_background']:.3f} |"]
     for condition, scorers in report["pairs"].items():
-        lines += ["", f"violation pairs, {condition} clips ({report['num_pairs']} pairs): implausible twin scores higher",
-                  f"  {'kind':<14}" + "".join(f"{name:>18}" for name in scorers)]
+        lines += ["", f"Violation pairs, {condition} clips ({report['num_pairs']} pairs): share where the implausible "
+                  "twin scores higher (a tie counts half)", "",
+                  "| kind | " + " | ".join(scorers) + " |", "|---" * (len(scorers) + 1) + "|"]
         for kind in (*VIOLATIONS, "all"):
             cells = [s["accuracy"] if kind == "all" else s["per_kind"].get(kind, float("nan"))
                      for s in scorers.values()]
-            lines.append(f"  {kind:<14}" + "".join(f"{c:>18.3f}" for c in cells))
+            lines.append(f"| {kind} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -122,9 +166,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default="checkpoints/default")
     parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--probe-clips", type=int, default=300, help="kNN training clips (and 2/3 as many to test)")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     args = parser.parse_args(argv)
-    report = evaluate(load_model(args.checkpoint), num_pairs=args.pairs)
+    if min(args.pairs, args.probe_clips) < 1:
+        parser.error("--pairs and --probe-clips must be at least 1")
+    try:
+        model = load_model(args.checkpoint)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = evaluate(model, num_pairs=args.pairs, probe_train=args.probe_clips,
+                      probe_test=max(1, args.probe_clips * 2 // 3))
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as f:

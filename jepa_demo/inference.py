@@ -6,8 +6,8 @@
     model.surprise(video)                           # per-step surprise, heatmap, score
 
 `video` is always a uint8 array (T, H, W, 3) as returned by `jepa_demo.read_video`; resampling and resizing happen
-here through `jepa_demo.preprocess`. Errors are `normalize_targets`/`latent_error` from `jepa_demo.model`, the same
-functions as the training loss. This module knows nothing about files, UIs or training.
+here through `jepa_demo.preprocess`. Targets come from `normalize_targets` (the training loss's own) and errors from
+`latent_error`, both in `jepa_demo.model`. This module knows nothing about files, UIs or training.
 """
 
 from dataclasses import dataclass
@@ -54,6 +54,11 @@ class JEPAModel:
     def embed_dim(self) -> int:
         return self.cfg.dim
 
+    @property
+    def default_future_steps(self) -> int:
+        """How many time steps the checkpoint was trained to predict ahead (at most all but one of a window)."""
+        return min(self.config.get("train", {}).get("future_steps", 2), self.cfg.grid[0] - 1)
+
     def info(self) -> dict:
         return {"model": self.config["model"], "preprocess": self.config["preprocess"],
                 "step": self.config.get("step"), "device": str(self.device),
@@ -71,6 +76,13 @@ class JEPAModel:
         with self._autocast():
             tokens = self.net.target_encoder(self._input(video, self.cfg.num_frames))  # (1, N, D)
         return tokens.float().mean(dim=1)[0].cpu().numpy()
+
+    @torch.inference_mode()
+    def target_latents(self, video) -> np.ndarray:
+        """The normalised target-encoder latents of every token, (t, h, w, D): what predictions are compared to."""
+        with self._autocast():
+            targets = self.net.encode_targets(self._input(video, self.cfg.num_frames))[0]  # (N, D)
+        return targets.float().cpu().numpy().reshape(*self.cfg.grid, -1)
 
     @torch.inference_mode()
     def predict_masked(self, video, mask="multiblock", seed: int = 0, ratio: float = 0.75) -> MaskedPrediction:
@@ -91,7 +103,8 @@ class JEPAModel:
     def _resolve_mask(self, mask, seed: int, ratio: float) -> torch.Tensor:
         grid = self.cfg.grid
         if isinstance(mask, str):
-            return sample_mask(mask, grid, torch.Generator().manual_seed(seed), ratio=ratio)
+            return sample_mask(mask, grid, torch.Generator().manual_seed(seed), ratio=ratio,
+                               num_future=self.default_future_steps)
         array = np.asarray(mask)
         if array.dtype == bool and array.shape == grid:
             return torch.from_numpy(array.copy())
@@ -115,7 +128,7 @@ class JEPAModel:
         x, frame_index = self._surprise_input(video, max_frames)
         steps_in_clip = x.shape[2] // self.cfg.tubelet
         window = self.cfg.grid[0]
-        future_steps = future_steps or min(self.config.get("train", {}).get("future_steps", 2), window - 1)
+        future_steps = future_steps or self.default_future_steps
         hidden = torch.zeros(self.cfg.grid, dtype=torch.bool)
         hidden[window - future_steps:] = True
         context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))

@@ -1,5 +1,7 @@
 import json
+import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -28,6 +30,16 @@ def test_round_trip_is_exact(saved, tiny_model, tiny_preprocess):
     for (name, a), (_, b) in zip(tiny_model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), name
     assert not any(p.suffix == ".tmp" for p in saved.iterdir())
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path, tiny_model, tiny_preprocess):
+    """Atomic saves go through a private temporary file; the result must still be readable by others (umask 022)."""
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tiny_model, tmp_path / "ckpt", tiny_preprocess, step=1)
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()} == {0o644}
 
 
 def test_load_model_returns_inference_object(saved):

@@ -55,3 +55,20 @@ def test_bad_checkpoint_exits_2_with_one_line(files):
     result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no checkpoint folder" in result.stderr
+
+
+def test_terminal_demo_runs_pairs_through_mp4_and_leaves_nothing_behind(files, tmp_path):
+    """`make demo` (until the app lands): one block per violation kind, the temporary mp4 files removed."""
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    result = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", str(files / "ckpt"),
+                             "--kind", "appear", "--kind", "vanish"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "appear at frame" in result.stdout and "vanish at frame" in result.stdout
+    assert "more surprising in" in result.stdout and "of 2 pairs" in result.stdout
+    assert not list((tmp_path / "tmp").iterdir())
+
+    missing = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", str(tmp_path / "none")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr

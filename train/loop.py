@@ -18,12 +18,12 @@ from tqdm import tqdm
 
 from jepa_demo.checkpoint import load_tensors, save_checkpoint, save_tensors, write_json
 from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
-from jepa_demo.masks import mask_to_indices, multiblock_mask, future_mask
+from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
 from jepa_demo.model import VideoJEPA
 
 from .config import TrainConfig, config_to_dict
 from .data import FolderBatches, WorldBatches, make_loader
-from .report import METRIC_FIELDS, write_model_card, plot_curves
+from .report import METRIC_FIELDS, plot_curves, write_model_card
 
 STATE_NAME = "train_state.safetensors"
 METRICS_NAME = "metrics.csv"
@@ -196,6 +196,13 @@ def check_output_folder(out: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
+    remove_interrupted_writes(out)
+
+
+def remove_interrupted_writes(out: Path) -> None:
+    """A process killed mid-save leaves its temporary file behind (the real file is intact): delete those."""
+    for leftover in out.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:

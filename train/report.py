@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jepa_demo.checkpoint import atomic_write  # noqa: E402
 
 METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "rankme", "clips_per_s", "mask"]
-_PLOTTED = [("loss", "loss (L1, hidden tokens)"), ("target_std", "target-embedding std"),
+_PLOTTED = [("loss", "loss (smooth-L1, hidden tokens)"), ("target_std", "target-embedding std"),
             ("rankme", "effective rank (RankMe)"), ("lr", "learning rate"), ("momentum", "EMA momentum"),
             ("clips_per_s", "throughput (clips/s)")]
 
@@ -71,7 +71,8 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
         lines += [f"- loss: {final['loss']:.4f}", f"- target-embedding std: {final['target_std']:.3f} "
                   f"(minimum over the run {stats['min_target_std']:.3f})",
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
-                  f"(minimum over the run {stats['min_rankme']:.1f})", f"- throughput: {final['clips_per_s']:.1f} clips/s"]
+                  f"(minimum over the run {stats['min_rankme']:.1f})",
+                  f"- throughput: {final['clips_per_s']:.1f} clips/s"]
     lines += ["", "![training curves](training_curves.png)", "", "## Architecture", "", "```json",
               json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
               json.dumps(vars(train_cfg), indent=2), "```", ""]
