@@ -43,10 +43,11 @@ def _strip_wrappers(key: str) -> str:
     return key
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half."""
+def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
+    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half.
+    `suffix` ends the temporary name, for writers that choose a format by extension."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         write(tmp)

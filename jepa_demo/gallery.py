@@ -1,0 +1,286 @@
+"""The reference gallery behind the app's "nearest neighbours" and "embedding map" views.
+
+A gallery is `num_clips` clips of the synthetic world (seeds from `GALLERY_SEED` up), their L2-normalised embeddings
+under one model, a 2-D UMAP map of those embeddings, and the surprise threshold calibrated on plausible clips (the
+per-step surprise they exceed only 5 % of the time). Building one takes from seconds to a minute, so
+`load_or_build_gallery` keeps it on disk, in a file named for a fingerprint of the model's weights and config and for
+the gallery settings: another checkpoint or setting never reads a stale file, and a damaged file is rebuilt. Frames are
+not stored; `gallery_clip` re-renders them from their seed. A new clip is searched exactly (`nearest`) and placed on the
+map from its nearest gallery clips (`place_on_map`), never by running UMAP again. Everything is numpy; this module
+knows nothing about Gradio, plots or how the app lays out its views.
+
+Precompute the cache (what `make install` runs):
+
+    python -m jepa_demo.gallery [--checkpoint checkpoints/default] [--clips 300] [--cache-dir DIR]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, atomic_write
+from .cli import DEFAULT_CHECKPOINT
+from .inference import JEPAModel, load_model
+from .world import WorldConfig, render_clip
+
+# jepa_demo.evaluate.HELD_OUT_SEED + 2_000_000: above training seeds and the evaluation's +500_000..+900_000 ranges.
+# Written out so that importing this module does not import the evaluation (and scikit-learn); a test checks it.
+GALLERY_SEED = 1_002_000_000
+GALLERY_FORMAT = 3  # bump when what is stored or how it is computed changes: older cache files are then ignored
+DEFAULT_CLIPS = 300
+MIN_CLIPS = 10  # UMAP's spectral start fails below 4 points, and a map of a handful of clips says nothing
+_EMBED_SHARE = 0.35  # of the progress bar: the map (import, numba compilation, fit) takes ~2/3 of a cold build
+THRESHOLD_PERCENTILE = 95
+_THRESHOLD_CLIPS = 24  # plausible clips, twice the model's window long so the surprise window slides
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Gallery:
+    seeds: np.ndarray  # (N,) int64: clip i is render_clip(seeds[i]) at the model's frame size and clip length
+    labels: list[dict]  # N label dicts, as `jepa_demo.world` makes them
+    embeddings: np.ndarray  # (N, D) float32: unit length after removing `center`
+    center: np.ndarray  # (D,) float32: the mean of the gallery's unit embeddings
+    coords: np.ndarray  # (N, 2) float32: the UMAP map
+    fingerprint: str  # `model_fingerprint` of the model that embedded the clips
+    surprise_threshold: float  # per-step surprise above which plausible clips go only (100 - THRESHOLD_PERCENTILE) %
+
+    def __post_init__(self):
+        n = len(self.seeds)
+        if (self.seeds.shape != (n,) or len(self.labels) != n or self.embeddings.ndim != 2
+                or len(self.embeddings) != n or self.coords.shape != (n, 2)
+                or self.center.shape != self.embeddings.shape[1:]):
+            raise ValueError(f"gallery parts disagree: seeds {self.seeds.shape}, {len(self.labels)} labels, "
+                             f"embeddings {self.embeddings.shape}, coords {self.coords.shape}")
+
+
+def model_fingerprint(model: JEPAModel) -> str:
+    """16 hex digits of sha256 over every weight (name, dtype, shape, bytes; keys sorted) and the config: any changed
+    weight or setting changes it, and two loads of one checkpoint (on any device) share it."""
+    digest = hashlib.sha256()
+    state = model.net.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # raw bytes: also covers bfloat16
+    digest.update(json.dumps(model.config, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _world(model: JEPAModel) -> WorldConfig:
+    """The default world (gravity, occluders, 1-3 objects all vary) at the frame size and length the model sees."""
+    return WorldConfig(size=model.preprocess.img_size, num_frames=model.cfg.num_frames)
+
+
+# -------------------------------------------------------------------------------------------------------- building
+
+
+def build_gallery(model: JEPAModel, num_clips: int = DEFAULT_CLIPS, progress: Progress | None = None) -> Gallery:
+    """Render, embed and map `num_clips` clips. `progress(fraction, message)`, if given, is told now and then."""
+    if isinstance(num_clips, bool) or not isinstance(num_clips, (int, np.integer)) or num_clips < MIN_CLIPS:
+        raise ValueError(f"num_clips must be a whole number of at least {MIN_CLIPS}, got {num_clips!r}")
+    report = progress or (lambda fraction, message: None)
+    seeds = GALLERY_SEED + np.arange(num_clips, dtype=np.int64)
+    labels, raw = _embed_clips(model, seeds, report)
+    center = raw.mean(axis=0)
+    embeddings = _unit(raw - center)  # (N, D)
+    report(_EMBED_SHARE, "fitting the 2-D map (UMAP)")
+    coords = _fit_map(embeddings)
+    report(0.9, "calibrating the surprise threshold on plausible clips")
+    threshold = calibrate_surprise(model, seeds[:_THRESHOLD_CLIPS])
+    report(1.0, "gallery ready")
+    return Gallery(seeds, labels, embeddings, center, coords, model_fingerprint(model), threshold)
+
+
+def calibrate_surprise(model: JEPAModel, seeds: np.ndarray) -> float:
+    """The THRESHOLD_PERCENTILE-th percentile of per-step surprise over plausible clips of these seeds."""
+    world = WorldConfig(size=model.preprocess.img_size, num_frames=2 * model.cfg.num_frames)
+    steps = [model.surprise(render_clip(int(seed), world).frames).per_step for seed in seeds]
+    return float(np.percentile(np.concatenate(steps), THRESHOLD_PERCENTILE))
+
+
+def _embed_clips(model: JEPAModel, seeds: np.ndarray, report: Progress) -> tuple[list[dict], np.ndarray]:
+    world, labels, vectors = _world(model), [], []
+    every = max(1, len(seeds) // 20)
+    report(0.0, f"embedding {len(seeds)} gallery clips")
+    for i, seed in enumerate(seeds):
+        clip = render_clip(int(seed), world)
+        labels.append(clip.labels)
+        vectors.append(model.embed(clip.frames))
+        if (i + 1) % every == 0:
+            report(_EMBED_SHARE * (i + 1) / len(seeds), f"embedded {i + 1}/{len(seeds)} gallery clips")
+    return labels, _unit(np.stack(vectors))  # (N, D)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _fit_map(embeddings: np.ndarray) -> np.ndarray:
+    import umap  # 2-15 s: paid by whoever builds a gallery, not by everyone who imports this module
+
+    # random_state makes UMAP single-threaded anyway; saying n_jobs=1 silences its warning about that.
+    reducer = umap.UMAP(n_neighbors=min(15, len(embeddings) - 1), min_dist=0.1, metric="cosine", random_state=0,
+                        n_jobs=1)
+    return reducer.fit_transform(embeddings).astype(np.float32)  # (N, 2)
+
+
+# ----------------------------------------------------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    """$JEPA_LENS_CACHE if set, else ~/.cache/jepa-lens (read at each call: tests and apps may set it late)."""
+    return Path(os.environ.get("JEPA_LENS_CACHE") or Path.home() / ".cache" / "jepa-lens")
+
+
+def gallery_cache_path(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS) -> Path:
+    """The cache file for this model and these settings (it may not exist yet)."""
+    return _cache_path(cache_dir, model_fingerprint(model), num_clips)
+
+
+def _cache_path(cache_dir, fingerprint: str, num_clips: int) -> Path:
+    name = f"gallery-{fingerprint}-{num_clips}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.npz"
+    return Path(cache_dir or default_cache_dir()).expanduser() / name
+
+
+def load_or_build_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS,
+                          progress: Progress | None = None) -> Gallery:
+    """The gallery from its cache file if there is a readable one, else built and written there (atomically)."""
+    fingerprint = model_fingerprint(model)
+    path = _cache_path(cache_dir, fingerprint, num_clips)
+    if path.exists():
+        try:
+            return _read(path, fingerprint, num_clips)
+        except Exception as err:  # np.load fails on a damaged file in many ways; each one just means "rebuild"
+            warnings.warn(f"{path}: unreadable gallery cache ({type(err).__name__}: {err}); rebuilding it",
+                          stacklevel=2)
+    gallery = build_gallery(model, num_clips, progress)
+    try:
+        _write(path, gallery)
+    except OSError as err:  # e.g. a read-only home on a hosted server: work without the cache, say so once
+        warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); set JEPA_LENS_CACHE to a "
+                      "writable folder to start faster next time", stacklevel=2)
+    return gallery
+
+
+def _read(path: Path, fingerprint: str, num_clips: int) -> Gallery:
+    with np.load(path, allow_pickle=False) as data:
+        gallery = Gallery(seeds=data["seeds"], labels=json.loads(str(data["labels"])), embeddings=data["embeddings"],
+                          center=data["center"], coords=data["coords"], fingerprint=str(data["fingerprint"]),
+                          surprise_threshold=float(data["surprise_threshold"]))
+        stored_format = int(data["format"])
+    if (stored_format, gallery.fingerprint, len(gallery.seeds)) != (GALLERY_FORMAT, fingerprint, num_clips):
+        raise ValueError("it was written for another model, gallery size or format")
+    return gallery
+
+
+def _write(path: Path, gallery: Gallery) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz" to it
+            np.savez(f, seeds=gallery.seeds, embeddings=gallery.embeddings, center=gallery.center,
+                     coords=gallery.coords, labels=np.array(json.dumps(gallery.labels)),
+                     fingerprint=np.array(gallery.fingerprint),
+                     surprise_threshold=np.array(gallery.surprise_threshold), format=np.array(GALLERY_FORMAT))
+    atomic_write(path, write)
+
+
+# ------------------------------------------------------------------------------------------------------- searching
+
+
+def nearest(gallery: Gallery, embedding: np.ndarray, k: int = 8) -> list[tuple[int, float]]:
+    """The k gallery clips most similar to `embedding` (cosine, exact): (index, similarity), most similar first."""
+    similarities = _similarities(gallery, embedding)  # (N,)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(similarities):
+        raise ValueError(f"k must be a whole number from 1 to {len(similarities)} (the gallery's size), got {k!r}")
+    top = np.argpartition(-similarities, k - 1)[:k]
+    top = top[np.argsort(-similarities[top])]
+    return [(int(i), float(similarities[i])) for i in top]
+
+
+def _similarities(gallery: Gallery, embedding: np.ndarray) -> np.ndarray:
+    query = np.asarray(embedding, dtype=np.float32)
+    dim = gallery.embeddings.shape[1]
+    if query.shape != (dim,):
+        raise ValueError(f"embedding must have shape ({dim},) like the gallery's, got {query.shape}: was it made "
+                         "by the model the gallery was built for?")
+    if not np.isfinite(query).all() or not np.any(query):
+        raise ValueError("embedding must be finite and not all zeros")
+    # Mean-pooled clip embeddings share a large common direction (every clip of the world has the same background),
+    # so raw cosine similarities all sit near 1; measured from the gallery's mean they spread over [-1, 1].
+    return gallery.embeddings @ _unit(_unit(query) - gallery.center)  # (N,)
+
+
+def place_on_map(gallery: Gallery, embedding: np.ndarray, k: int = 10) -> np.ndarray:
+    """Where a clip goes on the gallery's map without running UMAP: (2,) float32, a weighted mean of the map positions
+    of its k nearest gallery clips."""
+    found = nearest(gallery, embedding, k)
+    index = np.array([i for i, _ in found])
+    distance = np.maximum(1.0 - np.array([s for _, s in found], dtype=np.float64), 0.0)  # (k,) cosine distance
+    # Inverse-distance weights rather than a softmax over similarities: no temperature to fit to each model's spread
+    # of similarities (0.92-0.9997 for a random tiny net), and a clip already in the gallery lands on its own point.
+    weights = 1.0 / (distance + 1e-6)
+    return (weights @ gallery.coords[index] / weights.sum()).astype(np.float32)
+
+
+def gallery_clip(gallery: Gallery, index: int, model: JEPAModel) -> np.ndarray:
+    """The frames of gallery clip `index`, re-rendered from its seed at the model's size: uint8 (T, H, W, 3)."""
+    if not 0 <= index < len(gallery.seeds):
+        raise IndexError(f"gallery clip {index} does not exist: the gallery has {len(gallery.seeds)} clips")
+    return render_clip(int(gallery.seeds[index]), _world(model)).frames
+
+
+def label_names(gallery: Gallery) -> list[str]:
+    """Labels worth colouring the map by: a str, int or bool in every clip, with at least two different values (so not
+    lists, floats, missing values, the per-clip seed, or a label every clip shares, like a plain world's background)."""
+    def usable(key):
+        values = [labels.get(key) for labels in gallery.labels]
+        return key != "seed" and all(isinstance(v, (str, int, bool)) for v in values) and len(set(values)) > 1
+    return [key for key in gallery.labels[0] if usable(key)]
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepa_demo.gallery",
+                                     description="Build the reference gallery of a checkpoint into its disk cache.")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder or Hub repo id")
+    parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of gallery clips")
+    parser.add_argument("--cache-dir", help="default: $JEPA_LENS_CACHE, else ~/.cache/jepa-lens")
+    args = parser.parse_args(argv)
+    if args.clips < MIN_CLIPS:
+        parser.error(f"--clips must be at least {MIN_CLIPS}")
+    try:
+        model = load_model(args.checkpoint)
+    except CheckpointError as err:
+        print(f"error: cannot load checkpoint: {err}", file=sys.stderr)
+        return 2
+    start, built = time.perf_counter(), []
+
+    def progress(fraction: float, message: str) -> None:
+        built.append(fraction)
+        print(f"{fraction:4.0%} {message}", file=sys.stderr, flush=True)
+
+    gallery = load_or_build_gallery(model, args.cache_dir, args.clips, progress)
+    how = "built" if built else "loaded from cache"
+    print(f"{gallery_cache_path(model, args.cache_dir, args.clips)}: {len(gallery.seeds)} clips, {how} in "
+          f"{time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

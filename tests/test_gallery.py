@@ -1,0 +1,275 @@
+"""The reference gallery: fingerprint, disk cache, search, map placement, re-rendered clips, CLI.
+
+One UMAP fit for the whole module (the first fit in a process compiles numba code for ~10 s): `built` makes a gallery
+of `CLIPS` clips through `load_or_build_gallery`; the cache tests that need another build get a stand-in instead.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import jepa_demo.gallery as gallery_module
+from jepa_demo.checkpoint import save_checkpoint
+from jepa_demo.config import PreprocessConfig, model_config_from_preset
+from jepa_demo.evaluate import HELD_OUT_SEED
+from jepa_demo.gallery import (
+    GALLERY_SEED,
+    MIN_CLIPS,
+    build_gallery,
+    default_cache_dir,
+    gallery_cache_path,
+    gallery_clip,
+    label_names,
+    load_or_build_gallery,
+    model_fingerprint,
+    nearest,
+    place_on_map,
+)
+from jepa_demo.inference import load_model
+from jepa_demo.model import VideoJEPA
+from jepa_demo.world import WorldConfig, render_clip
+
+CLIPS = 30
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tiny_checkpoint(folder: Path) -> Path:
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("tiny")
+    save_checkpoint(VideoJEPA(cfg), folder, PreprocessConfig(img_size=cfg.img_size, num_frames=cfg.num_frames), step=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return _tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_model(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def built(model, tmp_path_factory):
+    """(gallery, its cache dir, the progress calls made while building it)."""
+    cache_dir = tmp_path_factory.mktemp("cache")
+    calls = []
+    gallery = load_or_build_gallery(model, cache_dir, num_clips=CLIPS, progress=lambda f, m: calls.append((f, m)))
+    return gallery, cache_dir, calls
+
+
+@pytest.fixture
+def gallery(built):
+    return built[0]
+
+
+def _stand_in_build(gallery, calls):
+    """A `build_gallery` that returns the module's gallery and counts its calls: cache tests without UMAP fits."""
+    def build(model, num_clips, progress=None):
+        calls.append(num_clips)
+        return gallery
+    return build
+
+
+def _refuse_to_build(model, num_clips, progress=None):
+    raise AssertionError("built again although a valid cache file was there")
+
+
+# ----------------------------------------------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_is_stable_across_loads_and_changes_with_any_weight_or_setting(checkpoint, tmp_path):
+    first, second = load_model(checkpoint, device="cpu"), load_model(checkpoint, device="cpu")
+    fingerprint = model_fingerprint(first)
+    assert fingerprint == model_fingerprint(second) and len(fingerprint) == 16
+    assert model_fingerprint(load_model(_tiny_checkpoint(tmp_path / "again"), device="cpu")) == fingerprint
+    with torch.no_grad():
+        next(second.net.parameters()).view(-1)[3] += 1e-4
+    assert model_fingerprint(second) != fingerprint
+    first.config = {**first.config, "step": 2}
+    assert model_fingerprint(first) != fingerprint
+
+
+def test_gallery_seeds_do_not_collide_with_training_or_evaluation():
+    assert GALLERY_SEED == HELD_OUT_SEED + 2_000_000  # evaluation: HELD_OUT_SEED + 0 .. +900_000 and a little more
+
+
+# -------------------------------------------------------------------------------------------------------- building
+
+
+def test_built_gallery_holds_centred_unit_embeddings_of_the_seeded_clips(gallery, model, built):
+    assert gallery.seeds.dtype == np.int64 and gallery.seeds.tolist() == list(range(GALLERY_SEED, GALLERY_SEED + CLIPS))
+    assert [labels["seed"] for labels in gallery.labels] == gallery.seeds.tolist()
+    assert gallery.embeddings.shape == (CLIPS, model.embed_dim) and gallery.embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(gallery.embeddings, axis=1), 1, atol=1e-5)
+    assert gallery.coords.shape == (CLIPS, 2) and gallery.coords.dtype == np.float32
+    assert np.isfinite(gallery.coords).all() and len(np.unique(gallery.coords.round(3), axis=0)) == CLIPS
+    assert gallery.fingerprint == model_fingerprint(model)
+    direct = model.embed(render_clip(GALLERY_SEED + 7, WorldConfig(size=32, num_frames=4)).frames)
+    centered = direct / np.linalg.norm(direct) - gallery.center  # similarities are measured from the gallery's mean
+    assert np.allclose(gallery.embeddings[7], centered / np.linalg.norm(centered), atol=1e-5)
+    similarities = gallery.embeddings @ gallery.embeddings.T  # (N, N): spread out, not all near 1
+    assert abs(similarities[~np.eye(CLIPS, dtype=bool)].mean()) < 0.1
+    fractions = [fraction for fraction, _ in built[2]]
+    assert fractions[0] == 0 and fractions[-1] == 1 and fractions == sorted(fractions) and len(fractions) >= 3
+
+
+def test_build_refuses_too_few_clips(model):
+    for bad in (MIN_CLIPS - 1, 0, 12.5, True):
+        with pytest.raises(ValueError, match="num_clips"):
+            build_gallery(model, num_clips=bad)
+
+
+# ----------------------------------------------------------------------------------------------------------- cache
+
+
+def test_second_call_reads_the_cache_file_and_nothing_else_is_left(built, model, monkeypatch):
+    gallery, cache_dir, _ = built
+    path = gallery_cache_path(model, cache_dir, CLIPS)
+    assert [p.name for p in cache_dir.iterdir()] == [path.name] and gallery.fingerprint in path.name
+    monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)
+    again = load_or_build_gallery(model, cache_dir, num_clips=CLIPS)
+    for field in ("seeds", "embeddings", "coords"):
+        assert np.array_equal(getattr(again, field), getattr(gallery, field))
+        assert getattr(again, field).dtype == getattr(gallery, field).dtype
+    assert again.labels == gallery.labels and again.fingerprint == gallery.fingerprint
+    assert [p.name for p in cache_dir.iterdir()] == [path.name]
+
+
+def test_cache_file_name_depends_on_checkpoint_and_settings(model, checkpoint, tmp_path):
+    path = gallery_cache_path(model, tmp_path, CLIPS)
+    assert gallery_cache_path(load_model(checkpoint, device="cpu"), tmp_path, CLIPS) == path
+    assert gallery_cache_path(model, tmp_path, CLIPS + 1) != path
+    other = load_model(checkpoint, device="cpu")
+    with torch.no_grad():
+        next(other.net.parameters()).view(-1)[0] *= 2
+    assert gallery_cache_path(other, tmp_path, CLIPS) != path
+    assert str(GALLERY_SEED) in path.name and path.parent == tmp_path
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path / "here"))
+    assert default_cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("JEPA_LENS_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "jepa-lens"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other_model"])
+def test_damaged_cache_file_is_rebuilt_and_overwritten(built, model, tmp_path, monkeypatch, damage):
+    gallery, cache_dir, _ = built
+    path = gallery_cache_path(model, tmp_path, CLIPS)
+    good = gallery_cache_path(model, cache_dir, CLIPS).read_bytes()
+    if damage == "other_model":  # a readable file whose contents say it belongs to another model
+        gallery_module._write(path, dataclasses.replace(gallery, fingerprint="0" * 16))
+    else:
+        path.write_bytes({"garbage": b"not a zip file at all" * 10, "truncated": good[: len(good) // 2],
+                          "empty": b""}[damage])
+    calls = []
+    monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(gallery, calls))
+    with pytest.warns(UserWarning, match="unreadable gallery cache"):
+        rebuilt = load_or_build_gallery(model, tmp_path, num_clips=CLIPS)
+    assert calls == [CLIPS] and rebuilt is gallery
+    monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)
+    assert np.array_equal(load_or_build_gallery(model, tmp_path, num_clips=CLIPS).coords, gallery.coords)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_missing_cache_dir_is_created(built, model, tmp_path, monkeypatch):
+    monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(built[0], []))
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path / "a" / "b"))
+    load_or_build_gallery(model, num_clips=CLIPS)
+    assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == [gallery_cache_path(model, None, CLIPS).name]
+
+
+# ------------------------------------------------------------------------------------------------------- searching
+
+
+def _own_embedding(gallery, model, index: int) -> np.ndarray:
+    """What the model says about gallery clip `index`, as a new query would arrive (not the stored, centred one)."""
+    return model.embed(gallery_clip(gallery, index, model))
+
+
+def test_nearest_finds_the_clip_itself_first(gallery, model):
+    for index in (0, 13, CLIPS - 1):
+        found = nearest(gallery, 3.0 * _own_embedding(gallery, model, index), k=8)  # the length must not matter
+        similarities = [s for _, s in found]
+        assert len(found) == 8 and found[0][0] == index and found[0][1] == pytest.approx(1, abs=1e-5)
+        assert similarities == sorted(similarities, reverse=True) and len({i for i, _ in found}) == 8
+        expected = np.sort(gallery.embeddings @ gallery.embeddings[index])[::-1][:8]
+        assert np.allclose(similarities, expected, atol=1e-5)
+    assert len(nearest(gallery, _own_embedding(gallery, model, 0), k=CLIPS)) == CLIPS
+
+
+def test_nearest_rejects_bad_queries(gallery):
+    dim = gallery.embeddings.shape[1]
+    for bad in (np.ones(dim + 1), np.ones((1, dim)), np.zeros(dim), np.full(dim, np.nan)):
+        with pytest.raises(ValueError, match="embedding"):
+            nearest(gallery, bad)
+    for k in (0, CLIPS + 1, 2.5, -1):
+        with pytest.raises(ValueError, match="k must"):
+            nearest(gallery, gallery.embeddings[0], k=k)
+
+
+def test_place_on_map_puts_gallery_clips_on_their_own_points(gallery, model):
+    gaps = np.linalg.norm(gallery.coords[:, None] - gallery.coords[None], axis=-1)  # (N, N)
+    median_gap = np.median(gaps[~np.eye(CLIPS, dtype=bool)])
+    placed = np.stack([place_on_map(gallery, _own_embedding(gallery, model, i)) for i in range(CLIPS)])  # (N, 2)
+    assert placed.dtype == np.float32 and placed.shape == (CLIPS, 2)
+    assert np.linalg.norm(placed - gallery.coords, axis=1).max() < 0.05 * median_gap
+
+
+def test_place_on_map_puts_a_new_clip_among_its_neighbours(gallery, model):
+    embedding = model.embed(render_clip(5, WorldConfig(size=32, num_frames=4)).frames)
+    point = place_on_map(gallery, embedding, k=5)
+    neighbours = gallery.coords[[i for i, _ in nearest(gallery, embedding, k=5)]]
+    assert (neighbours.min(axis=0) - 1e-5 <= point).all() and (point <= neighbours.max(axis=0) + 1e-5).all()
+    assert np.allclose(place_on_map(gallery, embedding, k=1), neighbours[0])
+    with pytest.raises(ValueError, match="k must"):
+        place_on_map(gallery, embedding, k=0)
+
+
+# ---------------------------------------------------------------------------------------------- clips and labels
+
+
+def test_gallery_clip_rerenders_the_frames_of_its_seed(gallery, model):
+    frames = gallery_clip(gallery, 4, model)
+    assert frames.shape == (4, 32, 32, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames, render_clip(int(gallery.seeds[4]), WorldConfig(size=32, num_frames=4)).frames)
+    for bad in (-1, CLIPS):
+        with pytest.raises(IndexError, match="gallery clip"):
+            gallery_clip(gallery, bad, model)
+
+
+def test_label_names_are_the_scalar_labels_that_vary(gallery):
+    names = label_names(gallery)
+    assert {"num_objects", "main_shape", "gravity", "direction", "occluder"} <= set(names)
+    assert not {"seed", "shapes", "noise_std", "violation", "violation_frame", "background"} & set(names)
+    assert all(len({labels[name] for labels in gallery.labels}) > 1 for name in names)
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+
+
+def test_cli_reports_the_cache_file(built, checkpoint, monkeypatch, capsys):
+    gallery, cache_dir, _ = built
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(cache_dir))
+    monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)
+    assert gallery_module.main(["--checkpoint", str(checkpoint), "--clips", str(CLIPS)]) == 0
+    out = capsys.readouterr().out
+    assert f"{cache_dir}/gallery-{gallery.fingerprint}" in out and "loaded from cache" in out
+
+
+def test_cli_with_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JEPA_LENS_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "jepa_demo.gallery", "--checkpoint", str(tmp_path / "nothing")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "nothing" in result.stderr
+    assert not (tmp_path / "cache").exists()
