@@ -11,7 +11,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,13 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from jepa_demo import load_model  # noqa: E402
 from jepa_demo.masks import MASK_KINDS, sample_mask  # noqa: E402
+from jepa_demo.views import shade_hidden  # noqa: E402
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip  # noqa: E402
-
-
-def shade(frame: np.ndarray, hidden: np.ndarray, patch: int) -> np.ndarray:
-    """Wash the hidden patches of one frame out to pale grey: (S, S, 3) uint8, hidden (h, w) bool."""
-    cover = np.kron(hidden, np.ones((patch, patch), bool))[..., None]
-    return np.where(cover, frame * 0.3 + 160, frame).astype(np.uint8)
 
 
 def masks_figure(model, out: Path) -> None:
@@ -34,9 +28,10 @@ def masks_figure(model, out: Path) -> None:
     fig, axes = plt.subplots(len(MASK_KINDS), len(steps), figsize=(2 * len(steps), 2 * len(MASK_KINDS)))
     for row, kind in enumerate(MASK_KINDS):
         mask = sample_mask(kind, model.cfg.grid, torch.Generator().manual_seed(1)).numpy()
+        shaded = shade_hidden(clip, mask, model.cfg.patch_size, model.cfg.tubelet)
         for col, step in enumerate(steps):
             ax = axes[row, col]
-            ax.imshow(shade(clip[step * model.cfg.tubelet], mask[step], model.cfg.patch_size))
+            ax.imshow(shaded[step * model.cfg.tubelet])
             ax.set_xticks([]), ax.set_yticks([])
             if col == 0:
                 ax.set_ylabel(kind)

@@ -1,0 +1,264 @@
+"""Pictures of what a JEPA sees and predicts: numpy images and plotly figures built from inference results.
+
+Masks, error maps and surprise heatmaps live on the token grid (t, h, w); a token covers `tubelet` frames and a
+`patch` x `patch` square of pixels, so frame f shows token step f // tubelet. Everything here maps between that grid
+and frames as the model sees them (`shown_frames`: uint8 (T, S, S, 3), T = t * tubelet, S = h * patch).
+
+Latents cannot be looked at directly, so two views stand in for a pixel decoder the model does not have:
+`latent_pca_images` colours predicted and target latents through one shared PCA, and `decode_nearest` shows, for
+each predicted latent, the gallery patch whose target latent is nearest (a `PatchBank`).
+
+What this module does not know: gradio, files or training. Apart from `shown_frames` and `build_patch_bank`, which
+ask a loaded `JEPAModel` for frames and latents, every function is pure: arrays in, uint8 images or plotly figures
+out; the app only wires them to components.
+"""
+
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import plotly.graph_objects as go
+from sklearn.decomposition import PCA
+
+from .preprocess import check_video_array, denormalize, preprocess_video, sample_frame_indices
+
+VISIBLE_GREY = 128  # colour of visible tokens in the latent PCA images: they have no prediction to show
+_WASH_KEEP, _WASH_ADD = 0.3, 160  # hidden pixels -> 0.3 * pixel + 160: pale, the content still faintly there
+
+
+def upsample_tokens(images: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
+    """Token-grid values (t, h, w, ...) -> per-pixel frames (t * tubelet, h * patch, w * patch, ...)."""
+    return np.asarray(images).repeat(tubelet, axis=0).repeat(patch, axis=1).repeat(patch, axis=2)
+
+
+def _check_frames(frames: np.ndarray, grid: tuple, patch: int, tubelet: int) -> None:
+    t, h, w = grid[:3]
+    expected = (t * tubelet, h * patch, w * patch, 3)
+    if frames.shape != expected:
+        raise ValueError(f"frames of shape {frames.shape} do not match a token grid {(t, h, w)} with patch {patch} "
+                         f"and tubelet {tubelet}: expected {expected} (use shown_frames to get the model's view)")
+
+
+def shade_hidden(frames: np.ndarray, mask: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
+    """Wash the hidden tokens (mask (t, h, w), True = hidden) of uint8 frames (T, S, S, 3) out to pale grey; visible
+    pixels are returned unchanged."""
+    frames = np.asarray(frames)
+    _check_frames(frames, mask.shape, patch, tubelet)
+    cover = upsample_tokens(mask, patch, tubelet)[..., None]  # (T, S, S, 1)
+    return np.where(cover, frames * _WASH_KEEP + _WASH_ADD, frames).astype(np.uint8)
+
+
+def heat_overlay(frames: np.ndarray, values: np.ndarray, patch: int, tubelet: int, vmax: float | None = None,
+                 alpha: float = 0.6) -> np.ndarray:
+    """Per-token values (t, h, w) as an "inferno" colour map blended (opacity `alpha`) over frames (T, S, S, 3).
+
+    Colours run from 0 (black) to `vmax` (pale yellow); larger values saturate. Pass the same `vmax` for two clips to
+    compare them on one scale; by default it is the largest value. Returns uint8 (T, S, S, 3)."""
+    frames, values = np.asarray(frames), np.asarray(values, dtype=np.float64)
+    _check_frames(frames, values.shape, patch, tubelet)
+    top = values.max(initial=0.0) if vmax is None else vmax
+    scaled = np.clip(values / top, 0, 1) if top > 0 else np.zeros_like(values)
+    colours = matplotlib.colormaps["inferno"](scaled)[..., :3] * 255  # (t, h, w, 3)
+    blended = (1 - alpha) * frames + alpha * upsample_tokens(colours, patch, tubelet)
+    return blended.round().astype(np.uint8)
+
+
+def surprise_overlay(frames: np.ndarray, heatmap: np.ndarray, step_frames: np.ndarray, patch: int,
+                     vmax: float | None = None) -> np.ndarray:
+    """One picture per predicted step of `JEPAModel.surprise`: the frame where step i starts, frames[step_frames[i]],
+    under that step's error map heatmap[i] (heatmap (S, h, w)). `frames` is the whole input clip at the model's
+    resolution (`shown_frames(model, video)`), since step_frames index the input clip. Returns uint8 (S, S', S', 3)."""
+    return heat_overlay(np.asarray(frames)[step_frames], heatmap, patch, tubelet=1, vmax=vmax)
+
+
+def latent_pca_images(predicted: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and target latents (M, D) at the hidden tokens of `mask` (t, h, w) as colours: (t, h, w, 3) uint8
+    each. One PCA (3 components) is fitted on both sets together and both are scaled alike, so the same colour means
+    the same representation in the two images. Visible tokens are VISIBLE_GREY."""
+    both = np.concatenate([predicted, target]).astype(np.float64)  # (2M, D)
+    colours = _to_colour(_project3(both))  # (2M, 3)
+    images = []
+    for part in (colours[:len(predicted)], colours[len(predicted):]):
+        image = np.full((*mask.shape, 3), VISIBLE_GREY, np.uint8)
+        image[mask] = part  # boolean indexing walks the grid in flattened order, like the latents
+        images.append(image)
+    return images[0], images[1]
+
+
+def _project3(x: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, 3) PCA coordinates; with fewer than 3 meaningful directions the missing columns are 0."""
+    out = np.zeros((len(x), 3))
+    if len(x) > 1 and np.ptp(x, axis=0).max() > 0:  # PCA of identical rows divides by zero variance
+        k = min(3, len(x), x.shape[1])
+        out[:, :k] = PCA(n_components=k, random_state=0).fit_transform(x)
+    return out
+
+
+def _to_colour(coords: np.ndarray) -> np.ndarray:
+    """(N, 3) -> uint8 (N, 3): each component from its 2nd..98th percentile to 0..255 (outliers clipped)."""
+    if not len(coords):
+        return np.zeros((0, 3), np.uint8)
+    low, high = np.percentile(coords, [2, 98], axis=0)
+    # A component with (numerically) no spread must not be stretched into noise: floor its range by the largest one.
+    spread = np.maximum(high - low, max(1e-3 * (high - low).max(), 1e-12))
+    return (np.clip((coords - low) / spread, 0, 1) * 255).round().astype(np.uint8)
+
+
+@dataclass
+class PatchBank:
+    """Gallery tokens for nearest-patch decoding: what each token looked like and its target latent."""
+    latents: np.ndarray  # (N, D) float32 normalised target latents (`JEPAModel.target_latents`)
+    patches: np.ndarray  # (N, patch, patch, 3) uint8 pixels of each token (first frame of its tubelet)
+
+
+def shown_frames(model, video: np.ndarray, num_frames: int | None = None, chunk: int = 32) -> np.ndarray:
+    """The clip as the model sees it, uint8 (T, S, S, 3): `num_frames` frames sampled like the model's input, or every
+    frame when None (`Surprise.step_frames` index those). Resized `chunk` frames at a time to bound memory."""
+    check_video_array(video)
+    video = np.asarray(video)
+    if num_frames is not None:
+        video = video[sample_frame_indices(len(video), num_frames)]
+    cfg = model.preprocess
+    return np.concatenate([denormalize(preprocess_video(video[i:i + chunk], cfg), cfg)
+                           for i in range(0, len(video), chunk)])
+
+
+def token_patches(frames: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
+    """Frames (T, S, S, 3) -> the pixels of every token (t, h, w, patch, patch, 3), first frame of each tubelet."""
+    first = np.asarray(frames)[::tubelet]  # (t, S, S, 3)
+    t, height, width = first.shape[:3]
+    blocks = first.reshape(t, height // patch, patch, width // patch, patch, 3)  # (t, h, p, w, p, 3)
+    return blocks.transpose(0, 1, 3, 2, 4, 5)  # (t, h, w, p, p, 3)
+
+
+def build_patch_bank(model, videos, max_tokens: int = 20000, seed: int = 0) -> PatchBank:
+    """Every token of every gallery clip: its target latent and its pixels. When there are more than `max_tokens`,
+    keep a uniform random sample of them (reproducible with `seed`)."""
+    if not len(videos):
+        raise ValueError("build_patch_bank needs at least one gallery video")
+    latents, patches = [], []
+    for video in videos:
+        latents.append(model.target_latents(video).reshape(-1, model.cfg.dim))  # (N, D)
+        frames = shown_frames(model, video, model.cfg.num_frames)
+        patches.append(token_patches(frames, model.cfg.patch_size, model.cfg.tubelet).reshape(
+            -1, model.cfg.patch_size, model.cfg.patch_size, 3))  # (N, p, p, 3)
+    latents, patches = np.concatenate(latents), np.concatenate(patches)
+    if len(latents) > max_tokens:
+        keep = np.sort(np.random.default_rng(seed).choice(len(latents), max_tokens, replace=False))
+        latents, patches = latents[keep], patches[keep]
+    return PatchBank(latents=latents.astype(np.float32), patches=patches)
+
+
+def decode_nearest(bank: PatchBank, latents: np.ndarray, max_elements: int = 4_000_000) -> np.ndarray:
+    """For each latent (M, D), the bank patch whose latent is nearest in L1 (mean absolute difference over D, the
+    distance `jepa_demo.model.latent_error` scores predictions with): uint8 (M, patch, patch, 3)."""
+    queries = np.asarray(latents, dtype=np.float32)
+    columns = np.ascontiguousarray(bank.latents.T)  # (D, N)
+    rows = max(1, max_elements // len(bank.latents))
+    chunks = np.array_split(queries, max(1, -(-len(queries) // rows)))  # at least one, possibly empty
+    return bank.patches[np.concatenate([_nearest_l1(chunk, columns) for chunk in chunks])]
+
+
+def _nearest_l1(queries: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Index of the nearest column of (D, N) for each query (m, D). Summing one dimension at a time keeps memory at
+    (m, N) rather than (m, N, D) and is about twice as fast; the sum ranks like the mean."""
+    total = np.zeros((len(queries), columns.shape[1]), np.float32)
+    for d in range(columns.shape[0]):
+        total += np.abs(queries[:, d, None] - columns[d])
+    return total.argmin(axis=1)
+
+
+def paste_patches(frames: np.ndarray, mask: np.ndarray, patches: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
+    """Frames (T, S, S, 3) with the hidden tokens of `mask` (t, h, w) replaced by `patches` (M, patch, patch, 3), given
+    in flattened grid order (the order of `MaskedPrediction.predicted`); every frame of a token's tubelet gets its
+    patch. Visible pixels are unchanged."""
+    frames = np.asarray(frames)
+    _check_frames(frames, mask.shape, patch, tubelet)
+    t, h, w = mask.shape
+    grid = np.zeros((t, h, w, patch, patch, 3), np.uint8)
+    grid[mask] = patches
+    tiles = grid.transpose(0, 1, 3, 2, 4, 5).reshape(t, h * patch, w * patch, 3)  # (t, S, S, 3)
+    cover = upsample_tokens(mask, patch, tubelet)[..., None]  # (T, S, S, 1)
+    return np.where(cover, tiles.repeat(tubelet, axis=0), frames)
+
+
+def surprise_figure(curves: dict, threshold: float | None = None, threshold_label: str = "", marks=None,
+                    violation_frame: int | None = None) -> go.Figure:
+    """Surprise over time, one line per curve: {name: (step_frames, per_step)}, the model's first (e.g. "JEPA", then
+    "pixel baseline").
+
+    threshold: a dashed horizontal line, named `threshold_label` in the legend and on hover. It belongs to the first
+        curve: other curves may be on their own scale.
+    marks: frames of the first curve to mark with a marker; default: those where it rises above `threshold`.
+    violation_frame: a dotted vertical line where a known physics violation starts.
+    """
+    if not curves:
+        raise ValueError("surprise_figure needs at least one curve")
+    fig = go.Figure()
+    for name, (frames, values) in curves.items():
+        fig.add_trace(go.Scatter(x=np.asarray(frames), y=np.asarray(values), mode="lines", name=name))
+    if threshold is not None:
+        _add_threshold(fig, curves, threshold, threshold_label or f"threshold {threshold:.3g}")
+    _add_marks(fig, curves, threshold, marks)
+    if violation_frame is not None:
+        fig.add_vline(x=violation_frame, line_dash="dot", line_color="grey", annotation_text="violation")
+    fig.update_layout(xaxis_title="frame", yaxis_title="surprise (latent error)", hovermode="x unified",
+                      margin=dict(l=50, r=20, t=30, b=40))
+    return fig
+
+
+def _add_threshold(fig: go.Figure, curves: dict, threshold: float, label: str) -> None:
+    """A trace rather than a layout line, so that it has a legend entry and hover text."""
+    xs = np.concatenate([np.asarray(frames) for frames, _ in curves.values()])
+    fig.add_trace(go.Scatter(x=[xs.min(), xs.max()], y=[threshold, threshold], mode="lines", name=label,
+                             hovertext=label, hoverinfo="text", line=dict(dash="dash", color="grey")))
+
+
+def _add_marks(fig: go.Figure, curves: dict, threshold: float | None, marks) -> None:
+    name, (frames, values) = next(iter(curves.items()))
+    frames, values = np.asarray(frames), np.asarray(values)
+    if marks is not None:
+        chosen = np.isin(frames, np.asarray(marks))
+    else:
+        chosen = values > threshold if threshold is not None else np.zeros(len(values), bool)
+    if chosen.any():
+        kind = "above threshold" if threshold is not None else "marked"
+        fig.add_trace(go.Scatter(x=frames[chosen], y=values[chosen], mode="markers", name=f"{name} {kind}",
+                                 marker=dict(size=10, symbol="circle-open", line=dict(width=2))))
+
+
+def map_figure(coords: np.ndarray, labels: list[dict], color_by: str, highlight=None,
+               highlight_name: str = "your clip") -> go.Figure:
+    """Gallery clips as points at `coords` (N, 2), one colour and legend entry per value of labels[i][color_by];
+    hovering shows the clip's index and labels. `highlight` (2,) adds a large star on top (e.g. an uploaded clip)."""
+    coords = np.asarray(coords)
+    values = np.array([str(label.get(color_by)) for label in labels])
+    fig = go.Figure()
+    for value in sorted(set(values)):
+        index = np.flatnonzero(values == value)
+        fig.add_trace(go.Scatter(x=coords[index, 0], y=coords[index, 1], mode="markers", name=value,
+                                 legendgroup=value, hovertext=[_hover(i, labels[i]) for i in index],
+                                 hoverinfo="text", marker=dict(size=8, opacity=0.8)))
+    if highlight is not None:
+        fig.add_trace(go.Scatter(x=[highlight[0]], y=[highlight[1]], mode="markers", name=highlight_name,
+                                 hovertext=highlight_name, hoverinfo="text",
+                                 marker=dict(symbol="star", size=20, color="gold", line=dict(width=1.5,
+                                                                                            color="black"))))
+    fig.update_layout(legend_title_text=color_by, margin=dict(l=20, r=20, t=30, b=20))
+    return fig
+
+
+def _hover(index: int, label: dict) -> str:
+    return "<br>".join([f"clip {index}"] + [f"{key}: {value}" for key, value in label.items()])
+
+
+def filmstrip(frames: np.ndarray, num: int = 8, gap: int = 2) -> np.ndarray:
+    """`num` frames spread evenly over the clip (all of them if fewer), side by side with a white `gap` of pixels:
+    uint8 (H, n * W + (n - 1) * gap, 3)."""
+    frames = np.asarray(frames)
+    picked = frames[sample_frame_indices(len(frames), min(num, len(frames)))]  # (n, H, W, 3)
+    n, height, width = picked.shape[:3]
+    strip = np.full((height, n * width + (n - 1) * gap, 3), 255, np.uint8)
+    for i, frame in enumerate(picked):
+        strip[:, i * (width + gap):i * (width + gap) + width] = frame
+    return strip
