@@ -10,6 +10,7 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m jepa_demo.gallery --checkpoint $(CHECKPOINT)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
@@ -20,9 +21,9 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# Until the app lands: a short CLI demo on the shipped checkpoint (a plausible clip and its physics-violating twin).
+# The app on http://127.0.0.1:7860 (`python -m jepa_demo.demo` is the terminal tour).
 demo: install
-	$(PY) -m jepa_demo.demo --checkpoint $(CHECKPOINT)
+	$(PY) app.py
 
 test: install-test
 	$(PY) -m pytest

@@ -8,6 +8,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import socket  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -29,3 +31,28 @@ def tiny_model(tiny_cfg):
 @pytest.fixture
 def tiny_preprocess(tiny_cfg):
     return PreprocessConfig(img_size=tiny_cfg.img_size, num_frames=tiny_cfg.num_frames)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """The real app on a free port, on the shipped checkpoint, with its caches in a temporary folder. One per session:
+    the gradio_client and browser tests share it, because building the gallery (UMAP) costs ~20 s."""
+    cache = tmp_path_factory.mktemp("app-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JEPA_LENS_CACHE", str(cache))
+        import app
+
+        app.explorer_for.cache_clear()  # an Explorer built elsewhere would keep thumbnails in another cache folder
+        app.explorer_for("default").warm_up()  # before any request, so request timeouts measure the app itself
+        ui = app.build_app()
+        port = _free_port()
+        app.launch(ui, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        yield f"http://127.0.0.1:{port}/"
+        ui.close()
+        app.explorer_for.cache_clear()

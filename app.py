@@ -1,0 +1,171 @@
+"""JEPA Lens web app: four views of any clip through a video JEPA.
+
+    python app.py                      # http://127.0.0.1:7860 on the shipped checkpoint (what `make demo` runs)
+    JEPA_LENS_HOSTED=1 python app.py   # hosted mode: only shipped checkpoints, no Hub ids or server paths
+
+UI wiring only: every number, image and figure comes from `jepa_demo.explore`. Each view is also a named API endpoint
+(`/predict_masked`, `/neighbors`, `/embedding_map`, `/surprise`) whose first input is the video file, so the app can
+be scripted with `gradio_client`.
+"""
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+
+from jepa_demo import CheckpointError, load_model, write_video
+from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, load_clip
+from jepa_demo.gallery import default_cache_dir
+from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
+
+ROOT = Path(__file__).resolve().parent
+SHIPPED = {path.name: path for path in sorted((ROOT / "checkpoints").iterdir()) if (path / "config.json").is_file()}
+HOSTED = bool(os.environ.get("JEPA_LENS_HOSTED") or os.environ.get("SPACE_ID"))
+UPLOAD_TYPES = [".mp4", ".webm", ".mov", ".avi", ".gif"]
+MASKS = ["multiblock", "tube", "future", "random"]
+
+try:  # on Hugging Face ZeroGPU Spaces, the model calls get a GPU; elsewhere this is a no-op
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):
+        return fn
+
+
+@lru_cache(maxsize=4)
+def explorer_for(checkpoint: str) -> Explorer:
+    """Loaded once per checkpoint and shared read-only by every session (a cache, not per-user state)."""
+    if checkpoint in SHIPPED:
+        source = SHIPPED[checkpoint]
+    elif HOSTED:
+        raise gr.Error(f"unknown checkpoint {checkpoint!r}: this hosted demo offers {', '.join(SHIPPED)}")
+    else:
+        source = checkpoint
+    try:
+        return Explorer(load_model(source), progress=None)
+    except CheckpointError as err:
+        raise gr.Error(str(err)) from None
+
+
+def _clip(video_file):
+    if not video_file:
+        raise gr.Error("Upload a clip or pick an example first.")
+    try:
+        return load_clip(video_file)
+    except ClipError as err:
+        raise gr.Error(str(err)) from None
+
+
+@gpu
+def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint="default",
+                   progress=gr.Progress()):  # noqa: B008 (Gradio hands progress trackers in through this default)
+    progress(0.1, desc="loading the checkpoint")
+    explorer = explorer_for(checkpoint)
+    progress(0.4, desc="predicting the hidden latents")
+    view = explorer.masked(_clip(video_file), mask, ratio, seed)
+    return view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded, view.numbers
+
+
+@gpu
+def neighbors(video_file, k=8, checkpoint="default"):
+    found = explorer_for(checkpoint).neighbors(_clip(video_file), k=int(k))
+    items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.2f}") for hit in found]
+    return items, [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
+
+
+@gpu
+def embedding_map(video_file, color_by="num_objects", checkpoint="default"):
+    explorer = explorer_for(checkpoint)
+    try:
+        figure, point = explorer.embedding_map(_clip(video_file), color_by)
+    except ValueError as err:
+        raise gr.Error(str(err)) from None
+    return figure, {"x": float(point[0]), "y": float(point[1]), "color_by": color_by}
+
+
+@gpu
+def surprise(video_file, checkpoint="default"):
+    view = explorer_for(checkpoint).surprise(_clip(video_file))
+    return view.figure, view.overlay, view.numbers
+
+
+def example_clips(folder: Path) -> list[str]:
+    """Synthetic clips to try: plausible, with irrelevant detail, and one per kind of physics violation."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = WorldConfig(size=128, num_frames=32)
+    clips = {"plausible": render_clip(11, cfg), "plausible-with-detail": render_clip(11, with_detail(cfg))}
+    clips.update({f"violation-{kind}": make_pair(2026, kind, cfg)[1] for kind in VIOLATIONS})
+    paths = []
+    for name, clip in clips.items():
+        path = folder / f"{name}.mp4"
+        if not path.is_file():
+            write_video(path, clip.frames)
+        paths.append(str(path))
+    return paths
+
+
+def build_app() -> gr.Blocks:
+    examples = example_clips(Path(tempfile.gettempdir()) / "jepa-lens-examples")
+    with gr.Blocks(title="JEPA Lens") as app:
+        gr.Markdown("# JEPA Lens\nA video JEPA predicts the *representation* of what it cannot see, not its pixels. "
+                    f"Upload a clip (mp4, webm, mov, avi or gif; up to {MAX_SECONDS:.0f} s and {MAX_MEGABYTES} MB) "
+                    "or pick an example, then open a view.")
+        with gr.Row():
+            video = gr.File(label="clip", file_types=UPLOAD_TYPES, type="filepath", scale=2)
+            with gr.Column(scale=1):
+                checkpoint = gr.Dropdown(list(SHIPPED), value="default", label="checkpoint",
+                                         allow_custom_value=not HOSTED,
+                                         info="a shipped checkpoint" + ("" if HOSTED else
+                                                                        ", a local folder or a Hub repo id"))
+        gr.Examples(examples, inputs=video, label="examples: synthetic world clips")
+        with gr.Tab("Masked prediction"):
+            with gr.Row():
+                mask = gr.Radio(MASKS, value="multiblock", label="mask")
+                ratio = gr.Slider(0.1, 0.95, value=0.75, step=0.05, label="hidden share (random and tube masks only)")
+                seed = gr.Number(0, precision=0, label="seed")
+            run_masked = gr.Button("Predict the hidden latents", variant="primary")
+            masked_images = [gr.Image(label=label, type="numpy", elem_id=f"masked-{name}") for name, label in (
+                ("hidden", "hidden tokens (pale)"), ("error", "per-token error"),
+                ("predicted", "predicted latents (PCA colours)"), ("target", "target latents (same PCA)"),
+                ("decoded", "what the prediction looks like: nearest gallery patches"))]
+            masked_numbers = gr.JSON(label="numbers (error against the mean-latent baseline)", elem_id="masked-numbers")
+        with gr.Tab("Nearest neighbours"):
+            k = gr.Slider(1, 16, value=8, step=1, label="k")
+            run_neighbors = gr.Button("Find similar clips", variant="primary")
+            neighbor_gallery = gr.Gallery(label="most similar gallery clips", columns=4, height="auto",
+                                          elem_id="neighbors-gallery")
+            neighbor_numbers = gr.JSON(label="similarities and labels", elem_id="neighbors-numbers")
+        with gr.Tab("Embedding map"):
+            color_by = gr.Dropdown(["num_objects", "gravity", "direction", "main_shape", "background"],
+                                   value="num_objects", label="colour by")
+            run_map = gr.Button("Place the clip on the map", variant="primary")
+            map_plot = gr.Plot(label="UMAP of the gallery embeddings", elem_id="map-plot")
+            map_numbers = gr.JSON(label="position", elem_id="map-numbers")
+        with gr.Tab("Surprise"):
+            run_surprise = gr.Button("Measure surprise over time", variant="primary")
+            surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
+            surprise_overlay = gr.Image(label="where: surprise heatmap over the frames of 8 predicted steps",
+                                        type="numpy", elem_id="surprise-overlay")
+            surprise_numbers = gr.JSON(label="numbers", elem_id="surprise-numbers")
+        run_masked.click(predict_masked, [video, mask, ratio, seed, checkpoint], [*masked_images, masked_numbers],
+                         api_name="predict_masked")
+        run_neighbors.click(neighbors, [video, k, checkpoint], [neighbor_gallery, neighbor_numbers],
+                            api_name="neighbors")
+        run_map.click(embedding_map, [video, color_by, checkpoint], [map_plot, map_numbers], api_name="embedding_map")
+        run_surprise.click(surprise, [video, checkpoint], [surprise_plot, surprise_overlay, surprise_numbers],
+                           api_name="surprise")
+    return app.queue(default_concurrency_limit=2, max_size=32)
+
+
+def launch(app: gr.Blocks, **kwargs):
+    """Serve `app`; the gallery thumbnails live in the cache folder, which Gradio must be allowed to serve."""
+    return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(default_cache_dir())], **kwargs)
+
+
+if __name__ == "__main__":
+    explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request
+    launch(build_app(), server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+           server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))

@@ -1,0 +1,86 @@
+"""How long each of the app's views takes for a 10-second 480p mp4, after warm-up, on the shipped checkpoint.
+
+    python benchmarks/app_views.py [--checkpoint checkpoints/default] [--repeats 5] [--json benchmarks/app_views.json]
+
+Times the same calls the app's handlers make (`jepa_demo.explore`), without Gradio's transport: a fresh upload is
+decoded once (the views then find it remembered, as in the app), then each view does its own work. Prints a table
+(median of the repeats, seconds) and writes JSON. Set --threads to match the machine you report.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jepa_demo import load_model, write_video  # noqa: E402
+from jepa_demo.explore import Explorer, forget_decoded_clips, load_clip  # noqa: E402
+from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
+
+
+def test_clip(folder: Path) -> Path:
+    """10 s of 640x480 at 30 fps: a synthetic clip upscaled, so it has moving objects, plus noise for realism."""
+    small = render_clip(7, WorldConfig(size=160, num_frames=300, noise_std=0.03)).frames  # (300, 160, 160, 3)
+    frames = np.repeat(np.repeat(small, 3, axis=1), 4, axis=2)[:, :480, :640]  # (300, 480, 640, 3)
+    path = folder / "clip-480p-10s.mp4"
+    write_video(path, frames, fps=30)
+    return path
+
+
+def time_views(explorer: Explorer, path: Path) -> dict:
+    """Seconds for a fresh upload: decoding it, then each view (which finds the decoded clip remembered)."""
+    forget_decoded_clips()
+
+    def decode():
+        return load_clip(path)
+
+    steps = {
+        "decode upload": decode,
+        "masked prediction": lambda: explorer.masked(decode(), "multiblock"),
+        "nearest neighbours": lambda: explorer.neighbors(decode(), k=8),
+        "embedding map": lambda: explorer.embedding_map(decode(), "num_objects"),
+        "surprise": lambda: explorer.surprise(decode()),
+    }
+    out = {}
+    for name, fn in steps.items():
+        start = time.perf_counter()
+        fn()
+        out[name] = time.perf_counter() - start
+    out["all four views"] = sum(out.values())  # one decode plus the four views
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "app_views.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    explorer = Explorer(load_model(args.checkpoint)).warm_up()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = test_clip(Path(tmp))
+        time_views(explorer, path)  # warm-up: first calls allocate, fill the thumbnail cache, etc.
+        runs = [time_views(explorer, path) for _ in range(args.repeats)]
+    medians = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    print(f"{'step':<22}{'median s':>10}   ({args.repeats} repeats, {args.threads} threads, {platform.processor()})")
+    for name, seconds in medians.items():
+        print(f"{name:<22}{seconds:>10.3f}")
+    report = {"clip": "10 s, 640x480, 30 fps mp4", "threads": args.threads, "repeats": args.repeats,
+              "median_seconds": medians, "torch": torch.__version__, "machine": platform.machine()}
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""What each of the app's four views computes, as plain data: images (uint8 arrays), plotly figures and numbers.
+
+    explorer = Explorer(load_model("checkpoints/default"))   # the gallery (map, threshold) from its disk cache
+    video = load_clip("clip.mp4")                            # size/duration limits; ClipError with a plain message
+    explorer.masked(video, "multiblock", ratio=0.75, seed=0)
+    explorer.neighbors(video, k=8); explorer.embedding_map(video, "num_objects"); explorer.surprise(video)
+
+An `Explorer` is built once per checkpoint and then only read (its patch bank is filled on first use), so every user
+of a server can share it. This module composes `inference`, `gallery` and `views`; it knows nothing about Gradio
+(`app.py` turns its results into components) and holds no per-user state.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import atomic_write
+from .gallery import (
+    DEFAULT_CLIPS,
+    THRESHOLD_PERCENTILE,
+    default_cache_dir,
+    gallery_clip,
+    label_names,
+    load_or_build_gallery,
+    nearest,
+    place_on_map,
+)
+from .inference import JEPAModel
+from .video import VideoError, read_video, video_info, write_video
+from .views import (
+    build_patch_bank,
+    decode_nearest,
+    filmstrip,
+    heat_overlay,
+    latent_pca_images,
+    map_figure,
+    paste_patches,
+    shade_hidden,
+    shown_frames,
+    surprise_figure,
+    surprise_overlay,
+    upsample_tokens,
+)
+
+MAX_SECONDS = 60.0  # longer uploads are refused: decoding them would hold a worker for too long
+MAX_MEGABYTES = 100
+MAX_FRAMES = 64  # frames decoded from an upload, spread over it: enough for every view (surprise uses 4 windows)
+_BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
+_SHOWN_FRAMES = 8
+_SHOWN_PIXELS = 160
+
+
+class ClipError(ValueError):
+    """An upload the app will not process, with a message meant for the person who uploaded it."""
+
+
+def load_clip(path) -> np.ndarray:
+    """Decode an upload for the views: at most MAX_FRAMES frames spread over the clip, uint8 (T, H, W, 3).
+
+    The four views of one upload all start here, and decoding a 10-second 480p clip costs ~0.9 s (every frame must be
+    decoded to reach the ones we keep), so the last few decoded files are remembered, keyed by path, size and
+    modification time: a changed or different file is decoded afresh. Views must not modify the array they get."""
+    path = Path(path)
+    stat = path.stat() if path.is_file() else None
+    megabytes = stat.st_size / 2**20 if stat else 0.0
+    if megabytes > MAX_MEGABYTES:
+        raise ClipError(f"{path.name} is {megabytes:.0f} MB; the limit is {MAX_MEGABYTES} MB. Trim or compress it.")
+    return _decode(path, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+
+
+@lru_cache(maxsize=8)
+def _decode(path: Path, size: int, mtime_ns: int) -> np.ndarray:
+    try:
+        info = video_info(path)
+        if info["duration"] > MAX_SECONDS:
+            raise ClipError(f"{path.name} lasts {info['duration']:.0f} s; the limit is {MAX_SECONDS:.0f} s. "
+                            "Trim it to the moment you want to inspect.")
+        video = read_video(path, num_frames=min(info["frames"], MAX_FRAMES), size=128)
+    except VideoError as err:
+        raise ClipError(str(err)) from None
+    return video
+
+
+def forget_decoded_clips() -> None:
+    """Empty the memory of decoded uploads (benchmarks use it to time a fresh upload)."""
+    _decode.cache_clear()
+
+
+@dataclass
+class MaskedView:
+    hidden: np.ndarray  # filmstrip: the frames with the hidden tokens washed out
+    error: np.ndarray  # filmstrip: per-token error drawn over the frames
+    predicted_pca: np.ndarray  # filmstrip: predicted latents in false colour (one PCA shared with the targets)
+    target_pca: np.ndarray  # filmstrip: target latents, same colours
+    decoded: np.ndarray  # filmstrip: hidden tokens filled with the gallery patches nearest to the predictions
+    numbers: dict
+
+
+@dataclass
+class SurpriseView:
+    figure: object  # plotly Figure: surprise over time, the threshold, the moments above it
+    overlay: np.ndarray  # filmstrip: where, as a heatmap over the frames of the most surprising steps
+    numbers: dict
+
+
+class Explorer:
+    """One checkpoint with everything its views need."""
+
+    def __init__(self, model: JEPAModel, cache_dir=None, progress=None, num_clips: int = DEFAULT_CLIPS):
+        self.model = model
+        self.gallery = load_or_build_gallery(model, cache_dir, num_clips=num_clips, progress=progress)
+        self.thumbnail_dir = Path(cache_dir or default_cache_dir()) / f"thumbnails-{self.gallery.fingerprint}"
+
+    @cached_property
+    def bank(self):
+        """Patches of gallery clips with their target latents: built on the first masked prediction, then shared."""
+        clips = [gallery_clip(self.gallery, i, self.model) for i in range(min(_BANK_CLIPS, len(self.gallery.seeds)))]
+        return build_patch_bank(self.model, clips)
+
+    def warm_up(self) -> "Explorer":
+        """Build now what the first masked prediction would otherwise wait for."""
+        _ = self.bank
+        return self
+
+    @property
+    def threshold(self) -> float:
+        return self.gallery.surprise_threshold
+
+    def label_names(self) -> list[str]:
+        return label_names(self.gallery)
+
+    def masked(self, video, mask: str = "multiblock", ratio: float = 0.75, seed: int = 0) -> MaskedView:
+        patch, tubelet = self.model.cfg.patch_size, self.model.cfg.tubelet
+        result = self.model.predict_masked(video, mask=mask, seed=int(seed), ratio=float(ratio))
+        hidden, frames = result.mask, result.frames
+        pred_rgb, target_rgb = latent_pca_images(result.predicted, result.target, hidden)
+        decoded = paste_patches(frames, hidden, decode_nearest(self.bank, result.predicted), patch, tubelet)
+        numbers = {"mask": mask, "hidden_tokens": int(hidden.sum()), "total_tokens": int(hidden.size),
+                   "error": result.error, "mean_latent_baseline_error": self._mean_latent_error(video, result)}
+        return MaskedView(hidden=_strip(shade_hidden(frames, hidden, patch, tubelet)),
+                          error=_strip(heat_overlay(frames, result.error_map, patch, tubelet)),
+                          predicted_pca=_strip(upsample_tokens(pred_rgb, patch, tubelet)),
+                          target_pca=_strip(upsample_tokens(target_rgb, patch, tubelet)),
+                          decoded=_strip(decoded), numbers=numbers)
+
+    def _mean_latent_error(self, video, result) -> float:
+        """The baseline that gives the error a meaning: predict every hidden token as the mean visible latent."""
+        latents = self.model.target_latents(video)  # (t, h, w, D)
+        guess = latents[~result.mask].mean(axis=0)  # (D,)
+        return float(np.abs(result.target - guess).mean())  # the per-token error of `latent_error`, averaged
+
+    def neighbors(self, video, k: int = 8) -> list[dict]:
+        """The k most similar gallery clips: index, cosine similarity, labels and a looping GIF of the clip."""
+        found = nearest(self.gallery, self.model.embed(video), k=k)
+        return [{"index": i, "similarity": similarity, "labels": self.gallery.labels[i],
+                 "thumbnail": self.thumbnail(i)} for i, similarity in found]
+
+    def thumbnail(self, index: int) -> Path:
+        """A GIF of gallery clip `index`, rendered on first request and kept beside the gallery cache."""
+        path = self.thumbnail_dir / f"{index}.gif"
+        if not path.is_file():
+            self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
+            frames = gallery_clip(self.gallery, index, self.model)
+            atomic_write(path, lambda tmp: write_video(tmp, frames), suffix=".gif")
+        return path
+
+    def embedding_map(self, video, color_by: str = "num_objects"):
+        """(plotly figure, the clip's (x, y)): the gallery's UMAP coloured by a label, with the clip placed on it."""
+        if color_by not in self.label_names():
+            raise ValueError(f"cannot colour the map by {color_by!r}; choose one of {', '.join(self.label_names())}")
+        point = place_on_map(self.gallery, self.model.embed(video))
+        return map_figure(self.gallery.coords, self.gallery.labels, color_by, highlight=point), point
+
+    def surprise(self, video) -> SurpriseView:
+        result = self.model.surprise(video)
+        above = result.per_step > self.threshold
+        figure = surprise_figure({"JEPA": (result.step_frames, result.per_step)}, threshold=self.threshold,
+                                 threshold_label=f"{THRESHOLD_PERCENTILE}th percentile of plausible clips")
+        shown = shown_frames(self.model, video)
+        overlay = surprise_overlay(shown, result.heatmap, result.step_frames, self.model.cfg.patch_size,
+                                   vmax=max(float(result.heatmap.max()), 1e-6))
+        peak = int(np.argmax(result.per_step))
+        numbers = {"score": result.score, "threshold": self.threshold, "per_step": result.per_step.tolist(),
+                   "step_frames": result.step_frames.tolist(), "peak_frame": int(result.step_frames[peak]),
+                   "frames_above_threshold": result.step_frames[above].tolist()}
+        return SurpriseView(figure=figure, overlay=_strip(overlay), numbers=numbers)
+
+
+def _strip(frames: np.ndarray) -> np.ndarray:
+    """8 frames side by side, enlarged (nearest neighbour, so tokens stay crisp) to ~_SHOWN_PIXELS tall."""
+    scale = max(1, _SHOWN_PIXELS // frames.shape[1])
+    strip = filmstrip(frames, num=min(_SHOWN_FRAMES, len(frames)))
+    return np.repeat(np.repeat(strip, scale, axis=0), scale, axis=1)

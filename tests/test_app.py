@@ -1,0 +1,102 @@
+"""The app launched for real (a Gradio server on a free port) and called through `gradio_client`, with mp4 files
+encoded by ffmpeg, on the shipped checkpoint (the `app_server` fixture in conftest.py). Slow tier."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jepa_demo import write_video
+from jepa_demo.world import WorldConfig, make_pair, render_clip
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(app_server, tmp_path_factory):
+    from gradio_client import Client
+
+    return Client(app_server, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    cfg = WorldConfig(size=96, num_frames=32)
+    plausible, appear = make_pair(5, "appear", cfg)
+    files = {"plausible": folder / "plausible.mp4", "appear": folder / "appear.mp4"}
+    write_video(files["plausible"], plausible.frames)
+    write_video(files["appear"], appear.frames)
+    files["appear_frame"] = appear.labels["violation_frame"]
+    long_clip = render_clip(1, WorldConfig(size=32, num_frames=70)).frames
+    write_video(folder / "long.mp4", long_clip, fps=1.0)  # 70 s
+    files["long"] = folder / "long.mp4"
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video")
+    files["broken"] = folder / "broken.mp4"
+    return files
+
+
+def _image(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_predict_masked(client, clips):
+    from gradio_client import handle_file
+
+    *images, numbers = client.predict(handle_file(clips["plausible"]), "random", 0.5, 3, "default",
+                                      api_name="/predict_masked")
+    arrays = [_image(path) for path in images]
+    assert len(arrays) == 5 and all(a.ndim == 3 and a.shape == arrays[0].shape for a in arrays)
+    assert numbers["hidden_tokens"] == pytest.approx(0.5 * numbers["total_tokens"], rel=0.05)
+    assert numbers["error"] > 0 and numbers["mean_latent_baseline_error"] > 0
+    assert not np.array_equal(arrays[0], arrays[1])  # the error heatmap is drawn over the frames
+
+
+def test_neighbors(client, clips):
+    from gradio_client import handle_file
+
+    gallery, numbers = client.predict(handle_file(clips["plausible"]), 5, "default", api_name="/neighbors")
+    assert len(gallery) == len(numbers) == 5
+    similarities = [hit["similarity"] for hit in numbers]
+    assert similarities == sorted(similarities, reverse=True) and all(-1 <= s <= 1.0001 for s in similarities)
+    assert all("num_objects" in hit["labels"] for hit in numbers)
+
+
+def test_embedding_map(client, clips):
+    from gradio_client import handle_file
+
+    plot, position = client.predict(handle_file(clips["plausible"]), "gravity", "default", api_name="/embedding_map")
+    figure = json.loads(plot["plot"]) if isinstance(plot, dict) else plot
+    assert np.isfinite([position["x"], position["y"]]).all()
+    assert "data" in json.dumps(figure)
+
+
+def test_surprise_peaks_after_an_object_appears(client, clips):
+    from gradio_client import handle_file
+
+    plot, overlay, numbers = client.predict(handle_file(clips["appear"]), "default", api_name="/surprise")
+    assert len(numbers["per_step"]) == len(numbers["step_frames"]) > 4
+    assert numbers["peak_frame"] >= clips["appear_frame"]
+    assert numbers["threshold"] > 0 and _image(overlay).ndim == 3
+
+
+@pytest.mark.parametrize("name, message", [("broken", "broken.mp4"), ("long", "limit is 60 s")])
+def test_bad_uploads_get_a_clear_error(client, clips, name, message):
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception, match=message):
+        client.predict(handle_file(clips[name]), "default", api_name="/surprise")
+
+
+def test_hosted_picker_never_opens_server_paths(monkeypatch, tmp_path):
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setattr(app, "HOSTED", True)
+    with pytest.raises(gr.Error, match="hosted demo offers default"):
+        app.explorer_for("/etc")
+    monkeypatch.setattr(app, "HOSTED", False)
+    with pytest.raises(gr.Error, match="nothing"):  # locally a folder is allowed, and a missing one is named
+        app.explorer_for(str(tmp_path / "nothing"))

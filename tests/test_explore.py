@@ -1,0 +1,89 @@
+"""The views' computations on a tiny random model and real files (no Gradio): limits, shapes, consistency."""
+
+import numpy as np
+import pytest
+
+from jepa_demo import read_video, write_video
+from jepa_demo.checkpoint import save_checkpoint
+from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, load_clip
+from jepa_demo.inference import load_model
+from jepa_demo.world import WorldConfig, make_pair
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory):
+    import torch
+
+    from jepa_demo.config import PreprocessConfig, model_config_from_preset
+    from jepa_demo.model import VideoJEPA
+
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("tiny")
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(VideoJEPA(cfg), folder, PreprocessConfig(img_size=cfg.img_size, num_frames=cfg.num_frames), 1)
+    return Explorer(load_model(folder, device="cpu"), cache_dir=tmp_path_factory.mktemp("cache"), num_clips=40)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "appear.mp4"
+    write_video(path, make_pair(3, "appear", WorldConfig(size=64, num_frames=24))[1].frames)
+    return load_clip(path)
+
+
+def test_load_clip_refuses_what_it_cannot_or_should_not_decode(tmp_path):
+    huge = tmp_path / "huge.mp4"
+    with open(huge, "wb") as f:
+        f.truncate((MAX_MEGABYTES + 1) * 2**20)  # sparse: no real disk use
+    with pytest.raises(ClipError, match=f"limit is {MAX_MEGABYTES} MB"):
+        load_clip(huge)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with pytest.raises(ClipError, match="notes.mp4"):
+        load_clip(text)
+
+
+def test_load_clip_spreads_at_most_64_frames_over_the_clip(tmp_path):
+    frames = np.zeros((100, 32, 48, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(100)[:, None, None] * 2  # frame i is red 2i
+    write_video(tmp_path / "ramp.mp4", frames, fps=25)
+    video = load_clip(tmp_path / "ramp.mp4")
+    assert video.shape[0] == 64 and min(video.shape[1:3]) == 128
+    red = video[:, 64, 96, 0].astype(int)
+    assert red[0] < 10 and red[-1] > 185 and (np.diff(red) >= -3).all()  # first to last, in order
+
+
+def test_masked_view(explorer, clip):
+    view = explorer.masked(clip, "random", ratio=0.5, seed=1)
+    images = [view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded]
+    assert all(image.dtype == np.uint8 and image.shape == view.hidden.shape for image in images)
+    assert view.numbers["hidden_tokens"] == view.numbers["total_tokens"] // 2
+    assert view.numbers["error"] > 0 and view.numbers["mean_latent_baseline_error"] > 0
+    again = explorer.masked(clip, "random", ratio=0.5, seed=1)
+    assert np.array_equal(again.error, view.error)  # same clip and seed, same picture
+
+
+def test_neighbors_have_playable_thumbnails(explorer, clip):
+    hits = explorer.neighbors(clip, k=3)
+    assert [h["similarity"] for h in hits] == sorted((h["similarity"] for h in hits), reverse=True)
+    first = hits[0]["thumbnail"]
+    assert first.suffix == ".gif" and read_video(first).shape[0] == explorer.model.cfg.num_frames
+    written = first.stat().st_mtime_ns
+    assert explorer.neighbors(clip, k=3)[0]["thumbnail"].stat().st_mtime_ns == written  # rendered once
+    assert not list(first.parent.glob(".*"))  # no temporaries left
+
+
+def test_embedding_map(explorer, clip):
+    figure, point = explorer.embedding_map(clip, "num_objects")
+    assert np.isfinite(point).all() and len(figure.data) >= 2
+    with pytest.raises(ValueError, match="choose one of"):
+        explorer.embedding_map(clip, "no_such_label")
+
+
+def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, clip):
+    view = explorer.surprise(clip)
+    numbers = view.numbers
+    above = [f for f, v in zip(numbers["step_frames"], numbers["per_step"]) if v > numbers["threshold"]]
+    assert numbers["frames_above_threshold"] == above
+    assert numbers["peak_frame"] == numbers["step_frames"][int(np.argmax(numbers["per_step"]))]
+    assert view.overlay.ndim == 3 and view.overlay.dtype == np.uint8
