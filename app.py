@@ -10,13 +10,12 @@ be scripted with `gradio_client`.
 
 import os
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, load_clip
+from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import default_cache_dir
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
@@ -35,9 +34,7 @@ except ImportError:
         return fn
 
 
-@lru_cache(maxsize=4)
-def explorer_for(checkpoint: str) -> Explorer:
-    """Loaded once per checkpoint and shared read-only by every session (a cache, not per-user state)."""
+def _load(checkpoint: str):
     if checkpoint in SHIPPED:
         source = SHIPPED[checkpoint]
     elif HOSTED:
@@ -45,9 +42,18 @@ def explorer_for(checkpoint: str) -> Explorer:
     else:
         source = checkpoint
     try:
-        return Explorer(load_model(source), progress=None)
+        return load_model(source)
     except CheckpointError as err:
         raise gr.Error(str(err)) from None
+
+
+# Models and galleries, shared read-only by every session: a cache, not per-user state.
+EXPLORERS = ExplorerCache(lambda checkpoint, progress: Explorer(_load(checkpoint), progress=progress))
+
+
+def explorer_for(checkpoint: str, progress=None) -> Explorer:
+    """The checkpoint's Explorer; `progress` is a gr.Progress, shown while a new one is built."""
+    return EXPLORERS.get(checkpoint, None if progress is None else lambda f, message: progress(f, desc=message))
 
 
 def _clip(video_file):
@@ -59,26 +65,27 @@ def _clip(video_file):
         raise gr.Error(str(err)) from None
 
 
+# Each handler takes `progress=gr.Progress()`, the way Gradio hands in its progress tracker (so ruff's B008 is
+# silenced there); it shows while a checkpoint seen for the first time gets its gallery built.
 @gpu
 def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint="default",
-                   progress=gr.Progress()):  # noqa: B008 (Gradio hands progress trackers in through this default)
-    progress(0.1, desc="loading the checkpoint")
-    explorer = explorer_for(checkpoint)
-    progress(0.4, desc="predicting the hidden latents")
+                   progress=gr.Progress()):  # noqa: B008
+    explorer = explorer_for(checkpoint, progress)
+    progress(0.5, desc="predicting the hidden latents")
     view = explorer.masked(_clip(video_file), mask, ratio, seed)
     return view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded, view.numbers
 
 
 @gpu
-def neighbors(video_file, k=8, checkpoint="default"):
-    found = explorer_for(checkpoint).neighbors(_clip(video_file), k=int(k))
+def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  # noqa: B008
+    found = explorer_for(checkpoint, progress).neighbors(_clip(video_file), k=int(k))
     items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.2f}") for hit in found]
     return items, [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
 
 
 @gpu
-def embedding_map(video_file, color_by="num_objects", checkpoint="default"):
-    explorer = explorer_for(checkpoint)
+def embedding_map(video_file, color_by="num_objects", checkpoint="default", progress=gr.Progress()):  # noqa: B008
+    explorer = explorer_for(checkpoint, progress)
     try:
         figure, point = explorer.embedding_map(_clip(video_file), color_by)
     except ValueError as err:
@@ -87,8 +94,8 @@ def embedding_map(video_file, color_by="num_objects", checkpoint="default"):
 
 
 @gpu
-def surprise(video_file, checkpoint="default"):
-    view = explorer_for(checkpoint).surprise(_clip(video_file))
+def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa: B008
+    view = explorer_for(checkpoint, progress).surprise(_clip(video_file))
     return view.figure, view.overlay, view.numbers
 
 

@@ -10,6 +10,7 @@ of a server can share it. This module composes `inference`, `gallery` and `views
 (`app.py` turns its results into components) and holds no per-user state.
 """
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -193,3 +194,28 @@ def _strip(frames: np.ndarray) -> np.ndarray:
     scale = max(1, _SHOWN_PIXELS // frames.shape[1])
     strip = filmstrip(frames, num=min(_SHOWN_FRAMES, len(frames)))
     return np.repeat(np.repeat(strip, scale, axis=0), scale, axis=1)
+
+
+class ExplorerCache:
+    """Explorers by checkpoint, built on first request (with progress: a new gallery takes ~30 s) and then shared
+    read-only by every session. The few most recent are kept; a lock stops two requests building the same one."""
+
+    def __init__(self, build, max_size: int = 4):
+        self._build = build  # (checkpoint, progress) -> Explorer
+        self._max_size = max_size
+        self._explorers: dict[str, Explorer] = {}
+        self._lock = threading.Lock()
+
+    def get(self, checkpoint: str, progress=None) -> Explorer:
+        with self._lock:
+            if checkpoint not in self._explorers:
+                if progress:
+                    progress(0.0, f"loading {checkpoint}")
+                self._explorers[checkpoint] = self._build(checkpoint, progress)
+                while len(self._explorers) > self._max_size:
+                    self._explorers.pop(next(iter(self._explorers)))  # the oldest
+            return self._explorers[checkpoint]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._explorers.clear()

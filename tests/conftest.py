@@ -48,11 +48,11 @@ def app_server(tmp_path_factory):
         patch.setenv("JEPA_LENS_CACHE", str(cache))
         import app
 
-        app.explorer_for.cache_clear()  # an Explorer built elsewhere would keep thumbnails in another cache folder
+        app.EXPLORERS.clear()  # an Explorer built elsewhere would keep thumbnails in another cache folder
         app.explorer_for("default").warm_up()  # before any request, so request timeouts measure the app itself
         ui = app.build_app()
         port = _free_port()
         app.launch(ui, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         yield f"http://127.0.0.1:{port}/"
         ui.close()
-        app.explorer_for.cache_clear()
+        app.EXPLORERS.clear()

@@ -87,3 +87,20 @@ def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, cli
     assert numbers["frames_above_threshold"] == above
     assert numbers["peak_frame"] == numbers["step_frames"][int(np.argmax(numbers["per_step"]))]
     assert view.overlay.ndim == 3 and view.overlay.dtype == np.uint8
+
+
+def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_newest():
+    from jepa_demo.explore import ExplorerCache
+
+    builds, reports = [], []
+
+    def build(checkpoint, progress):
+        builds.append(checkpoint)
+        return object()
+
+    cache = ExplorerCache(build, max_size=2)
+    first = cache.get("a", lambda f, message: reports.append((f, message)))
+    assert cache.get("a") is first and builds == ["a"] and reports == [(0.0, "loading a")]
+    cache.get("b")
+    cache.get("c")
+    assert cache.get("a") is not first and builds == ["a", "b", "c", "a"]  # "a" was the oldest of three
