@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import matplotlib
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from sklearn.decomposition import PCA
 
 from .preprocess import check_video_array, denormalize, preprocess_video, sample_frame_indices
@@ -149,23 +150,15 @@ def build_patch_bank(model, videos, max_tokens: int = 20000, seed: int = 0) -> P
     return PatchBank(latents=latents.astype(np.float32), patches=patches)
 
 
-def decode_nearest(bank: PatchBank, latents: np.ndarray, max_elements: int = 4_000_000) -> np.ndarray:
+def decode_nearest(bank: PatchBank, latents: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """For each latent (M, D), the bank patch whose latent is nearest in L1 (mean absolute difference over D, the
-    distance `jepa_demo.model.latent_error` scores predictions with): uint8 (M, patch, patch, 3)."""
-    queries = np.asarray(latents, dtype=np.float32)
-    columns = np.ascontiguousarray(bank.latents.T)  # (D, N)
-    rows = max(1, max_elements // len(bank.latents))
-    chunks = np.array_split(queries, max(1, -(-len(queries) // rows)))  # at least one, possibly empty
-    return bank.patches[np.concatenate([_nearest_l1(chunk, columns) for chunk in chunks])]
-
-
-def _nearest_l1(queries: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Index of the nearest column of (D, N) for each query (m, D). Summing one dimension at a time keeps memory at
-    (m, N) rather than (m, N, D) and is about twice as fast; the sum ranks like the mean."""
-    total = np.zeros((len(queries), columns.shape[1]), np.float32)
-    for d in range(columns.shape[0]):
-        total += np.abs(queries[:, d, None] - columns[d])
-    return total.argmin(axis=1)
+    distance `jepa_demo.model.latent_error` scores predictions with): uint8 (M, patch, patch, 3). torch.cdist's L1
+    kernel is ~10x faster than numpy here; queries go in chunks to bound the (chunk, N) distance matrix."""
+    queries = torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32)).reshape(-1, bank.latents.shape[1])
+    columns = torch.from_numpy(bank.latents)  # (N, D)
+    nearest = [torch.cdist(part, columns, p=1).argmin(dim=1) for part in queries.split(chunk)]  # sum ranks like mean
+    index = torch.cat(nearest).numpy() if nearest else np.zeros(0, np.int64)
+    return bank.patches[index]
 
 
 def paste_patches(frames: np.ndarray, mask: np.ndarray, patches: np.ndarray, patch: int, tubelet: int) -> np.ndarray:

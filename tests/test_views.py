@@ -198,7 +198,7 @@ def test_decode_nearest_finds_bank_members_and_uses_l1():
                      patches=rng.integers(0, 256, (50, PATCH, PATCH, 3), dtype=np.uint8))
     picks = [7, 0, 49, 7]
     assert np.array_equal(decode_nearest(bank, bank.latents[picks]), bank.patches[picks])
-    assert np.array_equal(decode_nearest(bank, bank.latents[picks] + 1e-4, max_elements=1), bank.patches[picks])
+    assert np.array_equal(decode_nearest(bank, bank.latents[picks] + 1e-4, chunk=1), bank.patches[picks])
     assert decode_nearest(bank, np.zeros((0, 16))).shape == (0, PATCH, PATCH, 3)
     # From the origin, [3, 0, 0, 0] is nearer in L1 (mean 0.75 vs 1) but farther in L2 (9 vs 4) than [1, 1, 1, 1].
     two = PatchBank(latents=np.array([[1, 1, 1, 1], [3, 0, 0, 0]], np.float32),
