@@ -33,6 +33,23 @@ def tiny_preprocess(tiny_cfg):
     return PreprocessConfig(img_size=tiny_cfg.img_size, num_frames=tiny_cfg.num_frames)
 
 
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_model, tiny_preprocess):
+    """A checkpoint folder holding the tiny random model, as training would write it (step 1)."""
+    from jepa_demo.checkpoint import save_checkpoint
+
+    save_checkpoint(tiny_model, tmp_path / "tiny", tiny_preprocess, step=1)
+    return tmp_path / "tiny"
+
+
+@pytest.fixture
+def tiny_inference(tiny_checkpoint):
+    """The tiny checkpoint loaded for inference on CPU, as a user would."""
+    from jepa_demo.inference import load_model
+
+    return load_model(tiny_checkpoint, device="cpu")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

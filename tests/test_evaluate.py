@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 
-from jepa_demo.checkpoint import save_checkpoint
 from jepa_demo.evaluate import (
     evaluate,
     format_report,
@@ -18,9 +17,8 @@ from jepa_demo.world import VIOLATIONS, WorldConfig, render_clip
 
 
 @pytest.fixture
-def checkpoint(tmp_path, tiny_model, tiny_preprocess):
-    save_checkpoint(tiny_model, tmp_path / "tiny", tiny_preprocess, step=1)
-    return tmp_path / "tiny"
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_pair_accuracy_counts_wins_losses_and_ties_per_kind():

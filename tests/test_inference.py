@@ -1,15 +1,12 @@
 import numpy as np
 import pytest
 
-from jepa_demo.checkpoint import save_checkpoint
-from jepa_demo.inference import load_model
 from jepa_demo.world import WorldConfig, render_clip
 
 
 @pytest.fixture
-def model(tmp_path, tiny_model, tiny_preprocess):
-    save_checkpoint(tiny_model, tmp_path / "tiny", tiny_preprocess, step=1)
-    return load_model(tmp_path / "tiny", device="cpu")
+def model(tiny_inference):
+    return tiny_inference
 
 
 def _clip(frames=16, size=48, seed=0):

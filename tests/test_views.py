@@ -1,8 +1,6 @@
 import numpy as np
 import pytest
 
-from jepa_demo.checkpoint import save_checkpoint
-from jepa_demo.inference import load_model
 from jepa_demo.views import (
     VISIBLE_GREY,
     PatchBank,
@@ -26,9 +24,8 @@ PATCH, TUBELET, GRID = 8, 2, (2, 4, 4)  # the tiny model's: 4 frames of 32 px
 
 
 @pytest.fixture
-def model(tmp_path, tiny_model, tiny_preprocess):
-    save_checkpoint(tiny_model, tmp_path / "tiny", tiny_preprocess, step=1)
-    return load_model(tmp_path / "tiny", device="cpu")
+def model(tiny_inference):
+    return tiny_inference
 
 
 def _clip(seed=0, frames=4, size=32):
