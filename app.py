@@ -8,6 +8,7 @@ UI wiring only: every number, image and figure comes from `jepa_demo.explore`. E
 be scripted with `gradio_client`.
 """
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache, load_clip
+from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import default_cache_dir
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
@@ -59,15 +60,25 @@ def explorer_for(checkpoint: str, progress=None) -> Explorer:
 def _clip(video_file):
     if not video_file:
         raise gr.Error("Upload a clip or pick an example first.")
-    try:
-        return load_clip(video_file)
-    except ClipError as err:
-        raise gr.Error(str(err)) from None
+    return load_clip(video_file)
+
+
+def _plain_errors(handler):
+    """What the library refuses (ClipError, a clip too short for surprise, an unknown label: all ValueErrors) reaches
+    the user as a gr.Error with its message; Gradio would otherwise show a bare 'Error'."""
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+    return wrapped
 
 
 # Each handler takes `progress=gr.Progress()`, the way Gradio hands in its progress tracker (so ruff's B008 is
 # silenced there); it shows while a checkpoint seen for the first time gets its gallery built.
 @gpu
+@_plain_errors
 def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint="default",
                    progress=gr.Progress()):  # noqa: B008
     explorer = explorer_for(checkpoint, progress)
@@ -77,6 +88,7 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
 
 
 @gpu
+@_plain_errors
 def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  # noqa: B008
     found = explorer_for(checkpoint, progress).neighbors(_clip(video_file), k=int(k))
     items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.2f}") for hit in found]
@@ -84,16 +96,14 @@ def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  #
 
 
 @gpu
+@_plain_errors
 def embedding_map(video_file, color_by="num_objects", checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    explorer = explorer_for(checkpoint, progress)
-    try:
-        figure, point = explorer.embedding_map(_clip(video_file), color_by)
-    except ValueError as err:
-        raise gr.Error(str(err)) from None
+    figure, point = explorer_for(checkpoint, progress).embedding_map(_clip(video_file), color_by)
     return figure, {"x": float(point[0]), "y": float(point[1]), "color_by": color_by}
 
 
 @gpu
+@_plain_errors
 def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa: B008
     view = explorer_for(checkpoint, progress).surprise(_clip(video_file))
     return view.figure, view.overlay, view.numbers
@@ -146,8 +156,7 @@ def build_app() -> gr.Blocks:
                                           elem_id="neighbors-gallery")
             neighbor_numbers = gr.JSON(label="similarities and labels", elem_id="neighbors-numbers")
         with gr.Tab("Embedding map"):
-            color_by = gr.Dropdown(["num_objects", "gravity", "direction", "main_shape", "background"],
-                                   value="num_objects", label="colour by")
+            color_by = gr.Dropdown(explorer_for("default").label_names(), value="num_objects", label="colour by")
             run_map = gr.Button("Place the clip on the map", variant="primary")
             map_plot = gr.Plot(label="UMAP of the gallery embeddings", elem_id="map-plot")
             map_numbers = gr.JSON(label="position", elem_id="map-numbers")

@@ -32,6 +32,8 @@ def clips(tmp_path_factory):
     long_clip = render_clip(1, WorldConfig(size=32, num_frames=70)).frames
     write_video(folder / "long.mp4", long_clip, fps=1.0)  # 70 s
     files["long"] = folder / "long.mp4"
+    write_video(folder / "short.mp4", render_clip(2, WorldConfig(size=64, num_frames=8)).frames)
+    files["short"] = folder / "short.mp4"
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video")
     files["broken"] = folder / "broken.mp4"
     return files
@@ -81,7 +83,8 @@ def test_surprise_peaks_after_an_object_appears(client, clips):
     assert numbers["threshold"] > 0 and _image(overlay).ndim == 3
 
 
-@pytest.mark.parametrize("name, message", [("broken", "broken.mp4"), ("long", "limit is 60 s")])
+@pytest.mark.parametrize("name, message", [("broken", "broken.mp4"), ("long", "limit is 60 s"),
+                                           ("short", "at least 16 frames")])
 def test_bad_uploads_get_a_clear_error(client, clips, name, message):
     from gradio_client import handle_file
 
