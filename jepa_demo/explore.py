@@ -39,7 +39,6 @@ from .views import (
     map_figure,
     paste_patches,
     shade_hidden,
-    shown_frames,
     surprise_figure,
     surprise_overlay,
     upsample_tokens,
@@ -102,7 +101,7 @@ class MaskedView:
 @dataclass
 class SurpriseView:
     figure: object  # plotly Figure: surprise over time, the threshold, the moments above it
-    overlay: np.ndarray  # filmstrip: where, as a heatmap over the frames of the most surprising steps
+    overlay: np.ndarray  # filmstrip: where, as a heatmap over the frames of 8 predicted steps spread over the clip
     numbers: dict
 
 
@@ -179,7 +178,7 @@ class Explorer:
         above = result.per_step > self.threshold
         figure = surprise_figure({"JEPA": (result.step_frames, result.per_step)}, threshold=self.threshold,
                                  threshold_label=f"{THRESHOLD_PERCENTILE}th percentile of plausible clips")
-        shown = shown_frames(self.model, video)
+        shown = self.model.shown_frames(video)
         overlay = surprise_overlay(shown, result.heatmap, result.step_frames, self.model.cfg.patch_size,
                                    vmax=max(float(result.heatmap.max()), 1e-6))
         peak = int(np.argmax(result.per_step))

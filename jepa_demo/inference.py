@@ -98,7 +98,7 @@ class JEPAModel:
         error_map[target_idx[0].cpu()] = errors
         return MaskedPrediction(mask=hidden.numpy(), predicted=predicted.float().cpu().numpy(),
                                 target=target.float().cpu().numpy(), error_map=error_map.view(hidden.shape).numpy(),
-                                error=float(errors.mean()), frames=self._shown_frames(video))
+                                error=float(errors.mean()), frames=self.shown_frames(video, self.cfg.num_frames))
 
     def _resolve_mask(self, mask, seed: int, ratio: float) -> torch.Tensor:
         grid = self.cfg.grid
@@ -116,8 +116,15 @@ class JEPAModel:
             return hidden.view(grid)
         raise ValueError(f"mask must be a name, a bool array of shape {grid} or an integer index array")
 
-    def _shown_frames(self, video) -> np.ndarray:
-        return denormalize(preprocess_video(video, self.preprocess, self.cfg.num_frames), self.preprocess)
+    def shown_frames(self, video, num_frames: int | None = None, chunk: int = 32) -> np.ndarray:
+        """The clip as the model sees it, uint8 (T, S, S, 3): `num_frames` frames sampled like the model's input, or
+        every frame when None (`Surprise.step_frames` index those). Resized `chunk` frames at a time to bound memory."""
+        check_video_array(video)
+        video = np.asarray(video)
+        if num_frames is not None:
+            video = video[sample_frame_indices(len(video), num_frames)]
+        return np.concatenate([denormalize(preprocess_video(video[i:i + chunk], self.preprocess), self.preprocess)
+                               for i in range(0, len(video), chunk)])
 
     @torch.inference_mode()
     def surprise(self, video, future_steps: int | None = None, max_frames: int | None = None,

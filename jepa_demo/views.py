@@ -2,14 +2,14 @@
 
 Masks, error maps and surprise heatmaps live on the token grid (t, h, w); a token covers `tubelet` frames and a
 `patch` x `patch` square of pixels, so frame f shows token step f // tubelet. Everything here maps between that grid
-and frames as the model sees them (`shown_frames`: uint8 (T, S, S, 3), T = t * tubelet, S = h * patch).
+and frames as the model sees them (`JEPAModel.shown_frames`: uint8 (T, S, S, 3), T = t * tubelet, S = h * patch).
 
 Latents cannot be looked at directly, so two views stand in for a pixel decoder the model does not have:
 `latent_pca_images` colours predicted and target latents through one shared PCA, and `decode_nearest` shows, for
 each predicted latent, the gallery patch whose target latent is nearest (a `PatchBank`).
 
-What this module does not know: gradio, files or training. Apart from `shown_frames` and `build_patch_bank`, which
-ask a loaded `JEPAModel` for frames and latents, every function is pure: arrays in, uint8 images or plotly figures
+What this module does not know: gradio, files or training. Apart from `build_patch_bank`, which asks a loaded
+`JEPAModel` for frames and latents, every function is pure: arrays in, uint8 images or plotly figures
 out; the app only wires them to components.
 """
 
@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import torch
 from sklearn.decomposition import PCA
 
-from .preprocess import check_video_array, denormalize, preprocess_video, sample_frame_indices
+from .preprocess import sample_frame_indices
 
 VISIBLE_GREY = 128  # colour of visible tokens in the latent PCA images: they have no prediction to show
 _WASH_KEEP, _WASH_ADD = 0.3, 160  # hidden pixels -> 0.3 * pixel + 160: pale, the content still faintly there
@@ -37,7 +37,7 @@ def _check_frames(frames: np.ndarray, grid: tuple, patch: int, tubelet: int) -> 
     expected = (t * tubelet, h * patch, w * patch, 3)
     if frames.shape != expected:
         raise ValueError(f"frames of shape {frames.shape} do not match a token grid {(t, h, w)} with patch {patch} "
-                         f"and tubelet {tubelet}: expected {expected} (use shown_frames to get the model's view)")
+                         f"and tubelet {tubelet}: expected {expected} (JEPAModel.shown_frames gives the model's view)")
 
 
 def shade_hidden(frames: np.ndarray, mask: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
@@ -68,7 +68,7 @@ def surprise_overlay(frames: np.ndarray, heatmap: np.ndarray, step_frames: np.nd
                      vmax: float | None = None) -> np.ndarray:
     """One picture per predicted step of `JEPAModel.surprise`: the frame where step i starts, frames[step_frames[i]],
     under that step's error map heatmap[i] (heatmap (S, h, w)). `frames` is the whole input clip at the model's
-    resolution (`shown_frames(model, video)`), since step_frames index the input clip. Returns uint8 (S, S', S', 3)."""
+    resolution (`model.shown_frames(video)`), since step_frames index the input clip. Returns uint8 (S, S', S', 3)."""
     return heat_overlay(np.asarray(frames)[step_frames], heatmap, patch, tubelet=1, vmax=vmax)
 
 
@@ -112,18 +112,6 @@ class PatchBank:
     patches: np.ndarray  # (N, patch, patch, 3) uint8 pixels of each token (first frame of its tubelet)
 
 
-def shown_frames(model, video: np.ndarray, num_frames: int | None = None, chunk: int = 32) -> np.ndarray:
-    """The clip as the model sees it, uint8 (T, S, S, 3): `num_frames` frames sampled like the model's input, or every
-    frame when None (`Surprise.step_frames` index those). Resized `chunk` frames at a time to bound memory."""
-    check_video_array(video)
-    video = np.asarray(video)
-    if num_frames is not None:
-        video = video[sample_frame_indices(len(video), num_frames)]
-    cfg = model.preprocess
-    return np.concatenate([denormalize(preprocess_video(video[i:i + chunk], cfg), cfg)
-                           for i in range(0, len(video), chunk)])
-
-
 def token_patches(frames: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
     """Frames (T, S, S, 3) -> the pixels of every token (t, h, w, patch, patch, 3), first frame of each tubelet."""
     first = np.asarray(frames)[::tubelet]  # (t, S, S, 3)
@@ -140,7 +128,7 @@ def build_patch_bank(model, videos, max_tokens: int = 20000, seed: int = 0) -> P
     latents, patches = [], []
     for video in videos:
         latents.append(model.target_latents(video).reshape(-1, model.cfg.dim))  # (N, D)
-        frames = shown_frames(model, video, model.cfg.num_frames)
+        frames = model.shown_frames(video, model.cfg.num_frames)
         patches.append(token_patches(frames, model.cfg.patch_size, model.cfg.tubelet).reshape(
             -1, model.cfg.patch_size, model.cfg.patch_size, 3))  # (N, p, p, 3)
     latents, patches = np.concatenate(latents), np.concatenate(patches)

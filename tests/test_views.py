@@ -12,7 +12,6 @@ from jepa_demo.views import (
     map_figure,
     paste_patches,
     shade_hidden,
-    shown_frames,
     surprise_figure,
     surprise_overlay,
     token_patches,
@@ -98,7 +97,7 @@ def test_heat_overlay_vmax_sets_a_shared_scale():
 def test_surprise_overlay_puts_each_step_on_its_first_frame(model):
     clip = _clip(frames=12)
     result = model.surprise(clip)
-    frames = shown_frames(model, clip)
+    frames = model.shown_frames(clip)
     overlay = surprise_overlay(frames, result.heatmap, result.step_frames, PATCH)
     assert overlay.shape == (len(result.step_frames), 32, 32, 3) and overlay.dtype == np.uint8
     vmax = result.heatmap.max()
@@ -108,11 +107,11 @@ def test_surprise_overlay_puts_each_step_on_its_first_frame(model):
 
 def test_shown_frames_are_what_the_model_saw(model):
     clip = _clip(frames=10, size=48)
-    assert np.array_equal(shown_frames(model, clip, model.cfg.num_frames), model.predict_masked(clip).frames)
-    assert shown_frames(model, clip, chunk=3).shape == (10, 32, 32, 3)
-    assert np.array_equal(shown_frames(model, clip, chunk=3), shown_frames(model, clip))
+    assert np.array_equal(model.shown_frames(clip, model.cfg.num_frames), model.predict_masked(clip).frames)
+    assert model.shown_frames(clip, chunk=3).shape == (10, 32, 32, 3)
+    assert np.array_equal(model.shown_frames(clip, chunk=3), model.shown_frames(clip))
     with pytest.raises(ValueError, match="uint8"):
-        shown_frames(model, clip.astype(np.float32))
+        model.shown_frames(clip.astype(np.float32))
 
 
 def test_latent_pca_images_share_one_colour_space(model):
@@ -177,7 +176,7 @@ def test_build_patch_bank_keeps_latents_and_pixels_together(model):
     assert bank.latents.shape == (2 * tokens, model.cfg.dim) and bank.latents.dtype == np.float32
     assert bank.patches.shape == (2 * tokens, PATCH, PATCH, 3) and bank.patches.dtype == np.uint8
     assert np.allclose(bank.latents[tokens:], model.target_latents(clips[1]).reshape(tokens, -1))
-    seen = shown_frames(model, clips[1], model.cfg.num_frames)
+    seen = model.shown_frames(clips[1], model.cfg.num_frames)
     assert np.array_equal(bank.patches[tokens + 16 + 5], seen[TUBELET, 8:16, 8:16])  # token (1, 1, 1)
     small = build_patch_bank(model, clips, max_tokens=40, seed=3)
     assert len(small.latents) == len(small.patches) == 40
