@@ -14,6 +14,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _MAX_DIM = 4096
 _MAX_DEPTH = 64
 _MAX_TOKENS = 65536
+OBJECTIVES = ("jepa", "jepa-sigreg", "pixel")
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,17 @@ class PreprocessConfig:
     num_frames: int = 16  # frames sampled uniformly from a clip for one forward pass
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize: int = 0  # short side before the centre crop; 0 = img_size (V-JEPA 2 uses img_size * 256 / 224)
+
+    @property
+    def resize_to(self) -> int:
+        return self.resize or self.img_size
 
     def __post_init__(self):
         _check_int("img_size", self.img_size, 8, 1024)
         _check_int("num_frames", self.num_frames, 1, 1024)
+        if self.resize:
+            _check_int("resize", self.resize, self.img_size, 4096)
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("mean and std need three values (R, G, B)")
         if min(self.std) <= 0:
@@ -51,8 +59,14 @@ class ModelConfig:
     pred_dim: int = 64  # predictor width: narrower than the encoder, as in I-JEPA / V-JEPA
     pred_depth: int = 4
     pred_heads: int = 4
+    # what the predictor predicts at hidden tokens, and from what (see `jepa_demo.model`):
+    # "jepa": latents of an EMA target encoder; "jepa-sigreg": latents of the context encoder itself (no EMA), with
+    # SIGReg keeping the embeddings spread; "pixel": the hidden tubelets' pixels (the VideoMAE-style baseline)
+    objective: str = "jepa"
 
     def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         _check_int("img_size", self.img_size, 8, 1024)
         _check_int("num_frames", self.num_frames, 1, 1024)
         _check_int("patch_size", self.patch_size, 1, 256)
@@ -79,6 +93,10 @@ class ModelConfig:
         """Token grid (time steps, rows, columns) of one clip."""
         side = self.img_size // self.patch_size
         return (self.num_frames // self.tubelet, side, side)
+
+    @property
+    def pixels_per_token(self) -> int:
+        return self.tubelet * self.patch_size ** 2 * 3
 
     @property
     def num_tokens(self) -> int:
@@ -111,7 +129,10 @@ def dataclass_from_dict(cls, values: dict, where: str):
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}")
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, list, tuple)):
+        if known[key].type is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: {key} must be a string, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float, list, tuple)):
             raise ValueError(f"{where}: {key} must be a number (or a list of numbers), got {value!r}")
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

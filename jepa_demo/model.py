@@ -2,13 +2,20 @@
 
     clip (B, 3, T, H, W) --tubelets--> tokens (B, N, D) + 3-D sin-cos positions
     context encoder(visible tokens)                       -> (B, K, D)
-    predictor(context tokens + mask tokens at hidden positions) -> predicted latents (B, M, D)
-    target encoder(all tokens), layer-normed, at hidden positions -> targets (B, M, D)
-    loss = smooth-L1(prediction, target); target encoder <- EMA of the context encoder (no gradients)
+    predictor(context tokens + mask tokens at hidden positions) -> predicted targets (B, M, D')
+    targets at hidden positions                            -> (B, M, D')
+    loss = smooth-L1(prediction, target)
 
-`normalize_targets` is the only definition of the target: the training loss and every score call it. `latent_error`
-(mean absolute error per token) is the error every score shows. This module knows nothing about files, masks'
-sampling or training loops.
+What the target is depends on `ModelConfig.objective`:
+- "jepa" (default): layer-normed latents of the target encoder, an EMA of the context encoder (no gradients);
+- "jepa-sigreg": layer-normed latents of the context encoder itself (no EMA, no gradient through the target); a
+  SIGReg term (LeJEPA) pushes the context embeddings towards an isotropic Gaussian, which is what prevents collapse;
+- "pixel": the hidden tubelets' normalised pixels (VideoMAE-style, not per-patch normalised, so a flat noisy patch
+  keeps its small error): the baseline that must spend capacity on every pixel.
+
+`normalize_targets` is the only definition of a latent target: the training loss and every score call it.
+`latent_error` (mean absolute error per token) is the error every score shows, for every objective. This module knows
+nothing about files, masks' sampling or training loops.
 """
 
 import copy
@@ -36,8 +43,50 @@ def prediction_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tens
     that is partly sure where a moving object will be gets credit (plain L1's optimum is the per-patch median, i.e.
     background wherever an object is less than half likely). On the synthetic world it made no clear difference to
     object tracking: after the default recipe, object-patch error stays above that of copying the last latent with
-    either loss (README, "What the shipped model has and has not learned")."""
+    either loss (docs/results.md)."""
     return F.smooth_l1_loss(predicted.float(), target.float())
+
+
+def embedding_std(targets: torch.Tensor) -> float:
+    """Collapse monitor: mean over features of the std across all tokens (..., D); ~0 when all map to one point."""
+    return float(targets.detach().float().flatten(0, -2).std(dim=0).mean())
+
+
+def effective_rank(targets: torch.Tensor, max_rows: int = 4096) -> float:
+    """Collapse monitor, RankMe (Garrido et al. 2023): exp(entropy) of the normalised singular values, in [1, D]."""
+    rows = targets.detach().float().flatten(0, -2)[:max_rows]
+    singular = torch.linalg.svdvals(rows)
+    p = singular / singular.sum() + 1e-7
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def sigreg(embeddings: torch.Tensor, num_slices: int = 64, seed: int = 0) -> torch.Tensor:
+    """SIGReg (Balestriero & LeCun 2025, LeJEPA): how far (N, D) embeddings are from an isotropic standard Gaussian.
+    Project them on `num_slices` random unit directions (drawn from `seed`, so a step's regulariser is reproducible)
+    and, per direction, compare the empirical characteristic function with the Gaussian one, exp(-t^2/2), by the
+    Epps-Pulley statistic: N * integral of |ecf(t) - exp(-t^2/2)|^2 exp(-t^2/2) dt, over t in [-5, 5]."""
+    gen = torch.Generator().manual_seed(seed)
+    directions = torch.randn(embeddings.shape[-1], num_slices, generator=gen).to(embeddings.device)
+    projected = embeddings.float() @ (directions / directions.norm(dim=0))  # (N, S)
+    t = torch.linspace(-5, 5, 17, device=embeddings.device)
+    angles = projected.unsqueeze(-1) * t  # (N, S, T)
+    gaussian = torch.exp(-0.5 * t**2)
+    gap = (angles.cos().mean(0) - gaussian) ** 2 + angles.sin().mean(0) ** 2  # (S, T): |ecf - cf|^2
+    return (torch.trapezoid(gap * gaussian, t, dim=-1) * embeddings.shape[0]).mean()
+
+
+def patchify(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """(B, 3, T, H, W) -> (B, N, tubelet * patch^2 * 3): each token's pixels, in the encoder's token order."""
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c, t // tubelet, tubelet, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, -1, tubelet * patch * patch * c)
+
+
+def unpatchify(tokens: torch.Tensor, grid, tubelet: int, patch: int) -> torch.Tensor:
+    """Inverse of `patchify`: (B, N, tubelet * patch^2 * 3) -> (B, 3, T, H, W)."""
+    t, h, w = grid
+    x = tokens.reshape(tokens.shape[0], t, h, w, tubelet, patch, patch, 3)
+    return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(tokens.shape[0], 3, t * tubelet, h * patch, w * patch)
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -136,7 +185,7 @@ class Predictor(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.pred_dim))
         self.blocks = nn.ModuleList(Block(cfg.pred_dim, cfg.pred_heads, cfg.mlp_ratio) for _ in range(cfg.pred_depth))
         self.norm = nn.LayerNorm(cfg.pred_dim)
-        self.head = nn.Linear(cfg.pred_dim, cfg.dim)
+        self.head = nn.Linear(cfg.pred_dim, cfg.pixels_per_token if cfg.objective == "pixel" else cfg.dim)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor,
@@ -152,7 +201,8 @@ class Predictor(nn.Module):
 
 
 class VideoJEPA(nn.Module):
-    """Context encoder + predictor (trained) and their EMA target encoder (never receives gradients)."""
+    """Context encoder + predictor (trained) and, for the "jepa" objective, their EMA target encoder (never receives
+    gradients). The other objectives have no target encoder; see the module docstring."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -160,28 +210,50 @@ class VideoJEPA(nn.Module):
         self.context_encoder = VideoEncoder(cfg)
         self.predictor = Predictor(cfg)
         self.apply(_init_weights)
-        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+        if cfg.objective == "jepa":
+            self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+
+    @property
+    def embedding_encoder(self) -> VideoEncoder:
+        """The encoder whose tokens represent a clip: the slow EMA teacher when there is one."""
+        return self.target_encoder if self.cfg.objective == "jepa" else self.context_encoder
 
     @torch.no_grad()
     def encode_targets(self, x: torch.Tensor, target_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised target latents (B, N, D) of the whole clip, or (B, M, D) at `target_idx`."""
-        targets = normalize_targets(self.target_encoder(x))
+        """What the predictor must match, (B, N, D') for the whole clip or (B, M, D') at `target_idx`: normalised
+        latents of the embedding encoder, or the pixels of each token for the pixel objective."""
+        if self.cfg.objective == "pixel":
+            targets = patchify(x.float(), self.cfg.tubelet, self.cfg.patch_size)
+        else:
+            targets = normalize_targets(self.embedding_encoder(x))
         return targets if target_idx is None else gather_tokens(targets, target_idx)
 
     def predict(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
-        """Encode only the visible tokens, then predict the latents at `target_idx`: (B, M, D)."""
-        context = self.context_encoder(x, keep=context_idx)
-        return self.predictor(context, context_idx, target_idx, self.context_encoder.token_grid(x))
+        """Encode only the visible tokens, then predict the targets at `target_idx`: (B, M, D')."""
+        return self._predict(x, context_idx, target_idx)[0]
 
-    def forward(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> dict:
-        """One training step's maths: loss plus the targets (for the collapse monitors)."""
+    def _predict(self, x, context_idx, target_idx) -> tuple[torch.Tensor, torch.Tensor]:
+        context = self.context_encoder(x, keep=context_idx)
+        return self.predictor(context, context_idx, target_idx, self.context_encoder.token_grid(x)), context
+
+    def forward(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor,
+                sigreg_weight: float = 0.05, seed: int = 0) -> dict:
+        """One training step's maths: the loss, and the embeddings the collapse monitors watch (target latents, or
+        the context encoder's tokens for the pixel objective). `sigreg_weight` and `seed` matter for jepa-sigreg."""
         targets = self.encode_targets(x, target_idx)
-        predicted = self.predict(x, context_idx, target_idx)
-        return {"loss": prediction_loss(predicted, targets), "targets": targets}
+        predicted, context = self._predict(x, context_idx, target_idx)
+        loss = prediction_loss(predicted, targets)
+        if self.cfg.objective == "jepa-sigreg":
+            regularizer = sigreg(context.flatten(0, 1), seed=seed)
+            loss = (1 - sigreg_weight) * loss + sigreg_weight * regularizer
+        watched = normalize_targets(context.detach()) if self.cfg.objective == "pixel" else targets
+        return {"loss": loss, "embeddings": watched}
 
     @torch.no_grad()
     def ema_update(self, momentum: float) -> None:
-        """target <- momentum * target + (1 - momentum) * context."""
+        """target <- momentum * target + (1 - momentum) * context; nothing to do without a target encoder."""
+        if self.cfg.objective != "jepa":
+            return
         target = list(self.target_encoder.parameters())
         online = [p.detach() for p in self.context_encoder.parameters()]
         torch._foreach_lerp_(target, online, 1.0 - momentum)

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from jepa_demo.config import model_config_from_preset
 from jepa_demo.masks import mask_to_indices, sample_mask
-from jepa_demo.model import VideoJEPA, normalize_targets
+from jepa_demo.model import VideoJEPA, normalize_targets, patchify, sigreg, unpatchify
 from jepa_demo.preprocess import preprocess_batch
 from jepa_demo.world import WorldConfig, render_clip
 
@@ -46,7 +47,7 @@ def test_loss_is_smooth_l1_to_layer_normed_targets(tiny_model, tiny_cfg):
         error = tiny_model.predict(x, context, target) - expected_targets
         expected = torch.where(error.abs() < 1, 0.5 * error**2, error.abs() - 0.5).mean()  # Huber, beta = 1
     assert torch.allclose(out["loss"], expected)
-    assert torch.allclose(out["targets"].mean(-1), torch.zeros(()), atol=1e-5)  # layer-normed per token
+    assert torch.allclose(out["embeddings"].mean(-1), torch.zeros(()), atol=1e-5)  # layer-normed per token
 
 
 def test_gradients_reach_context_encoder_and_predictor_never_target(tiny_model, tiny_cfg):
@@ -60,10 +61,12 @@ def test_gradients_reach_context_encoder_and_predictor_never_target(tiny_model, 
     assert all(p.grad is None and not p.requires_grad for p in tiny_model.target_encoder.parameters())
 
 
-@pytest.mark.parametrize("mask", ["multiblock", "future"])
-def test_overfit_one_batch_halves_the_loss(tiny_cfg, tiny_preprocess, mask):
+@pytest.mark.parametrize("mask, objective", [("multiblock", "jepa"), ("future", "jepa"), ("future", "pixel"),
+                                             ("multiblock", "jepa-sigreg")])
+def test_overfit_one_batch_halves_the_loss(tiny_preprocess, mask, objective):
     """A fixed batch of world clips, the recipe's learning rate and starting EMA momentum: 100 steps."""
     torch.manual_seed(0)
+    tiny_cfg = model_config_from_preset("tiny", objective=objective)
     model = VideoJEPA(tiny_cfg)
     world = WorldConfig(size=tiny_cfg.img_size, num_frames=tiny_cfg.num_frames)
     x = preprocess_batch(np.stack([render_clip(seed, world).frames for seed in range(4)]), tiny_preprocess)
@@ -93,6 +96,41 @@ def test_ema_update_moves_target_towards_context(tiny_model):
     tiny_model.ema_update(1.0)  # momentum 1: the target is frozen
     assert all(torch.equal(a, b) for a, b in zip(
         [p.clone() for p in tiny_model.target_encoder.parameters()], tiny_model.target_encoder.parameters()))
+
+
+def test_pixel_objective_predicts_the_hidden_tubelets_pixels():
+    cfg = model_config_from_preset("tiny", objective="pixel")
+    model = VideoJEPA(cfg)
+    assert not hasattr(model, "target_encoder") and model.embedding_encoder is model.context_encoder
+    x = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    target = torch.tensor([[0, 5], [31, 7]])
+    targets = model.encode_targets(x, target)  # (2, 2, tubelet * p * p * 3)
+    assert targets.shape == (2, 2, cfg.pixels_per_token)
+    # token 5 = time step 0, row 1, column 1: frames 0-1, pixels 8-15 x 8-15 (channels last inside a token);
+    # token 7 = time step 0, row 1, column 3: columns 24-31
+    assert torch.equal(targets[0, 1], x[0, :, 0:2, 8:16, 8:16].permute(1, 2, 3, 0).reshape(-1))
+    assert torch.equal(targets[1, 1], x[1, :, 0:2, 8:16, 24:32].permute(1, 2, 3, 0).reshape(-1))
+    assert torch.equal(unpatchify(patchify(x, cfg.tubelet, cfg.patch_size), cfg.grid, cfg.tubelet, cfg.patch_size), x)
+    assert model.predict(x, torch.tensor([[1, 2], [3, 4]]), target).shape == targets.shape
+
+
+def test_sigreg_is_small_for_a_standard_gaussian_and_large_for_collapse():
+    gaussian = torch.randn(4096, 32, generator=torch.Generator().manual_seed(0))
+    assert sigreg(gaussian) < 3  # an isotropic standard Gaussian: the statistic stays O(1)
+    assert sigreg(gaussian * 0.05) > 100 * sigreg(gaussian)  # collapsed towards a point
+    assert sigreg(gaussian + 3) > 100 * sigreg(gaussian)  # shifted away from the origin
+    assert sigreg(gaussian, seed=1) != sigreg(gaussian, seed=2)  # other random directions
+
+
+def test_sigreg_objective_has_no_ema_teacher_and_its_targets_follow_the_context_encoder():
+    model = VideoJEPA(model_config_from_preset("tiny", objective="jepa-sigreg"))
+    assert not hasattr(model, "target_encoder") and model.embedding_encoder is model.context_encoder
+    x = torch.randn(1, 3, 4, 32, 32)
+    before = model.encode_targets(x)
+    with torch.no_grad():
+        next(model.context_encoder.parameters()).add_(0.5)
+    assert not torch.allclose(before, model.encode_targets(x))
+    model.ema_update(0.5)  # no teacher: nothing to update, no error
 
 
 def test_any_clip_that_fits_the_tubelet_works(tiny_model, tiny_cfg):

@@ -48,6 +48,8 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
         parse_overrides(["steps=many"])
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["steps"])
+    with pytest.raises(ValueError, match="objective must be one of jepa, jepa-sigreg, pixel"):
+        load_config(TINY, ["objective=diffusion"])
 
 
 def test_bad_settings_exit_with_one_line(tmp_path):
@@ -74,6 +76,17 @@ def test_cli_run_writes_a_loadable_checkpoint(tmp_path):
     assert all(r["rankme"] >= 1 and r["target_std"] > 0 and r["clips_per_s"] > 0 for r in rows)
     card = (out / "README.md").read_text()
     assert "python -m train --config" in card and "Wall time" in card
+
+
+@pytest.mark.parametrize("objective", ["pixel", "jepa-sigreg"])
+def test_other_objectives_train_from_the_cli(tmp_path, objective):
+    out = tmp_path / objective
+    result = _train("--config", TINY, f"out_dir={out}", "steps=4", "save_every=4", f"objective={objective}")
+    assert result.returncode == 0, result.stderr
+    model = load_model(out)
+    assert model.objective == objective and model.info()["step"] == 4
+    assert all(r["rankme"] >= 1 and r["target_std"] > 0 for r in read_metrics(out / "metrics.csv"))
+    assert ("pixel-prediction baseline" if objective == "pixel" else "SIGReg") in (out / "README.md").read_text()
 
 
 @pytest.mark.slow

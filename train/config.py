@@ -9,13 +9,15 @@ from pathlib import Path
 
 import yaml
 
-from jepa_demo.config import MODEL_PRESETS
+from jepa_demo.config import MODEL_PRESETS, OBJECTIVES
 
 
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/default"  # checkpoint folder: weights, config, card, metrics, curves, training state
     model: str = "small"  # row of jepa_demo.config.MODEL_PRESETS
+    objective: str = "jepa"  # jepa (EMA teacher) | jepa-sigreg (no EMA, SIGReg) | pixel (baseline); see jepa_demo.model
+    sigreg_weight: float = 0.05  # jepa-sigreg only: loss = (1 - w) * prediction + w * SIGReg (LeJEPA's default)
     data: str = "world"  # "world" (synthetic, generated on the fly) or a folder of video files
     # synthetic world: half the clips (detail_prob) get irrelevant detail so the encoder learns to ignore it
     max_objects: int = 3
@@ -46,6 +48,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in MODEL_PRESETS:
             raise ValueError(f"model must be one of {sorted(MODEL_PRESETS)}, got {self.model!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not 0 <= self.sigreg_weight < 1:
+            raise ValueError("sigreg_weight must be in [0, 1)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for name in ("steps", "batch_size", "log_every", "save_every"):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from jepa_demo.checkpoint import load_tensors, save_checkpoint, save_tensors, write_json
 from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
-from jepa_demo.model import VideoJEPA
+from jepa_demo.model import VideoJEPA, effective_rank, embedding_std
 
 from .config import TrainConfig, config_to_dict
 from .data import FolderBatches, WorldBatches, make_loader
@@ -49,19 +49,6 @@ def mask_for_step(step: int, cfg: TrainConfig, grid) -> tuple[str, torch.Tensor]
     if float(torch.rand((), generator=gen)) < cfg.future_prob:
         return "future", future_mask(grid, cfg.future_steps)
     return "multiblock", multiblock_mask(grid, gen)
-
-
-def embedding_std(targets: torch.Tensor) -> float:
-    """Mean over features of the std across all tokens in the batch: ~0 when every token maps to the same point."""
-    return float(targets.detach().float().flatten(0, -2).std(dim=0).mean())
-
-
-def effective_rank(targets: torch.Tensor, max_rows: int = 4096) -> float:
-    """RankMe (Garrido et al. 2023): exp(entropy) of the normalised singular values, between 1 and D."""
-    rows = targets.detach().float().flatten(0, -2)[:max_rows]
-    singular = torch.linalg.svdvals(rows)
-    p = singular / singular.sum() + 1e-7
-    return float(torch.exp(-(p * p.log()).sum()))
 
 
 @dataclass
@@ -102,19 +89,20 @@ def build_optimizer(model: VideoJEPA, cfg: TrainConfig, device: torch.device) ->
 
 def train_step(model: VideoJEPA, forward, optimizer, batch: torch.Tensor, step: int, cfg: TrainConfig,
                runtime: Runtime) -> dict:
-    """One optimisation step: predict hidden latents, update context encoder + predictor, then EMA the target."""
+    """One optimisation step: predict the hidden targets, update context encoder + predictor, then EMA the target
+    encoder (when the objective has one)."""
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     mask_name, mask = mask_for_step(step, cfg, model.cfg.grid)
     context_idx, target_idx = (i.to(runtime.device) for i in mask_to_indices(mask, batch.shape[0]))
     with runtime.autocast:
-        out = forward(batch, context_idx, target_idx)
+        out = forward(batch, context_idx, target_idx, sigreg_weight=cfg.sigreg_weight, seed=cfg.seed * 1_000_003 + step)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
     optimizer.step()
     model.ema_update(momentum_at(step, cfg))
-    return {"loss": out["loss"].item(), "targets": out["targets"], "mask": mask_name}
+    return {"loss": out["loss"].item(), "embeddings": out["embeddings"], "mask": mask_name}
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -211,7 +199,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     out = Path(cfg.out_dir)
     if runtime.is_main:
         check_output_folder(out)
-    model_cfg = model_config_from_preset(cfg.model)
+    model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
     preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
     torch.manual_seed(cfg.seed)
     model = VideoJEPA(model_cfg).to(runtime.device)
@@ -221,8 +209,8 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
         start, seconds_before = load_training_state(out, model, optimizer)
     elif resume and runtime.is_main:
         print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
-    forward = _wrap_for_speed(model, cfg, runtime)
-    loader = make_loader(_dataset(cfg, preprocess, runtime), start, cfg.steps, cfg.num_workers,
+    forward = wrap_for_speed(model, cfg, runtime)
+    loader = make_loader(build_dataset(cfg, preprocess, runtime), start, cfg.steps, cfg.num_workers,
                          pin_memory=runtime.device.type == "cuda")
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     if runtime.is_main:
@@ -254,7 +242,8 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
 
 def _metrics_row(step: int, result: dict, cfg: TrainConfig, clips_per_s: float) -> dict:
     return {"step": step, "loss": result["loss"], "lr": lr_at(step, cfg), "momentum": momentum_at(step, cfg),
-            "target_std": embedding_std(result["targets"]), "rankme": effective_rank(result["targets"]),
+            "target_std": embedding_std(result["embeddings"]),
+            "rankme": effective_rank(result["embeddings"]),
             "clips_per_s": clips_per_s, "mask": result["mask"]}
 
 
@@ -269,7 +258,7 @@ def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, second
         dist.barrier()
 
 
-def _wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
+def wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
     """DDP when distributed, torch.compile when asked on CUDA; the EMA and saves still use the bare `model`."""
     forward = model
     if runtime.world_size > 1:
@@ -280,7 +269,7 @@ def _wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
     return forward
 
 
-def _dataset(cfg: TrainConfig, preprocess: PreprocessConfig, runtime: Runtime):
+def build_dataset(cfg: TrainConfig, preprocess: PreprocessConfig, runtime: Runtime):
     if cfg.batch_size % runtime.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must divide by the {runtime.world_size} processes")
     per_rank = cfg.batch_size // runtime.world_size

@@ -21,6 +21,17 @@ _PLOTTED = [("loss", "loss (smooth-L1, hidden tokens)"), ("target_std", "target-
             ("clips_per_s", "throughput (clips/s)")]
 
 
+_DESCRIPTIONS = {
+    "jepa": "A small video JEPA (context encoder, EMA target encoder, narrow predictor): it predicts the target "
+            "encoder's latents of hidden tubelets.",
+    "jepa-sigreg": "A small video JEPA without an EMA teacher: the predictor matches the context encoder's own "
+                   "latents of hidden tubelets, and a SIGReg term (LeJEPA) keeps the embeddings from collapsing. "
+                   "The collapse monitors watch those latents.",
+    "pixel": "The pixel-prediction baseline (VideoMAE-style): the same encoder and predictor, but the predictor "
+             "outputs the hidden tubelets' pixels. The collapse monitors watch the context encoder's tokens.",
+}
+
+
 def read_metrics(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: (v if k == "mask" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
@@ -58,7 +69,7 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
     lines = [
         "---", "library_name: jepa-lens", "tags: [jepa, video, self-supervised]", "---", "",
         f"# JEPA Lens checkpoint `{folder.name}`", "",
-        "A small video JEPA (context encoder, EMA target encoder, narrow predictor) trained with JEPA Lens.",
+        _DESCRIPTIONS[train_cfg.objective] + " Trained with JEPA Lens.",
         "Load it with `jepa_demo.load_model(path_or_repo_id)`.", "",
         f"- **Data**: {data}",
         f"- **Steps**: {step} of {train_cfg.steps}, batch {train_cfg.batch_size}",
