@@ -1,30 +1,45 @@
-"""Does the model understand the synthetic world?  `python -m jepa_demo.evaluate --checkpoint DIR [--json out.json]`
+"""The evaluation suite: does a model understand the synthetic world, and does it beat predicting pixels?
 
-On held-out seeds of `jepa_demo.world` (training uses seeds far below `HELD_OUT_SEED`):
-- violation of expectation: matched pairs (same start, one with a physics violation) per kind; a scorer is right on
-  a pair when the implausible twin gets the higher score. On clean clips and on clips with irrelevant detail.
-- kNN probe: how well embeddings predict the world's labels (k nearest neighbours, cosine).
-The same for a randomly initialised encoder of the same shape and, for pairs, a trivial pixel heuristic (the largest
-jump in frame-difference energy). This module knows nothing about training loops or the app.
+    python -m jepa_demo.evaluate [--checkpoint DIR ...] [--json out.json] [--report docs/results.md]
+
+On held-out seeds of `jepa_demo.world` (training uses seeds far below `HELD_OUT_SEED`), for each checkpoint (by
+default every shipped one: the JEPA default, the pixel baseline, the SIGReg JEPA), a randomly initialised encoder of
+the first one's shape, and a trivial pixel heuristic (the largest jump in frame-difference energy):
+- violation of expectation: matched pairs (same start, one with a physics violation) per kind, on clean clips and on
+  clips with irrelevant detail (per-frame noise, textured/flickering backgrounds). Pairwise accuracy (the
+  implausible twin scores higher; a tie counts half) and AUROC over all clips, with bootstrap 95 % intervals
+  (resampling pairs);
+- representation: kNN and linear (logistic) probes of the world's labels, effective rank of clip embeddings;
+- tracking: future-prediction error on the tokens objects cover, next to copying the last visible target.
+`--report` writes a Markdown report with plots (docs/results.md is generated this way). This module knows nothing
+about training loops or the app.
 """
 
 import argparse
 import dataclasses
 import json
 import sys
+import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from .checkpoint import CheckpointError
 from .inference import JEPAModel, load_model
-from .model import VideoJEPA
+from .model import VideoJEPA, effective_rank
 from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_clip
 
 HELD_OUT_SEED = 1_000_000_000
 PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
+SHIPPED = ("default", "pixel-baseline", "jepa-sigreg")
+CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+RANDOM, FRAME_DIFFERENCE = "random encoder", "frame difference"
 
 
 def pair_world(detail: bool, num_frames: int = 32, size: int = 64) -> WorldConfig:
@@ -51,14 +66,47 @@ def frame_difference_score(video: np.ndarray) -> float:
     return float(np.abs(np.diff(energy)).max()) if len(energy) > 1 else 0.0
 
 
+def score_pairs(score, pairs) -> np.ndarray:
+    """(n, 2): each pair's (plausible, implausible) scores."""
+    return np.array([[score(plausible), score(implausible)] for _, plausible, implausible in pairs], dtype=np.float64)
+
+
+def _wins(scores: np.ndarray) -> np.ndarray:
+    """(n, n): 1 where implausible clip i outscores plausible clip j, 1/2 on a tie. The diagonal is the matched pairs
+    (pairwise accuracy), the mean over all entries the AUROC."""
+    return (np.sign(scores[:, 1, None] - scores[None, :, 0]) + 1) / 2
+
+
+def _with_intervals(scores: np.ndarray, rng: np.random.Generator, resamples: int) -> dict:
+    """Pairwise accuracy and AUROC with percentile-bootstrap 95 % intervals, resampling whole pairs."""
+    wins = _wins(scores)
+    matched = np.diag(wins)
+    samples = rng.integers(0, len(scores), size=(resamples, len(scores)))
+    accuracy = matched[samples].mean(axis=1)
+    auroc = np.array([wins[np.ix_(s, s)].mean() for s in samples])
+    return {"accuracy": float(matched.mean()), "accuracy_ci": _interval(accuracy),
+            "auroc": float(wins.mean()), "auroc_ci": _interval(auroc), "pairs": len(scores)}
+
+
+def _interval(samples: np.ndarray) -> list[float]:
+    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
+
+
+def pair_statistics(scores: np.ndarray, kinds: list[str], resamples: int = 1000, seed: int = 0) -> dict:
+    """Accuracy and AUROC (with intervals) over all pairs and per violation kind."""
+    rng = np.random.default_rng(seed)
+    kind_of = np.asarray(kinds)
+    per_kind = {kind: _with_intervals(scores[kind_of == kind], rng, resamples) for kind in dict.fromkeys(kinds)}
+    return {**_with_intervals(scores, rng, resamples), "per_kind": per_kind}
+
+
 def pair_accuracy(score, pairs) -> dict:
     """Share of pairs where score(implausible) > score(plausible), overall and per kind; a tie counts half (the
     twins share their start, so a score that peaks there cannot tell them apart)."""
-    wins = defaultdict(list)
-    for kind, plausible, implausible in pairs:
-        wins[kind].append(float(np.sign(score(implausible) - score(plausible)) + 1) / 2)
-    per_kind = {kind: float(np.mean(w)) for kind, w in wins.items()}
-    return {"accuracy": float(np.mean([x for w in wins.values() for x in w])), "per_kind": per_kind}
+    wins = np.diag(_wins(score_pairs(score, pairs)))
+    kinds = [kind for kind, _, _ in pairs]
+    per_kind = {kind: float(wins[np.asarray(kinds) == kind].mean()) for kind in dict.fromkeys(kinds)}
+    return {"accuracy": float(wins.mean()), "per_kind": per_kind}
 
 
 def labelled_clips(count: int, first_seed: int, size: int, num_frames: int):
@@ -66,28 +114,39 @@ def labelled_clips(count: int, first_seed: int, size: int, num_frames: int):
     return [render_clip(first_seed + i, cfg) for i in range(count)]
 
 
-def knn_probe(embed, train_clips, test_clips, k: int = 5) -> dict:
-    """kNN accuracy per label, from embeddings of clean clips (cosine distance)."""
+def representation_scores(embed, train_clips, test_clips, k: int = 5) -> dict:
+    """kNN (cosine) and linear (logistic regression on standardised embeddings) probe accuracy per label, and the
+    effective rank (RankMe) of the test clips' embeddings."""
     train_x = np.stack([embed(c.frames) for c in train_clips])
     test_x = np.stack([embed(c.frames) for c in test_clips])
-    scores = {}
+    probes = {"knn": KNeighborsClassifier(n_neighbors=k, metric="cosine"),
+              "linear": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))}
+    scores = {name: {} for name in probes}
     for label in PROBE_LABELS:
         train_y = [str(c.labels[label]) for c in train_clips]
         test_y = [str(c.labels[label]) for c in test_clips]
-        knn = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(train_x, train_y)
-        scores[label] = float(knn.score(test_x, test_y))
-    scores["mean"] = float(np.mean([scores[label] for label in PROBE_LABELS]))
+        for name, probe in probes.items():
+            scores[name][label] = _probe_accuracy(probe, train_x, train_y, test_x, test_y)
+    for name in probes:
+        scores[name]["mean"] = float(np.mean([scores[name][label] for label in PROBE_LABELS]))
+    scores["effective_rank"] = effective_rank(torch.from_numpy(test_x))
     return scores
+
+
+def _probe_accuracy(probe, train_x, train_y, test_x, test_y) -> float:
+    if len(set(train_y)) < 2:  # one class seen in training: the probe can only answer it
+        return float(np.mean([y == train_y[0] for y in test_y]))
+    return float(probe.fit(train_x, train_y).score(test_x, test_y))
 
 
 def tracking_errors(model: JEPAModel, clips) -> dict:
     """Has the predictor learned where objects go? Error of the future-mask prediction on the tokens objects cover
-    (and on the rest), next to the error of copying each token's target latent from the last visible time step
-    ('latent persistence': a model that knows nothing about motion). Clips must match the model's size and length."""
+    (and on the rest), next to the error of copying each token's target from the last visible time step
+    ('persistence': a model that knows nothing about motion). Clips must match the model's size and length."""
     errors = defaultdict(list)
     for clip in clips:
         result = model.predict_masked(clip.frames, mask="future")
-        latents = model.target_latents(clip.frames)  # (t, h, w, D)
+        latents = model.target_latents(clip.frames)  # (t, h, w, D')
         hidden_steps = np.flatnonzero(result.mask.any(axis=(1, 2)))
         copied = np.abs(latents[hidden_steps] - latents[hidden_steps[0] - 1]).mean(axis=-1)  # (F, h, w)
         objects = _object_tokens(clip, model.cfg)[hidden_steps]
@@ -117,71 +176,124 @@ def random_twin(model: JEPAModel, seed: int = 0) -> JEPAModel:
     return JEPAModel(VideoJEPA(model.cfg), model.preprocess, model.config, str(model.device))
 
 
-def evaluate(model: JEPAModel, num_pairs: int = 100, probe_train: int = 300, probe_test: int = 200) -> dict:
-    size, frames = model.preprocess.img_size, model.cfg.num_frames
+def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: int = 300, probe_test: int = 200,
+             resamples: int = 1000) -> dict:
+    """The whole suite for `models` (name -> model; the first one gets a random twin), plus the pixel heuristic.
+    All models must share the preprocessing of the first (the clips are rendered once at its size and length)."""
+    started = time.time()
+    first = next(iter(models.values()))
+    size, frames = first.preprocess.img_size, first.cfg.num_frames
+    for name, model in models.items():
+        if (model.preprocess.img_size, model.cfg.num_frames) != (size, frames):
+            raise ValueError(f"{name} takes {model.cfg.num_frames} frames of {model.preprocess.img_size} px, the first "
+                             f"checkpoint {frames} of {size} px: evaluate them separately")
+    models = {**models, RANDOM: random_twin(first)}
+    described = {name: _describe(model) for name, model in models.items()}
+    described[RANDOM]["step"] = 0
     train_clips = labelled_clips(probe_train, HELD_OUT_SEED + 500_000, size, frames)
     test_clips = labelled_clips(probe_test, HELD_OUT_SEED + 600_000, size, frames)
-    baseline = random_twin(model)
-    report = {"num_pairs": num_pairs, "knn_probe": {}, "pairs": {}}
-    for name, candidate in (("jepa", model), ("random_encoder", baseline)):
-        report["knn_probe"][name] = knn_probe(candidate.embed, train_clips, test_clips)
-    report["knn_probe"]["majority"] = majority_rates(test_clips)
     plain = [render_clip(HELD_OUT_SEED + 700_000 + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
-             for i in range(num_pairs // 2)]
-    report["tracking"] = tracking_errors(model, plain)
+             for i in range(max(1, num_pairs // 2))]
+    report = {"models": described,
+              "representation": {name: representation_scores(model.embed, train_clips, test_clips)
+                                 for name, model in models.items()},
+              "majority": majority_rates(test_clips),
+              "tracking": {name: tracking_errors(model, plain) for name, model in models.items()},
+              "pairs": {}}
+    scorers = {name: (lambda v, m=model: m.surprise(v).score) for name, model in models.items()}
+    scorers[FRAME_DIFFERENCE] = frame_difference_score
     for condition, detail in (("clean", False), ("detail", True)):
         pairs = violation_pairs(num_pairs, detail, size)
-        report["pairs"][condition] = {
-            "jepa": pair_accuracy(lambda v: model.surprise(v).score, pairs),
-            "random_encoder": pair_accuracy(lambda v: baseline.surprise(v).score, pairs),
-            "frame_difference": pair_accuracy(frame_difference_score, pairs),
-        }
+        kinds = [kind for kind, _, _ in pairs]
+        report["pairs"][condition] = {name: pair_statistics(score_pairs(score, pairs), kinds, resamples)
+                                      for name, score in scorers.items()}
+    report["settings"] = {"num_pairs": num_pairs, "probe_train": probe_train, "probe_test": probe_test,
+                          "resamples": resamples, "seconds": round(time.time() - started, 1),
+                          "threads": torch.get_num_threads()}
     return report
 
 
+def _describe(model: JEPAModel) -> dict:
+    train = model.config.get("train", {})
+    trained = sum(p.numel() for p in model.net.parameters() if p.requires_grad)  # not the EMA copy
+    return {"objective": model.objective, "step": model.config.get("step"), "steps": train.get("steps"),
+            "params": model.info()["params"], "trained_params": trained}
+
+
+def _ci(stats: dict, key: str) -> str:
+    low, high = stats[f"{key}_ci"]
+    return f"{stats[key]:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def format_report(report: dict) -> str:
-    """Markdown tables (they read fine in a terminal too): the README's results are pasted from this."""
-    probe = report["knn_probe"]
-    lines = ["kNN probe accuracy, held-out clips (k=5, cosine)", "",
-             "| label | JEPA | random encoder | most common value |", "|---|---|---|---|"]
-    lines += [f"| {label} | {probe['jepa'][label]:.3f} | {probe['random_encoder'][label]:.3f} | "
-              f"{probe['majority'][label]:.3f} |" for label in (*PROBE_LABELS, "mean")]
-    track = report["tracking"]
-    lines += ["", "Future prediction error (mean absolute latent error) on the last time steps of plain clips", "",
-              "| tokens | JEPA predictor | copy the last visible latent |", "|---|---|---|",
-              f"| with an object | {track['model_objects']:.3f} | {track['persistence_objects']:.3f} |",
-              f"| background | {track['model_background']:.3f} | {track['persistence_background']:.3f} |"]
+    """Markdown tables (they read fine in a terminal too)."""
+    lines = []
     for condition, scorers in report["pairs"].items():
-        lines += ["", f"Violation pairs, {condition} clips ({report['num_pairs']} pairs): share where the implausible "
-                  "twin scores higher (a tie counts half)", "",
+        lines += [f"### Violation pairs, {condition} clips ({report['settings']['num_pairs']} pairs)", "",
+                  "Pairwise accuracy: share of pairs where the implausible twin scores higher (a tie counts half); "
+                  "AUROC over all clips; [95 % bootstrap interval].", "",
                   "| kind | " + " | ".join(scorers) + " |", "|---" * (len(scorers) + 1) + "|"]
-        for kind in (*VIOLATIONS, "all"):
-            cells = [s["accuracy"] if kind == "all" else s["per_kind"].get(kind, float("nan"))
-                     for s in scorers.values()]
-            lines.append(f"| {kind} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        for kind in VIOLATIONS:
+            lines.append(f"| {kind} | " + " | ".join(_ci(s["per_kind"][kind], "accuracy") for s in scorers.values())
+                         + " |")
+        lines.append("| **all: accuracy** | " + " | ".join(_ci(s, "accuracy") for s in scorers.values()) + " |")
+        lines += ["| **all: AUROC** | " + " | ".join(_ci(s, "auroc") for s in scorers.values()) + " |", ""]
+    rep, majority = report["representation"], report["majority"]
+    for probe, title in (("knn", "kNN probe (k=5, cosine)"), ("linear", "Linear probe (logistic regression)")):
+        lines += [f"### {title}: accuracy on held-out clips ({report['settings']['probe_test']} clips)", "",
+                  "| label | " + " | ".join(rep) + " | most common value |", "|---" * (len(rep) + 2) + "|"]
+        lines += [f"| {label} | " + " | ".join(f"{r[probe][label]:.3f}" for r in rep.values())
+                  + f" | {majority[label]:.3f} |" for label in (*PROBE_LABELS, "mean")]
+        lines.append("")
+    lines += ["### Effective rank (RankMe) of the held-out clips' embeddings", "", "| | " + " | ".join(rep) + " |",
+              "|---" * (len(rep) + 1) + "|",
+              "| effective rank | " + " | ".join(f"{r['effective_rank']:.1f}" for r in rep.values()) + " |", ""]
+    track = report["tracking"]
+    lines += ["### Future prediction error on plain clips (mean absolute error; pixels for the pixel baseline)", "",
+              "| model | object tokens | copy last visible, object tokens | background | copy last, background |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {name} | {t['model_objects']:.3f} | {t['persistence_objects']:.3f} | {t['model_background']:.3f} "
+              f"| {t['persistence_background']:.3f} |" for name, t in track.items()]
     return "\n".join(lines)
+
+
+def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
+    """Name (the folder's or repo's last part) -> model, for the given checkpoints or every shipped one."""
+    paths = given or [str(CHECKPOINTS_DIR / name) for name in SHIPPED if (CHECKPOINTS_DIR / name).is_dir()]
+    if not paths:
+        raise ValueError("no checkpoint given and none shipped under checkpoints/")
+    names = [Path(path).name for path in paths]
+    if len(set(names)) < len(names):
+        raise ValueError(f"two checkpoints share a name ({', '.join(names)}): the report could not tell them apart")
+    return {name: load_model(path) for name, path in zip(names, paths)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="checkpoints/default")
-    parser.add_argument("--pairs", type=int, default=100)
-    parser.add_argument("--probe-clips", type=int, default=300, help="kNN training clips (and 2/3 as many to test)")
+    parser.add_argument("--checkpoint", action="append",
+                        help="a checkpoint folder or Hub id (repeat for several; the first gets the random twin); "
+                             f"default: the shipped ones ({', '.join(SHIPPED)})")
+    parser.add_argument("--pairs", type=int, default=100, help="violation pairs per condition")
+    parser.add_argument("--probe-clips", type=int, default=300, help="probe training clips (and 2/3 as many to test)")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--json", help="also write the report as JSON to this file")
+    parser.add_argument("--report", help="also write a Markdown report with plots (e.g. docs/results.md)")
     args = parser.parse_args(argv)
-    if min(args.pairs, args.probe_clips) < 1:
-        parser.error("--pairs and --probe-clips must be at least 1")
+    if min(args.pairs, args.probe_clips, args.resamples) < 1:
+        parser.error("--pairs, --probe-clips and --resamples must be at least 1")
     try:
-        model = load_model(args.checkpoint)
-    except CheckpointError as err:
+        report = evaluate(_load_all(args.checkpoint), num_pairs=args.pairs, probe_train=args.probe_clips,
+                          probe_test=max(1, args.probe_clips * 2 // 3), resamples=args.resamples)
+    except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = evaluate(model, num_pairs=args.pairs, probe_train=args.probe_clips,
-                      probe_test=max(1, args.probe_clips * 2 // 3))
     print(format_report(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.report:
+        from .results import write_results
+
+        write_results(report, Path(args.report), " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
     return 0
 
 

@@ -6,14 +6,16 @@
     model.surprise(video)                           # per-step surprise, heatmap, score
 
 `video` is always a uint8 array (T, H, W, 3) as returned by `jepa_demo.read_video`; resampling and resizing happen
-here through `jepa_demo.preprocess`. Targets come from `normalize_targets` (the training loss's own) and errors from
-`latent_error`, both in `jepa_demo.model`. This module knows nothing about files, UIs or training.
+here through `jepa_demo.preprocess`. Targets come from `VideoJEPA.encode_targets` (the training loss's own) and
+errors from `latent_error`, both in `jepa_demo.model`; the same code serves every objective, the pixel baseline too.
+This module knows nothing about files, UIs or training.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .checkpoint import build_model, device_for
 from .config import PreprocessConfig
@@ -72,14 +74,21 @@ class JEPAModel:
 
     @torch.inference_mode()
     def embed(self, video) -> np.ndarray:
-        """Mean-pooled target-encoder tokens of `num_frames` frames sampled over the clip: (D,) float32."""
+        """Mean-pooled tokens of the embedding encoder (the EMA teacher when there is one) over `num_frames` frames
+        sampled over the clip: (D,) float32."""
         with self._autocast():
-            tokens = self.net.target_encoder(self._input(video, self.cfg.num_frames))  # (1, N, D)
+            tokens = self.net.embedding_encoder(self._input(video, self.cfg.num_frames))  # (1, N, D)
         return tokens.float().mean(dim=1)[0].cpu().numpy()
+
+    @property
+    def objective(self) -> str:
+        """"jepa", "jepa-sigreg" or "pixel": what `predict_masked` and `surprise` predict (see jepa_demo.model)."""
+        return self.cfg.objective
 
     @torch.inference_mode()
     def target_latents(self, video) -> np.ndarray:
-        """The normalised target-encoder latents of every token, (t, h, w, D): what predictions are compared to."""
+        """The target of every token, (t, h, w, D'): what predictions are compared to (normalised latents; for the
+        pixel baseline, the token's normalised pixels)."""
         with self._autocast():
             targets = self.net.encode_targets(self._input(video, self.cfg.num_frames))[0]  # (N, D)
         return targets.float().cpu().numpy().reshape(*self.cfg.grid, -1)
@@ -128,10 +137,11 @@ class JEPAModel:
 
     @torch.inference_mode()
     def surprise(self, video, future_steps: int | None = None, max_frames: int | None = None,
-                 batch_size: int = 16) -> Surprise:
+                 batch_size: int = 16, progress: bool = False) -> Surprise:
         """V-JEPA-style surprise: slide a window over the clip; from its first steps, predict the last
         `future_steps` steps' target latents; error = distance to the actual ones, averaged per predicted step.
-        `future_steps` defaults to what the checkpoint was trained to predict."""
+        `future_steps` defaults to what the checkpoint was trained to predict. `progress`: a bar over the batches
+        of windows, when stderr is a terminal."""
         x, frame_index = self._surprise_input(video, max_frames)
         steps_in_clip = x.shape[2] // self.cfg.tubelet
         window = self.cfg.grid[0]
@@ -140,8 +150,10 @@ class JEPAModel:
         hidden[window - future_steps:] = True
         context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))
         starts = list(range(steps_in_clip - window + 1))
+        batches = tqdm(range(0, len(starts), batch_size), desc="surprise", unit="batch", leave=False,
+                       disable=None if progress else True)  # None: only on a terminal
         errors = torch.cat([self._window_errors(x, starts[i:i + batch_size], context_idx, target_idx)
-                            for i in range(0, len(starts), batch_size)])  # (W, F, h, w)
+                            for i in batches])  # (W, F, h, w)
         heatmap = _average_by_step(errors, steps_in_clip, window - future_steps)
         per_step = heatmap.mean(axis=(1, 2))
         first = window - future_steps

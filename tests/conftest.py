@@ -43,6 +43,17 @@ def tiny_checkpoint(tmp_path, tiny_model, tiny_preprocess):
 
 
 @pytest.fixture
+def tiny_pixel_checkpoint(tmp_path, tiny_preprocess):
+    """A tiny random pixel-baseline checkpoint (objective "pixel"), saved like `tiny_checkpoint`."""
+    from jepa_demo.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    save_checkpoint(VideoJEPA(model_config_from_preset("tiny", objective="pixel")), tmp_path / "tiny-pixel",
+                    tiny_preprocess, step=1)
+    return tmp_path / "tiny-pixel"
+
+
+@pytest.fixture
 def tiny_inference(tiny_checkpoint):
     """The tiny checkpoint loaded for inference on CPU, as a user would."""
     from jepa_demo.inference import load_model

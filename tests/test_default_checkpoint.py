@@ -1,37 +1,42 @@
-"""Golden checks of the shipped checkpoint (checkpoints/default): it loads, it is small, it did not collapse, and its
-surprise reacts to an object appearing from nothing.
+"""Golden checks of the shipped checkpoints (checkpoints/default, and its comparisons pixel-baseline and jepa-sigreg):
+they load, they are small, the default did not collapse, and a small run of the evaluation suite stays above the
+margins stated below.
 
-These guard against regressions at the one level the checkpoint reaches today; they are not the goals. The kNN probe
-and the other violation kinds, where it does not beat a random encoder or the frame-difference heuristic, are measured
-by `python -m jepa_demo.evaluate` and reported in the README; no test pretends otherwise."""
+These guard against regressions at the level the default reaches today; they are not the goals. The goals (issue 4:
+pairwise accuracy >= 0.97, +0.15 over the pixel baseline with irrelevant detail, kNN +0.2 over a random encoder) are
+measured by `python -m jepa_demo.evaluate --report docs/results.md`, and docs/results.md says they are not met; no
+test pretends otherwise."""
 
 from pathlib import Path
 
 import pytest
 
-from jepa_demo.evaluate import pair_accuracy, violation_pairs
+from jepa_demo.evaluate import RANDOM, evaluate
 from jepa_demo.inference import load_model
 from train.report import read_metrics
 
-DEFAULT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT = CHECKPOINTS / "default"
 # Collapse floors (see README): a collapsed encoder has target std -> 0 and RankMe -> 1; a random one ~0.45 and ~47.
 MIN_TARGET_STD = 0.1
 MIN_RANKME = 5.0
-MIN_APPEAR_ACCURACY = 0.8  # measured 0.94-1.00 on held-out pairs
+# Margins of the small suite below (24 pairs, 60 + 40 probe clips), with what the shipped default measured:
+MIN_APPEAR_ACCURACY = 0.8  # an object appearing from nothing, clean and with detail: measured 1.00 and 1.00
+PROBE_FLOOR_SLACK = 0.1  # probes may fall at most this far below the most-common-value floor (measured +0.01, -0.04)
+MIN_CLIP_RANK = 2.0  # effective rank of clip embeddings (a collapsed encoder gives 1; measured 2.8)
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model(DEFAULT, device="cpu")
-
-
-def test_shipped_checkpoint_is_complete_and_small(model):
-    for name in ("model.safetensors", "config.json", "README.md", "metrics.csv", "training_curves.png"):
-        assert (DEFAULT / name).is_file(), name
-    assert (DEFAULT / "model.safetensors").stat().st_size <= 25 * 2**20
-    assert model.info()["step"] == model.config["train"]["steps"]
-    card = (DEFAULT / "README.md").read_text()
+@pytest.mark.parametrize("name", ["default", "pixel-baseline", "jepa-sigreg"])
+def test_shipped_checkpoints_are_complete_small_and_recorded(name):
+    folder = CHECKPOINTS / name
+    for part in ("model.safetensors", "config.json", "README.md", "metrics.csv", "training_curves.png"):
+        assert (folder / part).is_file(), part
+    assert (folder / "model.safetensors").stat().st_size <= 25 * 2**20
+    model = load_model(folder, device="cpu")
+    assert model.info()["step"] == model.config["train"]["steps"] == 1500  # the same budget for all three
+    card = (folder / "README.md").read_text()
     assert "python -m train --config train/configs/cpu.yaml" in card
+    assert model.objective == {"default": "jepa"}.get(name, name.removesuffix("-baseline"))
 
 
 def test_training_log_shows_no_collapse():
@@ -41,8 +46,13 @@ def test_training_log_shows_no_collapse():
 
 
 @pytest.mark.slow
-def test_surprise_is_higher_when_an_object_appears_from_nothing(model):
-    pairs = [(k, p, i) for k, p, i in violation_pairs(60, detail=False, size=model.preprocess.img_size)
-             if k == "appear"]
-    accuracy = pair_accuracy(lambda video: model.surprise(video).score, pairs)["accuracy"]
-    assert accuracy >= MIN_APPEAR_ACCURACY, accuracy
+def test_small_evaluation_suite_stays_above_the_stated_margins():
+    models = {name: load_model(CHECKPOINTS / name, device="cpu") for name in ("default", "pixel-baseline")}
+    report = evaluate(models, num_pairs=24, probe_train=60, probe_test=40, resamples=200)
+    for condition in ("clean", "detail"):
+        assert report["pairs"][condition]["default"]["per_kind"]["appear"]["accuracy"] >= MIN_APPEAR_ACCURACY
+        assert set(report["pairs"][condition]) == {"default", "pixel-baseline", RANDOM, "frame difference"}
+    floor = report["majority"]["mean"] - PROBE_FLOOR_SLACK
+    assert report["representation"]["default"]["knn"]["mean"] >= floor
+    assert report["representation"]["default"]["linear"]["mean"] >= floor
+    assert report["representation"]["default"]["effective_rank"] >= MIN_CLIP_RANK

@@ -4,21 +4,19 @@ import numpy as np
 import pytest
 
 from jepa_demo.evaluate import (
+    FRAME_DIFFERENCE,
+    RANDOM,
     evaluate,
     format_report,
     frame_difference_score,
     main,
     pair_accuracy,
+    pair_statistics,
     tracking_errors,
     violation_pairs,
 )
 from jepa_demo.inference import load_model
 from jepa_demo.world import VIOLATIONS, WorldConfig, render_clip
-
-
-@pytest.fixture
-def checkpoint(tiny_checkpoint):
-    return tiny_checkpoint
 
 
 def test_pair_accuracy_counts_wins_losses_and_ties_per_kind():
@@ -28,6 +26,30 @@ def test_pair_accuracy_counts_wins_losses_and_ties_per_kind():
     assert result["per_kind"] == {"teleport": 0.5, "vanish": 0.5}
     assert result["accuracy"] == pytest.approx(0.5)
     assert pair_accuracy(lambda v: float(v.mean()), pairs[:1])["accuracy"] == 1.0
+
+
+def test_auroc_compares_every_implausible_clip_with_every_plausible_one():
+    # (plausible, implausible): each pair is won, but pair 2's implausible clip scores below pair 1's plausible one
+    scores = np.array([[0.0, 1.0], [2.0, 3.0]])
+    stats = pair_statistics(scores, ["teleport", "teleport"], resamples=200)
+    assert stats["accuracy"] == 1.0
+    assert stats["auroc"] == pytest.approx(3 / 4)  # 1 > 0, 3 > 0, 3 > 2; 1 < 2
+    assert stats["per_kind"]["teleport"]["auroc"] == pytest.approx(3 / 4)
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_pairs():
+    rng = np.random.default_rng(0)
+    def noisy_pairs(n):  # the implausible twin scores higher 70 % of the time
+        plausible = rng.normal(size=n)
+        return np.stack([plausible, plausible + np.where(rng.random(n) < 0.7, 1.0, -1.0)], axis=1)
+    few, many = (pair_statistics(noisy_pairs(n), ["vanish"] * n, resamples=500) for n in (20, 400))
+    for stats in (few, many):
+        for key in ("accuracy", "auroc"):
+            low, high = stats[f"{key}_ci"]
+            assert low <= stats[key] <= high
+    width = lambda s: s["accuracy_ci"][1] - s["accuracy_ci"][0]  # noqa: E731
+    assert width(many) < width(few) / 2
+    assert many["accuracy_ci"][0] > 0.6 and many["accuracy_ci"][1] < 0.8
 
 
 def test_frame_difference_score_finds_a_sudden_change():
@@ -46,19 +68,42 @@ def test_violation_pairs_are_held_out_matched_twins_of_every_kind():
         assert np.array_equal(plausible[:6], implausible[:6])  # same start, the violation comes later
 
 
-def test_small_evaluation_reports_every_scorer_and_writes_json(checkpoint, tmp_path, capsys):
-    report = evaluate(load_model(checkpoint, device="cpu"), num_pairs=6, probe_train=20, probe_test=10)
+def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpoint, tiny_pixel_checkpoint,
+                                                                     tmp_path, capsys):
+    out, md = tmp_path / "report.json", tmp_path / "docs" / "results.md"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tiny_pixel_checkpoint), "--pairs", "12",
+            "--probe-clips", "20", "--resamples", "50", "--json", str(out), "--report", str(md)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    names = {"tiny", "tiny-pixel", RANDOM}
+    assert report["models"]["tiny-pixel"]["objective"] == "pixel"
     for condition in ("clean", "detail"):
         scorers = report["pairs"][condition]
-        assert set(scorers) == {"jepa", "random_encoder", "frame_difference"}
-        assert all(0 <= s["accuracy"] <= 1 and set(s["per_kind"]) == set(VIOLATIONS) for s in scorers.values())
-    assert 0 <= report["knn_probe"]["jepa"]["mean"] <= 1 and 0 < report["knn_probe"]["majority"]["mean"] <= 1
-    assert "| teleport |" in format_report(report)
+        assert set(scorers) == names | {FRAME_DIFFERENCE}
+        for stats in scorers.values():
+            assert set(stats["per_kind"]) == set(VIOLATIONS) and stats["pairs"] == 12
+            assert stats["accuracy_ci"][0] <= stats["accuracy"] <= stats["accuracy_ci"][1]
+            assert 0 <= stats["auroc"] <= 1
+    for name in names:
+        rep = report["representation"][name]
+        assert 0 <= rep["knn"]["mean"] <= 1 and 0 <= rep["linear"]["mean"] <= 1 and rep["effective_rank"] >= 1
+    assert "| teleport |" in capsys.readouterr().out
+    text = md.read_text()
+    assert "## Goals for the default checkpoint" in text and "pixel baseline `tiny-pixel`" in text
+    assert (tmp_path / "docs" / "results" / "violations.png").stat().st_size > 1000
+    assert (tmp_path / "docs" / "results" / "probes.png").stat().st_size > 1000
 
-    out = tmp_path / "report.json"
-    assert main(["--checkpoint", str(checkpoint), "--pairs", "6", "--probe-clips", "20", "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["num_pairs"] == 6
-    assert "kNN probe" in capsys.readouterr().out
+
+def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_inference):
+    from jepa_demo.results import goal_lines, summary_lines
+
+    report = evaluate({"tiny": tiny_inference}, num_pairs=6, probe_train=12, probe_test=6, resamples=20)
+    report["pairs"]["clean"]["tiny"]["accuracy"] = 0.99
+    assert any("| yes |" in line for line in goal_lines(report) if "clean" in line)
+    report["pairs"]["clean"]["tiny"]["accuracy"] = 0.5
+    assert any("| **no** |" in line for line in goal_lines(report) if "clean" in line)
+    assert "| kind |" in format_report(report)
+    assert any("kNN probe" in line for line in summary_lines(report))
 
 
 def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
@@ -67,8 +112,19 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(checkpoint):
-    model = load_model(checkpoint, device="cpu")
+def test_checkpoints_of_different_input_sizes_are_refused(tiny_checkpoint, tmp_path, capsys):
+    from jepa_demo.checkpoint import save_checkpoint
+    from jepa_demo.config import PreprocessConfig, model_config_from_preset
+    from jepa_demo.model import VideoJEPA
+
+    other = model_config_from_preset("tiny", img_size=48)
+    save_checkpoint(VideoJEPA(other), tmp_path / "wide", PreprocessConfig(img_size=48, num_frames=4), step=1)
+    assert main(["--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tmp_path / "wide")]) == 2
+    assert "evaluate them separately" in capsys.readouterr().err
+
+
+def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(tiny_checkpoint):
+    model = load_model(tiny_checkpoint, device="cpu")
     clips = [render_clip(i, WorldConfig(size=32, num_frames=4, occluder_prob=0, min_objects=3, radius=(0.2, 0.25)))
              for i in range(3)]
     errors = tracking_errors(model, clips)
