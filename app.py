@@ -23,6 +23,7 @@ from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, wit
 ROOT = Path(__file__).resolve().parent
 SHIPPED = {path.name: path for path in sorted((ROOT / "checkpoints").iterdir()) if (path / "config.json").is_file()}
 HOSTED = bool(os.environ.get("JEPA_LENS_HOSTED") or os.environ.get("SPACE_ID"))
+PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every other checkpoint's
 UPLOAD_TYPES = [".mp4", ".webm", ".mov", ".avi", ".gif"]
 MASKS = ["multiblock", "tube", "future", "random"]
 
@@ -48,8 +49,14 @@ def _load(checkpoint: str):
         raise gr.Error(str(err)) from None
 
 
+def _explorer(checkpoint: str, progress) -> Explorer:
+    model = _load(checkpoint)
+    compare = PIXEL_BASELINE in SHIPPED and model.objective != "pixel"
+    return Explorer(model, progress=progress, baseline=_load(PIXEL_BASELINE) if compare else None)
+
+
 # Models and galleries, shared read-only by every session: a cache, not per-user state.
-EXPLORERS = ExplorerCache(lambda checkpoint, progress: Explorer(_load(checkpoint), progress=progress))
+EXPLORERS = ExplorerCache(_explorer)
 
 
 def explorer_for(checkpoint: str, progress=None) -> Explorer:
@@ -136,7 +143,8 @@ def build_app() -> gr.Blocks:
                 checkpoint = gr.Dropdown(list(SHIPPED), value="default", label="checkpoint",
                                          allow_custom_value=not HOSTED,
                                          info="a shipped checkpoint" + ("" if HOSTED else
-                                                                        ", a local folder or a Hub repo id"))
+                                                                        ", a local folder or a Hub repo id: ours, "
+                                                                        "or V-JEPA 2 (facebook/vjepa2-...)"))
         gr.Examples(examples, inputs=video, label="examples: synthetic world clips")
         with gr.Tab("Masked prediction"):
             with gr.Row():
@@ -161,6 +169,13 @@ def build_app() -> gr.Blocks:
             map_plot = gr.Plot(label="UMAP of the gallery embeddings", elem_id="map-plot")
             map_numbers = gr.JSON(label="position", elem_id="map-numbers")
         with gr.Tab("Surprise"):
+            gr.Markdown("Surprise = how wrong the model's prediction of the next moments is. Each curve is divided "
+                        "by its model's own 95th percentile on plausible clips, so 1 means 'as surprising as the "
+                        "top 5 % of ordinary moments'. **What to look for:** a curve that jumps right after a "
+                        "violation and stays near or below 1 elsewhere; on the clips with irrelevant detail "
+                        "(noise, flicker), compare how far each curve rises where nothing physically wrong happens."
+                        + ("" if PIXEL_BASELINE not in SHIPPED else " The second curve is the pixel baseline, which "
+                           "predicts pixels instead of representations."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
             surprise_overlay = gr.Image(label="where: surprise heatmap over the frames of 8 predicted steps",

@@ -27,6 +27,7 @@ from .gallery import (
     load_or_build_gallery,
     nearest,
     place_on_map,
+    surprise_threshold,
 )
 from .inference import JEPAModel
 from .video import VideoError, read_video, video_info, write_video
@@ -50,6 +51,8 @@ MAX_FRAMES = 64  # frames decoded from an upload, spread over it: enough for eve
 _BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
 _SHOWN_FRAMES = 8
 _SHOWN_PIXELS = 160
+CURVE_NAMES = {"jepa": "JEPA (latent error)", "jepa-sigreg": "JEPA-SIGReg (latent error)",
+               "pixel": "pixel baseline (pixel error)"}
 
 
 class ClipError(ValueError):
@@ -106,10 +109,13 @@ class SurpriseView:
 
 
 class Explorer:
-    """One checkpoint with everything its views need."""
+    """One checkpoint with everything its views need; `baseline`, a second model (the pixel baseline), gets its
+    surprise curve drawn beside this one's."""
 
-    def __init__(self, model: JEPAModel, cache_dir=None, progress=None, num_clips: int = DEFAULT_CLIPS):
+    def __init__(self, model: JEPAModel, cache_dir=None, progress=None, num_clips: int = DEFAULT_CLIPS,
+                 baseline: JEPAModel | None = None):
         self.model = model
+        self.baseline = baseline
         self.gallery = load_or_build_gallery(model, cache_dir, num_clips=num_clips, progress=progress)
         self.thumbnail_dir = Path(cache_dir or default_cache_dir()) / f"thumbnails-{self.gallery.fingerprint}"
 
@@ -119,9 +125,16 @@ class Explorer:
         clips = [gallery_clip(self.gallery, i, self.model) for i in range(min(_BANK_CLIPS, len(self.gallery.seeds)))]
         return build_patch_bank(self.model, clips)
 
+    @cached_property
+    def baseline_threshold(self) -> float:
+        """The baseline's threshold, calibrated like the gallery's (on first use: a few seconds)."""
+        return surprise_threshold(self.baseline)
+
     def warm_up(self) -> "Explorer":
-        """Build now what the first masked prediction would otherwise wait for."""
+        """Build now what the first masked prediction and surprise comparison would otherwise wait for."""
         _ = self.bank
+        if self.baseline is not None:
+            _ = self.baseline_threshold
         return self
 
     @property
@@ -174,17 +187,26 @@ class Explorer:
         return map_figure(self.gallery.coords, self.gallery.labels, color_by, highlight=point), point
 
     def surprise(self, video) -> SurpriseView:
+        """Surprise over time, and beside it the baseline's when there is one. Each curve is divided by its model's
+        own threshold (errors in latents and in pixels have no common unit): 1 is where the top 5 % of moments in
+        plausible clips begin, for either model."""
         result = self.model.surprise(video)
-        above = result.per_step > self.threshold
-        figure = surprise_figure({"JEPA": (result.step_frames, result.per_step)}, threshold=self.threshold,
-                                 threshold_label=f"{THRESHOLD_PERCENTILE}th percentile of plausible clips")
+        curves = {CURVE_NAMES[self.model.objective]: (result.step_frames, result.per_step / self.threshold)}
+        numbers = {"score": result.score, "threshold": self.threshold, "per_step": result.per_step.tolist(),
+                   "step_frames": result.step_frames.tolist(),
+                   "peak_frame": int(result.step_frames[int(np.argmax(result.per_step))]),
+                   "frames_above_threshold": result.step_frames[result.per_step > self.threshold].tolist()}
+        if self.baseline is not None:
+            other = self.baseline.surprise(video)
+            curves[CURVE_NAMES[self.baseline.objective]] = (other.step_frames, other.per_step / self.baseline_threshold)
+            numbers["baseline"] = {"objective": self.baseline.objective, "score": other.score,
+                                   "threshold": self.baseline_threshold, "per_step": other.per_step.tolist(),
+                                   "step_frames": other.step_frames.tolist()}
+        figure = surprise_figure(curves, threshold=1.0, y_title="surprise ÷ the model's plausible threshold",
+                                 threshold_label=f"threshold: {THRESHOLD_PERCENTILE}th percentile of plausible clips")
         shown = self.model.shown_frames(video)
         overlay = surprise_overlay(shown, result.heatmap, result.step_frames, self.model.cfg.patch_size,
                                    vmax=max(float(result.heatmap.max()), 1e-6))
-        peak = int(np.argmax(result.per_step))
-        numbers = {"score": result.score, "threshold": self.threshold, "per_step": result.per_step.tolist(),
-                   "step_frames": result.step_frames.tolist(), "peak_frame": int(result.step_frames[peak]),
-                   "frames_above_threshold": result.step_frames[above].tolist()}
         return SurpriseView(figure=figure, overlay=_strip(overlay), numbers=numbers)
 
 

@@ -98,9 +98,15 @@ def build_gallery(model: JEPAModel, num_clips: int = DEFAULT_CLIPS, progress: Pr
     report(_EMBED_SHARE, "fitting the 2-D map (UMAP)")
     coords = _fit_map(embeddings)
     report(0.9, "calibrating the surprise threshold on plausible clips")
-    threshold = calibrate_surprise(model, seeds[:_THRESHOLD_CLIPS])
+    threshold = surprise_threshold(model)
     report(1.0, "gallery ready")
     return Gallery(seeds, labels, embeddings, center, coords, model_fingerprint(model), threshold)
+
+
+def surprise_threshold(model: JEPAModel) -> float:
+    """The gallery's threshold: per-step surprise on the first plausible gallery clips (a few seconds on 2 cores).
+    Also what a second model's curve is measured against when two are compared on one clip."""
+    return calibrate_surprise(model, GALLERY_SEED + np.arange(_THRESHOLD_CLIPS, dtype=np.int64))
 
 
 def calibrate_surprise(model: JEPAModel, seeds: np.ndarray) -> float:

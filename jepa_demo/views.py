@@ -127,7 +127,8 @@ def build_patch_bank(model, videos, max_tokens: int = 20000, seed: int = 0) -> P
         raise ValueError("build_patch_bank needs at least one gallery video")
     latents, patches = [], []
     for video in videos:
-        latents.append(model.target_latents(video).reshape(-1, model.cfg.dim))  # (N, D)
+        targets = model.target_latents(video)
+        latents.append(targets.reshape(-1, targets.shape[-1]))  # (N, D)
         frames = model.shown_frames(video, model.cfg.num_frames)
         patches.append(token_patches(frames, model.cfg.patch_size, model.cfg.tubelet).reshape(
             -1, model.cfg.patch_size, model.cfg.patch_size, 3))  # (N, p, p, 3)
@@ -164,7 +165,7 @@ def paste_patches(frames: np.ndarray, mask: np.ndarray, patches: np.ndarray, pat
 
 
 def surprise_figure(curves: dict, threshold: float | None = None, threshold_label: str = "", marks=None,
-                    violation_frame: int | None = None) -> go.Figure:
+                    violation_frame: int | None = None, y_title: str = "surprise (latent error)") -> go.Figure:
     """Surprise over time, one line per curve: {name: (step_frames, per_step)}, the model's first (e.g. "JEPA", then
     "pixel baseline").
 
@@ -183,7 +184,7 @@ def surprise_figure(curves: dict, threshold: float | None = None, threshold_labe
     _add_marks(fig, curves, threshold, marks)
     if violation_frame is not None:
         fig.add_vline(x=violation_frame, line_dash="dot", line_color="grey", annotation_text="violation")
-    fig.update_layout(xaxis_title="frame", yaxis_title="surprise (latent error)", hovermode="x unified",
+    fig.update_layout(xaxis_title="frame", yaxis_title=y_title, hovermode="x unified",
                       margin=dict(l=50, r=20, t=30, b=40))
     return fig
 

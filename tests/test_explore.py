@@ -89,6 +89,30 @@ def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, cli
     assert view.overlay.ndim == 3 and view.overlay.dtype == np.uint8
 
 
+def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_scale(explorer, clip):
+    import torch
+
+    from jepa_demo.config import model_config_from_preset
+    from jepa_demo.inference import JEPAModel
+    from jepa_demo.model import VideoJEPA
+
+    torch.manual_seed(1)
+    cfg = model_config_from_preset("tiny", objective="pixel")
+    pixel = JEPAModel(VideoJEPA(cfg), explorer.model.preprocess, {"model": {}, "preprocess": {}}, "cpu")
+    compared = Explorer(explorer.model, cache_dir=explorer.thumbnail_dir.parent, num_clips=40, baseline=pixel)
+    view = compared.surprise(clip)
+    baseline = view.numbers["baseline"]
+    assert baseline["objective"] == "pixel" and baseline["threshold"] == compared.baseline_threshold > 0
+    assert baseline["step_frames"] == view.numbers["step_frames"]  # both curves on the clip's frame axis
+    curves = {trace.name: np.asarray(trace.y) for trace in view.figure.data if trace.mode == "lines"}
+    assert set(curves) >= {"JEPA (latent error)", "pixel baseline (pixel error)"}
+    np.testing.assert_allclose(curves["pixel baseline (pixel error)"],
+                               np.array(baseline["per_step"]) / baseline["threshold"], rtol=1e-6)
+    np.testing.assert_allclose(curves["JEPA (latent error)"],
+                               np.array(view.numbers["per_step"]) / view.numbers["threshold"], rtol=1e-6)
+    assert "baseline" not in explorer.surprise(clip).numbers
+
+
 def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_newest():
     from jepa_demo.explore import ExplorerCache
 
