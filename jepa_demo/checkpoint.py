@@ -2,8 +2,9 @@
 
 `build_model` is the one loader every caller uses: it validates the config before allocating anything, loads the
 weights strictly, never unpickles, and turns every failure into a `CheckpointError` naming the file. A folder can be
-local or a Hugging Face Hub repo id (fetched with `huggingface_hub`, honouring `HF_HUB_OFFLINE`). Files are written to
-a temporary name and renamed, so a crash never leaves a half-written file. This module knows nothing about training
+local or a Hugging Face Hub repo id (fetched with `huggingface_hub`, honouring `HF_HUB_OFFLINE`); a V-JEPA 2 folder
+(transformers format) is handed to `jepa_demo.vjepa2`. `push_to_hub` uploads one of ours. Files are written to a
+temporary name and renamed, so a crash never leaves a half-written file. This module knows nothing about training
 loops, optimisers or the app.
 """
 
@@ -19,6 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_dict
 from .model import VideoJEPA
+from .vjepa2 import HUB_FILES as VJEPA2_HUB_FILES
+from .vjepa2 import build_vjepa2, is_vjepa2_config
 
 FORMAT = "jepa-lens"
 FORMAT_VERSION = 1
@@ -96,7 +99,7 @@ def _download_from_hub(repo_id: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})))
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
     except LocalEntryNotFoundError:
@@ -106,17 +109,45 @@ def _download_from_hub(repo_id: str) -> Path:
         raise CheckpointError(f"{repo_id}: download failed ({err.__class__.__name__}: {err})") from None
 
 
-def read_config(folder: Path) -> tuple[dict, ModelConfig, PreprocessConfig]:
-    """Parse and validate `config.json` before anything is allocated."""
-    path = Path(folder) / CONFIG_NAME
+def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
+    """Upload a checkpoint folder to a Hub model repo (created if needed): the files `load_model` reads plus the model
+    card, metrics and curves, never the training state. The folder is loaded first, so a broken checkpoint is never
+    pushed. `api` defaults to `huggingface_hub.HfApi()` (token from `hf auth login` or HF_TOKEN). Returns the URL."""
+    if not _REPO_ID.match(repo_id):
+        raise CheckpointError(f"{repo_id!r} is not a Hub repo id (expected user/name)")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such folder (push uploads a local checkpoint folder)")
+    _, _, config = build_model(folder)
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = api or HfApi()
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=_HUB_FILES,
+                          commit_message=f"JEPA Lens checkpoint {folder.name} (step {config.get('step')})")
+    except (HfHubHTTPError, OSError) as err:
+        raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {err})") from None
+    return str(url)
+
+
+def _read_json(path: Path):
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (every checkpoint folder needs {CONFIG_NAME})")
     try:
-        config = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_config(folder: Path) -> tuple[dict, ModelConfig, PreprocessConfig]:
+    """Parse and validate `config.json` before anything is allocated."""
+    path = Path(folder) / CONFIG_NAME
+    config = _read_json(path)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint config (missing \"format\": \"{FORMAT}\")")
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint config (missing \"format\": \"{FORMAT}\"; "
+                              "V-JEPA 2 folders have \"model_type\": \"vjepa2\")")
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {config.get('format_version')!r} is not supported "
                               f"(this version reads {FORMAT_VERSION})")
@@ -139,8 +170,11 @@ def read_weights(folder: Path) -> dict:
 
 
 def build_model(path_or_repo_id) -> tuple[VideoJEPA, PreprocessConfig, dict]:
-    """The one loader: (model in eval mode on CPU, its preprocessing, the full config dict)."""
+    """The one loader: (model in eval mode on CPU, its preprocessing, the full config dict). A V-JEPA 2 folder or
+    Hub repo (transformers format) comes back as a `VJEPA2Net` with the same interface."""
     folder = resolve_checkpoint(path_or_repo_id)
+    if is_vjepa2_config(_read_json(folder / CONFIG_NAME)):
+        return _build_vjepa2(folder, str(path_or_repo_id))
     config, model_cfg, preprocess = read_config(folder)
     model = VideoJEPA(model_cfg)
     state = clean_state_dict(read_weights(folder))
@@ -150,6 +184,19 @@ def build_model(path_or_repo_id) -> tuple[VideoJEPA, PreprocessConfig, dict]:
         summary = str(err).splitlines()[0] if str(err) else "keys or shapes differ"
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} ({summary})") from None
     return model.eval(), preprocess, config
+
+
+def _build_vjepa2(folder: Path, source: str):
+    path = folder / CONFIG_NAME
+    try:
+        return build_vjepa2(folder, _read_json(path), source)
+    except ValueError as err:  # our validation of its sizes and processor settings
+        raise CheckpointError(f"{path}: {err}") from None
+    except ImportError:
+        raise CheckpointError(f"{source}: V-JEPA 2 checkpoints need the `transformers` package") from None
+    except (OSError, RuntimeError, SafetensorError) as err:  # missing/corrupt weights, shapes unlike the config
+        summary = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        raise CheckpointError(f"{folder}: cannot load the V-JEPA 2 weights ({summary})") from None
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:

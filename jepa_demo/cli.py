@@ -36,7 +36,7 @@ def describe(command: str, path: str, model) -> dict:
     if command == "embed":
         embedding = model.embed(video)
         return {"file": path, "dim": int(embedding.size), "embedding": [round(float(v), 6) for v in embedding]}
-    result = model.surprise(video)
+    result = model.surprise(video, progress=True)  # a bar on a terminal: a large model on CPU takes a while
     peak_frame = int(result.step_frames[np.argmax(result.per_step)])
     return {"file": path, "score": round(result.score, 6), "per_step": [round(float(v), 6) for v in result.per_step],
             "step_frames": result.step_frames.tolist(), "peak_frame": peak_frame}

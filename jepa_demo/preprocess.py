@@ -1,9 +1,9 @@
 """The one preprocessing path: uint8 RGB frames -> the float tensor a model reads.
 
 Training, the CLI and the app all call `preprocess_video`, with the `PreprocessConfig` stored in the checkpoint, so
-they can never drift apart. Steps: sample frames uniformly in time, resize the short side to `img_size`, centre-crop
-a square, scale to [0, 1], normalise with the config's mean/std, lay out as (C, T, H, W). It knows nothing about
-files (see `jepa_demo.video`) or models.
+they can never drift apart. Steps: sample frames uniformly in time, resize the short side to `resize` (default
+`img_size`), centre-crop an `img_size` square, scale to [0, 1], normalise with the config's mean/std, lay out as
+(C, T, H, W). It knows nothing about files (see `jepa_demo.video`) or models.
 """
 
 import numpy as np
@@ -37,7 +37,7 @@ def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None
     if num_frames is not None:
         frames = frames[torch.from_numpy(sample_frame_indices(frames.shape[0], num_frames))]
     x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    x = resize_and_crop(x, cfg.img_size) / 255.0
+    x = resize_and_crop(x, cfg.img_size, cfg.resize_to) / 255.0
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     x = (x - mean) / std
@@ -49,12 +49,14 @@ def preprocess_batch(videos, cfg: PreprocessConfig) -> torch.Tensor:
     return torch.stack([preprocess_video(v, cfg) for v in videos])
 
 
-def resize_and_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, 3, H, W) float -> (T, 3, size, size): short side to `size` (antialiased bilinear), centre crop."""
+def resize_and_crop(x: torch.Tensor, size: int, short_side: int | None = None) -> torch.Tensor:
+    """(T, 3, H, W) float -> (T, 3, size, size): short side to `short_side` (default `size`; antialiased bilinear),
+    then a centre crop."""
     h, w = x.shape[-2:]
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    short_side = short_side or size
+    if (h, w) != (size, size) or short_side != size:
+        scale = short_side / min(h, w)
+        new_h, new_w = max(short_side, round(h * scale)), max(short_side, round(w * scale))
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
         top, left = (new_h - size) // 2, (new_w - size) // 2
         x = x[..., top:top + size, left:left + size]

@@ -13,7 +13,9 @@ from jepa_demo.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from jepa_demo.config import model_config_from_preset
 from jepa_demo.inference import load_model
+from jepa_demo.model import VideoJEPA
 
 
 @pytest.fixture
@@ -40,6 +42,15 @@ def test_saved_files_get_the_usual_permissions(tmp_path, tiny_model, tiny_prepro
     finally:
         os.umask(old)
     assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()} == {0o644}
+
+
+@pytest.mark.parametrize("objective", ["pixel", "jepa-sigreg"])
+def test_every_objective_round_trips(tmp_path, tiny_preprocess, objective):
+    model = VideoJEPA(model_config_from_preset("tiny", objective=objective))
+    save_checkpoint(model, tmp_path / objective, tiny_preprocess, step=3)
+    loaded, _, config = build_model(tmp_path / objective)
+    assert loaded.cfg.objective == objective == config["model"]["objective"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
 
 def test_load_model_returns_inference_object(saved):
@@ -94,6 +105,8 @@ def test_weights_that_do_not_match_the_config(saved):
     ({"depth": "12"}, "depth must be a number"),
     ({"layers": 4}, "unknown keys"),
     ({"patch_size": 7}, "multiple of patch_size"),
+    ({"objective": "diffusion"}, "objective must be one of"),
+    ({"objective": 3}, "objective must be a string"),
 ])
 def test_hostile_or_wrong_config_values_are_refused_before_allocation(saved, change, message):
     config = json.loads((saved / "config.json").read_text())
@@ -133,3 +146,73 @@ def test_hub_repo_id_loads_from_the_local_hub_cache(saved, tmp_path, monkeypatch
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     model = load_model("someone/tiny-jepa")
     assert model.info()["step"] == 7
+
+
+class FolderHub:
+    """Stands in for `huggingface_hub.HfApi`: an upload lands in a local Hub cache laid out exactly as a download
+    would leave it, so `load_model(repo_id)` then reads it offline like any user's machine."""
+
+    def __init__(self, cache):
+        self.cache, self.calls = cache, []
+
+    def create_repo(self, repo_id, private=False, exist_ok=False):
+        self.calls.append(("create_repo", repo_id, private, exist_ok))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message):
+        import fnmatch
+
+        self.calls.append(("upload_folder", repo_id, commit_message))
+        repo = self.cache / f"models--{repo_id.replace('/', '--')}"
+        snapshot = repo / "snapshots" / ("1" * 40)
+        snapshot.mkdir(parents=True)
+        for path in sorted(folder_path.iterdir()):
+            if any(fnmatch.fnmatch(path.name, pattern) for pattern in allow_patterns):
+                (snapshot / path.name).write_bytes(path.read_bytes())
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("1" * 40)
+
+
+def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tiny_preprocess, monkeypatch):
+    from huggingface_hub import constants
+
+    from jepa_demo.checkpoint import push_to_hub
+
+    folder = tmp_path / "mine"
+    save_checkpoint(tiny_model, folder, tiny_preprocess, step=5)
+    (folder / "README.md").write_text("# card")
+    (folder / "train_state.safetensors").write_bytes(b"optimizer moments: never uploaded")
+    hub = FolderHub(tmp_path / "hub")
+    url = push_to_hub(folder, "someone/mine", private=True, api=hub)
+    assert url == "https://huggingface.co/someone/mine"
+    assert hub.calls[0] == ("create_repo", "someone/mine", True, True) and "step 5" in hub.calls[1][2]
+    uploaded = {p.name for p in (tmp_path / "hub").rglob("*") if p.is_file() and "snapshots" in p.parts}
+    assert uploaded == {"config.json", "model.safetensors", "README.md"}
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    pulled = load_model("someone/mine")
+    original = load_model(folder)
+    assert pulled.info()["step"] == 5
+    assert all(torch.equal(a, b) for a, b in zip(original.net.state_dict().values(), pulled.net.state_dict().values()))
+
+
+def test_push_refuses_broken_checkpoints_and_bad_ids_before_any_upload(saved, tmp_path):
+    from jepa_demo.checkpoint import push_to_hub
+
+    hub = FolderHub(tmp_path / "hub")
+    with pytest.raises(CheckpointError, match="not a Hub repo id"):
+        push_to_hub(saved, "no-slash", api=hub)
+    with pytest.raises(CheckpointError, match="no such folder"):
+        push_to_hub(tmp_path / "someone" / "elsewhere", "someone/elsewhere", api=hub)
+    (saved / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        push_to_hub(saved, "someone/broken", api=hub)
+    assert hub.calls == []
+
+
+def test_push_cli_offline_is_one_line_and_exit_2(saved, capsys):
+    from train.__main__ import main
+
+    assert main(["push", str(saved), "--repo-id", "someone/offline"]) == 2  # HF_HUB_OFFLINE=1 in conftest
+    err = capsys.readouterr().err
+    assert err.startswith("error: someone/offline: upload failed") and err.count("\n") == 1

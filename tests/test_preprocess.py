@@ -38,6 +38,18 @@ def test_short_side_resize_then_centre_crop():
     assert out[0, 0, :, 1:-1].min() > 254  # only the outermost columns are blended by antialiasing
 
 
+def test_a_larger_short_side_crops_the_centre_like_v_jepa_2():
+    frame = torch.zeros(1, 3, 64, 64)
+    frame[..., 32:] = 255  # right half bright
+    out = resize_and_crop(frame, 32, short_side=64)  # no rescale: the central 32 x 32 of the 64 x 64 frame
+    assert out.shape == (1, 3, 32, 32)
+    assert out[..., :16].max() == 0 and out[..., 16:].min() == 255
+    cfg = PreprocessConfig(img_size=32, num_frames=1, resize=64)
+    assert cfg.resize_to == 64 and PreprocessConfig(img_size=32, num_frames=1).resize_to == 32
+    with pytest.raises(ValueError, match="resize must be between 32"):
+        PreprocessConfig(img_size=32, num_frames=1, resize=16)
+
+
 def test_output_layout_and_normalisation():
     cfg = PreprocessConfig(img_size=16, num_frames=4)
     video = np.full((10, 24, 30, 3), 128, dtype=np.uint8)

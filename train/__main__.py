@@ -4,6 +4,7 @@
     python -m train --config train/configs/cpu.yaml steps=50 out_dir=runs/try
     python -m train --config train/configs/cpu.yaml --resume              # continue exactly where it stopped
     torchrun --nproc_per_node 2 -m train --config train/configs/gpu.yaml  # DDP (nccl on GPUs, gloo on CPU)
+    python -m train push checkpoints/default --repo-id USER/NAME          # upload a checkpoint to the Hub
 
 Overrides are key=value pairs typed by `train.config.TrainConfig`; an unknown key is an error.
 """
@@ -12,11 +13,16 @@ import argparse
 import shlex
 import sys
 
+from jepa_demo.checkpoint import CheckpointError, push_to_hub
+
 from .config import load_config
 from .loop import run
 
 
 def main(argv=None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["push"]:
+        return push(words[1:])
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="recipe YAML (only what differs from the defaults)")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir's last save")
@@ -29,6 +35,22 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"checkpoint written to {out}")
+    return 0
+
+
+def push(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train push",
+                                     description="Upload a checkpoint folder, with its model card, to the Hub.")
+    parser.add_argument("folder", help="a checkpoint folder, e.g. checkpoints/default")
+    parser.add_argument("--repo-id", required=True, help="USER/NAME of the Hub model repo (created if needed)")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    args = parser.parse_args(argv)
+    try:
+        url = push_to_hub(args.folder, args.repo_id, private=args.private)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"pushed {args.folder} to {url}; load it with jepa_demo.load_model({args.repo_id!r})")
     return 0
 
 

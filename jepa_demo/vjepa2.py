@@ -1,0 +1,111 @@
+"""Meta's V-JEPA 2 (through `transformers`) behind the same interface as our own models.
+
+    load_model("facebook/vjepa2-vitl-fpc64-256")   # or a folder written by VJEPA2Model.save_pretrained
+
+`VJEPA2Net` answers the calls `jepa_demo.inference.JEPAModel` makes of a `VideoJEPA` (`cfg`, `embedding_encoder`,
+`encode_targets`, `predict`), so embedding, masked prediction, surprise, the gallery and every app view work
+unchanged. Two things differ from `VJEPA2Model.forward`, on purpose:
+- the encoder sees only the visible tokens when predicting (`forward` encodes the whole clip and masks afterwards,
+  which would let the prediction peek at what it predicts); the encoder's rotary positions take the kept indices;
+- targets are the layer-normed encoder outputs of the whole clip (`normalize_targets`), as in V-JEPA's training and
+  its intuitive-physics evaluation.
+Preprocessing is reproduced from the saved video-processor config (short-side resize, centre crop, ImageNet
+mean/std) through `jepa_demo.preprocess`: `VJEPA2VideoProcessor` itself needs torchvision. `transformers` is imported
+only when such a checkpoint is loaded.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, PreprocessConfig, to_dict
+from .model import gather_tokens, normalize_targets
+
+MODEL_TYPE = "vjepa2"
+# Where transformers' processors save their settings, newest name first.
+PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
+# What to fetch of a V-JEPA 2 Hub repo (weights as safetensors, single or sharded; never pickles).
+HUB_FILES = ("config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
+             *PROCESSOR_FILES)
+
+
+def is_vjepa2_config(config: dict) -> bool:
+    return isinstance(config, dict) and config.get("model_type") == MODEL_TYPE
+
+
+def model_config(hf_config: dict) -> ModelConfig:
+    """Our architecture record of a VJEPA2Config dict, validated (sizes bounded) before any weight is allocated."""
+    try:
+        return ModelConfig(
+            img_size=hf_config["crop_size"], num_frames=hf_config["frames_per_clip"],
+            patch_size=hf_config["patch_size"], tubelet=hf_config["tubelet_size"], dim=hf_config["hidden_size"],
+            depth=hf_config["num_hidden_layers"], heads=hf_config["num_attention_heads"],
+            mlp_ratio=hf_config.get("mlp_ratio", 4.0), pred_dim=hf_config["pred_hidden_size"],
+            pred_depth=hf_config["pred_num_hidden_layers"], pred_heads=hf_config["pred_num_attention_heads"])
+    except KeyError as err:
+        raise ValueError(f"a V-JEPA 2 config needs {err.args[0]!r}") from None
+
+
+def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
+    """From the saved video-processor config when there is one, else V-JEPA 2's defaults for this crop size."""
+    saved = next((folder / name for name in PROCESSOR_FILES if (folder / name).is_file()), None)
+    settings = json.loads(saved.read_text()) if saved else {}
+    crop = settings.get("crop_size", cfg.img_size)
+    crop = crop.get("height", cfg.img_size) if isinstance(crop, dict) else crop
+    if crop != cfg.img_size:
+        raise ValueError(f"{saved}: crop size {crop} differs from the model's crop_size {cfg.img_size}")
+    resize = settings.get("size", {}).get("shortest_edge") or int(cfg.img_size * 256 / 224)
+    return PreprocessConfig(img_size=cfg.img_size, num_frames=cfg.num_frames, resize=int(resize),
+                            mean=tuple(settings.get("image_mean", IMAGENET_MEAN)),
+                            std=tuple(settings.get("image_std", IMAGENET_STD)))
+
+
+class VJEPA2Net(nn.Module):
+    """A transformers VJEPA2Model seen through our model interface (inputs (B, 3, T, H, W), as preprocess makes)."""
+
+    def __init__(self, hf_model, cfg: ModelConfig):
+        super().__init__()
+        self.hf = hf_model
+        self.cfg = cfg
+
+    @property
+    def embedding_encoder(self):
+        return self.encode
+
+    def encode(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder outputs (B, N, D), or (B, K, D) of the tokens at `keep` (B, K), computed without the others."""
+        encoder = self.hf.encoder
+        tokens = encoder.embeddings(x.transpose(1, 2))  # transformers reads (B, T, 3, H, W)
+        if keep is not None:
+            tokens = gather_tokens(tokens, keep)
+        for layer in encoder.layer:
+            tokens = layer(tokens, keep)[0]  # rotary positions of the kept tokens
+        return encoder.layernorm(tokens)
+
+    @torch.no_grad()
+    def encode_targets(self, x: torch.Tensor, target_idx: torch.Tensor | None = None) -> torch.Tensor:
+        targets = normalize_targets(self.encode(x))
+        return targets if target_idx is None else gather_tokens(targets, target_idx)
+
+    def predict(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+        """Encode the visible tokens alone, then run V-JEPA 2's predictor: (B, M, D) at `target_idx`."""
+        context = self.encode(x, keep=context_idx)
+        # The predictor gathers its context from a full-grid tensor; hidden positions stay zero and are never read.
+        grid = context.new_zeros(context.shape[0], self.cfg.num_tokens, context.shape[-1])
+        grid.scatter_(1, context_idx.unsqueeze(-1).expand_as(context), context)
+        return self.hf.predictor(grid, context_mask=[context_idx], target_mask=[target_idx]).last_hidden_state
+
+
+def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net, PreprocessConfig, dict]:
+    """(network in eval mode on CPU, its preprocessing, a config record like our checkpoints'); `source` is what the
+    user asked for (a folder or a Hub id)."""
+    cfg = model_config(hf_config)
+    preprocess = preprocess_config(folder, cfg)
+    from transformers import VJEPA2Model
+
+    hf_model = VJEPA2Model.from_pretrained(folder, use_safetensors=True)  # safetensors only: no pickle
+    record = {"format": MODEL_TYPE, "source": source, "step": None, "model": to_dict(cfg),
+              "preprocess": to_dict(preprocess)}
+    return VJEPA2Net(hf_model, cfg).eval(), preprocess, record

@@ -1,0 +1,165 @@
+"""Meta's V-JEPA 2 through transformers, behind our interface: a tiny random `VJEPA2Config` model saved with
+`save_pretrained` and loaded as a user would (a folder, a Hub id from the local cache), through the library, the CLI
+and the running app. Offline: nothing is downloaded."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_demo import load_model, write_video
+from jepa_demo.checkpoint import CheckpointError
+from jepa_demo.masks import mask_to_indices, sample_mask
+from jepa_demo.world import WorldConfig, make_pair, render_clip
+
+transformers = pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(crop_size=32, frames_per_clip=8, patch_size=8, tubelet_size=2, hidden_size=64, num_hidden_layers=2,
+            num_attention_heads=4, pred_hidden_size=32, pred_num_hidden_layers=2, pred_num_attention_heads=4,
+            pred_num_mask_tokens=2)
+
+
+def save_tiny_vjepa2(folder: Path, seed: int = 0, processor: dict | None = None) -> Path:
+    torch.manual_seed(seed)
+    transformers.VJEPA2Model(transformers.VJEPA2Config(**TINY)).save_pretrained(folder)
+    if processor is not None:
+        (folder / "video_preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_tiny_vjepa2(tmp_path_factory.mktemp("vjepa2") / "tiny-vjepa2")
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    return load_model(folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def video():
+    return render_clip(0, WorldConfig(size=48, num_frames=24)).frames
+
+
+def test_loads_with_its_own_architecture_and_preprocessing(model):
+    assert model.cfg.grid == (4, 4, 4) and model.embed_dim == 64 and model.config["format"] == "vjepa2"
+    assert model.preprocess.img_size == 32 and model.preprocess.resize == int(32 * 256 / 224)  # V-JEPA 2's default
+    assert model.info()["params"] == sum(p.numel() for p in model.net.hf.parameters())
+
+
+def test_saved_processor_settings_are_the_ones_used(tmp_path):
+    processor = {"crop_size": {"height": 32, "width": 32}, "size": {"shortest_edge": 40},
+                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}
+    loaded = load_model(save_tiny_vjepa2(tmp_path / "m", processor=processor), device="cpu")
+    assert loaded.preprocess.resize == 40 and loaded.preprocess.mean == (0.5, 0.5, 0.5)
+    assert loaded.preprocess.std == (0.25, 0.25, 0.25)
+
+
+def test_every_model_call_works(model, video):
+    assert model.embed(video).shape == (64,) and model.embed(video).dtype == np.float32
+    masked = model.predict_masked(video, mask="multiblock", seed=1)
+    hidden = int(masked.mask.sum())
+    assert masked.predicted.shape == masked.target.shape == (hidden, 64) and np.isfinite(masked.error)
+    surprise = model.surprise(video)
+    assert surprise.heatmap.shape == (len(surprise.per_step), 4, 4) and np.isfinite(surprise.score)
+    assert model.target_latents(video).shape == (4, 4, 4, 64)
+
+
+def test_without_a_mask_the_encoder_is_transformers_own(model, video):
+    x = model._input(video, model.cfg.num_frames)
+    with torch.no_grad():
+        ours = model.net.encode(x)
+        theirs = model.net.hf(x.transpose(1, 2), skip_predictor=True).last_hidden_state
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["future", "multiblock"])
+def test_predictions_never_see_the_hidden_tokens(model, video, mask):
+    x = model._input(video, model.cfg.num_frames)
+    hidden = sample_mask(mask, model.cfg.grid, torch.Generator().manual_seed(0), num_future=1)
+    context, target = mask_to_indices(hidden)
+    changed = x.clone()
+    pixels = hidden.repeat_interleave(2, 0).repeat_interleave(8, 1).repeat_interleave(8, 2)  # token -> pixels
+    changed[:, :, pixels] = torch.randn_like(changed[:, :, pixels])
+    with torch.no_grad():
+        torch.testing.assert_close(model.net.predict(x, context, target), model.net.predict(changed, context, target))
+        assert not torch.allclose(model.net.encode_targets(x, target), model.net.encode_targets(changed, target))
+
+
+def test_a_hub_id_loads_from_the_local_hub_cache(folder, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--facebook--vjepa2-tiny" / "snapshots" / ("2" * 40)
+    snapshot.mkdir(parents=True)
+    for path in folder.iterdir():
+        (snapshot / path.name).write_bytes(path.read_bytes())
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("2" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = load_model("facebook/vjepa2-tiny", device="cpu")
+    assert loaded.config["source"] == "facebook/vjepa2-tiny" and loaded.embed_dim == 64
+
+
+@pytest.mark.parametrize("change, message", [({"hidden_size": 10**7}, "dim must be between"),
+                                             ({"crop_size": 30}, "multiple of patch_size"),
+                                             ({"patch_size": None}, "patch_size must be an integer")])
+def test_hostile_configs_are_refused_before_allocation(folder, tmp_path, change, message):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    config = json.loads((folder / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, **change}))
+    (bad / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=message):
+        load_model(bad)
+
+
+def test_missing_or_corrupt_weights_name_the_folder(folder, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 weights"):
+        load_model(bad)
+    (bad / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 weights"):
+        load_model(bad)
+
+
+def test_cli_commands(folder, tmp_path):
+    plausible, implausible = make_pair(1, "teleport", WorldConfig(size=48, num_frames=16))
+    write_video(tmp_path / "a.mp4", plausible.frames)
+    write_video(tmp_path / "b.mp4", implausible.frames)
+    for command in ("info", "embed", "surprise"):
+        result = subprocess.run([sys.executable, "-m", "jepa_demo", command, str(tmp_path / "a.mp4"),
+                                 str(tmp_path / "b.mp4"), "--checkpoint", str(folder), "--json"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1"})
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [Path(line["file"]).name for line in lines] == ["a.mp4", "b.mp4"]
+        if command == "surprise":
+            assert all(np.isfinite(line["score"]) and len(line["per_step"]) > 1 for line in lines)
+        if command == "embed":
+            assert all(len(line["embedding"]) == 64 for line in lines)
+
+
+@pytest.mark.slow
+def test_every_app_view_on_a_vjepa2_folder(app_server, folder, tmp_path):
+    """The app's picker takes the folder like any checkpoint; the gallery is built for it (32-px clips)."""
+    from gradio_client import Client, handle_file
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, make_pair(3, "appear", WorldConfig(size=64, num_frames=24))[1].frames)
+    client = Client(app_server, verbose=False, download_files=str(tmp_path / "downloads"))
+    source = str(folder)
+    *images, numbers = client.predict(handle_file(clip), "future", 0.75, 0, source, api_name="/predict_masked")
+    assert len(images) == 5 and numbers["hidden_tokens"] > 0 and np.isfinite(numbers["error"])
+    _, found = client.predict(handle_file(clip), 4, source, api_name="/neighbors")
+    assert len(found) == 4 and all(-1 <= hit["similarity"] <= 1 for hit in found)
+    _, position = client.predict(handle_file(clip), "gravity", source, api_name="/embedding_map")
+    assert np.isfinite([position["x"], position["y"]]).all()
+    _, _, surprise = client.predict(handle_file(clip), source, api_name="/surprise")
+    assert len(surprise["per_step"]) > 1 and surprise["threshold"] > 0
