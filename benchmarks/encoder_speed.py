@@ -1,0 +1,85 @@
+"""Our video encoder against transformers' VJEPA2Model encoder at an equal configuration, side by side in one run.
+
+    python benchmarks/encoder_speed.py [--threads 2] [--batch 4] [--repeats 5] [--json benchmarks/encoder_speed.json]
+
+For each size (our `small` and `vit-s` presets), both encoders get the same input size, patch, tubelet, width, depth,
+heads and MLP ratio; they differ only where the architectures do (V-JEPA 2 uses 3-D rotary positions in every
+attention layer, we add fixed sin-cos positions once). Inference forward of a batch of clips, after warm-up; the
+median of the repeats. Prints a table and writes JSON. Weights are random: speed does not depend on them.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jepa_demo.config import model_config_from_preset  # noqa: E402
+from jepa_demo.model import VideoEncoder  # noqa: E402
+
+
+def vjepa2_encoder(cfg):
+    """transformers' encoder with our config's sizes (predictor sizes do not matter: it is not run)."""
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    config = VJEPA2Config(crop_size=cfg.img_size, frames_per_clip=cfg.num_frames, patch_size=cfg.patch_size,
+                          tubelet_size=cfg.tubelet, hidden_size=cfg.dim, num_hidden_layers=cfg.depth,
+                          num_attention_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, pred_hidden_size=cfg.pred_dim,
+                          pred_num_hidden_layers=1, pred_num_attention_heads=cfg.pred_heads,
+                          attn_implementation="sdpa")
+    model = VJEPA2Model(config).eval()
+    return lambda x: model.get_vision_features(x.transpose(1, 2)), sum(p.numel() for p in model.encoder.parameters())
+
+
+def median_seconds(forward, x, repeats: int) -> float:
+    with torch.inference_mode():
+        forward(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--presets", nargs="+", default=["small", "vit-s"])
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "encoder_speed.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for preset in args.presets:
+        cfg = model_config_from_preset(preset)
+        x = torch.randn(args.batch, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+        ours = VideoEncoder(cfg).eval()
+        theirs, their_params = vjepa2_encoder(cfg)
+        ours_s, theirs_s = median_seconds(ours, x, args.repeats), median_seconds(theirs, x, args.repeats)
+        rows.append({"preset": preset, "tokens": cfg.num_tokens, "dim": cfg.dim, "depth": cfg.depth,
+                     "params_ours": sum(p.numel() for p in ours.parameters()), "params_vjepa2": their_params,
+                     "ours_s": ours_s, "vjepa2_s": theirs_s, "ratio_vjepa2_over_ours": theirs_s / ours_s})
+    print(f"CPU forward, batch {args.batch}, {args.threads} threads, median of {args.repeats} "
+          f"(torch {torch.__version__}, {platform.machine()})")
+    print("| preset | tokens | width x depth | ours (s) | VJEPA2Model (s) | VJEPA2 / ours |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['preset']} | {r['tokens']} | {r['dim']} x {r['depth']} | {r['ours_s']:.3f} | "
+              f"{r['vjepa2_s']:.3f} | {r['ratio_vjepa2_over_ours']:.2f} |")
+    Path(args.json).write_text(json.dumps({"threads": args.threads, "batch": args.batch, "repeats": args.repeats,
+                                           "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
