@@ -64,10 +64,10 @@ def explorer_for(checkpoint: str, progress=None) -> Explorer:
     return EXPLORERS.get(checkpoint, None if progress is None else lambda f, message: progress(f, desc=message))
 
 
-def _clip(video_file):
+def _clip(video_file, explorer: Explorer):
     if not video_file:
         raise gr.Error("Upload a clip or pick an example first.")
-    return load_clip(video_file)
+    return load_clip(video_file, explorer.clip_size)
 
 
 def _plain_errors(handler):
@@ -90,14 +90,15 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
                    progress=gr.Progress()):  # noqa: B008
     explorer = explorer_for(checkpoint, progress)
     progress(0.5, desc="predicting the hidden latents")
-    view = explorer.masked(_clip(video_file), mask, ratio, seed)
+    view = explorer.masked(_clip(video_file, explorer), mask, ratio, seed)
     return view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded, view.numbers
 
 
 @gpu
 @_plain_errors
 def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    found = explorer_for(checkpoint, progress).neighbors(_clip(video_file), k=int(k))
+    explorer = explorer_for(checkpoint, progress)
+    found = explorer.neighbors(_clip(video_file, explorer), k=int(k))
     items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.2f}") for hit in found]
     return items, [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
 
@@ -105,14 +106,16 @@ def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  #
 @gpu
 @_plain_errors
 def embedding_map(video_file, color_by="num_objects", checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    figure, point = explorer_for(checkpoint, progress).embedding_map(_clip(video_file), color_by)
+    explorer = explorer_for(checkpoint, progress)
+    figure, point = explorer.embedding_map(_clip(video_file, explorer), color_by)
     return figure, {"x": float(point[0]), "y": float(point[1]), "color_by": color_by}
 
 
 @gpu
 @_plain_errors
 def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    view = explorer_for(checkpoint, progress).surprise(_clip(video_file))
+    explorer = explorer_for(checkpoint, progress)
+    view = explorer.surprise(_clip(video_file, explorer))
     return view.figure, view.overlay, view.numbers
 
 

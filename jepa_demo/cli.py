@@ -13,7 +13,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError
 from .inference import load_model
-from .video import VideoError, read_video, video_info
+from .video import VideoError, read_clip, video_info
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
 
@@ -32,14 +32,15 @@ def describe(command: str, path: str, model) -> dict:
     """The result for one file as a JSON-able dict (raises VideoError/ValueError for a bad file)."""
     if command == "info":
         return {"file": path, **video_info(path)}
-    video = read_video(path)
+    # Frames spread over the clip, at the model's input size: a long or large file is never held whole in memory.
+    clip = read_clip(path, max_frames=model.frames_wanted, size=model.preprocess.resize_to)
     if command == "embed":
-        embedding = model.embed(video)
+        embedding = model.embed(clip.frames)
         return {"file": path, "dim": int(embedding.size), "embedding": [round(float(v), 6) for v in embedding]}
-    result = model.surprise(video, progress=True)  # a bar on a terminal: a large model on CPU takes a while
-    peak_frame = int(result.step_frames[np.argmax(result.per_step)])
+    result = model.surprise(clip.frames, progress=True)  # a bar on a terminal: a large model on CPU takes a while
+    step_frames = clip.source_frames[result.step_frames]  # the file's frame numbers, not the sample's
     return {"file": path, "score": round(result.score, 6), "per_step": [round(float(v), 6) for v in result.per_step],
-            "step_frames": result.step_frames.tolist(), "peak_frame": peak_frame}
+            "step_frames": step_frames.tolist(), "peak_frame": int(step_frames[np.argmax(result.per_step)])}
 
 
 def human_line(command: str, result: dict) -> str:
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
         try:
             result = describe(args.command, path, model)
         except (VideoError, ValueError) as err:
-            print(f"{path}: {err}", file=sys.stderr)
+            # A VideoError names the file already; the line names it once, by the path as given.
+            print(f"{path}: {str(err).removeprefix(f'{Path(path).name}: ')}", file=sys.stderr)
             failed += 1
             continue
         print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)

@@ -30,7 +30,7 @@ from .gallery import (
     surprise_threshold,
 )
 from .inference import JEPAModel
-from .video import VideoError, read_video, video_info, write_video
+from .video import VideoError, read_clip, write_video
 from .views import (
     build_patch_bank,
     decode_nearest,
@@ -48,6 +48,8 @@ from .views import (
 MAX_SECONDS = 60.0  # longer uploads are refused: decoding them would hold a worker for too long
 MAX_MEGABYTES = 100
 MAX_FRAMES = 64  # frames decoded from an upload, spread over it: enough for every view (surprise uses 4 windows)
+DECODE_TIMEOUT = 30.0  # seconds; an upload that takes longer to decode is refused instead of holding a worker
+CLIP_PIXELS = 128  # short side uploads are decoded at, at least (the views show 160-pixel frames of 64-pixel models)
 _BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
 _SHOWN_FRAMES = 8
 _SHOWN_PIXELS = 160
@@ -59,31 +61,25 @@ class ClipError(ValueError):
     """An upload the app will not process, with a message meant for the person who uploaded it."""
 
 
-def load_clip(path) -> np.ndarray:
-    """Decode an upload for the views: at most MAX_FRAMES frames spread over the clip, uint8 (T, H, W, 3).
+def load_clip(path, size: int = CLIP_PIXELS) -> np.ndarray:
+    """Decode an upload for the views within the app's limits (`jepa_demo.video.read_clip`): at most MAX_FRAMES frames
+    spread over the clip, short side `size`, uint8 (T, H, W, 3); ClipError with a plain message otherwise.
 
     The four views of one upload all start here, and decoding a 10-second 480p clip costs ~0.9 s (every frame must be
     decoded to reach the ones we keep), so the last few decoded files are remembered, keyed by path, size and
     modification time: a changed or different file is decoded afresh. Views must not modify the array they get."""
     path = Path(path)
     stat = path.stat() if path.is_file() else None
-    megabytes = stat.st_size / 2**20 if stat else 0.0
-    if megabytes > MAX_MEGABYTES:
-        raise ClipError(f"{path.name} is {megabytes:.0f} MB; the limit is {MAX_MEGABYTES} MB. Trim or compress it.")
-    return _decode(path, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    return _decode(path, size, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
 
 
 @lru_cache(maxsize=8)
-def _decode(path: Path, size: int, mtime_ns: int) -> np.ndarray:
+def _decode(path: Path, size: int, file_bytes: int, mtime_ns: int) -> np.ndarray:
     try:
-        info = video_info(path)
-        if info["duration"] > MAX_SECONDS:
-            raise ClipError(f"{path.name} lasts {info['duration']:.0f} s; the limit is {MAX_SECONDS:.0f} s. "
-                            "Trim it to the moment you want to inspect.")
-        video = read_video(path, num_frames=min(info["frames"], MAX_FRAMES), size=128)
+        return read_clip(path, MAX_FRAMES, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
+                         timeout=DECODE_TIMEOUT).frames
     except VideoError as err:
         raise ClipError(str(err)) from None
-    return video
 
 
 def forget_decoded_clips() -> None:
@@ -118,6 +114,11 @@ class Explorer:
         self.baseline = baseline
         self.gallery = load_or_build_gallery(model, cache_dir, num_clips=num_clips, progress=progress)
         self.thumbnail_dir = Path(cache_dir or default_cache_dir()) / f"thumbnails-{self.gallery.fingerprint}"
+
+    @property
+    def clip_size(self) -> int:
+        """Short side to decode uploads at: enough for the views' pictures and for the model's own resize."""
+        return max(CLIP_PIXELS, self.model.preprocess.resize_to)
 
     @cached_property
     def bank(self):

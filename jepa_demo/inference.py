@@ -61,6 +61,11 @@ class JEPAModel:
         """How many time steps the checkpoint was trained to predict ahead (at most all but one of a window)."""
         return min(self.config.get("train", {}).get("future_steps", 2), self.cfg.grid[0] - 1)
 
+    @property
+    def frames_wanted(self) -> int:
+        """The most frames any call uses (surprise slides over up to 4 clips' worth); longer clips are thinned out."""
+        return 4 * self.cfg.num_frames
+
     def info(self) -> dict:
         return {"model": self.config["model"], "preprocess": self.config["preprocess"],
                 "step": self.config.get("step"), "device": str(self.device),
@@ -163,7 +168,7 @@ class JEPAModel:
     def _surprise_input(self, video, max_frames: int | None) -> tuple[torch.Tensor, np.ndarray]:
         """Preprocess the whole clip (uniformly thinned to `max_frames`) and cut it to whole tubelets."""
         check_video_array(video)
-        limit = max_frames or 4 * self.cfg.num_frames
+        limit = max_frames or self.frames_wanted
         frame_index = sample_frame_indices(len(video), min(len(video), limit))
         usable = len(frame_index) // self.cfg.tubelet * self.cfg.tubelet
         if usable < self.cfg.num_frames:

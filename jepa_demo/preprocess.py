@@ -33,6 +33,8 @@ def check_video_array(video) -> None:
 def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (3, T', S, S); T' = `num_frames` (uniform sampling) or T when None."""
     check_video_array(video)
+    if isinstance(video, np.ndarray) and not video.flags.writeable:
+        video = video.copy()  # a read-only view (np.broadcast_to, a cached upload): torch warns on sharing it
     frames = torch.as_tensor(video)
     if num_frames is not None:
         frames = frames[torch.from_numpy(sample_frame_indices(frames.shape[0], num_frames))]

@@ -12,45 +12,86 @@ of frames and a short-side resize when asked); resizing, cropping and normalisin
 
 import math
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
+# A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
+# of a few kilobytes can claim it. 8K video (7680 x 4320) has 33 million pixels.
+MAX_PIXELS = 40_000_000
+
 
 class VideoError(ValueError):
     """A file that cannot be read as a video; the message says which file and why, in plain words."""
 
 
-def read_video(path, num_frames: int | None = None, size: int | None = None) -> np.ndarray:
+def read_video(path, num_frames: int | None = None, size: int | None = None, *,
+               timeout: float | None = None) -> np.ndarray:
     """Decode a video file to uint8 RGB frames of shape (T, H, W, 3), upright (display rotation applied).
 
     num_frames: that many frames spread uniformly over the whole clip (indices rounded from np.linspace over the
         frame count; frames repeat when the clip is shorter); only the selected frames are kept in memory.
         None: every frame.
     size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
+    timeout: give up (VideoError) once decoding has taken this many seconds. None: no limit.
     """
     path = _check_file(path)
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     if size is not None and size < 1:
         raise ValueError(f"size must be at least 1 pixel, got {size}")
+    deadline = _Deadline(timeout)
     if num_frames is None:
         with _video(path) as (container, stream):
-            return np.stack([_to_rgb(frame, size) for frame in _decode(container, stream, path)])
-    return _sample(path, _count_frames(path), num_frames, size)
+            return np.stack([_to_rgb(frame, size) for frame in _decode(container, stream, path, deadline)])
+    return _sample(path, _scan(path, deadline)[0], num_frames, size, deadline).frames
+
+
+class Clip(NamedTuple):
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    source_frames: np.ndarray  # int (T,): each frame's number in the file, so results can point at the file's frames
+
+
+def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = None,
+              max_megabytes: float | None = None, max_aspect: float = 8.0, timeout: float | None = None) -> Clip:
+    """A file someone handed us, decoded for a model within limits: what the app and the CLI read uploads with.
+
+    At most `max_frames` frames spread uniformly over the clip (so a long clip is sampled, never held whole in
+    memory), short side scaled to `size`. Refused with a VideoError that says which limit, before any frame is
+    decoded: a file over `max_megabytes`, a clip over `max_seconds`, a picture more than `max_aspect` times wider than
+    high or the reverse (models see a centred square of it, and the short-side resize would blow up the long side).
+    `timeout`: as in `read_video`.
+    """
+    path = _check_file(path)
+    megabytes = path.stat().st_size / 2**20
+    if max_megabytes is not None and megabytes > max_megabytes:
+        raise VideoError(f"{path.name}: the file is {megabytes:.0f} MB; the limit is {max_megabytes:g} MB. "
+                         "Trim or compress it.")
+    info = video_info(path)
+    if max_seconds is not None and info["duration"] > max_seconds:
+        raise VideoError(f"{path.name}: the clip lasts {info['duration']:.0f} s; the limit is {max_seconds:g} s. "
+                         "Trim it to the moment you want to inspect.")
+    width, height = info["width"], info["height"]
+    if max(width, height) > max_aspect * min(width, height):
+        raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, more than {max_aspect:g} times wider "
+                         "than high or higher than wide; a model would see only a small centred square of it")
+    return _sample(path, info["frames"], min(info["frames"], max_frames), size, _Deadline(timeout), at_most=True)
 
 
 def video_info(path) -> dict:
     """{"frames": int, "fps": float, "width": int, "height": int, "duration": float seconds} of the video stream.
 
     Frames are counted from the file's packets (no full decode); width and height are those `read_video` returns
-    (rotation applied); duration is frames / fps. Decodes one frame, so a file whose pictures cannot be decoded
+    (rotation applied); duration spans the frames' timestamps, right for a variable frame rate too (frames / fps when
+    they have none). Decodes one frame, so a file whose pictures cannot be decoded
     raises `VideoError` here too.
     """
     path = _check_file(path)
@@ -61,8 +102,9 @@ def video_info(path) -> dict:
             width, height = height, width
         # ffmpeg's own choice of output rate; the average rate is off for gifs (delays are whole centiseconds).
         fps = float(stream.guessed_rate or stream.average_rate or 0)
-    frames = _count_frames(path)
-    return {"frames": frames, "fps": fps, "width": width, "height": height, "duration": frames / fps if fps else 0.0}
+    frames, seconds = _scan(path)
+    duration = seconds if seconds is not None else frames / fps if fps else 0.0
+    return {"frames": frames, "fps": fps, "width": width, "height": height, "duration": duration}
 
 
 def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
@@ -131,32 +173,60 @@ def _video_stream(container, path: Path):
         only_audio = ", only audio" if container.streams.audio else ""
         raise VideoError(f"{path.name}: not a readable video (no video stream{only_audio})")
     stream = streams[0]
-    if stream.codec_context.width < 1 or stream.codec_context.height < 1:
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width < 1 or height < 1:
         raise VideoError(f"{path.name}: not a readable video (the video stream has no picture size)")
+    if width * height > MAX_PIXELS:
+        raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, over the limit of "
+                         f"{MAX_PIXELS / 1e6:.0f} million a frame; scale it down first")
     return stream
 
 
-def _count_frames(path: Path) -> int:
-    """Count the stream's packets: reads the file but decodes nothing (milliseconds for a 10 s clip).
+class _Deadline:
+    """Decoding loops check it between frames: a clip that takes too long becomes a VideoError, not a stuck worker.
+    (One frame's decoding cannot be interrupted; the check comes after it.)"""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def check(self, path: Path, frames_done: int | None = None) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            done = "" if frames_done is None else f" ({frames_done} frames decoded)"
+            raise VideoError(f"{path.name}: gave up after {self.seconds:g} s of reading{done}; "
+                             "try a shorter or smaller clip")
+
+
+def _scan(path: Path, deadline: _Deadline | None = None) -> tuple[int, float | None]:
+    """(frames, seconds) from the stream's packets: reads the file but decodes nothing (milliseconds for a 10 s clip).
+    Seconds span the packets' timestamps (first start to last end), so a variable frame rate is timed right; None
+    when the packets carry no timestamps.
 
     `stream.frames` is not used: it is read from headers, which are 0 in webm/mkv, promise frames that a truncated
     file lacks, and include the frames an edit list hides (clips trimmed without re-encoding).
     """
-    count = 0
+    count, start, end = 0, math.inf, -math.inf
     with _video(path) as (container, stream):
         try:
             for packet in container.demux(stream):
                 # Empty packets only flush the decoder; "discard" packets are decoded but hidden by an edit list.
-                count += packet.size > 0 and not packet.is_discard
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                count += 1
+                if packet.pts is not None:
+                    start, end = min(start, packet.pts), max(end, packet.pts + (packet.duration or 0))
+                if deadline and count % 256 == 0:
+                    deadline.check(path)
         except av.FFmpegError as err:
             reason = f"reading failed after {count} frames: {err.strerror}"
             raise VideoError(f"{path.name}: damaged video ({reason})") from None
+        seconds = float((end - start) * stream.time_base) if end > start and stream.time_base else None
     if count == 0:
         raise VideoError(f"{path.name}: not a readable video (the video stream has no frames)")
-    return count
+    return count, seconds
 
 
-def _decode(container, stream, path: Path) -> Iterator[av.VideoFrame]:
+def _decode(container, stream, path: Path, deadline: _Deadline | None = None) -> Iterator[av.VideoFrame]:
     """Decoded frames in order, all at the stream's first picture size; failing midway or at once is a VideoError."""
     # A stream may change resolution midway (joined recordings); np.stack needs one shape, so keep the first.
     width, height = stream.codec_context.width, stream.codec_context.height
@@ -165,6 +235,8 @@ def _decode(container, stream, path: Path) -> Iterator[av.VideoFrame]:
     try:
         for frame in container.decode(stream):
             decoded += 1
+            if deadline:
+                deadline.check(path, decoded)
             yield frame if (frame.width, frame.height) == (width, height) else frame.reformat(width, height)
     except av.FFmpegError as err:
         reason = f"decoding failed after {decoded} frames: {err.strerror}"
@@ -173,12 +245,14 @@ def _decode(container, stream, path: Path) -> Iterator[av.VideoFrame]:
         raise VideoError(f"{path.name}: not a readable video (no frame could be decoded)")
 
 
-def _sample(path: Path, total: int, num_frames: int, size: int | None) -> np.ndarray:
-    """`num_frames` frames at uniformly spread indices of a clip believed to hold `total` frames."""
+def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline: _Deadline | None = None,
+            at_most: bool = False) -> Clip:
+    """`num_frames` frames at uniformly spread indices of a clip believed to hold `total` frames (`at_most`: no more
+    than the clip really holds, so a clip found shorter than its packets said is never padded with repeats)."""
     indices = np.linspace(0, total - 1, num_frames).round().astype(int).tolist()
     wanted, kept = set(indices), {}
     with _video(path) as (container, stream):
-        for index, frame in enumerate(_decode(container, stream, path)):
+        for index, frame in enumerate(_decode(container, stream, path, deadline)):
             if index in wanted:
                 kept[index] = _to_rgb(frame, size)
             if index == indices[-1]:
@@ -186,8 +260,9 @@ def _sample(path: Path, total: int, num_frames: int, size: int | None) -> np.nda
     if len(kept) < len(wanted):
         # The stream ended cleanly at frame `index`, before the packet count said: a frame was dropped silently.
         # Sample again over the frames that really exist rather than return a clip cut short or padded.
-        return _sample(path, index + 1, num_frames, size)
-    return np.stack([kept[i] for i in indices])
+        real = index + 1
+        return _sample(path, real, min(num_frames, real) if at_most else num_frames, size, deadline, at_most)
+    return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
 
 
 def _to_rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:

@@ -1,0 +1,160 @@
+"""Whatever people upload: a corpus of awkward and broken files, made here with ffmpeg and plain bytes, sent through
+`read_video`, the command line (a real subprocess) and the app (a real server, through `gradio_client`).
+
+Each file gets a correct result or a clear message that names it and says why: never a traceback, a hang, or a
+clip silently padded or cut. The expectations below are the specification.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from jepa_demo import VideoError, read_video, video_info
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Refused wherever they are read, with these words.
+UNREADABLE = {
+    "empty.mp4": "the file is empty",
+    "random-bytes.mp4": "not a readable video",
+    "notes.mp4": "not a readable video",  # a text file named .mp4
+    "truncated.mp4": "damaged video",  # the first 40 % of a 4 s clip: the index promises frames that are not there
+    "still.png": "is an image, not a video",
+    "still-named.mp4": "is an image, not a video",  # a PNG named .mp4
+    "huge-6400x6400.mp4": "over the limit of 40 million",  # refused before any frame is decoded
+}
+# Readable videos (frames, height, width) that no model input can be made of, and why (CLI and app).
+UNUSABLE = {
+    "one-frame.mp4": "at least 16 frames",
+    "wide-1024x16.mp4": "more than 8 times wider",
+}
+# Readable, and usable by the CLI and the app: (frames, height, width) as read_video must return them.
+READABLE = {
+    "tiny-8x8.mp4": (30, 8, 8),
+    "gray.mp4": (20, 48, 64),
+    "long-3min.mp4": (1800, 48, 64),  # the app refuses it (over 60 s); the CLI samples it
+    "with-audio.mp4": (20, 48, 64),
+    "clip.webm": (20, 48, 64),
+    "clip.gif": (20, 48, 64),
+    "clip.mov": (20, 48, 64),
+    "variable-rate.mp4": (23, 48, 64),
+    "truncated-late.mp4": (27, 48, 64),  # 90 % of the 4 s clip: the 27 frames that are really there
+}
+TOO_LONG_FOR_THE_APP = {"long-3min.mp4": "limit is 60 s"}
+SHAPES = {**READABLE, "one-frame.mp4": (1, 48, 64), "wide-1024x16.mp4": (20, 16, 1024)}
+
+
+def _ffmpeg(*args) -> None:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", *map(str, args)], check=True)
+
+
+def _pattern(path: Path, seconds: float, size: str = "64x48", *extra) -> Path:
+    """ffmpeg's test pattern at 10 fps (a moving gradient and a counter: every frame differs)."""
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc=duration={seconds}:size={size}:rate=10", *extra, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "random-bytes.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (folder / "notes.mp4").write_text("My holiday video, part 2\n" * 100)
+    whole = _pattern(folder / "whole.tmp.mp4", 4, "64x48", "-movflags", "+faststart").read_bytes()
+    (folder / "truncated.mp4").write_bytes(whole[:int(len(whole) * 0.4)])
+    (folder / "truncated-late.mp4").write_bytes(whole[:int(len(whole) * 0.9)])
+    (folder / "whole.tmp.mp4").unlink()
+    still = np.zeros((48, 64, 3), np.uint8)
+    still[10:30, 20:40] = (255, 200, 0)
+    Image.fromarray(still).save(folder / "still.png")
+    Image.fromarray(still).save(folder / "still-named.mp4", format="PNG")
+    _ffmpeg("-f", "lavfi", "-i", "color=c=blue:s=6400x6400:d=0.5:r=4", "-c:v", "libx264", "-preset", "ultrafast",
+            folder / "huge-6400x6400.mp4")
+    _pattern(folder / "one-frame.mp4", 0.1)
+    _pattern(folder / "wide-1024x16.mp4", 2, "1024x16")
+    _pattern(folder / "tiny-8x8.mp4", 3, "8x8")
+    _pattern(folder / "gray.mp4", 2, "64x48", "-pix_fmt", "gray")
+    _pattern(folder / "long-3min.mp4", 180)
+    _pattern(folder / "with-audio.mp4", 2, "64x48", "-f", "lavfi", "-i", "sine=duration=3", "-shortest")
+    _pattern(folder / "clip.webm", 2, "64x48", "-c:v", "libvpx-vp9", "-deadline", "realtime")
+    _pattern(folder / "clip.gif", 2)
+    _pattern(folder / "clip.mov", 2)
+    # 10 frames at 10 fps, 10 at 40 fps, 3 at 5 fps (in milliseconds): no single frame rate describes the clip.
+    retime = "settb=1/1000,setpts='1000*if(lt(N,10),N/10,if(lt(N,20),1+(N-10)/40,1.25+(N-20)/5))'"
+    _pattern(folder / "variable-rate.mp4", 2.3, "64x48", "-vf", retime, "-fps_mode", "passthrough",
+             "-enc_time_base", "1:1000", "-video_track_timescale", "1000", "-bf", "0")
+    assert sorted(p.name for p in folder.iterdir()) == sorted({**UNREADABLE, **UNUSABLE, **READABLE})
+    return folder
+
+
+def test_read_video_reads_every_readable_file_whole_and_refuses_the_rest_by_name(corpus):
+    for name, reason in UNREADABLE.items():
+        for read in (read_video, lambda p: read_video(p, num_frames=8, size=32), video_info):
+            with pytest.raises(VideoError, match=reason) as err:
+                read(corpus / name)
+            assert str(err.value).startswith(f"{name}: ")
+    for name, (frames, height, width) in SHAPES.items():
+        video = read_video(corpus / name)
+        assert video.shape == (frames, height, width, 3) and video.dtype == np.uint8, name
+        if frames <= 100:  # testsrc's small picture repeats itself over minutes
+            assert len({frame.tobytes() for frame in video}) == frames, f"{name}: frames repeated or lost"
+        # video_info counts packets without decoding: the cut file's last 3 are there but cannot be decoded.
+        assert video_info(corpus / name)["frames"] == frames + 3 * (name == "truncated-late.mp4"), name
+    # Timed by its timestamps (the last frame shows from 1.65 s for 0.1 s), not by frames / fps (0.575 s).
+    assert video_info(corpus / "variable-rate.mp4")["duration"] == pytest.approx(1.75)
+    gray = read_video(corpus / "gray.mp4")
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+
+
+def test_read_video_gives_up_at_its_timeout(corpus):
+    with pytest.raises(VideoError, match=r"long-3min.mp4: gave up after 0.01 s"):
+        read_video(corpus / "long-3min.mp4", timeout=0.01)
+    assert len(read_video(corpus / "long-3min.mp4", num_frames=4, timeout=60)) == 4
+
+
+def test_cli_answers_every_file_or_names_it_with_the_reason(corpus):
+    files = sorted(corpus.iterdir())
+    result = subprocess.run([sys.executable, "-m", "jepa_demo", "surprise", "--json", *files], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1  # some files failed, the rest were processed
+    assert "Traceback" not in result.stderr
+    errors = dict(line.split(": ", 1) for line in result.stderr.splitlines())
+    refused = {**UNREADABLE, **UNUSABLE}
+    assert {Path(path).name for path in errors} == set(refused)
+    for path, message in errors.items():
+        assert refused[Path(path).name] in message, message
+    answers = {Path(row["file"]).name: row for row in map(json.loads, result.stdout.splitlines())}
+    assert set(answers) == set(READABLE)
+    for name, row in answers.items():
+        frames = READABLE[name][0]
+        assert len(row["per_step"]) == len(row["step_frames"]) >= 1 and math.isfinite(row["score"]), name
+        assert row["score"] == pytest.approx(max(row["per_step"])) and 0 <= row["peak_frame"] < frames, name
+    # The 3-minute clip was sampled over its whole length (64 frames), not cut to its start.
+    assert answers["long-3min.mp4"]["step_frames"][-1] > 1500
+
+
+@pytest.mark.slow
+def test_app_answers_every_file_or_names_it_with_the_reason(app_server, corpus, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_server, verbose=False, download_files=str(tmp_path))
+    refused = {**UNREADABLE, **UNUSABLE, **TOO_LONG_FOR_THE_APP}
+    for path in sorted(corpus.iterdir()):
+        job = client.submit(handle_file(path), "default", api_name="/surprise")
+        if path.name in refused:
+            with pytest.raises(Exception, match=refused[path.name]) as err:
+                job.result(timeout=120)
+            assert path.name in str(err.value) or path.name in UNUSABLE, str(err.value)
+        else:
+            _, _, numbers = job.result(timeout=120)
+            frames = READABLE[path.name][0]
+            assert len(numbers["per_step"]) >= 1 and all(map(math.isfinite, numbers["per_step"])), path.name
+            assert 0 <= numbers["peak_frame"] < frames, path.name
