@@ -62,6 +62,74 @@ def test_bad_settings_exit_with_one_line(tmp_path):
     assert result.returncode == 2 and "cannot write to output folder" in result.stderr
 
 
+def test_too_little_disk_space_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from train.__main__ import main
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 2**20, 2**20))
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not enough disk space" in err and "1 MB free" in err
+    assert not (tmp_path / "run" / "metrics.csv").exists()  # refused before the first step
+
+
+def test_disk_full_during_a_save_is_one_line_and_the_last_save_stands(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import jepa_demo.checkpoint as checkpoint
+    from train.__main__ import main
+
+    real_save, calls = checkpoint.save_file, []
+
+    def disk_fills_at_the_second_save(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 3:  # saves write the training state, then the weights: this is step 20's state
+            Path(path).write_bytes(b"\0" * 100)  # part of the file, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_fills_at_the_second_save)
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=30", "save_every=10"]) == 1
+    err = capsys.readouterr().err.strip()  # the progress bar, closed, then one line
+    assert err.splitlines()[-1].startswith("error: ") and err.count("error") == 1
+    assert "No space left on device" in err and "--resume" in err
+    assert load_model(out).info()["step"] == 10
+    assert not list(out.glob(".*.tmp")), "the partial file was left behind"
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_save_keeps_the_previous_one_and_resume_goes_back_one_interval(tmp_path):
+    """A real SIGKILL in the middle of writing step 20's training state (half a file on disk)."""
+    out = tmp_path / "run"
+    killer = (
+        "import os, signal, sys\n"
+        "import jepa_demo.checkpoint as checkpoint\n"
+        "real_save, calls = checkpoint.save_file, []\n"
+        "def save_file(tensors, path, metadata=None):\n"
+        "    calls.append(path)\n"
+        "    if len(calls) == 3:\n"
+        "        open(path, 'wb').write(b'half a file')\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real_save(tensors, path, metadata=metadata)\n"
+        "checkpoint.save_file = save_file\n"
+        "from train.__main__ import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    settings = ["--config", TINY, f"out_dir={out}", "steps=30", "save_every=10"]
+    killed = subprocess.run([sys.executable, "-c", killer, *settings], cwd=ROOT, capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name.split(".")[1] for p in out.glob(".*.tmp")] == ["train_state"]  # killed mid-write
+    assert load_model(out).info()["step"] == 10  # the previous save, whole
+
+    result = _train(*settings, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert not list(out.glob(".*.tmp"))
+    assert load_model(out).info()["step"] == 30
+    steps = [int(row["step"]) for row in read_metrics(out / "metrics.csv")]
+    assert steps == list(range(30))  # steps 10-19 redone once, not logged twice
+
+
 def test_cli_run_writes_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "run"
     result = _train("--config", TINY, f"out_dir={out}", "steps=12", "save_every=6")

@@ -8,6 +8,7 @@ Run it through `python -m train` (see `train/__main__.py`).
 import csv
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,18 @@ def check_output_folder(out: Path) -> None:
     remove_interrupted_writes(out)
 
 
+def check_disk_space(out: Path, model: VideoJEPA) -> None:
+    """Refuse to start when the disk cannot hold the saves: the training state (weights and Adam's two moments) and
+    the checkpoint, twice over, because an atomic save keeps the old file until the new one is complete."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    needed = 2 * (2 * weights + moments) + 16 * 2**20  # + metrics, curves, card
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise ValueError(f"not enough disk space for {out}: {free / 2**20:.0f} MB free, its saves need about "
+                         f"{needed / 2**20:.0f} MB")
+
+
 def remove_interrupted_writes(out: Path) -> None:
     """A process killed mid-save leaves its temporary file behind (the real file is intact): delete those."""
     for leftover in out.glob(".*.tmp"):
@@ -203,6 +216,8 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
     torch.manual_seed(cfg.seed)
     model = VideoJEPA(model_cfg).to(runtime.device)
+    if runtime.is_main:
+        check_disk_space(out, model)
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
     if resume and (out / STATE_NAME).exists():
@@ -223,21 +238,21 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
 
 
 def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started):
-    bar = tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step")
-    tick, clips = time.time(), 0
-    for step, batch in enumerate(loader, start=start):
-        result = train_step(model, forward, optimizer, batch.to(runtime.device, non_blocking=True), step, cfg,
-                            runtime)
-        clips += batch.shape[0] * runtime.world_size
-        bar.update(1)
-        if log and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-            row = _metrics_row(step, result, cfg, clips / max(time.time() - tick, 1e-9))
-            log.write(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", std=f"{row['target_std']:.2f}", rank=f"{row['rankme']:.0f}")
-            tick, clips = time.time(), 0
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)
-    bar.close()
+    # A context manager, so the bar is closed before an error message is printed under it.
+    with tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step") as bar:
+        tick, clips = time.time(), 0
+        for step, batch in enumerate(loader, start=start):
+            result = train_step(model, forward, optimizer, batch.to(runtime.device, non_blocking=True), step, cfg,
+                                runtime)
+            clips += batch.shape[0] * runtime.world_size
+            bar.update(1)
+            if log and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+                row = _metrics_row(step, result, cfg, clips / max(time.time() - tick, 1e-9))
+                log.write(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", std=f"{row['target_std']:.2f}", rank=f"{row['rankme']:.0f}")
+                tick, clips = time.time(), 0
+            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)
 
 
 def _metrics_row(step: int, result: dict, cfg: TrainConfig, clips_per_s: float) -> dict:
