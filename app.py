@@ -1,7 +1,8 @@
 """JEPA Lens web app: four views of any clip through a video JEPA.
 
     python app.py                      # http://127.0.0.1:7860 on the shipped checkpoint (what `make demo` runs)
-    JEPA_LENS_HOSTED=1 python app.py   # hosted mode: only shipped checkpoints, no Hub ids or server paths
+    JEPA_LENS_HOSTED=1 python app.py   # hosted mode: only shipped checkpoints (and JEPA_LENS_ALLOWED_MODELS Hub
+                                       # ids), never a server path
 
 UI wiring only: every number, image and figure comes from `jepa_demo.explore`. Each view is also a named API endpoint
 (`/predict_masked`, `/neighbors`, `/embedding_map`, `/surprise`) whose first input is the video file, so the app can
@@ -10,12 +11,14 @@ be scripted with `gradio_client`.
 
 import functools
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 
 from jepa_demo import CheckpointError, load_model, write_video
+from jepa_demo.checkpoint import is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import default_cache_dir
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
@@ -23,8 +26,15 @@ from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, wit
 ROOT = Path(__file__).resolve().parent
 SHIPPED = {path.name: path for path in sorted((ROOT / "checkpoints").iterdir()) if (path / "config.json").is_file()}
 HOSTED = bool(os.environ.get("JEPA_LENS_HOSTED") or os.environ.get("SPACE_ID"))
+# Hub repo ids a hosted deployment may load besides the shipped checkpoints (comma-separated); never a local path.
+ALLOWED_HUB_IDS = [name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MODELS", "").split(",") if name.strip()]
+if bad := [name for name in ALLOWED_HUB_IDS if not is_hub_repo_id(name)]:
+    sys.exit(f"JEPA_LENS_ALLOWED_MODELS: {', '.join(bad)} is not a Hub repo id (USER/NAME)")
 PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every other checkpoint's
 UPLOAD_TYPES = [".mp4", ".webm", ".mov", ".avi", ".gif"]
+# Seconds an upload (and each picture the views return) stays in Gradio's folder: long enough to open every view of
+# one clip, then swept away, so nothing a visitor gave is kept.
+FILE_LIFETIME = int(os.environ.get("JEPA_LENS_FILE_LIFETIME", 900))
 MASKS = ["multiblock", "tube", "future", "random"]
 
 try:  # on Hugging Face ZeroGPU Spaces, the model calls get a GPU; elsewhere this is a no-op
@@ -39,8 +49,9 @@ except ImportError:
 def _load(checkpoint: str):
     if checkpoint in SHIPPED:
         source = SHIPPED[checkpoint]
-    elif HOSTED:
-        raise gr.Error(f"unknown checkpoint {checkpoint!r}: this hosted demo offers {', '.join(SHIPPED)}")
+    elif HOSTED and checkpoint not in ALLOWED_HUB_IDS:
+        raise gr.Error(f"unknown checkpoint {checkpoint!r}: this hosted demo offers "
+                       f"{', '.join([*SHIPPED, *ALLOWED_HUB_IDS])}")
     else:
         source = checkpoint
     try:
@@ -136,14 +147,14 @@ def example_clips(folder: Path) -> list[str]:
 
 def build_app() -> gr.Blocks:
     examples = example_clips(Path(tempfile.gettempdir()) / "jepa-lens-examples")
-    with gr.Blocks(title="JEPA Lens") as app:
+    with gr.Blocks(title="JEPA Lens", delete_cache=(max(1, FILE_LIFETIME // 2), FILE_LIFETIME)) as app:
         gr.Markdown("# JEPA Lens\nA video JEPA predicts the *representation* of what it cannot see, not its pixels. "
                     f"Upload a clip (mp4, webm, mov, avi or gif; up to {MAX_SECONDS:.0f} s and {MAX_MEGABYTES} MB) "
                     "or pick an example, then open a view.")
         with gr.Row():
             video = gr.File(label="clip", file_types=UPLOAD_TYPES, type="filepath", scale=2)
             with gr.Column(scale=1):
-                checkpoint = gr.Dropdown(list(SHIPPED), value="default", label="checkpoint",
+                checkpoint = gr.Dropdown([*SHIPPED, *ALLOWED_HUB_IDS], value="default", label="checkpoint",
                                          allow_custom_value=not HOSTED,
                                          info="a shipped checkpoint" + ("" if HOSTED else
                                                                         ", a local folder or a Hub repo id: ours, "

@@ -82,13 +82,18 @@ def save_checkpoint(model: VideoJEPA, folder, preprocess: PreprocessConfig, step
     write_json(folder / CONFIG_NAME, config)
 
 
+def is_hub_repo_id(text: str) -> bool:
+    """USER/NAME as the Hub spells repo ids, and nothing a file system would read as a path."""
+    return bool(_REPO_ID.match(text)) and not text.startswith((".", "/", "~")) and ".." not in text
+
+
 def resolve_checkpoint(path_or_repo_id) -> Path:
     """A local folder as is; otherwise a Hub repo id downloaded (or taken from the local Hub cache)."""
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path
     text = str(path_or_repo_id)
-    if path.exists() or not _REPO_ID.match(text) or text.startswith((".", "/", "~")):
+    if path.exists() or not is_hub_repo_id(text):
         raise CheckpointError(f"{text}: no checkpoint folder there (expected a folder holding {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME}, or a Hub repo id like user/name)")
     return _download_from_hub(text)

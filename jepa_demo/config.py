@@ -14,6 +14,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _MAX_DIM = 4096
 _MAX_DEPTH = 64
 _MAX_TOKENS = 65536
+# Each size is bounded on its own above; this bounds them together (16 GB of float32 weights; V-JEPA 2's ViT-g with
+# its predictor counts ~1 B), so a config of in-range values cannot ask for terabytes either.
+_MAX_PARAMETERS = 4_000_000_000
 OBJECTIVES = ("jepa", "jepa-sigreg", "pixel")
 
 
@@ -87,6 +90,18 @@ class ModelConfig:
             raise ValueError("dim and pred_dim must be even (3-D sin-cos position embedding)")
         if self.num_tokens > _MAX_TOKENS:
             raise ValueError(f"{self.num_tokens} tokens per clip is more than the limit {_MAX_TOKENS}")
+        if self.approx_parameters > _MAX_PARAMETERS:
+            raise ValueError(f"about {self.approx_parameters / 1e9:.0f} billion parameters, more than the limit "
+                             f"{_MAX_PARAMETERS / 1e9:.0f} billion")
+
+    @property
+    def approx_parameters(self) -> int:
+        """The transformer blocks' weights (attention 4 d^2, MLP 2 r d^2) of the encoder, its EMA copy when there
+        is one, and the predictor: within a few per cent of the real count for any model big enough to matter."""
+        def block(width: int) -> float:
+            return (4 + 2 * float(self.mlp_ratio)) * width ** 2
+        encoders = 2 if self.objective == "jepa" else 1
+        return int(encoders * self.depth * block(self.dim) + self.pred_depth * block(self.pred_dim))
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -132,6 +147,8 @@ def dataclass_from_dict(cls, values: dict, where: str):
         if known[key].type is str:
             if not isinstance(value, str):
                 raise ValueError(f"{where}: {key} must be a string, got {value!r}")
+        elif isinstance(value, (list, tuple)) and not str(known[key].type).startswith("tuple"):
+            raise ValueError(f"{where}: {key} must be a number, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, (int, float, list, tuple)):
             raise ValueError(f"{where}: {key} must be a number (or a list of numbers), got {value!r}")
     try:

@@ -2,6 +2,7 @@
 encoded by ffmpeg, on the shipped checkpoint (the `app_server` fixture in conftest.py). Slow tier."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,14 +93,50 @@ def test_bad_uploads_get_a_clear_error(client, clips, name, message):
         client.predict(handle_file(clips[name]), "default", api_name="/surprise")
 
 
-def test_hosted_picker_never_opens_server_paths(monkeypatch, tmp_path):
+def test_hosted_picker_opens_only_shipped_checkpoints_and_allowed_hub_ids(monkeypatch, tmp_path):
     import gradio as gr
 
     import app
 
     monkeypatch.setattr(app, "HOSTED", True)
-    with pytest.raises(gr.Error, match="hosted demo offers default"):
-        app.explorer_for("/etc")
+    monkeypatch.setattr(app, "ALLOWED_HUB_IDS", ["someone/tiny-jepa"])
+    shipped = str(app.ROOT / "checkpoints" / "default")  # a real checkpoint on the server, named by its path
+    for source in ("/etc", shipped, "checkpoints/default", "default/../../etc", "other/model", "~/models"):
+        with pytest.raises(gr.Error, match="hosted demo offers default, .*someone/tiny-jepa"):
+            app.explorer_for(source)
+    # An allowed id gets past the allow-list and goes to the Hub (offline in tests: named as not cached).
+    with pytest.raises(gr.Error, match="someone/tiny-jepa") as err:
+        app.explorer_for("someone/tiny-jepa")
+    assert "hosted demo offers" not in str(err.value)
     monkeypatch.setattr(app, "HOSTED", False)
     with pytest.raises(gr.Error, match="nothing"):  # locally a folder is allowed, and a missing one is named
         app.explorer_for(str(tmp_path / "nothing"))
+
+
+def test_an_allow_list_entry_that_is_a_path_stops_the_app_at_start():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", "import app"], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, timeout=120,
+                            env={"JEPA_LENS_ALLOWED_MODELS": "facebook/vjepa2-vitl-fpc64-256,../secrets",
+                                 "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "JEPA_LENS_ALLOWED_MODELS: ../secrets is not a Hub repo id (USER/NAME)")
+
+
+def test_no_server_file_can_be_read_through_the_app(app_server):
+    import urllib.error
+    import urllib.request
+
+    for route in ("gradio_api/file=/etc/passwd", "file=/etc/passwd", "gradio_api/file=../../../../etc/passwd"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(app_server + route, timeout=30)
+        assert err.value.code in (403, 404), route
+    # An API call naming a server file as its upload is refused, not processed.
+    body = json.dumps({"data": [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "default"]})
+    request = urllib.request.Request(app_server + "gradio_api/call/surprise", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+    stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read().decode()
+    assert "event: error" in stream and "root:" not in stream

@@ -1,6 +1,7 @@
 """The benchmark scripts run and write what they promise (tiny sizes: these check the scripts, not the speed)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run(script: str, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1"})
+                          capture_output=True, text=True, timeout=300,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": os.environ["PATH"]})
 
 
 def test_train_throughput_reports_clips_flops_mfu_and_memory(tmp_path):
@@ -34,3 +36,19 @@ def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["ours_s"] > 0 and row["vjepa2_s"] > 0
     assert row["ratio_vjepa2_over_ours"] == pytest.approx(row["vjepa2_s"] / row["ours_s"])
+
+
+@pytest.mark.slow
+def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
+    """The reduced load test: `python app.py` launched for real, 8 gradio_client users x 3 requests, twice."""
+    out = tmp_path / "load.json"
+    result = _run("load_test.py", "--users", "8", "--requests", "3", "--rounds", "2", "--file-lifetime", "4",
+                  "--json", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report["distinct_answers"] == report["clips"] == 7  # a mixed-up answer would be caught
+    for outcome in report["rounds"]:
+        assert (outcome["served"], outcome["wrong"], outcome["failed"]) == (24, 0, 0), outcome["errors"]
+    assert report["after_load"]["correct"] and report["after_load"]["seconds"] < 30
+    assert report["uploads_in_temp_dir"] > 0 and report["uploads_left_after_lifetime"] == 0
+    assert 0 < report["idle_rss_mb"] <= report["rounds"][0]["peak_mb"]

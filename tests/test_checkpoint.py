@@ -107,6 +107,9 @@ def test_weights_that_do_not_match_the_config(saved):
     ({"patch_size": 7}, "multiple of patch_size"),
     ({"objective": "diffusion"}, "objective must be one of"),
     ({"objective": 3}, "objective must be a string"),
+    ({"dim": 4096, "depth": 64, "heads": 64}, "billion parameters, more than the limit"),  # each in range, not all
+    ({"img_size": 1024, "patch_size": 1}, "tokens per clip is more than the limit"),
+    ({"mlp_ratio": [4]}, "mlp_ratio"),
 ])
 def test_hostile_or_wrong_config_values_are_refused_before_allocation(saved, change, message):
     config = json.loads((saved / "config.json").read_text())

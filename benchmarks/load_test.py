@@ -1,0 +1,221 @@
+"""Many users at once: launch the app (`python app.py`) on 127.0.0.1 and send it users x requests from gradio_client.
+
+    python benchmarks/load_test.py [--users 32] [--requests 5] [--rounds 2] [--json benchmarks/load_test.json]
+
+Each user is its own `gradio_client.Client` in its own thread, with its own clip (synthetic clips: plausible and
+one per violation kind), and goes round the four endpoints. Before the load, every (clip, endpoint) answer is
+recorded with one user alone; under load each answer must equal the one for *its* clip, so a lost request, a failed
+one, or an answer computed on another user's upload is counted. Memory: the server's resident set before the load
+and its peak (VmHWM) after each round; with bounded memory the second round adds next to nothing. Afterwards: the
+time one more request takes, and whether the uploads were removed from Gradio's folder once their lifetime passed.
+Prints a table and writes JSON.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jepa_demo import write_video  # noqa: E402
+from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair  # noqa: E402
+
+# Endpoint -> (its inputs after the video file, which output holds the numbers to compare).
+ENDPOINTS = {
+    "/predict_masked": (("multiblock", 0.75, 0, "default"), 5),
+    "/neighbors": ((8, "default"), 1),
+    "/embedding_map": (("num_objects", "default"), 1),
+    "/surprise": (("default",), 2),
+}
+
+
+def make_clips(folder: Path) -> list[Path]:
+    """One plausible clip and one per violation kind (64 px, 32 frames): every user's upload differs."""
+    cfg = WorldConfig(size=64, num_frames=32)
+    clips = {"plausible": make_pair(100, VIOLATIONS[0], cfg)[0]}
+    clips.update({kind: make_pair(100 + i, kind, cfg)[1] for i, kind in enumerate(VIOLATIONS)})
+    paths = []
+    for name, clip in clips.items():
+        write_video(folder / f"{name}.mp4", clip.frames)
+        paths.append(folder / f"{name}.mp4")
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, temp_dir: Path, file_lifetime: int, timeout: float = 600) -> subprocess.Popen:
+    """`python app.py` on 127.0.0.1:port, its Gradio files in `temp_dir`; returns once it answers HTTP."""
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_TEMP_DIR": str(temp_dir), "HF_HUB_OFFLINE": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "JEPA_LENS_FILE_LIFETIME": str(file_lifetime)}
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the app exited with status {server.returncode}: {server.stderr.read()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+            return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError(f"the app did not answer within {timeout:.0f} s")
+
+
+def memory_mb(pid: int) -> dict:
+    """The process's resident set now and its peak so far (Linux /proc), in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_mb": int(fields["VmHWM"].split()[0]) / 1024}
+
+
+def call(client, endpoint: str, clip: Path):
+    """The numbers part of one endpoint's answer for `clip`."""
+    from gradio_client import handle_file
+
+    inputs, numbers_at = ENDPOINTS[endpoint]
+    return client.predict(handle_file(str(clip)), *inputs, api_name=endpoint)[numbers_at]
+
+
+def same(a, b, rel: float = 1e-5) -> bool:
+    """Equal answers: the same structure, floats equal to `rel`."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k], rel) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(same(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+    return a == b
+
+
+def user(url: str, index: int, clips: list[Path], requests: int, references: dict, downloads: Path) -> dict:
+    """One user: its own client and clip, `requests` calls going round the endpoints. Tallies the outcomes."""
+    from gradio_client import Client
+
+    clip = clips[index % len(clips)]
+    tally = {"served": 0, "wrong": 0, "failed": 0, "errors": [], "seconds": []}
+    client = Client(url, verbose=False, download_files=str(downloads / f"user{index}"))
+    endpoints = list(ENDPOINTS)
+    for r in range(requests):
+        endpoint = endpoints[(index + r) % len(endpoints)]
+        start = time.perf_counter()
+        try:
+            answer = call(client, endpoint, clip)
+        except Exception as err:  # a lost or refused request: counted and reported, never raised
+            tally["failed"] += 1
+            tally["errors"].append(f"{endpoint}: {type(err).__name__}: {err}"[:300])
+            continue
+        tally["seconds"].append(time.perf_counter() - start)
+        correct = same(answer, references[clip.name, endpoint])
+        tally["served"] += correct
+        tally["wrong"] += not correct
+    return tally
+
+
+def load_round(url: str, clips: list[Path], users: int, requests: int, references: dict, downloads: Path) -> dict:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=users) as pool:
+        tallies = list(pool.map(lambda i: user(url, i, clips, requests, references, downloads), range(users)))
+    seconds = sorted(s for t in tallies for s in t["seconds"])
+    return {"requests": users * requests, "served": sum(t["served"] for t in tallies),
+            "wrong": sum(t["wrong"] for t in tallies), "failed": sum(t["failed"] for t in tallies),
+            "errors": [e for t in tallies for e in t["errors"]][:10], "wall_s": time.perf_counter() - start,
+            "median_latency_s": seconds[len(seconds) // 2] if seconds else None,
+            "max_latency_s": seconds[-1] if seconds else None}
+
+
+def uploads_left(temp_dir: Path, clips: list[Path]) -> int:
+    """Copies of the users' clips still in Gradio's folder."""
+    names = {clip.name for clip in clips}
+    return sum(path.name in names for path in temp_dir.rglob("*") if path.is_file())
+
+
+def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
+    from gradio_client import Client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "clips").mkdir()
+        clips = make_clips(tmp / "clips")
+        port, temp_dir = free_port(), tmp / "gradio"
+        server = start_server(port, temp_dir, file_lifetime)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            alone = Client(url, verbose=False, download_files=str(tmp / "alone"))
+            references = {(clip.name, endpoint): call(alone, endpoint, clip)
+                          for clip in clips for endpoint in ENDPOINTS}
+            distinct = len({json.dumps(references[clip.name, "/surprise"]) for clip in clips})
+            before = memory_mb(server.pid)
+            report = {"users": users, "requests_per_user": requests, "clips": len(clips),
+                      "distinct_answers": distinct, "idle_rss_mb": before["rss_mb"], "rounds": []}
+            for _ in range(rounds):
+                outcome = load_round(url, clips, users, requests, references, tmp / "downloads")
+                outcome["peak_mb"] = memory_mb(server.pid)["peak_mb"]
+                report["rounds"].append(outcome)
+            start = time.perf_counter()
+            responsive = same(call(alone, "/surprise", clips[0]), references[clips[0].name, "/surprise"])
+            report["after_load"] = {"correct": responsive, "seconds": time.perf_counter() - start}
+            report["uploads_in_temp_dir"] = uploads_left(temp_dir, clips)
+            report["uploads_left_after_lifetime"] = _wait_for_cleanup(temp_dir, clips, file_lifetime)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    return report
+
+
+def _wait_for_cleanup(temp_dir: Path, clips: list[Path], file_lifetime: int) -> int:
+    """Uploads left once their lifetime (and one sweep more) has passed."""
+    deadline = time.time() + 2 * file_lifetime + 5
+    while time.time() < deadline and uploads_left(temp_dir, clips):
+        time.sleep(0.5)
+    return uploads_left(temp_dir, clips)
+
+
+def print_table(report: dict) -> None:
+    print(f"{report['users']} users x {report['requests_per_user']} requests, {report['clips']} clips "
+          f"({report['distinct_answers']} distinct surprise answers), idle server {report['idle_rss_mb']:.0f} MB")
+    print(f"{'round':<7}{'requests':>9}{'served':>8}{'wrong':>7}{'failed':>8}{'wall s':>8}{'median s':>10}"
+          f"{'max s':>8}{'peak MB':>9}")
+    for i, r in enumerate(report["rounds"], 1):
+        print(f"{i:<7}{r['requests']:>9}{r['served']:>8}{r['wrong']:>7}{r['failed']:>8}{r['wall_s']:>8.1f}"
+              f"{r['median_latency_s'] or 0:>10.2f}{r['max_latency_s'] or 0:>8.2f}{r['peak_mb']:>9.0f}")
+    after = report["after_load"]
+    print(f"after the load: one request {after['seconds']:.2f} s, correct: {after['correct']}; uploads in Gradio's "
+          f"folder {report['uploads_in_temp_dir']}, after their lifetime {report['uploads_left_after_lifetime']}")
+    for error in (e for r in report["rounds"] for e in r["errors"]):
+        print("  ", error)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=5, help="per user")
+    parser.add_argument("--rounds", type=int, default=2, help="the load repeated: memory must not keep growing")
+    parser.add_argument("--file-lifetime", type=int, default=20,
+                        help="seconds Gradio keeps uploads and outputs here (the app's default is 900)")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "load_test.json"))
+    args = parser.parse_args(argv)
+    report = run(args.users, args.requests, args.rounds, args.file_lifetime)
+    report.update(machine=platform.machine(), cpus=os.cpu_count())
+    print_table(report)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    ok = all(r["served"] == r["requests"] for r in report["rounds"]) and report["after_load"]["correct"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
