@@ -52,3 +52,14 @@ def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
     assert report["after_load"]["correct"] and report["after_load"]["seconds"] < 30
     assert report["uploads_in_temp_dir"] > 0 and report["uploads_left_after_lifetime"] == 0
     assert 0 < report["idle_rss_mb"] <= report["rounds"][0]["peak_mb"]
+
+
+def test_vjepa2_latency_times_every_call_through_our_interface(tmp_path):
+    pytest.importorskip("transformers")
+    out = tmp_path / "vjepa2.json"
+    result = _run("vjepa2_latency.py", "--hidden-size", "64", "--layers", "2", "--frames-per-clip", "4",
+                  "--clip-frames", "8", "--threads", "1", "--json", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert set(report["seconds"]) == {"load", "embed", "predict_masked (multiblock)", "surprise"}
+    assert all(seconds > 0 for seconds in report["seconds"].values()) and report["parameters"] > 0

@@ -1,0 +1,91 @@
+"""The V-JEPA 2 backend at real size: latency of embed, masked prediction and surprise through `jepa_demo`.
+
+    python benchmarks/vjepa2_latency.py [--frames-per-clip 16] [--clip-frames 32] [--threads N] [--json out.json]
+
+Builds a randomly initialised `VJEPA2Model` with the sizes of Meta's ViT-L release (facebook/vjepa2-vitl-fpc64-256:
+1024 wide, 24 layers, 16-pixel patches, 256-pixel crops, a 12-layer predictor 384 wide), saves it with
+`save_pretrained` and loads it with `jepa_demo.load_model` as a user would: no download, and speed does not depend on
+the weights. On a GPU it runs in bf16, as the app would. Each call is timed once after one warm-up call. The
+released model reads 64 frames per clip; `--frames-per-clip` lowers that so a CPU finishes in minutes (attention
+grows with the square of the tokens). Prints a table and writes JSON.
+"""
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jepa_demo import load_model  # noqa: E402
+from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
+
+VITL = dict(crop_size=256, patch_size=16, tubelet_size=2, hidden_size=1024, num_hidden_layers=24,
+            num_attention_heads=16, mlp_ratio=4.0, pred_hidden_size=384, pred_num_hidden_layers=12,
+            pred_num_attention_heads=12, pred_num_mask_tokens=10)
+
+
+def save_random_model(folder: Path, frames_per_clip: int, **sizes) -> int:
+    """A random V-JEPA 2 of ViT-L sizes (or `sizes` instead) in `folder`, saved with save_pretrained (safetensors);
+    returns its parameter count."""
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    torch.manual_seed(0)
+    model = VJEPA2Model(VJEPA2Config(frames_per_clip=frames_per_clip, **{**VITL, **sizes}))
+    model.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())
+
+
+def timed(fn) -> float:
+    fn()  # warm-up: first calls allocate and pick kernels
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames-per-clip", type=int, default=16, help="the released model reads 64")
+    parser.add_argument("--clip-frames", type=int, default=32, help="frames of the clip surprise slides over")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--hidden-size", type=int, default=VITL["hidden_size"], help="smaller only to test the script")
+    parser.add_argument("--layers", type=int, default=VITL["num_hidden_layers"])
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "vjepa2_latency.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    video = render_clip(3, WorldConfig(size=256, num_frames=args.clip_frames)).frames
+    with tempfile.TemporaryDirectory() as tmp:
+        params = save_random_model(Path(tmp), args.frames_per_clip, hidden_size=args.hidden_size,
+                                   num_hidden_layers=args.layers)
+        start = time.perf_counter()
+        model = load_model(tmp)
+        load_s = time.perf_counter() - start
+        seconds = {"load": load_s,
+                   "embed": timed(lambda: model.embed(video)),
+                   "predict_masked (multiblock)": timed(lambda: model.predict_masked(video, "multiblock")),
+                   "surprise": timed(lambda: model.surprise(video))}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
+    print(f"V-JEPA 2, {args.hidden_size} wide x {args.layers} layers, random weights ({params / 1e6:.0f} M "
+          f"parameters), {args.frames_per_clip} frames per clip at 256 px, a {args.clip_frames}-frame clip; {device}")
+    for name, value in seconds.items():
+        print(f"{name:<30}{value:>8.2f} s")
+    report = {"model": "V-JEPA 2, random weights", "hidden_size": args.hidden_size, "layers": args.layers,
+              "parameters": params,
+              "frames_per_clip": args.frames_per_clip, "clip_frames": args.clip_frames, "device": device,
+              "seconds": seconds, "torch": torch.__version__, "machine": platform.machine()}
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
