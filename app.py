@@ -101,7 +101,7 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
                    progress=gr.Progress()):  # noqa: B008
     explorer = explorer_for(checkpoint, progress)
     progress(0.5, desc="predicting the hidden latents")
-    view = explorer.masked(_clip(video_file, explorer), mask, ratio, seed)
+    view = explorer.masked(_clip(video_file, explorer).frames, mask, ratio, seed)
     return view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded, view.numbers
 
 
@@ -109,7 +109,7 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
 @_plain_errors
 def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  # noqa: B008
     explorer = explorer_for(checkpoint, progress)
-    found = explorer.neighbors(_clip(video_file, explorer), k=int(k))
+    found = explorer.neighbors(_clip(video_file, explorer).frames, k=int(k))
     items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.2f}") for hit in found]
     return items, [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
 
@@ -118,7 +118,7 @@ def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  #
 @_plain_errors
 def embedding_map(video_file, color_by="num_objects", checkpoint="default", progress=gr.Progress()):  # noqa: B008
     explorer = explorer_for(checkpoint, progress)
-    figure, point = explorer.embedding_map(_clip(video_file, explorer), color_by)
+    figure, point = explorer.embedding_map(_clip(video_file, explorer).frames, color_by)
     return figure, {"x": float(point[0]), "y": float(point[1]), "color_by": color_by}
 
 
@@ -126,7 +126,8 @@ def embedding_map(video_file, color_by="num_objects", checkpoint="default", prog
 @_plain_errors
 def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa: B008
     explorer = explorer_for(checkpoint, progress)
-    view = explorer.surprise(_clip(video_file, explorer))
+    clip = _clip(video_file, explorer)
+    view = explorer.surprise(clip.frames, clip.source_frames)
     return view.figure, view.overlay, view.numbers
 
 

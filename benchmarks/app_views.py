@@ -41,7 +41,7 @@ def time_views(explorer: Explorer, path: Path) -> dict:
     forget_decoded_clips()
 
     def decode():
-        return load_clip(path)
+        return load_clip(path).frames
 
     steps = {
         "decode upload": decode,

@@ -1,9 +1,11 @@
 """What each of the app's four views computes, as plain data: images (uint8 arrays), plotly figures and numbers.
 
     explorer = Explorer(load_model("checkpoints/default"))   # the gallery (map, threshold) from its disk cache
-    video = load_clip("clip.mp4")                            # size/duration limits; ClipError with a plain message
+    clip = load_clip("clip.mp4")                             # size/duration limits; ClipError with a plain message
+    video = clip.frames                                      # uint8 (T, H, W, 3), at most 64 frames spread over it
     explorer.masked(video, "multiblock", ratio=0.75, seed=0)
-    explorer.neighbors(video, k=8); explorer.embedding_map(video, "num_objects"); explorer.surprise(video)
+    explorer.neighbors(video, k=8); explorer.embedding_map(video, "num_objects")
+    explorer.surprise(video, clip.source_frames)             # times given as the file's frame numbers
 
 An `Explorer` is built once per checkpoint and then only read (its patch bank is filled on first use), so every user
 of a server can share it. This module composes `inference`, `gallery` and `views`; it knows nothing about Gradio
@@ -30,7 +32,7 @@ from .gallery import (
     surprise_threshold,
 )
 from .inference import JEPAModel
-from .video import VideoError, read_clip, write_video
+from .video import Clip, VideoError, read_clip, write_video
 from .views import (
     build_patch_bank,
     decode_nearest,
@@ -61,9 +63,10 @@ class ClipError(ValueError):
     """An upload the app will not process, with a message meant for the person who uploaded it."""
 
 
-def load_clip(path, size: int = CLIP_PIXELS) -> np.ndarray:
+def load_clip(path, size: int = CLIP_PIXELS) -> Clip:
     """Decode an upload for the views within the app's limits (`jepa_demo.video.read_clip`): at most MAX_FRAMES frames
-    spread over the clip, short side `size`, uint8 (T, H, W, 3); ClipError with a plain message otherwise.
+    spread over the clip, short side `size`, uint8 (T, H, W, 3), with each one's frame number in the file; ClipError
+    with a plain message otherwise.
 
     The four views of one upload all start here, and decoding a 10-second 480p clip costs ~0.9 s (every frame must be
     decoded to reach the ones we keep), so the last few decoded files are remembered, keyed by path, size and
@@ -74,10 +77,10 @@ def load_clip(path, size: int = CLIP_PIXELS) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _decode(path: Path, size: int, file_bytes: int, mtime_ns: int) -> np.ndarray:
+def _decode(path: Path, size: int, file_bytes: int, mtime_ns: int) -> Clip:
     try:
         return read_clip(path, MAX_FRAMES, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
-                         timeout=DECODE_TIMEOUT).frames
+                         timeout=DECODE_TIMEOUT)
     except VideoError as err:
         raise ClipError(str(err)) from None
 
@@ -187,22 +190,27 @@ class Explorer:
         point = place_on_map(self.gallery, self.model.embed(video))
         return map_figure(self.gallery.coords, self.gallery.labels, color_by, highlight=point), point
 
-    def surprise(self, video) -> SurpriseView:
+    def surprise(self, video, source_frames: np.ndarray | None = None) -> SurpriseView:
         """Surprise over time, and beside it the baseline's when there is one. Each curve is divided by its model's
         own threshold (errors in latents and in pixels have no common unit): 1 is where the top 5 % of moments in
-        plausible clips begin, for either model."""
+        plausible clips begin, for either model. `source_frames`: each frame's number in the uploaded file (a long
+        upload is sampled), so the plot and the numbers name the file's frames; None: the frames of `video`."""
+        def in_file(indices: np.ndarray) -> np.ndarray:
+            return indices if source_frames is None else np.asarray(source_frames)[indices]
+
         result = self.model.surprise(video)
-        curves = {CURVE_NAMES[self.model.objective]: (result.step_frames, result.per_step / self.threshold)}
+        steps = in_file(result.step_frames)
+        curves = {CURVE_NAMES[self.model.objective]: (steps, result.per_step / self.threshold)}
         numbers = {"score": result.score, "threshold": self.threshold, "per_step": result.per_step.tolist(),
-                   "step_frames": result.step_frames.tolist(),
-                   "peak_frame": int(result.step_frames[int(np.argmax(result.per_step))]),
-                   "frames_above_threshold": result.step_frames[result.per_step > self.threshold].tolist()}
+                   "step_frames": steps.tolist(), "peak_frame": int(steps[int(np.argmax(result.per_step))]),
+                   "frames_above_threshold": steps[result.per_step > self.threshold].tolist()}
         if self.baseline is not None:
             other = self.baseline.surprise(video)
-            curves[CURVE_NAMES[self.baseline.objective]] = (other.step_frames, other.per_step / self.baseline_threshold)
+            other_steps = in_file(other.step_frames)
+            curves[CURVE_NAMES[self.baseline.objective]] = (other_steps, other.per_step / self.baseline_threshold)
             numbers["baseline"] = {"objective": self.baseline.objective, "score": other.score,
                                    "threshold": self.baseline_threshold, "per_step": other.per_step.tolist(),
-                                   "step_frames": other.step_frames.tolist()}
+                                   "step_frames": other_steps.tolist()}
         figure = surprise_figure(curves, threshold=1.0, y_title="surprise ÷ the model's plausible threshold",
                                  threshold_label=f"threshold: {THRESHOLD_PERCENTILE}th percentile of plausible clips")
         shown = self.model.shown_frames(video)

@@ -28,7 +28,7 @@ def explorer(tmp_path_factory):
 def clip(tmp_path_factory):
     path = tmp_path_factory.mktemp("clips") / "appear.mp4"
     write_video(path, make_pair(3, "appear", WorldConfig(size=64, num_frames=24))[1].frames)
-    return load_clip(path)
+    return load_clip(path).frames
 
 
 def test_load_clip_refuses_what_it_cannot_or_should_not_decode(tmp_path):
@@ -47,7 +47,8 @@ def test_load_clip_spreads_at_most_64_frames_over_the_clip(tmp_path):
     frames = np.zeros((100, 32, 48, 3), np.uint8)
     frames[:, :, :, 0] = np.arange(100)[:, None, None] * 2  # frame i is red 2i
     write_video(tmp_path / "ramp.mp4", frames, fps=25)
-    video = load_clip(tmp_path / "ramp.mp4")
+    video, source_frames = load_clip(tmp_path / "ramp.mp4")
+    assert source_frames[0] == 0 and source_frames[-1] == 99 and (np.diff(source_frames) > 0).all()
     assert video.shape[0] == 64 and min(video.shape[1:3]) == 128
     red = video[:, 64, 96, 0].astype(int)
     assert red[0] < 10 and red[-1] > 185 and (np.diff(red) >= -3).all()  # first to last, in order
@@ -87,6 +88,17 @@ def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, cli
     assert numbers["frames_above_threshold"] == above
     assert numbers["peak_frame"] == numbers["step_frames"][int(np.argmax(numbers["per_step"]))]
     assert view.overlay.ndim == 3 and view.overlay.dtype == np.uint8
+
+
+def test_surprise_view_of_a_sampled_upload_names_the_files_frames(explorer, tmp_path):
+    long_clip = make_pair(4, "teleport", WorldConfig(size=64, num_frames=200))[1].frames
+    write_video(tmp_path / "long.mp4", long_clip, fps=25)
+    frames, source_frames = load_clip(tmp_path / "long.mp4")
+    assert len(frames) == 64 and source_frames[-1] == 199
+    sampled, in_file = explorer.surprise(frames).numbers, explorer.surprise(frames, source_frames).numbers
+    assert in_file["per_step"] == sampled["per_step"]  # the same computation, only the frame numbers differ
+    assert in_file["step_frames"] == [int(source_frames[i]) for i in sampled["step_frames"]]
+    assert in_file["peak_frame"] == int(source_frames[sampled["peak_frame"]]) and in_file["step_frames"][-1] > 150
 
 
 def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_scale(explorer, clip):
