@@ -33,6 +33,21 @@ class VideoError(ValueError):
     """A file that cannot be read as a video; the message says which file and why, in plain words."""
 
 
+class _Deadline:
+    """Decoding loops check it between frames: a clip that takes too long becomes a VideoError, not a stuck worker.
+    (One frame's decoding cannot be interrupted; the check comes after it.)"""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def check(self, path: Path, frames_done: int | None = None) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            done = "" if frames_done is None else f" ({frames_done} frames decoded)"
+            raise VideoError(f"{path.name}: gave up after {self.seconds:g} s of reading{done}; "
+                             "try a shorter or smaller clip")
+
+
 def read_video(path, num_frames: int | None = None, size: int | None = None, *,
                timeout: float | None = None) -> np.ndarray:
     """Decode a video file to uint8 RGB frames of shape (T, H, W, 3), upright (display rotation applied).
@@ -75,7 +90,8 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     if max_megabytes is not None and megabytes > max_megabytes:
         raise VideoError(f"{path.name}: the file is {megabytes:.0f} MB; the limit is {max_megabytes:g} MB. "
                          "Trim or compress it.")
-    info = video_info(path)
+    deadline = _Deadline(timeout)  # counts from here: a file of millions of packets is slow to scan, too
+    info = _info(path, deadline)
     if max_seconds is not None and info["duration"] > max_seconds:
         raise VideoError(f"{path.name}: the clip lasts {info['duration']:.0f} s; the limit is {max_seconds:g} s. "
                          "Trim it to the moment you want to inspect.")
@@ -83,7 +99,7 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     if max(width, height) > max_aspect * min(width, height):
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, more than {max_aspect:g} times wider "
                          "than high or higher than wide; a model would see only a small centred square of it")
-    return _sample(path, info["frames"], min(info["frames"], max_frames), size, _Deadline(timeout), at_most=True)
+    return _sample(path, info["frames"], min(info["frames"], max_frames), size, deadline, at_most=True)
 
 
 def video_info(path) -> dict:
@@ -91,10 +107,12 @@ def video_info(path) -> dict:
 
     Frames are counted from the file's packets (no full decode); width and height are those `read_video` returns
     (rotation applied); duration spans the frames' timestamps, right for a variable frame rate too (frames / fps when
-    they have none). Decodes one frame, so a file whose pictures cannot be decoded
-    raises `VideoError` here too.
+    they have none). Decodes one frame, so a file whose pictures cannot be decoded raises `VideoError` here too.
     """
-    path = _check_file(path)
+    return _info(_check_file(path))
+
+
+def _info(path: Path, deadline: _Deadline | None = None) -> dict:
     with _video(path) as (container, stream):
         first = next(_decode(container, stream, path))
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -102,7 +120,7 @@ def video_info(path) -> dict:
             width, height = height, width
         # ffmpeg's own choice of output rate; the average rate is off for gifs (delays are whole centiseconds).
         fps = float(stream.guessed_rate or stream.average_rate or 0)
-    frames, seconds = _scan(path)
+    frames, seconds = _scan(path, deadline)
     duration = seconds if seconds is not None else frames / fps if fps else 0.0
     return {"frames": frames, "fps": fps, "width": width, "height": height, "duration": duration}
 
@@ -180,21 +198,6 @@ def _video_stream(container, path: Path):
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, over the limit of "
                          f"{MAX_PIXELS / 1e6:.0f} million a frame; scale it down first")
     return stream
-
-
-class _Deadline:
-    """Decoding loops check it between frames: a clip that takes too long becomes a VideoError, not a stuck worker.
-    (One frame's decoding cannot be interrupted; the check comes after it.)"""
-
-    def __init__(self, seconds: float | None):
-        self.seconds = seconds
-        self.end = None if seconds is None else time.monotonic() + seconds
-
-    def check(self, path: Path, frames_done: int | None = None) -> None:
-        if self.end is not None and time.monotonic() > self.end:
-            done = "" if frames_done is None else f" ({frames_done} frames decoded)"
-            raise VideoError(f"{path.name}: gave up after {self.seconds:g} s of reading{done}; "
-                             "try a shorter or smaller clip")
 
 
 def _scan(path: Path, deadline: _Deadline | None = None) -> tuple[int, float | None]:

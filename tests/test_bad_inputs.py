@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from jepa_demo import VideoError, read_video, video_info
+from jepa_demo.video import read_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,6 +119,8 @@ def test_read_video_gives_up_at_its_timeout(corpus):
     with pytest.raises(VideoError, match=r"long-3min.mp4: gave up after 0.01 s"):
         read_video(corpus / "long-3min.mp4", timeout=0.01)
     assert len(read_video(corpus / "long-3min.mp4", num_frames=4, timeout=60)) == 4
+    with pytest.raises(VideoError, match=r"long-3min.mp4: gave up after 0.001 s"):
+        read_clip(corpus / "long-3min.mp4", max_frames=64, size=32, timeout=0.001)
 
 
 def test_cli_answers_every_file_or_names_it_with_the_reason(corpus):
