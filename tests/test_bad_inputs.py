@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
+from test_video import ffmpeg, pattern_clip  # the same helpers make the video tests' files
 
 from jepa_demo import VideoError, read_video, video_info
 from jepa_demo.video import read_clip
@@ -53,23 +53,13 @@ APP_REFUSES = {"long-3min.mp4": "limit is 60 s", "still.png": r"Invalid file typ
 SHAPES = {**READABLE, "one-frame.mp4": (1, 48, 64), "wide-1024x16.mp4": (20, 16, 1024)}
 
 
-def _ffmpeg(*args) -> None:
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", *map(str, args)], check=True)
-
-
-def _pattern(path: Path, seconds: float, size: str = "64x48", *extra) -> Path:
-    """ffmpeg's test pattern at 10 fps (a moving gradient and a counter: every frame differs)."""
-    _ffmpeg("-f", "lavfi", "-i", f"testsrc=duration={seconds}:size={size}:rate=10", *extra, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("corpus")
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "random-bytes.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
     (folder / "notes.mp4").write_text("My holiday video, part 2\n" * 100)
-    whole = _pattern(folder / "whole.tmp.mp4", 4, "64x48", "-movflags", "+faststart").read_bytes()
+    whole = pattern_clip(folder / "whole.tmp.mp4", 4, "64x48", 10, "-movflags", "+faststart").read_bytes()
     (folder / "truncated.mp4").write_bytes(whole[:int(len(whole) * 0.4)])
     (folder / "truncated-late.mp4").write_bytes(whole[:int(len(whole) * 0.9)])
     (folder / "whole.tmp.mp4").unlink()
@@ -77,21 +67,21 @@ def corpus(tmp_path_factory) -> Path:
     still[10:30, 20:40] = (255, 200, 0)
     Image.fromarray(still).save(folder / "still.png")
     Image.fromarray(still).save(folder / "still-named.mp4", format="PNG")
-    _ffmpeg("-f", "lavfi", "-i", "color=c=blue:s=6400x6400:d=0.5:r=4", "-c:v", "libx264", "-preset", "ultrafast",
+    ffmpeg("-f", "lavfi", "-i", "color=c=blue:s=6400x6400:d=0.5:r=4", "-c:v", "libx264", "-preset", "ultrafast",
             folder / "huge-6400x6400.mp4")
-    _pattern(folder / "one-frame.mp4", 0.1)
-    _pattern(folder / "wide-1024x16.mp4", 2, "1024x16")
-    _pattern(folder / "tiny-8x8.mp4", 3, "8x8")
-    _pattern(folder / "gray.mp4", 2, "64x48", "-pix_fmt", "gray")
-    _pattern(folder / "long-3min.mp4", 180)
-    _pattern(folder / "with-audio.mp4", 2, "64x48", "-f", "lavfi", "-i", "sine=duration=3", "-shortest")
-    _pattern(folder / "clip.webm", 2, "64x48", "-c:v", "libvpx-vp9", "-deadline", "realtime")
-    _pattern(folder / "clip.gif", 2)
-    _pattern(folder / "clip.mov", 2)
+    pattern_clip(folder / "one-frame.mp4", 0.1, "64x48", 10)
+    pattern_clip(folder / "wide-1024x16.mp4", 2, "1024x16", 10)
+    pattern_clip(folder / "tiny-8x8.mp4", 3, "8x8", 10)
+    pattern_clip(folder / "gray.mp4", 2, "64x48", 10, "-pix_fmt", "gray")
+    pattern_clip(folder / "long-3min.mp4", 180, "64x48", 10)
+    pattern_clip(folder / "with-audio.mp4", 2, "64x48", 10, "-f", "lavfi", "-i", "sine=duration=3", "-shortest")
+    pattern_clip(folder / "clip.webm", 2, "64x48", 10, "-c:v", "libvpx-vp9", "-deadline", "realtime")
+    pattern_clip(folder / "clip.gif", 2, "64x48", 10)
+    pattern_clip(folder / "clip.mov", 2, "64x48", 10)
     # 10 frames at 10 fps, 10 at 40 fps, 3 at 5 fps (in milliseconds): no single frame rate describes the clip.
     retime = "settb=1/1000,setpts='1000*if(lt(N,10),N/10,if(lt(N,20),1+(N-10)/40,1.25+(N-20)/5))'"
-    _pattern(folder / "variable-rate.mp4", 2.3, "64x48", "-vf", retime, "-fps_mode", "passthrough",
-             "-enc_time_base", "1:1000", "-video_track_timescale", "1000", "-bf", "0")
+    pattern_clip(folder / "variable-rate.mp4", 2.3, "64x48", 10, "-vf", retime, "-fps_mode", "passthrough",
+                 "-enc_time_base", "1:1000", "-video_track_timescale", "1000", "-bf", "0")
     assert sorted(p.name for p in folder.iterdir()) == sorted({**UNREADABLE, **UNUSABLE, **READABLE})
     return folder
 
