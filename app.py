@@ -188,7 +188,8 @@ def build_app() -> gr.Blocks:
                         "by its model's own 95th percentile on plausible clips, so 1 means 'as surprising as the "
                         "top 5 % of ordinary moments'. **What to look for:** a curve that jumps right after a "
                         "violation and stays near or below 1 elsewhere; on the clips with irrelevant detail "
-                        "(noise, flicker), compare how far each curve rises where nothing physically wrong happens."
+                        "(noise, flicker), compare how far each curve rises where nothing physically wrong happens. "
+                        "The clip's score (in the numbers) is its peak minus its calmest step."
                         + ("" if PIXEL_BASELINE not in SHIPPED else " The second curve is the pixel baseline, which "
                            "predicts pixels instead of representations."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")

@@ -21,7 +21,9 @@ DEFAULT = CHECKPOINTS / "default"
 MIN_TARGET_STD = 0.1
 MIN_RANKME = 5.0
 # Margins of the small suite below (24 pairs, 60 + 40 probe clips), with what the shipped default measured:
-MIN_APPEAR_ACCURACY = 0.8  # an object appearing from nothing, clean and with detail: measured 1.00 and 1.00
+MIN_CLEAN_ACCURACY = 0.65  # pairwise accuracy over all kinds, clean clips: measured 0.79
+MIN_DETAIL_ACCURACY = 0.6  # with irrelevant detail: measured 0.71
+MIN_MARGIN_OVER_RANDOM = 0.2  # clean clips, over a random encoder of the same shape: measured +0.37 (0.79 vs 0.42)
 PROBE_FLOOR_SLACK = 0.1  # probes may fall at most this far below the most-common-value floor (measured +0.01, -0.04)
 MIN_CLIP_RANK = 2.0  # effective rank of clip embeddings (a collapsed encoder gives 1; measured 2.8)
 
@@ -50,8 +52,11 @@ def test_small_evaluation_suite_stays_above_the_stated_margins():
     models = {name: load_model(CHECKPOINTS / name, device="cpu") for name in ("default", "pixel-baseline")}
     report = evaluate(models, num_pairs=24, probe_train=60, probe_test=40, resamples=200)
     for condition in ("clean", "detail"):
-        assert report["pairs"][condition]["default"]["per_kind"]["appear"]["accuracy"] >= MIN_APPEAR_ACCURACY
         assert set(report["pairs"][condition]) == {"default", "pixel-baseline", RANDOM, "frame difference"}
+    clean, detail = report["pairs"]["clean"], report["pairs"]["detail"]
+    assert clean["default"]["accuracy"] >= MIN_CLEAN_ACCURACY
+    assert detail["default"]["accuracy"] >= MIN_DETAIL_ACCURACY
+    assert clean["default"]["accuracy"] - clean[RANDOM]["accuracy"] >= MIN_MARGIN_OVER_RANDOM
     floor = report["majority"]["mean"] - PROBE_FLOOR_SLACK
     assert report["representation"]["default"]["knn"]["mean"] >= floor
     assert report["representation"]["default"]["linear"]["mean"] >= floor

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from jepa_demo.inference import surprise_score
 from jepa_demo.world import WorldConfig, render_clip
 
 
@@ -53,8 +54,17 @@ def test_surprise_shapes_and_frame_positions(model):
     assert result.per_step.shape == (steps - first_predicted,)
     assert result.heatmap.shape == (steps - first_predicted, *model.cfg.grid[1:])
     assert result.step_frames.tolist() == list(range(first_predicted * 2, 12, 2))
-    assert result.score == pytest.approx(result.per_step.max())
+    assert result.score == pytest.approx(result.per_step.max() - result.per_step.min())
     assert np.allclose(result.heatmap.mean(axis=(1, 2)), result.per_step, atol=1e-6)
+
+
+def test_surprise_score_is_the_peak_above_the_calmest_step():
+    calm = np.array([0.2, 0.2, 0.2, 0.2])
+    spike = np.array([0.2, 0.2, 0.9, 0.2])
+    assert surprise_score(calm) == 0.0
+    assert surprise_score(spike) == pytest.approx(0.7)
+    # a busier clip (every step's error higher by the same amount) is not more surprising
+    assert surprise_score(calm + 0.5) == pytest.approx(0.0) and surprise_score(spike + 0.5) == pytest.approx(0.7)
 
 
 def test_surprise_only_looks_backwards(model):
