@@ -1,6 +1,6 @@
 """The evaluation suite: does a model understand the synthetic world, and does it beat predicting pixels?
 
-    python -m jepa_demo.evaluate [--checkpoint DIR ...] [--json out.json] [--report docs/results.md]
+    python -m jepa_demo.evaluate [--checkpoint DIR ...] [--json out.json] [--report docs/results.md] [--validation]
 
 On held-out seeds of `jepa_demo.world` (training uses seeds far below `HELD_OUT_SEED`), for each checkpoint (by
 default every shipped one: the JEPA default, the pixel baseline, the SIGReg JEPA), a randomly initialised encoder of
@@ -11,8 +11,9 @@ the first one's shape, and a trivial pixel heuristic (the largest jump in frame-
   (resampling pairs);
 - representation: kNN and linear (logistic) probes of the world's labels, effective rank of clip embeddings;
 - tracking: future-prediction error on the tokens objects cover, next to copying the last visible target.
-`--report` writes a Markdown report with plots (docs/results.md is generated this way). This module knows nothing
-about training loops or the app.
+`--report` writes a Markdown report with plots (docs/results.md is generated this way). `--validation` draws every
+clip from other seeds (from `VALIDATION_SEED`): recipes and scores are compared there, so that the held-out numbers
+stay untouched by those choices. This module knows nothing about training loops or the app.
 """
 
 import argparse
@@ -36,6 +37,7 @@ from .model import VideoJEPA, effective_rank
 from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_clip
 
 HELD_OUT_SEED = 1_000_000_000
+VALIDATION_SEED = HELD_OUT_SEED + 900_000  # for choosing recipes and scores; its draws never meet the held-out ones
 PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
 SHIPPED = ("default", "pixel-baseline", "jepa-sigreg")
 CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -177,9 +179,11 @@ def random_twin(model: JEPAModel, seed: int = 0) -> JEPAModel:
 
 
 def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: int = 300, probe_test: int = 200,
-             resamples: int = 1000) -> dict:
+             resamples: int = 1000, first_seed: int = HELD_OUT_SEED) -> dict:
     """The whole suite for `models` (name -> model; the first one gets a random twin), plus the pixel heuristic.
-    All models must share the preprocessing of the first (the clips are rendered once at its size and length)."""
+    All models must share the preprocessing of the first (the clips are rendered once at its size and length).
+    Clips come from seeds `first_seed` and up: pairs from +0, probe clips from +500_000 and +600_000, tracking clips
+    from +700_000."""
     started = time.time()
     first = next(iter(models.values()))
     size, frames = first.preprocess.img_size, first.cfg.num_frames
@@ -190,9 +194,9 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     models = {**models, RANDOM: random_twin(first)}
     described = {name: _describe(model) for name, model in models.items()}
     described[RANDOM]["step"] = 0
-    train_clips = labelled_clips(probe_train, HELD_OUT_SEED + 500_000, size, frames)
-    test_clips = labelled_clips(probe_test, HELD_OUT_SEED + 600_000, size, frames)
-    plain = [render_clip(HELD_OUT_SEED + 700_000 + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
+    train_clips = labelled_clips(probe_train, first_seed + 500_000, size, frames)
+    test_clips = labelled_clips(probe_test, first_seed + 600_000, size, frames)
+    plain = [render_clip(first_seed + 700_000 + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
              for i in range(max(1, num_pairs // 2))]
     report = {"models": described,
               "representation": {name: representation_scores(model.embed, train_clips, test_clips)
@@ -203,12 +207,12 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     scorers = {name: (lambda v, m=model: m.surprise(v).score) for name, model in models.items()}
     scorers[FRAME_DIFFERENCE] = frame_difference_score
     for condition, detail in (("clean", False), ("detail", True)):
-        pairs = violation_pairs(num_pairs, detail, size)
+        pairs = violation_pairs(num_pairs, detail, size, first_seed)
         kinds = [kind for kind, _, _ in pairs]
         report["pairs"][condition] = {name: pair_statistics(score_pairs(score, pairs), kinds, resamples)
                                       for name, score in scorers.items()}
     report["settings"] = {"num_pairs": num_pairs, "probe_train": probe_train, "probe_test": probe_test,
-                          "resamples": resamples, "seconds": round(time.time() - started, 1),
+                          "resamples": resamples, "first_seed": first_seed, "seconds": round(time.time() - started, 1),
                           "threads": torch.get_num_threads()}
     return report
 
@@ -278,12 +282,15 @@ def main(argv=None) -> int:
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--report", help="also write a Markdown report with plots (e.g. docs/results.md)")
+    parser.add_argument("--validation", action="store_true",
+                        help="draw the clips from the validation seeds, where recipes are compared, not held-out ones")
     args = parser.parse_args(argv)
     if min(args.pairs, args.probe_clips, args.resamples) < 1:
         parser.error("--pairs, --probe-clips and --resamples must be at least 1")
     try:
         report = evaluate(_load_all(args.checkpoint), num_pairs=args.pairs, probe_train=args.probe_clips,
-                          probe_test=max(1, args.probe_clips * 2 // 3), resamples=args.resamples)
+                          probe_test=max(1, args.probe_clips * 2 // 3), resamples=args.resamples,
+                          first_seed=VALIDATION_SEED if args.validation else HELD_OUT_SEED)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

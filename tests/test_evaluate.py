@@ -6,6 +6,7 @@ import pytest
 from jepa_demo.evaluate import (
     FRAME_DIFFERENCE,
     RANDOM,
+    VALIDATION_SEED,
     evaluate,
     format_report,
     frame_difference_score,
@@ -92,6 +93,18 @@ def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpo
     assert "## Goals for the default checkpoint" in text and "pixel baseline `tiny-pixel`" in text
     assert (tmp_path / "docs" / "results" / "violations.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "results" / "probes.png").stat().st_size > 1000
+
+
+def test_validation_draws_other_clips_and_says_so(tiny_checkpoint, tmp_path):
+    held_out = violation_pairs(len(VIOLATIONS), detail=False, size=32)
+    validation = violation_pairs(len(VIOLATIONS), detail=False, size=32, first_seed=VALIDATION_SEED)
+    assert not any(np.array_equal(a[1], b[1]) for a in held_out for b in validation)
+    out, md = tmp_path / "report.json", tmp_path / "validation.md"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--validation", "--pairs", "6", "--probe-clips", "12",
+            "--resamples", "20", "--json", str(out), "--report", str(md)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["settings"]["first_seed"] == VALIDATION_SEED
+    assert "Validation seeds" in md.read_text() and "Held-out seeds" not in md.read_text()
 
 
 def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_inference):
