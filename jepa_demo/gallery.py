@@ -33,7 +33,7 @@ from .cli import DEFAULT_CHECKPOINT
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
 
-# jepa_demo.evaluate.HELD_OUT_SEED + 2_000_000: above training seeds and the evaluation's +500_000..+900_000 ranges.
+# jepa_demo.evaluate.HELD_OUT_SEED + 2_000_000: above training seeds and the evaluation's ranges (up to +1_600_000).
 # Written out so that importing this module does not import the evaluation (and scikit-learn); a test checks it.
 GALLERY_SEED = 1_002_000_000
 GALLERY_FORMAT = 3  # bump when what is stored or how it is computed changes: older cache files are then ignored
