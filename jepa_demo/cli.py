@@ -9,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .checkpoint import CheckpointError
 from .inference import load_model
 from .video import VideoError, read_clip, video_info
@@ -40,7 +38,7 @@ def describe(command: str, path: str, model) -> dict:
     result = model.surprise(clip.frames, progress=True)  # a bar on a terminal: a large model on CPU takes a while
     step_frames = clip.source_frames[result.step_frames]  # the file's frame numbers, not the sample's
     return {"file": path, "score": round(result.score, 6), "per_step": [round(float(v), 6) for v in result.per_step],
-            "step_frames": step_frames.tolist(), "peak_frame": int(step_frames[np.argmax(result.per_step)])}
+            "step_frames": step_frames.tolist(), "peak_frame": int(step_frames[result.peak_step])}
 
 
 def human_line(command: str, result: dict) -> str:

@@ -69,7 +69,7 @@ def _print_pair(results: dict, violation_frame: int, kind: str) -> bool:
     values = np.concatenate([r.per_step for r in results.values()])
     low, high = float(values.min()), float(values.max())
     for name, result in results.items():
-        peak = int(result.step_frames[np.argmax(result.per_step)])
+        peak = int(result.step_frames[result.peak_step])
         print(f"  {name:>13}  {sparkline(result.per_step, low, high)}  score {result.score:.4f}  (peak frame {peak})")
     frames = next(iter(results.values())).step_frames
     print(f"  {'frames':>13}  {frames[0]} .. {frames[-1]}")

@@ -202,7 +202,7 @@ class Explorer:
         steps = in_file(result.step_frames)
         curves = {CURVE_NAMES[self.model.objective]: (steps, result.per_step / self.threshold)}
         numbers = {"score": result.score, "threshold": self.threshold, "per_step": result.per_step.tolist(),
-                   "step_frames": steps.tolist(), "peak_frame": int(steps[int(np.argmax(result.per_step))]),
+                   "step_frames": steps.tolist(), "peak_frame": int(steps[result.peak_step]),
                    "frames_above_threshold": steps[result.per_step > self.threshold].tolist()}
         if self.baseline is not None:
             other = self.baseline.surprise(video)

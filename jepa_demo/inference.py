@@ -41,6 +41,11 @@ class Surprise:
     step_frames: np.ndarray  # (S,) index in the input clip of each step's first frame
     score: float  # peak minus calmest step (see `surprise_score`)
 
+    @property
+    def peak_step(self) -> int:
+        """Index into `per_step` / `step_frames` of the most surprising step."""
+        return int(np.argmax(self.per_step))
+
 
 class JEPAModel:
     """A trained VideoJEPA with its preprocessing, ready for inference."""
