@@ -104,7 +104,8 @@ def test_validation_draws_other_clips_and_says_so(tiny_checkpoint, tmp_path):
             "--resamples", "20", "--json", str(out), "--report", str(md)]
     assert main(argv) == 0
     assert json.loads(out.read_text())["settings"]["first_seed"] == VALIDATION_SEED
-    assert "Validation seeds" in md.read_text() and "Held-out seeds" not in md.read_text()
+    text = md.read_text()
+    assert "Validation seeds" in text and "Held-out seeds" not in text
 
 
 def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_inference):
