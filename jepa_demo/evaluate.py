@@ -51,7 +51,7 @@ def pair_world(detail: bool, num_frames: int = 32, size: int = 64) -> WorldConfi
 
 
 def violation_pairs(num_pairs: int, detail: bool, size: int = 64, first_seed: int = HELD_OUT_SEED):
-    """`num_pairs` (kind, plausible frames, implausible frames), kinds in turn, from held-out seeds."""
+    """`num_pairs` (kind, plausible frames, implausible frames), kinds in turn, from seeds `first_seed` and up."""
     cfg = pair_world(detail, size=size)
     pairs = []
     for i in range(num_pairs):
@@ -244,12 +244,12 @@ def format_report(report: dict) -> str:
         lines += ["| **all: AUROC** | " + " | ".join(_ci(s, "auroc") for s in scorers.values()) + " |", ""]
     rep, majority = report["representation"], report["majority"]
     for probe, title in (("knn", "kNN probe (k=5, cosine)"), ("linear", "Linear probe (logistic regression)")):
-        lines += [f"### {title}: accuracy on held-out clips ({report['settings']['probe_test']} clips)", "",
+        lines += [f"### {title}: accuracy on the probe's {report['settings']['probe_test']} test clips", "",
                   "| label | " + " | ".join(rep) + " | most common value |", "|---" * (len(rep) + 2) + "|"]
         lines += [f"| {label} | " + " | ".join(f"{r[probe][label]:.3f}" for r in rep.values())
                   + f" | {majority[label]:.3f} |" for label in (*PROBE_LABELS, "mean")]
         lines.append("")
-    lines += ["### Effective rank (RankMe) of the held-out clips' embeddings", "", "| | " + " | ".join(rep) + " |",
+    lines += ["### Effective rank (RankMe) of the probe's test clips' embeddings", "", "| | " + " | ".join(rep) + " |",
               "|---" * (len(rep) + 1) + "|",
               "| effective rank | " + " | ".join(f"{r['effective_rank']:.1f}" for r in rep.values()) + " |", ""]
     track = report["tracking"]
