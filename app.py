@@ -9,10 +9,13 @@ UI wiring only: every number, image and figure comes from `jepa_demo.explore`. E
 be scripted with `gradio_client`.
 """
 
+import asyncio
+import contextlib
 import functools
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -148,7 +151,7 @@ def example_clips(folder: Path) -> list[str]:
 
 def build_app() -> gr.Blocks:
     examples = example_clips(Path(tempfile.gettempdir()) / "jepa-lens-examples")
-    with gr.Blocks(title="JEPA Lens", delete_cache=(max(1, FILE_LIFETIME // 2), FILE_LIFETIME)) as app:
+    with gr.Blocks(title="JEPA Lens") as app:  # no delete_cache: `sweep_files_while_serving` does its job
         gr.Markdown("# JEPA Lens\nA video JEPA predicts the *representation* of what it cannot see, not its pixels. "
                     f"Upload a clip (mp4, webm, mov, avi or gif; up to {MAX_SECONDS:.0f} s and {MAX_MEGABYTES} MB) "
                     "or pick an example, then open a view.")
@@ -207,9 +210,48 @@ def build_app() -> gr.Blocks:
     return app.queue(default_concurrency_limit=2, max_size=32)
 
 
+def sweep_files(app: gr.Blocks, age: float) -> None:
+    """Delete the files Gradio keeps for `app` (uploads, returned pictures) once they are older than `age` seconds.
+
+    Gradio's own `delete_cache` sweep (6.31) iterates these live sets in a worker thread while requests add to them;
+    its first "Set changed size during iteration" ends its sweep task for good, and uploads then stay until the server
+    stops. This sweep reads snapshots, and honours the files Gradio marks to keep (the examples).
+    """
+    keep = set().union(*(getattr(block, "keep_in_cache", ()) for block in list(app.blocks.values())))
+    for files in list(app.temp_file_sets):
+        for path in set(files) - keep:
+            try:
+                if time.time() - os.lstat(path).st_ctime > age:
+                    os.remove(path)
+                    files.discard(path)
+            except FileNotFoundError:
+                files.discard(path)
+            except OSError:  # e.g. a permission error: leave the file to the next round rather than stop sweeping
+                continue
+
+
+@contextlib.asynccontextmanager
+async def sweep_files_while_serving(server):
+    """FastAPI lifespan: sweep every half lifetime while the server runs, and everything when it stops."""
+    app = server.get_blocks()
+
+    async def sweep_forever():
+        while True:
+            await asyncio.sleep(max(1, FILE_LIFETIME // 2))
+            await asyncio.to_thread(sweep_files, app, FILE_LIFETIME)
+
+    task = asyncio.create_task(sweep_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        sweep_files(app, age=-1)
+
+
 def launch(app: gr.Blocks, **kwargs):
     """Serve `app`; the gallery thumbnails live in the cache folder, which Gradio must be allowed to serve."""
-    return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(default_cache_dir())], **kwargs)
+    return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(default_cache_dir())],
+                      app_kwargs={"lifespan": sweep_files_while_serving}, **kwargs)
 
 
 if __name__ == "__main__":

@@ -140,3 +140,71 @@ def test_no_server_file_can_be_read_through_the_app(app_server):
     event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
     stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read().decode()
     assert "event: error" in stream and "root:" not in stream
+
+
+def _files(folder: Path, prefix: str, count: int) -> list[str]:
+    paths = [str(folder / f"{prefix}{i}") for i in range(count)]
+    for path in paths:
+        Path(path).write_bytes(b"x")
+    return paths
+
+
+def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path):
+    """Gradio 6.31's own sweep raises 'Set changed size during iteration' here nearly every round (and its task then
+    stops for good); the app's sweep must remove every expired file and nothing else, however the set changes."""
+    import threading
+    import time
+
+    import gradio as gr
+
+    import app
+
+    with gr.Blocks() as ui:
+        gr.File()
+    uploads = ui.upload_file_set
+    expired, example = _files(tmp_path, "old", 20), _files(tmp_path, "example", 1)[0]
+    uploads.update([*expired, example])
+    next(iter(ui.blocks.values())).keep_in_cache.add(example)
+    time.sleep(1.5)
+    born_after = time.time()
+    fresh = _files(tmp_path, "new", 20)
+    stop = threading.Event()
+
+    def upload_and_forget():  # the set grows and shrinks while the sweeps read it
+        while not stop.is_set():
+            for path in fresh:
+                uploads.add(path)
+            uploads.difference_update(fresh)
+
+    uploader = threading.Thread(target=upload_and_forget)
+    uploader.start()
+    try:
+        for _ in range(100):
+            uploads.update(fresh[:10])
+            # The expiry falls midway between the old and the new files: a round may take a fraction of a second.
+            app.sweep_files(ui, age=time.time() - born_after + 0.75)
+    finally:
+        stop.set()
+        uploader.join()
+    assert not any(Path(path).exists() for path in expired) and not uploads & set(expired)
+    assert Path(example).exists() and all(Path(path).exists() for path in fresh)
+
+
+def test_a_stopping_server_removes_every_file_it_kept(tmp_path):
+    import asyncio
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    import app
+
+    with gr.Blocks() as ui:
+        gr.File()
+    ui.upload_file_set.update(_files(tmp_path, "upload", 3))
+
+    async def serve_briefly():
+        async with app.sweep_files_while_serving(SimpleNamespace(get_blocks=lambda: ui)):
+            await asyncio.sleep(0)
+
+    asyncio.run(serve_briefly())
+    assert not list(tmp_path.iterdir()) and not ui.upload_file_set
