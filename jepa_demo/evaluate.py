@@ -32,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .checkpoint import CheckpointError
-from .inference import JEPAModel, load_model
+from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_clip
 
@@ -100,6 +100,20 @@ def pair_statistics(scores: np.ndarray, kinds: list[str], resamples: int = 1000,
     kind_of = np.asarray(kinds)
     per_kind = {kind: _with_intervals(scores[kind_of == kind], rng, resamples) for kind in dict.fromkeys(kinds)}
     return {**_with_intervals(scores, rng, resamples), "per_kind": per_kind}
+
+
+def surprise_shift(curves: list[tuple[np.ndarray, np.ndarray]], kinds: list[str]) -> dict:
+    """How each kind of violation moves a model's per-step surprise, from each pair's (plausible, implausible) curves:
+    `rise`, the largest excess of the implausible twin's curve over its plausible twin's, and `end`, the difference at
+    the last step, both as a share of the plausible twin's mean level, averaged per kind. A surprise in V-JEPA's sense
+    is a rise that fades once the new state is in view (rise well above end); a shift that stays, or a drop, is the
+    error following how much is in view. Both move the score (peak minus calmest step), so the accuracy alone cannot
+    tell them apart."""
+    shift = defaultdict(list)
+    for kind, (plausible, implausible) in zip(kinds, curves):
+        excess = (implausible - plausible) / plausible.mean()
+        shift[kind].append((excess.max(), excess[-1]))
+    return {kind: dict(zip(("rise", "end"), np.mean(values, axis=0).tolist())) for kind, values in shift.items()}
 
 
 def pair_accuracy(score, pairs) -> dict:
@@ -203,14 +217,17 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
                                  for name, model in models.items()},
               "majority": majority_rates(test_clips),
               "tracking": {name: tracking_errors(model, plain) for name, model in models.items()},
-              "pairs": {}}
-    scorers = {name: (lambda v, m=model: m.surprise(v).score) for name, model in models.items()}
-    scorers[FRAME_DIFFERENCE] = frame_difference_score
+              "pairs": {}, "surprise_shift": {}}
     for condition, detail in (("clean", False), ("detail", True)):
         pairs = violation_pairs(num_pairs, detail, size, first_seed)
         kinds = [kind for kind, _, _ in pairs]
-        report["pairs"][condition] = {name: pair_statistics(score_pairs(score, pairs), kinds, resamples)
-                                      for name, score in scorers.items()}
+        curves = {name: [(model.surprise(plausible).per_step, model.surprise(implausible).per_step)
+                         for _, plausible, implausible in pairs] for name, model in models.items()}
+        scores = {name: np.array([[surprise_score(p), surprise_score(i)] for p, i in pair_curves])
+                  for name, pair_curves in curves.items()}
+        scores[FRAME_DIFFERENCE] = score_pairs(frame_difference_score, pairs)
+        report["pairs"][condition] = {name: pair_statistics(s, kinds, resamples) for name, s in scores.items()}
+        report["surprise_shift"][condition] = {name: surprise_shift(c, kinds) for name, c in curves.items()}
     report["settings"] = {"num_pairs": num_pairs, "probe_train": probe_train, "probe_test": probe_test,
                           "resamples": resamples, "first_seed": first_seed, "seconds": round(time.time() - started, 1),
                           "threads": torch.get_num_threads()}
@@ -242,6 +259,16 @@ def format_report(report: dict) -> str:
                          + " |")
         lines.append("| **all: accuracy** | " + " | ".join(_ci(s, "accuracy") for s in scorers.values()) + " |")
         lines += ["| **all: AUROC** | " + " | ".join(_ci(s, "auroc") for s in scorers.values()) + " |", ""]
+    for condition, models in report["surprise_shift"].items():
+        lines += [f"### How a violation moves the surprise curve, {condition} clips", "",
+                  "Largest rise of the implausible twin's per-step surprise over its plausible twin's / the difference "
+                  "at the last step, as a share of the plausible twin's mean level (mean over the kind's pairs). A "
+                  "surprise is a rise that fades (first number well above the second); a lasting shift or a drop is "
+                  "the error following how much is in view.", "",
+                  "| kind | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+        lines += [f"| {kind} | " + " | ".join(f"{m[kind]['rise']:+.2f} / {m[kind]['end']:+.2f}"
+                                             for m in models.values()) + " |" for kind in VIOLATIONS]
+        lines.append("")
     rep, majority = report["representation"], report["majority"]
     for probe, title in (("knn", "kNN probe (k=5, cosine)"), ("linear", "Linear probe (logistic regression)")):
         lines += [f"### {title}: accuracy on the probe's {report['settings']['probe_test']} test clips", "",

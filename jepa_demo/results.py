@@ -69,6 +69,12 @@ def summary_lines(report: dict) -> list[str]:
         gap = pairs["detail"][jepa]["accuracy"] - pairs["detail"][pixel]["accuracy"]
         lines.append(f"- With irrelevant detail, `{jepa}` is **{_verdict(pairs['detail'], jepa, pixel)}** the pixel "
                      f"baseline `{pixel}` ({gap:+.2f} pairwise accuracy).")
+    shift = report["surprise_shift"]["clean"][jepa]
+    lines.append(f"- What moves `{jepa}`'s score, on clean clips (largest rise of the implausible twin's surprise over "
+                 "the plausible one's / the difference at the end, as a share of its level): "
+                 + ", ".join(f"{kind} {shift[kind]['rise']:+.2f} / {shift[kind]['end']:+.2f}" for kind in VIOLATIONS)
+                 + ". A surprise rises and fades once the new state is in view; a lasting shift or a drop is the "
+                 "error following how much is in view.")
     rep = report["representation"]
     lines.append(f"- kNN probe, mean over labels: `{jepa}` {rep[jepa]['knn']['mean']:.3f}, random encoder "
                  f"{rep[RANDOM]['knn']['mean']:.3f}, most common value {report['majority']['mean']:.3f}.")

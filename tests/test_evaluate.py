@@ -13,6 +13,7 @@ from jepa_demo.evaluate import (
     main,
     pair_accuracy,
     pair_statistics,
+    surprise_shift,
     tracking_errors,
     violation_pairs,
 )
@@ -53,6 +54,15 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_pairs():
     assert many["accuracy_ci"][0] > 0.6 and many["accuracy_ci"][1] < 0.8
 
 
+def test_surprise_shift_tells_a_passing_rise_from_a_lasting_drop():
+    plausible = np.full(6, 2.0)
+    spike = np.array([2.0, 2.0, 3.0, 2.2, 2.0, 2.0])  # surprised, then the new state is in view
+    drop = np.array([2.0, 2.0, 1.0, 1.0, 1.0, 1.0])  # less in view, less error: no surprise at all
+    shift = surprise_shift([(plausible, spike), (plausible, drop), (plausible, drop)], ["teleport", "vanish", "vanish"])
+    assert shift["teleport"] == pytest.approx({"rise": 0.5, "end": 0.0})
+    assert shift["vanish"] == pytest.approx({"rise": 0.0, "end": -0.5})
+
+
 def test_frame_difference_score_finds_a_sudden_change():
     steady = np.zeros((10, 16, 16, 3), np.uint8)
     jump = steady.copy()
@@ -88,9 +98,14 @@ def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpo
     for name in names:
         rep = report["representation"][name]
         assert 0 <= rep["knn"]["mean"] <= 1 and 0 <= rep["linear"]["mean"] <= 1 and rep["effective_rank"] >= 1
+    for condition in ("clean", "detail"):  # every model's curves, per kind (the pixel heuristic has none)
+        shifts = report["surprise_shift"][condition]
+        assert set(shifts) == names and all(set(s) == set(VIOLATIONS) for s in shifts.values())
+        assert all(np.isfinite(list(s[kind].values())).all() for s in shifts.values() for kind in VIOLATIONS)
     assert "| teleport |" in capsys.readouterr().out
     text = md.read_text()
     assert "## Goals for the default checkpoint" in text and "pixel baseline `tiny-pixel`" in text
+    assert "What moves `tiny`'s score" in text and "### How a violation moves the surprise curve, detail" in text
     assert (tmp_path / "docs" / "results" / "violations.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "results" / "probes.png").stat().st_size > 1000
 
