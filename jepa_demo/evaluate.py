@@ -102,6 +102,13 @@ def pair_statistics(scores: np.ndarray, kinds: list[str], resamples: int = 1000,
     return {**_with_intervals(scores, rng, resamples), "per_kind": per_kind}
 
 
+# How to read `surprise_shift`, for the report's tables and its summary line.
+SHIFT_READING = ("largest rise of the implausible twin's per-step surprise over its plausible twin's / the difference "
+                 "at the last step, as a share of the plausible twin's mean level. A surprise is a rise that fades "
+                 "(first number well above the second); a lasting shift or a drop is the error following how much "
+                 "is in view.")
+
+
 def surprise_shift(curves: list[tuple[np.ndarray, np.ndarray]], kinds: list[str]) -> dict:
     """How each kind of violation moves a model's per-step surprise, from each pair's (plausible, implausible) curves:
     `rise`, the largest excess of the implausible twin's curve over its plausible twin's, and `end`, the difference at
@@ -261,10 +268,7 @@ def format_report(report: dict) -> str:
         lines += ["| **all: AUROC** | " + " | ".join(_ci(s, "auroc") for s in scorers.values()) + " |", ""]
     for condition, models in report["surprise_shift"].items():
         lines += [f"### How a violation moves the surprise curve, {condition} clips", "",
-                  "Largest rise of the implausible twin's per-step surprise over its plausible twin's / the difference "
-                  "at the last step, as a share of the plausible twin's mean level (mean over the kind's pairs). A "
-                  "surprise is a rise that fades (first number well above the second); a lasting shift or a drop is "
-                  "the error following how much is in view.", "",
+                  f"Mean over the kind's pairs of the {SHIFT_READING}", "",
                   "| kind | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
         lines += [f"| {kind} | " + " | ".join(f"{m[kind]['rise']:+.2f} / {m[kind]['end']:+.2f}"
                                              for m in models.values()) + " |" for kind in VIOLATIONS]

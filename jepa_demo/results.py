@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .checkpoint import atomic_write  # noqa: E402
-from .evaluate import HELD_OUT_SEED, PROBE_LABELS, RANDOM, format_report  # noqa: E402
+from .evaluate import HELD_OUT_SEED, PROBE_LABELS, RANDOM, SHIFT_READING, format_report  # noqa: E402
 from .world import VIOLATIONS  # noqa: E402
 
 # The goals issue 4 set for the default checkpoint.
@@ -70,11 +70,9 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"- With irrelevant detail, `{jepa}` is **{_verdict(pairs['detail'], jepa, pixel)}** the pixel "
                      f"baseline `{pixel}` ({gap:+.2f} pairwise accuracy).")
     shift = report["surprise_shift"]["clean"][jepa]
-    lines.append(f"- What moves `{jepa}`'s score, on clean clips (largest rise of the implausible twin's surprise over "
-                 "the plausible one's / the difference at the end, as a share of its level): "
+    lines.append(f"- What moves `{jepa}`'s score, on clean clips: "
                  + ", ".join(f"{kind} {shift[kind]['rise']:+.2f} / {shift[kind]['end']:+.2f}" for kind in VIOLATIONS)
-                 + ". A surprise rises and fades once the new state is in view; a lasting shift or a drop is the "
-                 "error following how much is in view.")
+                 + f" (each the {SHIFT_READING})")
     rep = report["representation"]
     lines.append(f"- kNN probe, mean over labels: `{jepa}` {rep[jepa]['knn']['mean']:.3f}, random encoder "
                  f"{rep[RANDOM]['knn']['mean']:.3f}, most common value {report['majority']['mean']:.3f}.")

@@ -41,8 +41,8 @@ def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
 @pytest.mark.slow
 def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
     """The reduced load test: `python app.py` launched for real, 8 gradio_client users x 3 requests, twice. The file
-    lifetime must outlast the slowest request (about 7.5 s on 2 cores): with 4 s, Gradio's sweep sometimes removed an
-    upload before its queued request had read it ("file not found")."""
+    lifetime must outlast the slowest request (about 7.5 s on 2 cores): with 4 s, the sweep sometimes removed an upload
+    before its queued request had read it ("file not found")."""
     out = tmp_path / "load.json"
     result = _run("load_test.py", "--users", "8", "--requests", "3", "--rounds", "2", "--file-lifetime", "12",
                   "--json", out)
