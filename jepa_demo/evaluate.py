@@ -9,7 +9,8 @@ the first one's shape, and a trivial pixel heuristic (the largest jump in frame-
   clips with irrelevant detail (per-frame noise, textured/flickering backgrounds). Pairwise accuracy (the
   implausible twin scores higher; a tie counts half) and AUROC over all clips, with bootstrap 95 % intervals
   (resampling pairs);
-- representation: kNN and linear (logistic) probes of the world's labels, effective rank of clip embeddings;
+- representation: kNN and linear (logistic) probes of the world's labels, each model's lead over the random
+  encoder with a bootstrap 95 % interval (resampling test clips), effective rank of clip embeddings;
 - tracking: future-prediction error on the tokens objects cover, next to copying the last visible target.
 `--report` writes a Markdown report with plots (docs/results.md is generated this way). `--validation` draws every
 clip from other seeds (from `VALIDATION_SEED`): recipes and scores are compared there, so that the held-out numbers
@@ -137,29 +138,37 @@ def labelled_clips(count: int, first_seed: int, size: int, num_frames: int):
     return [render_clip(first_seed + i, cfg) for i in range(count)]
 
 
-def representation_scores(embed, train_clips, test_clips, k: int = 5) -> dict:
+def representation_scores(embed, train_clips, test_clips, k: int = 5) -> tuple[dict, dict[str, np.ndarray]]:
     """kNN (cosine) and linear (logistic regression on standardised embeddings) probe accuracy per label, and the
-    effective rank (RankMe) of the test clips' embeddings."""
+    effective rank (RankMe) of the test clips' embeddings; with, per probe, a (labels, test clips) bool array of the
+    answers it got right (for `probe_difference`)."""
     train_x = np.stack([embed(c.frames) for c in train_clips])
     test_x = np.stack([embed(c.frames) for c in test_clips])
     probes = {"knn": KNeighborsClassifier(n_neighbors=k, metric="cosine"),
               "linear": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))}
-    scores = {name: {} for name in probes}
-    for label in PROBE_LABELS:
-        train_y = [str(c.labels[label]) for c in train_clips]
-        test_y = [str(c.labels[label]) for c in test_clips]
-        for name, probe in probes.items():
-            scores[name][label] = _probe_accuracy(probe, train_x, train_y, test_x, test_y)
-    for name in probes:
-        scores[name]["mean"] = float(np.mean([scores[name][label] for label in PROBE_LABELS]))
+    hits = {name: np.stack([_probe_hits(probe, train_x, [str(c.labels[label]) for c in train_clips], test_x,
+                                        [str(c.labels[label]) for c in test_clips]) for label in PROBE_LABELS])
+            for name, probe in probes.items()}
+    scores = {name: {**dict(zip(PROBE_LABELS, right.mean(axis=1).tolist())), "mean": float(right.mean())}
+              for name, right in hits.items()}
     scores["effective_rank"] = effective_rank(torch.from_numpy(test_x))
-    return scores
+    return scores, hits
 
 
-def _probe_accuracy(probe, train_x, train_y, test_x, test_y) -> float:
+def _probe_hits(probe, train_x, train_y, test_x, test_y) -> np.ndarray:
+    """(test clips,) bool: which test labels the probe, fitted on the training clips, gets right."""
     if len(set(train_y)) < 2:  # one class seen in training: the probe can only answer it
-        return float(np.mean([y == train_y[0] for y in test_y]))
-    return float(probe.fit(train_x, train_y).score(test_x, test_y))
+        return np.array([y == train_y[0] for y in test_y])
+    return probe.fit(train_x, train_y).predict(test_x) == np.asarray(test_y)
+
+
+def probe_difference(hits: np.ndarray, baseline_hits: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean probe accuracy (over labels and test clips) of one model minus a baseline's, from their (labels, test
+    clips) hits, with a percentile-bootstrap 95 % interval resampling test clips. Both answered the same clips, so the
+    resampling is paired: the interval is that of the difference, narrower than the two accuracies' own."""
+    per_clip = hits.mean(axis=0) - baseline_hits.mean(axis=0)  # share of labels right, per test clip
+    samples = np.random.default_rng(seed).integers(0, len(per_clip), size=(resamples, len(per_clip)))
+    return {"difference": float(per_clip.mean()), "difference_ci": _interval(per_clip[samples].mean(axis=1))}
 
 
 def tracking_errors(model: JEPAModel, clips) -> dict:
@@ -219,9 +228,15 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     test_clips = labelled_clips(probe_test, first_seed + 600_000, size, frames)
     plain = [render_clip(first_seed + 700_000 + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
              for i in range(max(1, num_pairs // 2))]
+    representation = {name: representation_scores(model.embed, train_clips, test_clips)
+                      for name, model in models.items()}
+    random_hits = representation[RANDOM][1]
+    for name, (scores, hits) in representation.items():
+        if name != RANDOM:
+            scores["vs_random"] = {probe: probe_difference(hits[probe], random_hits[probe], resamples)
+                                   for probe in hits}
     report = {"models": described,
-              "representation": {name: representation_scores(model.embed, train_clips, test_clips)
-                                 for name, model in models.items()},
+              "representation": {name: scores for name, (scores, _) in representation.items()},
               "majority": majority_rates(test_clips),
               "tracking": {name: tracking_errors(model, plain) for name, model in models.items()},
               "pairs": {}, "surprise_shift": {}}
@@ -253,6 +268,12 @@ def _ci(stats: dict, key: str) -> str:
     return f"{stats[key]:.2f} [{low:.2f}, {high:.2f}]"
 
 
+def format_difference(stats: dict) -> str:
+    """A `probe_difference` as "+0.005 [-0.030, +0.040]"."""
+    low, high = stats["difference_ci"]
+    return f"{stats['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def format_report(report: dict) -> str:
     """Markdown tables (they read fine in a terminal too)."""
     lines = []
@@ -279,7 +300,8 @@ def format_report(report: dict) -> str:
                   "| label | " + " | ".join(rep) + " | most common value |", "|---" * (len(rep) + 2) + "|"]
         lines += [f"| {label} | " + " | ".join(f"{r[probe][label]:.3f}" for r in rep.values())
                   + f" | {majority[label]:.3f} |" for label in (*PROBE_LABELS, "mean")]
-        lines.append("")
+        leads = [format_difference(r["vs_random"][probe]) if "vs_random" in r else "" for r in rep.values()]
+        lines += [f"| mean minus the {RANDOM}'s [95 % interval] | " + " | ".join(leads) + " | |", ""]
     lines += ["### Effective rank (RankMe) of the probe's test clips' embeddings", "", "| | " + " | ".join(rep) + " |",
               "|---" * (len(rep) + 1) + "|",
               "| effective rank | " + " | ".join(f"{r['effective_rank']:.1f}" for r in rep.values()) + " |", ""]

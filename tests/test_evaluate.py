@@ -13,6 +13,7 @@ from jepa_demo.evaluate import (
     main,
     pair_accuracy,
     pair_statistics,
+    probe_difference,
     surprise_shift,
     tracking_errors,
     violation_pairs,
@@ -79,6 +80,20 @@ def test_violation_pairs_are_held_out_matched_twins_of_every_kind():
         assert np.array_equal(plausible[:6], implausible[:6])  # same start, the violation comes later
 
 
+def test_probe_difference_is_paired_over_test_clips_and_its_interval_can_exclude_zero():
+    rng = np.random.default_rng(0)
+    hits = rng.random((4, 200)) < 0.5
+    same = probe_difference(hits, hits)
+    assert same["difference"] == 0 and same["difference_ci"] == [0, 0]  # paired: no spread from shared clips
+    better = hits.copy()
+    better[:, :60] = True  # right on 60 more clips' labels where it was wrong about half the time
+    lead = probe_difference(better, hits)
+    assert lead["difference"] == pytest.approx(better.mean() - hits.mean())
+    assert 0 < lead["difference_ci"][0] <= lead["difference"] <= lead["difference_ci"][1]
+    noise = probe_difference(rng.random((4, 200)) < 0.5, hits)
+    assert noise["difference_ci"][0] < 0 < noise["difference_ci"][1]
+
+
 def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpoint, tiny_pixel_checkpoint,
                                                                      tmp_path, capsys):
     out, md = tmp_path / "report.json", tmp_path / "docs" / "results.md"
@@ -95,9 +110,15 @@ def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpo
             assert set(stats["per_kind"]) == set(VIOLATIONS) and stats["pairs"] == 12
             assert stats["accuracy_ci"][0] <= stats["accuracy"] <= stats["accuracy_ci"][1]
             assert 0 <= stats["auroc"] <= 1
+    random_rep = report["representation"][RANDOM]
     for name in names:
         rep = report["representation"][name]
         assert 0 <= rep["knn"]["mean"] <= 1 and 0 <= rep["linear"]["mean"] <= 1 and rep["effective_rank"] >= 1
+        for probe, lead in rep.get("vs_random", {}).items():  # every model but the random encoder itself
+            assert lead["difference"] == pytest.approx(rep[probe]["mean"] - random_rep[probe]["mean"])
+            assert lead["difference_ci"][0] <= lead["difference"] <= lead["difference_ci"][1]
+    assert set(report["representation"]["tiny"]["vs_random"]) == {"knn", "linear"}
+    assert "vs_random" not in report["representation"][RANDOM]
     for condition in ("clean", "detail"):  # every model's curves, per kind (the pixel heuristic has none)
         shifts = report["surprise_shift"][condition]
         assert set(shifts) == names and all(set(s) == set(VIOLATIONS) for s in shifts.values())
@@ -105,6 +126,7 @@ def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpo
     assert "| teleport |" in capsys.readouterr().out
     text = md.read_text()
     assert "## Goals for the default checkpoint" in text and "pixel baseline `tiny-pixel`" in text
+    assert "the random encoder (" in text and "| mean minus the random encoder's [95 % interval] |" in text
     assert "What moves `tiny`'s score" in text and "### How a violation moves the surprise curve, detail" in text
     assert (tmp_path / "docs" / "results" / "violations.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "results" / "probes.png").stat().st_size > 1000
