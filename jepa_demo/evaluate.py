@@ -146,8 +146,9 @@ def representation_scores(embed, train_clips, test_clips, k: int = 5) -> tuple[d
     test_x = np.stack([embed(c.frames) for c in test_clips])
     probes = {"knn": KNeighborsClassifier(n_neighbors=k, metric="cosine"),
               "linear": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))}
-    hits = {name: np.stack([_probe_hits(probe, train_x, [str(c.labels[label]) for c in train_clips], test_x,
-                                        [str(c.labels[label]) for c in test_clips]) for label in PROBE_LABELS])
+    labels = [([str(c.labels[label]) for c in train_clips], [str(c.labels[label]) for c in test_clips])
+              for label in PROBE_LABELS]
+    hits = {name: np.stack([_probe_hits(probe, train_x, train_y, test_x, test_y) for train_y, test_y in labels])
             for name, probe in probes.items()}
     scores = {name: {**dict(zip(PROBE_LABELS, right.mean(axis=1).tolist())), "mean": float(right.mean())}
               for name, right in hits.items()}
