@@ -8,12 +8,14 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import shutil  # noqa: E402
 import socket  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
+from jepa_demo.gallery import default_cache_dir  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
 
 
@@ -70,8 +72,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     """The real app on a free port, on the shipped checkpoint, with its caches in a temporary folder. One per session:
-    the gradio_client and browser tests share it, because building the gallery (UMAP) costs ~20 s."""
+    the gradio_client and browser tests share it. The folder starts with the galleries `make install` built (a
+    gallery file names its model and is rebuilt when it does not match): rebuilding the default's costs ~50 s on
+    2 cores, and building galleries is test_gallery.py's subject, not the app's."""
     cache = tmp_path_factory.mktemp("app-cache")
+    for built in default_cache_dir().glob("gallery-*.npz"):
+        shutil.copy(built, cache)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JEPA_LENS_CACHE", str(cache))
         import app

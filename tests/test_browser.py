@@ -37,7 +37,8 @@ def _unavailable(reason: str):
 
 @pytest.fixture(scope="module")
 def browser():
-    """Started before the server, so a machine without Chromium skips before the ~30 s gallery build."""
+    """Started before the server, so a machine without Chromium skips before the app server starts (seconds, or ~50 s
+    when the gallery must be built)."""
     if not CHROMIUM.is_file():
         _unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium) for the browser tests")
     try:
