@@ -23,13 +23,13 @@ from .checkpoint import atomic_write
 from .gallery import (
     DEFAULT_CLIPS,
     THRESHOLD_PERCENTILE,
+    cached_surprise_threshold,
     default_cache_dir,
     gallery_clip,
     label_names,
     load_or_build_gallery,
     nearest,
     place_on_map,
-    surprise_threshold,
 )
 from .inference import JEPAModel
 from .video import Clip, VideoError, read_clip, write_video
@@ -116,7 +116,8 @@ class Explorer:
         self.model = model
         self.baseline = baseline
         self.gallery = load_or_build_gallery(model, cache_dir, num_clips=num_clips, progress=progress)
-        self.thumbnail_dir = Path(cache_dir or default_cache_dir()) / f"thumbnails-{self.gallery.fingerprint}"
+        self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.thumbnail_dir = self.cache_dir / f"thumbnails-{self.gallery.fingerprint}"
 
     @property
     def clip_size(self) -> int:
@@ -131,8 +132,8 @@ class Explorer:
 
     @cached_property
     def baseline_threshold(self) -> float:
-        """The baseline's threshold, calibrated like the gallery's (on first use: a few seconds)."""
-        return surprise_threshold(self.baseline)
+        """The baseline's threshold, calibrated like the gallery's (once per model and cache folder)."""
+        return cached_surprise_threshold(self.baseline, self.cache_dir)
 
     def warm_up(self) -> "Explorer":
         """Build now what the first masked prediction and surprise comparison would otherwise wait for."""

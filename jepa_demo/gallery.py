@@ -109,6 +109,23 @@ def surprise_threshold(model: JEPAModel) -> float:
     return calibrate_surprise(model, GALLERY_SEED + np.arange(_THRESHOLD_CLIPS, dtype=np.int64))
 
 
+def cached_surprise_threshold(model: JEPAModel, cache_dir=None) -> float:
+    """`surprise_threshold(model)`, kept in the cache folder beside the galleries: the app calibrates the pixel
+    baseline's at every start otherwise (~9 s on 2 cores). Named by the model's fingerprint, like a gallery."""
+    path = _cache_dir(cache_dir) / f"threshold-{model_fingerprint(model)}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json"
+    try:
+        return float(json.loads(path.read_text())["surprise_threshold"])
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: calibrate (again)
+        pass
+    threshold = surprise_threshold(model)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"surprise_threshold": threshold})))
+    except OSError:
+        pass  # an unwritable cache folder: load_or_build_gallery has said so already; calibrate on every start
+    return threshold
+
+
 def calibrate_surprise(model: JEPAModel, seeds: np.ndarray) -> float:
     """The THRESHOLD_PERCENTILE-th percentile of per-step surprise over plausible clips of these seeds."""
     world = WorldConfig(size=model.preprocess.img_size, num_frames=2 * model.cfg.num_frames)
@@ -158,7 +175,11 @@ def gallery_cache_path(model: JEPAModel, cache_dir=None, num_clips: int = DEFAUL
 
 def _cache_path(cache_dir, fingerprint: str, num_clips: int) -> Path:
     name = f"gallery-{fingerprint}-{num_clips}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.npz"
-    return Path(cache_dir or default_cache_dir()).expanduser() / name
+    return _cache_dir(cache_dir) / name
+
+
+def _cache_dir(cache_dir) -> Path:
+    return Path(cache_dir or default_cache_dir()).expanduser()
 
 
 def load_or_build_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS,

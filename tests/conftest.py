@@ -72,11 +72,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     """The real app on a free port, on the shipped checkpoint, with its caches in a temporary folder. One per session:
-    the gradio_client and browser tests share it. The folder starts with the galleries `make install` built (a
-    gallery file names its model and is rebuilt when it does not match): rebuilding the default's costs ~50 s on
-    2 cores, and building galleries is test_gallery.py's subject, not the app's."""
+    the gradio_client and browser tests share it. The folder starts with the galleries and thresholds already cached
+    (`make install` builds the default's gallery; each file names its model's fingerprint and is rebuilt when it does
+    not match): rebuilding the default's costs ~50 s on 2 cores, and building them is test_gallery.py's subject."""
     cache = tmp_path_factory.mktemp("app-cache")
-    for built in default_cache_dir().glob("gallery-*.npz"):
+    for built in (*default_cache_dir().glob("gallery-*.npz"), *default_cache_dir().glob("threshold-*.json")):
         shutil.copy(built, cache)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JEPA_LENS_CACHE", str(cache))

@@ -22,6 +22,7 @@ from jepa_demo.gallery import (
     GALLERY_SEED,
     MIN_CLIPS,
     build_gallery,
+    cached_surprise_threshold,
     default_cache_dir,
     gallery_cache_path,
     gallery_clip,
@@ -30,6 +31,7 @@ from jepa_demo.gallery import (
     model_fingerprint,
     nearest,
     place_on_map,
+    surprise_threshold,
 )
 from jepa_demo.inference import load_model
 from jepa_demo.model import VideoJEPA
@@ -186,6 +188,22 @@ def test_missing_cache_dir_is_created(built, model, tmp_path, monkeypatch):
     monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path / "a" / "b"))
     load_or_build_gallery(model, num_clips=CLIPS)
     assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == [gallery_cache_path(model, None, CLIPS).name]
+
+
+def test_surprise_threshold_is_calibrated_once_per_model_and_a_damaged_file_again(model, tmp_path, monkeypatch):
+    calibrated = []
+    real = gallery_module.calibrate_surprise
+    monkeypatch.setattr(gallery_module, "calibrate_surprise",
+                        lambda *args: calibrated.append(1) or real(*args))
+    threshold = cached_surprise_threshold(model, tmp_path)
+    assert threshold == surprise_threshold(model) > 0 and len(calibrated) == 2
+    (written,) = tmp_path.iterdir()
+    assert written.name.startswith(f"threshold-{model_fingerprint(model)}-")
+    assert cached_surprise_threshold(model, tmp_path) == threshold and len(calibrated) == 2  # read back
+    written.write_text("{not json")
+    assert cached_surprise_threshold(model, tmp_path) == threshold and len(calibrated) == 3
+    assert cached_surprise_threshold(model, tmp_path) == threshold and len(calibrated) == 3  # and rewritten
+    assert [p.name for p in tmp_path.iterdir()] == [written.name]  # no temporary files left
 
 
 # ------------------------------------------------------------------------------------------------------- searching
