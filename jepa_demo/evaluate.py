@@ -133,9 +133,12 @@ def pair_accuracy(score, pairs) -> dict:
     return {"accuracy": float(wins.mean()), "per_kind": per_kind}
 
 
-def labelled_clips(count: int, first_seed: int, size: int, num_frames: int):
+def probe_clips(train: int, test: int, first_seed: int, size: int, num_frames: int) -> tuple[list, list]:
+    """The probes' labelled clips: `train` from seeds `first_seed` + 500_000 and up, `test` from + 600_000."""
     cfg = WorldConfig(size=size, num_frames=num_frames)
-    return [render_clip(first_seed + i, cfg) for i in range(count)]
+    train_clips = [render_clip(first_seed + 500_000 + i, cfg) for i in range(train)]
+    test_clips = [render_clip(first_seed + 600_000 + i, cfg) for i in range(test)]
+    return train_clips, test_clips
 
 
 def representation_scores(embed, train_clips, test_clips, k: int = 5) -> tuple[dict, dict[str, np.ndarray]]:
@@ -225,8 +228,7 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     models = {**models, RANDOM: random_twin(first)}
     described = {name: _describe(model) for name, model in models.items()}
     described[RANDOM]["step"] = 0
-    train_clips = labelled_clips(probe_train, first_seed + 500_000, size, frames)
-    test_clips = labelled_clips(probe_test, first_seed + 600_000, size, frames)
+    train_clips, test_clips = probe_clips(probe_train, probe_test, first_seed, size, frames)
     plain = [render_clip(first_seed + 700_000 + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
              for i in range(max(1, num_pairs // 2))]
     representation = {name: representation_scores(model.embed, train_clips, test_clips)

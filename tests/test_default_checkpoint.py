@@ -13,9 +13,9 @@ import pytest
 
 from jepa_demo.evaluate import (
     HELD_OUT_SEED,
-    labelled_clips,
     majority_rates,
     pair_accuracy,
+    probe_clips,
     random_twin,
     representation_scores,
     violation_pairs,
@@ -70,8 +70,7 @@ def test_small_evaluation_suite_stays_above_the_stated_margins():
     assert accuracy["detail"] >= MIN_DETAIL_ACCURACY
     assert accuracy["clean"] - accuracy["random, clean"] >= MIN_MARGIN_OVER_RANDOM
     size, frames = default.preprocess.img_size, default.cfg.num_frames
-    train = labelled_clips(60, HELD_OUT_SEED + 500_000, size, frames)
-    test = labelled_clips(40, HELD_OUT_SEED + 600_000, size, frames)
+    train, test = probe_clips(60, 40, HELD_OUT_SEED, size, frames)
     probes, _ = representation_scores(default.embed, train, test)
     floor = majority_rates(test)["mean"] - PROBE_FLOOR_SLACK
     assert probes["knn"]["mean"] >= floor and probes["linear"]["mean"] >= floor
