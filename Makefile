@@ -10,7 +10,7 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m jepa_demo.gallery --checkpoint $(CHECKPOINT)
+	$(PY) -m jepa_demo.gallery --checkpoint $(CHECKPOINT)  # the shipped checkpoints carry theirs: only a check
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt

@@ -8,6 +8,7 @@ recorded with one user alone; under load each answer must equal the one for *its
 one, or an answer computed on another user's upload is counted. Memory: the server's resident set before the load
 and its peak (VmHWM) after each round; with bounded memory the second round adds next to nothing. Afterwards: the
 time one more request takes, and whether the uploads were removed from Gradio's folder once their lifetime passed.
+Also how long the app took from launch to answering HTTP (with an empty $JEPA_LENS_CACHE: a fresh clone's start).
 Prints a table and writes JSON.
 """
 
@@ -152,7 +153,9 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
         (tmp / "clips").mkdir()
         clips = make_clips(tmp / "clips")
         port, temp_dir = free_port(), tmp / "gradio"
+        launched = time.perf_counter()
         server = start_server(port, temp_dir, file_lifetime)
+        start_s = time.perf_counter() - launched
         url = f"http://127.0.0.1:{port}/"
         try:
             alone = Client(url, verbose=False, download_files=str(tmp / "alone"))
@@ -160,7 +163,7 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
                           for clip in clips for endpoint in ENDPOINTS}
             distinct = len({json.dumps(references[clip.name, "/surprise"]) for clip in clips})
             before = memory_mb(server.pid)
-            report = {"users": users, "requests_per_user": requests, "clips": len(clips),
+            report = {"start_s": start_s, "users": users, "requests_per_user": requests, "clips": len(clips),
                       "distinct_answers": distinct, "idle_rss_mb": before["rss_mb"], "rounds": []}
             for _ in range(rounds):
                 outcome = load_round(url, clips, users, requests, references, tmp / "downloads")
@@ -186,6 +189,7 @@ def _wait_for_cleanup(temp_dir: Path, clips: list[Path], file_lifetime: int) -> 
 
 
 def print_table(report: dict) -> None:
+    print(f"app launched and answering in {report['start_s']:.1f} s")
     print(f"{report['users']} users x {report['requests_per_user']} requests, {report['clips']} clips "
           f"({report['distinct_answers']} distinct surprise answers), idle server {report['idle_rss_mb']:.0f} MB")
     print(f"{'round':<7}{'requests':>9}{'served':>8}{'wrong':>7}{'failed':>8}{'wall s':>8}{'median s':>10}"

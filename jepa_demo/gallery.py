@@ -4,14 +4,17 @@ A gallery is `num_clips` clips of the synthetic world (seeds from `GALLERY_SEED`
 under one model, a 2-D UMAP map of those embeddings, and the surprise threshold calibrated on plausible clips (the
 per-step surprise they exceed only 5 % of the time). Building one takes from seconds to a minute, so
 `load_or_build_gallery` keeps it on disk, in a file named for a fingerprint of the model's weights and config and for
-the gallery settings: another checkpoint or setting never reads a stale file, and a damaged file is rebuilt. Frames are
-not stored; `gallery_clip` re-renders them from their seed. A new clip is searched exactly (`nearest`) and placed on the
-map from its nearest gallery clips (`place_on_map`), never by running UMAP again. Everything is numpy; this module
+the gallery settings: another checkpoint or setting never reads a stale file, and a damaged file is rebuilt. A local
+checkpoint folder can also carry its own gallery and threshold files (`--ship`), read before the cache: the shipped
+checkpoints do, so a fresh clone's app starts without building anything. Frames are not stored; `gallery_clip`
+re-renders them from their seed. A new clip is searched exactly (`nearest`) and placed on the map from its nearest
+gallery clips (`place_on_map`), never by running UMAP again. Everything is numpy; this module
 knows nothing about Gradio, plots or how the app lays out its views.
 
-Precompute the cache (what `make install` runs):
+Precompute the cache (what `make install` runs; a no-op when the checkpoint carries its gallery), or with `--ship`
+write the gallery into the checkpoint folder itself (how the shipped ones got theirs; stale ones there are removed):
 
-    python -m jepa_demo.gallery [--checkpoint checkpoints/default] [--clips 300] [--cache-dir DIR]
+    python -m jepa_demo.gallery [--checkpoint checkpoints/default] [--clips 300] [--cache-dir DIR] [--ship]
 """
 
 import argparse
@@ -110,17 +113,17 @@ def surprise_threshold(model: JEPAModel) -> float:
 
 
 def cached_surprise_threshold(model: JEPAModel, cache_dir=None) -> float:
-    """`surprise_threshold(model)`, kept in the cache folder beside the galleries: the app calibrates the pixel
-    baseline's at every start otherwise (~9 s on 2 cores). Named by the model's fingerprint, like a gallery."""
-    path = _cache_dir(cache_dir) / f"threshold-{model_fingerprint(model)}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json"
-    try:
-        return float(json.loads(path.read_text())["surprise_threshold"])
-    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: calibrate (again)
-        pass
+    """`surprise_threshold(model)`, kept beside the galleries (in the checkpoint folder or the cache folder): the app
+    calibrates the pixel baseline's at every start otherwise (~9 s on 2 cores). Named by the model's fingerprint."""
+    path = _cache_dir(cache_dir) / _threshold_name(model_fingerprint(model))
+    for found in (*_shipped(model, path.name), path):
+        try:
+            return float(json.loads(found.read_text())["surprise_threshold"])
+        except (OSError, ValueError, KeyError, TypeError):  # none there, or unreadable: next place, then calibrate
+            pass
     threshold = surprise_threshold(model)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"surprise_threshold": threshold})))
+        _write_threshold(path, threshold)
     except OSError:
         pass  # an unwritable cache folder: load_or_build_gallery has said so already; calibrate on every start
     return threshold
@@ -174,8 +177,20 @@ def gallery_cache_path(model: JEPAModel, cache_dir=None, num_clips: int = DEFAUL
 
 
 def _cache_path(cache_dir, fingerprint: str, num_clips: int) -> Path:
-    name = f"gallery-{fingerprint}-{num_clips}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.npz"
-    return _cache_dir(cache_dir) / name
+    return _cache_dir(cache_dir) / _gallery_name(fingerprint, num_clips)
+
+
+def _gallery_name(fingerprint: str, num_clips: int) -> str:
+    return f"gallery-{fingerprint}-{num_clips}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.npz"
+
+
+def _threshold_name(fingerprint: str) -> str:
+    return f"threshold-{fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json"
+
+
+def _shipped(model: JEPAModel, name: str) -> list[Path]:
+    """Where the file `name` may lie prebuilt besides the cache: the model's own checkpoint folder, if local."""
+    return [model.folder / name] if model.folder else []
 
 
 def _cache_dir(cache_dir) -> Path:
@@ -184,21 +199,34 @@ def _cache_dir(cache_dir) -> Path:
 
 def load_or_build_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS,
                           progress: Progress | None = None) -> Gallery:
-    """The gallery from its cache file if there is a readable one, else built and written there (atomically)."""
+    """The gallery from `find_gallery` if there is one, else built and written to the cache (atomically)."""
+    found = find_gallery(model, cache_dir, num_clips)
+    return found[0] if found else _build_into_cache(model, cache_dir, num_clips, progress)
+
+
+def find_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS) -> tuple[Gallery, Path] | None:
+    """The first readable gallery file for this model and settings, shipped in its checkpoint folder or in the cache
+    folder, and where it lies; None if there is none (a damaged one is skipped with a warning)."""
     fingerprint = model_fingerprint(model)
     path = _cache_path(cache_dir, fingerprint, num_clips)
-    if path.exists():
-        try:
-            return _read(path, fingerprint, num_clips)
-        except Exception as err:  # np.load fails on a damaged file in many ways; each one just means "rebuild"
-            warnings.warn(f"{path}: unreadable gallery cache ({type(err).__name__}: {err}); rebuilding it",
-                          stacklevel=2)
+    for found in (*_shipped(model, path.name), path):
+        if found.exists():
+            try:
+                return _read(found, fingerprint, num_clips), found
+            except Exception as err:  # np.load fails on a damaged file in many ways; each one just means "not this"
+                warnings.warn(f"{found}: unreadable gallery file ({type(err).__name__}: {err}); not used",
+                              stacklevel=3)
+    return None
+
+
+def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int, progress: Progress | None) -> Gallery:
     gallery = build_gallery(model, num_clips, progress)
+    path = _cache_path(cache_dir, gallery.fingerprint, num_clips)
     try:
         _write(path, gallery)
     except OSError as err:  # e.g. a read-only home on a hosted server: work without the cache, say so once
         warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); set JEPA_LENS_CACHE to a "
-                      "writable folder to start faster next time", stacklevel=2)
+                      "writable folder to start faster next time", stacklevel=3)
     return gallery
 
 
@@ -223,6 +251,27 @@ def _write(path: Path, gallery: Gallery) -> None:
                      fingerprint=np.array(gallery.fingerprint),
                      surprise_threshold=np.array(gallery.surprise_threshold), format=np.array(GALLERY_FORMAT))
     atomic_write(path, write)
+
+
+def _write_threshold(path: Path, threshold: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"surprise_threshold": threshold})))
+
+
+def ship(model: JEPAModel, gallery: Gallery) -> list[Path]:
+    """Write `gallery` and its threshold into the model's checkpoint folder, removing gallery and threshold files left
+    there for other weights or an older format. Returns the two files."""
+    if model.folder is None:
+        raise ValueError("only a local checkpoint folder can carry its gallery")
+    if gallery.fingerprint != model_fingerprint(model):
+        raise ValueError("the gallery was built for another model")
+    current = (_gallery_name(gallery.fingerprint, len(gallery.seeds)), _threshold_name(gallery.fingerprint))
+    for old in (*model.folder.glob("gallery-*.npz"), *model.folder.glob("threshold-*.json")):
+        if not old.name.endswith(f"-v{GALLERY_FORMAT}{old.suffix}") or f"-{gallery.fingerprint}-" not in old.name:
+            old.unlink()
+    _write(model.folder / current[0], gallery)
+    _write_threshold(model.folder / current[1], gallery.surprise_threshold)
+    return [model.folder / name for name in current]
 
 
 # ------------------------------------------------------------------------------------------------------- searching
@@ -288,6 +337,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder or Hub repo id")
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of gallery clips")
     parser.add_argument("--cache-dir", help="default: $JEPA_LENS_CACHE, else ~/.cache/jepa-lens")
+    parser.add_argument("--ship", action="store_true",
+                        help="also write the gallery into the (local) checkpoint folder, to commit or push with it")
     args = parser.parse_args(argv)
     if args.clips < MIN_CLIPS:
         parser.error(f"--clips must be at least {MIN_CLIPS}")
@@ -296,16 +347,22 @@ def main(argv=None) -> int:
     except CheckpointError as err:
         print(f"error: cannot load checkpoint: {err}", file=sys.stderr)
         return 2
-    start, built = time.perf_counter(), []
+    if args.ship and model.folder is None:
+        print(f"error: --ship needs a local checkpoint folder, not {args.checkpoint}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
 
     def progress(fraction: float, message: str) -> None:
-        built.append(fraction)
         print(f"{fraction:4.0%} {message}", file=sys.stderr, flush=True)
 
-    gallery = load_or_build_gallery(model, args.cache_dir, args.clips, progress)
-    how = "built" if built else "loaded from cache"
-    print(f"{gallery_cache_path(model, args.cache_dir, args.clips)}: {len(gallery.seeds)} clips, {how} in "
-          f"{time.perf_counter() - start:.1f} s")
+    if found := find_gallery(model, args.cache_dir, args.clips):
+        gallery, where = found[0], f"read from {found[1]}"
+    else:
+        gallery = _build_into_cache(model, args.cache_dir, args.clips, progress)
+        where = f"built into {gallery_cache_path(model, args.cache_dir, args.clips)}"
+    print(f"{args.checkpoint}: gallery of {len(gallery.seeds)} clips {where} in {time.perf_counter() - start:.1f} s")
+    if args.ship:
+        print("shipped:", *ship(model, gallery))
     return 0
 
 

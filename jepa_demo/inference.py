@@ -12,6 +12,7 @@ This module knows nothing about files, UIs or training.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,14 +49,17 @@ class Surprise:
 
 
 class JEPAModel:
-    """A trained VideoJEPA with its preprocessing, ready for inference."""
+    """A trained VideoJEPA with its preprocessing, ready for inference. `folder`: the local checkpoint folder it was
+    loaded from (None for a Hub repo id or a model built in memory), where files prebuilt for it may lie."""
 
-    def __init__(self, model: VideoJEPA, preprocess: PreprocessConfig, config: dict, device=None):
+    def __init__(self, model: VideoJEPA, preprocess: PreprocessConfig, config: dict, device=None,
+                 folder: Path | None = None):
         self.device = device_for(device)
         self.net = model.to(self.device).eval()
         self.preprocess = preprocess
         self.config = config
         self.cfg = model.cfg
+        self.folder = folder
 
     @property
     def embed_dim(self) -> int:
@@ -217,4 +221,5 @@ def _average_by_step(errors: torch.Tensor, steps_in_clip: int, first_predicted: 
 def load_model(path_or_repo_id, device: str | None = None) -> JEPAModel:
     """Load a checkpoint folder or Hub repo id for inference (raises `CheckpointError` with the file named)."""
     model, preprocess, config = build_model(path_or_repo_id)
-    return JEPAModel(model, preprocess, config, device)
+    local = Path(path_or_repo_id).expanduser()
+    return JEPAModel(model, preprocess, config, device, folder=local if local.is_dir() else None)

@@ -8,14 +8,12 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import shutil  # noqa: E402
 import socket  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
-from jepa_demo.gallery import default_cache_dir  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
 
 
@@ -71,13 +69,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
-    """The real app on a free port, on the shipped checkpoint, with its caches in a temporary folder. One per session:
-    the gradio_client and browser tests share it. The folder starts with the galleries and thresholds already cached
-    (`make install` builds the default's gallery; each file names its model's fingerprint and is rebuilt when it does
-    not match): rebuilding the default's costs ~50 s on 2 cores, and building them is test_gallery.py's subject."""
+    """The real app on a free port, on the shipped checkpoint (which carries its gallery and threshold), with its
+    caches in a temporary folder. One per session: the gradio_client and browser tests share it."""
     cache = tmp_path_factory.mktemp("app-cache")
-    for built in (*default_cache_dir().glob("gallery-*.npz"), *default_cache_dir().glob("threshold-*.json")):
-        shutil.copy(built, cache)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JEPA_LENS_CACHE", str(cache))
         import app

@@ -11,10 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(script: str, *args) -> subprocess.CompletedProcess:
+def _run(script: str, *args, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": os.environ["PATH"]})
+                          env={"HF_HUB_OFFLINE": "1", "PATH": os.environ["PATH"], **env})
 
 
 def test_train_throughput_reports_clips_flops_mfu_and_memory(tmp_path):
@@ -40,14 +40,17 @@ def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
 
 @pytest.mark.slow
 def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
-    """The reduced load test: `python app.py` launched for real, 8 gradio_client users x 3 requests, twice. The file
-    lifetime must outlast the slowest request (7.5 s on 2 fast cores, 11.4 s on slow ones): with 4 s, the sweep
-    sometimes removed an upload before its queued request had read it ("file not found")."""
-    out = tmp_path / "load.json"
+    """The reduced load test: `python app.py` launched for real, with an empty cache folder as on a fresh clone, 8
+    gradio_client users x 3 requests, twice. The file lifetime must outlast the slowest request (7.5 s on 2 fast
+    cores, 11.4 s on slow ones): with 4 s, the sweep sometimes removed an upload before its queued request had read it
+    ("file not found")."""
+    out, cache = tmp_path / "load.json", tmp_path / "cache"
     result = _run("load_test.py", "--users", "8", "--requests", "3", "--rounds", "2", "--file-lifetime", "16",
-                  "--json", out)
+                  "--json", out, JEPA_LENS_CACHE=str(cache))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
+    assert 0 < report["start_s"] < 120
+    assert not [*cache.glob("gallery-*"), *cache.glob("threshold-*")]  # a fresh start: the checkpoints carry theirs
     assert report["distinct_answers"] == report["clips"] == 7  # a mixed-up answer would be caught
     for outcome in report["rounds"]:
         assert (outcome["served"], outcome["wrong"], outcome["failed"]) == (24, 0, 0), outcome["errors"]

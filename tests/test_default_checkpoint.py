@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from jepa_demo import gallery
 from jepa_demo.evaluate import (
     HELD_OUT_SEED,
     majority_rates,
@@ -47,6 +48,23 @@ def test_shipped_checkpoints_are_complete_small_and_recorded(name):
     card = (folder / "README.md").read_text()
     assert "python -m train --config train/configs/cpu.yaml" in card
     assert model.objective == {"default": "jepa"}.get(name, name.removesuffix("-baseline"))
+
+
+@pytest.mark.parametrize("name", ["default", "pixel-baseline", "jepa-sigreg"])
+def test_shipped_checkpoints_carry_their_current_gallery_and_threshold(name, tmp_path, monkeypatch):
+    """A fresh clone's app reads these instead of building them (~50-70 s each on 2 cores). After retraining, rebuild
+    them with `python -m jepa_demo.gallery --checkpoint checkpoints/NAME --ship`."""
+    model = load_model(CHECKPOINTS / name, device="cpu")
+    found = gallery.find_gallery(model, cache_dir=tmp_path)  # an empty cache: only a shipped file can be found
+    rebuild = f"stale or missing: python -m jepa_demo.gallery --checkpoint checkpoints/{name} --ship"
+    assert found and found[1].parent == CHECKPOINTS / name, rebuild
+    shipped = found[0]
+    monkeypatch.setattr(gallery, "calibrate_surprise", lambda *args: pytest.fail("calibrated, not read"))
+    assert gallery.cached_surprise_threshold(model, tmp_path) == shipped.surprise_threshold > 0
+    for index in (0, 150, 299):  # its embeddings are this model's: each clip, embedded anew, finds itself first
+        (nearest, similarity), *_ = gallery.nearest(shipped, model.embed(gallery.gallery_clip(shipped, index, model)))
+        assert nearest == index and similarity > 0.9999
+    assert not any(tmp_path.iterdir())
 
 
 def test_training_log_shows_no_collapse():

@@ -6,6 +6,7 @@ of `CLIPS` clips through `load_or_build_gallery`; the cache tests that need anot
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from jepa_demo.checkpoint import save_checkpoint
 from jepa_demo.config import PreprocessConfig, model_config_from_preset
 from jepa_demo.evaluate import HELD_OUT_SEED
 from jepa_demo.gallery import (
+    GALLERY_FORMAT,
     GALLERY_SEED,
     MIN_CLIPS,
     build_gallery,
@@ -31,9 +33,10 @@ from jepa_demo.gallery import (
     model_fingerprint,
     nearest,
     place_on_map,
+    ship,
     surprise_threshold,
 )
-from jepa_demo.inference import load_model
+from jepa_demo.inference import JEPAModel, load_model
 from jepa_demo.model import VideoJEPA
 from jepa_demo.world import WorldConfig, render_clip
 
@@ -175,7 +178,7 @@ def test_damaged_cache_file_is_rebuilt_and_overwritten(built, model, tmp_path, m
                           "empty": b""}[damage])
     calls = []
     monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(gallery, calls))
-    with pytest.warns(UserWarning, match="unreadable gallery cache"):
+    with pytest.warns(UserWarning, match="unreadable gallery file"):
         rebuilt = load_or_build_gallery(model, tmp_path, num_clips=CLIPS)
     assert calls == [CLIPS] and rebuilt is gallery
     monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)
@@ -281,7 +284,52 @@ def test_cli_reports_the_cache_file(built, checkpoint, monkeypatch, capsys):
     monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)
     assert gallery_module.main(["--checkpoint", str(checkpoint), "--clips", str(CLIPS)]) == 0
     out = capsys.readouterr().out
-    assert f"{cache_dir}/gallery-{gallery.fingerprint}" in out and "loaded from cache" in out
+    assert f"read from {cache_dir}/gallery-{gallery.fingerprint}" in out
+
+
+def test_cli_ship_puts_the_gallery_beside_the_weights_where_it_is_read_before_any_cache(
+        built, model, checkpoint, tmp_path, monkeypatch, capsys):
+    gallery, cache_dir, _ = built
+    folder = shutil.copytree(checkpoint, tmp_path / "checkpoint")
+    stale = [folder / f"gallery-{'0' * 16}-{CLIPS}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.npz",  # other weights
+             folder / f"threshold-{gallery.fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}.json"]  # old format
+    for path in stale:
+        path.write_text("stale")
+    monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)  # the cached gallery is what ships
+    assert gallery_module.main(["--checkpoint", str(folder), "--clips", str(CLIPS), "--cache-dir", str(cache_dir),
+                                "--ship"]) == 0
+    shipped = {p.name for p in folder.glob("*") if p.name.startswith(("gallery-", "threshold-"))}
+    assert shipped == {gallery_cache_path(model, None, CLIPS).name,
+                       f"threshold-{gallery.fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json"}
+
+    empty = tmp_path / "empty-cache"
+    monkeypatch.setattr(gallery_module, "calibrate_surprise", _refuse_to_build)
+    carried = load_model(folder, device="cpu")
+    again = load_or_build_gallery(carried, empty, num_clips=CLIPS)
+    assert np.array_equal(again.coords, gallery.coords) and np.array_equal(again.embeddings, gallery.embeddings)
+    assert cached_surprise_threshold(carried, empty) == gallery.surprise_threshold
+    assert not empty.exists()  # nothing built, nothing cached
+    assert gallery_module.main(["--checkpoint", str(folder), "--clips", str(CLIPS), "--cache-dir", str(empty)]) == 0
+    assert f"read from {folder}/gallery-{gallery.fingerprint}" in capsys.readouterr().out
+
+
+def test_a_damaged_shipped_gallery_is_skipped_for_the_cache(built, model, checkpoint, tmp_path, monkeypatch):
+    gallery, cache_dir, _ = built
+    folder = shutil.copytree(checkpoint, tmp_path / "checkpoint")
+    (folder / gallery_cache_path(model, None, CLIPS).name).write_bytes(b"not a zip file")
+    monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)
+    with pytest.warns(UserWarning, match=f"{folder}.*unreadable gallery file"):
+        again = load_or_build_gallery(load_model(folder, device="cpu"), cache_dir, num_clips=CLIPS)
+    assert np.array_equal(again.coords, gallery.coords)
+
+
+def test_only_a_local_checkpoint_can_carry_its_gallery(built, model):
+    in_memory = JEPAModel(model.net, model.preprocess, model.config, "cpu")
+    assert in_memory.folder is None and model.folder is not None
+    with pytest.raises(ValueError, match="local checkpoint folder"):
+        ship(in_memory, built[0])
+    with pytest.raises(ValueError, match="another model"):
+        ship(model, dataclasses.replace(built[0], fingerprint="0" * 16))
 
 
 def test_cli_with_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
