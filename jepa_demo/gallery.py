@@ -8,8 +8,8 @@ the gallery settings: another checkpoint or setting never reads a stale file, an
 checkpoint folder can also carry its own gallery and threshold files (`--ship`), read before the cache: the shipped
 checkpoints do, so a fresh clone's app starts without building anything. Frames are not stored; `gallery_clip`
 re-renders them from their seed. A new clip is searched exactly (`nearest`) and placed on the map from its nearest
-gallery clips (`place_on_map`), never by running UMAP again. Everything is numpy; this module
-knows nothing about Gradio, plots or how the app lays out its views.
+gallery clips (`place_on_map`), never by running UMAP again. Everything is numpy; this module knows nothing about
+Gradio, plots or how the app lays out its views.
 
 Precompute the cache (what `make install` runs; a no-op when the checkpoint carries its gallery), or with `--ship`
 write the gallery into the checkpoint folder itself (how the shipped ones got theirs; stale ones there are removed):
