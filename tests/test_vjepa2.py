@@ -3,21 +3,18 @@
 and the running app. Offline: nothing is downloaded."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from jepa_demo import load_model, write_video
+from jepa_demo import cli, load_model, write_video
 from jepa_demo.checkpoint import CheckpointError
 from jepa_demo.masks import mask_to_indices, sample_mask
 from jepa_demo.world import WorldConfig, make_pair, render_clip
 
 transformers = pytest.importorskip("transformers")
-ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(crop_size=32, frames_per_clip=8, patch_size=8, tubelet_size=2, hidden_size=64, num_hidden_layers=2,
             num_attention_heads=4, pred_hidden_size=32, pred_num_hidden_layers=2, pred_num_attention_heads=4,
             pred_num_mask_tokens=2)
@@ -129,16 +126,17 @@ def test_missing_or_corrupt_weights_name_the_folder(folder, tmp_path):
         load_model(bad)
 
 
-def test_cli_commands(folder, tmp_path):
+def test_cli_commands(folder, tmp_path, capsys):
+    """In process (test_cli.py runs `python -m jepa_demo` itself): a subprocess per command paid ~6 s of imports."""
     plausible, implausible = make_pair(1, "teleport", WorldConfig(size=48, num_frames=16))
     write_video(tmp_path / "a.mp4", plausible.frames)
     write_video(tmp_path / "b.mp4", implausible.frames)
     for command in ("info", "embed", "surprise"):
-        result = subprocess.run([sys.executable, "-m", "jepa_demo", command, str(tmp_path / "a.mp4"),
-                                 str(tmp_path / "b.mp4"), "--checkpoint", str(folder), "--json"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1"})
-        assert result.returncode == 0, result.stderr
-        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        status = cli.main([command, str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "--checkpoint", str(folder),
+                           "--json"])
+        out, err = capsys.readouterr()
+        assert status == 0, err
+        lines = [json.loads(line) for line in out.splitlines()]
         assert [Path(line["file"]).name for line in lines] == ["a.mp4", "b.mp4"]
         if command == "surprise":
             assert all(np.isfinite(line["score"]) and len(line["per_step"]) > 1 for line in lines)
