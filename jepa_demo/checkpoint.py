@@ -28,7 +28,9 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.csv", "training_curves.png"]
+# The app's gallery and threshold files travel too (jepa_demo.gallery: prebuilt, named by the weights' fingerprint).
+_HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.csv", "training_curves.png", "gallery-*.npz",
+              "threshold-*.json"]
 
 
 class CheckpointError(ValueError):
@@ -116,8 +118,9 @@ def _download_from_hub(repo_id: str) -> Path:
 
 def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     """Upload a checkpoint folder to a Hub model repo (created if needed): the files `load_model` reads plus the model
-    card, metrics and curves, never the training state. The folder is loaded first, so a broken checkpoint is never
-    pushed. `api` defaults to `huggingface_hub.HfApi()` (token from `hf auth login` or HF_TOKEN). Returns the URL."""
+    card, metrics, curves and the app's prebuilt gallery files, never the training state. The folder is loaded first,
+    so a broken checkpoint is never pushed. `api` defaults to `huggingface_hub.HfApi()` (token from `hf auth login` or
+    HF_TOKEN). Returns the URL."""
     if not _REPO_ID.match(repo_id):
         raise CheckpointError(f"{repo_id!r} is not a Hub repo id (expected user/name)")
     folder = Path(folder)
@@ -174,12 +177,13 @@ def read_weights(folder: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
 
 
-def build_model(path_or_repo_id) -> tuple[VideoJEPA, PreprocessConfig, dict]:
+def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, PreprocessConfig, dict]:
     """The one loader: (model in eval mode on CPU, its preprocessing, the full config dict). A V-JEPA 2 folder or
-    Hub repo (transformers format) comes back as a `VJEPA2Net` with the same interface."""
+    Hub repo (transformers format) comes back as a `VJEPA2Net` with the same interface, its config recording
+    `source` (default: `path_or_repo_id`) as where it came from."""
     folder = resolve_checkpoint(path_or_repo_id)
     if is_vjepa2_config(_read_json(folder / CONFIG_NAME)):
-        return _build_vjepa2(folder, str(path_or_repo_id))
+        return _build_vjepa2(folder, source or str(path_or_repo_id))
     config, model_cfg, preprocess = read_config(folder)
     model = VideoJEPA(model_cfg)
     state = clean_state_dict(read_weights(folder))

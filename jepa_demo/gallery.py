@@ -189,7 +189,7 @@ def _threshold_name(fingerprint: str) -> str:
 
 
 def _shipped(model: JEPAModel, name: str) -> list[Path]:
-    """Where the file `name` may lie prebuilt besides the cache: the model's own checkpoint folder, if local."""
+    """Where the file `name` may lie prebuilt besides the cache: the model's checkpoint folder (or Hub snapshot)."""
     return [model.folder / name] if model.folder else []
 
 
@@ -262,7 +262,7 @@ def ship(model: JEPAModel, gallery: Gallery) -> list[Path]:
     """Write `gallery` and its threshold into the model's checkpoint folder, removing gallery and threshold files left
     there for other weights or an older format. Returns the two files."""
     if model.folder is None:
-        raise ValueError("only a local checkpoint folder can carry its gallery")
+        raise ValueError("only a model loaded from a checkpoint folder can carry its gallery")
     if gallery.fingerprint != model_fingerprint(model):
         raise ValueError("the gallery was built for another model")
     current = (_gallery_name(gallery.fingerprint, len(gallery.seeds)), _threshold_name(gallery.fingerprint))
@@ -342,13 +342,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.clips < MIN_CLIPS:
         parser.error(f"--clips must be at least {MIN_CLIPS}")
+    if args.ship and not Path(args.checkpoint).expanduser().is_dir():  # never into the Hub's download cache
+        parser.error(f"--ship writes into a local checkpoint folder; {args.checkpoint} is not one")
     try:
         model = load_model(args.checkpoint)
     except CheckpointError as err:
         print(f"error: cannot load checkpoint: {err}", file=sys.stderr)
-        return 2
-    if args.ship and model.folder is None:
-        print(f"error: --ship needs a local checkpoint folder, not {args.checkpoint}", file=sys.stderr)
         return 2
     start = time.perf_counter()
 

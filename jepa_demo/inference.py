@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import build_model, device_for
+from .checkpoint import build_model, device_for, resolve_checkpoint
 from .config import PreprocessConfig
 from .masks import mask_to_indices, sample_mask
 from .model import VideoJEPA, latent_error
@@ -49,8 +49,9 @@ class Surprise:
 
 
 class JEPAModel:
-    """A trained VideoJEPA with its preprocessing, ready for inference. `folder`: the local checkpoint folder it was
-    loaded from (None for a Hub repo id or a model built in memory), where files prebuilt for it may lie."""
+    """A trained VideoJEPA with its preprocessing, ready for inference. `folder`: the checkpoint folder it was loaded
+    from (for a Hub repo id, its snapshot in the local Hub cache; None for a model built in memory), where files
+    prebuilt for it may lie."""
 
     def __init__(self, model: VideoJEPA, preprocess: PreprocessConfig, config: dict, device=None,
                  folder: Path | None = None):
@@ -220,6 +221,6 @@ def _average_by_step(errors: torch.Tensor, steps_in_clip: int, first_predicted: 
 
 def load_model(path_or_repo_id, device: str | None = None) -> JEPAModel:
     """Load a checkpoint folder or Hub repo id for inference (raises `CheckpointError` with the file named)."""
-    model, preprocess, config = build_model(path_or_repo_id)
-    local = Path(path_or_repo_id).expanduser()
-    return JEPAModel(model, preprocess, config, device, folder=local if local.is_dir() else None)
+    folder = resolve_checkpoint(path_or_repo_id)  # a Hub repo id: its snapshot folder in the local Hub cache
+    model, preprocess, config = build_model(folder, source=str(path_or_repo_id))
+    return JEPAModel(model, preprocess, config, device, folder=folder)

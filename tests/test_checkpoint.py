@@ -185,17 +185,21 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
     save_checkpoint(tiny_model, folder, tiny_preprocess, step=5)
     (folder / "README.md").write_text("# card")
     (folder / "train_state.safetensors").write_bytes(b"optimizer moments: never uploaded")
+    carried = ["gallery-0123456789abcdef-300clips-seed1-v3.npz", "threshold-0123456789abcdef-seed1-v3.json"]
+    for name in carried:  # what `python -m jepa_demo.gallery --ship` leaves beside the weights
+        (folder / name).write_bytes(b"prebuilt")
     hub = FolderHub(tmp_path / "hub")
     url = push_to_hub(folder, "someone/mine", private=True, api=hub)
     assert url == "https://huggingface.co/someone/mine"
     assert hub.calls[0] == ("create_repo", "someone/mine", True, True) and "step 5" in hub.calls[1][2]
     uploaded = {p.name for p in (tmp_path / "hub").rglob("*") if p.is_file() and "snapshots" in p.parts}
-    assert uploaded == {"config.json", "model.safetensors", "README.md"}
+    assert uploaded == {"config.json", "model.safetensors", "README.md", *carried}
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     pulled = load_model("someone/mine")
     original = load_model(folder)
-    assert pulled.info()["step"] == 5
+    assert pulled.info()["step"] == 5 and original.folder == folder
+    assert all((pulled.folder / name).read_bytes() == b"prebuilt" for name in carried)  # where galleries are looked for
     assert all(torch.equal(a, b) for a, b in zip(original.net.state_dict().values(), pulled.net.state_dict().values()))
 
 

@@ -323,13 +323,16 @@ def test_a_damaged_shipped_gallery_is_skipped_for_the_cache(built, model, checkp
     assert np.array_equal(again.coords, gallery.coords)
 
 
-def test_only_a_local_checkpoint_can_carry_its_gallery(built, model):
+def test_only_a_model_from_a_local_folder_can_ship_its_gallery(built, model, tmp_path, capsys):
     in_memory = JEPAModel(model.net, model.preprocess, model.config, "cpu")
     assert in_memory.folder is None and model.folder is not None
-    with pytest.raises(ValueError, match="local checkpoint folder"):
+    with pytest.raises(ValueError, match="loaded from a checkpoint folder"):
         ship(in_memory, built[0])
     with pytest.raises(ValueError, match="another model"):
         ship(model, dataclasses.replace(built[0], fingerprint="0" * 16))
+    with pytest.raises(SystemExit) as exit_info:  # a Hub id: its snapshot lies in the Hub's cache, never written to
+        gallery_module.main(["--checkpoint", "someone/model", "--ship", "--cache-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "not one" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
 def test_cli_with_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
