@@ -1,6 +1,6 @@
 """What each of the app's four views computes, as plain data: images (uint8 arrays), plotly figures and numbers.
 
-    explorer = Explorer(load_model("checkpoints/default"))   # the gallery (map, threshold) from its disk cache
+    explorer = Explorer(load_model("checkpoints/default"))   # the gallery (map, threshold): shipped, cached or built
     clip = load_clip("clip.mp4")                             # size/duration limits; ClipError with a plain message
     video = clip.frames                                      # uint8 (T, H, W, 3), at most 64 frames spread over it
     explorer.masked(video, "multiblock", ratio=0.75, seed=0)

@@ -333,7 +333,8 @@ def label_names(gallery: Gallery) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo.gallery",
-                                     description="Build the reference gallery of a checkpoint into its disk cache.")
+                                     description="Build the reference gallery of a checkpoint into its disk cache "
+                                     "(or, with --ship, into the checkpoint folder).")
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder or Hub repo id")
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of gallery clips")
     parser.add_argument("--cache-dir", help="default: $JEPA_LENS_CACHE, else ~/.cache/jepa-lens")
