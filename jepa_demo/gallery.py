@@ -125,7 +125,7 @@ def cached_surprise_threshold(model: JEPAModel, cache_dir=None) -> float:
     try:
         _write_threshold(path, threshold)
     except OSError:
-        pass  # an unwritable cache folder: load_or_build_gallery has said so already; calibrate on every start
+        pass  # an unwritable cache folder (a gallery build warns about it): calibrate on every start
     return threshold
 
 
