@@ -221,13 +221,35 @@ def sweep_files(app: gr.Blocks, age: float) -> None:
     for files in list(app.temp_file_sets):
         for path in set(files) - keep:
             try:
-                if time.time() - os.lstat(path).st_ctime > age:
-                    os.remove(path)
-                    files.discard(path)
+                _expire(path, files, age)
             except FileNotFoundError:
                 files.discard(path)
             except OSError:  # e.g. a permission error: leave the file to the next round rather than stop sweeping
                 continue
+
+
+def _expire(path: str, files: set, age: float) -> None:
+    """Remove `path` from disk and from `files` if it is older than `age` seconds, unless a request renews it meanwhile.
+
+    Gradio names the files it caches by their content, so a request that returns the same picture again rewrites the
+    same path (a fresh ctime) and re-adds it to `files` a moment later, from another thread. A plain check-then-remove
+    could delete a file just rewritten for a waiting client (HTTP 404), or discard it after the request re-added it
+    (HTTP 403). So the file is first renamed aside, which keeps its inode and mtime: if those changed since the check,
+    a request rewrote it, and it goes back.
+    """
+    checked = os.lstat(path)
+    if time.time() - checked.st_ctime <= age:
+        return
+    parked = f"{path}.expired"
+    os.rename(path, parked)
+    now = os.lstat(parked)
+    if (now.st_ino, now.st_mtime_ns) != (checked.st_ino, checked.st_mtime_ns):
+        os.rename(parked, path)
+        return
+    os.remove(parked)
+    files.discard(path)
+    if os.path.exists(path):  # written again after the rename and perhaps re-added before the discard
+        files.add(path)
 
 
 @contextlib.asynccontextmanager
