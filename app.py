@@ -38,6 +38,7 @@ UPLOAD_TYPES = [".mp4", ".webm", ".mov", ".avi", ".gif"]
 # Seconds an upload (and each picture the views return) stays in Gradio's folder: long enough to open every view of
 # one clip, then swept away, so nothing a visitor gave is kept.
 FILE_LIFETIME = int(os.environ.get("JEPA_LENS_FILE_LIFETIME", 900))
+SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 MASKS = ["multiblock", "tube", "future", "random"]
 
 try:  # on Hugging Face ZeroGPU Spaces, the model calls get a GPU; elsewhere this is a no-op
@@ -254,12 +255,12 @@ def _expire(path: str, files: set, age: float) -> None:
 
 @contextlib.asynccontextmanager
 async def sweep_files_while_serving(server):
-    """FastAPI lifespan: sweep every half lifetime while the server runs, and everything when it stops."""
+    """FastAPI lifespan: sweep every few seconds while the server runs, and everything when it stops."""
     app = server.get_blocks()
 
     async def sweep_forever():
         while True:
-            await asyncio.sleep(max(1, FILE_LIFETIME // 2))
+            await asyncio.sleep(SWEEP_EVERY)
             await asyncio.to_thread(sweep_files, app, FILE_LIFETIME)
 
     task = asyncio.create_task(sweep_forever())

@@ -157,6 +157,7 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
         server = start_server(port, temp_dir, file_lifetime)
         start_s = time.perf_counter() - launched
         url = f"http://127.0.0.1:{port}/"
+        tempfile.tempdir = str(tmp)  # gradio_client leaves an empty folder in the temp dir per download: keep them here
         try:
             alone = Client(url, verbose=False, download_files=str(tmp / "alone"))
             references = {(clip.name, endpoint): call(alone, endpoint, clip)
@@ -175,6 +176,7 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
             report["uploads_in_temp_dir"] = uploads_left(temp_dir, clips)
             report["uploads_left_after_lifetime"] = _wait_for_cleanup(temp_dir, clips, file_lifetime)
         finally:
+            tempfile.tempdir = None
             server.terminate()
             server.wait(timeout=60)
     return report

@@ -9,12 +9,23 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import socket  # noqa: E402
+import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_stay_in_pytest_folder(tmp_path_factory):
+    """gradio_client 2.7 leaves an empty folder in the system temp dir for every file it downloads (~300 a run):
+    point the temp dir of this process into pytest's own folder, which pytest prunes."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
+    yield
+    tempfile.tempdir = previous
 
 
 @pytest.fixture
