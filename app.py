@@ -236,7 +236,8 @@ def _expire(path: str, files: set, age: float) -> None:
     same path (a fresh ctime) and re-adds it to `files` a moment later, from another thread. A plain check-then-remove
     could delete a file just rewritten for a waiting client (HTTP 404), or discard it after the request re-added it
     (HTTP 403). So the file is first renamed aside, which keeps its inode and mtime: if those changed since the check,
-    a request rewrote it, and it goes back.
+    a request rewrote it, and it goes back. A fetch between the two renames still misses it; only a lock shared with
+    Gradio's writers could close that (benchmarks/sweep_race.py counts how often it happens).
     """
     checked = os.lstat(path)
     if time.time() - checked.st_ctime <= age:

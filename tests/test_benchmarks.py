@@ -68,3 +68,13 @@ def test_vjepa2_latency_times_every_call_through_our_interface(tmp_path):
     report = json.loads(out.read_text())
     assert set(report["seconds"]) == {"load", "embed", "predict_masked (multiblock)", "surprise"}
     assert all(seconds > 0 for seconds in report["seconds"].values()) and report["parameters"] > 0
+
+
+def test_sweep_race_compares_the_plain_sweep_with_the_apps(tmp_path):
+    out = tmp_path / "sweep.json"
+    result = _run("sweep_race.py", "--seconds", "1", "--threads", "2", "--json", out)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["sweep"] for row in rows] == ["check, remove, discard", "app.sweep_files"]
+    assert all(row["fetches"] > 0 for row in rows)
+    assert "app.sweep_files" in result.stdout
