@@ -116,7 +116,7 @@ def cached_surprise_threshold(model: JEPAModel, cache_dir=None) -> float:
     """`surprise_threshold(model)`, kept beside the galleries (in the checkpoint folder or the cache folder): the app
     calibrates the pixel baseline's at every start otherwise (~9 s on 2 cores). Named by the model's fingerprint."""
     path = _cache_dir(cache_dir) / _threshold_name(model_fingerprint(model))
-    for found in (*_shipped(model, path.name), path):
+    for found in _places(model, path):
         try:
             return float(json.loads(found.read_text())["surprise_threshold"])
         except (OSError, ValueError, KeyError, TypeError):  # none there, or unreadable: next place, then calibrate
@@ -188,9 +188,10 @@ def _threshold_name(fingerprint: str) -> str:
     return f"threshold-{fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json"
 
 
-def _shipped(model: JEPAModel, name: str) -> list[Path]:
-    """Where the file `name` may lie prebuilt besides the cache: the model's checkpoint folder (or Hub snapshot)."""
-    return [model.folder / name] if model.folder else []
+def _places(model: JEPAModel, cached: Path) -> list[Path]:
+    """Where a gallery or threshold file may lie, in the order read: prebuilt in the model's checkpoint folder (or Hub
+    snapshot), then the cache file `cached`."""
+    return [model.folder / cached.name, cached] if model.folder else [cached]
 
 
 def _cache_dir(cache_dir) -> Path:
@@ -209,7 +210,7 @@ def find_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIP
     folder, and where it lies; None if there is none (a damaged one is skipped with a warning)."""
     fingerprint = model_fingerprint(model)
     path = _cache_path(cache_dir, fingerprint, num_clips)
-    for found in (*_shipped(model, path.name), path):
+    for found in _places(model, path):
         if found.exists():
             try:
                 return _read(found, fingerprint, num_clips), found
