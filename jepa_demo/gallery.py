@@ -202,7 +202,7 @@ def load_or_build_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEF
                           progress: Progress | None = None) -> Gallery:
     """The gallery from `find_gallery` if there is one, else built and written to the cache (atomically)."""
     found = find_gallery(model, cache_dir, num_clips)
-    return found[0] if found else _build_into_cache(model, cache_dir, num_clips, progress)
+    return found[0] if found else _build_into_cache(model, cache_dir, num_clips, progress)[0]
 
 
 def find_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS) -> tuple[Gallery, Path] | None:
@@ -220,7 +220,9 @@ def find_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIP
     return None
 
 
-def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int, progress: Progress | None) -> Gallery:
+def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int,
+                      progress: Progress | None) -> tuple[Gallery, Path | None]:
+    """A new gallery, and the cache file it was written to (None when the cache folder is not writable)."""
     gallery = build_gallery(model, num_clips, progress)
     path = _cache_path(cache_dir, gallery.fingerprint, num_clips)
     try:
@@ -228,7 +230,8 @@ def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int, progress: Pro
     except OSError as err:  # e.g. a read-only home on a hosted server: work without the cache, say so once
         warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); set JEPA_LENS_CACHE to a "
                       "writable folder to start faster next time", stacklevel=3)
-    return gallery
+        return gallery, None
+    return gallery, path
 
 
 def _read(path: Path, fingerprint: str, num_clips: int) -> Gallery:
@@ -359,8 +362,8 @@ def main(argv=None) -> int:
     if found := find_gallery(model, args.cache_dir, args.clips):
         gallery, where = found[0], f"read from {found[1]}"
     else:
-        gallery = _build_into_cache(model, args.cache_dir, args.clips, progress)
-        where = f"built into {gallery_cache_path(model, args.cache_dir, args.clips)}"
+        gallery, written = _build_into_cache(model, args.cache_dir, args.clips, progress)
+        where = f"built into {written}" if written else "built, not cached"
     print(f"{args.checkpoint}: gallery of {len(gallery.seeds)} clips {where} in {time.perf_counter() - start:.1f} s")
     if args.ship:
         print("shipped:", *ship(model, gallery))

@@ -193,6 +193,21 @@ def test_missing_cache_dir_is_created(built, model, tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == [gallery_cache_path(model, None, CLIPS).name]
 
 
+def test_an_unwritable_cache_folder_is_named_once_and_the_gallery_still_built(built, model, tmp_path, monkeypatch,
+                                                                             capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")  # mkdir below it fails even for root, unlike a chmod-ed folder
+    monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(built[0], calls := []))
+    with pytest.warns(UserWarning, match=f"cannot cache the gallery in {blocker}/cache"):
+        assert load_or_build_gallery(model, blocker / "cache", num_clips=CLIPS) is built[0]
+    monkeypatch.setattr(gallery_module, "load_model", lambda path: model)
+    with pytest.warns(UserWarning, match="cannot cache"):
+        assert gallery_module.main(["--clips", str(CLIPS), "--cache-dir", str(blocker / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "built, not cached" in out and "built into" not in out and calls == [CLIPS, CLIPS]
+    assert [p.name for p in tmp_path.iterdir()] == ["a file"]
+
+
 def test_surprise_threshold_is_calibrated_once_per_model_and_a_damaged_file_again(model, tmp_path, monkeypatch):
     calibrated = []
     real = gallery_module.calibrate_surprise
