@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
+import signal
 import sys
 import tempfile
 import time
@@ -40,6 +42,11 @@ UPLOAD_TYPES = [".mp4", ".webm", ".mov", ".avi", ".gif"]
 FILE_LIFETIME = int(os.environ.get("JEPA_LENS_FILE_LIFETIME", 900))
 SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 MASKS = ["multiblock", "tube", "future", "random"]
+# Gradio keeps each file in a folder named by a hash of its content (SHA-256 hex digits).
+CONTENT_FOLDER = re.compile(r"[0-9a-f]{64}")
+# The empty file Gradio 6.31's gr.File(type="filepath") opens in its folder on every request and never uses or removes
+# (`File._process_single_file`): tempfile's default name, tmp + 8 characters.
+PLACEHOLDER = re.compile(r"tmp[a-z0-9_]{8}")
 
 try:  # on Hugging Face ZeroGPU Spaces, the model calls get a GPU; elsewhere this is a no-op
     import spaces
@@ -165,6 +172,9 @@ def build_app() -> gr.Blocks:
                                                                         ", a local folder or a Hub repo id: ours, "
                                                                         "or V-JEPA 2 (facebook/vjepa2-...)"))
         gr.Examples(examples, inputs=video, label="examples: synthetic world clips")
+        # Gradio 6.31 copies the example clips into its folder as ordinary temporary files (not marked keep_in_cache):
+        # mark them, or the sweep removes them after FILE_LIFETIME and every click on an example fails from then on.
+        video.keep_in_cache.update(video.temp_files)
         with gr.Tab("Masked prediction"):
             with gr.Row():
                 mask = gr.Radio(MASKS, value="multiblock", label="mask")
@@ -211,14 +221,18 @@ def build_app() -> gr.Blocks:
     return app.queue(default_concurrency_limit=2, max_size=32)
 
 
-def sweep_files(app: gr.Blocks, age: float) -> None:
-    """Delete the files Gradio keeps for `app` (uploads, returned pictures) once they are older than `age` seconds.
+def sweep_files(app: gr.Blocks, age: float, keep_examples: bool = True) -> None:
+    """Delete the files Gradio keeps for `app` (uploads, returned pictures) once they are older than `age` seconds,
+    with the folders Gradio made for them and the empty placeholders its gr.File leaves (see PLACEHOLDER). The files
+    marked to keep (the examples) stay, unless `keep_examples` is False (the last sweep, when the server stops).
 
     Gradio's own `delete_cache` sweep (6.31) iterates these live sets in a worker thread while requests add to them;
     its first "Set changed size during iteration" ends its sweep task for good, and uploads then stay until the server
-    stops. This sweep reads snapshots, and honours the files Gradio marks to keep (the examples).
+    stops. This sweep reads snapshots.
     """
-    keep = set().union(*(getattr(block, "keep_in_cache", ()) for block in list(app.blocks.values())))
+    keep = set()
+    if keep_examples:
+        keep = keep.union(*(getattr(block, "keep_in_cache", ()) for block in list(app.blocks.values())))
     for files in list(app.temp_file_sets):
         for path in set(files) - keep:
             try:
@@ -227,6 +241,7 @@ def sweep_files(app: gr.Blocks, age: float) -> None:
                 files.discard(path)
             except OSError:  # e.g. a permission error: leave the file to the next round rather than stop sweeping
                 continue
+    _remove_placeholders(app.GRADIO_CACHE, age)
 
 
 def _expire(path: str, files: set, age: float) -> None:
@@ -252,6 +267,26 @@ def _expire(path: str, files: set, age: float) -> None:
     files.discard(path)
     if os.path.exists(path):  # written again after the rename and perhaps re-added before the discard
         files.add(path)
+    elif CONTENT_FOLDER.fullmatch(os.path.basename(folder := os.path.dirname(path))):
+        # Its folder too, once empty. A request writing the same content in the instant between Gradio's mkdir and
+        # its write would fail: a window like the renames' above, for a file nobody asked for in FILE_LIFETIME.
+        with contextlib.suppress(OSError):  # not empty: the same content under another name
+            os.rmdir(folder)
+
+
+def _remove_placeholders(folder: str, age: float) -> None:
+    """Remove the empty files gr.File left in `folder` (see PLACEHOLDER) once they are older than `age` seconds."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:  # nothing uploaded yet
+        return
+    for entry in entries:
+        if not (PLACEHOLDER.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+            continue
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            stat = entry.stat(follow_symlinks=False)
+            if stat.st_size == 0 and time.time() - stat.st_ctime > age:
+                os.remove(entry.path)
 
 
 @contextlib.asynccontextmanager
@@ -269,7 +304,7 @@ async def sweep_files_while_serving(server):
         yield
     finally:
         task.cancel()
-        sweep_files(app, age=-1)
+        sweep_files(app, age=-1, keep_examples=False)
 
 
 def launch(app: gr.Blocks, **kwargs):
@@ -279,6 +314,11 @@ def launch(app: gr.Blocks, **kwargs):
 
 
 if __name__ == "__main__":
+    # `kill`, `docker stop` and a closed terminal stop the app as Ctrl-C does (Gradio closes the server on
+    # KeyboardInterrupt), so the last sweep runs; their default action would end the process and leave every file.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # Windows has no SIGHUP
+            signal.signal(getattr(signal, name), signal.default_int_handler)
     explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request
     launch(build_app(), server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))

@@ -7,7 +7,8 @@ one per violation kind), and goes round the four endpoints. Before the load, eve
 recorded with one user alone; under load each answer must equal the one for *its* clip, so a lost request, a failed
 one, or an answer computed on another user's upload is counted. Memory: the server's resident set before the load
 and its peak (VmHWM) after each round; with bounded memory the second round adds next to nothing. Afterwards: the
-time one more request takes, and whether the uploads were removed from Gradio's folder once their lifetime passed.
+time one more request takes, whether the uploads were removed from Gradio's folder once their lifetime passed, and
+whether the app, stopped with SIGTERM, exits cleanly and leaves that folder empty.
 Also how long the app took from launch to answering HTTP (with an empty $JEPA_LENS_CACHE: a fresh clone's start).
 Prints a table and writes JSON.
 """
@@ -140,9 +141,17 @@ def load_round(url: str, clips: list[Path], users: int, requests: int, reference
 
 
 def uploads_left(temp_dir: Path, clips: list[Path]) -> int:
-    """Copies of the users' clips still in Gradio's folder."""
-    names = {clip.name for clip in clips}
-    return sum(path.name in names for path in temp_dir.rglob("*") if path.is_file())
+    """Copies of the users' clips still in Gradio's folder: the same bytes (the app's example "plausible.mp4", which
+    it keeps while it serves, has a user clip's name)."""
+    contents = {clip.read_bytes() for clip in clips}
+    return sum(_bytes_of(path) in contents for path in temp_dir.rglob("*.mp4"))
+
+
+def _bytes_of(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:  # swept since the listing
+        return None
 
 
 def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
@@ -177,9 +186,16 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
             report["uploads_left_after_lifetime"] = _wait_for_cleanup(temp_dir, clips, file_lifetime)
         finally:
             tempfile.tempdir = None
-            server.terminate()
+            server.terminate()  # SIGTERM, as `docker stop` sends: the app must stop as on Ctrl-C and sweep everything
             server.wait(timeout=60)
+        report["stop_status"] = server.returncode
+        report["left_after_stop"] = left_in(temp_dir)
     return report
+
+
+def left_in(temp_dir: Path) -> list[str]:
+    """What is left in Gradio's folder, but the empty vibe_edit_history folder Gradio makes when it is imported."""
+    return sorted(str(path.relative_to(temp_dir)) for path in temp_dir.iterdir() if path.name != "vibe_edit_history")
 
 
 def _wait_for_cleanup(temp_dir: Path, clips: list[Path], file_lifetime: int) -> int:
@@ -202,6 +218,8 @@ def print_table(report: dict) -> None:
     after = report["after_load"]
     print(f"after the load: one request {after['seconds']:.2f} s, correct: {after['correct']}; uploads in Gradio's "
           f"folder {report['uploads_in_temp_dir']}, after their lifetime {report['uploads_left_after_lifetime']}")
+    print(f"stopped with SIGTERM: exit status {report['stop_status']}, {len(report['left_after_stop'])} files or "
+          "folders left in Gradio's folder")
     for error in (e for r in report["rounds"] for e in r["errors"]):
         print("  ", error)
 
@@ -219,7 +237,8 @@ def main(argv=None) -> int:
     report.update(machine=platform.machine(), cpus=os.cpu_count())
     print_table(report)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    ok = all(r["served"] == r["requests"] for r in report["rounds"]) and report["after_load"]["correct"]
+    ok = (all(r["served"] == r["requests"] for r in report["rounds"]) and report["after_load"]["correct"]
+          and report["stop_status"] == 0 and not report["left_after_stop"])
     return 0 if ok else 1
 
 

@@ -79,9 +79,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory):
-    """The real app on a free port, on the shipped checkpoint (which carries its gallery and threshold), with its
-    caches in a temporary folder. One per session: the gradio_client and browser tests share it."""
+def app_blocks(tmp_path_factory):
+    """The real app serving on a free port, on the shipped checkpoint (which carries its gallery and threshold), with
+    its caches in a temporary folder; its gr.Blocks. One per session: the gradio_client and browser tests share it."""
     cache = tmp_path_factory.mktemp("app-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JEPA_LENS_CACHE", str(cache))
@@ -90,8 +90,13 @@ def app_server(tmp_path_factory):
         app.EXPLORERS.clear()  # an Explorer built elsewhere would keep thumbnails in another cache folder
         app.explorer_for("default").warm_up()  # before any request, so request timeouts measure the app itself
         ui = app.build_app()
-        port = _free_port()
-        app.launch(ui, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-        yield f"http://127.0.0.1:{port}/"
+        app.launch(ui, server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+        yield ui
         ui.close()
         app.EXPLORERS.clear()
+
+
+@pytest.fixture(scope="session")
+def app_server(app_blocks) -> str:
+    """The URL of that app."""
+    return app_blocks.local_url

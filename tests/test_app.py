@@ -193,13 +193,15 @@ def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path):
 
 
 def _expired_picture(tmp_path):
-    """A returned picture kept by a Blocks, last written an hour ago (Gradio names such files by their content). Its
-    ctime cannot be set back, so the tests sweep with age -1: every file counts as old."""
+    """A returned picture kept by a Blocks, last written an hour ago, in a folder named as Gradio names them (by a hash
+    of the content). Its ctime cannot be set back, so the tests sweep with age -1: every file counts as old."""
     import gradio as gr
 
     with gr.Blocks() as ui:
         gr.Image()
-    path = str(tmp_path / "image.webp")
+    folder = tmp_path / ("c0ffee" * 11)[:64]
+    folder.mkdir()
+    path = str(folder / "image.webp")
     Path(path).write_bytes(b"x")
     os.utime(path, (time.time() - 3600,) * 2)
     ui.upload_file_set.add(path)
@@ -224,7 +226,7 @@ def test_the_file_sweep_keeps_a_picture_a_request_rewrites_as_it_is_checked(tmp_
     app.sweep_files(ui, age=-1)
     monkeypatch.undo()
     assert Path(path).read_bytes() == b"again" and path in ui.upload_file_set
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.webp"]  # nothing parked left behind
+    assert [p.name for p in Path(path).parent.iterdir()] == ["image.webp"]  # nothing parked left behind
 
 
 def test_the_file_sweep_keeps_a_picture_a_request_writes_and_adds_again_as_it_is_removed(tmp_path, monkeypatch):
@@ -244,12 +246,55 @@ def test_the_file_sweep_keeps_a_picture_a_request_writes_and_adds_again_as_it_is
     assert Path(path).read_bytes() == b"again" and path in ui.upload_file_set
 
 
-def test_the_file_sweep_removes_an_old_picture_nobody_renews(tmp_path):
+def test_the_file_sweep_removes_an_old_picture_nobody_renews_and_its_folder(tmp_path):
     import app
 
     ui, path = _expired_picture(tmp_path)
+    app.sweep_files(ui, age=3600)
+    assert Path(path).exists()  # not that old
     app.sweep_files(ui, age=-1)
     assert not list(tmp_path.iterdir()) and not ui.upload_file_set
+    ui, path = _expired_picture(tmp_path)
+    (Path(path).parent / "image.png").write_bytes(b"x")  # another app's file (Gradio's folder may be shared)
+    app.sweep_files(ui, age=-1)
+    assert [p.name for p in Path(path).parent.iterdir()] == ["image.png"]
+
+
+def test_the_file_sweep_removes_the_empty_files_gr_file_leaves_on_each_request(tmp_path, monkeypatch):
+    import gradio as gr
+    from gradio.data_classes import FileData
+
+    import app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the Blocks' folder, read when they are built
+    with gr.Blocks() as ui:
+        clip = gr.File(type="filepath")
+    upload = tmp_path / "clip.mp4"
+    upload.write_bytes(b"x")
+    before = set(tmp_path.iterdir())
+    assert clip.preprocess(FileData(path=str(upload))) == str(upload)  # what every request runs
+    placeholders = set(tmp_path.iterdir()) - before
+    assert len(placeholders) == 1 and all(p.stat().st_size == 0 for p in placeholders)  # Gradio 6.31 does this
+    ours = [tmp_path / "tmpnotempty", tmp_path / "empty-but-not-gradios"]
+    ours[0].write_bytes(b"data")
+    ours[1].touch()
+    app.sweep_files(ui, age=3600)
+    assert placeholders <= set(tmp_path.iterdir())  # too young
+    app.sweep_files(ui, age=-1)
+    assert not placeholders & set(tmp_path.iterdir()) and all(p.exists() for p in [upload, *ours])
+
+
+def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
+    import app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the Blocks' folder, read when they are built
+    ui = app.build_app()
+    examples = list(tmp_path.rglob("*.mp4"))
+    assert len(examples) == 8  # the plausible clips and one per violation kind
+    app.sweep_files(ui, age=-1)
+    assert all(path.exists() for path in examples)
+    app.sweep_files(ui, age=-1, keep_examples=False)  # the server stops
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_stopping_server_removes_every_file_it_kept(tmp_path):
@@ -261,8 +306,11 @@ def test_a_stopping_server_removes_every_file_it_kept(tmp_path):
     import app
 
     with gr.Blocks() as ui:
-        gr.File()
+        clip = gr.File()
     ui.upload_file_set.update(_files(tmp_path, "upload", 3))
+    example = _files(tmp_path, "example", 1)[0]
+    ui.upload_file_set.add(example)
+    clip.keep_in_cache.add(example)  # kept while serving, not after
 
     async def serve_briefly():
         async with app.sweep_files_while_serving(SimpleNamespace(get_blocks=lambda: ui)):

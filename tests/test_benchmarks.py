@@ -57,6 +57,7 @@ def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
     assert report["after_load"]["correct"] and report["after_load"]["seconds"] < 30
     assert report["uploads_in_temp_dir"] > 0 and report["uploads_left_after_lifetime"] == 0
     assert 0 < report["idle_rss_mb"] <= report["rounds"][0]["peak_mb"]
+    assert report["stop_status"] == 0 and report["left_after_stop"] == []
 
 
 def test_vjepa2_latency_times_every_call_through_our_interface(tmp_path):
