@@ -313,12 +313,18 @@ def launch(app: gr.Blocks, **kwargs):
                       app_kwargs={"lifespan": sweep_files_while_serving}, **kwargs)
 
 
+def stop_on_signals_as_on_ctrl_c() -> None:
+    """`kill`, `docker stop` (SIGTERM) and a closed terminal (SIGHUP) stop the app as Ctrl-C does: Gradio closes the
+    server on KeyboardInterrupt, so the last sweep runs. Their default action ends the process and leaves every file.
+    A signal already ignored (SIGHUP under nohup) stays ignored."""
+    for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
+        stop = getattr(signal, name, None)
+        if stop is not None and signal.getsignal(stop) is signal.SIG_DFL:
+            signal.signal(stop, signal.default_int_handler)
+
+
 if __name__ == "__main__":
-    # `kill`, `docker stop` and a closed terminal stop the app as Ctrl-C does (Gradio closes the server on
-    # KeyboardInterrupt), so the last sweep runs; their default action would end the process and leave every file.
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):  # Windows has no SIGHUP
-            signal.signal(getattr(signal, name), signal.default_int_handler)
+    stop_on_signals_as_on_ctrl_c()
     explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request
     launch(build_app(), server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))

@@ -284,6 +284,24 @@ def test_the_file_sweep_removes_the_empty_files_gr_file_leaves_on_each_request(t
     assert not placeholders & set(tmp_path.iterdir()) and all(p.exists() for p in [upload, *ours])
 
 
+def test_sigterm_stops_the_app_as_ctrl_c_does_but_an_ignored_sighup_stays_ignored():
+    import signal
+
+    import app
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+        app.stop_on_signals_as_on_ctrl_c()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        with pytest.raises(KeyboardInterrupt):  # what Gradio's launch catches to close the server
+            signal.raise_signal(signal.SIGTERM)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
     import app
 
