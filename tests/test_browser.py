@@ -170,3 +170,19 @@ def test_an_example_still_runs_once_the_uploads_are_swept(page, app_blocks):
     _open_and_run(page, "Surprise", "Measure surprise over time", SURPRISE_IDS)
     _assert_plot(page, "surprise-plot", RESULT_MS)
     expect(page.locator("#surprise-numbers")).to_contain_text("peak_frame")
+
+
+def test_an_upload_swept_while_the_page_was_open_asks_for_it_again(page, app_blocks, tmp_path):
+    from playwright.sync_api import expect
+
+    import app
+
+    clip = tmp_path / "left-open.mp4"
+    write_video(clip, make_pair(7, "vanish", WorldConfig(size=64, num_frames=32))[1].frames)
+    _upload(page, clip)
+    app.sweep_files(app_blocks, age=-1)  # FILE_LIFETIME later
+    _open_and_run(page, "Surprise", "Measure surprise over time", SURPRISE_IDS)
+    toast = page.locator("[data-testid=toast-body].error")
+    expect(toast).to_be_visible(timeout=RESULT_MS)
+    expect(toast).to_contain_text(f"{clip.name} is no longer on the server")
+    expect(toast).to_contain_text("Upload it again")
