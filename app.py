@@ -225,22 +225,22 @@ def build_app() -> gr.Blocks:
     return app.queue(default_concurrency_limit=2, max_size=32)
 
 
-def sweep_files(app: gr.Blocks, age: float, keep_examples: bool = True) -> None:
+def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
     """Delete the files Gradio keeps for `app` (uploads, returned pictures) once they are older than `age` seconds,
-    with the folders Gradio made for them and the empty placeholders its gr.File leaves (see PLACEHOLDER). The files
-    marked to keep (the examples) stay, unless `keep_examples` is False (the last sweep, when the server stops).
+    and the empty placeholders its gr.File leaves (see PLACEHOLDER). The files marked to keep (the examples) stay, and
+    so do the emptied folders Gradio made for the files, unless `stopping` (the last sweep, when the server stops).
 
     Gradio's own `delete_cache` sweep (6.31) iterates these live sets in a worker thread while requests add to them;
     its first "Set changed size during iteration" ends its sweep task for good, and uploads then stay until the server
     stops. This sweep reads snapshots.
     """
     keep = set()
-    if keep_examples:
+    if not stopping:
         keep = keep.union(*(getattr(block, "keep_in_cache", ()) for block in list(app.blocks.values())))
     for files in list(app.temp_file_sets):
         for path in set(files) - keep:
             try:
-                _expire(path, files, age)
+                _expire(path, files, age, remove_folder=stopping)
             except FileNotFoundError:
                 files.discard(path)
             except OSError:  # e.g. a permission error: leave the file to the next round rather than stop sweeping
@@ -248,8 +248,9 @@ def sweep_files(app: gr.Blocks, age: float, keep_examples: bool = True) -> None:
     _remove_placeholders(app.GRADIO_CACHE, age)
 
 
-def _expire(path: str, files: set, age: float) -> None:
-    """Remove `path` from disk and from `files` if it is older than `age` seconds, unless a request renews it meanwhile.
+def _expire(path: str, files: set, age: float, remove_folder: bool) -> None:
+    """Remove `path` from disk and from `files` if it is older than `age` seconds, unless a request renews it meanwhile;
+    with `remove_folder`, its content-named folder too once empty.
 
     Gradio names the files it caches by their content, so a request that returns the same picture again rewrites the
     same path (a fresh ctime) and re-adds it to `files` a moment later, from another thread. A plain check-then-remove
@@ -271,9 +272,9 @@ def _expire(path: str, files: set, age: float) -> None:
     files.discard(path)
     if os.path.exists(path):  # written again after the rename and perhaps re-added before the discard
         files.add(path)
-    elif CONTENT_FOLDER.fullmatch(os.path.basename(folder := os.path.dirname(path))):
-        # Its folder too, once empty. A request writing the same content in the instant between Gradio's mkdir and
-        # its write would fail: a window like the renames' above, for a file nobody asked for in FILE_LIFETIME.
+    elif remove_folder and CONTENT_FOLDER.fullmatch(os.path.basename(folder := os.path.dirname(path))):
+        # Only once no request runs: one writing the same content between Gradio's mkdir and its write would fail
+        # (benchmarks/sweep_race.py, removing folders while serving, lost every request thread within a second).
         with contextlib.suppress(OSError):  # not empty: the same content under another name
             os.rmdir(folder)
 
@@ -308,7 +309,7 @@ async def sweep_files_while_serving(server):
         yield
     finally:
         task.cancel()
-        sweep_files(app, age=-1, keep_examples=False)
+        sweep_files(app, age=-1, stopping=True)
 
 
 def launch(app: gr.Blocks, **kwargs):

@@ -8,7 +8,8 @@ writer, then fetch at once (allowed only if in the set, then read), while a swee
 lifetime. A fetch within 20 ms of its write that is refused is the sweep's fault. Two sweeps run in turn: a plain
 check-age, remove, discard (the app's before it renamed old files aside) and the app's `sweep_files`. Run it beside
 a CPU-bound process too: contention stretches the app's remaining window, between renaming an old file aside and
-renaming it back. Prints a table and writes JSON.
+renaming it back. A request whose own write fails (into a folder the sweep removed, say) is listed and the exit
+status is 1. Prints a table and writes JSON.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -45,16 +47,18 @@ def race(sweep, seconds: float, threads: int, pictures: int) -> dict:
     import gradio as gr
     from gradio import processing_utils
 
-    with gr.Blocks() as ui:
-        gr.Image()
     shades = [np.full((8, 8, 3), shade, np.uint8) for shade in range(pictures)]
-    stop, fetches, refused = threading.Event(), [0] * threads, {"403": 0, "404": 0}
+    stop, fetches, refused, failed = threading.Event(), [0] * threads, {"403": 0, "404": 0}, []
 
     def serve(index: int, cache: str) -> None:
         rng = np.random.default_rng(index)
         while not stop.is_set():
             started = time.time()
-            path = processing_utils.save_img_array_to_cache(shades[rng.integers(pictures)], cache)
+            try:
+                path = processing_utils.save_img_array_to_cache(shades[rng.integers(pictures)], cache)
+            except OSError as err:  # the sweep broke Gradio's own write: that request would fail outright
+                failed.append(f"{type(err).__name__}: {err}")
+                return
             time.sleep(0.001)  # Gradio's event loop adds the path a moment after the worker thread wrote it
             ui.upload_file_set.add(path)
             allowed, present = path in ui.upload_file_set, os.path.exists(path)
@@ -62,7 +66,9 @@ def race(sweep, seconds: float, threads: int, pictures: int) -> dict:
                 refused["403" if not allowed else "404"] += 1
             fetches[index] += 1
 
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, GRADIO_TEMP_DIR=cache):
+        with gr.Blocks() as ui:  # its folder is `cache` (read now), which app.sweep_files scans for placeholders
+            gr.Image()
         workers = [threading.Thread(target=serve, args=(index, cache)) for index in range(threads)]
         for worker in workers:
             worker.start()
@@ -74,7 +80,8 @@ def race(sweep, seconds: float, threads: int, pictures: int) -> dict:
             stop.set()
             for worker in workers:
                 worker.join()
-    return {"fetches": sum(fetches), "refused_403": refused["403"], "refused_404": refused["404"]}
+    return {"fetches": sum(fetches), "refused_403": refused["403"], "refused_404": refused["404"],
+            "failed_writes": failed}
 
 
 def main(argv=None) -> int:
@@ -96,7 +103,10 @@ def main(argv=None) -> int:
     report = {"threads": args.threads, "pictures": args.pictures, "lifetime_s": LIFETIME, "seconds": args.seconds,
               "rows": rows, "machine": platform.machine(), "cpus": os.cpu_count()}
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    for row in rows:
+        for error in row["failed_writes"]:
+            print(f"{row['sweep']}: a request's write failed: {error}", file=sys.stderr)
+    return 1 if any(row["failed_writes"] for row in rows) else 0
 
 
 if __name__ == "__main__":

@@ -246,17 +246,22 @@ def test_the_file_sweep_keeps_a_picture_a_request_writes_and_adds_again_as_it_is
     assert Path(path).read_bytes() == b"again" and path in ui.upload_file_set
 
 
-def test_the_file_sweep_removes_an_old_picture_nobody_renews_and_its_folder(tmp_path):
+def test_the_file_sweep_removes_an_old_picture_nobody_renews_and_its_folder_when_the_server_stops(tmp_path):
     import app
 
     ui, path = _expired_picture(tmp_path)
     app.sweep_files(ui, age=3600)
     assert Path(path).exists()  # not that old
     app.sweep_files(ui, age=-1)
+    assert not Path(path).exists() and not ui.upload_file_set
+    assert Path(path).parent.is_dir()  # a request may be writing the same picture into it again
+    ui.upload_file_set.add(path)
+    Path(path).write_bytes(b"x")
+    app.sweep_files(ui, age=-1, stopping=True)
     assert not list(tmp_path.iterdir()) and not ui.upload_file_set
     ui, path = _expired_picture(tmp_path)
     (Path(path).parent / "image.png").write_bytes(b"x")  # another app's file (Gradio's folder may be shared)
-    app.sweep_files(ui, age=-1)
+    app.sweep_files(ui, age=-1, stopping=True)
     assert [p.name for p in Path(path).parent.iterdir()] == ["image.png"]
 
 
@@ -311,7 +316,7 @@ def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
     assert len(examples) == 8  # the plausible clips and one per violation kind
     app.sweep_files(ui, age=-1)
     assert all(path.exists() for path in examples)
-    app.sweep_files(ui, age=-1, keep_examples=False)  # the server stops
+    app.sweep_files(ui, age=-1, stopping=True)
     assert not list(tmp_path.iterdir())
 
 
