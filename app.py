@@ -240,17 +240,16 @@ def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
     for files in list(app.temp_file_sets):
         for path in set(files) - keep:
             try:
-                _expire(path, files, age, remove_folder=stopping)
+                _expire(path, files, age)
             except FileNotFoundError:
                 files.discard(path)
             except OSError:  # e.g. a permission error: leave the file to the next round rather than stop sweeping
                 continue
-    _remove_placeholders(app.GRADIO_CACHE, age)
+    _remove_leftovers(app.GRADIO_CACHE, age, stopping)
 
 
-def _expire(path: str, files: set, age: float, remove_folder: bool) -> None:
-    """Remove `path` from disk and from `files` if it is older than `age` seconds, unless a request renews it meanwhile;
-    with `remove_folder`, its content-named folder too once empty.
+def _expire(path: str, files: set, age: float) -> None:
+    """Remove `path` from disk and from `files` if it is older than `age` seconds, unless a request renews it meanwhile.
 
     Gradio names the files it caches by their content, so a request that returns the same picture again rewrites the
     same path (a fresh ctime) and re-adds it to `files` a moment later, from another thread. A plain check-then-remove
@@ -272,26 +271,25 @@ def _expire(path: str, files: set, age: float, remove_folder: bool) -> None:
     files.discard(path)
     if os.path.exists(path):  # written again after the rename and perhaps re-added before the discard
         files.add(path)
-    elif remove_folder and CONTENT_FOLDER.fullmatch(os.path.basename(folder := os.path.dirname(path))):
-        # Only once no request runs: one writing the same content between Gradio's mkdir and its write would fail
-        # (benchmarks/sweep_race.py, removing folders while serving, lost every request thread within a second).
-        with contextlib.suppress(OSError):  # not empty: the same content under another name
-            os.rmdir(folder)
 
 
-def _remove_placeholders(folder: str, age: float) -> None:
-    """Remove the empty files gr.File left in `folder` (see PLACEHOLDER) once they are older than `age` seconds."""
+def _remove_leftovers(folder: str, age: float, stopping: bool) -> None:
+    """Remove the empty files gr.File left in `folder` (see PLACEHOLDER) once they are older than `age` seconds and,
+    when the server stops, the emptied content folders (CONTENT_FOLDER). Not while it serves: a request writing the
+    same content between Gradio's mkdir and its write would fail (benchmarks/sweep_race.py, removing them while
+    serving, lost every request thread within a second)."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:  # nothing uploaded yet
         return
     for entry in entries:
-        if not (PLACEHOLDER.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
-            continue
-        with contextlib.suppress(OSError):  # gone already, or not ours to remove
-            stat = entry.stat(follow_symlinks=False)
-            if stat.st_size == 0 and time.time() - stat.st_ctime > age:
-                os.remove(entry.path)
+        with contextlib.suppress(OSError):  # gone already, not empty, or not ours to remove
+            if stopping and CONTENT_FOLDER.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                os.rmdir(entry.path)
+            elif PLACEHOLDER.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                stat = entry.stat(follow_symlinks=False)
+                if stat.st_size == 0 and time.time() - stat.st_ctime > age:
+                    os.remove(entry.path)
 
 
 @contextlib.asynccontextmanager
