@@ -326,8 +326,17 @@ def stop_on_signals_as_on_ctrl_c() -> None:
             signal.signal(stop, signal.default_int_handler)
 
 
-if __name__ == "__main__":
+def main() -> None:
     stop_on_signals_as_on_ctrl_c()
-    explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request
-    launch(build_app(), server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+    try:
+        explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request
+        ui = build_app()
+    except KeyboardInterrupt:  # Ctrl-C or a stop signal before the server runs: no user file exists yet
+        print("JEPA Lens stopped before it started serving.", file=sys.stderr)
+        return
+    launch(ui, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+
+
+if __name__ == "__main__":
+    main()

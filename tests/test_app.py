@@ -307,6 +307,26 @@ def test_sigterm_stops_the_app_as_ctrl_c_does_but_an_ignored_sighup_stays_ignore
             signal.signal(sig, handler)
 
 
+def test_a_stop_signal_during_the_warm_up_ends_the_app_with_one_line(monkeypatch, capsys):
+    import signal
+
+    import app
+
+    class StoppedDuringWarmUp:
+        def warm_up(self):
+            signal.raise_signal(signal.SIGTERM)  # `docker stop` while the gallery loads
+
+    monkeypatch.setattr(app, "explorer_for", lambda name: StoppedDuringWarmUp())
+    monkeypatch.setattr(app, "launch", lambda *args, **kwargs: pytest.fail("served after the stop"))
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        app.main()
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert capsys.readouterr().err == "JEPA Lens stopped before it started serving.\n"
+
+
 def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
     import app
 
