@@ -82,13 +82,6 @@ def patchify(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, -1, tubelet * patch * patch * c)
 
 
-def unpatchify(tokens: torch.Tensor, grid, tubelet: int, patch: int) -> torch.Tensor:
-    """Inverse of `patchify`: (B, N, tubelet * patch^2 * 3) -> (B, 3, T, H, W)."""
-    t, h, w = grid
-    x = tokens.reshape(tokens.shape[0], t, h, w, tubelet, patch, patch, 3)
-    return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(tokens.shape[0], 3, t * tubelet, h * patch, w * patch)
-
-
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(B, N, D) gathered at (B, K) -> (B, K, D)."""
     return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
