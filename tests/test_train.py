@@ -60,6 +60,14 @@ def test_bad_settings_exit_with_one_line(tmp_path):
     blocker.write_text("not a folder")
     result = _train("--config", TINY, f"out_dir={blocker}/run")
     assert result.returncode == 2 and "cannot write to output folder" in result.stderr
+    not_yaml = tmp_path / "notes.yaml"
+    not_yaml.write_text("---\ntitle: a model card\n---\n# notes\n")  # two YAML documents, as a model card has
+    result = _train("--config", not_yaml)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert f"recipe {not_yaml} is not valid YAML at line" in result.stderr
+    result = _train("--config", TINY, f"data={tmp_path / 'no-videos'}", f"out_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "not a folder" in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_too_little_disk_space_is_refused_before_training(tmp_path, monkeypatch, capsys):
@@ -71,7 +79,7 @@ def test_too_little_disk_space_is_refused_before_training(tmp_path, monkeypatch,
     assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not enough disk space" in err and "1 MB free" in err
-    assert not (tmp_path / "run" / "metrics.csv").exists()  # refused before the first step
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_disk_full_during_a_save_is_one_line_and_the_last_save_stands(tmp_path, monkeypatch, capsys):

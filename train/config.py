@@ -102,7 +102,15 @@ def _read_recipe(path: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"recipe {path} not found")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"recipe {path} is not a text file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        what = " ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None)))) or err
+        raise ValueError(f"recipe {path} is not valid YAML{where}: {what}") from None
     if not isinstance(values, dict):
         raise ValueError(f"recipe {path} must be a mapping of key: value")
     return values

@@ -194,7 +194,7 @@ def check_disk_space(out: Path, model: VideoJEPA) -> None:
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     needed = 2 * (2 * weights + moments) + 16 * 2**20  # + metrics, curves, card
-    free = shutil.disk_usage(out).free
+    free = shutil.disk_usage(next(folder for folder in (out, *out.parents) if folder.exists())).free
     if free < needed:
         raise ValueError(f"not enough disk space for {out}: {free / 2**20:.0f} MB free, its saves need about "
                          f"{needed / 2**20:.0f} MB")
@@ -210,14 +210,14 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     """Train according to `cfg`; returns the checkpoint folder."""
     runtime = setup_runtime(cfg)
     out = Path(cfg.out_dir)
-    if runtime.is_main:
-        check_output_folder(out)
     model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
     preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
+    dataset = build_dataset(cfg, preprocess, runtime)  # a bad data= fails here, before out_dir is made
     torch.manual_seed(cfg.seed)
     model = VideoJEPA(model_cfg).to(runtime.device)
     if runtime.is_main:
         check_disk_space(out, model)
+        check_output_folder(out)
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
     if resume and (out / STATE_NAME).exists():
@@ -225,8 +225,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     elif resume and runtime.is_main:
         print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
     forward = wrap_for_speed(model, cfg, runtime)
-    loader = make_loader(build_dataset(cfg, preprocess, runtime), start, cfg.steps, cfg.num_workers,
-                         pin_memory=runtime.device.type == "cuda")
+    loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     if runtime.is_main:
         write_json(out / "train_config.json", config_to_dict(cfg))
