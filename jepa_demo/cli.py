@@ -1,11 +1,13 @@
 """Command line: `python -m jepa_demo info|embed|surprise FILE... [--checkpoint DIR_OR_ID] [--json]`.
 
 Each file is handled on its own: a bad file prints one line on stderr naming it and the reason, the others are still
-processed, and the exit status is 1 if any file failed (2 when the checkpoint itself cannot be loaded).
+processed, and the exit status is 1 if any file failed (2 when the checkpoint itself cannot be loaded). When the reader
+of the output goes away (`... --json | head -1`), it stops quietly with status 141, as a Unix tool ended by SIGPIPE.
 """
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,5 +69,9 @@ def main(argv=None) -> int:
             print(f"{path}: {str(err).removeprefix(f'{Path(path).name}: ')}", file=sys.stderr)
             failed += 1
             continue
-        print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)
+        try:
+            print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+            return 141  # 128 + SIGPIPE
     return 1 if failed else 0

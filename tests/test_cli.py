@@ -52,6 +52,14 @@ def test_embed_and_info(files):
     assert result.returncode == 0 and "16 frames, 48x48" in result.stdout
 
 
+def test_a_reader_that_goes_away_stops_it_quietly(files):
+    """`python -m jepa_demo info *.mp4 | head -1`: the pipe is closed here before the first line is written."""
+    process = subprocess.Popen([sys.executable, "-m", "jepa_demo", "info", files / "a.mp4", files / "b.mp4"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 141 and stderr == b""  # 128 + SIGPIPE, as a Unix tool; no traceback
+
 def test_bad_checkpoint_exits_2_with_one_line(files):
     result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")
     assert result.returncode == 2
