@@ -20,6 +20,7 @@ stay untouched by those choices. This module knows nothing about training loops 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -147,7 +148,8 @@ def representation_scores(embed, train_clips, test_clips, k: int = 5) -> tuple[d
     answers it got right (for `probe_difference`)."""
     train_x = np.stack([embed(c.frames) for c in train_clips])
     test_x = np.stack([embed(c.frames) for c in test_clips])
-    probes = {"knn": KNeighborsClassifier(n_neighbors=k, metric="cosine"),
+    neighbours = min(k, len(train_x))  # a tiny --probe-clips may give fewer training clips than k
+    probes = {"knn": KNeighborsClassifier(n_neighbors=neighbours, metric="cosine"),
               "linear": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))}
     labels = [([str(c.labels[label]) for c in train_clips], [str(c.labels[label]) for c in test_clips])
               for label in PROBE_LABELS]
@@ -341,8 +343,13 @@ def main(argv=None) -> int:
     parser.add_argument("--validation", action="store_true",
                         help="draw the clips from the validation seeds, where recipes are compared, not held-out ones")
     args = parser.parse_args(argv)
-    if min(args.pairs, args.probe_clips, args.resamples) < 1:
-        parser.error("--pairs, --probe-clips and --resamples must be at least 1")
+    if min(args.probe_clips, args.resamples) < 1:
+        parser.error("--probe-clips and --resamples must be at least 1")
+    if args.pairs < len(VIOLATIONS):
+        parser.error(f"--pairs must be at least {len(VIOLATIONS)}: one pair per violation kind")
+    for option, path in (("--json", args.json), ("--report", args.report)):
+        if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
+            parser.error(f"{option} {path}: {problem}")
     try:
         report = evaluate(_load_all(args.checkpoint), num_pairs=args.pairs, probe_train=args.probe_clips,
                           probe_test=max(1, args.probe_clips * 2 // 3), resamples=args.resamples,
@@ -351,13 +358,35 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_report(report))
+    try:
+        _write_outputs(report, args, " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
+    except OSError as err:  # e.g. the disk filled up during the run
+        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or err} (the tables above are "
+              "complete)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_outputs(report: dict, args, command: str) -> None:
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     if args.report:
         from .results import write_results
 
-        write_results(report, Path(args.report), " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
-    return 0
+        write_results(report, Path(args.report), command)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why `path` cannot be written (its folders are made as needed), or None."""
+    if path.is_dir():
+        return "is a folder"
+    existing = next(folder for folder in path.absolute().parents if folder.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK):
+        return f"cannot write in {existing}"
+    return None
 
 
 if __name__ == "__main__":

@@ -163,6 +163,38 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    import jepa_demo.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: pytest.fail("ran before the check"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for option, path in (("--json", blocker / "report.json"), ("--report", tmp_path), ("--report", blocker / "r.md")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["--checkpoint", str(tiny_checkpoint), option, str(path)])
+        assert stopped.value.code == 2 and f"error: {option} {path}: " in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS) - 1)])
+    assert stopped.value.code == 2 and "one pair per violation kind" in capsys.readouterr().err
+
+
+def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import jepa_demo.results as results
+
+    def disk_full(report, path, command):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(results, "write_results", disk_full)
+    out = tmp_path / "new" / "report.json"  # its folder is made
+    argv = ["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS)), "--probe-clips", "4",
+            "--resamples", "5", "--json", str(out), "--report", str(tmp_path / "results.md")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert json.loads(out.read_text())["settings"] and "| teleport |" in captured.out  # what was done stands
+    assert captured.err.count("\n") == 1 and "No space left on device" in captured.err and "results.md" in captured.err
+
 def test_checkpoints_of_different_input_sizes_are_refused(tiny_checkpoint, tmp_path, capsys):
     from jepa_demo.checkpoint import save_checkpoint
     from jepa_demo.config import PreprocessConfig, model_config_from_preset
