@@ -28,6 +28,19 @@ from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCach
 from jepa_demo.gallery import default_cache_dir
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
+
+def whole_number_setting(name: str, default: int, low: int) -> int:
+    """An integer setting from the environment; a bad one stops the app at start, in one line."""
+    text = os.environ.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        sys.exit(f"{name}={text!r}: expected a whole number of at least {low}")
+    return value
+
+
 ROOT = Path(__file__).resolve().parent
 SHIPPED = {path.name: path for path in sorted((ROOT / "checkpoints").iterdir()) if (path / "config.json").is_file()}
 HOSTED = bool(os.environ.get("JEPA_LENS_HOSTED") or os.environ.get("SPACE_ID"))
@@ -39,7 +52,7 @@ PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every ot
 UPLOAD_TYPES = [".mp4", ".webm", ".mov", ".avi", ".gif"]
 # Seconds an upload (and each picture the views return) stays in Gradio's folder: long enough to open every view of
 # one clip, then swept away, so nothing a visitor gave is kept.
-FILE_LIFETIME = int(os.environ.get("JEPA_LENS_FILE_LIFETIME", 900))
+FILE_LIFETIME = whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
 SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 MASKS = ["multiblock", "tube", "future", "random"]
 # Gradio keeps each file in a folder named by a hash of its content (SHA-256 hex digits).

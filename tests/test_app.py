@@ -128,6 +128,17 @@ def test_an_allow_list_entry_that_is_a_path_stops_the_app_at_start():
         "JEPA_LENS_ALLOWED_MODELS: ../secrets is not a Hub repo id (USER/NAME)")
 
 
+@pytest.mark.parametrize("text", ["-1", "0", "15m", ""])
+def test_a_bad_file_lifetime_stops_the_app_at_start_in_one_line(text, monkeypatch):
+    import app
+
+    monkeypatch.setenv("JEPA_LENS_FILE_LIFETIME", text)
+    with pytest.raises(SystemExit) as stopped:
+        app.whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
+    assert stopped.value.code == f"JEPA_LENS_FILE_LIFETIME={text!r}: expected a whole number of at least 1"
+    monkeypatch.setenv("JEPA_LENS_FILE_LIFETIME", "42")
+    assert app.whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1) == 42
+
 def test_no_server_file_can_be_read_through_the_app(app_server):
     import urllib.error
     import urllib.request
