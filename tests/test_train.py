@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from jepa_demo.inference import load_model
@@ -50,6 +51,40 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
         parse_overrides(["steps"])
     with pytest.raises(ValueError, match="objective must be one of jepa, jepa-sigreg, pixel"):
         load_config(TINY, ["objective=diffusion"])
+    for override, message in (
+            ("grad_clip=-1", "grad_clip must be above 0"),  # would flip every gradient
+            ("lr=nan", "lr must be above 0"), ("weight_decay=-0.1", "weight_decay must be at least 0"),
+            ("future_steps=2", "future_steps must be between 1 and 1: model tiny sees 2 time steps"),
+            ("out_dir=", "out_dir must name a folder")):
+        with pytest.raises(ValueError, match=message):
+            load_config(TINY, [override])
+
+
+def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, monkeypatch, capsys):
+    from train.__main__ import main
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("the user's own")
+    monkeypatch.chdir(project)
+    assert main(["--config", TINY, "out_dir=."]) == 2  # a run writes its own README.md (the model card)
+    assert "out_dir . already holds other files (README.md)" in capsys.readouterr().err
+    assert [path.name for path in project.iterdir()] == ["README.md"]
+    assert (project / "README.md").read_text() == "the user's own"
+    (project / ".gitkeep").touch()  # hidden files do not count: an otherwise empty folder is fine
+    (project / "README.md").unlink()
+    assert main(["--config", TINY, "out_dir=.", "steps=2"]) == 0
+    assert main(["--config", TINY, "out_dir=.", "steps=3"]) == 0  # an earlier run's folder may be trained again
+    capsys.readouterr()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_line(capsys):
+    from train.__main__ import main
+
+    assert main(["--config", TINY, "device=cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: device=cuda, but this torch sees no CUDA GPU; use device=auto or device=cpu\n"
 
 
 def test_bad_settings_exit_with_one_line(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from jepa_demo.config import MODEL_PRESETS, OBJECTIVES
+from jepa_demo.config import MODEL_PRESETS, OBJECTIVES, model_config_from_preset
 
 
 @dataclass
@@ -64,6 +64,17 @@ class TrainConfig:
             raise ValueError("need 0 <= ema_start <= ema_end <= 1")
         if self.warmup_steps < 0 or self.min_lr > self.lr:
             raise ValueError("need warmup_steps >= 0 and min_lr <= lr")
+        for name in ("lr", "grad_clip"):  # a negative clip norm would flip every gradient, silently
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
+        if not (self.min_lr >= 0 and self.weight_decay >= 0):
+            raise ValueError("min_lr and weight_decay must be at least 0")
+        time_steps = model_config_from_preset(self.model).grid[0]
+        if not 1 <= self.future_steps < time_steps:
+            raise ValueError(f"future_steps must be between 1 and {time_steps - 1}: model {self.model} sees "
+                             f"{time_steps} time steps")
+        if not self.out_dir.strip():
+            raise ValueError("out_dir must name a folder")
 
 
 def load_config(recipe: str | None, overrides: list[str]) -> TrainConfig:

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from jepa_demo.checkpoint import load_tensors, save_checkpoint, save_tensors, write_json
+from jepa_demo.checkpoint import CheckpointError, load_tensors, read_config, save_checkpoint, save_tensors, write_json
 from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
 from jepa_demo.model import VideoJEPA, effective_rank, embedding_std
@@ -69,6 +69,8 @@ class Runtime:
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     """Single process, or DDP when launched by torchrun (nccl on CUDA, gloo on CPU)."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda, but this torch sees no CUDA GPU; use device=auto or device=cpu")
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if "RANK" not in os.environ:
         return Runtime(torch.device("cuda" if use_cuda else "cpu"))
@@ -177,7 +179,12 @@ def _tensorboard_writer(folder: Path):
 
 
 def check_output_folder(out: Path) -> None:
-    """Fail before training, not after an hour, when the outputs cannot be written."""
+    """Fail before training, not after an hour, when the outputs cannot be written or would overwrite files that are
+    not a run's: a run writes README.md, config.json and more (out_dir=. once replaced the project's README)."""
+    if others := _files_of_something_else(out):
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise ValueError(f"out_dir {out} already holds other files ({listed}); choose a new or empty folder, or the "
+                         "folder of an earlier run to train it again")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -186,6 +193,23 @@ def check_output_folder(out: Path) -> None:
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
     remove_interrupted_writes(out)
+
+
+def _files_of_something_else(out: Path) -> list[str]:
+    """What an existing `out` holds (hidden files aside), unless it is an earlier run's folder or a checkpoint."""
+    if not out.is_dir():
+        return []
+    names = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith("."))
+    earlier_run = "train_config.json" in names or STATE_NAME in names
+    return [] if earlier_run or _is_checkpoint(out) else names
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    try:
+        read_config(folder)
+    except CheckpointError:
+        return False
+    return True
 
 
 def check_disk_space(out: Path, model: VideoJEPA) -> None:
