@@ -160,7 +160,9 @@ class JEPAModel:
         x, frame_index = self._surprise_input(video, max_frames)
         steps_in_clip = x.shape[2] // self.cfg.tubelet
         window = self.cfg.grid[0]
-        future_steps = future_steps or self.default_future_steps
+        future_steps = self.default_future_steps if future_steps is None else future_steps
+        if not 1 <= future_steps < window:
+            raise ValueError(f"future_steps must be between 1 and {window - 1}: a window holds {window} time steps")
         hidden = torch.zeros(self.cfg.grid, dtype=torch.bool)
         hidden[window - future_steps:] = True
         context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))

@@ -83,3 +83,6 @@ def test_surprise_thins_long_clips_and_refuses_short_ones(model):
     assert result.step_frames.max() < 200 and len(result.per_step) == 20 // 2 - 1
     with pytest.raises(ValueError, match="at least 4 frames"):
         model.surprise(_clip(frames=3))
+    for future_steps in (0, model.cfg.grid[0]):  # a window must keep one step to predict from
+        with pytest.raises(ValueError, match=f"future_steps must be between 1 and {model.cfg.grid[0] - 1}"):
+            model.surprise(_clip(), future_steps=future_steps)
