@@ -196,7 +196,7 @@ def build_app() -> gr.Blocks:
             with gr.Row():
                 mask = gr.Radio(MASKS, value="multiblock", label="mask")
                 ratio = gr.Slider(0.1, 0.95, value=0.75, step=0.05, label="hidden share (random and tube masks only)")
-                seed = gr.Number(0, precision=0, label="seed")
+                seed = gr.Number(0, precision=0, minimum=0, maximum=2**31 - 1, label="seed")  # torch overflows at 2**64
             run_masked = gr.Button("Predict the hidden latents", variant="primary")
             masked_images = [gr.Image(label=label, type="numpy", elem_id=f"masked-{name}") for name, label in (
                 ("hidden", "hidden tokens (pale)"), ("error", "per-token error"),
