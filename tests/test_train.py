@@ -257,9 +257,17 @@ def test_training_on_a_folder_of_videos(tmp_path):
         (tmp_path / "clips" / label).mkdir(parents=True, exist_ok=True)
         clip = render_clip(i, WorldConfig(size=40, num_frames=10))
         write_video(tmp_path / "clips" / label / f"{i}{suffix}", clip.frames)
+    (tmp_path / "clips" / "falling" / "notes.mp4").write_text("not a video")  # one broken file among them
     out = tmp_path / "run"
     result = _train("--config", TINY, f"out_dir={out}", f"data={tmp_path / 'clips'}", "steps=3", "save_every=3")
     assert result.returncode == 0, result.stderr
+    assert "leaving out 1 of 4 video files that cannot be read (first: notes.mp4: not a readable video" in result.stderr
     assert load_model(out).info()["step"] == 3
     result = _train("--config", TINY, f"out_dir={tmp_path / 'run2'}", f"data={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "not a folder" in result.stderr
+    only_broken = tmp_path / "broken"
+    only_broken.mkdir()
+    (only_broken / "notes.mp4").write_text("not a video")
+    result = _train("--config", TINY, f"out_dir={tmp_path / 'run3'}", f"data={only_broken}")
+    assert result.returncode == 2 and "none of the 1 video files can be read (notes.mp4: " in result.stderr
+    assert not (tmp_path / "run3").exists()

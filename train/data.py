@@ -6,15 +6,17 @@ indices gives worker processes and pinned memory for free when `num_workers > 0`
 """
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from jepa_demo.config import PreprocessConfig
 from jepa_demo.preprocess import preprocess_batch, preprocess_video
-from jepa_demo.video import read_video
+from jepa_demo.video import VideoError, read_video, video_info
 from jepa_demo.world import WorldConfig, render_clip
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif", ".m4v"}
@@ -47,7 +49,7 @@ class FolderBatches(Dataset):
     """Batch `step` of this rank: clips drawn (with replacement) from the video files under `root`."""
 
     def __init__(self, root: str, preprocess: PreprocessConfig, batch_size: int, seed: int, rank: int):
-        self.files = list_videos(root)
+        self.files = readable_videos(root, report=rank == 0)
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
 
     def __len__(self) -> int:
@@ -68,6 +70,27 @@ def list_videos(root: str) -> list[Path]:
     if not files:
         raise ValueError(f"data={root}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) found")
     return files
+
+
+def readable_videos(root: str, report: bool = True) -> list[Path]:
+    """The video files under `root` that can be read. One broken file among thousands would otherwise stop a run
+    hours in, whenever a batch first drew it: each file is opened once here, and those that fail are left out, with
+    one line saying how many and why the first failed (`report`)."""
+    files = list_videos(root)
+    readable, reasons = [], []
+    for path in tqdm(files, desc="checking videos", unit="file", leave=False, disable=None if report else True):
+        try:
+            video_info(path)
+        except VideoError as err:
+            reasons.append(str(err))
+            continue
+        readable.append(path)
+    if not readable:
+        raise ValueError(f"data={root}: none of the {len(files)} video files can be read ({reasons[0]})")
+    if reasons and report:
+        print(f"data={root}: leaving out {len(reasons)} of {len(files)} video files that cannot be read "
+              f"(first: {reasons[0]})", file=sys.stderr)
+    return readable
 
 
 def make_loader(dataset: Dataset, start_step: int, steps: int, num_workers: int, pin_memory: bool) -> DataLoader:
