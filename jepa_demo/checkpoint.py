@@ -8,6 +8,8 @@ temporary name and renamed, so a crash never leaves a half-written file. This mo
 loops, optimisers or the app.
 """
 
+import contextlib
+import importlib
 import json
 import os
 import re
@@ -112,8 +114,18 @@ def _download_from_hub(repo_id: str) -> Path:
     except LocalEntryNotFoundError:
         raise CheckpointError(f"{repo_id}: not in the local Hub cache and the Hub cannot be reached "
                               "(offline?)") from None
-    except (HfHubHTTPError, OSError) as err:
+    except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise CheckpointError(f"{repo_id}: download failed ({err.__class__.__name__}: {err})") from None
+
+
+def _network_errors() -> tuple[type[Exception], ...]:
+    """The Hub client's own network errors (refused, no DNS, timed out), which are not OSErrors: httpx2's in
+    huggingface_hub 2.x, httpx's in 1.x (0.x used requests, whose errors are OSErrors)."""
+    errors = []
+    for client in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            errors.append(importlib.import_module(client).TransportError)
+    return tuple(errors)
 
 
 def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
@@ -135,7 +147,7 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=_HUB_FILES,
                           commit_message=f"JEPA Lens checkpoint {folder.name} (step {config.get('step')})")
-    except (HfHubHTTPError, OSError) as err:
+    except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {err})") from None
     return str(url)
 

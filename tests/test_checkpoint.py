@@ -223,3 +223,24 @@ def test_push_cli_offline_is_one_line_and_exit_2(saved, capsys):
     assert main(["push", str(saved), "--repo-id", "someone/offline"]) == 2  # HF_HUB_OFFLINE=1 in conftest
     err = capsys.readouterr().err
     assert err.startswith("error: someone/offline: upload failed") and err.count("\n") == 1
+
+
+def test_an_unreachable_hub_is_one_line_and_exit_2(saved):
+    """Online, but nothing answers (no network, a firewall): the Hub client raises its HTTP library's ConnectError,
+    which is not an OSError. HF_ENDPOINT points at a closed local port, so nothing leaves this machine."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # free, and nothing listens once the socket is closed
+    env = {"PATH": "/usr/bin:/bin", "HF_TOKEN": "hf_not_a_token", "HF_ENDPOINT": f"http://127.0.0.1:{closed}",
+           "HF_HOME": str(saved.parent / "hf-home")}
+    result = subprocess.run([sys.executable, "-m", "train", "push", str(saved), "--repo-id", "someone/nowhere"],
+                            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: someone/nowhere: upload failed (ConnectError")
+    assert result.stderr.count("\n") == 1
