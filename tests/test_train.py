@@ -78,6 +78,21 @@ def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, mo
     capsys.readouterr()
 
 
+def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):
+    from train.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 0
+    capsys.readouterr()
+    # key=value pairs on both sides of --resume (argparse's plain parse_args refused the ones after it)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "--resume", "model=small", "lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model=small (the run has tiny), lr=0.5 (the run has 0.001)" in err
+    assert main(["--config", TINY, f"out_dir={out}", "--resume", "steps=4", "log_every=1"]) == 0  # logging may change
+    (out / "train_config.json").unlink()
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "--resume"]) == 2
+    assert "so the run's settings are unknown" in capsys.readouterr().err
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 def test_device_cuda_without_a_gpu_is_one_line(capsys):
     from train.__main__ import main

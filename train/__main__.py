@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="recipe YAML (only what differs from the defaults)")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir's last save")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value pairs may come before and after --resume
     try:
         cfg = load_config(args.config, args.overrides)
         out = run(cfg, resume=args.resume, command=_command_line(argv))

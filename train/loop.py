@@ -6,6 +6,7 @@ Run it through `python -m train` (see `train/__main__.py`).
 """
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -27,6 +28,9 @@ from .data import FolderBatches, WorldBatches, make_loader
 from .report import METRIC_FIELDS, plot_curves, write_model_card
 
 STATE_NAME = "train_state.safetensors"
+CONFIG_NAME = "train_config.json"  # the run's resolved settings
+# Settings that do not change what a run computes: a resumed run may take new values.
+MAY_CHANGE_ON_RESUME = {"out_dir", "log_every", "save_every", "device", "compile", "num_workers"}
 METRICS_NAME = "metrics.csv"
 
 
@@ -133,6 +137,22 @@ def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: 
     save_tensors(out / STATE_NAME, tensors, meta)
 
 
+def check_same_run(out: Path, cfg: TrainConfig) -> None:
+    """--resume continues the saved run exactly, so every setting that shapes its result must be the run's own (a
+    different model failed deep in load_state_dict; a different lr or steps would have bent the schedules silently)."""
+    saved_path = out / CONFIG_NAME
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"cannot resume: {saved_path} is missing or unreadable, so the run's settings are "
+                         "unknown") from None
+    changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in config_to_dict(cfg).items()
+               if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != value]
+    if changed:
+        raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}; start a new run in "
+                         "another out_dir to change them")
+
+
 def load_training_state(out: Path, model: VideoJEPA, optimizer) -> tuple[int, float]:
     """Restore weights and optimiser from `out`; returns (steps already done, wall seconds they took)."""
     tensors, meta = load_tensors(out / STATE_NAME)
@@ -200,7 +220,7 @@ def _files_of_something_else(out: Path) -> list[str]:
     if not out.is_dir():
         return []
     names = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith("."))
-    earlier_run = "train_config.json" in names or STATE_NAME in names
+    earlier_run = CONFIG_NAME in names or STATE_NAME in names
     return [] if earlier_run or _is_checkpoint(out) else names
 
 
@@ -245,6 +265,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
     if resume and (out / STATE_NAME).exists():
+        check_same_run(out, cfg)
         start, seconds_before = load_training_state(out, model, optimizer)
     elif resume and runtime.is_main:
         print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
@@ -252,7 +273,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     if runtime.is_main:
-        write_json(out / "train_config.json", config_to_dict(cfg))
+        write_json(out / CONFIG_NAME, config_to_dict(cfg))
     started = time.time() - seconds_before
     _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started)
     if runtime.world_size > 1:
