@@ -347,8 +347,11 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C or a stop signal before the server runs: no user file exists yet
         print("JEPA Lens stopped before it started serving.", file=sys.stderr)
         return
-    launch(ui, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-           server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    host, port = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), int(os.environ.get("GRADIO_SERVER_PORT", 7860))
+    try:
+        launch(ui, server_name=host, server_port=port)
+    except OSError as err:  # most often the port is taken: another app, or JEPA Lens already running
+        sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err}")
 
 
 if __name__ == "__main__":

@@ -341,6 +341,35 @@ def test_a_stop_signal_during_the_warm_up_ends_the_app_with_one_line(monkeypatch
     assert capsys.readouterr().err == "JEPA Lens stopped before it started serving.\n"
 
 
+def test_a_port_in_use_ends_the_app_with_one_line(monkeypatch):
+    import socket
+
+    import gradio as gr
+
+    import app
+
+    class Ready:
+        def warm_up(self):
+            pass
+
+    monkeypatch.setattr(app, "explorer_for", lambda name: Ready())
+    def empty_page():  # the real launch is what is tested
+        with gr.Blocks() as page:
+            gr.Markdown("nothing")
+        return page
+
+    monkeypatch.setattr(app, "build_app", empty_page)
+    monkeypatch.setattr(app, "stop_on_signals_as_on_ctrl_c", lambda: None)  # pytest's own signal handling stays
+    with socket.socket() as taken:  # another program on the port, as a second `make demo` would find
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("GRADIO_SERVER_PORT", str(port))
+        with pytest.raises(SystemExit) as stopped:
+            app.main()
+    message = str(stopped.value.code)
+    assert message.startswith(f"JEPA Lens cannot serve on 127.0.0.1:{port}: ") and "\n" not in message
+
 def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
     import app
 
