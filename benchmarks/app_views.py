@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "app_views.json"))
     args = parser.parse_args(argv)
+    if min(args.repeats, args.threads) < 1:
+        parser.error("--repeats and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     explorer = Explorer(load_model(args.checkpoint)).warm_up()
     with tempfile.TemporaryDirectory() as tmp:

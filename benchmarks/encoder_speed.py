@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jepa_demo.config import model_config_from_preset  # noqa: E402
+from jepa_demo.config import MODEL_PRESETS, model_config_from_preset  # noqa: E402
 from jepa_demo.model import VideoEncoder  # noqa: E402
 
 
@@ -57,6 +57,10 @@ def main(argv=None) -> int:
     parser.add_argument("--presets", nargs="+", default=["small", "vit-s"])
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "encoder_speed.json"))
     args = parser.parse_args(argv)
+    if min(args.threads, args.batch, args.repeats) < 1:
+        parser.error("--threads, --batch and --repeats must be at least 1")
+    if unknown := [name for name in args.presets if name not in MODEL_PRESETS]:
+        parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(sorted(MODEL_PRESETS))}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []

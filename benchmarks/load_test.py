@@ -235,6 +235,8 @@ def main(argv=None) -> int:
                         "users on 2 slow cores: 78 s; with 20, 3 of 320 requests failed: 'file not found')")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "load_test.json"))
     args = parser.parse_args(argv)
+    if min(args.users, args.requests, args.rounds, args.file_lifetime) < 1:
+        parser.error("--users, --requests, --rounds and --file-lifetime must be at least 1")
     report = run(args.users, args.requests, args.rounds, args.file_lifetime)
     report.update(machine=platform.machine(), cpus=os.cpu_count())
     print_table(report)

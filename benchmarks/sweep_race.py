@@ -91,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pictures", type=int, default=8, help="distinct pictures the requests return")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "sweep_race.json"))
     args = parser.parse_args(argv)
+    if min(args.seconds, args.threads, args.pictures) <= 0:  # would overwrite the recorded run with zeros
+        parser.error("--seconds, --threads and --pictures must be above 0")
     import app
 
     rows = [{"sweep": name, **race(sweep, args.seconds, args.threads, args.pictures)}

@@ -64,10 +64,15 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "train_throughput.json"))
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
+    if min(args.steps, args.threads or 1) < 1 or args.warmup < 0:
+        parser.error("--steps and --threads must be at least 1, --warmup at least 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, [*args.overrides, f"steps={args.warmup + args.steps + 1}"])
-    runtime = setup_runtime(cfg)
+    try:
+        cfg = load_config(args.config, [*args.overrides, f"steps={args.warmup + args.steps + 1}"])
+        runtime = setup_runtime(cfg)
+    except ValueError as err:  # the recipe or a setting, as `python -m train` reports it
+        parser.error(str(err))
     model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
     preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
     torch.manual_seed(0)

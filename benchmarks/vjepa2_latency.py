@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=VITL["num_hidden_layers"])
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "vjepa2_latency.json"))
     args = parser.parse_args(argv)
+    if min(args.frames_per_clip, args.clip_frames, args.threads, args.hidden_size, args.layers) < 1:
+        parser.error("every size and count must be at least 1")
     torch.set_num_threads(args.threads)
     video = render_clip(3, WorldConfig(size=256, num_frames=args.clip_frames)).frames
     with tempfile.TemporaryDirectory() as tmp:

@@ -73,6 +73,8 @@ def test_vjepa2_latency_times_every_call_through_our_interface(tmp_path):
 
 def test_sweep_race_compares_the_plain_sweep_with_the_apps(tmp_path):
     out = tmp_path / "sweep.json"
+    result = _run("sweep_race.py", "--seconds", "1", "--threads", "0", "--json", out)  # once recorded all zeros
+    assert result.returncode == 2 and "must be above 0" in result.stderr and not out.exists()
     result = _run("sweep_race.py", "--seconds", "1", "--threads", "2", "--json", out)
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]
