@@ -339,7 +339,21 @@ def stop_on_signals_as_on_ctrl_c() -> None:
             signal.signal(stop, signal.default_int_handler)
 
 
+def check_cache_folder() -> None:
+    """Gallery thumbnails are written to the cache folder when a visitor first asks for them: an unwritable one must
+    stop the app at start, not fail the neighbours view later with a bare 'Error'."""
+    folder = default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        sys.exit(f"JEPA Lens cannot write its cache folder {folder} ({err.strerror or err}); set JEPA_LENS_CACHE to "
+                 "a folder it can write")
+
+
 def main() -> None:
+    check_cache_folder()
     stop_on_signals_as_on_ctrl_c()
     try:
         explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request

@@ -321,10 +321,12 @@ def test_sigterm_stops_the_app_as_ctrl_c_does_but_an_ignored_sighup_stays_ignore
             signal.signal(sig, handler)
 
 
-def test_a_stop_signal_during_the_warm_up_ends_the_app_with_one_line(monkeypatch, capsys):
+def test_a_stop_signal_during_the_warm_up_ends_the_app_with_one_line(tmp_path, monkeypatch, capsys):
     import signal
 
     import app
+
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path))
 
     class StoppedDuringWarmUp:
         def warm_up(self):
@@ -341,12 +343,26 @@ def test_a_stop_signal_during_the_warm_up_ends_the_app_with_one_line(monkeypatch
     assert capsys.readouterr().err == "JEPA Lens stopped before it started serving.\n"
 
 
-def test_a_port_in_use_ends_the_app_with_one_line(monkeypatch):
+def test_an_unwritable_cache_folder_stops_the_app_at_start(tmp_path, monkeypatch):
+    import app
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(blocker / "cache"))  # cannot be made, even as root
+    monkeypatch.setattr(app, "explorer_for", lambda name: pytest.fail("warmed up with nowhere to write thumbnails"))
+    with pytest.raises(SystemExit) as stopped:
+        app.main()
+    assert str(stopped.value.code).startswith(f"JEPA Lens cannot write its cache folder {blocker / 'cache'} (")
+    assert list(tmp_path.iterdir()) == [blocker]
+
+def test_a_port_in_use_ends_the_app_with_one_line(tmp_path, monkeypatch):
     import socket
 
     import gradio as gr
 
     import app
+
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path))
 
     class Ready:
         def warm_up(self):
