@@ -102,21 +102,23 @@ def test_device_cuda_without_a_gpu_is_one_line(capsys):
     assert err == "error: device=cuda, but this torch sees no CUDA GPU; use device=auto or device=cpu\n"
 
 
-def test_bad_settings_exit_with_one_line(tmp_path):
-    result = _train("--config", TINY, "colour=blue")
+def test_bad_settings_exit_with_one_line(tmp_path, capsys):
+    from train.__main__ import main
+
+    result = _train("--config", TINY, "colour=blue")  # a real process: no traceback on the way out either
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown setting 'colour'" in result.stderr
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = _train("--config", TINY, f"out_dir={blocker}/run")
-    assert result.returncode == 2 and "cannot write to output folder" in result.stderr
+    assert main(["--config", TINY, f"out_dir={blocker}/run"]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
     not_yaml = tmp_path / "notes.yaml"
     not_yaml.write_text("---\ntitle: a model card\n---\n# notes\n")  # two YAML documents, as a model card has
-    result = _train("--config", not_yaml)
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
-    assert f"recipe {not_yaml} is not valid YAML at line" in result.stderr
-    result = _train("--config", TINY, f"data={tmp_path / 'no-videos'}", f"out_dir={tmp_path / 'run'}")
-    assert result.returncode == 2 and "not a folder" in result.stderr
+    assert main(["--config", str(not_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"recipe {not_yaml} is not valid YAML at line" in err
+    assert main(["--config", TINY, f"data={tmp_path / 'no-videos'}", f"out_dir={tmp_path / 'run'}"]) == 2
+    assert "not a folder" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
@@ -263,10 +265,11 @@ def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
     assert len(list(out.glob("*.safetensors"))) == 2  # one checkpoint + its training state, no per-rank copies
 
 
-def test_training_on_a_folder_of_videos(tmp_path):
+def test_training_on_a_folder_of_videos(tmp_path, capsys):
     """data=FOLDER: real mp4/gif files in sub-folders, decoded and preprocessed like any user clip."""
     from jepa_demo.video import write_video
     from jepa_demo.world import WorldConfig, render_clip
+    from train.__main__ import main
 
     for i, (label, suffix) in enumerate([("bouncing", ".mp4"), ("bouncing", ".gif"), ("falling", ".mp4")]):
         (tmp_path / "clips" / label).mkdir(parents=True, exist_ok=True)
@@ -283,6 +286,6 @@ def test_training_on_a_folder_of_videos(tmp_path):
     only_broken = tmp_path / "broken"
     only_broken.mkdir()
     (only_broken / "notes.mp4").write_text("not a video")
-    result = _train("--config", TINY, f"out_dir={tmp_path / 'run3'}", f"data={only_broken}")
-    assert result.returncode == 2 and "none of the 1 video files can be read (notes.mp4: " in result.stderr
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'run3'}", f"data={only_broken}"]) == 2
+    assert "none of the 1 video files can be read (notes.mp4: " in capsys.readouterr().err
     assert not (tmp_path / "run3").exists()
