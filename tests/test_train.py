@@ -243,6 +243,20 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert all((ref_weights[k] == res_weights[k]).all() for k in ref_weights)
 
 
+
+def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "train", "--config", TINY, f"out_dir={out}", "steps=1000",
+                             "save_every=5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(out / "metrics.csv", 10, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last == (f"interrupted: the last complete save in {out} stands; rerun the same command with --resume to "
+                    "continue")
+    assert load_model(out).info()["step"] >= 5 and not list(out.glob(".*.tmp"))
+
 def _wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -10,13 +10,15 @@ Overrides are key=value pairs typed by `train.config.TrainConfig`; an unknown ke
 """
 
 import argparse
+import os
 import shlex
 import sys
+from pathlib import Path
 
 from jepa_demo.checkpoint import CheckpointError, push_to_hub
 
 from .config import load_config
-from .loop import run
+from .loop import STATE_NAME, run
 
 
 def main(argv=None) -> int:
@@ -28,9 +30,14 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from out_dir's last save")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)  # key=value pairs may come before and after --resume
+    cfg = None
     try:
         cfg = load_config(args.config, args.overrides)
         out = run(cfg, resume=args.resume, command=_command_line(argv))
+    except KeyboardInterrupt:  # Ctrl-C: saves are atomic, so the last complete one stands
+        if os.environ.get("RANK", "0") == "0":
+            print(f"interrupted: {_what_stands(cfg)}", file=sys.stderr)
+        return 130
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -56,6 +63,12 @@ def push(argv) -> int:
         return 2
     print(f"pushed {args.folder} to {url}; load it with jepa_demo.load_model({args.repo_id!r})")
     return 0
+
+
+def _what_stands(cfg) -> str:
+    if cfg is None or not (Path(cfg.out_dir) / STATE_NAME).is_file():
+        return "nothing was saved yet"
+    return f"the last complete save in {cfg.out_dir} stands; rerun the same command with --resume to continue"
 
 
 def _command_line(argv) -> str:
