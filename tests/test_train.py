@@ -246,11 +246,17 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path):
     out = tmp_path / "run"
+    # As a terminal's foreground job: a suite started in the background inherits SIGINT ignored (Python then never
+    # installs its KeyboardInterrupt handler), which made this test time out in such a run.
     proc = subprocess.Popen([sys.executable, "-m", "train", "--config", TINY, f"out_dir={out}", "steps=1000",
-                             "save_every=5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "save_every=5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_step(out / "metrics.csv", 10, proc)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never left training on a failure
     assert proc.returncode == 130 and "Traceback" not in err
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert last == (f"interrupted: the last complete save in {out} stands; rerun the same command with --resume to "
