@@ -19,7 +19,6 @@ stay untouched by those choices. This module knows nothing about training loops 
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, write_json
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_clip
@@ -370,7 +369,7 @@ def main(argv=None) -> int:
 def _write_outputs(report: dict, args, command: str) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(Path(args.json), report)
     if args.report:
         from .results import write_results
 
