@@ -7,6 +7,10 @@ network, and an unknown repo id fails at once instead of retrying for ~30 s.
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# make test runs two pytest-xdist workers: each gets its share of the cores (read by torch at import, and by the
+# training, app and benchmark processes the tests start), so two compute-bound tests do not fight over every core
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 import socket  # noqa: E402
 import tempfile  # noqa: E402
@@ -100,3 +104,16 @@ def app_blocks(tmp_path_factory):
 def app_server(app_blocks) -> str:
     """The URL of that app."""
     return app_blocks.local_url
+
+
+# The files that take longest, started first: under make test's two workers a long file that began last would leave
+# one worker idle while the other finished it
+LONGEST_FILES = ("test_default_checkpoint.py", "test_benchmarks.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
