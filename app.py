@@ -23,7 +23,7 @@ from pathlib import Path
 import gradio as gr
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.checkpoint import is_hub_repo_id
+from jepa_demo.checkpoint import check_writable_folder, is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import default_cache_dir
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
@@ -344,9 +344,7 @@ def check_cache_folder() -> None:
     stop the app at start, not fail the neighbours view later with a bare 'Error'."""
     folder = default_cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
+        check_writable_folder(folder)
     except OSError as err:
         sys.exit(f"JEPA Lens cannot write its cache folder {folder} ({err.strerror or err}); set JEPA_LENS_CACHE to "
                  "a folder it can write")

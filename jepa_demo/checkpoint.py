@@ -75,6 +75,15 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
+def check_writable_folder(folder: Path) -> None:
+    """Make `folder` if needed and write 1 KB in it (removed again): raises OSError now, where a training run or the
+    app would otherwise fail at its first real write (a file in the way, no permission, a full disk)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-") as probe:  # hidden: never taken for an output
+        probe.write(b"0" * 1024)
+        probe.flush()
+
+
 def save_checkpoint(model: VideoJEPA, folder, preprocess: PreprocessConfig, step: int, extra: dict | None = None):
     """Write the weights and the config that rebuilds them; `extra` (e.g. the training config) goes in the JSON."""
     folder = Path(folder)

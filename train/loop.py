@@ -18,7 +18,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from jepa_demo.checkpoint import CheckpointError, load_tensors, read_config, save_checkpoint, save_tensors, write_json
+from jepa_demo.checkpoint import (
+    CheckpointError,
+    check_writable_folder,
+    load_tensors,
+    read_config,
+    save_checkpoint,
+    save_tensors,
+    write_json,
+)
 from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
 from jepa_demo.model import VideoJEPA, effective_rank, embedding_std
@@ -206,10 +214,7 @@ def check_output_folder(out: Path) -> None:
         raise ValueError(f"out_dir {out} already holds other files ({listed}); choose a new or empty folder, or the "
                          "folder of an earlier run to train it again")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"0" * 1024)
-        probe.unlink()
+        check_writable_folder(out)
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
     remove_interrupted_writes(out)
