@@ -355,6 +355,7 @@ def test_an_unwritable_cache_folder_stops_the_app_at_start(tmp_path, monkeypatch
     assert str(stopped.value.code).startswith(f"JEPA Lens cannot write its cache folder {blocker / 'cache'} (")
     assert list(tmp_path.iterdir()) == [blocker]
 
+
 def test_a_port_in_use_ends_the_app_with_one_line(tmp_path, monkeypatch):
     import socket
 
@@ -369,6 +370,7 @@ def test_a_port_in_use_ends_the_app_with_one_line(tmp_path, monkeypatch):
             pass
 
     monkeypatch.setattr(app, "explorer_for", lambda name: Ready())
+
     def empty_page():  # the real launch is what is tested
         with gr.Blocks() as page:
             gr.Markdown("nothing")
@@ -385,6 +387,7 @@ def test_a_port_in_use_ends_the_app_with_one_line(tmp_path, monkeypatch):
             app.main()
     message = str(stopped.value.code)
     assert message.startswith(f"JEPA Lens cannot serve on 127.0.0.1:{port}: ") and "\n" not in message
+
 
 def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
     import app

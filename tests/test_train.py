@@ -243,7 +243,6 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert all((ref_weights[k] == res_weights[k]).all() for k in ref_weights)
 
 
-
 def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path):
     out = tmp_path / "run"
     # As a terminal's foreground job: a suite started in the background inherits SIGINT ignored (Python then never
@@ -262,6 +261,7 @@ def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path):
     assert last == (f"interrupted: the last complete save in {out} stands; rerun the same command with --resume to "
                     "continue")
     assert load_model(out).info()["step"] >= 5 and not list(out.glob(".*.tmp"))
+
 
 def _wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
