@@ -9,16 +9,39 @@ UI wiring only: every number, image and figure comes from `jepa_demo.explore`. E
 be scripted with `gradio_client`.
 """
 
+# ruff: noqa: E402  (Gradio reads its port setting when imported: that setting is checked before the import below)
 import asyncio
 import contextlib
 import functools
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def whole_number_setting(name: str, default: int, low: int, high: int | None = None) -> int:
+    """An integer setting from the environment; a bad one stops the app at start, in one line."""
+    text = os.environ.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        wanted = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        sys.exit(f"{name}={text!r}: expected a whole number {wanted}")
+    return value
+
+
+def server_port() -> int:
+    """Gradio's own setting for the port the app serves on."""
+    return whole_number_setting("GRADIO_SERVER_PORT", 7860, low=1, high=65535)
+
+
+server_port()  # checked before Gradio's import, where its own int() of a bad one ends in a traceback
 
 import gradio as gr
 
@@ -27,19 +50,6 @@ from jepa_demo.checkpoint import check_writable_folder, is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import default_cache_dir
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
-
-
-def whole_number_setting(name: str, default: int, low: int) -> int:
-    """An integer setting from the environment; a bad one stops the app at start, in one line."""
-    text = os.environ.get(name, str(default))
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < low:
-        sys.exit(f"{name}={text!r}: expected a whole number of at least {low}")
-    return value
-
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = {path.name: path for path in sorted((ROOT / "checkpoints").iterdir()) if (path / "config.json").is_file()}
@@ -350,8 +360,23 @@ def check_cache_folder() -> None:
                  "a folder it can write")
 
 
+def check_can_serve(host: str, port: int) -> None:
+    """Bind where the app will serve, before the warm-up: a busy port, an unknown host name or an address this machine
+    does not have stops the app at once, in one line with the reason (Gradio's own message blames the port for all).
+    """
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Gradio binds: a closed port is free
+            probe.bind(address)
+    except OSError as err:
+        sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err.strerror or err}")
+
+
 def main() -> None:
     check_cache_folder()
+    host, port = os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", server_port()  # empty: the default, as unset
+    check_can_serve(host, port)
     stop_on_signals_as_on_ctrl_c()
     try:
         explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request
@@ -359,10 +384,9 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C or a stop signal before the server runs: no user file exists yet
         print("JEPA Lens stopped before it started serving.", file=sys.stderr)
         return
-    host, port = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), int(os.environ.get("GRADIO_SERVER_PORT", 7860))
     try:
         launch(ui, server_name=host, server_port=port)
-    except OSError as err:  # most often the port is taken: another app, or JEPA Lens already running
+    except OSError as err:  # taken during the warm-up
         sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err}")
 
 

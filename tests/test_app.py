@@ -356,7 +356,8 @@ def test_an_unwritable_cache_folder_stops_the_app_at_start(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == [blocker]
 
 
-def test_a_port_in_use_ends_the_app_with_one_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("taken", ["before the start", "during the warm-up"])
+def test_a_port_in_use_ends_the_app_with_one_line(taken, tmp_path, monkeypatch):
     import socket
 
     import gradio as gr
@@ -364,29 +365,63 @@ def test_a_port_in_use_ends_the_app_with_one_line(tmp_path, monkeypatch):
     import app
 
     monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path))
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "")  # empty: the default host, as when unset
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    monkeypatch.setenv("GRADIO_SERVER_PORT", str(port))
+    other = socket.socket()  # another program on the port, as a second `make demo` would find
+
+    def take_the_port():
+        other.bind(("127.0.0.1", port))
+        other.listen()
 
     class Ready:
         def warm_up(self):
-            pass
-
-    monkeypatch.setattr(app, "explorer_for", lambda name: Ready())
+            if taken == "before the start":
+                pytest.fail("warmed up for a port it cannot serve on")
+            take_the_port()
 
     def empty_page():  # the real launch is what is tested
         with gr.Blocks() as page:
             gr.Markdown("nothing")
         return page
 
+    monkeypatch.setattr(app, "explorer_for", lambda name: Ready())
     monkeypatch.setattr(app, "build_app", empty_page)
     monkeypatch.setattr(app, "stop_on_signals_as_on_ctrl_c", lambda: None)  # pytest's own signal handling stays
-    with socket.socket() as taken:  # another program on the port, as a second `make demo` would find
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        monkeypatch.setenv("GRADIO_SERVER_PORT", str(port))
-        with pytest.raises(SystemExit) as stopped:
-            app.main()
+    if taken == "before the start":
+        take_the_port()
+    with other, pytest.raises(SystemExit) as stopped:
+        app.main()
     message = str(stopped.value.code)
     assert message.startswith(f"JEPA Lens cannot serve on 127.0.0.1:{port}: ") and "\n" not in message
+
+
+@pytest.mark.parametrize("port", ["abc", "", "0", "65536"])
+def test_a_bad_port_stops_the_app_before_gradio_is_imported(port):
+    """Gradio reads the setting when it is imported, where a bad one ended in a traceback."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", "import app"], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, timeout=120,
+                            env={"GRADIO_SERVER_PORT": port, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"GRADIO_SERVER_PORT={port!r}: expected a whole number from 1 to 65535"
+
+
+def test_an_address_this_machine_does_not_have_stops_the_app_before_its_warm_up(tmp_path, monkeypatch):
+    import app
+
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path))
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "192.0.2.1")  # TEST-NET-1: documentation only, never a local address
+    monkeypatch.setattr(app, "explorer_for", lambda name: pytest.fail("warmed up for an address it cannot serve on"))
+    with pytest.raises(SystemExit) as stopped:
+        app.main()
+    message = str(stopped.value.code)
+    assert message.startswith("JEPA Lens cannot serve on 192.0.2.1:7860: ") and "\n" not in message
 
 
 def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
