@@ -9,7 +9,7 @@ UI wiring only: every number, image and figure comes from `jepa_demo.explore`. E
 be scripted with `gradio_client`.
 """
 
-# ruff: noqa: E402  (Gradio reads its port setting when imported: that setting is checked before the import below)
+# ruff: noqa: E402  (Gradio reads its settings when imported: they are checked before the import below)
 import asyncio
 import contextlib
 import functools
@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from jepa_demo.checkpoint import check_writable_folder
 
 
 def whole_number_setting(name: str, default: int, low: int, high: int | None = None) -> int:
@@ -41,12 +43,24 @@ def server_port() -> int:
     return whole_number_setting("GRADIO_SERVER_PORT", 7860, low=1, high=65535)
 
 
-server_port()  # checked before Gradio's import, where its own int() of a bad one ends in a traceback
+def check_gradio_folder() -> None:
+    """Gradio's folder, where it writes when imported and keeps every upload and picture the views return."""
+    folder = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    try:
+        check_writable_folder(folder)
+    except OSError as err:  # e.g. /tmp/gradio made by another user of this machine
+        sys.exit(f"JEPA Lens cannot write Gradio's folder {folder} ({err.strerror or err}); set GRADIO_TEMP_DIR to a "
+                 "folder it can write")
+
+
+# Checked before Gradio's import, which ended in a traceback on a bad port or a folder it cannot write
+server_port()
+check_gradio_folder()
 
 import gradio as gr
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.checkpoint import check_writable_folder, is_hub_repo_id
+from jepa_demo.checkpoint import is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import default_cache_dir
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail

@@ -3,6 +3,8 @@ encoded by ffmpeg, on the shipped checkpoint (the `app_server` fixture in confte
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from unittest import mock
@@ -120,13 +122,8 @@ def test_hosted_picker_opens_only_shipped_checkpoints_and_allowed_hub_ids(monkey
 
 
 def test_an_allow_list_entry_that_is_a_path_stops_the_app_at_start():
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-c", "import app"], cwd=Path(__file__).resolve().parent.parent,
-                            capture_output=True, text=True, timeout=120,
-                            env={"JEPA_LENS_ALLOWED_MODELS": "facebook/vjepa2-vitl-fpc64-256,../secrets",
-                                 "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    allowed = "facebook/vjepa2-vitl-fpc64-256,../secrets"
+    result = _import_app({"JEPA_LENS_ALLOWED_MODELS": allowed, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1 and result.stderr.strip() == (
         "JEPA_LENS_ALLOWED_MODELS: ../secrets is not a Hub repo id (USER/NAME)")
 
@@ -401,14 +398,24 @@ def test_a_port_in_use_ends_the_app_with_one_line(taken, tmp_path, monkeypatch):
 @pytest.mark.parametrize("port", ["abc", "", "0", "65536"])
 def test_a_bad_port_stops_the_app_before_gradio_is_imported(port):
     """Gradio reads the setting when it is imported, where a bad one ended in a traceback."""
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-c", "import app"], cwd=Path(__file__).resolve().parent.parent,
-                            capture_output=True, text=True, timeout=120,
-                            env={"GRADIO_SERVER_PORT": port, "PATH": "/usr/bin:/bin"})
+    result = _import_app({"GRADIO_SERVER_PORT": port})
     assert result.returncode == 1
     assert result.stderr.strip() == f"GRADIO_SERVER_PORT={port!r}: expected a whole number from 1 to 65535"
+
+
+def test_a_gradio_folder_it_cannot_write_stops_the_app_before_gradio_is_imported(tmp_path):
+    """Gradio writes in its folder when it is imported, where one it cannot write ended in a traceback."""
+    (tmp_path / "file").write_text("in the way")
+    folder = tmp_path / "file" / "gradio"
+    result = _import_app({"GRADIO_TEMP_DIR": str(folder)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"JEPA Lens cannot write Gradio's folder {folder} (Not a directory); set "
+                                     "GRADIO_TEMP_DIR to a folder it can write")
+
+
+def _import_app(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import app"], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120, env={**env, "PATH": "/usr/bin:/bin"})
 
 
 def test_an_address_this_machine_does_not_have_stops_the_app_before_its_warm_up(tmp_path, monkeypatch):
