@@ -178,14 +178,16 @@ def probe_difference(hits: np.ndarray, baseline_hits: np.ndarray, resamples: int
 
 def tracking_errors(model: JEPAModel, clips) -> dict:
     """Has the predictor learned where objects go? Error of the future-mask prediction on the tokens objects cover
-    (and on the rest), next to the error of copying each token's target from the last visible time step
-    ('persistence': a model that knows nothing about motion). Clips must match the model's size and length."""
+    (and on the rest), next to the error of copying each token's latent at the last visible time step, as the
+    model gives it seeing only the visible steps ('persistence': a model that knows nothing about motion). Clips must
+    match the model's size and length."""
     errors = defaultdict(list)
     for clip in clips:
         result = model.predict_masked(clip.frames, mask="future")
-        latents = model.target_latents(clip.frames)  # (t, h, w, D')
         hidden_steps = np.flatnonzero(result.mask.any(axis=(1, 2)))
-        copied = np.abs(latents[hidden_steps] - latents[hidden_steps[0] - 1]).mean(axis=-1)  # (F, h, w)
+        last_visible = model.visible_latents(clip.frames, result.mask)[hidden_steps[0] - 1]  # (h, w, D')
+        targets = result.target.reshape(len(hidden_steps), *last_visible.shape)  # future masks hide whole steps
+        copied = np.abs(targets - last_visible).mean(axis=-1)  # (F, h, w)
         objects = _object_tokens(clip, model.cfg)[hidden_steps]
         for name, error in (("model", result.error_map[hidden_steps]), ("persistence", copied)):
             errors[f"{name}_objects"].append(error[objects].mean())

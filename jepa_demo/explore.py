@@ -165,7 +165,7 @@ class Explorer:
 
     def _mean_latent_error(self, video, result) -> float:
         """The baseline that gives the error a meaning: predict every hidden token as the mean visible latent."""
-        latents = self.model.target_latents(video)  # (t, h, w, D)
+        latents = self.model.visible_latents(video, result.mask)  # (t, h, w, D), NaN where hidden
         guess = latents[~result.mask].mean(axis=0)  # (D,)
         return float(np.abs(result.target - guess).mean())  # the per-token error of `latent_error`, averaged
 

@@ -109,6 +109,17 @@ class JEPAModel:
         return targets.float().cpu().numpy().reshape(*self.cfg.grid, -1)
 
     @torch.inference_mode()
+    def visible_latents(self, video, hidden: np.ndarray) -> np.ndarray:
+        """The targets of the visible tokens as the model gives them seeing only those (`hidden`: (t, h, w) bool, True
+        = hidden), (t, h, w, D'), NaN at hidden tokens: what a baseline that guesses the hidden targets may look at."""
+        context_idx, _ = (i.to(self.device) for i in mask_to_indices(torch.from_numpy(hidden)))
+        with self._autocast():
+            visible = self.net.encode_visible(self._input(video, self.cfg.num_frames), context_idx)[0]  # (K, D)
+        latents = np.full((hidden.size, visible.shape[-1]), np.nan, dtype=np.float32)
+        latents[context_idx[0].cpu().numpy()] = visible.float().cpu().numpy()
+        return latents.reshape(*hidden.shape, -1)
+
+    @torch.inference_mode()
     def predict_masked(self, video, mask="multiblock", seed: int = 0, ratio: float = 0.75) -> MaskedPrediction:
         """Hide tokens (a mask name, a (t, h, w) bool array, or flat hidden indices), predict them, compare."""
         x = self._input(video, self.cfg.num_frames)

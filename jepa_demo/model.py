@@ -221,6 +221,14 @@ class VideoJEPA(nn.Module):
             targets = normalize_targets(self.embedding_encoder(x))
         return targets if target_idx is None else gather_tokens(targets, target_idx)
 
+    @torch.no_grad()
+    def encode_visible(self, x: torch.Tensor, context_idx: torch.Tensor) -> torch.Tensor:
+        """The targets of the tokens at `context_idx` as the embedding encoder gives them seeing only those, (B, K,
+        D'): what a baseline may use. The whole clip's targets of the same tokens have attended to the hidden ones."""
+        if self.cfg.objective == "pixel":
+            return self.encode_targets(x, context_idx)  # a token's pixels never depend on the others
+        return normalize_targets(self.embedding_encoder(x, keep=context_idx))
+
     def predict(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
         """Encode only the visible tokens, then predict the targets at `target_idx`: (B, M, D')."""
         return self._predict(x, context_idx, target_idx)[0]

@@ -89,6 +89,10 @@ class VJEPA2Net(nn.Module):
         targets = normalize_targets(self.encode(x))
         return targets if target_idx is None else gather_tokens(targets, target_idx)
 
+    @torch.no_grad()
+    def encode_visible(self, x: torch.Tensor, context_idx: torch.Tensor) -> torch.Tensor:
+        return normalize_targets(self.encode(x, keep=context_idx))
+
     def predict(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
         """Encode the visible tokens alone, then run V-JEPA 2's predictor: (B, M, D) at `target_idx`."""
         context = self.encode(x, keep=context_idx)

@@ -47,6 +47,21 @@ def test_predict_masked_with_explicit_masks(model):
         model.predict_masked(_clip(), mask="spiral")
 
 
+def test_visible_latents_never_see_the_hidden_frames(model):
+    """A baseline's guess may use only what is visible: the whole clip's targets of visible tokens have attended to
+    the hidden ones, the visible latents must not have."""
+    clip = _clip()
+    hidden = model.predict_masked(clip, mask="future").mask
+    changed = clip.copy()
+    changed[8:] = 255 - changed[8:]  # the tiny model's 4 frames form 2 steps: the second half is the hidden one
+    a, b = model.visible_latents(clip, hidden), model.visible_latents(changed, hidden)
+    assert a.shape == (*model.cfg.grid, model.embed_dim)
+    assert np.isnan(a[hidden]).all() and np.isfinite(a[~hidden]).all()
+    assert np.array_equal(a[~hidden], b[~hidden])
+    whole_clip = model.target_latents(clip), model.target_latents(changed)
+    assert not np.allclose(whole_clip[0][~hidden], whole_clip[1][~hidden])
+
+
 def test_surprise_shapes_and_frame_positions(model):
     result = model.surprise(_clip(frames=12))
     steps, window = 12 // model.cfg.tubelet, model.cfg.grid[0]

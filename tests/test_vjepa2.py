@@ -65,6 +65,8 @@ def test_every_model_call_works(model, video):
     surprise = model.surprise(video)
     assert surprise.heatmap.shape == (len(surprise.per_step), 4, 4) and np.isfinite(surprise.score)
     assert model.target_latents(video).shape == (4, 4, 4, 64)
+    visible = model.visible_latents(video, masked.mask)
+    assert np.isfinite(visible[~masked.mask]).all() and np.isnan(visible[masked.mask]).all()
 
 
 def test_without_a_mask_the_encoder_is_transformers_own(model, video):
