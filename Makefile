@@ -38,7 +38,7 @@ lint: install-test
 
 # Retrain the shipped default checkpoint (16 minutes on 2 CPU cores) and the gallery it carries.
 train: install
-	$(PY) -m train --config train/configs/cpu.yaml
+	$(PY) -m train --config train/configs/cpu.yaml out_dir=checkpoints/default
 	$(PY) -m jepa_demo.gallery --checkpoint checkpoints/default --ship  # its gallery, for the new weights
 
 clean:

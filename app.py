@@ -13,6 +13,7 @@ be scripted with `gradio_client`.
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 import re
 import signal
@@ -63,6 +64,7 @@ from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import default_cache_dir
+from jepa_demo.video import VIDEO_SUFFIXES
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
 ROOT = Path(__file__).resolve().parent
@@ -73,7 +75,6 @@ ALLOWED_HUB_IDS = [name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MO
 if bad := [name for name in ALLOWED_HUB_IDS if not is_hub_repo_id(name)]:
     sys.exit(f"JEPA_LENS_ALLOWED_MODELS: {', '.join(bad)} is not a Hub repo id (USER/NAME)")
 PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every other checkpoint's
-UPLOAD_TYPES = [".mp4", ".webm", ".mov", ".avi", ".gif"]
 # Seconds an upload (and each picture the views return) stays in Gradio's folder: long enough to open every view of
 # one clip, then swept away, so nothing a visitor gave is kept.
 FILE_LIFETIME = whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
@@ -184,28 +185,32 @@ def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa:
 
 
 def example_clips(folder: Path) -> list[str]:
-    """Synthetic clips to try: plausible, with irrelevant detail, and one per kind of physics violation."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Synthetic clips to try: plausible, with irrelevant detail, and one per kind of physics violation. Encoded once
+    into a sub-folder named by their frames' hash, so a change to the world never serves the old files."""
     cfg = WorldConfig(size=128, num_frames=32)
     clips = {"plausible": render_clip(11, cfg), "plausible-with-detail": render_clip(11, with_detail(cfg))}
     clips.update({f"violation-{kind}": make_pair(2026, kind, cfg)[1] for kind in VIOLATIONS})
+    digest = hashlib.sha256(b"".join(clip.frames.tobytes() for clip in clips.values())).hexdigest()[:16]
+    folder = folder / digest
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, clip in clips.items():
         path = folder / f"{name}.mp4"
-        if not path.is_file():
+        if not path.is_file():  # write_video renames a complete file into place: no half-written one is reused
             write_video(path, clip.frames)
         paths.append(str(path))
     return paths
 
 
 def build_app() -> gr.Blocks:
-    examples = example_clips(Path(tempfile.gettempdir()) / "jepa-lens-examples")
+    examples = example_clips(default_cache_dir() / "examples")  # the cache folder main() checked it can write
+    formats = ", ".join(suffix.strip(".") for suffix in VIDEO_SUFFIXES)
     with gr.Blocks(title="JEPA Lens") as app:  # no delete_cache: `sweep_files_while_serving` does its job
         gr.Markdown("# JEPA Lens\nA video JEPA predicts the *representation* of what it cannot see, not its pixels. "
-                    f"Upload a clip (mp4, webm, mov, avi or gif; up to {MAX_SECONDS:.0f} s and {MAX_MEGABYTES} MB) "
+                    f"Upload a clip ({formats}; up to {MAX_SECONDS:.0f} s and {MAX_MEGABYTES} MB) "
                     "or pick an example, then open a view.")
         with gr.Row():
-            video = gr.File(label="clip", file_types=UPLOAD_TYPES, type="filepath", scale=2)
+            video = gr.File(label="clip", file_types=list(VIDEO_SUFFIXES), type="filepath", scale=2)
             with gr.Column(scale=1):
                 checkpoint = gr.Dropdown([*SHIPPED, *ALLOWED_HUB_IDS], value="default", label="checkpoint",
                                          allow_custom_value=not HOSTED,
@@ -249,7 +254,7 @@ def build_app() -> gr.Blocks:
                            "predicts pixels instead of representations."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
-            surprise_overlay = gr.Image(label="where: surprise heatmap over the frames of 8 predicted steps",
+            surprise_overlay = gr.Image(label="where: surprise heatmap over the frames of up to 8 predicted steps",
                                         type="numpy", elem_id="surprise-overlay")
             surprise_numbers = gr.JSON(label="numbers", elem_id="surprise-numbers")
         run_masked.click(predict_masked, [video, mask, ratio, seed, checkpoint], [*masked_images, masked_numbers],

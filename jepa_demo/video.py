@@ -29,6 +29,10 @@ from PIL import Image
 MAX_PIXELS = 40_000_000
 
 
+# The containers uploads and data=FOLDER may be (PyAV reads more; these are the ones the tests write).
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".gif")
+
+
 class VideoError(ValueError):
     """A file that cannot be read as a video; the message says which file and why, in plain words."""
 
@@ -49,7 +53,7 @@ class _Deadline:
 
 
 def read_video(path, num_frames: int | None = None, size: int | None = None, *,
-               timeout: float | None = None) -> np.ndarray:
+               timeout: float | None = None, span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """Decode a video file to uint8 RGB frames of shape (T, H, W, 3), upright (display rotation applied).
 
     num_frames: that many frames spread uniformly over the whole clip (indices rounded from np.linspace over the
@@ -57,17 +61,21 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
         None: every frame.
     size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
     timeout: give up (VideoError) once decoding has taken this many seconds. None: no limit.
+    span: with `num_frames`, spread them over this part of the clip instead, (start, end) as fractions of its length
+        (training draws random ones: a crop in time).
     """
     path = _check_file(path)
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     if size is not None and size < 1:
         raise ValueError(f"size must be at least 1 pixel, got {size}")
+    if not 0 <= span[0] <= span[1] <= 1:
+        raise ValueError(f"span must be (start, end) with 0 <= start <= end <= 1, got {span}")
     deadline = _Deadline(timeout)
     if num_frames is None:
         with _video(path) as (container, stream):
             return np.stack([_to_rgb(frame, size) for frame in _decode(container, stream, path, deadline)])
-    return _sample(path, _scan(path, deadline)[0], num_frames, size, deadline).frames
+    return _sample(path, _scan(path, deadline)[0], num_frames, size, deadline, span=span).frames
 
 
 class Clip(NamedTuple):
@@ -249,10 +257,12 @@ def _decode(container, stream, path: Path, deadline: _Deadline | None = None) ->
 
 
 def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline: _Deadline | None = None,
-            at_most: bool = False) -> Clip:
+            at_most: bool = False, span: tuple[float, float] = (0.0, 1.0)) -> Clip:
     """`num_frames` frames at uniformly spread indices of a clip believed to hold `total` frames (`at_most`: no more
-    than the clip really holds, so a clip found shorter than its packets said is never padded with repeats)."""
-    indices = np.linspace(0, total - 1, num_frames).round().astype(int).tolist()
+    than the clip really holds, so a clip found shorter than its packets said is never padded with repeats), over
+    the part `span` of it."""
+    first, last = (round(fraction * (total - 1)) for fraction in span)
+    indices = np.linspace(first, last, num_frames).round().astype(int).tolist()
     wanted, kept = set(indices), {}
     with _video(path) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):
@@ -264,7 +274,7 @@ def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline:
         # The stream ended cleanly at frame `index`, before the packet count said: a frame was dropped silently.
         # Sample again over the frames that really exist rather than return a clip cut short or padded.
         real = index + 1
-        return _sample(path, real, min(num_frames, real) if at_most else num_frames, size, deadline, at_most)
+        return _sample(path, real, min(num_frames, real) if at_most else num_frames, size, deadline, at_most, span)
     return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -75,6 +76,43 @@ def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, mo
     (project / "README.md").unlink()
     assert main(["--config", TINY, "out_dir=.", "steps=2"]) == 0
     assert main(["--config", TINY, "out_dir=.", "steps=3"]) == 0  # an earlier run's folder may be trained again
+    capsys.readouterr()
+
+
+def _interrupt_after(monkeypatch, steps: int) -> None:
+    """Make the next run in this process stop with Ctrl-C after `steps` training steps."""
+    import train.loop
+
+    step, calls = train.loop.train_step, []
+
+    def counted(*args, **kwargs):
+        if len(calls) == steps:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(train.loop, "train_step", counted)
+
+
+def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path, monkeypatch, capsys):
+    from train.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 0  # finished
+    # A new run stopped before its first save: its --resume starts it from step 0. It had continued the finished
+    # run's weights and step under the new run's settings.
+    _interrupt_after(monkeypatch, 1)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002"]) == 130
+    monkeypatch.undo()
+    _interrupt_after(monkeypatch, 3)  # this time it stops after its save at step 2
+    assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002", "--resume"]) == 130
+    assert "no train_state.safetensors" in capsys.readouterr().out
+    monkeypatch.undo()
+    unfinished = (out / "train_state.safetensors").read_bytes()
+    assert main(["--config", TINY, f"out_dir={out}", "steps=6"]) == 2
+    assert "holds an unfinished run (saved at step 2 of 6): add --resume" in capsys.readouterr().err
+    assert (out / "train_state.safetensors").read_bytes() == unfinished
+    assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002", "--resume"]) == 0
     capsys.readouterr()
 
 
@@ -309,3 +347,18 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     assert main(["--config", TINY, f"out_dir={tmp_path / 'run3'}", f"data={only_broken}"]) == 2
     assert "none of the 1 video files can be read (notes.mp4: " in capsys.readouterr().err
     assert not (tmp_path / "run3").exists()
+
+
+def test_folder_batches_draw_other_stretches_of_a_file_and_repeat_at_the_same_step(tmp_path):
+    from jepa_demo.config import PreprocessConfig
+    from jepa_demo.video import write_video
+    from train.data import FolderBatches
+
+    video = np.zeros((40, 48, 64, 3), np.uint8)
+    for t in range(40):
+        video[t, :, t:t + 8] = 255  # a bar sliding right: every frame differs
+    write_video(tmp_path / "bar.mp4", video)
+    batches = FolderBatches(str(tmp_path), PreprocessConfig(img_size=32, num_frames=4), batch_size=8, seed=0, rank=0)
+    batch = batches[0]
+    assert batch.shape == (8, 3, 4, 32, 32) and torch.equal(batch, batches[0])
+    assert len({clip.numpy().tobytes() for clip in batch}) == 8  # one file, eight different clips of it

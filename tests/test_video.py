@@ -61,6 +61,16 @@ def test_sampling_spreads_over_the_whole_clip(tmp_path):
         read_video(tmp_path / "a.mp4", num_frames=0)
 
 
+def test_a_span_samples_only_that_part_of_the_clip(tmp_path):
+    clip = moving_square(frames=16)
+    write_video(tmp_path / "a.mp4", clip)
+    assert source_frames(read_video(tmp_path / "a.mp4", num_frames=4, span=(0.6, 1.0)), clip) == [9, 11, 13, 15]
+    assert source_frames(read_video(tmp_path / "a.mp4", num_frames=2, span=(0.0, 0.2)), clip) == [0, 3]
+    for bad in ((0.5, 0.4), (-0.1, 0.5), (0.0, 1.5)):
+        with pytest.raises(ValueError, match="span must be"):
+            read_video(tmp_path / "a.mp4", num_frames=4, span=bad)
+
+
 @pytest.mark.parametrize("height, width, size, expected", [(48, 96, 24, (24, 48)), (96, 48, 24, (48, 24)),
                                                            (48, 96, 96, (96, 192)), (48, 96, 48, (48, 96))])
 def test_size_scales_the_shorter_side(tmp_path, height, width, size, expected):
@@ -98,7 +108,8 @@ def test_odd_sizes_are_padded_for_mp4_and_kept_for_gif(tmp_path):
 
 
 @pytest.mark.parametrize("name, extra", [("a.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime"]), ("a.mov", []),
-                                         ("a.avi", []), ("a.mkv", []), ("yuv444.mp4", ["-pix_fmt", "yuv444p"])])
+                                         ("a.avi", []), ("a.mkv", []), ("a.m4v", []),
+                                         ("yuv444.mp4", ["-pix_fmt", "yuv444p"])])
 def test_formats_written_by_ffmpeg(tmp_path, name, extra):
     video = read_video(pattern_clip(tmp_path / name, 1, "80x60", 10, *extra))
     assert video.shape == (10, 60, 80, 3) and video.dtype == np.uint8

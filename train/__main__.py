@@ -1,6 +1,6 @@
 """Train a video JEPA and write a checkpoint folder.
 
-    python -m train --config train/configs/cpu.yaml                       # the shipped default, on CPU
+    python -m train --config train/configs/cpu.yaml                       # the shipped default's recipe
     python -m train --config train/configs/cpu.yaml steps=50 out_dir=runs/try
     python -m train --config train/configs/cpu.yaml --resume              # continue exactly where it stopped
     torchrun --nproc_per_node 2 -m train --config train/configs/gpu.yaml  # DDP (nccl on GPUs, gloo on CPU)

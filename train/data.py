@@ -16,10 +16,8 @@ from tqdm import tqdm
 
 from jepa_demo.config import PreprocessConfig
 from jepa_demo.preprocess import preprocess_batch, preprocess_video
-from jepa_demo.video import VideoError, read_video, video_info
+from jepa_demo.video import VIDEO_SUFFIXES, VideoError, read_video, video_info
 from jepa_demo.world import WorldConfig, render_clip
-
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif", ".m4v"}
 
 
 class WorldBatches(Dataset):
@@ -46,7 +44,12 @@ class WorldBatches(Dataset):
 
 
 class FolderBatches(Dataset):
-    """Batch `step` of this rank: clips drawn (with replacement) from the video files under `root`."""
+    """Batch `step` of this rank: clips drawn (with replacement) from the video files under `root`, each from a
+    random stretch of its file (a quarter of it to all of it), so that a file gives new clips at other speeds instead
+    of the same frames at every draw. At inference a clip's frames span all of it (`embed`) or windows of a quarter of
+    it (`surprise`): the crops cover both."""
+
+    MIN_SPAN = 0.25
 
     def __init__(self, root: str, preprocess: PreprocessConfig, batch_size: int, seed: int, rank: int):
         self.files = readable_videos(root, report=rank == 0)
@@ -58,7 +61,11 @@ class FolderBatches(Dataset):
     def __getitem__(self, step: int) -> torch.Tensor:
         rng = np.random.default_rng((self.seed, step, self.rank))
         picks = rng.integers(0, len(self.files), self.batch_size)
-        clips = [read_video(self.files[i], num_frames=self.preprocess.num_frames) for i in picks]
+        lengths = rng.uniform(self.MIN_SPAN, 1.0, self.batch_size)
+        starts = rng.uniform(0.0, 1.0 - lengths)
+        # decoded straight to the model's short side: a 1080p file is never held at full size
+        clips = [read_video(self.files[i], num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
+                            span=(start, min(1.0, start + length))) for i, start, length in zip(picks, starts, lengths)]
         return torch.stack([preprocess_video(c, self.preprocess) for c in clips])  # (B, 3, T, S, S)
 
 

@@ -36,7 +36,7 @@ from .data import FolderBatches, WorldBatches, make_loader
 from .report import METRIC_FIELDS, plot_curves, write_model_card
 
 STATE_NAME = "train_state.safetensors"
-CONFIG_NAME = "train_config.json"  # the run's resolved settings
+TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings
 # Settings that do not change what a run computes: a resumed run may take new values.
 MAY_CHANGE_ON_RESUME = {"out_dir", "log_every", "save_every", "device", "compile", "num_workers"}
 METRICS_NAME = "metrics.csv"
@@ -148,7 +148,7 @@ def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: 
 def check_same_run(out: Path, cfg: TrainConfig) -> None:
     """--resume continues the saved run exactly, so every setting that shapes its result must be the run's own (a
     different model failed deep in load_state_dict; a different lr or steps would have bent the schedules silently)."""
-    saved_path = out / CONFIG_NAME
+    saved_path = out / TRAIN_CONFIG_NAME
     try:
         saved = json.loads(saved_path.read_text())
     except (OSError, ValueError):
@@ -167,6 +167,21 @@ def load_training_state(out: Path, model: VideoJEPA, optimizer) -> tuple[int, fl
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     load_optimizer(optimizer, tensors, meta)
     return int(meta["step"]), float(meta.get("wall_seconds", 0.0))
+
+
+def replace_finished_run(out: Path) -> None:
+    """A new run in an earlier run's folder replaces it, but not an unfinished one: that is work --resume would
+    continue. A finished run's saved state goes at once, or an --resume after this run stopped before its first save
+    would continue the earlier run under this one's settings."""
+    state = out / STATE_NAME
+    if not state.exists():
+        return
+    _, meta = load_tensors(state)
+    done, total = int(meta["step"]), int(meta.get("train", {}).get("steps", 0))
+    if done < total:
+        raise ValueError(f"{out} holds an unfinished run (saved at step {done} of {total}): add --resume to continue "
+                         "it, or choose another out_dir for a new run")
+    state.unlink()
 
 
 class MetricsLog:
@@ -225,7 +240,7 @@ def _files_of_something_else(out: Path) -> list[str]:
     if not out.is_dir():
         return []
     names = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith("."))
-    earlier_run = CONFIG_NAME in names or STATE_NAME in names
+    earlier_run = TRAIN_CONFIG_NAME in names or STATE_NAME in names
     return [] if earlier_run or _is_checkpoint(out) else names
 
 
@@ -274,11 +289,13 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
         start, seconds_before = load_training_state(out, model, optimizer)
     elif resume and runtime.is_main:
         print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
+    elif runtime.is_main:
+        replace_finished_run(out)
     forward = wrap_for_speed(model, cfg, runtime)
     loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     if runtime.is_main:
-        write_json(out / CONFIG_NAME, config_to_dict(cfg))
+        write_json(out / TRAIN_CONFIG_NAME, config_to_dict(cfg))
     started = time.time() - seconds_before
     _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started)
     if runtime.world_size > 1:
