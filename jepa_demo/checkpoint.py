@@ -185,6 +185,10 @@ def read_config(folder: Path) -> tuple[dict, ModelConfig, PreprocessConfig]:
         preprocess = dataclass_from_dict(PreprocessConfig, config.get("preprocess"), "preprocess")
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
+    made, taken = (preprocess.num_frames, preprocess.img_size), (model_cfg.num_frames, model_cfg.img_size)
+    if made != taken:  # the masks follow the model's grid: another input size would index past its tokens
+        raise CheckpointError(f"{path}: \"preprocess\" makes clips of {made[0]} frames of {made[1]} px, but the "
+                              f"model takes {taken[0]} frames of {taken[1]} px")
     return config, model_cfg, preprocess
 
 

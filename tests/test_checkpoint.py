@@ -119,6 +119,15 @@ def test_hostile_or_wrong_config_values_are_refused_before_allocation(saved, cha
         build_model(saved)
 
 
+@pytest.mark.parametrize("key, value", [("img_size", 48), ("num_frames", 8)])
+def test_preprocessing_that_does_not_fit_the_model_is_refused(saved, key, value):
+    config = json.loads((saved / "config.json").read_text())
+    config["preprocess"][key] = value
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="\"preprocess\" makes clips of .* but the model takes 4 frames of 32 px"):
+        build_model(saved)
+
+
 def test_not_json_and_not_ours(saved):
     (saved / "config.json").write_text("{nope")
     with pytest.raises(CheckpointError, match="not valid JSON"):
