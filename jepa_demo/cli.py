@@ -18,6 +18,12 @@ from .video import VideoError, read_clip, video_info
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
 
 
+def read_for(model, path):
+    """A file as every command reads it for `model`: frames spread over the clip, at the model's input size, so a long
+    or large file is never held whole in memory (a `jepa_demo.video.Clip`)."""
+    return read_clip(path, max_frames=model.frames_wanted, size=model.preprocess.resize_to)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo", description="Inspect clips with a video JEPA.")
     parser.add_argument("command", choices=["info", "embed", "surprise"],
@@ -32,8 +38,7 @@ def describe(command: str, path: str, model) -> dict:
     """The result for one file as a JSON-able dict (raises VideoError/ValueError for a bad file)."""
     if command == "info":
         return {"file": path, **video_info(path)}
-    # Frames spread over the clip, at the model's input size: a long or large file is never held whole in memory.
-    clip = read_clip(path, max_frames=model.frames_wanted, size=model.preprocess.resize_to)
+    clip = read_for(model, path)
     if command == "embed":
         embedding = model.embed(clip.frames)
         return {"file": path, "dim": int(embedding.size), "embedding": [round(float(v), 6) for v in embedding]}

@@ -1,9 +1,9 @@
-"""A one-minute terminal tour of a checkpoint (what `make demo` runs until the app exists).
+"""A one-minute terminal tour of a checkpoint, for a machine without a browser (`make demo` runs the app).
 
     python -m jepa_demo.demo [--checkpoint checkpoints/default] [--kind vanish ...]
 
 For each kind of physics violation it renders a clip of the synthetic world and its violating twin, writes both as
-real mp4 files in a temporary folder (removed afterwards), reads them back the way a user's upload is read, and
+real mp4 files in a temporary folder (removed afterwards), reads them back as the CLI reads a file, and
 prints the model's surprise over time for each: a model that understands the world spikes after the violation.
 """
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError
+from .cli import DEFAULT_CHECKPOINT, read_for
 from .inference import load_model
-from .video import read_video, write_video
+from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
 
 _BARS = " ▁▂▃▄▅▆▇█"
@@ -29,7 +30,7 @@ def sparkline(values: np.ndarray, low: float, high: float) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="checkpoints/default")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--kind", choices=VIOLATIONS, action="append",
                         help="violation kind to show (repeatable; default: every kind)")
     parser.add_argument("--seed", type=int, default=2026)
@@ -46,21 +47,22 @@ def main(argv=None) -> int:
     wins = 0
     for kind in args.kind or VIOLATIONS:
         plausible, implausible = make_pair(args.seed, kind, cfg)
-        results = {name: model.surprise(video) for name, video in _through_mp4(plausible, implausible, kind).items()}
+        clips = _through_mp4(plausible, implausible, kind, model)
+        results = {name: model.surprise(video) for name, video in clips.items()}
         wins += _print_pair(results, implausible.labels["violation_frame"], kind)
     print(f"\nThe violating twin was more surprising in {wins} of {len(args.kind or VIOLATIONS)} pairs "
           "(README: what the shipped model has and has not learned).")
     return 0
 
 
-def _through_mp4(plausible, implausible, kind: str) -> dict:
-    """Write both clips as real mp4 files and read them back, exactly as a user's upload is read."""
+def _through_mp4(plausible, implausible, kind: str, model) -> dict:
+    """Write both clips as real mp4 files and read them back, as `python -m jepa_demo surprise` reads a file."""
     with tempfile.TemporaryDirectory(prefix="jepa-demo-") as tmp:
         clips = {}
         for name, clip in (("plausible", plausible), (kind, implausible)):
             path = Path(tmp) / f"{name}.mp4"
             write_video(path, clip.frames)
-            clips[name] = read_video(path)
+            clips[name] = read_for(model, path).frames
     return clips
 
 

@@ -49,7 +49,7 @@ from .views import (
 
 MAX_SECONDS = 60.0  # longer uploads are refused: decoding them would hold a worker for too long
 MAX_MEGABYTES = 100
-MAX_FRAMES = 64  # frames decoded from an upload, spread over it: enough for every view (surprise uses 4 windows)
+MAX_FRAMES = 64  # frames decoded from an upload, spread over it: 4 of our models' clips, V-JEPA 2's one window
 DECODE_TIMEOUT = 30.0  # seconds; an upload that takes longer to decode is refused instead of holding a worker
 CLIP_PIXELS = 128  # short side uploads are decoded at, at least (the views show 160-pixel frames of 64-pixel models)
 _BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
@@ -103,7 +103,7 @@ class MaskedView:
 @dataclass
 class SurpriseView:
     figure: object  # plotly Figure: surprise over time, the threshold, the moments above it
-    overlay: np.ndarray  # filmstrip: where, as a heatmap over the frames of 8 predicted steps spread over the clip
+    overlay: np.ndarray  # filmstrip: where, as a heatmap over the frames of up to 8 predicted steps across the clip
     numbers: dict
 
 
@@ -229,23 +229,35 @@ def _strip(frames: np.ndarray) -> np.ndarray:
 
 class ExplorerCache:
     """Explorers by checkpoint, built on first request (with progress: a new gallery takes ~30 s) and then shared
-    read-only by every session. The few most recent are kept; a lock stops two requests building the same one."""
+    read-only by every session. The few most recent are kept. One lock per checkpoint stops two requests building
+    the same one, while requests for the others go on: a new gallery (minutes for V-JEPA 2 on CPU) blocks no one
+    else."""
 
     def __init__(self, build, max_size: int = 4):
         self._build = build  # (checkpoint, progress) -> Explorer
         self._max_size = max_size
         self._explorers: dict[str, Explorer] = {}
-        self._lock = threading.Lock()
+        self._building: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()  # guards the two dicts, never held during a build
 
     def get(self, checkpoint: str, progress=None) -> Explorer:
         with self._lock:
-            if checkpoint not in self._explorers:
-                if progress:
-                    progress(0.0, f"loading {checkpoint}")
-                self._explorers[checkpoint] = self._build(checkpoint, progress)
+            if checkpoint in self._explorers:
+                return self._explorers[checkpoint]
+            building = self._building.setdefault(checkpoint, threading.Lock())
+        with building:
+            with self._lock:
+                if checkpoint in self._explorers:  # built while this request waited
+                    return self._explorers[checkpoint]
+            if progress:
+                progress(0.0, f"loading {checkpoint}")
+            explorer = self._build(checkpoint, progress)
+            with self._lock:
+                self._explorers[checkpoint] = explorer
+                self._building.pop(checkpoint, None)
                 while len(self._explorers) > self._max_size:
                     self._explorers.pop(next(iter(self._explorers)))  # the oldest
-            return self._explorers[checkpoint]
+            return explorer
 
     def clear(self) -> None:
         with self._lock:

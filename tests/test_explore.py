@@ -1,5 +1,7 @@
 """The views' computations on a tiny random model and real files (no Gradio): limits, shapes, consistency."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,34 @@ def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_
     cache.get("b")
     cache.get("c")
     assert cache.get("a") is not first and builds == ["a", "b", "c", "a"]  # "a" was the oldest of three
+
+
+def test_explorer_cache_builds_a_checkpoint_once_while_the_others_go_on():
+    """A new gallery takes minutes for a large model: the requests for other checkpoints must not wait for it."""
+    import threading
+
+    from jepa_demo.explore import ExplorerCache
+
+    release, builds = threading.Event(), []
+
+    def build(checkpoint, progress):
+        builds.append(checkpoint)
+        if checkpoint == "slow":
+            assert release.wait(timeout=30)
+        return f"explorer of {checkpoint}"
+
+    cache = ExplorerCache(build)
+    assert cache.get("fast") == "explorer of fast"
+    slow = [threading.Thread(target=cache.get, args=("slow",)) for _ in range(2)]
+    for thread in slow:
+        thread.start()
+    while "slow" not in builds:
+        time.sleep(0.01)
+    other = threading.Thread(target=cache.get, args=("other",))
+    other.start()
+    other.join(timeout=10)
+    assert not other.is_alive() and cache.get("fast") == "explorer of fast"  # neither waited for "slow"
+    release.set()
+    for thread in slow:
+        thread.join(timeout=10)
+    assert cache.get("slow") == "explorer of slow" and builds == ["fast", "slow", "other"]  # "slow" built once
