@@ -231,7 +231,8 @@ def build_app() -> gr.Blocks:
                 ("hidden", "hidden tokens (pale)"), ("error", "per-token error"),
                 ("predicted", "predicted latents (PCA colours)"), ("target", "target latents (same PCA)"),
                 ("decoded", "what the prediction looks like: nearest gallery patches"))]
-            masked_numbers = gr.JSON(label="numbers (error against the mean-latent baseline)", elem_id="masked-numbers")
+            masked_numbers = gr.JSON(label="numbers (error against the mean visible target: a baseline that has seen "
+                                           "the whole clip)", elem_id="masked-numbers")
         with gr.Tab("Nearest neighbours"):
             k = gr.Slider(1, 16, value=8, step=1, label="k")
             run_neighbors = gr.Button("Find similar clips", variant="primary")
