@@ -61,14 +61,14 @@ check_gradio_folder()
 import gradio as gr
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.checkpoint import is_hub_repo_id
+from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import default_cache_dir
 from jepa_demo.video import VIDEO_SUFFIXES
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = {path.name: path for path in sorted((ROOT / "checkpoints").iterdir()) if (path / "config.json").is_file()}
+SHIPPED = {path.name: path for path in sorted(SHIPPED_DIR.iterdir()) if (path / "config.json").is_file()}
 HOSTED = bool(os.environ.get("JEPA_LENS_HOSTED") or os.environ.get("SPACE_ID"))
 # Hub repo ids a hosted deployment may load besides the shipped checkpoints (comma-separated); never a local path.
 ALLOWED_HUB_IDS = [name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MODELS", "").split(",") if name.strip()]
@@ -109,10 +109,16 @@ def _load(checkpoint: str):
         raise gr.Error(str(err)) from None
 
 
+@functools.cache
+def _pixel_baseline():
+    """One copy of the pixel baseline, shared by every checkpoint's Explorer."""
+    return _load(PIXEL_BASELINE)
+
+
 def _explorer(checkpoint: str, progress) -> Explorer:
     model = _load(checkpoint)
     compare = PIXEL_BASELINE in SHIPPED and model.objective != "pixel"
-    return Explorer(model, progress=progress, baseline=_load(PIXEL_BASELINE) if compare else None)
+    return Explorer(model, progress=progress, baseline=_pixel_baseline() if compare else None)
 
 
 # Models and galleries, shared read-only by every session: a cache, not per-user state.

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jepa_demo import load_model, write_video  # noqa: E402
+from jepa_demo.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from jepa_demo.explore import Explorer, forget_decoded_clips, load_clip  # noqa: E402
 from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
 
@@ -61,7 +62,7 @@ def time_views(explorer: Explorer, path: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default"))
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "app_views.json"))

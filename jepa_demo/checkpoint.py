@@ -28,6 +28,9 @@ from .vjepa2 import build_vjepa2, is_vjepa2_config
 FORMAT = "jepa-lens"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
+# The checkpoints shipped in the repository, and the one every command and the app start with.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT_CHECKPOINT = SHIPPED_DIR / "default"
 CONFIG_NAME = "config.json"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # The app's gallery and threshold files travel too (jepa_demo.gallery: prebuilt, named by the weights' fingerprint).

@@ -11,11 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from .inference import load_model
 from .video import VideoError, read_clip, video_info
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
 
 
 def read_for(model, path):

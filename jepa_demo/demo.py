@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError
-from .cli import DEFAULT_CHECKPOINT, read_for
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from .cli import read_for
 from .inference import load_model
 from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair

@@ -32,7 +32,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .checkpoint import CheckpointError, write_json
+from .checkpoint import SHIPPED_DIR, CheckpointError, write_json
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_clip
@@ -41,7 +41,6 @@ HELD_OUT_SEED = 1_000_000_000
 VALIDATION_SEED = HELD_OUT_SEED + 900_000  # for choosing recipes and scores; its draws never meet the held-out ones
 PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
 SHIPPED = ("default", "pixel-baseline", "jepa-sigreg")
-CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 RANDOM, FRAME_DIFFERENCE = "random encoder", "frame difference"
 
 
@@ -322,7 +321,7 @@ def format_report(report: dict) -> str:
 
 def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
     """Name (the folder's or repo's last part) -> model, for the given checkpoints or every shipped one."""
-    paths = given or [str(CHECKPOINTS_DIR / name) for name in SHIPPED if (CHECKPOINTS_DIR / name).is_dir()]
+    paths = given or [str(SHIPPED_DIR / name) for name in SHIPPED if (SHIPPED_DIR / name).is_dir()]
     if not paths:
         raise ValueError("no checkpoint given and none shipped under checkpoints/")
     names = [Path(path).name for path in paths]

@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, atomic_write
-from .cli import DEFAULT_CHECKPOINT
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
 
