@@ -80,7 +80,9 @@ def test_embedding_map(client, clips):
     plot, position = client.predict(handle_file(clips["plausible"]), "gravity", "default", api_name="/embedding_map")
     figure = json.loads(plot["plot"]) if isinstance(plot, dict) else plot
     assert np.isfinite([position["x"], position["y"]]).all()
-    assert "data" in json.dumps(figure)
+    names = [trace["name"] for trace in figure["data"]]
+    assert names == ["False", "True", "your clip"]  # one trace per gravity value, then the uploaded clip's star
+    assert figure["layout"]["legend"]["title"]["text"] == "gravity"
 
 
 def test_surprise_peaks_after_an_object_appears(client, clips):

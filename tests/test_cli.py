@@ -67,7 +67,7 @@ def test_bad_checkpoint_exits_2_with_one_line(files):
 
 
 def test_terminal_demo_runs_pairs_through_mp4_and_leaves_nothing_behind(files, tmp_path):
-    """`make demo` (until the app lands): one block per violation kind, the temporary mp4 files removed."""
+    """The terminal tour: one block per violation kind, the temporary mp4 files removed."""
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path / "tmp")}
     (tmp_path / "tmp").mkdir()
     result = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", str(files / "ckpt"),

@@ -213,4 +213,14 @@ def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(tiny
     errors = tracking_errors(model, clips)
     assert set(errors) == {f"{who}_{where}" for who in ("model", "persistence") for where in ("objects", "background")}
     assert all(np.isfinite(v) and v > 0 for v in errors.values())
-    assert model.target_latents(clips[0].frames).shape == (*model.cfg.grid, model.embed_dim)
+    # by hand, for one clip: the tiny model's 2 time steps, the second hidden by the future mask
+    from jepa_demo.evaluate import _object_tokens
+
+    frames = clips[0].frames
+    result = model.predict_masked(frames, mask="future")
+    last_visible = model.visible_latents(frames, result.mask)[0]  # (h, w, D): the teacher never saw step 1
+    copied = np.abs(result.target.reshape(last_visible.shape) - last_visible).mean(axis=-1)
+    objects = _object_tokens(clips[0], model.cfg)[1]
+    one = tracking_errors(model, clips[:1])
+    assert one["persistence_objects"] == pytest.approx(copied[objects].mean(), rel=1e-5)
+    assert one["model_objects"] == pytest.approx(result.error_map[1][objects].mean(), rel=1e-5)

@@ -61,7 +61,10 @@ def test_masked_view(explorer, clip):
     images = [view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded]
     assert all(image.dtype == np.uint8 and image.shape == view.hidden.shape for image in images)
     assert view.numbers["hidden_tokens"] == view.numbers["total_tokens"] // 2
-    assert view.numbers["error"] > 0 and view.numbers["mean_latent_baseline_error"] > 0
+    result = explorer.model.predict_masked(clip, mask="random", ratio=0.5, seed=1)
+    guess = explorer.model.target_latents(clip)[~result.mask].mean(axis=0)  # the whole clip's visible targets
+    assert view.numbers["error"] == pytest.approx(result.error)
+    assert view.numbers["mean_latent_baseline_error"] == pytest.approx(float(np.abs(result.target - guess).mean()))
     again = explorer.masked(clip, "random", ratio=0.5, seed=1)
     assert np.array_equal(again.error, view.error)  # same clip and seed, same picture
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jepa_demo.video import VideoError, read_video, video_info, write_video
+from jepa_demo.video import VIDEO_SUFFIXES, VideoError, read_video, video_info, write_video
 
 
 def moving_square(frames=16, height=64, width=64) -> np.ndarray:
@@ -116,6 +116,16 @@ def test_formats_written_by_ffmpeg(tmp_path, name, extra):
     assert distinct(video) == 10
     assert video_info(tmp_path / name) == {"frames": 10, "fps": 10.0, "width": 80, "height": 60, "duration": 1.0}
     assert len(read_video(tmp_path / name, num_frames=4)) == 4
+
+
+def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
+    from train.data import list_videos
+
+    codec = {".webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"]}
+    for suffix in VIDEO_SUFFIXES:
+        path = pattern_clip(tmp_path / f"clip{suffix}", 1, "80x60", 10, *codec.get(suffix, []))
+        assert read_video(path, num_frames=4).shape == (4, 60, 80, 3), suffix
+    assert sorted(path.suffix for path in list_videos(tmp_path)) == sorted(VIDEO_SUFFIXES)
 
 
 def test_grayscale_video(tmp_path):
