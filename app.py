@@ -63,7 +63,7 @@ import gradio as gr
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
-from jepa_demo.gallery import default_cache_dir
+from jepa_demo.gallery import cache_folder
 from jepa_demo.video import VIDEO_SUFFIXES
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
@@ -158,6 +158,8 @@ def _plain_errors(handler):
 @_plain_errors
 def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint="default",
                    progress=gr.Progress()):  # noqa: B008
+    if seed is None:  # an emptied seed box (or an API null): int(None) would end in a bare "Error"
+        raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
     explorer = explorer_for(checkpoint, progress)
     progress(0.5, desc="predicting the hidden latents")
     view = explorer.masked(_clip(video_file, explorer).frames, mask, ratio, seed)
@@ -209,7 +211,7 @@ def example_clips(folder: Path) -> list[str]:
 
 
 def build_app() -> gr.Blocks:
-    examples = example_clips(default_cache_dir() / "examples")  # the cache folder main() checked it can write
+    examples = example_clips(cache_folder() / "examples")  # the cache folder main() checked it can write
     formats = ", ".join(suffix.strip(".") for suffix in VIDEO_SUFFIXES)
     with gr.Blocks(title="JEPA Lens") as app:  # no delete_cache: `sweep_files_while_serving` does its job
         gr.Markdown("# JEPA Lens\nA video JEPA predicts the *representation* of what it cannot see, not its pixels. "
@@ -361,7 +363,7 @@ async def sweep_files_while_serving(server):
 
 def launch(app: gr.Blocks, **kwargs):
     """Serve `app`; the gallery thumbnails live in the cache folder, which Gradio must be allowed to serve."""
-    return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(default_cache_dir())],
+    return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(cache_folder())],
                       app_kwargs={"lifespan": sweep_files_while_serving}, **kwargs)
 
 
@@ -378,7 +380,7 @@ def stop_on_signals_as_on_ctrl_c() -> None:
 def check_cache_folder() -> None:
     """Gallery thumbnails are written to the cache folder when a visitor first asks for them: an unwritable one must
     stop the app at start, not fail the neighbours view later with a bare 'Error'."""
-    folder = default_cache_dir()
+    folder = cache_folder()
     try:
         check_writable_folder(folder)
     except OSError as err:

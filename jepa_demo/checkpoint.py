@@ -13,7 +13,9 @@ import importlib
 import json
 import os
 import re
+import stat
 import tempfile
+import uuid
 from pathlib import Path
 
 import torch
@@ -57,21 +59,19 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half.
     `suffix` ends the temporary name, for writers that choose a format by extension."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+    # The result should read like any new file: 0o666 narrowed by the umask. Creating the file with that mode lets the
+    # kernel apply the umask (os.umask can only read it by setting it, for every thread at once), and the mode is
+    # applied again after `write`, as some writers (safetensors) replace the file with a private one.
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it private; the result should read like any file
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -13,8 +13,9 @@ of a server can share it. This module composes `inference`, `gallery` and `views
 """
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,11 @@ import numpy as np
 from .checkpoint import atomic_write
 from .gallery import (
     DEFAULT_CLIPS,
+    GALLERY_FORMAT,
+    GALLERY_SEED,
     THRESHOLD_PERCENTILE,
+    cache_folder,
     cached_surprise_threshold,
-    default_cache_dir,
     gallery_clip,
     label_names,
     load_or_build_gallery,
@@ -116,24 +119,39 @@ class Explorer:
         self.model = model
         self.baseline = baseline
         self.gallery = load_or_build_gallery(model, cache_dir, num_clips=num_clips, progress=progress)
-        self.cache_dir = Path(cache_dir or default_cache_dir())
-        self.thumbnail_dir = self.cache_dir / f"thumbnails-{self.gallery.fingerprint}"
+        self.cache_dir = cache_folder(cache_dir)
+        # named like the gallery's file, so thumbnails from other seeds or an older format are never shown
+        self.thumbnail_dir = self.cache_dir / (f"thumbnails-{self.gallery.fingerprint}"
+                                             f"-seed{GALLERY_SEED}-v{GALLERY_FORMAT}")
+        self._built: dict = {}
+        self._build_lock = threading.Lock()
 
     @property
     def clip_size(self) -> int:
         """Short side to decode uploads at: enough for the views' pictures and for the model's own resize."""
         return max(CLIP_PIXELS, self.model.preprocess.resize_to)
 
-    @cached_property
+    @property
     def bank(self):
         """Patches of gallery clips with their target latents: built on the first masked prediction, then shared."""
-        clips = [gallery_clip(self.gallery, i, self.model) for i in range(min(_BANK_CLIPS, len(self.gallery.seeds)))]
-        return build_patch_bank(self.model, clips)
+        def build():
+            count = min(_BANK_CLIPS, len(self.gallery.seeds))
+            return build_patch_bank(self.model, [gallery_clip(self.gallery, i, self.model) for i in range(count)])
+        return self._once("bank", build)
 
-    @cached_property
+    @property
     def baseline_threshold(self) -> float:
         """The baseline's threshold, calibrated like the gallery's (once per model and cache folder)."""
-        return cached_surprise_threshold(self.baseline, self.cache_dir)
+        return self._once("baseline_threshold", lambda: cached_surprise_threshold(self.baseline, self.cache_dir))
+
+    def _once(self, name: str, build):
+        """`build()` on the first call for `name`, then its result; concurrent first calls wait for one build. The
+        lock is this Explorer's: functools.cached_property holds one lock for all instances in Python 3.11, so one
+        checkpoint's bank (minutes for V-JEPA 2 on CPU) would hold up every other checkpoint's first prediction."""
+        with self._build_lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]
 
     def warm_up(self) -> "Explorer":
         """Build now what the first masked prediction and surprise comparison would otherwise wait for."""
@@ -233,20 +251,21 @@ def _strip(frames: np.ndarray) -> np.ndarray:
 
 class ExplorerCache:
     """Explorers by checkpoint, built on first request (with progress: a new gallery takes ~30 s) and then shared
-    read-only by every session. The few most recent are kept. One lock per checkpoint stops two requests building
-    the same one, while requests for the others go on: a new gallery (minutes for V-JEPA 2 on CPU) blocks no one
-    else."""
+    read-only by every session. The few most recently used are kept. One lock per checkpoint stops two requests
+    building the same one, while requests for the others go on: a new gallery (minutes for V-JEPA 2 on CPU) blocks no
+    one else."""
 
     def __init__(self, build, max_size: int = 4):
         self._build = build  # (checkpoint, progress) -> Explorer
         self._max_size = max_size
-        self._explorers: dict[str, Explorer] = {}
+        self._explorers: OrderedDict[str, Explorer] = OrderedDict()  # least recently used first
         self._building: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()  # guards the two dicts, never held during a build
 
     def get(self, checkpoint: str, progress=None) -> Explorer:
         with self._lock:
             if checkpoint in self._explorers:
+                self._explorers.move_to_end(checkpoint)
                 return self._explorers[checkpoint]
             building = self._building.setdefault(checkpoint, threading.Lock())
         with building:
@@ -255,12 +274,17 @@ class ExplorerCache:
                     return self._explorers[checkpoint]
             if progress:
                 progress(0.0, f"loading {checkpoint}")
-            explorer = self._build(checkpoint, progress)
+            try:
+                explorer = self._build(checkpoint, progress)
+            except BaseException:
+                with self._lock:  # a name that fails to load (any caller can send one) leaves no lock behind
+                    self._building.pop(checkpoint, None)
+                raise
             with self._lock:
                 self._explorers[checkpoint] = explorer
                 self._building.pop(checkpoint, None)
                 while len(self._explorers) > self._max_size:
-                    self._explorers.pop(next(iter(self._explorers)))  # the oldest
+                    self._explorers.popitem(last=False)  # the least recently used
             return explorer
 
     def clear(self) -> None:

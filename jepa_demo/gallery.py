@@ -76,7 +76,9 @@ def model_fingerprint(model: JEPAModel) -> str:
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # raw bytes: also covers bfloat16
-    digest.update(json.dumps(model.config, sort_keys=True).encode())
+    # A V-JEPA 2 record names where it was loaded from ("./vj2", "/abs/vj2", a Hub id): the same model, one gallery.
+    described = {key: value for key, value in model.config.items() if key != "source"}
+    digest.update(json.dumps(described, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -114,7 +116,7 @@ def surprise_threshold(model: JEPAModel) -> float:
 def cached_surprise_threshold(model: JEPAModel, cache_dir=None) -> float:
     """`surprise_threshold(model)`, kept beside the galleries (in the checkpoint folder or the cache folder): the app
     calibrates the pixel baseline's at every start otherwise (~9 s on 2 cores). Named by the model's fingerprint."""
-    path = _cache_dir(cache_dir) / _threshold_name(model_fingerprint(model))
+    path = cache_folder(cache_dir) / _threshold_name(model_fingerprint(model))
     for found in _places(model, path):
         try:
             return float(json.loads(found.read_text())["surprise_threshold"])
@@ -165,9 +167,10 @@ def _fit_map(embeddings: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------- cache
 
 
-def default_cache_dir() -> Path:
-    """$JEPA_LENS_CACHE if set, else ~/.cache/jepa-lens (read at each call: tests and apps may set it late)."""
-    return Path(os.environ.get("JEPA_LENS_CACHE") or Path.home() / ".cache" / "jepa-lens")
+def cache_folder(cache_dir=None) -> Path:
+    """`cache_dir` if given, else $JEPA_LENS_CACHE if set, else ~/.cache/jepa-lens, with `~` expanded (the variable
+    is read at each call: tests and apps may set it late)."""
+    return Path(cache_dir or os.environ.get("JEPA_LENS_CACHE") or Path.home() / ".cache" / "jepa-lens").expanduser()
 
 
 def gallery_cache_path(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS) -> Path:
@@ -176,7 +179,7 @@ def gallery_cache_path(model: JEPAModel, cache_dir=None, num_clips: int = DEFAUL
 
 
 def _cache_path(cache_dir, fingerprint: str, num_clips: int) -> Path:
-    return _cache_dir(cache_dir) / _gallery_name(fingerprint, num_clips)
+    return cache_folder(cache_dir) / _gallery_name(fingerprint, num_clips)
 
 
 def _gallery_name(fingerprint: str, num_clips: int) -> str:
@@ -191,10 +194,6 @@ def _places(model: JEPAModel, cached: Path) -> list[Path]:
     """Where a gallery or threshold file may lie, in the order read: prebuilt in the model's checkpoint folder (or Hub
     snapshot), then the cache file `cached`."""
     return [model.folder / cached.name, cached] if model.folder else [cached]
-
-
-def _cache_dir(cache_dir) -> Path:
-    return Path(cache_dir or default_cache_dir()).expanduser()
 
 
 def load_or_build_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS,

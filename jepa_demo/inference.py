@@ -23,6 +23,7 @@ from .config import PreprocessConfig
 from .masks import mask_to_indices, sample_mask
 from .model import VideoJEPA, latent_error
 from .preprocess import check_video_array, denormalize, preprocess_video, sample_frame_indices
+from .video import strided_frame_indices
 
 
 @dataclass
@@ -189,10 +190,9 @@ class JEPAModel:
         return Surprise(per_step=per_step, heatmap=heatmap, step_frames=step_frames, score=surprise_score(per_step))
 
     def _surprise_input(self, video, max_frames: int | None) -> tuple[torch.Tensor, np.ndarray]:
-        """Preprocess the whole clip (uniformly thinned to `max_frames`) and cut it to whole tubelets."""
+        """Preprocess the whole clip (thinned to at most `max_frames`, one frame in k) and cut it to whole tubelets."""
         check_video_array(video)
-        limit = max_frames or self.frames_wanted
-        frame_index = sample_frame_indices(len(video), min(len(video), limit))
+        frame_index = strided_frame_indices(len(video), max_frames or self.frames_wanted)
         usable = len(frame_index) // self.cfg.tubelet * self.cfg.tubelet
         if usable < self.cfg.num_frames:
             raise ValueError(f"surprise needs a clip of at least {self.cfg.num_frames} frames, got {len(video)}")

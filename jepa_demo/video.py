@@ -87,10 +87,11 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
               max_megabytes: float | None = None, max_aspect: float = 8.0, timeout: float | None = None) -> Clip:
     """A file someone handed us, decoded for a model within limits: what the app and the CLI read uploads with.
 
-    At most `max_frames` frames spread uniformly over the clip (so a long clip is sampled, never held whole in
-    memory), short side scaled to `size`. Refused with a VideoError that says which limit, before any frame is
-    decoded: a file over `max_megabytes`, a clip over `max_seconds`, a picture more than `max_aspect` times wider than
-    high or the reverse (models see a centred square of it, and the short-side resize would blow up the long side).
+    At most `max_frames` frames, one in k over the whole clip with k as small as that allows (so a long clip is
+    sampled, never held whole in memory, and the time between frames stays constant), short side scaled to `size`.
+    Refused with a VideoError that says which limit, before any frame is decoded: a file over `max_megabytes`, a clip
+    over `max_seconds`, a picture more than `max_aspect` times wider than high or the reverse (models see a centred
+    square of it, and the short-side resize would blow up the long side).
     `timeout`: as in `read_video`.
     """
     path = _check_file(path)
@@ -256,13 +257,27 @@ def _decode(container, stream, path: Path, deadline: _Deadline | None = None) ->
         raise VideoError(f"{path.name}: not a readable video (no frame could be decoded)")
 
 
+def strided_frame_indices(num_available: int, max_frames: int) -> np.ndarray:
+    """Every k-th of `num_available` frames from the first, k the smallest step that keeps at most `max_frames`:
+    how a long clip is thinned for surprise. Spreading exactly `max_frames` over it would mix steps of k and k + 1
+    frames (100 frames to 64: steps of 1 and 2), and an object seeming to speed up and slow down is what surprise
+    measures."""
+    if num_available < 1 or max_frames < 1:
+        raise ValueError("the clip has no frames" if num_available < 1 else "max_frames must be at least 1")
+    step = -(-num_available // max_frames)  # ceil
+    return np.arange(0, num_available, step, dtype=np.int64)
+
+
 def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline: _Deadline | None = None,
             at_most: bool = False, span: tuple[float, float] = (0.0, 1.0)) -> Clip:
-    """`num_frames` frames at uniformly spread indices of a clip believed to hold `total` frames (`at_most`: no more
-    than the clip really holds, so a clip found shorter than its packets said is never padded with repeats), over
-    the part `span` of it."""
+    """`num_frames` frames at uniformly spread indices of a clip believed to hold `total` frames, over the part `span`
+    of it; `at_most` (for the whole clip): up to `num_frames`, one in k (`strided_frame_indices`), so a clip found
+    shorter than its packets said is never padded with repeats."""
     first, last = (round(fraction * (total - 1)) for fraction in span)
-    indices = np.linspace(first, last, num_frames).round().astype(int).tolist()
+    if at_most:
+        indices = strided_frame_indices(total, num_frames).tolist()
+    else:
+        indices = np.linspace(first, last, num_frames).round().astype(int).tolist()
     wanted, kept = set(indices), {}
     with _video(path) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):

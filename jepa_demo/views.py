@@ -164,15 +164,13 @@ def paste_patches(frames: np.ndarray, mask: np.ndarray, patches: np.ndarray, pat
     return np.where(cover, tiles.repeat(tubelet, axis=0), frames)
 
 
-def surprise_figure(curves: dict, threshold: float | None = None, threshold_label: str = "", marks=None,
-                    violation_frame: int | None = None, y_title: str = "surprise (latent error)") -> go.Figure:
+def surprise_figure(curves: dict, threshold: float | None = None, threshold_label: str = "",
+                    y_title: str = "surprise (latent error)") -> go.Figure:
     """Surprise over time, one line per curve: {name: (step_frames, per_step)}, the model's first (e.g. "JEPA", then
     "pixel baseline").
 
-    threshold: a dashed horizontal line, named `threshold_label` in the legend and on hover. It belongs to the first
-        curve: other curves may be on their own scale.
-    marks: frames of the first curve to mark with a marker; default: those where it rises above `threshold`.
-    violation_frame: a dotted vertical line where a known physics violation starts.
+    threshold: a dashed horizontal line, named `threshold_label` in the legend and on hover, and a marker on each
+        moment of the first curve above it. It belongs to the first curve: other curves may be on their own scale.
     """
     if not curves:
         raise ValueError("surprise_figure needs at least one curve")
@@ -181,9 +179,7 @@ def surprise_figure(curves: dict, threshold: float | None = None, threshold_labe
         fig.add_trace(go.Scatter(x=np.asarray(frames), y=np.asarray(values), mode="lines", name=name))
     if threshold is not None:
         _add_threshold(fig, curves, threshold, threshold_label or f"threshold {threshold:.3g}")
-    _add_marks(fig, curves, threshold, marks)
-    if violation_frame is not None:
-        fig.add_vline(x=violation_frame, line_dash="dot", line_color="grey", annotation_text="violation")
+        _mark_above(fig, curves, threshold)
     fig.update_layout(xaxis_title="frame", yaxis_title=y_title, hovermode="x unified",
                       margin=dict(l=50, r=20, t=30, b=40))
     return fig
@@ -196,16 +192,12 @@ def _add_threshold(fig: go.Figure, curves: dict, threshold: float, label: str) -
                              hovertext=label, hoverinfo="text", line=dict(dash="dash", color="grey")))
 
 
-def _add_marks(fig: go.Figure, curves: dict, threshold: float | None, marks) -> None:
+def _mark_above(fig: go.Figure, curves: dict, threshold: float) -> None:
     name, (frames, values) = next(iter(curves.items()))
     frames, values = np.asarray(frames), np.asarray(values)
-    if marks is not None:
-        chosen = np.isin(frames, np.asarray(marks))
-    else:
-        chosen = values > threshold if threshold is not None else np.zeros(len(values), bool)
-    if chosen.any():
-        kind = "above threshold" if threshold is not None else "marked"
-        fig.add_trace(go.Scatter(x=frames[chosen], y=values[chosen], mode="markers", name=f"{name} {kind}",
+    above = values > threshold
+    if above.any():
+        fig.add_trace(go.Scatter(x=frames[above], y=values[above], mode="markers", name=f"{name} above threshold",
                                  marker=dict(size=10, symbol="circle-open", line=dict(width=2))))
 
 

@@ -62,6 +62,8 @@ def test_predict_masked(client, clips):
     assert not np.array_equal(arrays[0], arrays[1])  # the error heatmap is drawn over the frames
     with pytest.raises(AppError, match="greater than maximum value"):  # torch's generator overflowed, unexplained
         client.predict(handle_file(clips["plausible"]), "random", 0.5, 2**70, "default", api_name="/predict_masked")
+    with pytest.raises(AppError, match="Give a seed"):  # the box emptied: Gradio hands the handler None
+        client.predict(handle_file(clips["plausible"]), "random", 0.5, None, "default", api_name="/predict_masked")
 
 
 def test_neighbors(client, clips):

@@ -2,12 +2,14 @@ import json
 import os
 import pickle
 import stat
+from pathlib import Path
 
 import pytest
 import torch
 
 from jepa_demo.checkpoint import (
     CheckpointError,
+    atomic_write,
     build_model,
     clean_state_dict,
     resolve_checkpoint,
@@ -35,13 +37,24 @@ def test_round_trip_is_exact(saved, tiny_model, tiny_preprocess):
 
 
 def test_saved_files_get_the_usual_permissions(tmp_path, tiny_model, tiny_preprocess):
-    """Atomic saves go through a private temporary file; the result must still be readable by others (umask 022)."""
+    """Atomic saves go through a temporary file; the result must still be readable by others (umask 022)."""
     old = os.umask(0o022)
     try:
         save_checkpoint(tiny_model, tmp_path / "ckpt", tiny_preprocess, step=1)
     finally:
         os.umask(old)
     assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()} == {0o644}
+
+
+def test_atomic_write_leaves_the_umask_alone(tmp_path, monkeypatch):
+    """The umask is the whole process's: a writer that sets it, even to put it back, can make another thread's files
+    world-writable (the app writes thumbnails from two request threads at once)."""
+    def no_umask(mask):
+        raise AssertionError("atomic_write set the umask")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    atomic_write(tmp_path / "a.txt", lambda tmp: Path(tmp).write_text("a"))
+    assert (tmp_path / "a.txt").read_text() == "a" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
 @pytest.mark.parametrize("objective", ["pixel", "jepa-sigreg"])

@@ -45,13 +45,15 @@ def test_load_clip_refuses_what_it_cannot_or_should_not_decode(tmp_path):
         load_clip(text)
 
 
-def test_load_clip_spreads_at_most_64_frames_over_the_clip(tmp_path):
+def test_load_clip_keeps_every_kth_frame_of_a_long_clip(tmp_path):
+    """At most 64 frames, evenly timed: 100 frames give every second one (spreading 64 over them would mix steps of
+    one and two frames, and surprise would see objects speed up and slow down)."""
     frames = np.zeros((100, 32, 48, 3), np.uint8)
     frames[:, :, :, 0] = np.arange(100)[:, None, None] * 2  # frame i is red 2i
     write_video(tmp_path / "ramp.mp4", frames, fps=25)
     video, source_frames = load_clip(tmp_path / "ramp.mp4")
-    assert source_frames[0] == 0 and source_frames[-1] == 99 and (np.diff(source_frames) > 0).all()
-    assert video.shape[0] == 64 and min(video.shape[1:3]) == 128
+    assert source_frames.tolist() == list(range(0, 100, 2))
+    assert video.shape[0] == 50 and min(video.shape[1:3]) == 128
     red = video[:, 64, 96, 0].astype(int)
     assert red[0] < 10 and red[-1] > 185 and (np.diff(red) >= -3).all()  # first to last, in order
 
@@ -91,6 +93,8 @@ def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, cli
     numbers = view.numbers
     above = [f for f, v in zip(numbers["step_frames"], numbers["per_step"]) if v > numbers["threshold"]]
     assert numbers["frames_above_threshold"] == above
+    marked = [list(trace.x) for trace in view.figure.data if trace.name.endswith("above threshold")]
+    assert marked == ([above] if above else [])  # the plot marks the same moments
     assert numbers["peak_frame"] == numbers["step_frames"][int(np.argmax(numbers["per_step"]))]
     assert view.overlay.ndim == 3 and view.overlay.dtype == np.uint8
 
@@ -99,7 +103,7 @@ def test_surprise_view_of_a_sampled_upload_names_the_files_frames(explorer, tmp_
     long_clip = make_pair(4, "teleport", WorldConfig(size=64, num_frames=200))[1].frames
     write_video(tmp_path / "long.mp4", long_clip, fps=25)
     frames, source_frames = load_clip(tmp_path / "long.mp4")
-    assert len(frames) == 64 and source_frames[-1] == 199
+    assert len(frames) == 50 and set(np.diff(source_frames)) == {4} and source_frames[-1] == 196
     sampled, in_file = explorer.surprise(frames).numbers, explorer.surprise(frames, source_frames).numbers
     assert in_file["per_step"] == sampled["per_step"]  # the same computation, only the frame numbers differ
     assert in_file["step_frames"] == [int(source_frames[i]) for i in sampled["step_frames"]]
@@ -130,21 +134,30 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
     assert "baseline" not in explorer.surprise(clip).numbers
 
 
-def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_newest():
+def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_recently_used():
     from jepa_demo.explore import ExplorerCache
 
     builds, reports = [], []
 
     def build(checkpoint, progress):
         builds.append(checkpoint)
+        if checkpoint.startswith("bad"):
+            raise ValueError(f"no checkpoint {checkpoint}")
         return object()
 
     cache = ExplorerCache(build, max_size=2)
     first = cache.get("a", lambda f, message: reports.append((f, message)))
     assert cache.get("a") is first and builds == ["a"] and reports == [(0.0, "loading a")]
     cache.get("b")
+    assert cache.get("a") is first  # used again: now "b" is the least recently used
     cache.get("c")
-    assert cache.get("a") is not first and builds == ["a", "b", "c", "a"]  # "a" was the oldest of three
+    assert cache.get("a") is first and builds == ["a", "b", "c"]
+    cache.get("b")
+    assert builds == ["a", "b", "c", "b"]  # "b" had been evicted, not "a"
+    for name in ("bad1", "bad2"):
+        with pytest.raises(ValueError, match=name):
+            cache.get(name)
+    assert cache._building == {}  # names that failed to load leave nothing behind, however many a caller sends
 
 
 def test_explorer_cache_builds_a_checkpoint_once_while_the_others_go_on():
@@ -176,3 +189,32 @@ def test_explorer_cache_builds_a_checkpoint_once_while_the_others_go_on():
     for thread in slow:
         thread.join(timeout=10)
     assert cache.get("slow") == "explorer of slow" and builds == ["fast", "slow", "other"]  # "slow" built once
+
+
+def test_one_explorers_slow_patch_bank_does_not_hold_up_anothers(explorer, monkeypatch):
+    """Each Explorer builds its patch bank on first use; functools.cached_property (Python 3.11) would make every
+    Explorer wait for any other's build, minutes for V-JEPA 2 on CPU."""
+    import threading
+
+    import jepa_demo.explore as explore_module
+
+    release, started = threading.Event(), threading.Event()
+
+    def build_bank(model, clips):
+        if not started.is_set():
+            started.set()
+            assert release.wait(timeout=30)
+        return f"bank of {len(clips)} clips"
+
+    monkeypatch.setattr(explore_module, "build_patch_bank", build_bank)
+    slow, fast = (Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40) for _ in range(2))
+    first = threading.Thread(target=lambda: slow.bank)
+    first.start()
+    assert started.wait(timeout=10)
+    other = threading.Thread(target=lambda: fast.bank)
+    other.start()
+    other.join(timeout=10)
+    alive = other.is_alive()
+    release.set()
+    first.join(timeout=10)
+    assert not alive and fast.bank == slow.bank == "bank of 12 clips"

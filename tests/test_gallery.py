@@ -24,8 +24,8 @@ from jepa_demo.gallery import (
     GALLERY_SEED,
     MIN_CLIPS,
     build_gallery,
+    cache_folder,
     cached_surprise_threshold,
-    default_cache_dir,
     gallery_cache_path,
     gallery_clip,
     label_names,
@@ -159,11 +159,13 @@ def test_cache_file_name_depends_on_checkpoint_and_settings(model, checkpoint, t
     assert str(GALLERY_SEED) in path.name and path.parent == tmp_path
 
 
-def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+def test_cache_folder_follows_the_environment_and_expands_the_home(monkeypatch, tmp_path):
     monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path / "here"))
-    assert default_cache_dir() == tmp_path / "here"
+    assert cache_folder() == tmp_path / "here" and cache_folder(tmp_path / "given") == tmp_path / "given"
+    monkeypatch.setenv("JEPA_LENS_CACHE", "~/jl")  # as a docker or systemd environment sets it: no shell expands it
+    assert cache_folder() == Path.home() / "jl"
     monkeypatch.delenv("JEPA_LENS_CACHE")
-    assert default_cache_dir() == Path.home() / ".cache" / "jepa-lens"
+    assert cache_folder() == Path.home() / ".cache" / "jepa-lens"
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other_model"])

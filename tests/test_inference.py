@@ -73,6 +73,12 @@ def test_surprise_shapes_and_frame_positions(model):
     assert np.allclose(result.heatmap.mean(axis=(1, 2)), result.per_step, atol=1e-6)
 
 
+def test_surprise_thins_a_long_clip_to_one_frame_in_k(model):
+    """20 frames for a model that reads at most 16: every second frame (0, 2, ..., 18), never a mix of steps."""
+    result = model.surprise(_clip(frames=20))
+    assert model.frames_wanted == 16 and set(np.diff(result.step_frames)) == {2 * model.cfg.tubelet}
+
+
 def test_surprise_score_is_the_peak_above_the_calmest_step():
     calm = np.array([0.2, 0.2, 0.2, 0.2])
     spike = np.array([0.2, 0.2, 0.9, 0.2])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jepa_demo.video import VIDEO_SUFFIXES, VideoError, read_video, video_info, write_video
+from jepa_demo.video import VIDEO_SUFFIXES, VideoError, read_video, strided_frame_indices, video_info, write_video
 
 
 def moving_square(frames=16, height=64, width=64) -> np.ndarray:
@@ -222,3 +222,12 @@ def test_write_rejects_bad_extension_and_fps(tmp_path):
     with pytest.raises(ValueError, match="fps"):
         write_video(tmp_path / "x.mp4", moving_square(), fps=0)
     assert not list(tmp_path.iterdir())
+
+
+def test_strided_frame_indices_keep_at_most_the_limit_one_in_k():
+    assert strided_frame_indices(100, 64).tolist() == list(range(0, 100, 2))
+    assert strided_frame_indices(300, 64).tolist() == list(range(0, 300, 5))  # 60 frames: 5 is the smallest step
+    assert strided_frame_indices(64, 64).tolist() == list(range(64))
+    assert strided_frame_indices(3, 64).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="no frames"):
+        strided_frame_indices(0, 64)

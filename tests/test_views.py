@@ -221,26 +221,21 @@ def _curves():
 
 def test_surprise_figure_marks_exactly_the_moments_above_the_threshold():
     curves = _curves()
-    fig = surprise_figure(curves, threshold=0.5, threshold_label="99th percentile of plausible clips",
-                          violation_frame=12)
+    fig = surprise_figure(curves, threshold=0.5, threshold_label="99th percentile of plausible clips")
     names = [trace.name for trace in fig.data]
     assert names == ["JEPA", "pixel baseline", "99th percentile of plausible clips", "JEPA above threshold"]
     threshold = fig.data[2]
     assert list(threshold.y) == [0.5, 0.5] and threshold.line.dash == "dash"
     assert (threshold.x[0], threshold.x[1]) == (6, 28) and threshold.hovertext == names[2]
     assert list(fig.data[3].x) == [12, 14, 22] and list(fig.data[3].y) == [0.6, 0.9, 0.7]
-    assert [shape.x0 for shape in fig.layout.shapes] == [12]
     assert fig.layout.xaxis.title.text == "frame" and fig.layout.yaxis.title.text == "surprise (latent error)"
 
 
 def test_surprise_figure_options():
     curves = _curves()
-    assert len(surprise_figure(curves).data) == 2 and not surprise_figure(curves).layout.shapes
-    chosen = surprise_figure(curves, threshold=0.5, marks=np.array([8, 22]))
-    assert [trace.name for trace in chosen.data][2:] == ["threshold 0.5", "JEPA above threshold"]
-    assert list(chosen.data[3].x) == [8, 22] and list(chosen.data[3].y) == [0.2, 0.7]
-    assert [trace.name for trace in surprise_figure(curves, marks=[10]).data] == ["JEPA", "pixel baseline",
-                                                                                  "JEPA marked"]
+    assert [trace.name for trace in surprise_figure(curves).data] == ["JEPA", "pixel baseline"]  # no threshold
+    assert [trace.name for trace in surprise_figure(curves, threshold=0.5).data][2:] == ["threshold 0.5",
+                                                                                       "JEPA above threshold"]
     assert len(surprise_figure(curves, threshold=5.0).data) == 3  # nothing above: no empty marker trace
     with pytest.raises(ValueError, match="at least one curve"):
         surprise_figure({})

@@ -11,6 +11,7 @@ import torch
 
 from jepa_demo import cli, load_model, write_video
 from jepa_demo.checkpoint import CheckpointError
+from jepa_demo.gallery import model_fingerprint
 from jepa_demo.masks import mask_to_indices, sample_mask
 from jepa_demo.world import WorldConfig, make_pair, render_clip
 
@@ -102,6 +103,8 @@ def test_a_hub_id_loads_from_the_local_hub_cache(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     loaded = load_model("facebook/vjepa2-tiny", device="cpu")
     assert loaded.config["source"] == "facebook/vjepa2-tiny" and loaded.embed_dim == 64
+    # one model however it is named: its gallery (minutes to build for the real one) is found under every name
+    assert model_fingerprint(loaded) == model_fingerprint(load_model(folder, device="cpu"))
 
 
 @pytest.mark.parametrize("change, message", [({"hidden_size": 10**7}, "dim must be between"),
