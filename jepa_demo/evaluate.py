@@ -20,6 +20,7 @@ stay untouched by those choices. This module knows nothing about training loops 
 import argparse
 import dataclasses
 import os
+import platform
 import sys
 import time
 from collections import Counter, defaultdict
@@ -257,8 +258,15 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
         report["surprise_shift"][condition] = {name: surprise_shift(c, kinds) for name, c in curves.items()}
     report["settings"] = {"num_pairs": num_pairs, "probe_train": probe_train, "probe_test": probe_test,
                           "resamples": resamples, "first_seed": first_seed, "seconds": round(time.time() - started, 1),
-                          "threads": torch.get_num_threads()}
+                          "threads": torch.get_num_threads(), "hardware": _hardware(first.device)}
     return report
+
+
+def _hardware(device: torch.device) -> str:
+    """What the models ran on, for the report's first line: a GPU's name, else the CPU threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{torch.get_num_threads()} CPU threads ({platform.machine()})"
 
 
 def _describe(model: JEPAModel) -> dict:
@@ -350,6 +358,8 @@ def main(argv=None) -> int:
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")
+    if args.report and Path(args.report).suffix != ".md":  # its plots go in the folder of its name without .md
+        parser.error(f"--report {args.report}: name a Markdown file ending in .md")
     try:
         report = evaluate(_load_all(args.checkpoint), num_pairs=args.pairs, probe_train=args.probe_clips,
                           probe_test=max(1, args.probe_clips * 2 // 3), resamples=args.resamples,

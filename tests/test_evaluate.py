@@ -155,6 +155,15 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     assert any("| **no** |" in line for line in goal_lines(report) if "clean" in line)
     assert "| kind |" in format_report(report)
     assert any("kNN probe" in line for line in summary_lines(report))
+    assert report["settings"]["hardware"].endswith(")") and "CPU threads" in report["settings"]["hardware"]
+
+
+def test_a_pixel_model_under_test_is_not_compared_with_itself(tiny_inference):
+    from jepa_demo.results import goal_lines, summary_lines
+
+    report = evaluate({"tiny": tiny_inference}, num_pairs=6, probe_train=12, probe_test=6, resamples=20)
+    report["models"]["tiny"]["objective"] = "pixel"  # what `--checkpoint checkpoints/pixel-baseline` evaluates
+    assert not any("pixel baseline" in line for line in [*summary_lines(report), *goal_lines(report)])
 
 
 def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
@@ -169,7 +178,8 @@ def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monke
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: pytest.fail("ran before the check"))
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    for option, path in (("--json", blocker / "report.json"), ("--report", tmp_path), ("--report", blocker / "r.md")):
+    for option, path in (("--json", blocker / "report.json"), ("--report", tmp_path), ("--report", blocker / "r.md"),
+                         ("--report", tmp_path / "report")):  # its plots' folder would be the report's own name
         with pytest.raises(SystemExit) as stopped:
             main(["--checkpoint", str(tiny_checkpoint), option, str(path)])
         assert stopped.value.code == 2 and f"error: {option} {path}: " in capsys.readouterr().err
