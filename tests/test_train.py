@@ -56,9 +56,24 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
             ("grad_clip=-1", "grad_clip must be above 0"),  # would flip every gradient
             ("lr=nan", "lr must be above 0"), ("weight_decay=-0.1", "weight_decay must be at least 0"),
             ("future_steps=2", "future_steps must be between 1 and 1: model tiny sees 2 time steps"),
-            ("out_dir=", "out_dir must name a folder")):
+            ("out_dir=", "out_dir must name a folder"), ("seed=-1", "seed must be at least 0"),
+            ("seed=100", "seed=100 would train on the world clips the evaluation")):
         with pytest.raises(ValueError, match=message):
             load_config(TINY, [override])
+    assert load_config(TINY, ["seed=99"]).seed == 99 and load_config(TINY, ["seed=100", "data=clips/"]).seed == 100
+
+
+def test_training_clips_stay_below_the_evaluations_seeds():
+    from jepa_demo.evaluate import HELD_OUT_SEED, VALIDATION_SEED
+    from train.config import CLIP_SEED_STRIDE, EVALUATION_SEEDS_FROM
+
+    assert EVALUATION_SEEDS_FROM == HELD_OUT_SEED < VALIDATION_SEED
+    recipe = str(ROOT / "train" / "configs" / "gpu.yaml")
+    gpu = load_config(recipe, [])  # the recipe with the most clips: its last clip at its highest seed
+    highest = (EVALUATION_SEEDS_FROM - gpu.steps * gpu.batch_size) // CLIP_SEED_STRIDE
+    assert highest * CLIP_SEED_STRIDE + gpu.steps * gpu.batch_size - 1 < HELD_OUT_SEED
+    with pytest.raises(ValueError, match=f"at most {highest}"):
+        load_config(recipe, [f"seed={highest + 1}"])
 
 
 def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, monkeypatch, capsys):
@@ -362,3 +377,28 @@ def test_folder_batches_draw_other_stretches_of_a_file_and_repeat_at_the_same_st
     batch = batches[0]
     assert batch.shape == (8, 3, 4, 32, 32) and torch.equal(batch, batches[0])
     assert len({clip.numpy().tobytes() for clip in batch}) == 8  # one file, eight different clips of it
+
+
+def test_folder_batches_skip_a_file_that_fails_past_the_start_check(tmp_path, monkeypatch, capsys):
+    """The start check decodes each file's first frame only; a stream damaged further in must not stop the run."""
+    import train.data as data
+    from jepa_demo.config import PreprocessConfig
+    from jepa_demo.video import VideoError, write_video
+
+    for name, shade in (("a.mp4", 60), ("b.mp4", 200)):
+        write_video(tmp_path / name, np.full((12, 32, 32, 3), shade, np.uint8))
+    batches = data.FolderBatches(str(tmp_path), PreprocessConfig(img_size=32, num_frames=4), batch_size=8, seed=0,
+                                 rank=0)
+    read = data.read_video
+
+    def damaged_a(path, **kwargs):
+        if path.name == "a.mp4":
+            raise VideoError("a.mp4: invalid data found when processing input")
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(data, "read_video", damaged_a)
+    batch = batches[0]
+    assert batch.shape == (8, 3, 4, 32, 32) and torch.equal(batch, batches[0])  # still the same at the same step
+    assert len({round(float(clip.mean()), 3) for clip in batch}) == 1  # every clip is b's
+    err = capsys.readouterr().err
+    assert err.count("skipping") == 1 and f"skipping {tmp_path / 'a.mp4'} where it cannot be read" in err

@@ -11,6 +11,12 @@ import yaml
 
 from jepa_demo.config import MODEL_PRESETS, OBJECTIVES, model_config_from_preset
 
+# The synthetic world's clips in a run have seeds seed * CLIP_SEED_STRIDE + 0, 1, 2, ... (train.data.WorldBatches).
+# The evaluation's, the gallery's and the app's clips start at jepa_demo.evaluate.HELD_OUT_SEED, written out here
+# (importing it would import scikit-learn; a test checks it): no run may train on them.
+CLIP_SEED_STRIDE = 10_000_019
+EVALUATION_SEEDS_FROM = 1_000_000_000
+
 
 @dataclass
 class TrainConfig:
@@ -75,6 +81,13 @@ class TrainConfig:
                              f"{time_steps} time steps")
         if not self.out_dir.strip():
             raise ValueError("out_dir must name a folder")
+        if self.seed < 0:
+            raise ValueError(f"seed must be at least 0, got {self.seed}")
+        clips = self.steps * self.batch_size
+        if self.data == "world" and self.seed * CLIP_SEED_STRIDE + clips > EVALUATION_SEEDS_FROM:
+            raise ValueError(f"seed={self.seed} would train on the world clips the evaluation and the app use (seeds "
+                             f"from {EVALUATION_SEEDS_FROM:_}); with {clips} clips the seed can be at most "
+                             f"{(EVALUATION_SEEDS_FROM - clips) // CLIP_SEED_STRIDE}")
 
 
 def load_config(recipe: str | None, overrides: list[str]) -> TrainConfig:

@@ -19,6 +19,8 @@ from jepa_demo.preprocess import preprocess_batch, preprocess_video
 from jepa_demo.video import VIDEO_SUFFIXES, VideoError, read_video, video_info
 from jepa_demo.world import WorldConfig, render_clip
 
+from .config import CLIP_SEED_STRIDE
+
 
 class WorldBatches(Dataset):
     """Batch `step` of this rank: clips of the synthetic world, a share of them with irrelevant detail."""
@@ -38,7 +40,7 @@ class WorldBatches(Dataset):
         first = (step * self.world_size + self.rank) * self.batch_size
         rng = np.random.default_rng((self.seed, step, self.rank))
         with_detail = rng.random(self.batch_size) < self.detail_prob
-        clips = [render_clip(self.seed * 10_000_019 + first + i, self.detailed if d else self.clean).frames
+        clips = [render_clip(self.seed * CLIP_SEED_STRIDE + first + i, self.detailed if d else self.clean).frames
                  for i, d in enumerate(with_detail)]
         return preprocess_batch(np.stack(clips), self.preprocess)  # (B, 3, T, S, S)
 
@@ -54,6 +56,7 @@ class FolderBatches(Dataset):
     def __init__(self, root: str, preprocess: PreprocessConfig, batch_size: int, seed: int, rank: int):
         self.files = readable_videos(root, report=rank == 0)
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
+        self.failed: set[Path] = set()  # files found damaged past the start check, each reported once
 
     def __len__(self) -> int:
         return 2**31 - 1
@@ -63,10 +66,23 @@ class FolderBatches(Dataset):
         picks = rng.integers(0, len(self.files), self.batch_size)
         lengths = rng.uniform(self.MIN_SPAN, 1.0, self.batch_size)
         starts = rng.uniform(0.0, 1.0 - lengths)
-        # decoded straight to the model's short side: a 1080p file is never held at full size
-        clips = [read_video(self.files[i], num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
-                            span=(start, min(1.0, start + length))) for i, start, length in zip(picks, starts, lengths)]
+        spans = [(start, min(1.0, start + length)) for start, length in zip(starts, lengths)]
+        clips = [self._read(int(i), span) for i, span in zip(picks, spans)]
         return torch.stack([preprocess_video(c, self.preprocess) for c in clips])  # (B, 3, T, S, S)
+
+    def _read(self, pick: int, span: tuple[float, float]) -> np.ndarray:
+        """The stretch `span` of file `pick`, or of the next file that reads: the start check decoded only each file's
+        first frame, and one damaged stream should not stop a run hours in (nor its --resume, at the same step)."""
+        for offset in range(len(self.files)):
+            path = self.files[(pick + offset) % len(self.files)]
+            try:  # decoded straight to the model's short side: a 1080p file is never held at full size
+                return read_video(path, num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
+                                  span=span)
+            except VideoError as err:
+                if path not in self.failed:
+                    self.failed.add(path)
+                    print(f"data: skipping {path} where it cannot be read ({err})", file=sys.stderr)
+        raise ValueError(f"data: none of the {len(self.files)} video files can be read any more")
 
 
 def list_videos(root: str) -> list[Path]:
