@@ -2,9 +2,10 @@
 
     python benchmarks/app_views.py [--checkpoint checkpoints/default] [--repeats 5] [--json benchmarks/app_views.json]
 
-Times the same calls the app's handlers make (`jepa_demo.explore`), without Gradio's transport: a fresh upload is
-decoded once (the views then find it remembered, as in the app), then each view does its own work. Prints a table
-(median of the repeats, seconds) and writes JSON. Set --threads to match the machine you report.
+Times the same calls the app's handlers make, on the app's own Explorer (`app.explorer_for`: the surprise view runs
+the pixel baseline beside any other checkpoint), without Gradio's transport: a fresh upload is decoded once (the views
+then find it remembered, as in the app), then each view does its own work. Prints a table (median of the repeats,
+seconds) and writes JSON. Set --threads to match the machine you report.
 """
 
 import argparse
@@ -22,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jepa_demo import load_model, write_video  # noqa: E402
+import app  # noqa: E402
+from jepa_demo import write_video  # noqa: E402
 from jepa_demo.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from jepa_demo.explore import Explorer, forget_decoded_clips, load_clip  # noqa: E402
 from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
     if min(args.repeats, args.threads) < 1:
         parser.error("--repeats and --threads must be at least 1")
     torch.set_num_threads(args.threads)
-    explorer = Explorer(load_model(args.checkpoint)).warm_up()
+    explorer = app.explorer_for(args.checkpoint).warm_up()
     with tempfile.TemporaryDirectory() as tmp:
         path = test_clip(Path(tmp))
         time_views(explorer, path)  # warm-up: first calls allocate, fill the thumbnail cache, etc.
@@ -79,10 +81,18 @@ def main(argv=None) -> int:
     print(f"{'step':<22}{'median s':>10}   ({args.repeats} repeats, {args.threads} threads, {platform.processor()})")
     for name, seconds in medians.items():
         print(f"{name:<22}{seconds:>10.3f}")
-    report = {"clip": "10 s, 640x480, 30 fps mp4", "threads": args.threads, "repeats": args.repeats,
+    report = {"command": " ".join(["python benchmarks/app_views.py", *(argv or sys.argv[1:])]),
+              "checkpoint": _shown(Path(args.checkpoint)),
+              "surprise_beside": explorer.baseline and explorer.baseline.objective,
+              "clip": "10 s, 640x480, 30 fps mp4", "threads": args.threads, "repeats": args.repeats,
               "median_seconds": medians, "torch": torch.__version__, "machine": platform.machine()}
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """The checkpoint as the JSON records it: relative to the repository when inside it, not this machine's path."""
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def main(argv=None) -> int:
         print(f"| {r['preset']} | {r['tokens']} | {r['dim']} x {r['depth']} | {r['ours_s']:.3f} | "
               f"{r['vjepa2_s']:.3f} | {r['ratio_vjepa2_over_ours']:.2f} |")
     Path(args.json).write_text(json.dumps({"threads": args.threads, "batch": args.batch, "repeats": args.repeats,
-                                           "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
+                                           "torch": torch.__version__, "machine": platform.machine(),
+                                           "rows": rows}, indent=2) + "\n")
     return 0
 
 

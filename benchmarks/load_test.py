@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     if min(args.users, args.requests, args.rounds, args.file_lifetime) < 1:
         parser.error("--users, --requests, --rounds and --file-lifetime must be at least 1")
     report = run(args.users, args.requests, args.rounds, args.file_lifetime)
-    report.update(machine=platform.machine(), cpus=os.cpu_count())
+    report.update(file_lifetime=args.file_lifetime, machine=platform.machine(), cpus=os.cpu_count())
     print_table(report)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     ok = (all(r["served"] == r["requests"] for r in report["rounds"]) and report["after_load"]["correct"]

@@ -5,37 +5,54 @@
 
 Runs the real training step (`train.loop.train_step`: masks, forward, backward, AdamW, EMA; bf16 autocast, SDPA,
 fused AdamW and torch.compile on CUDA as the recipe asks) on batches from the recipe's data pipeline (workers and
-pinned memory as configured). FLOPs per step are counted once with `torch.utils.flop_counter.FlopCounterMode` on an
-eager step (matmuls, convolutions and attention, forward and backward; the EMA and optimizer are not counted, as in
-the usual MFU convention). MFU = counted FLOPs x steps / seconds / peak FLOP/s. The peak is --peak-tflops, else the
-dense bf16 peak of a known GPU, else (CPU) a measured float32 matmul rate. Prints a table and writes JSON.
+pinned memory as configured). FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` for each timed step's
+own mask (a future mask shows the encoder three quarters of the tokens, a long-range multi-block one a tenth), on one
+clip in eager mode, times the batch: matmuls, convolutions and attention (PyTorch's counter has no formula for the
+CPU attention kernel; this script adds one), forward and backward; the EMA and optimizer are not counted, as in the
+usual MFU convention. MFU = counted FLOPs / seconds / peak FLOP/s. The peak is --peak-tflops, else the dense bf16 peak
+of a known GPU, else (CPU) a measured float32 matmul rate. Prints a table and writes JSON (default:
+benchmarks/train_throughput_<recipe>.json).
 """
 
 import argparse
 import json
+import platform
+import re
 import resource
 import sys
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
+from jepa_demo.masks import mask_to_indices  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
 from train.config import load_config  # noqa: E402
 from train.data import make_loader  # noqa: E402
-from train.loop import build_dataset, build_optimizer, setup_runtime, train_step, wrap_for_speed  # noqa: E402
+from train.loop import (  # noqa: E402
+    build_dataset,
+    build_optimizer,
+    mask_for_step,
+    setup_runtime,
+    train_step,
+    wrap_for_speed,
+)
 
-# Dense bf16 tensor-core peaks from the vendors' data sheets (TFLOP/s, without sparsity).
-GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "RTX 4090": 165.0}
+# Dense bf16 tensor-core peaks from the vendors' data sheets (TFLOP/s, without sparsity), by the model's name as
+# torch.cuda.get_device_name gives it; a GPU not listed gets no MFU unless --peak-tflops is given.
+GPU_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
+                   "A10": 125.0, "RTX 4090": 165.0}
 
 
 def gpu_peak_tflops(name: str) -> float | None:
-    return next((peak for key, peak in GPU_PEAK_TFLOPS.items() if key in name), None)
+    """The longest listed model named as a whole word in `name` ("NVIDIA L40S" is an L40S, not an L4)."""
+    found = [key for key in GPU_PEAK_TFLOPS if re.search(rf"\b{re.escape(key)}\b", name)]
+    return GPU_PEAK_TFLOPS[max(found, key=len)] if found else None
 
 
 def measured_cpu_peak_tflops(size: int = 2048, repeats: int = 5) -> float:
@@ -48,10 +65,28 @@ def measured_cpu_peak_tflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def count_step_flops(model, forward, optimizer, batch, cfg, runtime) -> int:
-    with FlopCounterMode(display=False) as counter:
-        train_step(model, forward, optimizer, batch, 0, cfg, runtime)
-    return counter.get_total_flops()
+# The CPU attention kernel's forward and backward, counted like the GPU kernels PyTorch's counter knows.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        lambda grad, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(grad, q, k, v),
+}
+
+
+def step_flops(model, clip: torch.Tensor, step: int, cfg, runtime) -> tuple[int, int]:
+    """(FLOPs, of which attention) of training step `step`'s forward and backward on one clip (1, 3, T, H, W), under
+    that step's mask; every operation is per clip, so a batch costs batch_size times as much."""
+    _, mask = mask_for_step(step, cfg, model.cfg.grid)
+    context_idx, target_idx = (i.to(runtime.device) for i in mask_to_indices(mask, 1))
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        with runtime.autocast:
+            loss = model(clip, context_idx, target_idx, sigreg_weight=cfg.sigreg_weight)["loss"]
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    attention = sum(count for op, count in counter.get_flop_counts()["Global"].items()
+                    if "scaled_dot_product" in str(op))
+    return counter.get_total_flops(), attention
 
 
 def main(argv=None) -> int:
@@ -61,7 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "train_throughput.json"))
+    parser.add_argument("--json", help="default: benchmarks/train_throughput_<recipe>.json")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     if min(args.steps, args.threads or 1) < 1 or args.warmup < 0:
@@ -80,8 +115,12 @@ def main(argv=None) -> int:
     optimizer = build_optimizer(model, cfg, runtime.device)
     batches = iter(make_loader(build_dataset(cfg, preprocess, runtime), 0, cfg.steps, cfg.num_workers,
                                pin_memory=runtime.device.type == "cuda"))
+    timed = range(args.warmup + 1, args.warmup + 1 + args.steps)
     first = next(batches).to(runtime.device)
-    flops = count_step_flops(model, model, optimizer, first, cfg, runtime)
+    counted = [step_flops(model, first[:1], step, cfg, runtime) for step in timed]
+    flops = cfg.batch_size * sum(total for total, _ in counted)  # all timed steps together
+    attention_share = sum(attention for _, attention in counted) / max(1, sum(total for total, _ in counted))
+    train_step(model, model, optimizer, first, 0, cfg, runtime)
     forward = wrap_for_speed(model, cfg, runtime)
     cuda = runtime.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -91,28 +130,45 @@ def main(argv=None) -> int:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for step in range(args.warmup + 1, args.warmup + 1 + args.steps):
+    for step in timed:
         train_step(model, forward, optimizer, next(batches).to(runtime.device, non_blocking=True), step, cfg, runtime)
     sync()
     seconds = time.perf_counter() - start
     device = torch.cuda.get_device_name(runtime.device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     peak = args.peak_tflops or (gpu_peak_tflops(device) if cuda else measured_cpu_peak_tflops())
+    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, in KiB on Linux
     memory = (torch.cuda.max_memory_allocated(runtime.device) if cuda
-              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    achieved = flops * args.steps / seconds / 1e12
-    result = {"config": args.config, "overrides": args.overrides, "device": device, "batch_size": cfg.batch_size,
-              "model": cfg.model, "params": sum(p.numel() for p in model.parameters()), "steps": args.steps,
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * rss_unit)
+    achieved = flops / seconds / 1e12
+    peak_source = ("--peak-tflops" if args.peak_tflops else "data sheet" if cuda and peak
+                   else "float32 matmul measured here" if not cuda else None)
+    result = {"command": " ".join(["python benchmarks/train_throughput.py", *(argv or sys.argv[1:])]),
+              "config": args.config, "overrides": args.overrides, "device": device, "machine": _machine(),
+              "torch": torch.__version__, "batch_size": cfg.batch_size, "model": cfg.model,
+              "params": sum(p.numel() for p in model.parameters()), "warmup": args.warmup, "steps": args.steps,
               "seconds": seconds, "clips_per_s": cfg.batch_size * args.steps / seconds,
-              "gflops_per_step": flops / 1e9, "achieved_tflops": achieved, "peak_tflops": peak,
+              "gflops_per_step": flops / args.steps / 1e9, "attention_share_of_flops": attention_share,
+              "achieved_tflops": achieved, "peak_tflops": peak, "peak_source": peak_source,
               "mfu": achieved / peak if peak else None, "peak_memory_gb": memory / 2**30,
               "peak_memory_kind": "CUDA max allocated" if cuda else "process max RSS"}
     print("| device | model | batch | clips/s | GFLOP/step | TFLOP/s | peak TFLOP/s | MFU | peak memory (GB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "n/a"
-    print(f"| {device} | {cfg.model} | {cfg.batch_size} | {result['clips_per_s']:.1f} | {flops / 1e9:.2f} | "
-          f"{achieved:.3f} | {peak or float('nan'):.3f} | {mfu} | {result['peak_memory_gb']:.2f} |")
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"| {device} | {cfg.model} | {cfg.batch_size} | {result['clips_per_s']:.1f} | "
+          f"{result['gflops_per_step']:.2f} | {achieved:.3f} | {peak or float('nan'):.3f} | {mfu} | "
+          f"{result['peak_memory_gb']:.2f} |")
+    out = Path(args.json or ROOT / "benchmarks" / f"train_throughput_{Path(args.config).stem}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _machine() -> str:
+    """The CPU's model name (Linux), else the architecture: what a reader needs to compare CPU figures."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
 
 
 if __name__ == "__main__":
