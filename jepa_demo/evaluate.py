@@ -144,7 +144,7 @@ def probe_clips(train: int, test: int, first_seed: int, size: int, num_frames: i
 def representation_scores(embed, train_clips, test_clips, k: int = 5) -> tuple[dict, dict[str, np.ndarray]]:
     """kNN (cosine) and linear (logistic regression on standardised embeddings) probe accuracy per label, and the
     effective rank (RankMe) of the test clips' embeddings; with, per probe, a (labels, test clips) bool array of the
-    answers it got right (for `probe_difference`)."""
+    answers it got right (for `paired_difference`)."""
     train_x = np.stack([embed(c.frames) for c in train_clips])
     test_x = np.stack([embed(c.frames) for c in test_clips])
     neighbours = min(k, len(train_x))  # a tiny --probe-clips may give fewer training clips than k
@@ -167,13 +167,14 @@ def _probe_hits(probe, train_x, train_y, test_x, test_y) -> np.ndarray:
     return probe.fit(train_x, train_y).predict(test_x) == np.asarray(test_y)
 
 
-def probe_difference(hits: np.ndarray, baseline_hits: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
-    """Mean probe accuracy (over labels and test clips) of one model minus a baseline's, from their (labels, test
-    clips) hits, with a percentile-bootstrap 95 % interval resampling test clips. Both answered the same clips, so the
-    resampling is paired: the interval is that of the difference, narrower than the two accuracies' own."""
-    per_clip = hits.mean(axis=0) - baseline_hits.mean(axis=0)  # share of labels right, per test clip
-    samples = np.random.default_rng(seed).integers(0, len(per_clip), size=(resamples, len(per_clip)))
-    return {"difference": float(per_clip.mean()), "difference_ci": _interval(per_clip[samples].mean(axis=1))}
+def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean of `a` minus mean of `b`, two scorers' results on the same items (per test clip: the share of labels a
+    probe got right; per violation pair: 1 for a win, 1/2 for a tie), with a percentile-bootstrap 95 % interval that
+    resamples the items. Both answered the same items, so the resampling is paired: the interval is that of the
+    difference, narrower than the two means' own, and two scorers whose own intervals overlap can still differ."""
+    per_item = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    samples = np.random.default_rng(seed).integers(0, len(per_item), size=(resamples, len(per_item)))
+    return {"difference": float(per_item.mean()), "difference_ci": _interval(per_item[samples].mean(axis=1))}
 
 
 def tracking_errors(model: JEPAModel, clips) -> dict:
@@ -239,8 +240,8 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     random_hits = representation[RANDOM][1]
     for name, (scores, hits) in representation.items():
         if name != RANDOM:
-            scores["vs_random"] = {probe: probe_difference(hits[probe], random_hits[probe], resamples)
-                                   for probe in hits}
+            scores["vs_random"] = {probe: paired_difference(hits[probe].mean(axis=0), random_hits[probe].mean(axis=0),
+                                                            resamples) for probe in hits}
     report = {"models": described,
               "representation": {name: scores for name, (scores, _) in representation.items()},
               "majority": majority_rates(test_clips),
@@ -255,6 +256,10 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
                   for name, pair_curves in curves.items()}
         scores[FRAME_DIFFERENCE] = score_pairs(frame_difference_score, pairs)
         report["pairs"][condition] = {name: pair_statistics(s, kinds, resamples) for name, s in scores.items()}
+        under_test, *others = scores  # the first checkpoint, against every other scorer on the same pairs
+        wins = {name: np.diag(_wins(s)) for name, s in scores.items()}
+        report["pairs"][condition][under_test]["vs"] = {
+            name: paired_difference(wins[under_test], wins[name], resamples) for name in others}
         report["surprise_shift"][condition] = {name: surprise_shift(c, kinds) for name, c in curves.items()}
     report["settings"] = {"num_pairs": num_pairs, "probe_train": probe_train, "probe_test": probe_test,
                           "resamples": resamples, "first_seed": first_seed, "seconds": round(time.time() - started, 1),
@@ -282,7 +287,7 @@ def _ci(stats: dict, key: str) -> str:
 
 
 def format_difference(stats: dict) -> str:
-    """A `probe_difference` as "+0.005 [-0.030, +0.040]"."""
+    """A `paired_difference` as "+0.005 [-0.030, +0.040]"."""
     low, high = stats["difference_ci"]
     return f"{stats['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
@@ -355,6 +360,8 @@ def main(argv=None) -> int:
         parser.error("--probe-clips and --resamples must be at least 1")
     if args.pairs < len(VIOLATIONS):
         parser.error(f"--pairs must be at least {len(VIOLATIONS)}: one pair per violation kind")
+    if max(args.pairs, args.probe_clips) > 100_000:  # each set of clips has 100_000 seeds before the next begins
+        parser.error("--pairs and --probe-clips can be at most 100000")
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")

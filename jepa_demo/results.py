@@ -63,11 +63,14 @@ def summary_lines(report: dict) -> list[str]:
     for condition in pairs:
         ranked = sorted(pairs[condition].items(), key=lambda item: -item[1]["accuracy"])
         lines.append(f"- {condition.capitalize()} clips, pairwise accuracy: "
-                     + ", ".join(f"{name} {stats['accuracy']:.2f}" for name, stats in ranked) + ".")
+                     + ", ".join(f"{name} {stats['accuracy']:.2f}" for name, stats in ranked) + ". "
+                     + f"`{jepa}` minus each other scorer on the same pairs [95 % interval of the paired difference; "
+                     "bold where it excludes zero]: "
+                     + ", ".join(f"{name} {_marked(d)}" for name, d in pairs[condition][jepa]["vs"].items()) + ".")
     if pixel:
-        gap = pairs["detail"][jepa]["accuracy"] - pairs["detail"][pixel]["accuracy"]
-        lines.append(f"- With irrelevant detail, `{jepa}` is **{_verdict(pairs['detail'], jepa, pixel)}** the pixel "
-                     f"baseline `{pixel}` ({gap:+.2f} pairwise accuracy).")
+        versus = pairs["detail"][jepa]["vs"][pixel]
+        lines.append(f"- With irrelevant detail, `{jepa}` is **{_verdict(versus)}** the pixel baseline `{pixel}` "
+                     f"({format_difference(versus)} pairwise accuracy, paired over the same pairs).")
     shift = report["surprise_shift"]["clean"][jepa]
     lines.append(f"- What moves `{jepa}`'s score, on clean clips: "
                  + ", ".join(f"{kind} {shift[kind]['rise']:+.2f} / {shift[kind]['end']:+.2f}" for kind in VIOLATIONS)
@@ -77,7 +80,7 @@ def summary_lines(report: dict) -> list[str]:
         lead = rep[jepa]["vs_random"][probe]
         lines.append(f"- {title} probe, mean over labels: `{jepa}` {rep[jepa][probe]['mean']:.3f}, random encoder "
                      f"{rep[RANDOM][probe]['mean']:.3f} (most common value {report['majority']['mean']:.3f}): "
-                     f"`{jepa}` is **{_lead_verdict(lead)}** the random encoder ({format_difference(lead)}, "
+                     f"`{jepa}` is **{_verdict(lead)}** the random encoder ({format_difference(lead)}, "
                      "95 % interval of the difference, resampling test clips).")
     track = report["tracking"][jepa]
     better = track["model_objects"] < track["persistence_objects"]
@@ -87,21 +90,17 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
-def _verdict(scorers: dict, a: str, b: str) -> str:
-    """Is `a` ahead of `b` in pairwise accuracy? Only "clearly" when their 95 % intervals do not overlap."""
-    (low_a, high_a), (low_b, high_b) = scorers[a]["accuracy_ci"], scorers[b]["accuracy_ci"]
-    if low_a > high_b:
-        return "clearly ahead of"
-    if high_a < low_b:
-        return "clearly behind"
-    return "not clearly different from (the 95 % intervals overlap)"
-
-
-def _lead_verdict(lead: dict) -> str:
-    """Is a model's probe accuracy above the random encoder's? Only "clearly" when the difference's 95 % interval
-    excludes zero."""
-    low, high = lead["difference_ci"]
+def _verdict(difference: dict) -> str:
+    """How one scorer compares with another from their paired difference (`jepa_demo.evaluate.paired_difference`):
+    "clearly" ahead or behind only when its 95 % interval excludes zero."""
+    low, high = difference["difference_ci"]
     return "clearly ahead of" if low > 0 else "clearly behind" if high < 0 else "not clearly different from"
+
+
+def _marked(difference: dict) -> str:
+    """A paired difference, in bold when its 95 % interval excludes zero."""
+    low, high = difference["difference_ci"]
+    return f"**{format_difference(difference)}**" if low > 0 or high < 0 else format_difference(difference)
 
 
 def goal_lines(report: dict) -> list[str]:
@@ -110,9 +109,10 @@ def goal_lines(report: dict) -> list[str]:
     rows = [("pairwise accuracy, clean clips, all kinds", f">= {GOAL_CLEAN_ACCURACY:.2f}",
              f"{pairs['clean'][jepa]['accuracy']:.3f}", pairs["clean"][jepa]["accuracy"] >= GOAL_CLEAN_ACCURACY)]
     if pixel:
-        margin = pairs["detail"][jepa]["accuracy"] - pairs["detail"][pixel]["accuracy"]
-        rows.append(("pairwise accuracy with irrelevant detail, minus the pixel baseline's",
-                     f">= +{GOAL_DETAIL_MARGIN:.2f}", f"{margin:+.3f}", margin >= GOAL_DETAIL_MARGIN))
+        versus = pairs["detail"][jepa]["vs"][pixel]
+        rows.append(("pairwise accuracy with irrelevant detail, minus the pixel baseline's [95 % interval]",
+                     f">= +{GOAL_DETAIL_MARGIN:.2f}", format_difference(versus),
+                     versus["difference"] >= GOAL_DETAIL_MARGIN))
     knn = rep[jepa]["vs_random"]["knn"]
     rows.append(("kNN probe mean, minus the random encoder's [95 % interval]", f">= +{GOAL_KNN_MARGIN:.2f}",
                  format_difference(knn), knn["difference"] >= GOAL_KNN_MARGIN))

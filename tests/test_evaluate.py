@@ -13,7 +13,7 @@ from jepa_demo.evaluate import (
     main,
     pair_accuracy,
     pair_statistics,
-    probe_difference,
+    paired_difference,
     surprise_shift,
     tracking_errors,
     violation_pairs,
@@ -80,18 +80,32 @@ def test_violation_pairs_are_held_out_matched_twins_of_every_kind():
         assert np.array_equal(plausible[:6], implausible[:6])  # same start, the violation comes later
 
 
-def test_probe_difference_is_paired_over_test_clips_and_its_interval_can_exclude_zero():
+def test_paired_difference_resamples_shared_items_and_its_interval_can_exclude_zero():
     rng = np.random.default_rng(0)
-    hits = rng.random((4, 200)) < 0.5
-    same = probe_difference(hits, hits)
+    hits = (rng.random((4, 200)) < 0.5).mean(axis=0)  # per test clip: the share of four labels right
+    same = paired_difference(hits, hits)
     assert same["difference"] == 0 and same["difference_ci"] == [0, 0]  # paired: no spread from shared clips
     better = hits.copy()
-    better[:, :60] = True  # right on 60 more clips' labels where it was wrong about half the time
-    lead = probe_difference(better, hits)
+    better[:60] = 1.0  # right on 60 more clips' labels where it was right about half the time
+    lead = paired_difference(better, hits)
     assert lead["difference"] == pytest.approx(better.mean() - hits.mean())
     assert 0 < lead["difference_ci"][0] <= lead["difference"] <= lead["difference_ci"][1]
-    noise = probe_difference(rng.random((4, 200)) < 0.5, hits)
+    noise = paired_difference((rng.random((4, 200)) < 0.5).mean(axis=0), hits)
     assert noise["difference_ci"][0] < 0 < noise["difference_ci"][1]
+
+
+def test_two_scorers_whose_own_intervals_overlap_can_still_differ_clearly_on_the_same_pairs():
+    """What the report's verdicts rest on: pairs that are hard for both and easy for both widen each accuracy's own
+    interval, not the paired difference's."""
+    easy = np.tile([[0.0, 1.0]], (40, 1))  # every scorer wins these
+    hard = np.tile([[1.0, 0.0]], (40, 1))  # and loses these
+    split = np.tile([[0.0, 1.0]], (8, 1))
+    a = np.concatenate([easy, hard, split])  # wins the 8 split pairs
+    b = np.concatenate([easy, hard, split[:, ::-1]])  # loses them
+    own = [pair_statistics(s, ["teleport"] * len(s))["accuracy_ci"] for s in (a, b)]
+    assert own[0][0] < own[1][1]  # the accuracies' own intervals overlap
+    wins = [(s[:, 1] > s[:, 0]).astype(float) for s in (a, b)]  # the implausible twin scored higher: a win
+    assert paired_difference(*wins)["difference_ci"][0] > 0  # the paired difference is clearly above zero
 
 
 def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpoint, tiny_pixel_checkpoint,
@@ -110,6 +124,9 @@ def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpo
             assert set(stats["per_kind"]) == set(VIOLATIONS) and stats["pairs"] == 12
             assert stats["accuracy_ci"][0] <= stats["accuracy"] <= stats["accuracy_ci"][1]
             assert 0 <= stats["auroc"] <= 1
+        assert set(scorers["tiny"]["vs"]) == names - {"tiny"} | {FRAME_DIFFERENCE}  # the first against each other
+        versus = scorers["tiny"]["vs"][RANDOM]
+        assert versus["difference"] == pytest.approx(scorers["tiny"]["accuracy"] - scorers[RANDOM]["accuracy"])
     random_rep = report["representation"][RANDOM]
     for name in names:
         rep = report["representation"][name]
@@ -126,6 +143,7 @@ def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpo
     assert "| teleport |" in capsys.readouterr().out
     text = md.read_text()
     assert "## Goals for the default checkpoint" in text and "pixel baseline `tiny-pixel`" in text
+    assert "`tiny` minus each other scorer on the same pairs" in text
     assert "the random encoder (" in text and "| mean minus the random encoder's [95 % interval] |" in text
     assert "What moves `tiny`'s score" in text and "### How a violation moves the surprise curve, detail" in text
     assert (tmp_path / "docs" / "results" / "violations.png").stat().st_size > 1000
