@@ -137,7 +137,7 @@ def _clip(video_file, explorer: Explorer):
         kept = f"{FILE_LIFETIME // 60} minutes" if FILE_LIFETIME >= 120 else f"{FILE_LIFETIME} seconds"
         raise gr.Error(f"{Path(video_file).name} is no longer on the server: uploads are deleted {kept} after they "
                        "arrive. Upload it again.")
-    return load_clip(video_file, explorer.clip_size)
+    return load_clip(video_file, explorer.clip_size, explorer.max_frames)
 
 
 def _plain_errors(handler):

@@ -52,7 +52,7 @@ from .views import (
 
 MAX_SECONDS = 60.0  # longer uploads are refused: decoding them would hold a worker for too long
 MAX_MEGABYTES = 100
-MAX_FRAMES = 64  # frames decoded from an upload, spread over it: 4 of our models' clips, V-JEPA 2's one window
+MAX_FRAMES = 64  # frames decoded from an upload at most (one in k): 4 of our models' clips; see Explorer.max_frames
 DECODE_TIMEOUT = 30.0  # seconds; an upload that takes longer to decode is refused instead of holding a worker
 CLIP_PIXELS = 128  # short side uploads are decoded at, at least (the views show 160-pixel frames of 64-pixel models)
 _BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
@@ -66,23 +66,24 @@ class ClipError(ValueError):
     """An upload the app will not process, with a message meant for the person who uploaded it."""
 
 
-def load_clip(path, size: int = CLIP_PIXELS) -> Clip:
-    """Decode an upload for the views within the app's limits (`jepa_demo.video.read_clip`): at most MAX_FRAMES frames
-    spread over the clip, short side `size`, uint8 (T, H, W, 3), with each one's frame number in the file; ClipError
-    with a plain message otherwise.
+def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES) -> Clip:
+    """Decode an upload for the views within the app's limits (`jepa_demo.video.read_clip`): at most `max_frames`
+    frames, one in k over the clip, short side `size`, uint8 (T, H, W, 3), with each one's frame number in the file;
+    ClipError with a plain message otherwise.
 
     The four views of one upload all start here, and decoding a 10-second 480p clip costs ~0.9 s (every frame must be
     decoded to reach the ones we keep), so the last few decoded files are remembered, keyed by path, size and
-    modification time: a changed or different file is decoded afresh. Views must not modify the array they get."""
+    modification time (and the frame limit): a changed or different file is decoded afresh. Views must not modify
+    the array they get."""
     path = Path(path)
     stat = path.stat() if path.is_file() else None
-    return _decode(path, size, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    return _decode(path, size, max_frames, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
 
 
 @lru_cache(maxsize=8)
-def _decode(path: Path, size: int, file_bytes: int, mtime_ns: int) -> Clip:
+def _decode(path: Path, size: int, max_frames: int, file_bytes: int, mtime_ns: int) -> Clip:
     try:
-        return read_clip(path, MAX_FRAMES, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
+        return read_clip(path, max_frames, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
                          timeout=DECODE_TIMEOUT)
     except VideoError as err:
         raise ClipError(str(err)) from None
@@ -124,12 +125,19 @@ class Explorer:
         self.thumbnail_dir = self.cache_dir / (f"thumbnails-{self.gallery.fingerprint}"
                                              f"-seed{GALLERY_SEED}-v{GALLERY_FORMAT}")
         self._built: dict = {}
-        self._build_lock = threading.Lock()
+        self._build_locks = {name: threading.Lock() for name in ("bank", "baseline_threshold")}
 
     @property
     def clip_size(self) -> int:
         """Short side to decode uploads at: enough for the views' pictures and for the model's own resize."""
         return max(CLIP_PIXELS, self.model.preprocess.resize_to)
+
+    @property
+    def max_frames(self) -> int:
+        """Frames to decode from an upload at most: MAX_FRAMES, or twice a longer window (V-JEPA 2's 64 frames).
+        Keeping one frame in k leaves at least half the limit of any clip longer than it, and surprise needs a whole
+        window."""
+        return max(MAX_FRAMES, 2 * self.model.cfg.num_frames)
 
     @property
     def bank(self):
@@ -145,13 +153,15 @@ class Explorer:
         return self._once("baseline_threshold", lambda: cached_surprise_threshold(self.baseline, self.cache_dir))
 
     def _once(self, name: str, build):
-        """`build()` on the first call for `name`, then its result; concurrent first calls wait for one build. The
-        lock is this Explorer's: functools.cached_property holds one lock for all instances in Python 3.11, so one
-        checkpoint's bank (minutes for V-JEPA 2 on CPU) would hold up every other checkpoint's first prediction."""
-        with self._build_lock:
-            if name not in self._built:
-                self._built[name] = build()
-            return self._built[name]
+        """`build()` on the first call for `name`, then its result; concurrent first calls wait for one build. Each
+        value has its own lock on this Explorer: functools.cached_property holds one lock for all instances in Python
+        3.11, so one checkpoint's bank (minutes for V-JEPA 2 on CPU) would hold up every other checkpoint's first
+        prediction, and this Explorer's surprise view must not wait for its own bank either."""
+        if name not in self._built:  # once built, read without a lock
+            with self._build_locks[name]:
+                if name not in self._built:
+                    self._built[name] = build()
+        return self._built[name]
 
     def warm_up(self) -> "Explorer":
         """Build now what the first masked prediction and surprise comparison would otherwise wait for."""
@@ -259,7 +269,7 @@ class ExplorerCache:
         self._build = build  # (checkpoint, progress) -> Explorer
         self._max_size = max_size
         self._explorers: OrderedDict[str, Explorer] = OrderedDict()  # least recently used first
-        self._building: dict[str, threading.Lock] = {}
+        self._building: dict[str, list] = {}  # checkpoint -> [its build lock, requests holding or awaiting it]
         self._lock = threading.Lock()  # guards the two dicts, never held during a build
 
     def get(self, checkpoint: str, progress=None) -> Explorer:
@@ -267,25 +277,26 @@ class ExplorerCache:
             if checkpoint in self._explorers:
                 self._explorers.move_to_end(checkpoint)
                 return self._explorers[checkpoint]
-            building = self._building.setdefault(checkpoint, threading.Lock())
-        with building:
-            with self._lock:
-                if checkpoint in self._explorers:  # built while this request waited
-                    return self._explorers[checkpoint]
-            if progress:
-                progress(0.0, f"loading {checkpoint}")
-            try:
+            entry = self._building.setdefault(checkpoint, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                with self._lock:
+                    if checkpoint in self._explorers:  # built while this request waited
+                        return self._explorers[checkpoint]
+                if progress:
+                    progress(0.0, f"loading {checkpoint}")
                 explorer = self._build(checkpoint, progress)
-            except BaseException:
-                with self._lock:  # a name that fails to load (any caller can send one) leaves no lock behind
-                    self._building.pop(checkpoint, None)
-                raise
-            with self._lock:
-                self._explorers[checkpoint] = explorer
-                self._building.pop(checkpoint, None)
-                while len(self._explorers) > self._max_size:
-                    self._explorers.popitem(last=False)  # the least recently used
-            return explorer
+                with self._lock:
+                    self._explorers[checkpoint] = explorer
+                    while len(self._explorers) > self._max_size:
+                        self._explorers.popitem(last=False)  # the least recently used
+                return explorer
+        finally:
+            with self._lock:  # the last request out removes the entry, built or failed: no lock is left behind
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._building[checkpoint]
 
     def clear(self) -> None:
         with self._lock:

@@ -50,9 +50,10 @@ def write_results(report: dict, path: Path, command: str) -> None:
 
 
 def _names(report: dict) -> tuple[str, str | None]:
-    """(the JEPA under test = the first checkpoint, the pixel baseline if another checkpoint is one)."""
+    """(the JEPA under test = the first checkpoint, the pixel baseline if another checkpoint is one: not the first's
+    random twin, which has the first's objective)."""
     first, *others = report["models"]
-    pixel = next((name for name in others if report["models"][name]["objective"] == "pixel"), None)
+    pixel = next((name for name in others if name != RANDOM and report["models"][name]["objective"] == "pixel"), None)
     return first, pixel
 
 

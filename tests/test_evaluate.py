@@ -176,11 +176,14 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     assert report["settings"]["hardware"].endswith(")") and "CPU threads" in report["settings"]["hardware"]
 
 
-def test_a_pixel_model_under_test_is_not_compared_with_itself(tiny_inference):
+def test_a_pixel_model_under_test_is_not_compared_with_itself(tiny_pixel_checkpoint):
+    """`--checkpoint checkpoints/pixel-baseline`: neither the model nor its random twin (a pixel model too) is the
+    pixel baseline it is compared with."""
     from jepa_demo.results import goal_lines, summary_lines
 
-    report = evaluate({"tiny": tiny_inference}, num_pairs=6, probe_train=12, probe_test=6, resamples=20)
-    report["models"]["tiny"]["objective"] = "pixel"  # what `--checkpoint checkpoints/pixel-baseline` evaluates
+    report = evaluate({"tiny-pixel": load_model(tiny_pixel_checkpoint)}, num_pairs=6, probe_train=12, probe_test=6,
+                      resamples=20)
+    assert report["models"][RANDOM]["objective"] == "pixel"
     assert not any("pixel baseline" in line for line in [*summary_lines(report), *goal_lines(report)])
 
 

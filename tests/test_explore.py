@@ -207,14 +207,33 @@ def test_one_explorers_slow_patch_bank_does_not_hold_up_anothers(explorer, monke
         return f"bank of {len(clips)} clips"
 
     monkeypatch.setattr(explore_module, "build_patch_bank", build_bank)
-    slow, fast = (Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40) for _ in range(2))
+    slow, fast = (Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=explorer.model)
+                  for _ in range(2))
     first = threading.Thread(target=lambda: slow.bank)
     first.start()
     assert started.wait(timeout=10)
-    other = threading.Thread(target=lambda: fast.bank)
-    other.start()
-    other.join(timeout=10)
-    alive = other.is_alive()
+    others = [threading.Thread(target=lambda: fast.bank), threading.Thread(target=lambda: slow.baseline_threshold)]
+    for thread in others:  # another Explorer's bank, and this one's other value
+        thread.start()
+    for thread in others:
+        thread.join(timeout=30)
+    waited = [thread.is_alive() for thread in others]
     release.set()
     first.join(timeout=10)
-    assert not alive and fast.bank == slow.bank == "bank of 12 clips"
+    assert waited == [False, False] and fast.bank == slow.bank == "bank of 12 clips"
+
+
+def test_an_explorer_decodes_enough_frames_for_a_whole_window_of_any_upload():
+    """One frame in k keeps at least half the limit of a longer clip: twice a long window (V-JEPA 2's 64) leaves a
+    whole window of any upload that has one, which its surprise needs."""
+    from types import SimpleNamespace
+
+    from jepa_demo.explore import MAX_FRAMES
+    from jepa_demo.video import strided_frame_indices
+
+    def limit(window):
+        return Explorer.max_frames.fget(SimpleNamespace(model=SimpleNamespace(cfg=SimpleNamespace(num_frames=window))))
+
+    assert limit(16) == MAX_FRAMES and limit(64) == 128
+    for window in (16, 64):
+        assert all(len(strided_frame_indices(n, limit(window))) >= window for n in range(window, 3000))
