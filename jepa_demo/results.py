@@ -80,7 +80,8 @@ def summary_lines(report: dict) -> list[str]:
     for probe, title in (("knn", "kNN"), ("linear", "Linear")):
         lead = rep[jepa]["vs_random"][probe]
         lines.append(f"- {title} probe, mean over labels: `{jepa}` {rep[jepa][probe]['mean']:.3f}, random encoder "
-                     f"{rep[RANDOM][probe]['mean']:.3f} (most common value {report['majority']['mean']:.3f}): "
+                     f"{rep[RANDOM][probe]['mean']:.3f} (the training clips' most common value "
+                     f"{report['majority']['mean']:.3f}): "
                      f"`{jepa}` is **{_verdict(lead)}** the random encoder ({format_difference(lead)}, "
                      "95 % interval of the difference, resampling test clips).")
     track = report["tracking"][jepa]

@@ -33,7 +33,7 @@ MIN_RANKME = 5.0
 MIN_CLEAN_ACCURACY = 0.65  # pairwise accuracy over all kinds, clean clips: measured 0.79
 MIN_DETAIL_ACCURACY = 0.6  # with irrelevant detail: measured 0.71
 MIN_MARGIN_OVER_RANDOM = 0.2  # clean clips, over a random encoder of the same shape: measured +0.37 (0.79 vs 0.42)
-PROBE_FLOOR_SLACK = 0.1  # probes may fall at most this far below the most-common-value floor (measured +0.01, -0.04)
+PROBE_FLOOR_SLACK = 0.1  # probes may fall at most this far below the most-common-value floor (measured +0.17, +0.11)
 MIN_CLIP_RANK = 2.0  # effective rank of clip embeddings (a collapsed encoder gives 1; measured 2.8)
 
 
@@ -90,7 +90,7 @@ def test_small_evaluation_suite_stays_above_the_stated_margins():
     size, frames = default.preprocess.img_size, default.cfg.num_frames
     train, test = probe_clips(60, 40, HELD_OUT_SEED, size, frames)
     probes, _ = representation_scores(default.embed, train, test)
-    floor = majority_rates(test)["mean"] - PROBE_FLOOR_SLACK
+    floor = majority_rates(train, test)["mean"] - PROBE_FLOOR_SLACK
     assert probes["knn"]["mean"] >= floor and probes["linear"]["mean"] >= floor
     assert probes["effective_rank"] >= MIN_CLIP_RANK
 

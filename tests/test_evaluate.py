@@ -11,6 +11,7 @@ from jepa_demo.evaluate import (
     format_report,
     frame_difference_score,
     main,
+    majority_rates,
     pair_accuracy,
     pair_statistics,
     paired_difference,
@@ -78,6 +79,18 @@ def test_violation_pairs_are_held_out_matched_twins_of_every_kind():
     for _, plausible, implausible in pairs:
         assert plausible.shape == implausible.shape and not np.array_equal(plausible, implausible)
         assert np.array_equal(plausible[:6], implausible[:6])  # same start, the violation comes later
+
+
+def test_the_most_common_value_floor_is_the_training_clips_answer_scored_on_the_test_clips():
+    from types import SimpleNamespace
+
+    def clips(*counts):  # num_objects 1 and 2 in these numbers; the other labels constant
+        return [SimpleNamespace(labels={"num_objects": n, "gravity": True, "direction": "left", "main_shape": "circle"})
+                for n, count in zip((1, 2), counts) for _ in range(count)]
+
+    rates = majority_rates(clips(7, 3), clips(2, 8))  # training says 1; the test clips are mostly 2
+    assert rates["num_objects"] == pytest.approx(0.2) and rates["gravity"] == 1.0
+    assert rates["mean"] == pytest.approx((0.2 + 3) / 4)
 
 
 def test_paired_difference_resamples_shared_items_and_its_interval_can_exclude_zero():
