@@ -391,8 +391,11 @@ def test_folder_batches_skip_a_file_that_fails_past_the_start_check(tmp_path, mo
                                  rank=0)
     read = data.read_video
 
+    tries = []
+
     def damaged_a(path, **kwargs):
         if path.name == "a.mp4":
+            tries.append(path)
             raise VideoError("a.mp4: invalid data found when processing input")
         return read(path, **kwargs)
 
@@ -402,3 +405,4 @@ def test_folder_batches_skip_a_file_that_fails_past_the_start_check(tmp_path, mo
     assert len({round(float(clip.mean()), 3) for clip in batch}) == 1  # every clip is b's
     err = capsys.readouterr().err
     assert err.count("skipping") == 1 and f"skipping {tmp_path / 'a.mp4'} where it cannot be read" in err
+    assert len(tries) == 1  # found damaged once, then passed over without decoding it again

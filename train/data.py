@@ -75,6 +75,8 @@ class FolderBatches(Dataset):
         first frame, and one damaged stream should not stop a run hours in (nor its --resume, at the same step)."""
         for offset in range(len(self.files)):
             path = self.files[(pick + offset) % len(self.files)]
+            if path in self.failed:  # known damaged: the same answer as trying it again, without the decoding
+                continue
             try:  # decoded straight to the model's short side: a 1080p file is never held at full size
                 return read_video(path, num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
                                   span=span)
