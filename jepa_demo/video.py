@@ -108,7 +108,7 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     if max(width, height) > max_aspect * min(width, height):
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, more than {max_aspect:g} times wider "
                          "than high or higher than wide; a model would see only a small centred square of it")
-    return _sample(path, info["frames"], min(info["frames"], max_frames), size, deadline, at_most=True)
+    return _sample(path, info["frames"], max_frames, size, deadline, at_most=True)
 
 
 def video_info(path) -> dict:
@@ -273,10 +273,10 @@ def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline:
     """`num_frames` frames at uniformly spread indices of a clip believed to hold `total` frames, over the part `span`
     of it; `at_most` (for the whole clip): up to `num_frames`, one in k (`strided_frame_indices`), so a clip found
     shorter than its packets said is never padded with repeats."""
-    first, last = (round(fraction * (total - 1)) for fraction in span)
     if at_most:
         indices = strided_frame_indices(total, num_frames).tolist()
     else:
+        first, last = (round(fraction * (total - 1)) for fraction in span)
         indices = np.linspace(first, last, num_frames).round().astype(int).tolist()
     wanted, kept = set(indices), {}
     with _video(path) as (container, stream):
@@ -289,7 +289,7 @@ def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline:
         # The stream ended cleanly at frame `index`, before the packet count said: a frame was dropped silently.
         # Sample again over the frames that really exist rather than return a clip cut short or padded.
         real = index + 1
-        return _sample(path, real, min(num_frames, real) if at_most else num_frames, size, deadline, at_most, span)
+        return _sample(path, real, num_frames, size, deadline, at_most, span)
     return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
 
 

@@ -81,9 +81,8 @@ class FolderBatches(Dataset):
                 return read_video(path, num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
                                   span=span)
             except VideoError as err:
-                if path not in self.failed:
-                    self.failed.add(path)
-                    print(f"data: skipping {path} where it cannot be read ({err})", file=sys.stderr)
+                self.failed.add(path)
+                print(f"data: skipping {path} where it cannot be read ({err})", file=sys.stderr)
         raise ValueError(f"data: none of the {len(self.files)} video files can be read any more")
 
 
