@@ -22,6 +22,7 @@ import copy
 from functools import lru_cache
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -67,12 +68,28 @@ def sigreg(embeddings: torch.Tensor, num_slices: int = 64, seed: int = 0) -> tor
     Epps-Pulley statistic: N * integral of |ecf(t) - exp(-t^2/2)|^2 exp(-t^2/2) dt, over t in [-5, 5]."""
     gen = torch.Generator().manual_seed(seed)
     directions = torch.randn(embeddings.shape[-1], num_slices, generator=gen).to(embeddings.device)
-    projected = embeddings.float() @ (directions / directions.norm(dim=0))  # (N, S)
-    t = torch.linspace(-5, 5, 17, device=embeddings.device)
-    angles = projected.unsqueeze(-1) * t  # (N, S, T)
-    gaussian = torch.exp(-0.5 * t**2)
-    gap = (angles.cos().mean(0) - gaussian) ** 2 + angles.sin().mean(0) ** 2  # (S, T): |ecf - cf|^2
-    return (torch.trapezoid(gap * gaussian, t, dim=-1) * embeddings.shape[0]).mean()
+    # In float32 even under bf16 autocast: the gaps it measures (about 1/sqrt(N)) are bf16's rounding step.
+    with torch.autocast(embeddings.device.type, enabled=False):
+        projected = embeddings.float() @ (directions / directions.norm(dim=0))  # (N, S)
+        t = torch.linspace(-5, 5, 17, device=embeddings.device)
+        angles = projected.unsqueeze(-1) * t  # (N, S, T)
+        ecf, count = _mean_over_processes(torch.stack([angles.cos().mean(0), angles.sin().mean(0)]),
+                                          embeddings.shape[0])
+        gaussian = torch.exp(-0.5 * t**2)
+        gap = (ecf[0] - gaussian) ** 2 + ecf[1] ** 2  # (S, T): |ecf - cf|^2
+        return (torch.trapezoid(gap * gaussian, t, dim=-1) * count).mean()
+
+
+def _mean_over_processes(means: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+    """Per-process means over `count` rows each -> the means over every process's rows, and their number. Under DDP
+    each process sees a slice of the batch; SIGReg measured per slice would weigh 1/world_size of what one process
+    gives with the same batch. The all-reduce passes gradients back to every process's rows."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return means, count
+    from torch.distributed.nn.functional import all_reduce  # differentiable, unlike dist.all_reduce
+
+    world = dist.get_world_size()
+    return all_reduce(means) / world, count * world
 
 
 def patchify(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:

@@ -123,6 +123,43 @@ def test_sigreg_is_small_for_a_standard_gaussian_and_large_for_collapse():
     assert sigreg(gaussian, seed=1) != sigreg(gaussian, seed=2)  # other random directions
 
 
+def test_sigreg_stays_float32_under_bf16_autocast():
+    gaussian = torch.randn(512, 32, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sigreg(gaussian).item() == pytest.approx(sigreg(gaussian).item(), rel=1e-6)
+
+
+def _sigreg_on_half(rank: int, port: int, rows: torch.Tensor, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    half = rows[rank * 128:(rank + 1) * 128].clone().requires_grad_()
+    value = sigreg(half)
+    value.backward()
+    results[rank] = (value.item(), half.grad)
+    dist.destroy_process_group()
+
+
+def test_sigreg_under_ddp_measures_the_whole_batch():
+    """Two gloo processes, each holding half the rows, give the statistic of all the rows; each one's gradient is twice
+    one process's, which DDP's averaging over the two brings back to it."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    rows = torch.randn(256, 16, generator=torch.Generator().manual_seed(0)) * 0.7 + 0.2
+    whole = rows.clone().requires_grad_()
+    sigreg(whole).backward()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_sigreg_on_half, args=(port, rows, results), nprocs=2)
+    assert results[0][0] == pytest.approx(sigreg(rows).item(), rel=1e-5) == results[1][0]
+    ddp_grad = torch.cat([results[0][1], results[1][1]]) / 2
+    assert torch.allclose(ddp_grad, whole.grad, rtol=1e-4, atol=1e-7)
+
+
 def test_sigreg_objective_has_no_ema_teacher_and_its_targets_follow_the_context_encoder():
     model = VideoJEPA(model_config_from_preset("tiny", objective="jepa-sigreg"))
     assert not hasattr(model, "target_encoder") and model.embedding_encoder is model.context_encoder

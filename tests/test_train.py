@@ -57,10 +57,22 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
             ("lr=nan", "lr must be above 0"), ("weight_decay=-0.1", "weight_decay must be at least 0"),
             ("future_steps=2", "future_steps must be between 1 and 1: model tiny sees 2 time steps"),
             ("out_dir=", "out_dir must name a folder"), ("seed=-1", "seed must be at least 0"),
-            ("seed=100", "seed=100 would train on the world clips the evaluation")):
+            ("seed=100", "seed=100 would train on the world clips the evaluation"),
+            ("lr=inf", "lr must be a finite number"), ("weight_decay=inf", "weight_decay must be a finite number"),
+            ("num_workers=-1", "num_workers must be at least 0")):
         with pytest.raises(ValueError, match=message):
             load_config(TINY, [override])
     assert load_config(TINY, ["seed=99"]).seed == 99 and load_config(TINY, ["seed=100", "data=clips/"]).seed == 100
+
+
+def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: tiny\nfuture_steps: 1\nlr: 3e-4\nsteps: 7\n")  # PyYAML reads 3e-4 (no dot) as a string
+    cfg = load_config(str(recipe), [])
+    assert (cfg.lr, cfg.steps) == (3e-4, 7)
+    recipe.write_text("model: tiny\nfuture_steps: 1\nlr: fast\n")
+    with pytest.raises(ValueError, match="lr must be a float, got 'fast'"):
+        load_config(str(recipe), [])
 
 
 def test_training_clips_stay_below_the_evaluations_seeds():
@@ -210,6 +222,60 @@ def test_disk_full_during_a_save_is_one_line_and_the_last_save_stands(tmp_path, 
     assert "No space left on device" in err and "--resume" in err
     assert load_model(out).info()["step"] == 10
     assert not list(out.glob(".*.tmp")), "the partial file was left behind"
+
+
+def test_resume_finishes_a_final_save_that_stopped_after_the_training_state(tmp_path, monkeypatch, capsys):
+    """The training state is written first: a run stopped between it and the weights at its last step has nothing
+    left to train, and --resume must still write the checkpoint, not report the step-2 one as done."""
+    import errno
+
+    import train.loop as loop
+    from train.__main__ import main
+
+    real_save = loop.save_checkpoint
+
+    def disk_full_at_the_last_step(model, out, preprocess, step, **kwargs):
+        if step == 4:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "model.safetensors"))
+        real_save(model, out, preprocess, step, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", disk_full_at_the_last_step)
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 1
+    assert load_model(out).info()["step"] == 2
+    monkeypatch.undo()
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2", "--resume"]) == 0
+    assert load_model(out).info()["step"] == 4 and "Steps**: 4 of 4" in (out / "README.md").read_text()
+    assert len(read_metrics(out / "metrics.csv")) == 4
+    capsys.readouterr()
+
+
+def test_a_loss_that_is_not_finite_stops_before_the_update(tiny_model):
+    from train.loop import Runtime, build_optimizer, train_step
+
+    cfg = TrainConfig(model="tiny", steps=10, future_steps=1)
+    optimizer = build_optimizer(tiny_model, cfg, torch.device("cpu"))
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+
+    def diverged(*args, **kwargs):
+        out = tiny_model(*args, **kwargs)
+        return {**out, "loss": out["loss"] * float("nan")}
+
+    batch = torch.randn(2, 3, tiny_model.cfg.num_frames, tiny_model.cfg.img_size, tiny_model.cfg.img_size)
+    with pytest.raises(ValueError, match="the loss is nan at step 3: training diverged"):
+        train_step(tiny_model, diverged, optimizer, batch, 3, cfg, Runtime(torch.device("cpu")))
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+
+
+def test_resume_refuses_another_number_of_processes(tmp_path, tiny_model):
+    from train.loop import build_optimizer, load_training_state, save_training_state
+
+    cfg = TrainConfig(model="tiny", future_steps=1)
+    optimizer = build_optimizer(tiny_model, cfg, torch.device("cpu"))
+    save_training_state(tmp_path, tiny_model, optimizer, 5, cfg, 1.0, world_size=2)
+    with pytest.raises(ValueError, match="it ran as 2 process\\(es\\), not 1"):
+        load_training_state(tmp_path, tiny_model, optimizer, world_size=1)
+    assert load_training_state(tmp_path, tiny_model, optimizer, world_size=2) == (5, 1.0)
 
 
 @pytest.mark.slow

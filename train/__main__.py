@@ -42,8 +42,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
-        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or err}. The last complete save "
-              "is intact: make room and rerun with --resume.", file=sys.stderr)
+        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or err}; {_what_stands(cfg)}",
+              file=sys.stderr)
         return 1
     print(f"checkpoint written to {out}")
     return 0

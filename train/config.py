@@ -4,6 +4,7 @@ Resolution order: `TrainConfig` defaults <- recipe file <- command-line `key=val
 wrong type is an error naming the key. The resolved config is written next to the outputs (`train_config.json`).
 """
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -75,6 +76,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
         if not (self.min_lr >= 0 and self.weight_decay >= 0):
             raise ValueError("min_lr and weight_decay must be at least 0")
+        for name in ("lr", "weight_decay"):  # an infinite one makes every weight NaN at the first step
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be at least 0, got {self.num_workers}")
         time_steps = model_config_from_preset(self.model).grid[0]
         if not 1 <= self.future_steps < time_steps:
             raise ValueError(f"future_steps must be between 1 and {time_steps - 1}: model {self.model} sees "
@@ -91,9 +97,8 @@ class TrainConfig:
 
 
 def load_config(recipe: str | None, overrides: list[str]) -> TrainConfig:
-    values = _read_recipe(recipe) if recipe else {}
+    values = _typed(_read_recipe(recipe), "recipe") if recipe else {}
     values.update(parse_overrides(overrides))
-    _reject_unknown(values, "recipe" if recipe else "override")
     return TrainConfig(**values)
 
 
@@ -130,6 +135,8 @@ def _read_recipe(path: str) -> dict:
         values = yaml.safe_load(path.read_text()) or {}
     except UnicodeDecodeError:
         raise ValueError(f"recipe {path} is not a text file") from None
+    except OSError as err:  # not "could not write": nothing has been written yet
+        raise ValueError(f"cannot read recipe {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -140,15 +147,22 @@ def _read_recipe(path: str) -> dict:
     return values
 
 
-def _reject_unknown(values: dict, source: str) -> None:
+def _typed(values: dict, source: str) -> dict:
+    """A recipe's values, checked against the TrainConfig fields. PyYAML reads 3e-4 (no dot) as a string, so a
+    number written as text is read as one, as an override would be."""
     types = {f.name: f.type for f in fields(TrainConfig)}
+    typed = {}
     for key, value in values.items():
         if key not in types:
             raise ValueError(f"unknown setting {key!r} in {source}; known: {', '.join(sorted(types))}")
         kind = types[key]
+        if isinstance(value, str) and kind in (int, float):
+            value = _coerce(key, value, kind)
         expected = (int, float) if kind is float else kind
         if isinstance(value, bool) and kind is not bool or not isinstance(value, expected):
             raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}")
+        typed[key] = value
+    return typed
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from jepa_demo.checkpoint import (
     CheckpointError,
+    atomic_write,
     check_writable_folder,
     load_tensors,
     read_config,
@@ -86,8 +87,12 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if "RANK" not in os.environ:
         return Runtime(torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if use_cuda and local_rank >= torch.cuda.device_count():
+        raise ValueError(f"process {local_rank} has no GPU of its own: this machine has {torch.cuda.device_count()}; "
+                         f"use --nproc_per_node {torch.cuda.device_count()} or fewer")
     dist.init_process_group("nccl" if use_cuda else "gloo")
-    rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0))
+    rank = dist.get_rank()
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -95,7 +100,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 
 
 def build_optimizer(model: VideoJEPA, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the trainable parts; no weight decay on biases, norms and the mask token."""
+    """AdamW over the trainable parts; no weight decay on biases and norms (1-D). Like I-JEPA's, every tensor of two
+    or more dimensions is decayed, the predictor's (1, 1, D) mask token included."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
@@ -114,10 +120,14 @@ def train_step(model: VideoJEPA, forward, optimizer, batch: torch.Tensor, step: 
         out = forward(batch, context_idx, target_idx, sigreg_weight=cfg.sigreg_weight, seed=cfg.seed * 1_000_003 + step)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
+    loss = out["loss"].item()  # read after backward is queued, so a GPU is not left waiting for the next kernels
+    if not math.isfinite(loss):  # one update with it would write NaN into every weight, and then into every save
+        raise ValueError(f"the loss is {loss} at step {step}: training diverged (a lower lr may help); the last "
+                         "complete save stands")
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
     optimizer.step()
     model.ema_update(momentum_at(step, cfg))
-    return {"loss": out["loss"].item(), "embeddings": out["embeddings"], "mask": mask_name}
+    return {"loss": loss, "embeddings": out["embeddings"], "mask": mask_name}
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -137,11 +147,12 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) 
 
 
 def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: TrainConfig,
-                        wall_seconds: float) -> None:
+                        wall_seconds: float, world_size: int) -> None:
     """One file, written atomically: a crash mid-save leaves the previous state intact."""
     optim_tensors, optim_meta = optimizer_tensors(optimizer)
     tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **optim_tensors}
-    meta = {"step": step, "wall_seconds": wall_seconds, "train": config_to_dict(cfg), **optim_meta}
+    meta = {"step": step, "wall_seconds": wall_seconds, "world_size": world_size, "train": config_to_dict(cfg),
+            **optim_meta}
     save_tensors(out / STATE_NAME, tensors, meta)
 
 
@@ -161,9 +172,13 @@ def check_same_run(out: Path, cfg: TrainConfig) -> None:
                          "another out_dir to change them")
 
 
-def load_training_state(out: Path, model: VideoJEPA, optimizer) -> tuple[int, float]:
+def load_training_state(out: Path, model: VideoJEPA, optimizer, world_size: int) -> tuple[int, float]:
     """Restore weights and optimiser from `out`; returns (steps already done, wall seconds they took)."""
     tensors, meta = load_tensors(out / STATE_NAME)
+    saved_world = int(meta.get("world_size", 1))
+    if saved_world != world_size:  # each process draws its own share of a batch, so the batches would differ
+        raise ValueError(f"--resume continues the run in {out} exactly, and it ran as {saved_world} process(es), not "
+                         f"{world_size}; resume it with the same number of processes")
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     load_optimizer(optimizer, tensors, meta)
     return int(meta["step"]), float(meta.get("wall_seconds", 0.0))
@@ -191,10 +206,13 @@ class MetricsLog:
         self.path = path
         rows = _read_rows(path) if start_step else []
         kept = [r for r in rows if int(r["step"]) < start_step]
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(kept)
+
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, METRIC_FIELDS)
+                writer.writeheader()
+                writer.writerows(kept)
+        atomic_write(path, write)  # a crash here must not cost the run its history
         self.tensorboard = _tensorboard_writer(path.parent)
 
     def write(self, row: dict) -> None:
@@ -286,7 +304,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     start, seconds_before = 0, 0.0
     if resume and (out / STATE_NAME).exists():
         check_same_run(out, cfg)
-        start, seconds_before = load_training_state(out, model, optimizer)
+        start, seconds_before = load_training_state(out, model, optimizer, runtime.world_size)
     elif resume and runtime.is_main:
         print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
     elif runtime.is_main:
@@ -297,8 +315,10 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     if runtime.is_main:
         write_json(out / TRAIN_CONFIG_NAME, config_to_dict(cfg))
     started = time.time() - seconds_before
+    if start == cfg.steps:  # the run had ended, but its last export may not have: the state is saved first
+        _save(model, optimizer, start, cfg, runtime, out, preprocess, command, seconds_before)
     _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started)
-    if runtime.world_size > 1:
+    if dist.is_initialized():
         dist.destroy_process_group()
     return out
 
@@ -319,6 +339,7 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                 tick, clips = time.time(), 0
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)
+                tick, clips = time.time(), 0  # clips/s measures training, not the save
 
 
 def _metrics_row(step: int, result: dict, cfg: TrainConfig, clips_per_s: float) -> dict:
@@ -331,7 +352,7 @@ def _metrics_row(step: int, result: dict, cfg: TrainConfig, clips_per_s: float) 
 def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, seconds) -> None:
     """Rank 0 writes the training state first (what resume reads), then the exported checkpoint and its card."""
     if runtime.is_main:
-        save_training_state(out, model, optimizer, step, cfg, seconds)
+        save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size)
         save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
         plot_curves(out / METRICS_NAME, out / "training_curves.png")
         write_model_card(out, cfg, to_dict(model.cfg), step, command, _hardware(runtime), seconds)
