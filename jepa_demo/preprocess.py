@@ -1,7 +1,7 @@
 """The one preprocessing path: uint8 RGB frames -> the float tensor a model reads.
 
 Training, the CLI and the app all call `preprocess_video`, with the `PreprocessConfig` stored in the checkpoint, so
-they can never drift apart. Steps: sample frames uniformly in time, resize the short side to `resize` (default
+they can never drift apart. Steps: sample frames at one step in time, resize the short side to `resize` (default
 `img_size`), centre-crop an `img_size` square, scale to [0, 1], normalise with the config's mean/std, lay out as
 (C, T, H, W). It knows nothing about files (see `jepa_demo.video`) or models.
 """
@@ -14,10 +14,17 @@ from .config import PreprocessConfig
 
 
 def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
-    """`num_frames` indices spread evenly over `num_available` frames (repeats when the clip is shorter)."""
+    """`num_frames` indices one frame in k apart, k as large as fits (the middle of the clip when they do not span
+    it): 32 frames to 16 gives 0, 2, ..., 30. Rounded evenly spread indices would mix steps of k and k + 1 (0, 2, ...,
+    14, 17, ...), and an object seeming to speed up is a motion the model reads. A clip shorter than `num_frames`
+    has frames repeated, as evenly as they can be."""
     if num_available < 1:
         raise ValueError("the clip has no frames")
-    return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
+    if num_available < num_frames:
+        return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
+    step = (num_available - 1) // (num_frames - 1) if num_frames > 1 else 1
+    first = (num_available - 1 - step * (num_frames - 1)) // 2
+    return first + step * np.arange(num_frames, dtype=np.int64)
 
 
 def check_video_array(video) -> None:
@@ -31,7 +38,7 @@ def check_video_array(video) -> None:
 
 
 def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float32 (3, T', S, S); T' = `num_frames` (uniform sampling) or T when None."""
+    """uint8 (T, H, W, 3) -> float32 (3, T', S, S); T' = `num_frames` (`sample_frame_indices`) or T when None."""
     check_video_array(video)
     if isinstance(video, np.ndarray) and not video.flags.writeable:
         video = video.copy()  # a read-only view (np.broadcast_to, a cached upload): torch warns on sharing it

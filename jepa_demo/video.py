@@ -5,8 +5,8 @@ the ffmpeg binary shipped in imageio-ffmpeg: H.264 yuv420p for .mp4 (what every 
 palette-optimised .gif. A file a user hands us that is not a readable video becomes a `VideoError` whose message names
 the file and says why in plain words.
 
-What this module does not know: models. It returns frames at the file's own size and frame rate (or a uniform sample
-of frames and a short-side resize when asked); resizing, cropping and normalising for a model happen in
+What this module does not know: models. It returns frames at the file's own size and frame rate (or a sample of
+frames at one step and a short-side resize when asked); resizing, cropping and normalising for a model happen in
 `jepa_demo.preprocess`.
 """
 
@@ -23,6 +23,8 @@ import av
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
+
+from .preprocess import sample_frame_indices
 
 # A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
 # of a few kilobytes can claim it. 8K video (7680 x 4320) has 33 million pixels.
@@ -56,8 +58,8 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
                timeout: float | None = None, span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """Decode a video file to uint8 RGB frames of shape (T, H, W, 3), upright (display rotation applied).
 
-    num_frames: that many frames spread uniformly over the whole clip (indices rounded from np.linspace over the
-        frame count; frames repeat when the clip is shorter); only the selected frames are kept in memory.
+    num_frames: that many frames, one in k, k as large as fits (`jepa_demo.preprocess.sample_frame_indices`: the
+        model's own sampling; frames repeat when the clip is shorter); only the selected frames are kept in memory.
         None: every frame.
     size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
     timeout: give up (VideoError) once decoding has taken this many seconds. None: no limit.
@@ -270,14 +272,14 @@ def strided_frame_indices(num_available: int, max_frames: int) -> np.ndarray:
 
 def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline: _Deadline | None = None,
             at_most: bool = False, span: tuple[float, float] = (0.0, 1.0)) -> Clip:
-    """`num_frames` frames at uniformly spread indices of a clip believed to hold `total` frames, over the part `span`
+    """`num_frames` frames (`sample_frame_indices`) of a clip believed to hold `total` frames, over the part `span`
     of it; `at_most` (for the whole clip): up to `num_frames`, one in k (`strided_frame_indices`), so a clip found
     shorter than its packets said is never padded with repeats."""
     if at_most:
         indices = strided_frame_indices(total, num_frames).tolist()
     else:
         first, last = (round(fraction * (total - 1)) for fraction in span)
-        indices = np.linspace(first, last, num_frames).round().astype(int).tolist()
+        indices = (first + sample_frame_indices(last - first + 1, num_frames)).tolist()
     wanted, kept = set(indices), {}
     with _video(path) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from jepa_demo import read_video, video_info, write_video
 from jepa_demo.config import PreprocessConfig
-from jepa_demo.preprocess import check_video_array, preprocess_video
+from jepa_demo.preprocess import check_video_array, preprocess_video, sample_frame_indices
 from jepa_demo.video import read_clip
 
 # Each example of the file tests runs ffmpeg once (~0.1 s): a few dozen examples, no per-example deadline.
@@ -22,6 +22,17 @@ FILE_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[
 
 def _random_clip(seed: int, frames: int, height: int, width: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+
+
+@given(available=st.integers(1, 5000), wanted=st.integers(1, 64))
+def test_the_models_frames_are_one_step_apart_as_far_apart_as_fit_and_centred(available, wanted):
+    indices = sample_frame_indices(available, wanted)
+    assert len(indices) == wanted and indices.min() >= 0 and indices.max() < available
+    if available >= wanted > 1:
+        steps = set(np.diff(indices).tolist())
+        assert len(steps) == 1 and (step := steps.pop()) >= 1
+        assert (step + 1) * (wanted - 1) > available - 1  # one more frame of step would not fit
+        assert abs(indices[0] - (available - 1 - indices[-1])) <= 1  # as much left out before as after
 
 
 @FILE_SETTINGS
