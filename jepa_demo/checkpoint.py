@@ -9,7 +9,7 @@ loops, optimisers or the app.
 """
 
 import contextlib
-import importlib
+import importlib.util
 import json
 import os
 import re
@@ -99,17 +99,31 @@ def save_checkpoint(model: VideoJEPA, folder, preprocess: PreprocessConfig, step
 
 
 def is_hub_repo_id(text: str) -> bool:
-    """USER/NAME as the Hub spells repo ids, and nothing a file system would read as a path."""
-    return bool(_REPO_ID.match(text)) and not text.startswith((".", "/", "~")) and ".." not in text
+    """USER/NAME as the Hub spells repo ids (its own validator: no `--`, no trailing `-`, at most 96 characters...),
+    and nothing a file system would read as a path."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not _REPO_ID.match(text) or text.startswith((".", "/", "~")) or ".." in text:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
 
 
 def resolve_checkpoint(path_or_repo_id) -> Path:
     """A local folder as is; otherwise a Hub repo id downloaded (or taken from the local Hub cache)."""
-    path = Path(path_or_repo_id).expanduser()
-    if path.is_dir():
-        return path
     text = str(path_or_repo_id)
-    if path.exists() or not is_hub_repo_id(text):
+    try:
+        path = Path(path_or_repo_id).expanduser()
+        if path.is_dir():
+            return path
+        exists = path.exists()
+    except (OSError, RuntimeError) as err:  # a folder we may not enter; ~nosuchuser
+        raise CheckpointError(f"{text}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    if exists or not is_hub_repo_id(text):
         raise CheckpointError(f"{text}: no checkpoint folder there (expected a folder holding {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME}, or a Hub repo id like user/name)")
     return _download_from_hub(text)
@@ -145,7 +159,7 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     card, metrics, curves and the app's prebuilt gallery files, never the training state. The folder is loaded first,
     so a broken checkpoint is never pushed. `api` defaults to `huggingface_hub.HfApi()` (token from `hf auth login` or
     HF_TOKEN). Returns the URL."""
-    if not _REPO_ID.match(repo_id):
+    if not is_hub_repo_id(repo_id):
         raise CheckpointError(f"{repo_id!r} is not a Hub repo id (expected user/name)")
     folder = Path(folder)
     if not folder.is_dir():
@@ -165,12 +179,14 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
 
 
 def _read_json(path: Path):
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing (every checkpoint folder needs {CONFIG_NAME})")
     try:
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (every checkpoint folder needs {CONFIG_NAME})")
         return json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:  # no permission to read it or its folder
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
 
 
 def read_config(folder: Path) -> tuple[dict, ModelConfig, PreprocessConfig]:
@@ -192,7 +208,18 @@ def read_config(folder: Path) -> tuple[dict, ModelConfig, PreprocessConfig]:
     if made != taken:  # the masks follow the model's grid: another input size would index past its tokens
         raise CheckpointError(f"{path}: \"preprocess\" makes clips of {made[0]} frames of {made[1]} px, but the "
                               f"model takes {taken[0]} frames of {taken[1]} px")
+    _check_training_record(path, config.get("train", {}), model_cfg)
     return config, model_cfg, preprocess
+
+
+def _check_training_record(path: Path, train: dict, model_cfg: ModelConfig) -> None:
+    """The one training setting inference reads: how many steps ahead surprise predicts."""
+    if not isinstance(train, dict):
+        raise CheckpointError(f"{path}: \"train\" must be an object, got {train!r}")
+    steps = train.get("future_steps", 1)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps < model_cfg.grid[0]:
+        raise CheckpointError(f"{path}: train.future_steps must be an integer between 1 and {model_cfg.grid[0] - 1} "
+                              f"(the model sees {model_cfg.grid[0]} time steps), got {steps!r}")
 
 
 def read_weights(folder: Path) -> dict:
@@ -218,22 +245,31 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        summary = str(err).splitlines()[0] if str(err) else "keys or shapes differ"
-        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} ({summary})") from None
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} "
+                              f"({_first_detail(err)})") from None
     return model.eval(), preprocess, config
+
+
+def _first_detail(err: Exception) -> str:
+    """load_state_dict's first line is a header ("Error(s) in loading state_dict for ..."); the next one says what."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = (lines[1] if len(lines) > 1 else lines[0]) if lines else err.__class__.__name__
+    return detail if len(detail) <= 240 else detail[:240] + "..."  # it lists every key
 
 
 def _build_vjepa2(folder: Path, source: str):
     path = folder / CONFIG_NAME
+    if importlib.util.find_spec("transformers") is None:
+        raise CheckpointError(f"{source}: V-JEPA 2 checkpoints need the `transformers` package")
     try:
         return build_vjepa2(folder, _read_json(path), source)
-    except ValueError as err:  # our validation of its sizes and processor settings
-        raise CheckpointError(f"{path}: {err}") from None
-    except ImportError:
-        raise CheckpointError(f"{source}: V-JEPA 2 checkpoints need the `transformers` package") from None
-    except (OSError, RuntimeError, SafetensorError) as err:  # missing/corrupt weights, shapes unlike the config
-        summary = str(err).splitlines()[0] if str(err) else err.__class__.__name__
-        raise CheckpointError(f"{folder}: cannot load the V-JEPA 2 weights ({summary})") from None
+    except CheckpointError:
+        raise
+    except ValueError as err:  # our validation of its sizes, processor settings and weight files, naming the file
+        raise CheckpointError(f"{folder}: {err}") from None
+    except Exception as err:  # noqa: BLE001 -- transformers' checks of a malformed folder raise many kinds
+        raise CheckpointError(f"{folder}: cannot load the V-JEPA 2 checkpoint ({err.__class__.__name__}: "
+                              f"{_first_detail(err)})") from None
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from .inference import load_model
 from .video import VideoError, read_clip, video_info
@@ -39,11 +41,19 @@ def describe(command: str, path: str, model) -> dict:
     clip = read_for(model, path)
     if command == "embed":
         embedding = model.embed(clip.frames)
+        _check_finite(embedding)
         return {"file": path, "dim": int(embedding.size), "embedding": [round(float(v), 6) for v in embedding]}
     result = model.surprise(clip.frames, progress=True)  # a bar on a terminal: a large model on CPU takes a while
+    _check_finite(result.per_step)
     step_frames = clip.source_frames[result.step_frames]  # the file's frame numbers, not the sample's
     return {"file": path, "score": round(result.score, 6), "per_step": [round(float(v), 6) for v in result.per_step],
             "step_frames": step_frames.tolist(), "peak_frame": int(step_frames[result.peak_step])}
+
+
+def _check_finite(values: np.ndarray) -> None:
+    """NaN is not JSON (jq and browsers reject it) and not an answer: a diverged checkpoint's weights give it."""
+    if not np.isfinite(values).all():
+        raise ValueError("the model's output is not a finite number (are its weights NaN?)")
 
 
 def human_line(command: str, result: dict) -> str:
@@ -58,6 +68,10 @@ def human_line(command: str, result: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # A file name that is not UTF-8 (argv keeps its bytes as surrogates) is printed as the bytes it is, as ls does,
+    # not stopped by an encoding error.
+    if hasattr(sys.stdout, "reconfigure"):  # not a StringIO a caller swapped in
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         model = None if args.command == "info" else load_model(args.checkpoint)
     except CheckpointError as err:

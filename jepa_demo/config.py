@@ -4,6 +4,7 @@ A checkpoint's `config.json` holds both dataclasses, so a saved model rebuilds i
 nothing about training (see `train/config.py`) or about files.
 """
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 # ImageNet statistics, the convention V-JEPA 2 and most video ViTs use; stored in every checkpoint's config.
@@ -41,8 +42,10 @@ class PreprocessConfig:
             _check_int("resize", self.resize, self.img_size, 4096)
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("mean and std need three values (R, G, B)")
-        if min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (*self.mean, *self.std)):
+            raise ValueError(f"mean and std must be numbers, got {self.mean} and {self.std}")
+        if not all(math.isfinite(m) for m in self.mean) or not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(f"mean must be finite and std finite and positive, got {self.mean} and {self.std}")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 

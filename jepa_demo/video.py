@@ -163,12 +163,15 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
 
 def _check_file(path) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise VideoError(f"{path.name}: file not found")
-    if path.is_dir():
-        raise VideoError(f"{path.name}: is a folder, not a video file")
-    if path.stat().st_size == 0:
-        raise VideoError(f"{path.name}: the file is empty")
+    try:
+        if not path.exists():
+            raise VideoError(f"{path.name}: file not found")
+        if path.is_dir():
+            raise VideoError(f"{path.name}: is a folder, not a video file")
+        if path.stat().st_size == 0:
+            raise VideoError(f"{path.name}: the file is empty")
+    except OSError as err:  # a folder we may not enter, a name too long for the file system
+        raise VideoError(f"{path.name}: cannot be read ({err.strerror or err})") from None
     return path
 
 

@@ -15,6 +15,7 @@ only when such a checkpoint is loaded.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -46,20 +47,50 @@ def model_config(hf_config: dict) -> ModelConfig:
             pred_depth=hf_config["pred_num_hidden_layers"], pred_heads=hf_config["pred_num_attention_heads"])
     except KeyError as err:
         raise ValueError(f"a V-JEPA 2 config needs {err.args[0]!r}") from None
+    except TypeError as err:  # e.g. "mlp_ratio": null
+        raise ValueError(f"a V-JEPA 2 config value has the wrong type ({err})") from None
 
 
 def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
     """From the saved video-processor config when there is one, else V-JEPA 2's defaults for this crop size."""
     saved = next((folder / name for name in PROCESSOR_FILES if (folder / name).is_file()), None)
-    settings = json.loads(saved.read_text()) if saved else {}
-    crop = settings.get("crop_size", cfg.img_size)
+    try:
+        settings = json.loads(saved.read_text()) if saved else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{saved.name} is not valid JSON ({err})") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{saved.name}: expected an object of settings, got {type(settings).__name__}")
+    crop, size = settings.get("crop_size", cfg.img_size), settings.get("size", {})
     crop = crop.get("height", cfg.img_size) if isinstance(crop, dict) else crop
+    mean, std = settings.get("image_mean", IMAGENET_MEAN), settings.get("image_std", IMAGENET_STD)
+    if not (isinstance(size, dict) and isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple))):
+        raise ValueError(f"{saved.name}: size must be an object and image_mean/image_std lists of three numbers")
     if crop != cfg.img_size:
-        raise ValueError(f"{saved}: crop size {crop} differs from the model's crop_size {cfg.img_size}")
-    resize = settings.get("size", {}).get("shortest_edge") or int(cfg.img_size * 256 / 224)
-    return PreprocessConfig(img_size=cfg.img_size, num_frames=cfg.num_frames, resize=int(resize),
-                            mean=tuple(settings.get("image_mean", IMAGENET_MEAN)),
-                            std=tuple(settings.get("image_std", IMAGENET_STD)))
+        raise ValueError(f"{saved.name}: crop size {crop} differs from the model's crop_size {cfg.img_size}")
+    resize = size.get("shortest_edge") or int(cfg.img_size * 256 / 224)
+    try:
+        return PreprocessConfig(img_size=cfg.img_size, num_frames=cfg.num_frames, resize=resize, mean=tuple(mean),
+                                std=tuple(std))
+    except ValueError as err:
+        raise ValueError(f"{saved.name if saved else 'preprocessing'}: {err}") from None
+
+
+def check_safetensors_only(folder: Path, hf_config: dict) -> None:
+    """Refuse a folder that would make transformers unpickle: `use_safetensors=True` does not stop a config's
+    "transformers_weights": "adapter_model.bin", nor an index whose shards are .bin files."""
+    named = hf_config.get("transformers_weights")
+    files = [] if named is None else [named]
+    for index in {folder / "model.safetensors.index.json", *([folder / named] if isinstance(named, str) and
+                                                             named.endswith(".index.json") else [])}:
+        if index.is_file():
+            try:
+                files += list(json.loads(index.read_text())["weight_map"].values())
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                raise ValueError(f"{index.name} is not a safetensors index (no weight_map object)") from None
+    for name in files:
+        if not isinstance(name, str) or not name.endswith((".safetensors", ".safetensors.index.json")):
+            raise ValueError(f"weights {name!r} are not safetensors; only safetensors are loaded (nothing is "
+                             "unpickled)")
 
 
 class VJEPA2Net(nn.Module):
@@ -105,11 +136,28 @@ class VJEPA2Net(nn.Module):
 def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net, PreprocessConfig, dict]:
     """(network in eval mode on CPU, its preprocessing, a config record like our checkpoints'); `source` is what the
     user asked for (a folder or a Hub id)."""
-    cfg = model_config(hf_config)
+    try:
+        cfg = model_config(hf_config)
+    except ValueError as err:
+        raise ValueError(f"config.json: {err}") from None
     preprocess = preprocess_config(folder, cfg)
+    check_safetensors_only(folder, hf_config)
     from transformers import VJEPA2Model
+    from transformers.utils import logging as hf_logging
 
-    hf_model = VJEPA2Model.from_pretrained(folder, use_safetensors=True)  # safetensors only: no pickle
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # its load report on stderr: a missing weight is our error below, extra ones ok
+    if not sys.stderr.isatty():  # like our own bars: a log file gets no progress bar
+        hf_logging.disable_progress_bar()
+    try:
+        hf_model, loading = VJEPA2Model.from_pretrained(folder, use_safetensors=True, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+    if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
+        raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
+                         f"{', ...' if len(missing) > 3 else ''}): they would be random")
     record = {"format": MODEL_TYPE, "source": source, "step": None, "model": to_dict(cfg),
               "preprocess": to_dict(preprocess)}
     return VJEPA2Net(hf_model, cfg).eval(), preprocess, record

@@ -109,7 +109,22 @@ def test_weights_that_do_not_match_the_config(saved):
     config = json.loads((saved / "config.json").read_text())
     config["model"]["depth"] = 3
     (saved / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="weights do not match config.json"):
+    with pytest.raises(CheckpointError, match=r"weights do not match config.json \(Missing key.*blocks.2.*\.\.\.\)$"):
+        build_model(saved)  # the detail (cut short), not load_state_dict's header line
+
+
+@pytest.mark.parametrize("section, change, message", [
+    ("preprocess", {"std": [0.2, float("nan"), 0.2]}, "std finite and positive"),
+    ("preprocess", {"mean": [float("inf"), 0.4, 0.4]}, "mean must be finite"),
+    ("preprocess", {"mean": [None, 0.4, 0.4]}, "must be numbers"),
+    ("train", None, "\"train\" must be an object"),
+    ("train", {"future_steps": "2"}, "train.future_steps must be an integer between 1 and 1"),
+    ("train", {"future_steps": 2}, "train.future_steps must be an integer between 1 and 1 .the model sees 2")])
+def test_preprocessing_and_training_records_are_checked(saved, section, change, message):
+    config = json.loads((saved / "config.json").read_text())
+    config[section] = None if change is None else {**config.get(section, {}), **change}
+    (saved / "config.json").write_text(json.dumps(config))  # json writes NaN and Infinity, and reads them back
+    with pytest.raises(CheckpointError, match=message):
         build_model(saved)
 
 
@@ -153,6 +168,11 @@ def test_not_json_and_not_ours(saved):
 def test_missing_folder_and_unknown_hub_id_fail_fast(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint folder"):
         resolve_checkpoint(tmp_path / "nothing-here")
+    for not_a_repo_id in ("runs/lr3e-4--bs32", "out/ckpt-", "out/run.git"):  # the Hub's validator refuses these
+        with pytest.raises(CheckpointError, match="no checkpoint folder"):
+            resolve_checkpoint(not_a_repo_id)
+    with pytest.raises(CheckpointError, match="cannot be read .File name too long"):
+        resolve_checkpoint(tmp_path / ("x" * 300))
     with pytest.raises(CheckpointError, match="not in the local Hub cache"):
         resolve_checkpoint("someone/not-a-real-model")
 

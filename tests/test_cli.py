@@ -1,11 +1,13 @@
 """The command line, run as a user would: real mp4 files, a real subprocess, one JSON object per file and line."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from jepa_demo.checkpoint import save_checkpoint
 from jepa_demo.video import write_video
@@ -59,6 +61,31 @@ def test_a_reader_that_goes_away_stops_it_quietly(files):
     process.stdout.close()
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 141 and stderr == b""  # 128 + SIGPIPE, as a Unix tool; no traceback
+
+def test_a_checkpoint_with_nan_weights_is_a_per_file_error_not_invalid_json(files, tiny_model, tiny_preprocess):
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.fill_(float("nan"))  # what a run that diverged would have saved
+    save_checkpoint(tiny_model, files / "diverged", tiny_preprocess, step=3)
+    for command in ("embed", "surprise"):
+        result = _cli(command, files / "a.mp4", "--json", "--checkpoint", files / "diverged")
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.strip().endswith("a.mp4: the model's output is not a finite number (are its weights NaN?)")
+
+
+def test_file_names_the_terminal_cannot_encode_or_the_disk_cannot_hold(files):
+    """A Latin-1 name (argv keeps it as surrogates) printed under a UTF-8 locale, and a name over 255 bytes. The
+    locale's strict stdout is set by PYTHONIOENCODING: this machine may have no UTF-8 locale but C's, where Python
+    already escapes surrogates."""
+    latin1 = os.fsencode(files) + b"/caf\xe9.mp4"
+    os.link(files / "a.mp4", latin1)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONIOENCODING": "utf-8:strict"}
+    result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", latin1, files / ("x" * 300 + ".mp4")],
+                            cwd=ROOT, capture_output=True, timeout=120, env=env)
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    assert result.stdout == latin1 + b": 16 frames, 48x48, 8.00 fps, 2.00 s\n"  # its own bytes, as ls prints it
+    assert result.stderr.strip().endswith(b"x.mp4: cannot be read (File name too long)")
+
 
 def test_bad_checkpoint_exits_2_with_one_line(files):
     result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")

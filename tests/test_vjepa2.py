@@ -124,11 +124,73 @@ def test_missing_or_corrupt_weights_name_the_folder(folder, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text((folder / "config.json").read_text())
-    with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 weights"):
+    with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 checkpoint"):
         load_model(bad)
     (bad / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 weights"):
+    with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 checkpoint"):
         load_model(bad)
+
+
+def _copy(folder: Path, to: Path, config_change: dict | None = None) -> Path:
+    to.mkdir()
+    config = json.loads((folder / "config.json").read_text())
+    (to / "config.json").write_text(json.dumps({**config, **(config_change or {})}))
+    (to / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    return to
+
+
+def test_weights_missing_from_the_file_are_refused_and_extra_ones_ignored_quietly(folder, tmp_path, capfd):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    encoder_only = _copy(folder, tmp_path / "encoder-only")
+    save_file({k: v for k, v in weights.items() if not k.startswith("predictor.")}, encoder_only / "model.safetensors")
+    with pytest.raises(CheckpointError, match="the weights lack .* tensors \\(predictor.*they would be random"):
+        load_model(encoder_only)  # transformers alone warns, and fills the predictor with random values
+    extra = _copy(folder, tmp_path / "extra")
+    save_file({**weights, "classifier.weight": torch.zeros(3, 64)}, extra / "model.safetensors")
+    assert load_model(extra).embed_dim == 64
+    assert capfd.readouterr().err == ""  # no load report: the CLI's errors are one line
+
+
+@pytest.mark.parametrize("weights", ["adapter_model.bin", "index-of-bin-shards"])
+def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_path, weights):
+    if weights == "adapter_model.bin":
+        bad = _copy(folder, tmp_path / "bad", {"transformers_weights": "adapter_model.bin"})
+    else:
+        bad = _copy(folder, tmp_path / "bad")
+        (bad / "model.safetensors").unlink()
+        index = {"metadata": {}, "weight_map": {"encoder.layernorm.weight": "pytorch_model-00001.bin"}}
+        (bad / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="are not safetensors; only safetensors are loaded"):
+        load_model(bad)
+
+
+@pytest.mark.parametrize("change, processor, message", [
+    ({"mlp_ratio": None}, None, "config.json: a V-JEPA 2 config value has the wrong type"),
+    ({"hidden_act": "nope"}, None, "cannot load the V-JEPA 2 checkpoint"),
+    ({"qkv_bias": None}, None, "cannot load the V-JEPA 2 checkpoint"),
+    ({}, "[]", "video_preprocessor_config.json: expected an object of settings"),
+    ({}, "{not json", "video_preprocessor_config.json is not valid JSON"),
+    ({}, '{"image_std": [0.2, 0, 0.2]}', "video_preprocessor_config.json: mean must be finite and std"),
+    ({}, '{"size": 292}', "video_preprocessor_config.json: size must be an object")])
+def test_malformed_settings_are_one_clear_error(folder, tmp_path, change, processor, message):
+    bad = _copy(folder, tmp_path / "bad", change)
+    if processor is not None:
+        (bad / "video_preprocessor_config.json").write_text(processor)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(bad)
+
+
+def test_terminal_demo_feeds_a_window_longer_than_its_clips_were(tmp_path, capsys):
+    """The tour's 32-frame pairs were shorter than a 40-frame window (V-JEPA 2's is 64): surprise refused them."""
+    from jepa_demo import demo
+
+    torch.manual_seed(0)
+    long_window = tmp_path / "long-window"
+    transformers.VJEPA2Model(transformers.VJEPA2Config(**{**TINY, "frames_per_clip": 40})).save_pretrained(long_window)
+    assert demo.main(["--checkpoint", str(long_window), "--kind", "appear"]) == 0
+    assert "appear at frame" in capsys.readouterr().out
 
 
 def test_cli_commands(folder, tmp_path, capsys):
