@@ -96,6 +96,8 @@ except ImportError:
 
 
 def _load(checkpoint: str):
+    if not checkpoint:  # an API call's null or empty string
+        raise gr.Error(f"Pick a checkpoint: {', '.join(SHIPPED)}, a folder or a Hub repo id.")
     if checkpoint in SHIPPED:
         source = SHIPPED[checkpoint]
     elif HOSTED and checkpoint not in ALLOWED_HUB_IDS:
@@ -331,7 +333,7 @@ def _remove_leftovers(folder: str, age: float, stopping: bool) -> None:
     serving, lost every request thread within a second)."""
     try:
         entries = list(os.scandir(folder))
-    except FileNotFoundError:  # nothing uploaded yet
+    except OSError:  # nothing uploaded yet (or a folder we may not read: nothing of ours to remove there)
         return
     for entry in entries:
         with contextlib.suppress(OSError):  # gone already, not empty, or not ours to remove
@@ -351,7 +353,10 @@ async def sweep_files_while_serving(server):
     async def sweep_forever():
         while True:
             await asyncio.sleep(SWEEP_EVERY)
-            await asyncio.to_thread(sweep_files, app, FILE_LIFETIME)
+            try:
+                await asyncio.to_thread(sweep_files, app, FILE_LIFETIME)
+            except Exception as err:  # noqa: BLE001 -- one failed pass must not leave uploads on disk for good
+                print(f"sweep: {err.__class__.__name__}: {err}; trying again in {SWEEP_EVERY} s", file=sys.stderr)
 
     task = asyncio.create_task(sweep_forever())
     try:

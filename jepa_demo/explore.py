@@ -76,7 +76,10 @@ def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES) -> Cl
     modification time (and the frame limit): a changed or different file is decoded afresh. Views must not modify
     the array they get."""
     path = Path(path)
-    stat = path.stat() if path.is_file() else None
+    try:
+        stat = path.stat() if path.is_file() else None
+    except OSError:  # removed since is_file (a sweep): read_clip says so in plain words
+        stat = None
     return _decode(path, size, max_frames, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
 
 

@@ -64,6 +64,8 @@ def test_predict_masked(client, clips):
         client.predict(handle_file(clips["plausible"]), "random", 0.5, 2**70, "default", api_name="/predict_masked")
     with pytest.raises(AppError, match="Give a seed"):  # the box emptied: Gradio hands the handler None
         client.predict(handle_file(clips["plausible"]), "random", 0.5, None, "default", api_name="/predict_masked")
+    with pytest.raises(AppError, match="Pick a checkpoint"):  # an API null (Gradio itself refuses a null slider)
+        client.predict(handle_file(clips["plausible"]), "random", 0.5, 3, None, api_name="/predict_masked")
 
 
 def test_neighbors(client, clips):
