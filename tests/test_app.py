@@ -471,3 +471,29 @@ def test_a_stopping_server_removes_every_file_it_kept(tmp_path):
 
     asyncio.run(serve_briefly())
     assert not list(tmp_path.iterdir()) and not ui.upload_file_set
+
+
+def test_a_sweep_pass_that_fails_does_not_end_the_sweeping(monkeypatch, capsys):
+    import asyncio
+    from types import SimpleNamespace
+
+    import app
+
+    passes = []
+
+    def fails_once(blocks, age, stopping=False):
+        if not stopping:
+            passes.append(age)
+            if len(passes) == 1:
+                raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(app, "sweep_files", fails_once)
+    monkeypatch.setattr(app, "SWEEP_EVERY", 0.05)
+
+    async def serve_briefly():
+        async with app.sweep_files_while_serving(SimpleNamespace(get_blocks=lambda: None)):
+            await asyncio.sleep(0.5)
+
+    asyncio.run(serve_briefly())
+    assert len(passes) >= 3  # the first failed, the next ones still ran
+    assert "sweep: PermissionError: [Errno 13] Permission denied; trying again" in capsys.readouterr().err
