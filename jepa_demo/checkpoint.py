@@ -68,10 +68,20 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     try:
         write(tmp)
         os.chmod(tmp, mode)
+        _flush_to_disk(tmp)  # else a power cut soon after the rename can leave an empty file under the real name
         os.replace(tmp, path)
+        _flush_to_disk(path.parent)  # the rename itself
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _flush_to_disk(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, data: dict) -> None:
