@@ -288,15 +288,15 @@ def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"json": json.dumps(metadata)}))
 
 
-def load_tensors(path: Path) -> tuple[dict, dict]:
-    """Inverse of `save_tensors`: (tensors, metadata)."""
+def load_tensors(path: Path, metadata_only: bool = False) -> tuple[dict, dict]:
+    """Inverse of `save_tensors`: (tensors, metadata); `metadata_only` reads no tensor (the header alone)."""
     from safetensors import safe_open
 
     path = Path(path)
     try:
         with safe_open(path, framework="pt") as f:
             metadata = json.loads((f.metadata() or {}).get("json", "{}"))
-            return {k: f.get_tensor(k) for k in f.keys()}, metadata
+            return ({} if metadata_only else {k: f.get_tensor(k) for k in f.keys()}), metadata
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable training state ({err})") from None
 

@@ -191,7 +191,7 @@ def replace_finished_run(out: Path) -> None:
     state = out / STATE_NAME
     if not state.exists():
         return
-    _, meta = load_tensors(state)
+    _, meta = load_tensors(state, metadata_only=True)  # a big run's state is gigabytes; its step is in the header
     done, total = int(meta["step"]), int(meta.get("train", {}).get("steps", 0))
     if done < total:
         raise ValueError(f"{out} holds an unfinished run (saved at step {done} of {total}): add --resume to continue "
