@@ -351,12 +351,15 @@ async def sweep_files_while_serving(server):
     app = server.get_blocks()
 
     async def sweep_forever():
+        reported = None
         while True:
             await asyncio.sleep(SWEEP_EVERY)
             try:
                 await asyncio.to_thread(sweep_files, app, FILE_LIFETIME)
             except Exception as err:  # noqa: BLE001 -- one failed pass must not leave uploads on disk for good
-                print(f"sweep: {err.__class__.__name__}: {err}; trying again in {SWEEP_EVERY} s", file=sys.stderr)
+                if (message := f"{err.__class__.__name__}: {err}") != reported:  # once, not every few seconds
+                    print(f"sweep: {message}; trying again every {SWEEP_EVERY} s", file=sys.stderr)
+                reported = message
 
     task = asyncio.create_task(sweep_forever())
     try:

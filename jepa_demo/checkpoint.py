@@ -70,7 +70,8 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
         os.chmod(tmp, mode)
         _flush_to_disk(tmp)  # else a power cut soon after the rename can leave an empty file under the real name
         os.replace(tmp, path)
-        _flush_to_disk(path.parent)  # the rename itself
+        with contextlib.suppress(OSError):  # the rename itself; some file systems refuse to sync a folder
+            _flush_to_disk(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -226,7 +227,9 @@ def _check_training_record(path: Path, train: dict, model_cfg: ModelConfig) -> N
     """The one training setting inference reads: how many steps ahead surprise predicts."""
     if not isinstance(train, dict):
         raise CheckpointError(f"{path}: \"train\" must be an object, got {train!r}")
-    steps = train.get("future_steps", 1)
+    if "future_steps" not in train:
+        return
+    steps = train["future_steps"]
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps < model_cfg.grid[0]:
         raise CheckpointError(f"{path}: train.future_steps must be an integer between 1 and {model_cfg.grid[0] - 1} "
                               f"(the model sees {model_cfg.grid[0]} time steps), got {steps!r}")

@@ -26,7 +26,7 @@ class PreprocessConfig:
     """How a uint8 clip becomes the model's input tensor (see `jepa_demo.preprocess`)."""
 
     img_size: int = 64  # square crop side after short-side resize
-    num_frames: int = 16  # frames sampled uniformly from a clip for one forward pass
+    num_frames: int = 16  # frames taken from a clip for one forward pass (one in k: preprocess.sample_frame_indices)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize: int = 0  # short side before the centre crop; 0 = img_size (V-JEPA 2 uses img_size * 256 / 224)

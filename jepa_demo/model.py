@@ -83,13 +83,14 @@ def sigreg(embeddings: torch.Tensor, num_slices: int = 64, seed: int = 0) -> tor
 def _mean_over_processes(means: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
     """Per-process means over `count` rows each -> the means over every process's rows, and their number. Under DDP
     each process sees a slice of the batch; SIGReg measured per slice would weigh 1/world_size of what one process
-    gives with the same batch. The all-reduce passes gradients back to every process's rows."""
+    gives with the same batch. The gradient passes straight through to this process's rows, as if its means were the
+    global ones: DDP's averaging of the processes' gradients then gives one process's over the whole batch."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return means, count
-    from torch.distributed.nn.functional import all_reduce  # differentiable, unlike dist.all_reduce
-
     world = dist.get_world_size()
-    return all_reduce(means) / world, count * world
+    total = means.detach().clone()
+    dist.all_reduce(total)
+    return means + (total / world - means.detach()), count * world
 
 
 def patchify(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:

@@ -21,8 +21,6 @@ import plotly.graph_objects as go
 import torch
 from sklearn.decomposition import PCA
 
-from .preprocess import sample_frame_indices
-
 VISIBLE_GREY = 128  # colour of visible tokens in the latent PCA images: they have no prediction to show
 _WASH_KEEP, _WASH_ADD = 0.3, 160  # hidden pixels -> 0.3 * pixel + 160: pale, the content still faintly there
 
@@ -230,7 +228,8 @@ def filmstrip(frames: np.ndarray, num: int = 8, gap: int = 2) -> np.ndarray:
     """`num` frames spread evenly over the clip (all of them if fewer), side by side with a white `gap` of pixels:
     uint8 (H, n * W + (n - 1) * gap, 3)."""
     frames = np.asarray(frames)
-    picked = frames[sample_frame_indices(len(frames), min(num, len(frames)))]  # (n, H, W, 3)
+    # Spread over the whole clip for display (the model's own sampling may leave out its ends)
+    picked = frames[np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)]  # (n, H, W, 3)
     n, height, width = picked.shape[:3]
     strip = np.full((height, n * width + (n - 1) * gap, 3), 255, np.uint8)
     for i, frame in enumerate(picked):

@@ -16,6 +16,7 @@ only when such a checkpoint is loaded.
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 # What to fetch of a V-JEPA 2 Hub repo (weights as safetensors, single or sharded; never pickles).
 HUB_FILES = ("config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
              *PROCESSOR_FILES)
+_QUIET_LOADING = threading.Lock()
 
 
 def is_vjepa2_config(config: dict) -> bool:
@@ -68,6 +70,8 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
     if crop != cfg.img_size:
         raise ValueError(f"{saved.name}: crop size {crop} differs from the model's crop_size {cfg.img_size}")
     resize = size.get("shortest_edge") or int(cfg.img_size * 256 / 224)
+    if isinstance(resize, float) and resize.is_integer():  # 292.0 in a hand-edited file
+        resize = int(resize)
     try:
         return PreprocessConfig(img_size=cfg.img_size, num_frames=cfg.num_frames, resize=resize, mean=tuple(mean),
                                 std=tuple(std))
@@ -145,16 +149,20 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
     from transformers import VJEPA2Model
     from transformers.utils import logging as hf_logging
 
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # its load report on stderr: a missing weight is our error below, extra ones ok
-    if not sys.stderr.isatty():  # like our own bars: a log file gets no progress bar
-        hf_logging.disable_progress_bar()
-    try:
-        hf_model, loading = VJEPA2Model.from_pretrained(folder, use_safetensors=True, output_loading_info=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
+    # transformers' verbosity and bars are global: one lock, so two checkpoints loading at once (the app's threads)
+    # cannot leave them changed.
+    with _QUIET_LOADING:
+        verbosity = hf_logging.get_verbosity()
+        hide_bar = hf_logging.is_progress_bar_enabled() and not sys.stderr.isatty()  # like ours: none in a log file
+        hf_logging.set_verbosity_error()  # its load report: a missing weight is our error below, extra ones are fine
+        if hide_bar:
+            hf_logging.disable_progress_bar()
+        try:
+            hf_model, loading = VJEPA2Model.from_pretrained(folder, use_safetensors=True, output_loading_info=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if hide_bar:
+                hf_logging.enable_progress_bar()
     if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
         raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): they would be random")

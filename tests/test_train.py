@@ -262,7 +262,7 @@ def test_a_loss_that_is_not_finite_stops_before_the_update(tiny_model):
         return {**out, "loss": out["loss"] * float("nan")}
 
     batch = torch.randn(2, 3, tiny_model.cfg.num_frames, tiny_model.cfg.img_size, tiny_model.cfg.img_size)
-    with pytest.raises(ValueError, match="the loss is nan at step 3: training diverged"):
+    with pytest.raises(ValueError, match="the loss is nan and the gradient norm nan at step 3: training diverged"):
         train_step(tiny_model, diverged, optimizer, batch, 3, cfg, Runtime(torch.device("cpu")))
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
 
@@ -275,6 +275,12 @@ def test_resume_refuses_another_number_of_processes(tmp_path, tiny_model):
     save_training_state(tmp_path, tiny_model, optimizer, 5, cfg, 1.0, world_size=2)
     with pytest.raises(ValueError, match="it ran as 2 process\\(es\\), not 1"):
         load_training_state(tmp_path, tiny_model, optimizer, world_size=1)
+    assert load_training_state(tmp_path, tiny_model, optimizer, world_size=2) == (5, 1.0)
+    from jepa_demo.checkpoint import load_tensors, save_tensors
+
+    tensors, meta = load_tensors(tmp_path / "train_state.safetensors")
+    del meta["world_size"]  # a state saved before the number of processes was recorded: not refused
+    save_tensors(tmp_path / "train_state.safetensors", tensors, meta)
     assert load_training_state(tmp_path, tiny_model, optimizer, world_size=2) == (5, 1.0)
 
 

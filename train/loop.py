@@ -120,11 +120,13 @@ def train_step(model: VideoJEPA, forward, optimizer, batch: torch.Tensor, step: 
         out = forward(batch, context_idx, target_idx, sigreg_weight=cfg.sigreg_weight, seed=cfg.seed * 1_000_003 + step)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
-    loss = out["loss"].item()  # read after backward is queued, so a GPU is not left waiting for the next kernels
-    if not math.isfinite(loss):  # one update with it would write NaN into every weight, and then into every save
-        raise ValueError(f"the loss is {loss} at step {step}: training diverged (a lower lr may help); the last "
-                         "complete save stands")
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+    norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+    # One update with a NaN would write it into every weight, and then into every save. The norm is of the gradients
+    # DDP averaged, the same on every process, so all of them stop here when any one's loss went bad.
+    loss, norm = out["loss"].item(), norm.item()
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise ValueError(f"the loss is {loss} and the gradient norm {norm} at step {step}: training diverged (a lower "
+                         "lr may help); the last complete save stands")
     optimizer.step()
     model.ema_update(momentum_at(step, cfg))
     return {"loss": loss, "embeddings": out["embeddings"], "mask": mask_name}
@@ -175,7 +177,7 @@ def check_same_run(out: Path, cfg: TrainConfig) -> None:
 def load_training_state(out: Path, model: VideoJEPA, optimizer, world_size: int) -> tuple[int, float]:
     """Restore weights and optimiser from `out`; returns (steps already done, wall seconds they took)."""
     tensors, meta = load_tensors(out / STATE_NAME)
-    saved_world = int(meta.get("world_size", 1))
+    saved_world = meta.get("world_size", world_size)  # states saved before it was recorded: unknown, not refused
     if saved_world != world_size:  # each process draws its own share of a batch, so the batches would differ
         raise ValueError(f"--resume continues the run in {out} exactly, and it ran as {saved_world} process(es), not "
                          f"{world_size}; resume it with the same number of processes")
