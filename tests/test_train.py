@@ -407,6 +407,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_model(out).info()["step"] == 6
     assert len(read_metrics(out / "metrics.csv")) == 6  # only rank 0 logs
+    assert "**Command**: `torchrun --nproc_per_node 2 -m train --config" in (out / "README.md").read_text()
     assert len(list(out.glob("*.safetensors"))) == 2  # one checkpoint + its training state, no per-rank copies
 
 

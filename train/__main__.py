@@ -72,7 +72,13 @@ def _what_stands(cfg) -> str:
 
 
 def _command_line(argv) -> str:
-    return "python -m train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    """What the model card records: under torchrun, the torchrun command with its process counts."""
+    launcher = "python -m train"
+    if "LOCAL_WORLD_SIZE" in os.environ:  # set by torchrun
+        nodes = int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"])
+        launcher = (f"torchrun {f'--nnodes {nodes} ' if nodes > 1 else ''}--nproc_per_node "
+                    f"{os.environ['LOCAL_WORLD_SIZE']} -m train")
+    return f"{launcher} {shlex.join(sys.argv[1:] if argv is None else argv)}"
 
 
 if __name__ == "__main__":
