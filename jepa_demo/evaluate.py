@@ -40,6 +40,11 @@ from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_cli
 
 HELD_OUT_SEED = 1_000_000_000
 VALIDATION_SEED = HELD_OUT_SEED + 900_000  # for choosing recipes and scores; its draws never meet the held-out ones
+# Above the held-out or the validation seed, each set of clips has its own block of SEED_BLOCK seeds: the pairs from
+# +0 (make_pair's derived starts lie millions above: world.DERIVED_SEED_STEP), the probes' from PROBE_*_SEEDS, the
+# tracking clips from TRACKING_SEEDS.
+PROBE_TRAIN_SEEDS, PROBE_TEST_SEEDS, TRACKING_SEEDS = 500_000, 600_000, 700_000
+SEED_BLOCK = 100_000
 PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
 SHIPPED = ("default", "pixel-baseline", "jepa-sigreg")
 RANDOM, FRAME_DIFFERENCE = "random encoder", "frame difference"
@@ -134,10 +139,11 @@ def pair_accuracy(score, pairs) -> dict:
 
 
 def probe_clips(train: int, test: int, first_seed: int, size: int, num_frames: int) -> tuple[list, list]:
-    """The probes' labelled clips: `train` from seeds `first_seed` + 500_000 and up, `test` from + 600_000."""
+    """The probes' labelled clips: `train` from seeds `first_seed` + PROBE_TRAIN_SEEDS and up, `test` from
+    + PROBE_TEST_SEEDS."""
     cfg = WorldConfig(size=size, num_frames=num_frames)
-    train_clips = [render_clip(first_seed + 500_000 + i, cfg) for i in range(train)]
-    test_clips = [render_clip(first_seed + 600_000 + i, cfg) for i in range(test)]
+    train_clips = [render_clip(first_seed + PROBE_TRAIN_SEEDS + i, cfg) for i in range(train)]
+    test_clips = [render_clip(first_seed + PROBE_TEST_SEEDS + i, cfg) for i in range(test)]
     return train_clips, test_clips
 
 
@@ -223,8 +229,7 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
              resamples: int = 1000, first_seed: int = HELD_OUT_SEED) -> dict:
     """The whole suite for `models` (name -> model; the first one gets a random twin), plus the pixel heuristic.
     All models must share the preprocessing of the first (the clips are rendered once at its size and length).
-    Clips come from seeds `first_seed` and up: pairs from +0, probe clips from +500_000 and +600_000, tracking clips
-    from +700_000."""
+    Clips come from seeds `first_seed` and up, each set in its own block (SEED_BLOCK)."""
     started = time.time()
     first = next(iter(models.values()))
     size, frames = first.preprocess.img_size, first.cfg.num_frames
@@ -236,7 +241,7 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     described = {name: _describe(model) for name, model in models.items()}
     described[RANDOM]["step"] = 0
     train_clips, test_clips = probe_clips(probe_train, probe_test, first_seed, size, frames)
-    plain = [render_clip(first_seed + 700_000 + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
+    plain = [render_clip(first_seed + TRACKING_SEEDS + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
              for i in range(max(1, num_pairs // 2))]
     representation = {name: representation_scores(model.embed, train_clips, test_clips)
                       for name, model in models.items()}
@@ -364,8 +369,8 @@ def main(argv=None) -> int:
         parser.error("--probe-clips and --resamples must be at least 1")
     if args.pairs < len(VIOLATIONS):
         parser.error(f"--pairs must be at least {len(VIOLATIONS)}: one pair per violation kind")
-    if max(args.pairs, args.probe_clips) > 100_000:  # each set of clips has 100_000 seeds before the next begins
-        parser.error("--pairs and --probe-clips can be at most 100000")
+    if max(args.pairs, args.probe_clips) > SEED_BLOCK:  # each set of clips has its block of seeds
+        parser.error(f"--pairs and --probe-clips can be at most {SEED_BLOCK}")
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")

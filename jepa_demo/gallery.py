@@ -35,7 +35,7 @@ from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
 
-# jepa_demo.evaluate.HELD_OUT_SEED + 2_000_000: above training seeds and the evaluation's ranges (up to +1_600_000).
+# jepa_demo.evaluate.HELD_OUT_SEED + 2_000_000: above training seeds and the evaluation's blocks (up to +1_700_000).
 # Written out so that importing this module does not import the evaluation (and scikit-learn); a test checks it.
 GALLERY_SEED = 1_002_000_000
 GALLERY_FORMAT = 3  # bump when what is stored or how it is computed changes: older cache files are then ignored

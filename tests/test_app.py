@@ -144,8 +144,12 @@ def test_a_bad_file_lifetime_stops_the_app_at_start_in_one_line(text, monkeypatc
     assert stopped.value.code == f"JEPA_LENS_FILE_LIFETIME={text!r}: expected a whole number of at least 1"
     monkeypatch.setenv("JEPA_LENS_FILE_LIFETIME", "42")
     assert app.whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1) == 42
+    if text == "15m":  # and the app itself reads the setting that way, at start
+        result = _import_app({"JEPA_LENS_FILE_LIFETIME": text, "HF_HUB_OFFLINE": "1"})
+        assert result.returncode == 1 and result.stderr.strip() == stopped.value.code
 
-def test_no_server_file_can_be_read_through_the_app(app_server):
+
+def test_no_server_file_can_be_read_through_the_app(app_server, tmp_path):
     import urllib.error
     import urllib.request
 
@@ -153,13 +157,17 @@ def test_no_server_file_can_be_read_through_the_app(app_server):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(app_server + route, timeout=30)
         assert err.value.code in (403, 404), route
-    # An API call naming a server file as its upload is refused, not processed.
-    body = json.dumps({"data": [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "default"]})
-    request = urllib.request.Request(app_server + "gradio_api/call/surprise", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
-    event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
-    stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read().decode()
-    assert "event: error" in stream and "root:" not in stream
+    # An API call naming a server file as its upload is refused, not processed: a real clip, which the view would
+    # answer if it were handed over (/etc/passwd would fail as "not a readable video" either way).
+    outside = tmp_path / "outside.mp4"
+    write_video(outside, render_clip(5, WorldConfig(size=64, num_frames=32)).frames)
+    for path in (outside, "/etc/passwd"):
+        body = json.dumps({"data": [{"path": str(path), "meta": {"_type": "gradio.FileData"}}, "default"]})
+        request = urllib.request.Request(app_server + "gradio_api/call/surprise", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+        stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read()
+        assert b"event: error" in stream and b"event: complete" not in stream and b"root:" not in stream, path
 
 
 def _files(folder: Path, prefix: str, count: int) -> list[str]:

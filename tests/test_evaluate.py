@@ -5,6 +5,7 @@ import pytest
 
 from jepa_demo.evaluate import (
     FRAME_DIFFERENCE,
+    HELD_OUT_SEED,
     RANDOM,
     VALIDATION_SEED,
     evaluate,
@@ -155,6 +156,7 @@ def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpo
         assert all(np.isfinite(list(s[kind].values())).all() for s in shifts.values() for kind in VIOLATIONS)
     assert "| teleport |" in capsys.readouterr().out
     text = md.read_text()
+    assert report["settings"]["first_seed"] == HELD_OUT_SEED and "Held-out seeds" in text  # never training's seeds
     assert "## Goals for the default checkpoint" in text and "pixel baseline `tiny-pixel`" in text
     assert "`tiny` minus each other scorer on the same pairs" in text
     assert "the random encoder (" in text and "| mean minus the random encoder's [95 % interval] |" in text
@@ -180,6 +182,10 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     from jepa_demo.results import goal_lines, summary_lines
 
     report = evaluate({"tiny": tiny_inference}, num_pairs=6, probe_train=12, probe_test=6, resamples=20)
+    for name, accuracy in zip(report["pairs"]["clean"], (0.2, 0.7, 0.4)):  # tiny, random encoder, frame difference
+        report["pairs"]["clean"][name]["accuracy"] = accuracy
+    clean = next(line for line in summary_lines(report) if line.startswith("- Clean"))
+    assert clean.index("random encoder 0.70") < clean.index("frame difference 0.40") < clean.index("tiny 0.20")
     report["pairs"]["clean"]["tiny"]["accuracy"] = 0.99
     assert any("| yes |" in line for line in goal_lines(report) if "clean" in line)
     report["pairs"]["clean"]["tiny"]["accuracy"] = 0.5

@@ -88,10 +88,15 @@ def test_embedding_map(explorer, clip):
         explorer.embedding_map(clip, "no_such_label")
 
 
-def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, clip):
+def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, clip, monkeypatch):
+    # The tiny random model's calibrated threshold is above every step of this clip: a threshold at its median puts
+    # steps on both sides, so the marking is really tested.
+    median = float(np.median(explorer.model.surprise(clip).per_step))
+    monkeypatch.setattr(type(explorer), "threshold", property(lambda self: median))
     view = explorer.surprise(clip)
     numbers = view.numbers
     above = [f for f, v in zip(numbers["step_frames"], numbers["per_step"]) if v > numbers["threshold"]]
+    assert above and len(above) < len(numbers["per_step"])
     assert numbers["frames_above_threshold"] == above
     marked = [list(trace.x) for trace in view.figure.data if trace.name.endswith("above threshold")]
     assert marked == ([above] if above else [])  # the plot marks the same moments

@@ -20,6 +20,7 @@ from jepa_demo.checkpoint import save_checkpoint
 from jepa_demo.config import PreprocessConfig, model_config_from_preset
 from jepa_demo.evaluate import HELD_OUT_SEED
 from jepa_demo.gallery import (
+    DEFAULT_CLIPS,
     GALLERY_FORMAT,
     GALLERY_SEED,
     MIN_CLIPS,
@@ -103,7 +104,14 @@ def test_fingerprint_is_stable_across_loads_and_changes_with_any_weight_or_setti
 
 
 def test_gallery_seeds_do_not_collide_with_training_or_evaluation():
-    assert GALLERY_SEED == HELD_OUT_SEED + 2_000_000  # evaluation and validation: below +1_600_000 + clips
+    from jepa_demo.evaluate import SEED_BLOCK, TRACKING_SEEDS, VALIDATION_SEED
+    from jepa_demo.world import DERIVED_SEED_STEP
+    from train.config import EVALUATION_SEEDS_FROM
+
+    assert EVALUATION_SEEDS_FROM <= HELD_OUT_SEED  # training stays below (tests/test_train.py checks the rest)
+    assert HELD_OUT_SEED + TRACKING_SEEDS + SEED_BLOCK <= VALIDATION_SEED  # the last held-out block, then validation's
+    assert VALIDATION_SEED + TRACKING_SEEDS + SEED_BLOCK <= GALLERY_SEED  # validation's last block, then the gallery's
+    assert GALLERY_SEED + DEFAULT_CLIPS <= HELD_OUT_SEED + DERIVED_SEED_STEP  # the first derived pair starts above
 
 
 # -------------------------------------------------------------------------------------------------------- building

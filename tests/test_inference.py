@@ -73,6 +73,35 @@ def test_surprise_shapes_and_frame_positions(model):
     assert np.allclose(result.heatmap.mean(axis=(1, 2)), result.per_step, atol=1e-6)
 
 
+def test_surprise_averages_each_step_over_the_windows_that_predict_it():
+    """A 4-step window predicting its last 2: each inner step is predicted by two windows (one and two steps ahead),
+    the first and last reported steps by one. Checked against the windows' errors, averaged by hand."""
+    import dataclasses
+
+    import torch
+
+    from jepa_demo.config import PreprocessConfig, model_config_from_preset
+    from jepa_demo.inference import JEPAModel
+    from jepa_demo.masks import mask_to_indices
+    from jepa_demo.model import VideoJEPA
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(model_config_from_preset("tiny"), num_frames=8)  # grid (4, 4, 4)
+    model = JEPAModel(VideoJEPA(cfg), PreprocessConfig(img_size=32, num_frames=8), {"train": {"future_steps": 2}},
+                      device="cpu")
+    result = model.surprise(_clip(frames=16))  # 8 steps: windows start at 0..4, steps 2..7 reported
+    hidden = torch.zeros(cfg.grid, dtype=torch.bool)
+    hidden[2:] = True
+    context_idx, target_idx = mask_to_indices(hidden)
+    x, _ = model._surprise_input(_clip(frames=16), None)
+    with torch.no_grad():
+        errors = model._window_errors(x, list(range(5)), context_idx, target_idx)  # (window, ahead, h, w)
+    for step in range(2, 8):
+        by_hand = [errors[w, f] for w in range(5) for f in range(2) if w + 2 + f == step]
+        assert len(by_hand) == (1 if step in (2, 7) else 2)
+        assert np.allclose(result.heatmap[step - 2], torch.stack(by_hand).mean(0).numpy(), atol=1e-6), step
+
+
 def test_surprise_thins_a_long_clip_to_one_frame_in_k(model):
     """20 frames for a model that reads at most 16: every second frame (0, 2, ..., 18), never a mix of steps."""
     result = model.surprise(_clip(frames=20))

@@ -51,5 +51,6 @@ def test_indices_partition_the_grid():
 def test_unknown_kind_and_degenerate_masks_are_refused():
     with pytest.raises(ValueError, match="unknown mask"):
         sample_mask("checkerboard", GRID, torch.Generator())
-    with pytest.raises(ValueError):
-        mask_to_indices(torch.ones(GRID, dtype=torch.bool))
+    for nothing_visible_or_nothing_hidden in (torch.ones(GRID, dtype=torch.bool), torch.zeros(GRID, dtype=torch.bool)):
+        with pytest.raises(ValueError, match="at least one visible and one hidden token"):
+            mask_to_indices(nothing_visible_or_nothing_hidden)

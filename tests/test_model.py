@@ -41,8 +41,11 @@ def test_loss_is_smooth_l1_to_layer_normed_targets(tiny_model, tiny_cfg):
     x = _clip(tiny_cfg)
     context, target = mask_to_indices(sample_mask("random", tiny_cfg.grid, torch.Generator().manual_seed(1)), 2)
     out = tiny_model(x, context, target)
-    with torch.no_grad():
-        expected_targets = normalize_targets(tiny_model.target_encoder(x))
+    with torch.no_grad():  # layer norm without affine parameters, written out: every token to mean 0, variance 1
+        latents = tiny_model.target_encoder(x)
+        centred = latents - latents.mean(-1, keepdim=True)
+        expected_targets = centred / (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
+        assert torch.allclose(normalize_targets(latents), expected_targets, atol=1e-5)
         expected_targets = torch.gather(expected_targets, 1, target[..., None].expand(-1, -1, tiny_cfg.dim))
         error = tiny_model.predict(x, context, target) - expected_targets
         expected = torch.where(error.abs() < 1, 0.5 * error**2, error.abs() - 0.5).mean()  # Huber, beta = 1

@@ -199,11 +199,13 @@ def test_truncated_mp4_gives_an_error_or_only_real_frames(tmp_path, keep):
         try:
             video = read_video(tmp_path / "cut.mp4", num_frames=num_frames)
         except VideoError as err:
-            assert str(err).startswith("cut.mp4: ")
+            assert keep == 0.5 and str(err).startswith("cut.mp4: ")  # cut late, most frames still decode
         else:
             assert distinct(video) == len(video)  # nothing repeated to make up for missing frames
             if num_frames is None:
                 assert np.array_equal(video, whole[:len(video)])
+            else:  # fewer frames than the packets promised: sampled again over those that decode
+                assert len(video) == 8
 
 
 @pytest.mark.parametrize("frames, message", [(np.zeros((2, 8, 8, 3), np.float32), "uint8"),
