@@ -434,6 +434,15 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     assert "leaving out 1 of 4 video files that cannot be read (first: notes.mp4: not a readable video" in result.stderr
     assert load_model(out).info()["step"] == 3
+    # --resume draws the same batches only from the same files: one added since is refused, by name of the setting
+    extra = tmp_path / "clips" / "falling" / "3.mp4"
+    write_video(extra, render_clip(3, WorldConfig(size=40, num_frames=10)).frames)
+    resume = ["--config", TINY, f"out_dir={out}", f"data={tmp_path / 'clips'}", "steps=3", "save_every=3", "--resume"]
+    assert main(resume) == 2
+    assert "but data_files=4 files, sha256 " in capsys.readouterr().err
+    extra.unlink()
+    assert main(resume) == 0
+    capsys.readouterr()
     result = _train("--config", TINY, f"out_dir={tmp_path / 'run2'}", f"data={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "not a folder" in result.stderr
     only_broken = tmp_path / "broken"

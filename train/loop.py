@@ -158,17 +158,25 @@ def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: 
     save_tensors(out / STATE_NAME, tensors, meta)
 
 
-def check_same_run(out: Path, cfg: TrainConfig) -> None:
+def run_record(cfg: TrainConfig, dataset) -> dict:
+    """What train_config.json records: the settings, and for data=FOLDER which files the batches are drawn from."""
+    files = getattr(dataset, "files_fingerprint", None)
+    return {**config_to_dict(cfg), **({"data_files": files} if files else {})}
+
+
+def check_same_run(out: Path, record: dict) -> None:
     """--resume continues the saved run exactly, so every setting that shapes its result must be the run's own (a
-    different model failed deep in load_state_dict; a different lr or steps would have bent the schedules silently)."""
+    different model failed deep in load_state_dict; a different lr or steps would have bent the schedules silently),
+    and so must the data folder's files (others, added or gone, would draw other batches)."""
     saved_path = out / TRAIN_CONFIG_NAME
     try:
         saved = json.loads(saved_path.read_text())
     except (OSError, ValueError):
         raise ValueError(f"cannot resume: {saved_path} is missing or unreadable, so the run's settings are "
                          "unknown") from None
-    changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in config_to_dict(cfg).items()
-               if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != value]
+    changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in record.items()
+               if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != value
+               and (key != "data_files" or key in saved)]  # runs recorded before the files were: not refused
     if changed:
         raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}; start a new run in "
                          "another out_dir to change them")
@@ -305,7 +313,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
     if resume and (out / STATE_NAME).exists():
-        check_same_run(out, cfg)
+        check_same_run(out, run_record(cfg, dataset))
         start, seconds_before = load_training_state(out, model, optimizer, runtime.world_size)
     elif resume and runtime.is_main:
         print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
@@ -315,7 +323,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     if runtime.is_main:
-        write_json(out / TRAIN_CONFIG_NAME, config_to_dict(cfg))
+        write_json(out / TRAIN_CONFIG_NAME, run_record(cfg, dataset))
     started = time.time() - seconds_before
     if start == cfg.steps:  # the run had ended, but its last export may not have: the state is saved first
         _save(model, optimizer, start, cfg, runtime, out, preprocess, command, seconds_before)
