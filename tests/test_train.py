@@ -1,5 +1,6 @@
 """Training: schedules, config, a real CLI run, exact resume after SIGKILL, and 2-process DDP on CPU (gloo)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -441,7 +442,15 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     assert main(resume) == 2
     assert "but data_files=4 files, sha256 " in capsys.readouterr().err
     extra.unlink()
+    (tmp_path / "clips" / "falling" / "2.mp4").rename(tmp_path / "clips" / "falling" / "2b.mp4")  # as many files
+    assert main(resume) == 2
+    assert "but data_files=3 files, sha256 " in capsys.readouterr().err
+    (tmp_path / "clips" / "falling" / "2b.mp4").rename(tmp_path / "clips" / "falling" / "2.mp4")
     assert main(resume) == 0
+    record = json.loads((out / "train_config.json").read_text())
+    (out / "train_config.json").write_text(json.dumps({k: v for k, v in record.items() if k != "data_files"}))
+    write_video(extra, render_clip(3, WorldConfig(size=40, num_frames=10)).frames)
+    assert main(resume) == 0  # a run recorded before the files were is not refused on them
     capsys.readouterr()
     result = _train("--config", TINY, f"out_dir={tmp_path / 'run2'}", f"data={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "not a folder" in result.stderr

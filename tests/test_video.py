@@ -199,7 +199,7 @@ def test_truncated_mp4_gives_an_error_or_only_real_frames(tmp_path, keep):
         try:
             video = read_video(tmp_path / "cut.mp4", num_frames=num_frames)
         except VideoError as err:
-            assert keep == 0.5 and str(err).startswith("cut.mp4: ")  # cut late, most frames still decode
+            assert keep == 0.5 and str(err).startswith("cut.mp4: ")  # cut at 0.9, most frames decode: never fails
         else:
             assert distinct(video) == len(video)  # nothing repeated to make up for missing frames
             if num_frames is None:

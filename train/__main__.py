@@ -74,10 +74,10 @@ def _what_stands(cfg) -> str:
 def _command_line(argv) -> str:
     """What the model card records: under torchrun, the torchrun command with its process counts."""
     launcher = "python -m train"
-    if "LOCAL_WORLD_SIZE" in os.environ:  # set by torchrun
-        nodes = int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"])
-        launcher = (f"torchrun {f'--nnodes {nodes} ' if nodes > 1 else ''}--nproc_per_node "
-                    f"{os.environ['LOCAL_WORLD_SIZE']} -m train")
+    if "RANK" in os.environ:  # set by torchrun, as setup_runtime reads it
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        nodes = int(os.environ.get("WORLD_SIZE", per_node)) // per_node
+        launcher = f"torchrun {f'--nnodes {nodes} ' if nodes > 1 else ''}--nproc_per_node {per_node} -m train"
     return f"{launcher} {shlex.join(sys.argv[1:] if argv is None else argv)}"
 
 

@@ -1,7 +1,8 @@
 """Training settings: defaults in one dataclass, a recipe YAML holding only what differs, typed key=value overrides.
 
 Resolution order: `TrainConfig` defaults <- recipe file <- command-line `key=value`. An unknown key or a value of the
-wrong type is an error naming the key. The resolved config is written next to the outputs (`train_config.json`).
+wrong type is an error naming the key. The resolved config is written next to the outputs (`train_config.json`, with,
+for data=FOLDER, which files the run draws from).
 """
 
 import math

@@ -7,6 +7,7 @@ indices gives worker processes and pinned memory for free when `num_workers > 0`
 
 import dataclasses
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,8 @@ class FolderBatches(Dataset):
     def __init__(self, root: str, preprocess: PreprocessConfig, batch_size: int, seed: int, rank: int):
         self.files = readable_videos(root, report=rank == 0)
         names = "\n".join(str(path.relative_to(root)) for path in self.files)
-        self.files_fingerprint = f"{len(self.files)} files, sha256 {hashlib.sha256(names.encode()).hexdigest()[:16]}"
+        digest = hashlib.sha256(os.fsencode(names)).hexdigest()[:16]  # fsencode: a name need not be UTF-8
+        self.files_fingerprint = f"{len(self.files)} files, sha256 {digest}"
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
         self.failed: set[Path] = set()  # files found damaged past the start check, each reported once
 
