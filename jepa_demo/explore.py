@@ -23,8 +23,6 @@ import numpy as np
 from .checkpoint import atomic_write
 from .gallery import (
     DEFAULT_CLIPS,
-    GALLERY_FORMAT,
-    GALLERY_SEED,
     THRESHOLD_PERCENTILE,
     cache_folder,
     cached_surprise_threshold,
@@ -33,6 +31,7 @@ from .gallery import (
     load_or_build_gallery,
     nearest,
     place_on_map,
+    thumbnail_folder,
 )
 from .inference import JEPAModel
 from .video import Clip, VideoError, read_clip, write_video
@@ -124,9 +123,7 @@ class Explorer:
         self.baseline = baseline
         self.gallery = load_or_build_gallery(model, cache_dir, num_clips=num_clips, progress=progress)
         self.cache_dir = cache_folder(cache_dir)
-        # named like the gallery's file, so thumbnails from other seeds or an older format are never shown
-        self.thumbnail_dir = self.cache_dir / (f"thumbnails-{self.gallery.fingerprint}"
-                                             f"-seed{GALLERY_SEED}-v{GALLERY_FORMAT}")
+        self.thumbnail_dir = thumbnail_folder(self.cache_dir, self.gallery.fingerprint)
         self._built: dict = {}
         self._build_locks = {name: threading.Lock() for name in ("bank", "baseline_threshold")}
 

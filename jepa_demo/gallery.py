@@ -190,6 +190,12 @@ def _threshold_name(fingerprint: str) -> str:
     return f"threshold-{fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json"
 
 
+def thumbnail_folder(cache_dir, fingerprint: str) -> Path:
+    """Where the gallery clips' GIF thumbnails go: named like the gallery's file, so thumbnails from other seeds or an
+    older format are never shown."""
+    return cache_folder(cache_dir) / f"thumbnails-{fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}"
+
+
 def _places(model: JEPAModel, cached: Path) -> list[Path]:
     """Where a gallery or threshold file may lie, in the order read: prebuilt in the model's checkpoint folder (or Hub
     snapshot), then the cache file `cached`."""
