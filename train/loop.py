@@ -312,8 +312,9 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
         check_output_folder(out)
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
+    record = run_record(cfg, dataset)
     if resume and (out / STATE_NAME).exists():
-        check_same_run(out, run_record(cfg, dataset))
+        check_same_run(out, record)
         start, seconds_before = load_training_state(out, model, optimizer, runtime.world_size)
     elif resume and runtime.is_main:
         print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
@@ -323,7 +324,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     if runtime.is_main:
-        write_json(out / TRAIN_CONFIG_NAME, run_record(cfg, dataset))
+        write_json(out / TRAIN_CONFIG_NAME, record)
     started = time.time() - seconds_before
     if start == cfg.steps:  # the run had ended, but its last export may not have: the state is saved first
         _save(model, optimizer, start, cfg, runtime, out, preprocess, command, seconds_before)
