@@ -83,6 +83,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (servers, process groups)."""
+    return _free_port()
+
+
 @pytest.fixture(scope="session")
 def app_blocks(tmp_path_factory):
     """The real app serving on a free port, on the shipped checkpoint (which carries its gallery and threshold), with

@@ -99,7 +99,7 @@ def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, cli
     assert above and len(above) < len(numbers["per_step"])
     assert numbers["frames_above_threshold"] == above
     marked = [list(trace.x) for trace in view.figure.data if trace.name.endswith("above threshold")]
-    assert marked == ([above] if above else [])  # the plot marks the same moments
+    assert marked == [above]  # the plot marks the same moments
     assert numbers["peak_frame"] == numbers["step_frames"][int(np.argmax(numbers["per_step"]))]
     assert view.overlay.ndim == 3 and view.overlay.dtype == np.uint8
 

@@ -144,22 +144,17 @@ def _sigreg_on_half(rank: int, port: int, rows: torch.Tensor, results) -> None:
     dist.destroy_process_group()
 
 
-def test_sigreg_under_ddp_measures_the_whole_batch():
+def test_sigreg_under_ddp_measures_the_whole_batch(free_port):
     """Two gloo processes, each holding half the rows, give the statistic of all the rows; each one's gradient is twice
     one process's, which DDP's averaging over the two brings back to it."""
-    import socket
-
     import torch.multiprocessing as mp
 
     rows = torch.randn(256, 16, generator=torch.Generator().manual_seed(0)) * 0.7 + 0.2
     whole = rows.clone().requires_grad_()
     sigreg(whole).backward()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_sigreg_on_half, args=(port, rows, results), nprocs=2)
+        mp.spawn(_sigreg_on_half, args=(free_port, rows, results), nprocs=2)
         results = dict(results)
     assert results[0][0] == pytest.approx(sigreg(rows).item(), rel=1e-5) == results[1][0]
     ddp_grad = torch.cat([results[0][1], results[1][1]]) / 2

@@ -29,6 +29,15 @@ def save_tiny_vjepa2(folder: Path, seed: int = 0, processor: dict | None = None)
     return folder
 
 
+def _copy(folder: Path, to: Path, config_change: dict | None = None) -> Path:
+    """A copy of a saved model's config (with `config_change`) and weights in the new folder `to`."""
+    to.mkdir()
+    config = json.loads((folder / "config.json").read_text())
+    (to / "config.json").write_text(json.dumps({**config, **(config_change or {})}))
+    (to / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    return to
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return save_tiny_vjepa2(tmp_path_factory.mktemp("vjepa2") / "tiny-vjepa2")
@@ -111,13 +120,8 @@ def test_a_hub_id_loads_from_the_local_hub_cache(folder, tmp_path, monkeypatch):
                                              ({"crop_size": 30}, "multiple of patch_size"),
                                              ({"patch_size": None}, "patch_size must be an integer")])
 def test_hostile_configs_are_refused_before_allocation(folder, tmp_path, change, message):
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    config = json.loads((folder / "config.json").read_text())
-    (bad / "config.json").write_text(json.dumps({**config, **change}))
-    (bad / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match=message):
-        load_model(bad)
+        load_model(_copy(folder, tmp_path / "bad", change))
 
 
 def test_missing_or_corrupt_weights_name_the_folder(folder, tmp_path):
@@ -129,14 +133,6 @@ def test_missing_or_corrupt_weights_name_the_folder(folder, tmp_path):
     (bad / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 checkpoint"):
         load_model(bad)
-
-
-def _copy(folder: Path, to: Path, config_change: dict | None = None) -> Path:
-    to.mkdir()
-    config = json.loads((folder / "config.json").read_text())
-    (to / "config.json").write_text(json.dumps({**config, **(config_change or {})}))
-    (to / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
-    return to
 
 
 def test_weights_missing_from_the_file_are_refused_and_extra_ones_ignored_quietly(folder, tmp_path, capfd):
