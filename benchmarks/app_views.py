@@ -43,15 +43,19 @@ def time_views(explorer: Explorer, path: Path) -> dict:
     """Seconds for a fresh upload: decoding it, then each view (which finds the decoded clip remembered)."""
     forget_decoded_clips()
 
-    def decode():
-        return load_clip(path).frames
+    def decode():  # as app._clip does: the checkpoint decides the frames' size and how many are kept
+        return load_clip(path, explorer.clip_size, explorer.max_frames)
+
+    def surprise():
+        clip = decode()
+        return explorer.surprise(clip.frames, clip.source_frames)
 
     steps = {
         "decode upload": decode,
-        "masked prediction": lambda: explorer.masked(decode(), "multiblock"),
-        "nearest neighbours": lambda: explorer.neighbors(decode(), k=8),
-        "embedding map": lambda: explorer.embedding_map(decode(), "num_objects"),
-        "surprise": lambda: explorer.surprise(decode()),
+        "masked prediction": lambda: explorer.masked(decode().frames, "multiblock"),
+        "nearest neighbours": lambda: explorer.neighbors(decode().frames, k=8),
+        "embedding map": lambda: explorer.embedding_map(decode().frames, "num_objects"),
+        "surprise": surprise,
     }
     out = {}
     for name, fn in steps.items():

@@ -6,10 +6,11 @@ Each user is its own `gradio_client.Client` in its own thread, with its own clip
 one per violation kind), and goes round the four endpoints. Before the load, every (clip, endpoint) answer is
 recorded with one user alone; under load each answer must equal the one for *its* clip, so a lost request, a failed
 one, or an answer computed on another user's upload is counted. Memory: the server's resident set before the load
-and its peak (VmHWM) after each round; with bounded memory the second round adds next to nothing. Afterwards: the
-time one more request takes, whether the uploads were removed from Gradio's folder once their lifetime passed, and
-whether the app, stopped with SIGTERM, exits cleanly and leaves that folder empty.
-Also how long the app took from launch to answering HTTP (with an empty $JEPA_LENS_CACHE: a fresh clone's start).
+and its peak (VmHWM) after each round, so that a server whose memory keeps growing shows it round after round.
+Afterwards: the time one more request takes, whether the uploads were removed from Gradio's folder once their
+lifetime passed, and whether the app, stopped with SIGTERM, exits cleanly and leaves that folder empty.
+Also how long the app took from launch to answering HTTP. The app gets an empty cache folder ($JEPA_LENS_CACHE) of
+its own, as on a fresh clone, and the report lists what it wrote there before answering.
 Prints a table and writes JSON.
 """
 
@@ -60,10 +61,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, temp_dir: Path, file_lifetime: int, timeout: float = 600) -> subprocess.Popen:
-    """`python app.py` on 127.0.0.1:port, its Gradio files in `temp_dir`; returns once it answers HTTP."""
+def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, timeout: float = 600) -> subprocess.Popen:
+    """`python app.py` on 127.0.0.1:port, its Gradio files in `temp_dir` and its cache in `cache`; returns once it
+    answers HTTP."""
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_TEMP_DIR": str(temp_dir), "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "JEPA_LENS_FILE_LIFETIME": str(file_lifetime)}
+           "GRADIO_ANALYTICS_ENABLED": "False", "JEPA_LENS_FILE_LIFETIME": str(file_lifetime),
+           "JEPA_LENS_CACHE": str(cache)}
     server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
@@ -161,10 +164,11 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
         tmp = Path(tmp)
         (tmp / "clips").mkdir()
         clips = make_clips(tmp / "clips")
-        port, temp_dir = free_port(), tmp / "gradio"
+        port, temp_dir, cache = free_port(), tmp / "gradio", tmp / "cache"
         launched = time.perf_counter()
-        server = start_server(port, temp_dir, file_lifetime)
+        server = start_server(port, temp_dir, cache, file_lifetime)
         start_s = time.perf_counter() - launched
+        cached = sorted(str(path.relative_to(cache)) for path in cache.rglob("*")) if cache.is_dir() else []
         url = f"http://127.0.0.1:{port}/"
         tempfile.tempdir = str(tmp)  # gradio_client leaves an empty folder in the temp dir per download: keep them here
         try:
@@ -173,8 +177,8 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
                           for clip in clips for endpoint in ENDPOINTS}
             distinct = len({json.dumps(references[clip.name, "/surprise"]) for clip in clips})
             before = memory_mb(server.pid)
-            report = {"start_s": start_s, "users": users, "requests_per_user": requests, "clips": len(clips),
-                      "distinct_answers": distinct, "idle_rss_mb": before["rss_mb"], "rounds": []}
+            report = {"start_s": start_s, "cache_after_start": cached, "users": users, "requests_per_user": requests,
+                      "clips": len(clips), "distinct_answers": distinct, "idle_rss_mb": before["rss_mb"], "rounds": []}
             for _ in range(rounds):
                 outcome = load_round(url, clips, users, requests, references, tmp / "downloads")
                 outcome["peak_mb"] = memory_mb(server.pid)["peak_mb"]

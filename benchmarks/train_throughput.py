@@ -16,6 +16,7 @@ benchmarks/train_throughput_<recipe>.json).
 
 import argparse
 import json
+import os
 import platform
 import re
 import resource
@@ -99,8 +100,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="default: benchmarks/train_throughput_<recipe>.json")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    if min(args.steps, args.threads or 1) < 1 or args.warmup < 0:
+    if min(args.steps, 1 if args.threads is None else args.threads) < 1 or args.warmup < 0:
         parser.error("--steps and --threads must be at least 1, --warmup at least 0")
+    if "RANK" in os.environ:  # under torchrun every process would divide the whole batch's FLOPs by one GPU's peak
+        parser.error("run it as one process (python, not torchrun): it measures one device")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

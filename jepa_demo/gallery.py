@@ -315,7 +315,8 @@ def place_on_map(gallery: Gallery, embedding: np.ndarray, k: int = 10) -> np.nda
     index = np.array([i for i, _ in found])
     distance = np.maximum(1.0 - np.array([s for _, s in found], dtype=np.float64), 0.0)  # (k,) cosine distance
     # Inverse-distance weights rather than a softmax over similarities: no temperature to fit to each model's spread
-    # of similarities (0.92-0.9997 for a random tiny net), and a clip already in the gallery lands on its own point.
+    # of similarities (narrow for some models even measured from the mean), and a clip already in the gallery lands on
+    # its own point.
     weights = 1.0 / (distance + 1e-6)
     return (weights @ gallery.coords[index] / weights.sum()).astype(np.float32)
 

@@ -57,6 +57,18 @@ def test_train_throughput_counts_each_steps_own_mask():
     assert bench.gpu_peak_tflops("NVIDIA H100 PCIe") == 756.0 and bench.gpu_peak_tflops("NVIDIA A10G") is None
 
 
+def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
+    """Refused up front, before minutes of work: no threads, several processes each dividing the whole batch's FLOPs
+    by one device's peak, a V-JEPA 2 clip shorter than the model's window (it failed in surprise, the last call)."""
+    out = tmp_path / "out.json"
+    refused = [_run("train_throughput.py", "--config", "train/configs/tiny.yaml", "--threads", "0", "--json", out),
+               _run("train_throughput.py", "--config", "train/configs/tiny.yaml", "--json", out, RANK="0"),
+               _run("vjepa2_latency.py", "--frames-per-clip", "64", "--json", out)]
+    for result, reason in zip(refused, ["must be at least 1", "one process", "--clip-frames 32 is shorter"]):
+        assert result.returncode == 2 and reason in result.stderr, result.stderr
+    assert not out.exists()
+
+
 def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
     pytest.importorskip("transformers")
     out = tmp_path / "encoder.json"
@@ -69,17 +81,21 @@ def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
 
 @pytest.mark.slow
 def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
-    """The reduced load test: `python app.py` launched for real, with an empty cache folder as on a fresh clone, 8
-    gradio_client users x 3 requests, twice. The file lifetime must outlast the slowest request (7.5 s on 2 fast
-    cores, 12.5 s on slow ones, 16 s while make test's other worker computes): with 4 s, the sweep sometimes removed
-    an upload before its queued request had read it ("file not found"). 36 s leaves room for a slower machine."""
-    out, cache = tmp_path / "load.json", tmp_path / "cache"
+    """The reduced load test: `python app.py` launched for real, with an empty cache folder of its own as on a fresh
+    clone, 8 gradio_client users x 3 requests, twice. The file lifetime must outlast the slowest request (7.5 s on 2
+    fast cores, 12.5 s on slow ones, 16 s while make test's other worker computes): with 4 s, the sweep sometimes
+    removed an upload before its queued request had read it ("file not found"). 36 s leaves room for a slower
+    machine."""
+    out, home_cache = tmp_path / "load.json", tmp_path / "home-cache"
     result = _run("load_test.py", "--users", "8", "--requests", "3", "--rounds", "2", "--file-lifetime", "36",
-                  "--json", out, JEPA_LENS_CACHE=str(cache))
+                  "--json", out, JEPA_LENS_CACHE=str(home_cache))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert 0 < report["start_s"] < 120
-    assert not [*cache.glob("gallery-*"), *cache.glob("threshold-*")]  # a fresh start: the checkpoints carry theirs
+    assert not home_cache.exists()  # the app started on an empty cache of the script's own, not the caller's
+    started_with = report["cache_after_start"]
+    assert any(name.startswith("examples/") for name in started_with)  # the list is of what the app wrote
+    assert not [name for name in started_with if name.startswith(("gallery-", "threshold-"))]  # checkpoints carry them
     assert report["distinct_answers"] == report["clips"] == 7  # a mixed-up answer would be caught
     for outcome in report["rounds"]:
         assert (outcome["served"], outcome["wrong"], outcome["failed"]) == (24, 0, 0), outcome["errors"]
