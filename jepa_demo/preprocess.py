@@ -47,8 +47,8 @@ def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None
         frames = frames[torch.from_numpy(sample_frame_indices(frames.shape[0], num_frames))]
     x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
     x = resize_and_crop(x, cfg.img_size, cfg.resize_to) / 255.0
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)  # the frames' device: a CUDA tensor may come in
+    std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
 

@@ -141,7 +141,8 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
 
     H.264 in yuv420p needs even sides: an odd height or width is padded by one row or column repeating the edge
     (so reading the file back gives that padded size) rather than letting ffmpeg rescale the whole picture.
-    The file appears complete or not at all: it is written under a temporary name in the same folder, then renamed.
+    The file appears complete or not at all: it is written under a temporary name in the same folder, checked to hold
+    every frame, then renamed; OSError otherwise (a full disk, ffmpeg stopped).
     """
     path = Path(path)
     frames = _check_frames(frames)
@@ -156,9 +157,22 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
     partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
         _WRITERS[suffix](partial, frames, fps)
+        _check_written(partial, path, len(frames))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _check_written(partial: Path, path: Path, num_frames: int) -> None:
+    # imageio-ffmpeg does not read ffmpeg's exit status, and short clips and gifs are encoded only once the input
+    # ends, so a disk filling up or ffmpeg failing then leaves a cut file without an error: count its frames.
+    try:
+        written = _scan(partial)[0] if partial.is_file() and partial.stat().st_size else 0
+    except VideoError:
+        written = 0
+    if written != num_frames:
+        raise OSError(f"{path.name}: ffmpeg wrote {written} of {num_frames} frames (is the disk full?); nothing was "
+                      "written")
 
 
 def _check_file(path) -> Path:
@@ -205,6 +219,8 @@ def _video_stream(container, path: Path):
         only_audio = ", only audio" if container.streams.audio else ""
         raise VideoError(f"{path.name}: not a readable video (no video stream{only_audio})")
     stream = streams[0]
+    if stream.codec_context is None:  # PyAV gives a stream no codec context when ffmpeg has no decoder for it
+        raise VideoError(f"{path.name}: not a readable video (ffmpeg has no decoder for its video codec)")
     width, height = stream.codec_context.width, stream.codec_context.height
     if width < 1 or height < 1:
         raise VideoError(f"{path.name}: not a readable video (the video stream has no picture size)")
@@ -254,6 +270,9 @@ def _decode(container, stream, path: Path, deadline: _Deadline | None = None) ->
             decoded += 1
             if deadline:
                 deadline.check(path, decoded)
+            if frame.width * frame.height > MAX_PIXELS:  # _video_stream checked only the first picture size
+                raise VideoError(f"{path.name}: frame {decoded} is {frame.width}x{frame.height} pixels, over the "
+                                 f"limit of {MAX_PIXELS / 1e6:.0f} million a frame; scale it down first")
             yield frame if (frame.width, frame.height) == (width, height) else frame.reformat(width, height)
     except av.FFmpegError as err:
         reason = f"decoding failed after {decoded} frames: {err.strerror}"

@@ -1,6 +1,8 @@
 """Video I/O on real files, written by our writer or by the ffmpeg binary shipped in imageio-ffmpeg."""
 
 import subprocess
+import sys
+from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 from PIL import Image
 
 from jepa_demo.video import VIDEO_SUFFIXES, VideoError, read_video, strided_frame_indices, video_info, write_video
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def moving_square(frames=16, height=64, width=64) -> np.ndarray:
@@ -170,6 +174,17 @@ def test_resolution_change_midway(tmp_path):
     assert distinct(video) == len(video)
 
 
+def test_pixel_limit_holds_for_a_picture_size_that_changes_midway(tmp_path, monkeypatch):
+    """A small first picture must not let a huge one through later (the limit was checked on the first only)."""
+    small = pattern_clip(tmp_path / "small.ts", 1, "80x60", 10).read_bytes()
+    large = pattern_clip(tmp_path / "large.ts", 1, "160x120", 10).read_bytes()
+    (tmp_path / "joined.ts").write_bytes(small + large)
+    monkeypatch.setattr("jepa_demo.video.MAX_PIXELS", 80 * 60)  # 160x120 stands for a picture of 100 megapixels
+    for read in (read_video, lambda path: read_video(path, num_frames=16)):
+        with pytest.raises(VideoError, match=r"joined.ts: frame \d+ is 160x120 pixels, over the limit"):
+            read(tmp_path / "joined.ts")
+
+
 def test_unreadable_files_raise_video_error_naming_the_file(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
@@ -179,7 +194,12 @@ def test_unreadable_files_raise_video_error_naming_the_file(tmp_path):
     Image.fromarray(moving_square()[0]).save(tmp_path / "still.jpg")
     Image.fromarray(moving_square()[0]).save(tmp_path / "png-inside.mp4", format="PNG")
     ffmpeg("-f", "lavfi", "-i", "sine=duration=1", tmp_path / "song.m4a")
-    cases = {"missing.mp4": "file not found", "clips.mp4": "folder", "empty.mp4": "empty",
+    # MPEG-4 in AVI with its FourCC changed to one ffmpeg does not know: a stream without a decoder.
+    known = pattern_clip(tmp_path / "known.avi", 1, "64x48", 10, "-c:v", "mpeg4").read_bytes()
+    assert known.count(b"FMP4") == 2
+    (tmp_path / "unknown-codec.avi").write_bytes(known.replace(b"FMP4", b"ABCD"))
+    cases = {"unknown-codec.avi": "ffmpeg has no decoder for its video codec",
+             "missing.mp4": "file not found", "clips.mp4": "folder", "empty.mp4": "empty",
              "noise.mp4": "not a readable video", "text.mp4": "not a readable video",
              "still.png": "is an image, not a video", "still.jpg": "is an image, not a video",
              "png-inside.mp4": "is an image, not a video", "song.m4a": r"no video stream, only audio"}
@@ -216,6 +236,26 @@ def test_write_rejects_bad_arrays(tmp_path, frames, message):
     with pytest.raises(ValueError, match=message):
         write_video(tmp_path / "x.mp4", frames)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_write_that_ffmpeg_cannot_finish_leaves_no_file(tmp_path):
+    """With files limited to 20 kB (as on a full disk), ffmpeg fails after the last frame is handed over, when x264
+    encodes its look-ahead and the gif its palette; imageio-ffmpeg does not report it, and the cut file was renamed
+    into place as if complete."""
+    noise = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)  # far over 20 kB encoded
+    np.save(tmp_path / "noise.npy", noise)
+    script = ("import resource, sys, numpy as np; from jepa_demo.video import write_video; "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); "
+              "frames = np.load(sys.argv[1])\n"
+              "for name in sys.argv[2:]:\n"
+              "    try: write_video(name, frames)\n"
+              "    except OSError as err: print(err)")
+    names = [tmp_path / "clip.mp4", tmp_path / "clip.gif"]
+    result = subprocess.run([sys.executable, "-c", script, tmp_path / "noise.npy", *names], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("of 16 frames (is the disk full?)") == 2, result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["noise.npy"]  # no cut file, no partial one
 
 
 def test_write_rejects_bad_extension_and_fps(tmp_path):
