@@ -7,11 +7,12 @@ default every shipped one: the JEPA default, the pixel baseline, the SIGReg JEPA
 the first one's shape, and a trivial pixel heuristic (the largest jump in frame-difference energy):
 - violation of expectation: matched pairs (same start, one with a physics violation) per kind, on clean clips and on
   clips with irrelevant detail (per-frame noise, textured/flickering backgrounds). Pairwise accuracy (the
-  implausible twin scores higher; a tie counts half) and AUROC over all clips, with bootstrap 95 % intervals
-  (resampling pairs);
+  implausible twin scores higher; a tie counts half) with Wilson 95 % intervals, and AUROC over all clips with a
+  bootstrap 95 % interval (resampling pairs);
 - representation: kNN and linear (logistic) probes of the world's labels, each model's lead over the random
   encoder with a bootstrap 95 % interval (resampling test clips), effective rank of clip embeddings;
-- tracking: future-prediction error on the tokens objects cover, next to copying the last visible target.
+- tracking: future-prediction error on the tokens objects cover, next to copying the last visible target, with a
+  bootstrap 95 % interval of the difference (resampling clips).
 `--report` writes a Markdown report with plots (docs/results.md is generated this way). `--validation` draws every
 clip from other seeds (from `VALIDATION_SEED`): recipes and scores are compared there, so that the held-out numbers
 stay untouched by those choices. This module knows nothing about training loops or the app.
@@ -51,7 +52,9 @@ RANDOM, FRAME_DIFFERENCE = "random encoder", "frame difference"
 
 
 def pair_world(detail: bool, num_frames: int = 32, size: int = 64) -> WorldConfig:
-    """Clips long enough for several surprise windows before and after the violation."""
+    """The pairs' world. 32 frames: for the shipped model (16-frame windows predicting their last 2 of 8 steps) the
+    scored steps start at frame 12, so one or two come before a violation in the middle of the clip (frame 16, where
+    every kind but pass_through happens) and six after it."""
     cfg = WorldConfig(size=size, num_frames=num_frames)
     return dataclasses.replace(cfg, noise_std=0.05, background="mixed") if detail else cfg
 
@@ -86,14 +89,22 @@ def _wins(scores: np.ndarray) -> np.ndarray:
 
 
 def _with_intervals(scores: np.ndarray, rng: np.random.Generator, resamples: int) -> dict:
-    """Pairwise accuracy and AUROC with percentile-bootstrap 95 % intervals, resampling whole pairs."""
+    """Pairwise accuracy with its Wilson 95 % interval, and AUROC with a percentile-bootstrap one (resampling whole
+    pairs)."""
     wins = _wins(scores)
     matched = np.diag(wins)
     samples = rng.integers(0, len(scores), size=(resamples, len(scores)))
-    accuracy = matched[samples].mean(axis=1)
     auroc = np.array([wins[np.ix_(s, s)].mean() for s in samples])
-    return {"accuracy": float(matched.mean()), "accuracy_ci": _interval(accuracy),
+    return {"accuracy": float(matched.mean()), "accuracy_ci": wilson_interval(matched.mean(), len(scores)),
             "auroc": float(wins.mean()), "auroc_ci": _interval(auroc), "pairs": len(scores)}
+
+
+def wilson_interval(share: float, n: int, z: float = 1.96) -> list[float]:
+    """95 % Wilson score interval of a share of `n` pairs won. Not the bootstrap: a kind won in all of its 17 pairs
+    resamples to 1.00 every time, an interval of zero width, as if 17 pairs were certainty (Wilson: [0.82, 1.00])."""
+    centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2))
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
 def _interval(samples: np.ndarray) -> list[float]:
@@ -109,7 +120,8 @@ def pair_statistics(scores: np.ndarray, kinds: list[str], resamples: int = 1000,
 
 
 # How to read `surprise_shift`, for the report's tables and its summary line.
-SHIFT_READING = ("largest rise of the implausible twin's per-step surprise over its plausible twin's / the difference "
+SHIFT_READING = ("largest rise of the implausible twin's per-step surprise over its plausible twin's (not below "
+                 "zero where the twins share their first scored step, as for a violation at frame 16) / the difference "
                  "at the last step, as a share of the plausible twin's mean level. A surprise is a rise that fades "
                  "(first number well above the second); a lasting shift or a drop is the error following how much "
                  "is in view.")
@@ -183,11 +195,12 @@ def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed:
     return {"difference": float(per_item.mean()), "difference_ci": _interval(per_item[samples].mean(axis=1))}
 
 
-def tracking_errors(model: JEPAModel, clips) -> dict:
+def tracking_errors(model: JEPAModel, clips, resamples: int = 1000) -> dict:
     """Has the predictor learned where objects go? Error of the future-mask prediction on the tokens objects cover
     (and on the rest), next to the error of copying each token's latent at the last visible time step, as the
-    model gives it seeing only the visible steps ('persistence': a model that knows nothing about motion). Clips must
-    match the model's size and length."""
+    model gives it seeing only the visible steps ('persistence': a model that knows nothing about motion); and on
+    object tokens the model's error minus the copy's (`paired_difference` over the clips: below zero, it predicts
+    better than copying). Clips must match the model's size and length."""
     errors = defaultdict(list)
     for clip in clips:
         result = model.predict_masked(clip.frames, mask="future")
@@ -199,7 +212,8 @@ def tracking_errors(model: JEPAModel, clips) -> dict:
         for name, error in (("model", result.error_map[hidden_steps]), ("persistence", copied)):
             errors[f"{name}_objects"].append(error[objects].mean())
             errors[f"{name}_background"].append(error[~objects].mean())
-    return {name: float(np.mean(values)) for name, values in errors.items()}
+    difference = paired_difference(errors["model_objects"], errors["persistence_objects"], resamples)
+    return {**{name: float(np.mean(values)) for name, values in errors.items()}, "objects_minus_copy": difference}
 
 
 def _object_tokens(clip, cfg) -> np.ndarray:
@@ -253,7 +267,7 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     report = {"models": described,
               "representation": {name: scores for name, (scores, _) in representation.items()},
               "majority": majority_rates(train_clips, test_clips),
-              "tracking": {name: tracking_errors(model, plain) for name, model in models.items()},
+              "tracking": {name: tracking_errors(model, plain, resamples) for name, model in models.items()},
               "pairs": {}, "surprise_shift": {}}
     for condition, detail in (("clean", False), ("detail", True)):
         pairs = violation_pairs(num_pairs, detail, size, first_seed)
@@ -305,8 +319,8 @@ def format_report(report: dict) -> str:
     lines = []
     for condition, scorers in report["pairs"].items():
         lines += [f"### Violation pairs, {condition} clips ({report['settings']['num_pairs']} pairs)", "",
-                  "Pairwise accuracy: share of pairs where the implausible twin scores higher (a tie counts half); "
-                  "AUROC over all clips; [95 % bootstrap interval].", "",
+                  "Pairwise accuracy: share of pairs where the implausible twin scores higher (a tie counts half) "
+                  "[95 % Wilson interval]; AUROC over all clips [95 % bootstrap interval].", "",
                   "| kind | " + " | ".join(scorers) + " |", "|---" * (len(scorers) + 1) + "|"]
         for kind in VIOLATIONS:
             lines.append(f"| {kind} | " + " | ".join(_ci(s["per_kind"][kind], "accuracy") for s in scorers.values())
@@ -334,9 +348,10 @@ def format_report(report: dict) -> str:
               "| effective rank | " + " | ".join(f"{r['effective_rank']:.1f}" for r in rep.values()) + " |", ""]
     track = report["tracking"]
     lines += ["### Future prediction error on plain clips (mean absolute error; pixels for the pixel baseline)", "",
-              "| model | object tokens | copy last visible, object tokens | background | copy last, background |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {name} | {t['model_objects']:.3f} | {t['persistence_objects']:.3f} | {t['model_background']:.3f} "
+              "| model | object tokens | copy last visible, object tokens | object tokens minus copy [95 % interval] "
+              "| background | copy last, background |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {t['model_objects']:.3f} | {t['persistence_objects']:.3f} | "
+              f"{format_difference(t['objects_minus_copy'])} | {t['model_background']:.3f} "
               f"| {t['persistence_background']:.3f} |" for name, t in track.items()]
     return "\n".join(lines)
 

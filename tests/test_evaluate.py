@@ -19,6 +19,7 @@ from jepa_demo.evaluate import (
     surprise_shift,
     tracking_errors,
     violation_pairs,
+    wilson_interval,
 )
 from jepa_demo.inference import load_model
 from jepa_demo.world import VIOLATIONS, WorldConfig, render_clip
@@ -55,6 +56,16 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_pairs():
     width = lambda s: s["accuracy_ci"][1] - s["accuracy_ci"][0]  # noqa: E731
     assert width(many) < width(few) / 2
     assert many["accuracy_ci"][0] > 0.6 and many["accuracy_ci"][1] < 0.8
+
+
+def test_a_kind_won_in_every_pair_gets_an_interval_not_certainty():
+    """17 pairs all won: a percentile bootstrap resamples 1.00 every time, [1.00, 1.00]; Wilson's lower bound is
+    17 / (17 + 1.96^2) = 0.816. A 50 % share of 100 pairs matches the normal approximation's +-0.098 closely."""
+    stats = pair_statistics(np.tile([[0.0, 1.0]], (17, 1)), ["appear"] * 17)
+    assert stats["accuracy"] == 1.0
+    assert stats["accuracy_ci"] == pytest.approx([17 / (17 + 1.96**2), 1.0], abs=1e-9)
+    low, high = wilson_interval(0.5, 100)
+    assert low == pytest.approx(0.5 - 0.0963, abs=5e-4) and high == pytest.approx(0.5 + 0.0963, abs=5e-4)
 
 
 def test_surprise_shift_tells_a_passing_rise_from_a_lasting_drop():
@@ -261,8 +272,12 @@ def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(tiny
     clips = [render_clip(i, WorldConfig(size=32, num_frames=4, occluder_prob=0, min_objects=3, radius=(0.2, 0.25)))
              for i in range(3)]
     errors = tracking_errors(model, clips)
+    difference = errors.pop("objects_minus_copy")
     assert set(errors) == {f"{who}_{where}" for who in ("model", "persistence") for where in ("objects", "background")}
     assert all(np.isfinite(v) and v > 0 for v in errors.values())
+    assert difference["difference"] == pytest.approx(errors["model_objects"] - errors["persistence_objects"])
+    low, high = difference["difference_ci"]
+    assert low <= difference["difference"] <= high and low < high  # three clips that differ: an interval, not a point
     # by hand, for one clip: the tiny model's 2 time steps, the second hidden by the future mask
     from jepa_demo.evaluate import _object_tokens
 
