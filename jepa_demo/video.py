@@ -77,7 +77,7 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
     if num_frames is None:
         with _video(path) as (container, stream):
             return np.stack([_to_rgb(frame, size) for frame in _decode(container, stream, path, deadline)])
-    return _sample(path, _scan(path, deadline)[0], num_frames, size, deadline, span=span).frames
+    return _sample(path, _scan(path, deadline), num_frames, size, deadline, span=span).frames
 
 
 class Clip(NamedTuple):
@@ -102,7 +102,7 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
         raise VideoError(f"{path.name}: the file is {megabytes:.0f} MB; the limit is {max_megabytes:g} MB. "
                          "Trim or compress it.")
     deadline = _Deadline(timeout)  # counts from here: a file of millions of packets is slow to scan, too
-    info = _info(path, deadline)
+    info, packets = _info(path, deadline)
     if max_seconds is not None and info["duration"] > max_seconds:
         raise VideoError(f"{path.name}: the clip lasts {info['duration']:.0f} s; the limit is {max_seconds:g} s. "
                          "Trim it to the moment you want to inspect.")
@@ -110,7 +110,7 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     if max(width, height) > max_aspect * min(width, height):
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, more than {max_aspect:g} times wider "
                          "than high or higher than wide; a model would see only a small centred square of it")
-    return _sample(path, info["frames"], max_frames, size, deadline, at_most=True)
+    return _sample(path, packets, max_frames, size, deadline, at_most=True)
 
 
 def video_info(path) -> dict:
@@ -120,10 +120,10 @@ def video_info(path) -> dict:
     (rotation applied); duration spans the frames' timestamps, right for a variable frame rate too (frames / fps when
     they have none). Decodes one frame, so a file whose pictures cannot be decoded raises `VideoError` here too.
     """
-    return _info(_check_file(path))
+    return _info(_check_file(path))[0]
 
 
-def _info(path: Path, deadline: _Deadline | None = None) -> dict:
+def _info(path: Path, deadline: _Deadline | None = None) -> tuple[dict, "_Packets"]:
     with _video(path) as (container, stream):
         first = next(_decode(container, stream, path))
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -131,9 +131,10 @@ def _info(path: Path, deadline: _Deadline | None = None) -> dict:
             width, height = height, width
         # ffmpeg's own choice of output rate; the average rate is off for gifs (delays are whole centiseconds).
         fps = float(stream.guessed_rate or stream.average_rate or 0)
-    frames, seconds = _scan(path, deadline)
+    packets = _scan(path, deadline)
+    frames, seconds = packets.frames, packets.seconds
     duration = seconds if seconds is not None else frames / fps if fps else 0.0
-    return {"frames": frames, "fps": fps, "width": width, "height": height, "duration": duration}
+    return {"frames": frames, "fps": fps, "width": width, "height": height, "duration": duration}, packets
 
 
 def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
@@ -167,7 +168,7 @@ def _check_written(partial: Path, path: Path, num_frames: int) -> None:
     # imageio-ffmpeg does not read ffmpeg's exit status, and short clips and gifs are encoded only once the input
     # ends, so a disk filling up or ffmpeg failing then leaves a cut file without an error: count its frames.
     try:
-        written = _scan(partial)[0] if partial.is_file() and partial.stat().st_size else 0
+        written = _scan(partial).frames if partial.is_file() and partial.stat().st_size else 0
     except VideoError:
         written = 0
     if written != num_frames:
@@ -230,15 +231,20 @@ def _video_stream(container, path: Path):
     return stream
 
 
-def _scan(path: Path, deadline: _Deadline | None = None) -> tuple[int, float | None]:
-    """(frames, seconds) from the stream's packets: reads the file but decodes nothing (milliseconds for a 10 s clip).
-    Seconds span the packets' timestamps (first start to last end), so a variable frame rate is timed right; None
-    when the packets carry no timestamps.
+class _Packets(NamedTuple):
+    frames: int
+    seconds: float | None  # first frame's start to the last one's end; None without timestamps
+    times: np.ndarray | None  # (frames,) each frame's start in seconds, in display order; None when some lack one
+
+
+def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
+    """Frames, duration and frame times from the stream's packets: reads the file but decodes nothing (milliseconds
+    for a 10 s clip). Times come from the packets' timestamps, so a variable frame rate is timed right.
 
     `stream.frames` is not used: it is read from headers, which are 0 in webm/mkv, promise frames that a truncated
     file lacks, and include the frames an edit list hides (clips trimmed without re-encoding).
     """
-    count, start, end = 0, math.inf, -math.inf
+    count, start, end, stamps = 0, math.inf, -math.inf, []
     with _video(path) as (container, stream):
         try:
             for packet in container.demux(stream):
@@ -246,6 +252,7 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> tuple[int, float | N
                 if packet.size == 0 or packet.is_discard:
                     continue
                 count += 1
+                stamps.append(packet.pts)
                 if packet.pts is not None:
                     start, end = min(start, packet.pts), max(end, packet.pts + (packet.duration or 0))
                 if deadline and count % 256 == 0:
@@ -254,9 +261,12 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> tuple[int, float | N
             reason = f"reading failed after {count} frames: {err.strerror}"
             raise VideoError(f"{path.name}: damaged video ({reason})") from None
         seconds = float((end - start) * stream.time_base) if end > start and stream.time_base else None
+        time_base = float(stream.time_base or 0)
     if count == 0:
         raise VideoError(f"{path.name}: not a readable video (the video stream has no frames)")
-    return count, seconds
+    # Packets come in decoding order; sorted, their timestamps are the frames' in display order.
+    timed = time_base and None not in stamps and len(set(stamps)) == count
+    return _Packets(count, seconds, np.sort(np.array(stamps, dtype=np.float64)) * time_base if timed else None)
 
 
 def _decode(container, stream, path: Path, deadline: _Deadline | None = None) -> Iterator[av.VideoFrame]:
@@ -292,16 +302,23 @@ def strided_frame_indices(num_available: int, max_frames: int) -> np.ndarray:
     return np.arange(0, num_available, step, dtype=np.int64)
 
 
-def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline: _Deadline | None = None,
+def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, deadline: _Deadline | None = None,
             at_most: bool = False, span: tuple[float, float] = (0.0, 1.0)) -> Clip:
-    """`num_frames` frames (`sample_frame_indices`) of a clip believed to hold `total` frames, over the part `span`
-    of it; `at_most` (for the whole clip): up to `num_frames`, one in k (`strided_frame_indices`), so a clip found
-    shorter than its packets said is never padded with repeats."""
+    """`num_frames` frames (`sample_frame_indices`) of the clip `packets` describe, over the part `span` of it;
+    `at_most` (for the whole clip): up to `num_frames`, one in k (`strided_frame_indices`), so a clip found shorter
+    than its packets said is never padded with repeats. With a variable frame rate, one in k frames is not one step
+    of time (a phone slowing to 15 fps in the dark, a screen recording that only writes frames when something
+    changes), and steady motion would seem to speed up and slow down, as surprise measures: each pick is the frame
+    nearest to where it would fall at a steady rate."""
+    total = packets.frames
     if at_most:
-        indices = strided_frame_indices(total, num_frames).tolist()
+        indices = strided_frame_indices(total, num_frames)
     else:
         first, last = (round(fraction * (total - 1)) for fraction in span)
-        indices = (first + sample_frame_indices(last - first + 1, num_frames)).tolist()
+        indices = first + sample_frame_indices(last - first + 1, num_frames)
+    if packets.times is not None and total > 1:
+        indices = nearest_in_time(indices, packets.times)
+    indices = indices.tolist()
     wanted, kept = set(indices), {}
     with _video(path) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):
@@ -312,9 +329,19 @@ def _sample(path: Path, total: int, num_frames: int, size: int | None, deadline:
     if len(kept) < len(wanted):
         # The stream ended cleanly at frame `index`, before the packet count said: a frame was dropped silently.
         # Sample again over the frames that really exist rather than return a clip cut short or padded.
+        # Which timestamps the decoded frames had is unknown then: pick by index.
         real = index + 1
-        return _sample(path, real, num_frames, size, deadline, at_most, span)
+        return _sample(path, _Packets(real, None, None), num_frames, size, deadline, at_most, span)
     return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
+
+
+def nearest_in_time(indices: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """For frame indices chosen as if the frames were evenly spaced in time, the frames whose real start `times`
+    (sorted, seconds) are nearest to the times those indices stand for. At a constant frame rate: `indices` again."""
+    steady = times[0] + indices * (times[-1] - times[0]) / (len(times) - 1)
+    after = np.clip(np.searchsorted(times, steady), 1, len(times) - 1)
+    before_is_nearer = steady - times[after - 1] <= times[after] - steady
+    return np.where(before_is_nearer, after - 1, after).astype(np.int64)
 
 
 def _to_rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:

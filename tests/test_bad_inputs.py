@@ -105,6 +105,21 @@ def test_read_video_reads_every_readable_file_whole_and_refuses_the_rest_by_name
     assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
 
 
+def test_a_variable_frame_rate_is_sampled_at_a_steady_step_of_time(corpus):
+    """variable-rate.mp4 shows its frames for 0.1, then 0.025, then 0.2 s. One frame in three steps 0.3 s, then
+    0.075 s, then 0.25 s: steady motion seeming to speed up fourfold and slow down again, which is what surprise
+    measures. Each pick must be the frame nearest to a steady step instead (within 0.1 s, half the longest frame)."""
+    path = corpus / "variable-rate.mp4"
+    times = np.array([*(np.arange(10) / 10), *(1 + np.arange(10) / 40), 1.25, 1.45, 1.65])  # each frame's start
+    whole = read_video(path)
+    clip = read_clip(path, max_frames=8, size=48)  # one in 3 of 23 frames: 8 picks, 3 x 1.65 / 22 s apart
+    steady = np.arange(8) * 3 * 1.65 / 22
+    assert np.abs(times[clip.source_frames] - steady).max() <= 0.1 + 1e-9, clip.source_frames
+    assert np.array_equal(clip.frames, whole[clip.source_frames])
+    sampled = read_video(path, num_frames=8)  # the model's sampling: the same 8 steps here
+    assert np.array_equal(sampled, clip.frames)
+
+
 def test_read_video_gives_up_at_its_timeout(corpus):
     with pytest.raises(VideoError, match=r"long-3min.mp4: gave up after 0.01 s"):
         read_video(corpus / "long-3min.mp4", timeout=0.01)

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jepa_demo.video import VIDEO_SUFFIXES, VideoError, read_video, strided_frame_indices, video_info, write_video
+from jepa_demo.video import (
+    VIDEO_SUFFIXES,
+    VideoError,
+    nearest_in_time,
+    read_video,
+    strided_frame_indices,
+    video_info,
+    write_video,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -264,6 +272,17 @@ def test_write_rejects_bad_extension_and_fps(tmp_path):
     with pytest.raises(ValueError, match="fps"):
         write_video(tmp_path / "x.mp4", moving_square(), fps=0)
     assert not list(tmp_path.iterdir())
+
+
+def test_at_a_constant_frame_rate_picks_by_time_are_the_picks_by_index():
+    """Timestamps rounded to the container's clock (here up to 0.4 of a frame off) must not move any pick."""
+    rng = np.random.default_rng(0)
+    times = np.arange(100) / 30 + rng.uniform(-0.4, 0.4, 100) / 30
+    times[[0, -1]] = 0, 99 / 30  # the ends set the steady step
+    picks = np.array([0, 3, 7, 50, 98, 99])
+    assert nearest_in_time(picks, times).tolist() == picks.tolist()
+    times[49:52] = np.array([49.6, 50.7, 51]) / 30  # a stall: 49 and 50 shown late, 49 nearer to where 50 should be
+    assert nearest_in_time(picks, times).tolist() == [0, 3, 7, 49, 98, 99]
 
 
 def test_strided_frame_indices_keep_at_most_the_limit_one_in_k():
