@@ -53,8 +53,9 @@ RANDOM, FRAME_DIFFERENCE = "random encoder", "frame difference"
 
 def pair_world(detail: bool, num_frames: int = 32, size: int = 64) -> WorldConfig:
     """The pairs' world. 32 frames: for the shipped model (16-frame windows predicting their last 2 of 8 steps) the
-    scored steps start at frame 12, so one or two come before a violation in the middle of the clip (frame 16, where
-    every kind but pass_through happens) and six after it."""
+    10 scored steps are at frames 12, 14, ..., 30, so two come before a violation in the middle of the clip (frame 16,
+    where every kind but pass_through happens; the second's targets, from windows reaching frame 17, already see it)
+    and eight from it on."""
     cfg = WorldConfig(size=size, num_frames=num_frames)
     return dataclasses.replace(cfg, noise_std=0.05, background="mixed") if detail else cfg
 

@@ -12,6 +12,7 @@ from PIL import Image
 from jepa_demo.video import (
     VIDEO_SUFFIXES,
     VideoError,
+    display_times,
     nearest_in_time,
     read_video,
     strided_frame_indices,
@@ -283,6 +284,15 @@ def test_at_a_constant_frame_rate_picks_by_time_are_the_picks_by_index():
     assert nearest_in_time(picks, times).tolist() == picks.tolist()
     times[49:52] = np.array([49.6, 50.7, 51]) / 30  # a stall: 49 and 50 shown late, 49 nearer to where 50 should be
     assert nearest_in_time(picks, times).tolist() == [0, 3, 7, 49, 98, 99]
+
+
+def test_display_times_come_from_timestamps_only_when_they_can_order_the_frames():
+    b_frames = [0, 3, 1, 2, 6, 4, 5]  # decoding order of an I P B B P B B stream, in ticks of 1/10 s
+    assert display_times(b_frames, 0.1) == pytest.approx(np.arange(7) / 10)
+    joined = [*range(0, 60, 2), *range(1, 61, 2)]  # two recordings whose clocks overlap without colliding
+    assert display_times(joined, 0.1) is None  # sorted, they would interleave the two: frame 30 is not frame 1
+    assert display_times([0, 1, 1, 2], 0.1) is None and display_times([0, None, 2], 0.1) is None
+    assert display_times([0, 1, 2], 0.0) is None
 
 
 def test_strided_frame_indices_keep_at_most_the_limit_one_in_k():
