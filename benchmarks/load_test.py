@@ -1,12 +1,13 @@
 """Many users at once: launch the app (`python app.py`) on 127.0.0.1 and send it users x requests from gradio_client.
 
-    python benchmarks/load_test.py [--users 32] [--requests 5] [--rounds 2] [--json benchmarks/load_test.json]
+    python benchmarks/load_test.py [--users 32] [--requests 5] [--rounds 6] [--json benchmarks/load_test.json]
 
 Each user is its own `gradio_client.Client` in its own thread, with its own clip (synthetic clips: plausible and
 one per violation kind), and goes round the four endpoints. Before the load, every (clip, endpoint) answer is
 recorded with one user alone; under load each answer must equal the one for *its* clip, so a lost request, a failed
 one, or an answer computed on another user's upload is counted. Memory: the server's resident set before the load
-and its peak (VmHWM) after each round, so that a server whose memory keeps growing shows it round after round.
+and, after each round, its resident set and peak (VmRSS, VmHWM), so that memory that keeps growing shows round
+after round.
 Afterwards: the time one more request takes, whether the uploads were removed from Gradio's folder once their
 lifetime passed, and whether the app, stopped with SIGTERM, exits cleanly and leaves that folder empty.
 Also how long the app took from launch to answering HTTP. The app gets an empty cache folder ($JEPA_LENS_CACHE) of
@@ -181,7 +182,7 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
                       "clips": len(clips), "distinct_answers": distinct, "idle_rss_mb": before["rss_mb"], "rounds": []}
             for _ in range(rounds):
                 outcome = load_round(url, clips, users, requests, references, tmp / "downloads")
-                outcome["peak_mb"] = memory_mb(server.pid)["peak_mb"]
+                outcome.update(memory_mb(server.pid))  # resident now (rss_mb) and the high-water mark (peak_mb)
                 report["rounds"].append(outcome)
             start = time.perf_counter()
             responsive = same(call(alone, "/surprise", clips[0]), references[clips[0].name, "/surprise"])
@@ -215,10 +216,11 @@ def print_table(report: dict) -> None:
     print(f"{report['users']} users x {report['requests_per_user']} requests, {report['clips']} clips "
           f"({report['distinct_answers']} distinct surprise answers), idle server {report['idle_rss_mb']:.0f} MB")
     print(f"{'round':<7}{'requests':>9}{'served':>8}{'wrong':>7}{'failed':>8}{'wall s':>8}{'median s':>10}"
-          f"{'max s':>8}{'peak MB':>9}")
+          f"{'max s':>8}{'RSS MB':>8}{'peak MB':>9}")
     for i, r in enumerate(report["rounds"], 1):
         print(f"{i:<7}{r['requests']:>9}{r['served']:>8}{r['wrong']:>7}{r['failed']:>8}{r['wall_s']:>8.1f}"
-              f"{r['median_latency_s'] or 0:>10.2f}{r['max_latency_s'] or 0:>8.2f}{r['peak_mb']:>9.0f}")
+              f"{r['median_latency_s'] or 0:>10.2f}{r['max_latency_s'] or 0:>8.2f}{r['rss_mb']:>8.0f}"
+              f"{r['peak_mb']:>9.0f}")
     after = report["after_load"]
     print(f"after the load: one request {after['seconds']:.2f} s, correct: {after['correct']}; uploads in Gradio's "
           f"folder {report['uploads_in_temp_dir']}, after their lifetime {report['uploads_left_after_lifetime']}")
@@ -232,7 +234,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--requests", type=int, default=5, help="per user")
-    parser.add_argument("--rounds", type=int, default=2, help="the load repeated: memory must not keep growing")
+    parser.add_argument("--rounds", type=int, default=6, help="the load repeated: memory must level off")
     parser.add_argument("--file-lifetime", type=int, default=150,
                         help="seconds Gradio keeps uploads and outputs here (the app's default is 900); it must "
                         "outlast the slowest request, or an upload goes before its queued request reads it (32 "
@@ -242,7 +244,8 @@ def main(argv=None) -> int:
     if min(args.users, args.requests, args.rounds, args.file_lifetime) < 1:
         parser.error("--users, --requests, --rounds and --file-lifetime must be at least 1")
     report = run(args.users, args.requests, args.rounds, args.file_lifetime)
-    report.update(file_lifetime=args.file_lifetime, machine=platform.machine(), cpus=os.cpu_count())
+    report.update(command=" ".join(["python benchmarks/load_test.py", *(argv or sys.argv[1:])]),
+                  file_lifetime=args.file_lifetime, machine=platform.machine(), cpus=os.cpu_count())
     print_table(report)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     ok = (all(r["served"] == r["requests"] for r in report["rounds"]) and report["after_load"]["correct"]
