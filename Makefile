@@ -4,11 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHECKPOINT ?= checkpoints/default
 
-.PHONY: install install-test demo test lint train clean
+.PHONY: install install-test demo test lint train clean venv-works
 
 # pip byte-compiles one file at a time (78 of its 114 s on 2 cores); compileall uses every core. It fails on the one
 # file torch ships in Python 3.12 syntax, which pip leaves out silently: hence the || true.
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt | venv-works
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt
@@ -19,6 +19,12 @@ $(VENV)/.installed: requirements.txt
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
+
+# A .venv whose Python is gone (removed or upgraded since; its bin/python is then a dangling link) cannot be repaired in
+# place: say so instead of a bare "No such file or directory" from every command.
+venv-works:
+	@if [ -L $(PY) -o -e $(PY) ] && ! $(PY) -c "" 2>/dev/null; then \
+		echo "$(VENV) is broken (the Python it was made with is gone): rm -rf $(VENV), then rerun"; exit 1; fi
 
 install: $(VENV)/.installed
 

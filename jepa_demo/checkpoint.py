@@ -137,7 +137,14 @@ def resolve_checkpoint(path_or_repo_id) -> Path:
     if exists or not is_hub_repo_id(text):
         raise CheckpointError(f"{text}: no checkpoint folder there (expected a folder holding {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME}, or a Hub repo id like user/name)")
-    return _download_from_hub(text)
+    try:
+        return _download_from_hub(text)
+    except CheckpointError as err:
+        if not path.parent.is_dir():
+            raise
+        # "checkpoints/pixel_baseline" reads as a Hub id too, but a local folder mistyped is the likelier mistake.
+        raise CheckpointError(f"{text}: no checkpoint folder there, and as a Hub repo id: "
+                              f"{str(err).removeprefix(f'{text}: ')}") from None
 
 
 def _download_from_hub(repo_id: str) -> Path:

@@ -1,8 +1,9 @@
 """Command line: `python -m jepa_demo info|embed|surprise FILE... [--checkpoint DIR_OR_ID] [--json]`.
 
 Each file is handled on its own: a bad file prints one line on stderr naming it and the reason, the others are still
-processed, and the exit status is 1 if any file failed (2 when the checkpoint itself cannot be loaded). When the reader
-of the output goes away (`... --json | head -1`), it stops quietly with status 141, as a Unix tool ended by SIGPIPE.
+processed, and the exit status is 1 if any file failed (2 when the checkpoint itself cannot be loaded, 130 on Ctrl-C).
+When the reader of the output goes away (`... --json | head -1`), it stops quietly with status 141, as a Unix tool
+ended by SIGPIPE.
 """
 
 import argparse
@@ -73,6 +74,18 @@ def main(argv=None) -> int:
     if hasattr(sys.stdout, "reconfigure"):  # not a StringIO a caller swapped in
         sys.stdout.reconfigure(errors="surrogateescape")
     try:
+        return _run(args)
+    except KeyboardInterrupt:  # Ctrl-C: the lines printed so far stand
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of stdout or stderr went away (`... 2>&1 | head -1`)
+        for stream in (sys.stdout, sys.stderr):  # Python flushes both again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        return 141  # 128 + SIGPIPE
+
+
+def _run(args) -> int:
+    try:
         model = None if args.command == "info" else load_model(args.checkpoint)
     except CheckpointError as err:
         print(f"error: cannot load checkpoint: {err}", file=sys.stderr)
@@ -81,14 +94,12 @@ def main(argv=None) -> int:
     for path in args.files:
         try:
             result = describe(args.command, path, model)
-        except (VideoError, ValueError) as err:
-            # A VideoError names the file already; the line names it once, by the path as given.
-            print(f"{path}: {str(err).removeprefix(f'{Path(path).name}: ')}", file=sys.stderr)
+        except (VideoError, ValueError, RuntimeError, MemoryError) as err:
+            # RuntimeError and MemoryError: torch's or numpy's running out of memory on one long or large file,
+            # which the next may not. A VideoError names the file already; the line names it once, by the path given.
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            print(f"{path}: {reason.removeprefix(f'{Path(path).name}: ')}", file=sys.stderr, flush=True)
             failed += 1
             continue
-        try:
-            print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
-            return 141  # 128 + SIGPIPE
+        print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)
     return 1 if failed else 0

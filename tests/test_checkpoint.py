@@ -173,8 +173,18 @@ def test_missing_folder_and_unknown_hub_id_fail_fast(tmp_path):
             resolve_checkpoint(not_a_repo_id)
     with pytest.raises(CheckpointError, match="cannot be read .File name too long"):
         resolve_checkpoint(tmp_path / ("x" * 300))
-    with pytest.raises(CheckpointError, match="not in the local Hub cache"):
+    with pytest.raises(CheckpointError, match="^someone/not-a-real-model: not in the local Hub cache"):
         resolve_checkpoint("someone/not-a-real-model")
+
+
+def test_a_mistyped_local_folder_is_not_reported_as_a_hub_model_only(tmp_path, monkeypatch):
+    """`--checkpoint checkpoints/pixel_baseline` (for pixel-baseline) is a valid Hub id as well: say the folder is
+    missing first, where the Hub's answer alone read as if a Hub model had been asked for."""
+    (tmp_path / "checkpoints").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"^checkpoints/pixel_baseline: no checkpoint folder there, and as a "
+                                              r"Hub repo id: not in the local Hub cache"):
+        resolve_checkpoint("checkpoints/pixel_baseline")
 
 
 def test_hub_repo_id_loads_from_the_local_hub_cache(saved, tmp_path, monkeypatch):

@@ -62,6 +62,41 @@ def test_a_reader_that_goes_away_stops_it_quietly(files):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 141 and stderr == b""  # 128 + SIGPIPE, as a Unix tool; no traceback
 
+def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
+    """`python -m jepa_demo info bad bad good 2>&1 | head -1`: the errors' reader is gone before the first line."""
+    broken = files / "broken.mp4"
+    process = subprocess.Popen([sys.executable, "-m", "jepa_demo", "info", broken, broken, files / "a.mp4"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+    process.stderr.close()
+    assert process.wait(timeout=120) == 141
+
+
+def test_an_error_torch_raises_on_one_file_spares_the_others_and_ctrl_c_is_one_line(files, monkeypatch, capsys):
+    """Running out of memory on one long file (torch raises a RuntimeError, its message many lines long) must not end
+    the run with a traceback: the next file may fit."""
+    from jepa_demo import cli
+
+    real = cli.describe
+
+    def out_of_memory_on_a(command, path, model):
+        if Path(path).name == "a.mp4":
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB.\nMore details")
+        return real(command, path, model)
+
+    monkeypatch.setattr(cli, "describe", out_of_memory_on_a)
+    assert cli.main(["info", str(files / "a.mp4"), str(files / "b.mp4"), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert [Path(json.loads(line)["file"]).name for line in out.splitlines()] == ["b.mp4"]
+    assert err == f"{files / 'a.mp4'}: DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB.\n"
+
+    def interrupted(command, path, model):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "describe", interrupted)
+    assert cli.main(["info", str(files / "a.mp4")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_a_checkpoint_with_nan_weights_is_a_per_file_error_not_invalid_json(files, tiny_model, tiny_preprocess):
     with torch.no_grad():
         for p in tiny_model.parameters():

@@ -254,6 +254,23 @@ def test_resume_finishes_a_final_save_that_stopped_after_the_training_state(tmp_
     capsys.readouterr()
 
 
+def test_resume_drops_a_metrics_row_cut_short(tmp_path):
+    """metrics.csv is appended without an fsync; a power cut just after a save can leave the row before it half
+    written. Kept, its empty fields failed every later plot of the curves (float(''))."""
+    from train.loop import MetricsLog
+    from train.report import METRIC_FIELDS, plot_curves
+
+    path = tmp_path / "metrics.csv"
+    full = "{step},0.4,0.001,0.996,0.5,12.0,20.0,future"
+    path.write_text(",".join(METRIC_FIELDS) + "\n" + full.format(step=0) + "\n" + full.format(step=1) + "\n2,0.41,0.0")
+    log = MetricsLog(path, start_step=3)  # the save at step 3 came after row 2 was (half) written
+    log.write({"step": 3, "loss": 0.39, "lr": 0.001, "momentum": 0.996, "target_std": 0.5, "rankme": 12.0,
+               "clips_per_s": 20.0, "mask": "multiblock"})
+    assert [row["step"] for row in read_metrics(path)] == [0, 1, 3]
+    plot_curves(path, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
 def test_a_loss_that_is_not_finite_stops_before_the_update(tiny_model):
     from train.loop import Runtime, build_optimizer, train_step
 

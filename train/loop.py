@@ -210,12 +210,14 @@ def replace_finished_run(out: Path) -> None:
 
 
 class MetricsLog:
-    """metrics.csv (and TensorBoard when installed); on resume, rows past the resumed step are dropped."""
+    """metrics.csv (and TensorBoard when installed); on resume, rows past the resumed step are dropped, and so is a
+    row cut short (rows are appended without an fsync: a power cut can leave half of one, which would otherwise fail
+    every later plot of the curves)."""
 
     def __init__(self, path: Path, start_step: int):
         self.path = path
         rows = _read_rows(path) if start_step else []
-        kept = [r for r in rows if int(r["step"]) < start_step]
+        kept = [r for r in rows if _complete(r) and int(r["step"]) < start_step]
 
         def write(tmp):
             with open(tmp, "w", newline="") as f:
@@ -239,6 +241,18 @@ def _read_rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def _complete(row: dict) -> bool:
+    """Every field present, the numbers all numbers (csv.DictReader leaves a short row's missing fields None and puts
+    a long one's extras under None)."""
+    if None in row or any(row.get(field) in (None, "") for field in METRIC_FIELDS):
+        return False
+    try:
+        [float(row[field]) for field in METRIC_FIELDS if field != "mask"]
+    except ValueError:
+        return False
+    return True
 
 
 def _tensorboard_writer(folder: Path):
