@@ -72,28 +72,23 @@ def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES) -> Cl
 
     The four views of one upload all start here, and decoding a 10-second 480p clip costs ~0.9 s (every frame must be
     decoded to reach the ones we keep), so the last few decoded files are remembered, keyed by path, size and
-    modification time (and the frame limit): a changed or different file is decoded afresh. So are refusals: a file
-    that ran into the decoding timeout would otherwise hold a worker for that long in each of the four views. Views
-    must not modify the array they get."""
+    modification time (and the frame limit): a changed or different file is decoded afresh. Views must not modify
+    the array they get."""
     path = Path(path)
     try:
         stat = path.stat() if path.is_file() else None
     except OSError:  # removed since is_file (a sweep): read_clip says so in plain words
         stat = None
-    decoded = _decode(path, size, max_frames, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
-    if isinstance(decoded, str):
-        raise ClipError(decoded)
-    return decoded
+    return _decode(path, size, max_frames, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
 
 
 @lru_cache(maxsize=8)
-def _decode(path: Path, size: int, max_frames: int, file_bytes: int, mtime_ns: int) -> Clip | str:
-    """The decoded clip, or why it was refused (lru_cache keeps return values, not exceptions)."""
+def _decode(path: Path, size: int, max_frames: int, file_bytes: int, mtime_ns: int) -> Clip:
     try:
         return read_clip(path, max_frames, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
                          timeout=DECODE_TIMEOUT)
     except VideoError as err:
-        return str(err)
+        raise ClipError(str(err)) from None
 
 
 def forget_decoded_clips() -> None:
