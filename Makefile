@@ -20,11 +20,14 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-# A .venv whose Python is gone (removed or upgraded since; its bin/python is then a dangling link) cannot be repaired in
-# place: say so instead of a bare "No such file or directory" from every command.
+# An installed .venv whose Python is gone (bin/python a dangling link) or is another version now (a python3 upgraded
+# from 3.11 to 3.12 looks for packages in lib/python3.12) cannot be repaired in place: say so, instead of a bare
+# "No such file or directory" or "No module named torch" from every command.
 venv-works:
-	@if [ -L $(PY) -o -e $(PY) ] && ! $(PY) -c "" 2>/dev/null; then \
-		echo "$(VENV) is broken (the Python it was made with is gone): rm -rf $(VENV), then rerun"; exit 1; fi
+	@if [ -e $(VENV)/.installed ] && ! $(PY) -c "import os, sysconfig; \
+		raise SystemExit(not os.path.isdir(sysconfig.get_paths()['purelib']))" 2>/dev/null; then \
+		echo "$(VENV) no longer works (its Python is gone, or is another version now): rm -rf $(VENV), then rerun"; \
+		exit 1; fi
 
 install: $(VENV)/.installed
 

@@ -7,6 +7,7 @@ ended by SIGPIPE.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -57,6 +58,13 @@ def _check_finite(values: np.ndarray) -> None:
         raise ValueError("the model's output is not a finite number (are its weights NaN?)")
 
 
+def _out_of_memory(err: RuntimeError) -> bool:
+    """torch's out-of-memory errors (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError): one long or large file
+    can cause them and the next not."""
+    message = str(err).lower()
+    return "out of memory" in message or "not enough memory" in message
+
+
 def human_line(command: str, result: dict) -> str:
     if command == "info":
         return (f"{result['file']}: {result['frames']} frames, {result['width']}x{result['height']}, "
@@ -76,7 +84,8 @@ def main(argv=None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:  # Ctrl-C: the lines printed so far stand
-        print("interrupted", file=sys.stderr)
+        with contextlib.suppress(OSError):  # `... 2>&1 | head`: Ctrl-C ended the reader too
+            print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout or stderr went away (`... 2>&1 | head -1`)
         for stream in (sys.stdout, sys.stderr):  # Python flushes both again at exit
@@ -95,8 +104,9 @@ def _run(args) -> int:
         try:
             result = describe(args.command, path, model)
         except (VideoError, ValueError, RuntimeError, MemoryError) as err:
-            # RuntimeError and MemoryError: torch's or numpy's running out of memory on one long or large file,
-            # which the next may not. A VideoError names the file already; the line names it once, by the path given.
+            if isinstance(err, RuntimeError) and not _out_of_memory(err):
+                raise  # a model that does not fit the code: not this file's fault, and the traceback says where
+            # A VideoError names the file already; the line names it once, by the path given.
             reason = (str(err).splitlines() or [type(err).__name__])[0]
             print(f"{path}: {reason.removeprefix(f'{Path(path).name}: ')}", file=sys.stderr, flush=True)
             failed += 1
