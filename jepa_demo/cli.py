@@ -88,8 +88,9 @@ def main(argv=None) -> int:
             print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout or stderr went away (`... 2>&1 | head -1`)
-        for stream in (sys.stdout, sys.stderr):  # Python flushes both again at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        for stream in filter(None, (sys.stdout, sys.stderr)):  # Python flushes both again at exit
+            with contextlib.suppress(OSError, ValueError):  # a stream with no file behind it
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
         return 141  # 128 + SIGPIPE
 
 

@@ -249,7 +249,9 @@ def _complete(row: dict) -> bool:
     if None in row or any(row.get(field) in (None, "") for field in METRIC_FIELDS):
         return False
     try:
-        [float(row[field]) for field in METRIC_FIELDS if field != "mask"]
+        for field in METRIC_FIELDS:
+            if field != "mask":
+                float(row[field])
     except ValueError:
         return False
     return True
