@@ -77,6 +77,9 @@ def human_line(command: str, result: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if sys.stdout is None:  # started with stdout closed (`>&-`): every result would be lost without a word
+        print("error: standard output is closed; nowhere to write the results", file=sys.stderr)
+        return 2
     # A file name that is not UTF-8 (argv keeps its bytes as surrogates) is printed as the bytes it is, as ls does,
     # not stopped by an encoding error.
     if hasattr(sys.stdout, "reconfigure"):  # not a StringIO a caller swapped in

@@ -71,6 +71,15 @@ def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
     assert process.wait(timeout=120) == 141
 
 
+def test_a_closed_stdout_is_an_error_not_a_silent_success(files):
+    """`python -m jepa_demo info a.mp4 >&-`: Python then has no sys.stdout, and every print did nothing, status 0."""
+    result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", files / "a.mp4"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+                            preexec_fn=lambda: os.close(1))
+    assert result.returncode == 2
+    assert result.stderr == "error: standard output is closed; nowhere to write the results\n"
+
+
 def test_an_error_torch_raises_on_one_file_spares_the_others_and_ctrl_c_is_one_line(files, monkeypatch, capsys):
     """Running out of memory on one long file (torch raises a RuntimeError, its message many lines long) must not end
     the run with a traceback: the next file may fit."""
