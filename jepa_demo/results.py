@@ -86,10 +86,10 @@ def summary_lines(report: dict) -> list[str]:
                      f"`{jepa}` is **{_verdict(lead)}** the random encoder ({format_difference(lead)}, "
                      "95 % interval of the difference, resampling test clips).")
     track = report["tracking"][jepa]
-    low, high = track["objects_minus_copy"]["difference_ci"]
-    finding = ("predicts where objects go better than copying" if high < 0
-               else "predicts worse than copying: it has not learned where objects go" if low > 0
-               else "is not clearly better than copying: no sign it has learned where objects go")
+    finding = {-1: "predicts where objects go better than copying",  # its error minus the copy's: below zero
+               1: "predicts worse than copying: it has not learned where objects go",
+               0: "is not clearly better than copying: no sign it has learned where objects go",
+               }[_side(track["objects_minus_copy"])]
     lines.append(f"- On object tokens `{jepa}`'s future prediction error is {track['model_objects']:.3f}, copying the "
                  f"last visible latent {track['persistence_objects']:.3f} "
                  f"({format_difference(track['objects_minus_copy'])}, 95 % interval of the difference, resampling "
@@ -97,17 +97,22 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
-def _verdict(difference: dict) -> str:
-    """How one scorer compares with another from their paired difference (`jepa_demo.evaluate.paired_difference`):
-    "clearly" ahead or behind only when its 95 % interval excludes zero."""
+def _side(difference: dict) -> int:
+    """Which side of zero a paired difference (`jepa_demo.evaluate.paired_difference`) clearly lies on: 1 or -1 when
+    its 95 % interval excludes zero, else 0."""
     low, high = difference["difference_ci"]
-    return "clearly ahead of" if low > 0 else "clearly behind" if high < 0 else "not clearly different from"
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
+def _verdict(difference: dict) -> str:
+    """How one scorer compares with another from their paired difference: "clearly" ahead or behind only when its
+    95 % interval excludes zero."""
+    return {1: "clearly ahead of", -1: "clearly behind", 0: "not clearly different from"}[_side(difference)]
 
 
 def _marked(difference: dict) -> str:
     """A paired difference, in bold when its 95 % interval excludes zero."""
-    low, high = difference["difference_ci"]
-    return f"**{format_difference(difference)}**" if low > 0 or high < 0 else format_difference(difference)
+    return f"**{format_difference(difference)}**" if _side(difference) else format_difference(difference)
 
 
 def goal_lines(report: dict) -> list[str]:

@@ -32,7 +32,7 @@ MAX_PIXELS = 40_000_000
 
 
 # How far a frame's packet may come from its display position (B-frame reordering: H.264 allows 16 reference frames);
-# farther means its timestamps do not follow the frames (see _scan).
+# farther means its timestamps do not follow the frames (see display_times).
 MAX_REORDER = 16
 
 # The containers uploads and data=FOLDER may be (PyAV reads more; these are the ones the tests write).

@@ -34,7 +34,7 @@ from jepa_demo.model import VideoJEPA, effective_rank, embedding_std
 
 from .config import TrainConfig, config_to_dict
 from .data import FolderBatches, WorldBatches, make_loader
-from .report import METRIC_FIELDS, plot_curves, write_model_card
+from .report import METRIC_FIELDS, parse_metrics_row, plot_curves, write_model_card
 
 STATE_NAME = "train_state.safetensors"
 TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings
@@ -244,14 +244,8 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _complete(row: dict) -> bool:
-    """Every field present, the numbers all numbers (csv.DictReader leaves a short row's missing fields None and puts
-    a long one's extras under None)."""
-    if None in row or any(row.get(field) in (None, "") for field in METRIC_FIELDS):
-        return False
     try:
-        for field in METRIC_FIELDS:
-            if field != "mask":
-                float(row[field])
+        parse_metrics_row(row)
     except ValueError:
         return False
     return True

@@ -34,7 +34,15 @@ _DESCRIPTIONS = {
 
 def read_metrics(path: Path) -> list[dict]:
     with open(path, newline="") as f:
-        return [{k: (v if k == "mask" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [parse_metrics_row(row) for row in csv.DictReader(f)]
+
+
+def parse_metrics_row(row: dict) -> dict:
+    """A metrics.csv row with its numbers as floats; ValueError for a row cut short or malformed (csv.DictReader
+    leaves a short row's missing fields None and puts a long one's extras under None)."""
+    if None in row or any(row.get(field) in (None, "") for field in METRIC_FIELDS):
+        raise ValueError(f"incomplete metrics row {row}")
+    return {k: (v if k == "mask" else float(v)) for k, v in row.items()}
 
 
 def plot_curves(metrics_path: Path, png_path: Path) -> None:
