@@ -22,13 +22,10 @@ from jepa_demo.evaluate import (
     violation_pairs,
 )
 from jepa_demo.inference import load_model
-from train.report import read_metrics
+from train.report import COLLAPSE_FLOORS, read_metrics
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT = CHECKPOINTS / "default"
-# Collapse floors (see README): a collapsed encoder has target std -> 0 and RankMe -> 1; a random one ~0.45 and ~47.
-MIN_TARGET_STD = 0.1
-MIN_RANKME = 5.0
 # Margins of the small suite below (24 pairs, 60 + 40 probe clips), with what the shipped default measured:
 MIN_CLEAN_ACCURACY = 0.65  # pairwise accuracy over all kinds, clean clips: measured 0.79
 MIN_DETAIL_ACCURACY = 0.6  # with irrelevant detail: measured 0.71
@@ -69,8 +66,8 @@ def test_shipped_checkpoints_carry_their_current_gallery_and_threshold(name, tmp
 
 def test_training_log_shows_no_collapse():
     rows = read_metrics(DEFAULT / "metrics.csv")
-    assert min(r["target_std"] for r in rows) >= MIN_TARGET_STD
-    assert min(r["rankme"] for r in rows) >= MIN_RANKME
+    assert min(r["target_std"] for r in rows) >= COLLAPSE_FLOORS["target_std"]
+    assert min(r["rankme"] for r in rows) >= COLLAPSE_FLOORS["rankme"]
 
 
 @pytest.mark.slow

@@ -271,6 +271,40 @@ def test_resume_drops_a_metrics_row_cut_short(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_the_collapse_alarm_speaks_once_per_monitor_and_never_for_the_pixel_baseline():
+    from train.report import CollapseAlarm
+
+    def row(step, std, rank):
+        return {"step": step, "target_std": std, "rankme": rank}
+
+    alarm = CollapseAlarm("jepa")
+    assert alarm.warnings(row(0, 0.45, 130.0)) == [] and alarm.warnings(row(10, 0.1, 5.0)) == []  # at the floors
+    [rank] = alarm.warnings(row(560, 0.41, 4.3))
+    assert rank.startswith("warning: step 560: effective rank (RankMe) 4.3 is below its collapse floor 5")
+    [std] = alarm.warnings(row(570, 0.08, 3.9))  # the rank was said already
+    assert "target-embedding std 0.08 is below its collapse floor 0.1" in std
+    assert alarm.warnings(row(580, 0.01, 1.0)) == []
+    assert CollapseAlarm("pixel").warnings(row(0, 0.01, 1.0)) == []  # pixels cannot collapse
+
+
+@pytest.mark.parametrize("objective", ["jepa", "pixel"])
+def test_a_run_that_falls_below_a_collapse_floor_says_so_and_its_card_too(tmp_path, monkeypatch, capsys, objective):
+    import train.loop as loop
+    from train.__main__ import main
+
+    monkeypatch.setattr(loop, "effective_rank", lambda embeddings: 2.0)  # as a collapsing run logs it
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=3", f"objective={objective}"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "collapse floor" in line]
+    card = (out / "README.md").read_text()
+    if objective == "pixel":
+        assert warnings == [] and "collapse floor" not in card
+    else:
+        assert len(warnings) == 1 and warnings[0].startswith("warning: step 0: effective rank (RankMe) 2 is below")
+        assert "(minimum over the run 2.0, below its collapse floor of 5)" in card
+        assert "std" not in warnings[0] and card.count("collapse floor") == 1
+
+
 def test_a_loss_that_is_not_finite_stops_before_the_update(tiny_model):
     from train.loop import Runtime, build_optimizer, train_step
 

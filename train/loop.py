@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from jepa_demo.model import VideoJEPA, effective_rank, embedding_std
 
 from .config import TrainConfig, config_to_dict
 from .data import FolderBatches, WorldBatches, make_loader
-from .report import METRIC_FIELDS, parse_metrics_row, plot_curves, write_model_card
+from .report import METRIC_FIELDS, CollapseAlarm, parse_metrics_row, plot_curves, write_model_card
 
 STATE_NAME = "train_state.safetensors"
 TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings
@@ -348,6 +349,7 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
     # A context manager, so the bar is closed before an error message is printed under it.
     with tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step") as bar:
         tick, clips = time.time(), 0
+        alarm = CollapseAlarm(cfg.objective)
         for step, batch in enumerate(loader, start=start):
             result = train_step(model, forward, optimizer, batch.to(runtime.device, non_blocking=True), step, cfg,
                                 runtime)
@@ -357,6 +359,8 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                 row = _metrics_row(step, result, cfg, clips / max(time.time() - tick, 1e-9))
                 log.write(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", std=f"{row['target_std']:.2f}", rank=f"{row['rankme']:.0f}")
+                for warning in alarm.warnings(row):
+                    bar.write(warning, file=sys.stderr)
                 tick, clips = time.time(), 0
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)

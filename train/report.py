@@ -19,6 +19,12 @@ METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "rankme", "clip
 _PLOTTED = [("loss", "loss (smooth-L1, hidden tokens)"), ("target_std", "target-embedding std"),
             ("rankme", "effective rank (RankMe)"), ("lr", "learning rate"), ("momentum", "EMA momentum"),
             ("clips_per_s", "throughput (clips/s)")]
+# Collapse floors, stated before the default was trained (README, "No collapse"). A collapsed encoder maps every token
+# to one point: the spread of its layer-normed target tokens goes to 0 (a random encoder's is about 0.45) and their
+# effective rank to 1, where a token must tell apart at least five things about an object (x, y, colour, shape, size).
+COLLAPSE_FLOORS = {"target_std": 0.1, "rankme": 5.0}
+_BELOW_FLOOR = {"target_std": "the target tokens are drawing together towards one point",
+                "rankme": "the target tokens span only a few directions (dimensional collapse)"}
 
 
 _DESCRIPTIONS = {
@@ -68,6 +74,30 @@ def summarize(rows: list[dict], tail: int = 10) -> dict:
             "min_rankme": min(r["rankme"] for r in rows)}
 
 
+def can_collapse(objective: str) -> bool:
+    """The pixel baseline predicts pixels, which cannot collapse: its monitors only describe its encoder's tokens."""
+    return objective != "pixel"
+
+
+class CollapseAlarm:
+    """Says once per monitor, as a run logs its rows, that the monitor fell below its collapse floor (once per
+    process: a resumed run that is still below says so again)."""
+
+    def __init__(self, objective: str):
+        self._unsaid = set(COLLAPSE_FLOORS) if can_collapse(objective) else set()
+
+    def warnings(self, row: dict) -> list[str]:
+        crossed = sorted(key for key in self._unsaid if row[key] < COLLAPSE_FLOORS[key])
+        self._unsaid -= set(crossed)
+        return [f"warning: step {row['step']:.0f}: {dict(_PLOTTED)[key]} {row[key]:.3g} is below its collapse floor "
+                f"{COLLAPSE_FLOORS[key]:g}: {_BELOW_FLOOR[key]} (README, 'No collapse')" for key in crossed]
+
+
+def _floor_note(key: str, minimum: float, objective: str) -> str:
+    below = can_collapse(objective) and minimum < COLLAPSE_FLOORS[key]
+    return f", below its collapse floor of {COLLAPSE_FLOORS[key]:g}" if below else ""
+
+
 def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, command: str, hardware: str,
                      seconds: float) -> None:
     rows = read_metrics(folder / "metrics.csv")
@@ -87,10 +117,12 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
     ]
     if stats:
         final = stats["final"]
+        std_note = _floor_note("target_std", stats["min_target_std"], train_cfg.objective)
+        rank_note = _floor_note("rankme", stats["min_rankme"], train_cfg.objective)
         lines += [f"- loss: {final['loss']:.4f}", f"- target-embedding std: {final['target_std']:.3f} "
-                  f"(minimum over the run {stats['min_target_std']:.3f})",
+                  f"(minimum over the run {stats['min_target_std']:.3f}{std_note})",
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
-                  f"(minimum over the run {stats['min_rankme']:.1f})",
+                  f"(minimum over the run {stats['min_rankme']:.1f}{rank_note})",
                   f"- throughput: {final['clips_per_s']:.1f} clips/s"]
     lines += ["", "![training curves](training_curves.png)", "", "## Architecture", "", "```json",
               json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
