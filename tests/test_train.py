@@ -497,6 +497,12 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     assert main(resume) == 2
     assert "but data_files=3 files, sha256 " in capsys.readouterr().err
     (tmp_path / "clips" / "falling" / "2b.mp4").rename(tmp_path / "clips" / "falling" / "2.mp4")
+    first = tmp_path / "clips" / "bouncing" / "0.mp4"
+    kept = first.read_bytes()
+    write_video(first, render_clip(7, WorldConfig(size=40, num_frames=12)).frames)  # re-encoded under its name
+    assert main(resume) == 2
+    assert "but data_files=3 files, sha256 " in capsys.readouterr().err
+    first.write_bytes(kept)
     assert main(resume) == 0
     record = json.loads((out / "train_config.json").read_text())
     (out / "train_config.json").write_text(json.dumps({k: v for k, v in record.items() if k != "data_files"}))
@@ -511,6 +517,35 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     assert main(["--config", TINY, f"out_dir={tmp_path / 'run3'}", f"data={only_broken}"]) == 2
     assert "none of the 1 video files can be read (notes.mp4: " in capsys.readouterr().err
     assert not (tmp_path / "run3").exists()
+
+
+def test_an_error_in_a_data_worker_is_one_line(tmp_path, monkeypatch, capsys):
+    """torch re-raises a worker's error with the worker's whole traceback in its message."""
+    import train.data as data
+    from jepa_demo.video import VideoError, write_video
+    from train.__main__ import main
+
+    (tmp_path / "clips").mkdir()
+    write_video(tmp_path / "clips" / "a.mp4", np.full((12, 32, 32, 3), 90, np.uint8))
+
+    def damaged(path, **kwargs):  # past the start check, as a drive unmounted mid-run
+        raise VideoError(f"{path.name}: invalid data found when processing input")
+
+    monkeypatch.setattr(data, "read_video", damaged)  # the worker is forked from this process, patch included
+    out = f"out_dir={tmp_path / 'run'}"
+    assert main(["--config", TINY, out, f"data={tmp_path / 'clips'}", "num_workers=1", "steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "error: data: none of the 1 video files can be read any more"
+    assert "Traceback" not in err and "worker" not in err
+
+
+def test_blank_data_and_out_of_range_seeds_are_refused(capsys):
+    from train.__main__ import main
+
+    for setting, message in (("data=", "data must be world or name a folder of video files"),
+                             ("seed=4294967296", "seed must be between 0 and 2**32 - 1, got 4294967296")):
+        assert main(["--config", TINY, setting]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {message}"
 
 
 def test_folder_batches_draw_other_stretches_of_a_file_and_repeat_at_the_same_step(tmp_path):

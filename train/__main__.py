@@ -39,11 +39,11 @@ def main(argv=None) -> int:
             print(f"interrupted: {_what_stands(cfg)}", file=sys.stderr)
         return 130
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_own_message(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
-        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or err}; {_what_stands(cfg)}",
-              file=sys.stderr)
+        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or _own_message(err)}; "
+              f"{_what_stands(cfg)}", file=sys.stderr)
         return 1
     print(f"checkpoint written to {out}")
     return 0
@@ -63,6 +63,15 @@ def push(argv) -> int:
         return 2
     print(f"pushed {args.folder} to {url}; load it with jepa_demo.load_model({args.repo_id!r})")
     return 0
+
+
+def _own_message(err: Exception) -> str:
+    """The error's message. One raised in a data worker (num_workers > 0) comes back with its whole traceback in
+    the message ("Caught ValueError in DataLoader worker process 0. Original Traceback ..."), the message last."""
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        return text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def _what_stands(cfg) -> str:

@@ -88,8 +88,10 @@ class TrainConfig:
                              f"{time_steps} time steps")
         if not self.out_dir.strip():
             raise ValueError("out_dir must name a folder")
-        if self.seed < 0:
-            raise ValueError(f"seed must be at least 0, got {self.seed}")
+        if not self.data.strip():  # Path("") is the working folder: an unset $VIDEOS would train on whatever is there
+            raise ValueError("data must be world or name a folder of video files")
+        if not 0 <= self.seed < 2**32:  # seeds torch's and numpy's generators with the step mixed in
+            raise ValueError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         clips = self.steps * self.batch_size
         if self.data == "world" and self.seed * CLIP_SEED_STRIDE + clips > EVALUATION_SEEDS_FROM:
             raise ValueError(f"seed={self.seed} would train on the world clips the evaluation and the app use (seeds "

@@ -57,8 +57,9 @@ class FolderBatches(Dataset):
 
     def __init__(self, root: str, preprocess: PreprocessConfig, batch_size: int, seed: int, rank: int):
         self.files = readable_videos(root, report=rank == 0)
-        names = "\n".join(str(path.relative_to(root)) for path in self.files)
-        digest = hashlib.sha256(os.fsencode(names)).hexdigest()[:16]  # fsencode: a name need not be UTF-8
+        # Names and sizes: a file re-encoded under its name gives other clips too
+        listing = "\n".join(f"{path.relative_to(root)}\t{path.stat().st_size}" for path in self.files)
+        digest = hashlib.sha256(os.fsencode(listing)).hexdigest()[:16]  # fsencode: a name need not be UTF-8
         self.files_fingerprint = f"{len(self.files)} files, sha256 {digest}"
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
         self.failed: set[Path] = set()  # files found damaged past the start check, each reported once

@@ -226,7 +226,7 @@ class MetricsLog:
                 writer.writeheader()
                 writer.writerows(kept)
         atomic_write(path, write)  # a crash here must not cost the run its history
-        self.tensorboard = _tensorboard_writer(path.parent)
+        self.tensorboard = _tensorboard_writer(path.parent, start_step)
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
@@ -252,12 +252,14 @@ def _complete(row: dict) -> bool:
     return True
 
 
-def _tensorboard_writer(folder: Path):
+def _tensorboard_writer(folder: Path, start_step: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # TensorBoard is optional: the CSV is the record
         return None
-    return SummaryWriter(str(folder / "tensorboard"))
+    # TensorBoard hides the events from the step a run starts at on (a replaced run's, or a resumed run's past its
+    # last save), as metrics.csv drops those rows
+    return SummaryWriter(str(folder / "tensorboard"), purge_step=start_step)
 
 
 def check_output_folder(out: Path) -> None:
