@@ -136,7 +136,8 @@ def _clip(video_file, explorer: Explorer):
     if not video_file:
         raise gr.Error("Upload a clip or pick an example first.")
     if not os.path.exists(video_file):  # swept (sweep_files): the page still holds the upload's name
-        kept = f"{FILE_LIFETIME // 60} minutes" if FILE_LIFETIME >= 120 else f"{FILE_LIFETIME} seconds"
+        minutes = FILE_LIFETIME // 60  # whole minutes only: 150 s said "2 minutes"
+        kept = f"{minutes} minutes" if minutes > 1 and FILE_LIFETIME % 60 == 0 else f"{FILE_LIFETIME} seconds"
         raise gr.Error(f"{Path(video_file).name} is no longer on the server: uploads are deleted {kept} after they "
                        "arrive. Upload it again.")
     return load_clip(video_file, explorer.clip_size, explorer.max_frames)

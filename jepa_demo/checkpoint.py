@@ -201,8 +201,12 @@ def _read_json(path: Path):
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (every checkpoint folder needs {CONFIG_NAME})")
         return json.loads(path.read_text())
+    except CheckpointError:  # a ValueError too, already naming the file
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    except (RecursionError, ValueError) as err:  # nested too deep; a number past Python's 4300 digits
+        raise CheckpointError(f"{path}: not a config this reader takes ({err.__class__.__name__}: {err})") from None
     except OSError as err:  # no permission to read it or its folder
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
 
@@ -222,12 +226,20 @@ def read_config(folder: Path) -> tuple[dict, ModelConfig, PreprocessConfig]:
         preprocess = dataclass_from_dict(PreprocessConfig, config.get("preprocess"), "preprocess")
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    made, taken = (preprocess.num_frames, preprocess.img_size), (model_cfg.num_frames, model_cfg.img_size)
-    if made != taken:  # the masks follow the model's grid: another input size would index past its tokens
-        raise CheckpointError(f"{path}: \"preprocess\" makes clips of {made[0]} frames of {made[1]} px, but the "
-                              f"model takes {taken[0]} frames of {taken[1]} px")
+    if problem := input_mismatch(preprocess, model_cfg):
+        raise CheckpointError(f"{path}: {problem}")
     _check_training_record(path, config.get("train", {}), model_cfg)
     return config, model_cfg, preprocess
+
+
+def input_mismatch(preprocess: PreprocessConfig, model_cfg: ModelConfig) -> str | None:
+    """Why the clips `preprocess` makes do not fit the model, or None. The masks follow the model's token grid:
+    another input size would give other tokens than they index."""
+    made, taken = (preprocess.num_frames, preprocess.img_size), (model_cfg.num_frames, model_cfg.img_size)
+    if made == taken:
+        return None
+    return (f"\"preprocess\" makes clips of {made[0]} frames of {made[1]} px, but the model takes {taken[0]} frames "
+            f"of {taken[1]} px")
 
 
 def _check_training_record(path: Path, train: dict, model_cfg: ModelConfig) -> None:
@@ -314,5 +326,11 @@ def load_tensors(path: Path, metadata_only: bool = False) -> tuple[dict, dict]:
 def device_for(preferred: str | None = None) -> torch.device:
     """`preferred` if given, else CUDA when present, else CPU."""
     if preferred:
-        return torch.device(preferred)
+        try:
+            device = torch.device(preferred)
+        except RuntimeError as err:  # "Expected one of cpu, cuda, ... device type at start of device string: ..."
+            raise ValueError(f"device {preferred!r}: {err}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():  # else an AssertionError deep in .to()
+            raise ValueError(f"device {preferred!r}: torch sees no CUDA GPU here")
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

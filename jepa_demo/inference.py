@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import build_model, device_for, resolve_checkpoint
+from .checkpoint import build_model, device_for, input_mismatch, resolve_checkpoint
 from .config import PreprocessConfig
 from .masks import mask_to_indices, sample_mask
 from .model import VideoJEPA, latent_error
@@ -56,6 +56,8 @@ class JEPAModel:
 
     def __init__(self, model: VideoJEPA, preprocess: PreprocessConfig, config: dict, device=None,
                  folder: Path | None = None):
+        if problem := input_mismatch(preprocess, model.cfg):  # load_model checks config.json; this, models built here
+            raise ValueError(problem)
         self.device = device_for(device)
         self.net = model.to(self.device).eval()
         self.preprocess = preprocess
@@ -122,7 +124,8 @@ class JEPAModel:
 
     @torch.inference_mode()
     def predict_masked(self, video, mask="multiblock", seed: int = 0, ratio: float = 0.75) -> MaskedPrediction:
-        """Hide tokens (a mask name, a (t, h, w) bool array, or flat hidden indices), predict them, compare."""
+        """Hide tokens (a mask name, a (t, h, w) bool array, or flat hidden indices, each once), predict them,
+        compare. `predicted`, `target` and the errors come in flattened grid order, whatever order indices came in."""
         x = self._input(video, self.cfg.num_frames)
         hidden = self._resolve_mask(mask, seed, ratio)
         context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))
@@ -144,9 +147,13 @@ class JEPAModel:
         array = np.asarray(mask)
         if array.dtype == bool and array.shape == grid:
             return torch.from_numpy(array.copy())
+        if array.ndim == 1 and array.size == 0:  # np.asarray([]) is float: it would read as a wrong kind of mask
+            raise ValueError("the mask hides no token: give at least one index to hide")
         if array.ndim == 1 and np.issubdtype(array.dtype, np.integer):
-            if array.size and (array.min() < 0 or array.max() >= self.cfg.num_tokens):
+            if array.min() < 0 or array.max() >= self.cfg.num_tokens:
                 raise ValueError(f"mask indices must lie in [0, {self.cfg.num_tokens}) for grid {grid}")
+            if len(np.unique(array)) < array.size:  # the results hold one row per hidden token, in grid order
+                raise ValueError("mask indices must not repeat: each hidden token is listed once")
             hidden = torch.zeros(self.cfg.num_tokens, dtype=torch.bool)
             hidden[torch.from_numpy(array.astype(np.int64))] = True
             return hidden.view(grid)
@@ -192,10 +199,15 @@ class JEPAModel:
     def _surprise_input(self, video, max_frames: int | None) -> tuple[torch.Tensor, np.ndarray]:
         """Preprocess the whole clip (thinned to at most `max_frames`, one frame in k) and cut it to whole tubelets."""
         check_video_array(video)
+        needed = self.cfg.num_frames
+        if max_frames is not None and max_frames < needed:
+            raise ValueError(f"max_frames must be at least the model's {needed} frames, got {max_frames}")
         frame_index = strided_frame_indices(len(video), max_frames or self.frames_wanted)
         usable = len(frame_index) // self.cfg.tubelet * self.cfg.tubelet
-        if usable < self.cfg.num_frames:
-            raise ValueError(f"surprise needs a clip of at least {self.cfg.num_frames} frames, got {len(video)}")
+        if usable < needed:
+            thinned = (f" (one in {frame_index[1]} kept to stay within max_frames={max_frames}: {len(frame_index)} "
+                       "left)") if len(frame_index) < len(video) else ""
+            raise ValueError(f"surprise needs a clip of at least {needed} frames, got {len(video)}{thinned}")
         frame_index = frame_index[:usable]
         x = preprocess_video(np.asarray(video)[frame_index], self.preprocess)
         return x.unsqueeze(0).to(self.device), frame_index  # (1, 3, T, S, S)

@@ -40,8 +40,10 @@ def check_video_array(video) -> None:
 def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (3, T', S, S); T' = `num_frames` (`sample_frame_indices`) or T when None."""
     check_video_array(video)
-    if isinstance(video, np.ndarray) and not video.flags.writeable:
-        video = video.copy()  # a read-only view (np.broadcast_to, a cached upload): torch warns on sharing it
+    if isinstance(video, np.ndarray) and (not video.flags.writeable or min(video.strides) < 0):
+        # torch cannot share a view with negative strides (video[::-1], np.flip) and warns on a read-only one
+        # (np.broadcast_to, a cached upload)
+        video = video.copy()
     frames = torch.as_tensor(video)
     if num_frames is not None:
         frames = frames[torch.from_numpy(sample_frame_indices(frames.shape[0], num_frames))]

@@ -160,6 +160,10 @@ def test_not_json_and_not_ours(saved):
     (saved / "config.json").write_text("{nope")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         build_model(saved)
+    for hostile in ("[" * 100_000, "1" * 5000):  # nested past the recursion limit; past Python's 4300 digits
+        (saved / "config.json").write_text(hostile)
+        with pytest.raises(CheckpointError, match=r"config.json: not a config this reader takes \((Recursion|Value)"):
+            build_model(saved)
     (saved / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(CheckpointError, match="not a jepa-lens checkpoint"):
         build_model(saved)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from jepa_demo.inference import surprise_score
 from jepa_demo.world import WorldConfig, render_clip
@@ -45,6 +46,37 @@ def test_predict_masked_with_explicit_masks(model):
         model.predict_masked(_clip(), mask=np.array([0, 10_000]))
     with pytest.raises(ValueError, match="unknown mask"):
         model.predict_masked(_clip(), mask="spiral")
+    backwards = model.predict_masked(_clip(), mask=flat[::-1])  # rows come in grid order whatever the order given
+    assert np.array_equal(backwards.predicted, by_index.predicted)
+    with pytest.raises(ValueError, match="mask indices must not repeat"):
+        model.predict_masked(_clip(), mask=np.array([flat[0], flat[0]]))
+    with pytest.raises(ValueError, match="the mask hides no token"):
+        model.predict_masked(_clip(), mask=[])
+
+
+def test_reversed_and_mirrored_views_read_as_their_copies(model):
+    """np.flip and clip[::-1] are views with negative strides, which torch cannot share."""
+    clip = _clip()
+    for view in (clip[::-1], np.flip(clip, axis=2)):
+        assert np.array_equal(model.embed(view), model.embed(view.copy()))
+        assert np.array_equal(model.predict_masked(view).error_map, model.predict_masked(view.copy()).error_map)
+
+
+def test_a_model_built_in_memory_must_fit_its_preprocessing(tiny_model):
+    from jepa_demo.config import PreprocessConfig
+    from jepa_demo.inference import JEPAModel
+
+    with pytest.raises(ValueError, match="makes clips of 4 frames of 64 px, but the model takes 4 frames of 32 px"):
+        JEPAModel(tiny_model, PreprocessConfig(img_size=64, num_frames=4), {}, "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_device_that_is_not_there_is_named(tiny_checkpoint):
+    from jepa_demo.inference import load_model
+
+    for device, message in (("cuda", "torch sees no CUDA GPU here"), ("gpu", "Expected one of cpu, cuda")):
+        with pytest.raises(ValueError, match=f"device '{device}': {message}"):
+            load_model(tiny_checkpoint, device=device)
 
 
 def test_visible_latents_never_see_the_hidden_frames(model):
@@ -133,6 +165,11 @@ def test_surprise_thins_long_clips_and_refuses_short_ones(model):
     assert result.step_frames.max() < 200 and len(result.per_step) == 20 // 2 - 1
     with pytest.raises(ValueError, match="at least 4 frames"):
         model.surprise(_clip(frames=3))
+    with pytest.raises(ValueError, match="max_frames must be at least the model's 4 frames, got 3"):
+        model.surprise(_clip(frames=200), max_frames=3)
+    thinned = r"at least 4 frames, got 5 \(one in 2 kept to stay within max_frames=4: 3 left\)"
+    with pytest.raises(ValueError, match=thinned):
+        model.surprise(_clip(frames=5), max_frames=4)
     for future_steps in (0, model.cfg.grid[0]):  # a window must keep one step to predict from
         with pytest.raises(ValueError, match=f"future_steps must be between 1 and {model.cfg.grid[0] - 1}"):
             model.surprise(_clip(), future_steps=future_steps)
