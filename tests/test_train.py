@@ -56,7 +56,7 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
             ("grad_clip=-1", "grad_clip must be above 0"),  # would flip every gradient
             ("lr=nan", "lr must be above 0"), ("weight_decay=-0.1", "weight_decay must be at least 0"),
             ("future_steps=2", "future_steps must be between 1 and 1: model tiny sees 2 time steps"),
-            ("out_dir=", "out_dir must name a folder"), ("seed=-1", "seed must be between 0 and 2\*\*32 - 1"),
+            ("out_dir=", "out_dir must name a folder"), ("seed=-1", r"seed must be between 0 and 2\*\*32 - 1"),
             ("seed=100", "seed=100 would train on the world clips the evaluation"),
             ("lr=inf", "lr must be a finite number"), ("weight_decay=inf", "weight_decay must be a finite number"),
             ("num_workers=-1", "num_workers must be at least 0")):
