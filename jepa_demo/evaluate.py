@@ -15,7 +15,8 @@ the first one's shape, and a trivial pixel heuristic (the largest jump in frame-
   bootstrap 95 % interval of the difference (resampling clips).
 `--report` writes a Markdown report with plots (docs/results.md is generated this way). `--validation` draws every
 clip from other seeds (from `VALIDATION_SEED`): recipes and scores are compared there, so that the held-out numbers
-stay untouched by those choices. This module knows nothing about training loops or the app.
+stay untouched by those choices. `--folder DIR` runs a kNN probe of your own videos instead, labelled by their
+sub-folders (jepa_demo.folder_probe). This module knows nothing about training loops or the app.
 """
 
 import argparse
@@ -380,7 +381,12 @@ def main(argv=None) -> int:
     parser.add_argument("--report", help="also write a Markdown report with plots (e.g. docs/results.md)")
     parser.add_argument("--validation", action="store_true",
                         help="draw the clips from the validation seeds, where recipes are compared, not held-out ones")
+    parser.add_argument("--folder", help="instead of the world's suite, a kNN probe of this folder's sub-folder labels "
+                                         "(jepa_demo.folder_probe)")
+    parser.add_argument("--max-clips", type=int, default=300, help="with --folder: at most this many videos")
     args = parser.parse_args(argv)
+    if args.folder:
+        return _probe_folder(args, argv, parser)
     if min(args.probe_clips, args.resamples) < 1:
         parser.error("--probe-clips and --resamples must be at least 1")
     if args.pairs < len(VIOLATIONS):
@@ -405,6 +411,29 @@ def main(argv=None) -> int:
     except OSError as err:  # e.g. the disk filled up during the run
         print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or err} (the tables above are "
               "complete)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _probe_folder(args, argv, parser) -> int:
+    from .folder_probe import folder_probe, format_folder_report
+
+    if args.report or args.validation:
+        parser.error("--folder probes your videos: --report and --validation are for the world's suite")
+    if args.max_clips < 3:
+        parser.error("--max-clips must be at least 3")
+    if args.json and (problem := _unwritable(Path(args.json))):
+        parser.error(f"--json {args.json}: {problem}")
+    try:
+        report = folder_probe(_load_all(args.checkpoint), args.folder, args.max_clips, resamples=args.resamples)
+    except ValueError as err:  # CheckpointError included
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_folder_report(report))
+    try:
+        _write_outputs(report, args, " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
+    except OSError as err:
+        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or err}", file=sys.stderr)
         return 1
     return 0
 

@@ -117,6 +117,26 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     return _sample(path, packets, max_frames, size, deadline, at_most=True)
 
 
+def list_videos(root, what: str | None = None, hint: str = "") -> list[Path]:
+    """Every video file under the folder `root`, sub-folders included, sorted; ValueError (starting with `what`,
+    default the folder, and ending with `hint`) when it is not a folder or holds none."""
+    root = Path(root)
+    what = what or str(root)
+    if not root.is_dir():
+        raise ValueError(f"{what}: not a folder{hint}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{what}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) found")
+    return files
+
+
+def folder_label(path, root) -> str | None:
+    """The label a folder of videos gives `path`: the sub-folder of `root` it lies in (root/cats/a/b.mp4: cats), or
+    None for a file directly in `root`."""
+    parts = Path(path).relative_to(root).parts
+    return parts[0] if len(parts) > 1 else None
+
+
 def video_info(path) -> dict:
     """{"frames": int, "fps": float, "width": int, "height": int, "duration": float seconds} of the video stream.
 

@@ -486,6 +486,11 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     assert "leaving out 1 of 4 video files that cannot be read (first: notes.mp4: not a readable video" in result.stderr
     assert load_model(out).info()["step"] == 3
+    # the sub-folders are the files' labels: recorded, and the card says how to probe them
+    assert json.loads((out / "train_config.json").read_text())["data_labels"] == {"bouncing": 2, "falling": 1}
+    card = (out / "README.md").read_text()
+    assert f"3 video files under `{tmp_path / 'clips'}`; its sub-folders label them: bouncing (2), falling (1)" in card
+    assert f"python -m jepa_demo.evaluate --folder {tmp_path / 'clips'} --checkpoint {out}" in card
     # --resume draws the same batches only from the same files: one added since is refused, by name of the setting
     extra = tmp_path / "clips" / "falling" / "3.mp4"
     write_video(extra, render_clip(3, WorldConfig(size=40, num_frames=10)).frames)
@@ -505,7 +510,8 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     first.write_bytes(kept)
     assert main(resume) == 0
     record = json.loads((out / "train_config.json").read_text())
-    (out / "train_config.json").write_text(json.dumps({k: v for k, v in record.items() if k != "data_files"}))
+    older = {k: v for k, v in record.items() if k not in ("data_files", "data_labels")}
+    (out / "train_config.json").write_text(json.dumps(older))
     write_video(extra, render_clip(3, WorldConfig(size=40, num_frames=10)).frames)
     assert main(resume) == 0  # a run recorded before the files were is not refused on them
     capsys.readouterr()

@@ -13,6 +13,7 @@ from jepa_demo.video import (
     VIDEO_SUFFIXES,
     VideoError,
     display_times,
+    list_videos,
     nearest_in_time,
     read_video,
     strided_frame_indices,
@@ -132,8 +133,6 @@ def test_formats_written_by_ffmpeg(tmp_path, name, extra):
 
 
 def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
-    from train.data import list_videos
-
     codec = {".webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"]}
     for suffix in VIDEO_SUFFIXES:
         path = pattern_clip(tmp_path / f"clip{suffix}", 1, "80x60", 10, *codec.get(suffix, []))

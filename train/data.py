@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from jepa_demo.config import PreprocessConfig
 from jepa_demo.preprocess import preprocess_batch, preprocess_video
-from jepa_demo.video import VIDEO_SUFFIXES, VideoError, read_video, video_info
+from jepa_demo.video import VideoError, folder_label, list_videos, read_video, video_info
 from jepa_demo.world import WorldConfig, render_clip
 
 from .config import CLIP_SEED_STRIDE
@@ -61,6 +62,8 @@ class FolderBatches(Dataset):
         listing = "\n".join(f"{path.relative_to(root)}\t{path.stat().st_size}" for path in self.files)
         digest = hashlib.sha256(os.fsencode(listing)).hexdigest()[:16]  # fsencode: a name need not be UTF-8
         self.files_fingerprint = f"{len(self.files)} files, sha256 {digest}"
+        labels = Counter(folder_label(path, root) for path in self.files)
+        self.label_counts = {label: n for label, n in sorted(labels.items()) if label is not None}  # sub-folders
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
         self.failed: set[Path] = set()  # files found damaged past the start check, each reported once
 
@@ -92,21 +95,11 @@ class FolderBatches(Dataset):
         raise ValueError(f"data: none of the {len(self.files)} video files can be read any more")
 
 
-def list_videos(root: str) -> list[Path]:
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"data={root}: not a folder (use data=world for the synthetic world)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-    if not files:
-        raise ValueError(f"data={root}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) found")
-    return files
-
-
 def readable_videos(root: str, report: bool = True) -> list[Path]:
     """The video files under `root` that can be read. One broken file among thousands would otherwise stop a run
     hours in, whenever a batch first drew it: each file is opened once here, and those that fail are left out, with
     one line saying how many and why the first failed (`report`)."""
-    files = list_videos(root)
+    files = list_videos(root, what=f"data={root}", hint=" (use data=world for the synthetic world)")
     readable, reasons = [], []
     for path in tqdm(files, desc="checking videos", unit="file", leave=False, disable=None if report else True):
         try:

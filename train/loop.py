@@ -35,11 +35,18 @@ from jepa_demo.model import VideoJEPA, effective_rank, embedding_std
 
 from .config import TrainConfig, config_to_dict
 from .data import FolderBatches, WorldBatches, make_loader
-from .report import METRIC_FIELDS, CollapseAlarm, parse_metrics_row, plot_curves, write_model_card
+from .report import (
+    METRIC_FIELDS,
+    TRAIN_CONFIG_NAME,
+    CollapseAlarm,
+    parse_metrics_row,
+    plot_curves,
+    write_model_card,
+)
 
 STATE_NAME = "train_state.safetensors"
-TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings
 # Settings that do not change what a run computes: a resumed run may take new values.
+RECORDED_LATER = {"data_files", "data_labels"}  # in train_config.json since a later version than some runs'
 MAY_CHANGE_ON_RESUME = {"out_dir", "log_every", "save_every", "device", "compile", "num_workers"}
 METRICS_NAME = "metrics.csv"
 
@@ -160,9 +167,12 @@ def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: 
 
 
 def run_record(cfg: TrainConfig, dataset) -> dict:
-    """What train_config.json records: the settings, and for data=FOLDER which files the batches are drawn from."""
+    """What train_config.json records: the settings, and for data=FOLDER which files the batches are drawn from and
+    how many lie in each sub-folder (the folder's labels, for `python -m jepa_demo.evaluate --folder`)."""
     files = getattr(dataset, "files_fingerprint", None)
-    return {**config_to_dict(cfg), **({"data_files": files} if files else {})}
+    labels = getattr(dataset, "label_counts", None)
+    return {**config_to_dict(cfg), **({"data_files": files} if files else {}),
+            **({"data_labels": labels} if labels else {})}
 
 
 def check_same_run(out: Path, record: dict) -> None:
@@ -177,7 +187,7 @@ def check_same_run(out: Path, record: dict) -> None:
                          "unknown") from None
     changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in record.items()
                if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != value
-               and (key != "data_files" or key in saved)]  # runs recorded before the files were: not refused
+               and (key in saved or key not in RECORDED_LATER)]  # runs recorded before these were: not refused
     if changed:
         raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}; start a new run in "
                          "another out_dir to change them")

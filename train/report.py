@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from jepa_demo.checkpoint import atomic_write  # noqa: E402
 
+TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings (train.loop.run_record)
 METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "rankme", "clips_per_s", "mask"]
 _PLOTTED = [("loss", "loss (smooth-L1, hidden tokens)"), ("target_std", "target-embedding std"),
             ("rankme", "effective rank (RankMe)"), ("lr", "learning rate"), ("momentum", "EMA momentum"),
@@ -98,12 +99,27 @@ def _floor_note(key: str, minimum: float, objective: str) -> str:
     return f", below its collapse floor of {COLLAPSE_FLOORS[key]:g}" if below else ""
 
 
+def _folder_data(folder: Path, root: str) -> str:
+    """The card's data line for data=FOLDER, from the run's train_config.json."""
+    try:
+        record = json.loads((folder / TRAIN_CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        record = {}
+    files = record.get("data_files", "").split(" files")[0]
+    text = f"{files or 'the'} video files under `{root}`"
+    if labels := record.get("data_labels"):
+        counts = ", ".join(f"{label} ({count})" for label, count in labels.items())
+        text += (f"; its sub-folders label them: {counts}. How well the embeddings tell them apart: "
+                 f"`python -m jepa_demo.evaluate --folder {root} --checkpoint {folder}`")
+    return text
+
+
 def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, command: str, hardware: str,
                      seconds: float) -> None:
     rows = read_metrics(folder / "metrics.csv")
     stats = summarize(rows) if rows else None
     data = ("the synthetic physics world (jepa_demo.world), rendered on the fly" if train_cfg.data == "world"
-            else f"video files under `{train_cfg.data}`")
+            else _folder_data(folder, train_cfg.data))
     lines = [
         "---", "library_name: jepa-lens", "tags: [jepa, video, self-supervised]", "---", "",
         f"# JEPA Lens checkpoint `{folder.name}`", "",

@@ -1,0 +1,123 @@
+"""Do a checkpoint's clip embeddings tell your own labelled videos apart? A kNN probe of a folder's sub-folder labels.
+
+    python -m jepa_demo.evaluate --folder clips/ [--checkpoint DIR ...] [--max-clips 300] [--json out.json]
+
+Each sub-folder of the folder is a label (clips/cats/a.mp4 is a "cats"), as for training on `data=clips/`; files
+directly in the folder have none and are left out. Each clip is embedded (`model.embed`) and labelled by the majority
+of its k nearest other clips (cosine), leave-one-out, since a folder has no separate test set. Beside each checkpoint:
+a randomly initialised encoder of the first one's shape (the 'no learning' baseline, with the first one's lead over
+it and a paired bootstrap 95 % interval) and always answering the most common label (what a probe must beat).
+"""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import LeaveOneOut, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier
+from tqdm import tqdm
+
+from .evaluate import RANDOM, format_difference, paired_difference, random_twin
+from .inference import JEPAModel
+from .video import VideoError, folder_label, list_videos, read_video
+
+MAJORITY = "always the most common label"
+
+
+def labelled_videos(root, max_clips: int, seed: int = 0) -> tuple[list[Path], list[str]]:
+    """The video files in `root`'s sub-folders and their labels; at most `max_clips` of them, drawn at random (from
+    `seed`) when there are more. ValueError when fewer than two labels hold two files each: nothing to tell apart."""
+    labelled = [(path, label) for path in list_videos(root) if (label := folder_label(path, root)) is not None]
+    counts = Counter(label for _, label in labelled)
+    if sum(count >= 2 for count in counts.values()) < 2:
+        found = ", ".join(f"{label} ({count})" for label, count in sorted(counts.items()))
+        found = found or "no sub-folder holding videos"
+        raise ValueError(f"{root}: the probe needs two sub-folders (labels) holding at least two videos each; found "
+                         f"{found}")
+    if len(labelled) > max_clips:
+        keep = np.random.default_rng(seed).choice(len(labelled), max_clips, replace=False)
+        labelled = [labelled[i] for i in sorted(keep)]
+    return [path for path, _ in labelled], [label for _, label in labelled]
+
+
+def leave_one_out_knn(embeddings: np.ndarray, labels: list[str], k: int = 5) -> np.ndarray:
+    """(clips,) bool: whether the majority label of each clip's k nearest other clips (cosine) is its own."""
+    neighbours = min(k, len(embeddings) - 1)
+    probe = KNeighborsClassifier(n_neighbors=neighbours, metric="cosine")
+    return cross_val_predict(probe, embeddings, labels, cv=LeaveOneOut()) == np.asarray(labels)
+
+
+def most_common_label(labels: list[str]) -> np.ndarray:
+    """(clips,) bool: whether each clip's label is the folder's most common one (ties: the first in alphabetical
+    order), the floor a probe must clear. Not left one out: leaving each clip out makes the other label the most
+    common one whenever two are level, and that floor would be 0."""
+    counts = Counter(labels)
+    answer = min(counts, key=lambda name: (-counts[name], name))
+    return np.asarray(labels) == answer
+
+
+def folder_probe(models: dict[str, JEPAModel], root, max_clips: int = 300, k: int = 5,
+                 resamples: int = 1000) -> dict:
+    """The probe for `models` (name -> model; the first one gets a random twin). A file that cannot be read is left
+    out for every model, so that all answer the same clips."""
+    paths, labels = labelled_videos(root, max_clips)
+    first = next(iter(models.values()))
+    scorers = {**models, RANDOM: random_twin(first)}
+    frames, unreadable = _read_all(paths, first)
+    kept = [i for i, clip in enumerate(frames) if clip is not None]
+    labels = [labels[i] for i in kept]
+    if len(set(labels)) < 2:
+        raise ValueError(f"{root}: fewer than two labels left with readable videos")
+    hits = {}
+    for name, model in scorers.items():
+        clips = [frames[i] for i in kept] if _same_input(model, first) else [_read(paths[i], model) for i in kept]
+        embeddings = np.stack([model.embed(clip) for clip in tqdm(clips, desc=name, unit="clip", leave=False)])
+        hits[name] = leave_one_out_knn(embeddings, labels, k)
+    hits[MAJORITY] = most_common_label(labels)
+    under_test = next(iter(models))
+    return {"folder": str(root), "k": k, "clips": len(labels), "unreadable": unreadable,
+            "labels": dict(sorted(Counter(labels).items())),
+            "accuracy": {name: _per_label(right, labels) for name, right in hits.items()},
+            "vs_random": paired_difference(hits[under_test], hits[RANDOM], resamples)}
+
+
+def _per_label(right: np.ndarray, labels: list[str]) -> dict:
+    by_label = {label: float(right[[i for i, name in enumerate(labels) if name == label]].mean())
+                for label in sorted(set(labels))}
+    return {**by_label, "all": float(right.mean())}
+
+
+def _same_input(model: JEPAModel, other: JEPAModel) -> bool:
+    return (model.cfg.num_frames, model.preprocess.resize_to) == (other.cfg.num_frames, other.preprocess.resize_to)
+
+
+def _read(path: Path, model: JEPAModel) -> np.ndarray:
+    """The frames `model.embed` takes from `path`, decoded straight to its short side."""
+    return read_video(path, num_frames=model.cfg.num_frames, size=model.preprocess.resize_to)
+
+
+def _read_all(paths: list[Path], model: JEPAModel) -> tuple[list, list[str]]:
+    frames, unreadable = [], []
+    for path in tqdm(paths, desc="reading", unit="file", leave=False):
+        try:
+            frames.append(_read(path, model))
+        except VideoError as err:
+            frames.append(None)
+            unreadable.append(str(err))
+    return frames, unreadable
+
+
+def format_folder_report(report: dict) -> str:
+    """A Markdown table: accuracy per label and in all, per model; the first one's lead over the random encoder."""
+    scorers = list(report["accuracy"])
+    lines = [f"### kNN probe (k={report['k']}, cosine, leave-one-out) of the sub-folder labels of {report['folder']}: "
+             f"{report['clips']} clips", ""]
+    if report["unreadable"]:
+        lines += [f"Left out, cannot be read: {len(report['unreadable'])} (first: {report['unreadable'][0]})", ""]
+    lines += ["| label (clips) | " + " | ".join(scorers) + " |", "|---" * (len(scorers) + 1) + "|"]
+    for label, count in report["labels"].items():
+        lines.append(f"| {label} ({count}) | " + " | ".join(f"{report['accuracy'][s][label]:.3f}" for s in scorers)
+                     + " |")
+    lines.append("| **all** | " + " | ".join(f"{report['accuracy'][s]['all']:.3f}" for s in scorers) + " |")
+    lines += ["", f"{scorers[0]} minus the {RANDOM} [95 % interval]: {format_difference(report['vs_random'])}"]
+    return "\n".join(lines)
