@@ -332,5 +332,7 @@ def device_for(preferred: str | None = None) -> torch.device:
             raise ValueError(f"device {preferred!r}: {err}") from None
         if device.type == "cuda" and not torch.cuda.is_available():  # else an AssertionError deep in .to()
             raise ValueError(f"device {preferred!r}: torch sees no CUDA GPU here")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device {preferred!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s) here")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

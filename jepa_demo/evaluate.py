@@ -385,10 +385,12 @@ def main(argv=None) -> int:
                                          "(jepa_demo.folder_probe)")
     parser.add_argument("--max-clips", type=int, default=300, help="with --folder: at most this many videos")
     args = parser.parse_args(argv)
+    if args.resamples < 1:
+        parser.error("--resamples must be at least 1")
     if args.folder:
         return _probe_folder(args, argv, parser)
-    if min(args.probe_clips, args.resamples) < 1:
-        parser.error("--probe-clips and --resamples must be at least 1")
+    if args.probe_clips < 1:
+        parser.error("--probe-clips must be at least 1")
     if args.pairs < len(VIOLATIONS):
         parser.error(f"--pairs must be at least {len(VIOLATIONS)}: one pair per violation kind")
     if max(args.pairs, args.probe_clips) > SEED_BLOCK:  # each set of clips has its block of seeds
@@ -416,12 +418,12 @@ def main(argv=None) -> int:
 
 
 def _probe_folder(args, argv, parser) -> int:
-    from .folder_probe import folder_probe, format_folder_report
+    from .folder_probe import MIN_PER_LABEL, folder_probe, format_folder_report
 
     if args.report or args.validation:
         parser.error("--folder probes your videos: --report and --validation are for the world's suite")
-    if args.max_clips < 3:
-        parser.error("--max-clips must be at least 3")
+    if args.max_clips < 2 * MIN_PER_LABEL:  # two labels of MIN_PER_LABEL videos each
+        parser.error(f"--max-clips must be at least {2 * MIN_PER_LABEL}")
     if args.json and (problem := _unwritable(Path(args.json))):
         parser.error(f"--json {args.json}: {problem}")
     try:

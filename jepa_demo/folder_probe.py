@@ -6,7 +6,9 @@ Each sub-folder of the folder is a label (clips/cats/a.mp4 is a "cats"), as for 
 directly in the folder have none and are left out. Each clip is embedded (`model.embed`) and labelled by the majority
 of its k nearest other clips (cosine), leave-one-out, since a folder has no separate test set. Beside each checkpoint:
 a randomly initialised encoder of the first one's shape (the 'no learning' baseline, with the first one's lead over
-it and a paired bootstrap 95 % interval) and always answering the most common label (what a probe must beat).
+it and a paired bootstrap 95 % interval) and always answering the most common label (what a probe must beat). A
+label needs MIN_PER_LABEL readable videos (fewer are left out, with a line saying so). It knows nothing about
+training or the app.
 """
 
 from collections import Counter
@@ -22,22 +24,34 @@ from .inference import JEPAModel
 from .video import VideoError, folder_label, list_videos, read_video
 
 MAJORITY = "always the most common label"
+# Left one out, a clip of a label with c videos has at most c - 1 neighbours of its own: with k = 5, a label of 3 or
+# fewer would be wrong every time, whatever the embeddings
+MIN_PER_LABEL = 4
 
 
 def labelled_videos(root, max_clips: int, seed: int = 0) -> tuple[list[Path], list[str]]:
-    """The video files in `root`'s sub-folders and their labels; at most `max_clips` of them, drawn at random (from
-    `seed`) when there are more. ValueError when fewer than two labels hold two files each: nothing to tell apart."""
+    """The video files in `root`'s sub-folders and their labels. When there are more than `max_clips`, about that
+    many are drawn (from `seed`), label by label in proportion to their files but never fewer than MIN_PER_LABEL of
+    a label that has them. ValueError when fewer than two labels hold MIN_PER_LABEL files: nothing to tell apart."""
     labelled = [(path, label) for path in list_videos(root) if (label := folder_label(path, root)) is not None]
     counts = Counter(label for _, label in labelled)
-    if sum(count >= 2 for count in counts.values()) < 2:
-        found = ", ".join(f"{label} ({count})" for label, count in sorted(counts.items()))
-        found = found or "no sub-folder holding videos"
-        raise ValueError(f"{root}: the probe needs two sub-folders (labels) holding at least two videos each; found "
-                         f"{found}")
+    check_labels(root, counts, "videos")
     if len(labelled) > max_clips:
-        keep = np.random.default_rng(seed).choice(len(labelled), max_clips, replace=False)
+        rng = np.random.default_rng(seed)
+        keep = []
+        for label, count in sorted(counts.items()):
+            members = [i for i, (_, name) in enumerate(labelled) if name == label]
+            share = min(count, max(MIN_PER_LABEL, max_clips * count // len(labelled)))
+            keep += rng.choice(members, share, replace=False).tolist()
         labelled = [labelled[i] for i in sorted(keep)]
     return [path for path, _ in labelled], [label for _, label in labelled]
+
+
+def check_labels(root, counts: Counter, what: str) -> None:
+    if sum(count >= MIN_PER_LABEL for count in counts.values()) < 2:
+        found = ", ".join(f"{label} ({count})" for label, count in sorted(counts.items()))
+        raise ValueError(f"{root}: the probe needs two sub-folders (labels) holding at least {MIN_PER_LABEL} {what} "
+                         f"each; found {found or 'no sub-folder holding videos'}")
 
 
 def leave_one_out_knn(embeddings: np.ndarray, labels: list[str], k: int = 5) -> np.ndarray:
@@ -61,21 +75,22 @@ def folder_probe(models: dict[str, JEPAModel], root, max_clips: int = 300, k: in
     """The probe for `models` (name -> model; the first one gets a random twin). A file that cannot be read is left
     out for every model, so that all answer the same clips."""
     paths, labels = labelled_videos(root, max_clips)
-    first = next(iter(models.values()))
-    scorers = {**models, RANDOM: random_twin(first)}
-    frames, unreadable = _read_all(paths, first)
-    kept = [i for i, clip in enumerate(frames) if clip is not None]
+    scorers = {**models, RANDOM: random_twin(next(iter(models.values())))}
+    frames, unreadable = _read_all(paths, scorers.values())
+    readable = Counter(label for label, clip in zip(labels, frames) if clip is not None)
+    check_labels(root, readable, "readable videos")
+    too_few = {label: count for label, count in sorted(readable.items()) if count < MIN_PER_LABEL}
+    kept = [i for i, label in enumerate(labels) if frames[i] is not None and label not in too_few]
     labels = [labels[i] for i in kept]
-    if len(set(labels)) < 2:
-        raise ValueError(f"{root}: fewer than two labels left with readable videos")
     hits = {}
     for name, model in scorers.items():
-        clips = [frames[i] for i in kept] if _same_input(model, first) else [_read(paths[i], model) for i in kept]
-        embeddings = np.stack([model.embed(clip) for clip in tqdm(clips, desc=name, unit="clip", leave=False)])
+        clips = [frames[i][_input(model)] for i in kept]
+        bar = tqdm(clips, desc=name, unit="clip", leave=False, disable=None)  # None: on a terminal only
+        embeddings = np.stack([model.embed(clip) for clip in bar])
         hits[name] = leave_one_out_knn(embeddings, labels, k)
     hits[MAJORITY] = most_common_label(labels)
     under_test = next(iter(models))
-    return {"folder": str(root), "k": k, "clips": len(labels), "unreadable": unreadable,
+    return {"folder": str(root), "k": k, "clips": len(labels), "unreadable": unreadable, "too_few": too_few,
             "labels": dict(sorted(Counter(labels).items())),
             "accuracy": {name: _per_label(right, labels) for name, right in hits.items()},
             "vs_random": paired_difference(hits[under_test], hits[RANDOM], resamples)}
@@ -84,23 +99,22 @@ def folder_probe(models: dict[str, JEPAModel], root, max_clips: int = 300, k: in
 def _per_label(right: np.ndarray, labels: list[str]) -> dict:
     by_label = {label: float(right[[i for i, name in enumerate(labels) if name == label]].mean())
                 for label in sorted(set(labels))}
-    return {**by_label, "all": float(right.mean())}
+    return {"per_label": by_label, "all": float(right.mean())}
 
 
-def _same_input(model: JEPAModel, other: JEPAModel) -> bool:
-    return (model.cfg.num_frames, model.preprocess.resize_to) == (other.cfg.num_frames, other.preprocess.resize_to)
+def _input(model: JEPAModel) -> tuple[int, int]:
+    """What `model.embed` is given: its number of frames, decoded straight to its short side."""
+    return model.cfg.num_frames, model.preprocess.resize_to
 
 
-def _read(path: Path, model: JEPAModel) -> np.ndarray:
-    """The frames `model.embed` takes from `path`, decoded straight to its short side."""
-    return read_video(path, num_frames=model.cfg.num_frames, size=model.preprocess.resize_to)
-
-
-def _read_all(paths: list[Path], model: JEPAModel) -> tuple[list, list[str]]:
+def _read_all(paths: list[Path], models) -> tuple[list[dict | None], list[str]]:
+    """Per file, its frames for each input the models take (None for a file that cannot be read for any of them,
+    so that every model answers the same clips), and why the unreadable ones failed."""
+    inputs = sorted({_input(model) for model in models})
     frames, unreadable = [], []
-    for path in tqdm(paths, desc="reading", unit="file", leave=False):
+    for path in tqdm(paths, desc="reading", unit="file", leave=False, disable=None):
         try:
-            frames.append(_read(path, model))
+            frames.append({(n, size): read_video(path, num_frames=n, size=size) for n, size in inputs})
         except VideoError as err:
             frames.append(None)
             unreadable.append(str(err))
@@ -114,10 +128,13 @@ def format_folder_report(report: dict) -> str:
              f"{report['clips']} clips", ""]
     if report["unreadable"]:
         lines += [f"Left out, cannot be read: {len(report['unreadable'])} (first: {report['unreadable'][0]})", ""]
+    if report["too_few"]:
+        few = ", ".join(f"{label} ({count})" for label, count in report["too_few"].items())
+        lines += [f"Left out, labels with fewer than {MIN_PER_LABEL} readable videos: {few}", ""]
     lines += ["| label (clips) | " + " | ".join(scorers) + " |", "|---" * (len(scorers) + 1) + "|"]
     for label, count in report["labels"].items():
-        lines.append(f"| {label} ({count}) | " + " | ".join(f"{report['accuracy'][s][label]:.3f}" for s in scorers)
-                     + " |")
+        lines.append(f"| {label} ({count}) | "
+                     + " | ".join(f"{report['accuracy'][s]['per_label'][label]:.3f}" for s in scorers) + " |")
     lines.append("| **all** | " + " | ".join(f"{report['accuracy'][s]['all']:.3f}" for s in scorers) + " |")
     lines += ["", f"{scorers[0]} minus the {RANDOM} [95 % interval]: {format_difference(report['vs_random'])}"]
     return "\n".join(lines)

@@ -18,17 +18,19 @@ def _write(path, shade: int, frames: int = 8) -> None:
 
 
 def test_labels_are_the_first_sub_folder_and_loose_files_have_none(tmp_path):
-    for name in ("cats/a.mp4", "cats/deep/b.gif", "dogs/c.mp4", "dogs/d.mp4", "e.mp4"):
+    names = ["cats/a.mp4", "cats/deep/b.gif", *(f"cats/{i}.mp4" for i in range(6))]
+    names += [f"dogs/{i}.mp4" for i in range(4)]
+    for name in [*names, "e.mp4"]:
         _write(tmp_path / name, 40)
-    paths, labels = labelled_videos(tmp_path, max_clips=10)
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["cats/a.mp4", "cats/deep/b.gif", "dogs/c.mp4",
-                                                                  "dogs/d.mp4"]
-    assert labels == ["cats", "cats", "dogs", "dogs"]
-    few = labelled_videos(tmp_path, max_clips=3)
-    assert len(few[0]) == 3 and few == labelled_videos(tmp_path, max_clips=3)  # drawn, and the same draw again
-    (tmp_path / "dogs" / "d.mp4").unlink()
-    with pytest.raises(ValueError, match=r"needs two sub-folders .* found cats \(2\), dogs \(1\)"):
-        labelled_videos(tmp_path, max_clips=10)
+    paths, labels = labelled_videos(tmp_path, max_clips=20)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == sorted(names)
+    assert labels == [p.relative_to(tmp_path).parts[0] for p in paths] and labels.count("dogs") == 4
+    few = labelled_videos(tmp_path, max_clips=10)  # label by label, in proportion (6 and 3), but at least 4 of each
+    assert few[1].count("cats") == 6 and few[1].count("dogs") == 4
+    assert few == labelled_videos(tmp_path, max_clips=10)  # the same draw again
+    (tmp_path / "dogs" / "0.mp4").unlink()
+    with pytest.raises(ValueError, match=r"at least 4 videos each; found cats \(8\), dogs \(3\)"):
+        labelled_videos(tmp_path, max_clips=20)
 
 
 def test_the_knn_probe_leaves_each_clip_out_and_the_floor_is_the_most_common_label():
@@ -44,34 +46,61 @@ def test_the_knn_probe_leaves_each_clip_out_and_the_floor_is_the_most_common_lab
 
 
 def test_the_probe_from_the_command_line(tiny_checkpoint, tmp_path, capsys):
-    for label, shade in (("dark", 30), ("light", 220)):
-        for i in range(3):
+    for label, shade, count in (("dark", 30, 4), ("light", 220, 4), ("grey", 120, 3)):
+        for i in range(count):
             _write(tmp_path / "clips" / label / f"{i}.mp4", shade + 5 * i)
     (tmp_path / "clips" / "light" / "notes.mp4").write_text("not a video")
+    (tmp_path / "clips" / "grey" / "3.mp4").write_text("not a video either")  # leaves grey 3 readable videos
     argv = ["--folder", str(tmp_path / "clips"), "--checkpoint", str(tiny_checkpoint), "--json",
             str(tmp_path / "probe.json"), "--resamples", "50"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| label (clips) | tiny | random encoder | always the most common label |" in out
-    assert "| dark (3) |" in out and "| light (3) |" in out and "Left out, cannot be read: 1 (first: notes.mp4" in out
+    assert "| dark (4) |" in out and "| light (4) |" in out and "Left out, cannot be read: 2 (first: " in out
+    assert "Left out, labels with fewer than 4 readable videos: grey (3)" in out
     report = json.loads((tmp_path / "probe.json").read_text())
-    assert report["clips"] == 6 and report["labels"] == {"dark": 3, "light": 3}
+    assert report["clips"] == 8 and report["labels"] == {"dark": 4, "light": 4}
     assert set(report["accuracy"]) == {"tiny", "random encoder", "always the most common label"}
     assert report["accuracy"]["always the most common label"]["all"] == 0.5
     for scores in report["accuracy"].values():
-        assert scores["all"] == pytest.approx((scores["dark"] + scores["light"]) / 2)
+        assert scores["all"] == pytest.approx(np.mean(list(scores["per_label"].values())))
+    assert report["accuracy"]["random encoder"]["all"] >= 0.75  # dark and light clips: even random features differ
     low, high = report["vs_random"]["difference_ci"]
     assert low <= report["vs_random"]["difference"] <= high
 
 
 def test_a_folder_without_two_labels_and_options_for_the_world_are_refused(tiny_checkpoint, tmp_path, capsys):
-    for i in range(3):
+    for i in range(4):
         _write(tmp_path / "one" / "only" / f"{i}.mp4", 100)
+        _write(tmp_path / "one" / "broken" / f"{i}.mp4", 100)
+    (tmp_path / "one" / "broken" / "0.mp4").write_text("not a video")
     assert main(["--folder", str(tmp_path / "one"), "--checkpoint", str(tiny_checkpoint)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("error: ") and err.endswith("two videos each; found only (3)")
+    assert err.count("\n") == 0 and err.startswith("error: ")
+    assert err.endswith("at least 4 readable videos each; found broken (3), only (4)")
     assert main(["--folder", str(tmp_path / "nothing"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: not a folder"
     with pytest.raises(SystemExit) as refused:
         main(["--folder", str(tmp_path / "one"), "--report", str(tmp_path / "r.md")])
     assert refused.value.code == 2 and "--report and --validation are for the world's suite" in capsys.readouterr().err
+    for option, value, message in (("--max-clips", "7", "--max-clips must be at least 8"),
+                                   ("--resamples", "0", "--resamples must be at least 1")):
+        with pytest.raises(SystemExit):
+            main(["--folder", str(tmp_path / "one"), option, value])
+        assert message in capsys.readouterr().err
+
+
+def test_models_of_other_input_sizes_read_the_same_files_their_own_way(tiny_checkpoint, tmp_path, capsys):
+    from jepa_demo.checkpoint import save_checkpoint
+    from jepa_demo.config import PreprocessConfig, model_config_from_preset
+    from jepa_demo.model import VideoJEPA
+
+    wide = model_config_from_preset("tiny", img_size=48)
+    save_checkpoint(VideoJEPA(wide), tmp_path / "wide", PreprocessConfig(img_size=48, num_frames=4), step=1)
+    for label, shade in (("dark", 30), ("light", 220)):
+        for i in range(4):
+            _write(tmp_path / "clips" / label / f"{i}.mp4", shade + 5 * i)
+    argv = ["--folder", str(tmp_path / "clips"), "--checkpoint", str(tiny_checkpoint), "--checkpoint",
+            str(tmp_path / "wide"), "--resamples", "20"]
+    assert main(argv) == 0
+    assert "| label (clips) | tiny | wide | random encoder | always the most common label |" in capsys.readouterr().out

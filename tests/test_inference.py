@@ -70,11 +70,12 @@ def test_a_model_built_in_memory_must_fit_its_preprocessing(tiny_model):
         JEPAModel(tiny_model, PreprocessConfig(img_size=64, num_frames=4), {}, "cpu")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 def test_a_device_that_is_not_there_is_named(tiny_checkpoint):
     from jepa_demo.inference import load_model
 
-    for device, message in (("cuda", "torch sees no CUDA GPU here"), ("gpu", "Expected one of cpu, cuda")):
+    missing = ("cuda", "torch sees no CUDA GPU here") if not torch.cuda.is_available() else (
+        f"cuda:{torch.cuda.device_count()}", f"torch sees {torch.cuda.device_count()} CUDA GPU")
+    for device, message in (missing, ("gpu", "Expected one of cpu, cuda")):
         with pytest.raises(ValueError, match=f"device '{device}': {message}"):
             load_model(tiny_checkpoint, device=device)
 

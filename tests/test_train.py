@@ -506,14 +506,15 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     kept = first.read_bytes()
     write_video(first, render_clip(7, WorldConfig(size=40, num_frames=12)).frames)  # re-encoded under its name
     assert main(resume) == 2
-    assert "but data_files=3 files, sha256 " in capsys.readouterr().err
+    assert "but data_sizes=sha256 " in capsys.readouterr().err
     first.write_bytes(kept)
     assert main(resume) == 0
     record = json.loads((out / "train_config.json").read_text())
-    older = {k: v for k, v in record.items() if k not in ("data_files", "data_labels")}
-    (out / "train_config.json").write_text(json.dumps(older))
-    write_video(extra, render_clip(3, WorldConfig(size=40, num_frames=10)).frames)
-    assert main(resume) == 0  # a run recorded before the files were is not refused on them
+    for left_out in (("data_sizes", "data_labels"), ("data_files", "data_sizes", "data_labels")):  # older records
+        (out / "train_config.json").write_text(json.dumps({k: v for k, v in record.items() if k not in left_out}))
+        if "data_files" in left_out:
+            write_video(extra, render_clip(3, WorldConfig(size=40, num_frames=10)).frames)
+        assert main(resume) == 0, left_out  # not refused on what was not recorded (each run records all again)
     capsys.readouterr()
     result = _train("--config", TINY, f"out_dir={tmp_path / 'run2'}", f"data={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "not a folder" in result.stderr
@@ -543,6 +544,42 @@ def test_an_error_in_a_data_worker_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == "error: data: none of the 1 video files can be read any more"
     assert "Traceback" not in err and "worker" not in err
+
+
+def test_a_data_workers_message_is_found_at_the_end_of_its_traceback():
+    from torch._utils import ExceptionWrapper
+
+    from jepa_demo.video import VideoError
+    from train.__main__ import _own_message
+
+    cases = ((ValueError("data: gone"), "data: gone"), (VideoError("a.mp4: bad\nsee b"), "a.mp4: bad\nsee b"),
+             (ValueError("plain: not from a worker"), None))
+    for error, message in cases:
+        try:
+            raise error
+        except ValueError:
+            wrapped = ExceptionWrapper(sys.exc_info(), where="in DataLoader worker process 0")
+        if message is None:
+            assert _own_message(error) == str(error)
+            continue
+        with pytest.raises(ValueError) as raised:
+            wrapped.reraise()
+        assert "Original Traceback" in str(raised.value) and _own_message(raised.value) == message
+
+
+def test_tensorboard_hides_what_a_resumed_run_redoes(tmp_path, monkeypatch):
+    """SummaryWriter's purge_step: events from the step a run starts at on are dropped, as metrics.csv's rows are."""
+    import types
+
+    from train.loop import MetricsLog
+
+    made = []
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = lambda folder, **kwargs: made.append(kwargs) or types.SimpleNamespace()
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    MetricsLog(tmp_path / "metrics.csv", start_step=0)
+    MetricsLog(tmp_path / "metrics.csv", start_step=30)
+    assert made == [{"purge_step": 0}, {"purge_step": 30}]
 
 
 def test_blank_data_and_out_of_range_seeds_are_refused(capsys):

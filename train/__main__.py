@@ -11,6 +11,7 @@ Overrides are key=value pairs typed by `train.config.TrainConfig`; an unknown ke
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -69,9 +70,13 @@ def _own_message(err: Exception) -> str:
     """The error's message. One raised in a data worker (num_workers > 0) comes back with its whole traceback in
     the message ("Caught ValueError in DataLoader worker process 0. Original Traceback ..."), the message last."""
     text = str(err)
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        return text.rstrip().splitlines()[-1].split(": ", 1)[-1]
-    return text
+    if not (text.startswith("Caught ") and "Original Traceback" in text):
+        return text
+    lines = text.rstrip().splitlines()
+    name = type(err).__name__  # the traceback ends "ValueError: message" (or "module.VideoError: ...")
+    starts = [i for i, line in enumerate(lines) if re.match(rf"([\w.]+\.)?{name}: ", line)]
+    start = starts[-1] if starts else len(lines) - 1
+    return "\n".join([lines[start].split(": ", 1)[-1], *lines[start + 1:]])
 
 
 def _what_stands(cfg) -> str:

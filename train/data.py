@@ -58,10 +58,11 @@ class FolderBatches(Dataset):
 
     def __init__(self, root: str, preprocess: PreprocessConfig, batch_size: int, seed: int, rank: int):
         self.files = readable_videos(root, report=rank == 0)
-        # Names and sizes: a file re-encoded under its name gives other clips too
-        listing = "\n".join(f"{path.relative_to(root)}\t{path.stat().st_size}" for path in self.files)
-        digest = hashlib.sha256(os.fsencode(listing)).hexdigest()[:16]  # fsencode: a name need not be UTF-8
-        self.files_fingerprint = f"{len(self.files)} files, sha256 {digest}"
+        names = [str(path.relative_to(root)) for path in self.files]
+        self.files_fingerprint = f"{len(self.files)} files, sha256 {_digest(names)}"
+        # and their sizes, apart, so that runs recorded with names alone still resume: a file re-encoded under its
+        # name gives other clips too
+        self.sizes_fingerprint = f"sha256 {_digest(str(path.stat().st_size) for path in self.files)}"
         labels = Counter(folder_label(path, root) for path in self.files)
         self.label_counts = {label: n for label, n in sorted(labels.items()) if label is not None}  # sub-folders
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
@@ -93,6 +94,10 @@ class FolderBatches(Dataset):
                 self.failed.add(path)
                 print(f"data: skipping {path} where it cannot be read ({err})", file=sys.stderr)
         raise ValueError(f"data: none of the {len(self.files)} video files can be read any more")
+
+
+def _digest(lines) -> str:
+    return hashlib.sha256(os.fsencode("\n".join(lines))).hexdigest()[:16]  # fsencode: a name need not be UTF-8
 
 
 def readable_videos(root: str, report: bool = True) -> list[Path]:

@@ -46,8 +46,9 @@ from .report import (
 
 STATE_NAME = "train_state.safetensors"
 # Settings that do not change what a run computes: a resumed run may take new values.
-RECORDED_LATER = {"data_files", "data_labels"}  # in train_config.json since a later version than some runs'
 MAY_CHANGE_ON_RESUME = {"out_dir", "log_every", "save_every", "device", "compile", "num_workers"}
+# Recorded in train_config.json since a later version than some runs: a run recorded without one is not refused on it
+RECORDED_LATER = {"data_files", "data_sizes", "data_labels"}
 METRICS_NAME = "metrics.csv"
 
 
@@ -169,10 +170,12 @@ def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: 
 def run_record(cfg: TrainConfig, dataset) -> dict:
     """What train_config.json records: the settings, and for data=FOLDER which files the batches are drawn from and
     how many lie in each sub-folder (the folder's labels, for `python -m jepa_demo.evaluate --folder`)."""
-    files = getattr(dataset, "files_fingerprint", None)
-    labels = getattr(dataset, "label_counts", None)
-    return {**config_to_dict(cfg), **({"data_files": files} if files else {}),
-            **({"data_labels": labels} if labels else {})}
+    record = config_to_dict(cfg)
+    if cfg.data != "world":
+        record.update(data_files=dataset.files_fingerprint, data_sizes=dataset.sizes_fingerprint)
+        if dataset.label_counts:
+            record["data_labels"] = dataset.label_counts
+    return record
 
 
 def check_same_run(out: Path, record: dict) -> None:
@@ -187,7 +190,7 @@ def check_same_run(out: Path, record: dict) -> None:
                          "unknown") from None
     changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in record.items()
                if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != value
-               and (key in saved or key not in RECORDED_LATER)]  # runs recorded before these were: not refused
+               and (key in saved or key not in RECORDED_LATER)]
     if changed:
         raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}; start a new run in "
                          "another out_dir to change them")

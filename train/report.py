@@ -105,7 +105,7 @@ def _folder_data(folder: Path, root: str) -> str:
         record = json.loads((folder / TRAIN_CONFIG_NAME).read_text())
     except (OSError, ValueError):
         record = {}
-    files = record.get("data_files", "").split(" files")[0]
+    files = record.get("data_files", "").partition(" files,")[0]  # train.data.FolderBatches: "N files, sha256 ..."
     text = f"{files or 'the'} video files under `{root}`"
     if labels := record.get("data_labels"):
         counts = ", ".join(f"{label} ({count})" for label, count in labels.items())
