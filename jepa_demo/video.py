@@ -34,6 +34,9 @@ MAX_PIXELS = 40_000_000
 # How far a frame's packet may come from its display position (B-frame reordering: H.264 allows 16 reference frames);
 # farther means its timestamps do not follow the frames (see display_times).
 MAX_REORDER = 16
+# A stretch that starts this many frames in or later is reached by seeking to the keyframe before it (when the
+# frames' timestamps are known) rather than by decoding every frame before it; nearer, decoding them costs less.
+SEEK_FROM = 120
 
 # The containers uploads and data=FOLDER may be (PyAV reads more; these are the ones the tests write).
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".gif")
@@ -51,8 +54,11 @@ class _Deadline:
         self.seconds = seconds
         self.end = None if seconds is None else time.monotonic() + seconds
 
+    def passed(self) -> bool:
+        return self.end is not None and time.monotonic() > self.end
+
     def check(self, path: Path, frames_done: int | None = None) -> None:
-        if self.end is not None and time.monotonic() > self.end:
+        if self.passed():
             done = "" if frames_done is None else f" ({frames_done} frames decoded)"
             raise VideoError(f"{path.name}: gave up after {self.seconds:g} s of reading{done}; "
                              "try a shorter or smaller clip")
@@ -68,7 +74,7 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
     size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
     timeout: give up (VideoError) once decoding has taken this many seconds. None: no limit.
     span: with `num_frames`, spread them over this part of the clip instead, (start, end) as fractions of its length
-        (training draws random ones: a crop in time).
+        (training draws random ones: a crop in time). One far into the file is reached by seeking (SEEK_FROM).
     """
     path = _check_file(path)
     if num_frames is not None and num_frames < 1:
@@ -260,6 +266,7 @@ class _Packets(NamedTuple):
     seconds: float | None  # first frame's start to the last one's end; None without timestamps
     # (frames,) each frame's start in seconds, in display order; None when the packets' timestamps cannot say it
     times: np.ndarray | None
+    pts: np.ndarray | None = None  # (frames,) the same in the stream's time base: how a decoded frame is recognised
 
 
 def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
@@ -289,7 +296,8 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
         time_base = float(stream.time_base or 0)
     if count == 0:
         raise VideoError(f"{path.name}: not a readable video (the video stream has no frames)")
-    return _Packets(count, seconds, display_times(stamps, time_base))
+    times = display_times(stamps, time_base)
+    return _Packets(count, seconds, times, None if times is None else np.sort(np.array(stamps, dtype=np.int64)))
 
 
 def display_times(stamps: list, time_base: float) -> np.ndarray | None:
@@ -356,20 +364,57 @@ def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, de
     if packets.times is not None and total > 1:
         indices = nearest_in_time(indices, packets.times)
     indices = indices.tolist()
-    wanted, kept = set(indices), {}
+    kept = _picks_after_seek(path, packets.pts, indices, size, deadline) if indices[0] >= SEEK_FROM else None
+    if kept is None:
+        kept, last = _picks_from_start(path, indices, size, deadline)
+        if len(kept) < len(set(indices)):
+            # The stream ended cleanly at frame `last`, before the packet count said: a frame was dropped silently.
+            # Sample again over the frames that really exist rather than return a clip cut short or padded.
+            # Which timestamps the decoded frames had is unknown then: pick by index.
+            return _sample(path, _Packets(last + 1, None, None), num_frames, size, deadline, at_most, span)
+    return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
+
+
+def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline) -> tuple[dict, int]:
+    """Frame index -> RGB picture for the wanted `indices` (sorted), decoding from the first frame; and the index of
+    the last frame decoded."""
+    wanted, kept, index = set(indices), {}, -1
     with _video(path) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):
             if index in wanted:
                 kept[index] = _to_rgb(frame, size)
             if index == indices[-1]:
                 break
-    if len(kept) < len(wanted):
-        # The stream ended cleanly at frame `index`, before the packet count said: a frame was dropped silently.
-        # Sample again over the frames that really exist rather than return a clip cut short or padded.
-        # Which timestamps the decoded frames had is unknown then: pick by index.
-        real = index + 1
-        return _sample(path, _Packets(real, None, None), num_frames, size, deadline, at_most, span)
-    return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
+    return kept, index
+
+
+def _picks_after_seek(path: Path, pts: np.ndarray | None, indices: list[int], size: int | None,
+                      deadline) -> dict | None:
+    """As `_picks_from_start`, but decoding from the keyframe before the first wanted frame, each decoded frame known
+    by its timestamp (`pts`, display order): a stretch an hour into a file is not decoded from its start. None when
+    that cannot be done (no timestamps, a format that cannot seek, a frame without one, one not found), for
+    `_picks_from_start` to do it."""
+    if pts is None:
+        return None
+    index_of = {int(stamp): i for i, stamp in enumerate(pts)}
+    wanted, kept, last = set(indices), {}, int(pts[indices[-1]])
+    try:
+        with _video(path) as (container, stream):
+            container.seek(int(pts[indices[0]]), stream=stream, backward=True)
+            for frame in _decode(container, stream, path, deadline):
+                if frame.pts is None:
+                    return None
+                if index_of.get(frame.pts) in wanted:
+                    kept[index_of[frame.pts]] = _to_rgb(frame, size)
+                if frame.pts >= last:
+                    break
+    except av.FFmpegError:
+        return None
+    except VideoError:
+        if deadline and deadline.passed():
+            raise  # out of time: decoding from the start would be later still
+        return None  # nothing decoded after the seek, or damage there: decoding from the start will say
+    return kept if len(kept) == len(wanted) else None
 
 
 def nearest_in_time(indices: np.ndarray, times: np.ndarray) -> np.ndarray:

@@ -120,6 +120,19 @@ def test_a_variable_frame_rate_is_sampled_at_a_steady_step_of_time(corpus):
     assert np.array_equal(sampled, clip.frames)
 
 
+def test_seeking_far_in_gives_the_frames_decoding_from_the_start_gives(corpus, monkeypatch):
+    """Training reads random stretches of long files by seeking (video.SEEK_FROM); on awkward files too: a variable
+    frame rate, frames missing at the end, an audio track, grayscale."""
+    import jepa_demo.video as video
+
+    for name in ("variable-rate.mp4", "truncated-late.mp4", "with-audio.mp4", "long-3min.mp4", "gray.mp4"):
+        for span in ((0.6, 1.0), (0.95, 1.0)):
+            monkeypatch.setattr(video, "SEEK_FROM", 10**9)
+            reference = read_video(corpus / name, num_frames=4, span=span)
+            monkeypatch.setattr(video, "SEEK_FROM", 1)
+            assert np.array_equal(read_video(corpus / name, num_frames=4, span=span), reference), (name, span)
+
+
 def test_read_video_gives_up_at_its_timeout(corpus):
     with pytest.raises(VideoError, match=r"long-3min.mp4: gave up after 0.01 s"):
         read_video(corpus / "long-3min.mp4", timeout=0.01)

@@ -140,6 +140,26 @@ def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
     assert sorted(path.suffix for path in list_videos(tmp_path)) == sorted(VIDEO_SUFFIXES)
 
 
+@pytest.mark.parametrize("name, extra", [("b-frames.mp4", ["-bf", "3", "-g", "12"]), ("clip.gif", []),
+                                         ("clip.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime"]),
+                                         ("clip.mkv", []), ("clip.avi", ["-c:v", "mpeg4"])])
+def test_a_stretch_far_in_is_reached_by_seeking_and_gives_the_frames_decoding_from_the_start_gives(
+        tmp_path, monkeypatch, name, extra):
+    import jepa_demo.video as video
+
+    path = pattern_clip(tmp_path / name, 4, "64x48", 10, *extra)
+    from_start = video._picks_from_start
+    calls = []
+    monkeypatch.setattr(video, "_picks_from_start", lambda *args: calls.append(args) or from_start(*args))
+    for span in ((0.5, 0.9), (0.9, 1.0), (0.3, 0.35)):
+        monkeypatch.setattr(video, "SEEK_FROM", 10**9)
+        reference = read_video(path, num_frames=6, size=32, span=span)
+        monkeypatch.setattr(video, "SEEK_FROM", 1)  # these clips are short: seek for any stretch not at the start
+        calls.clear()
+        assert np.array_equal(read_video(path, num_frames=6, size=32, span=span), reference), span
+        assert not calls, f"{span}: decoded from the start, not after a seek"
+
+
 def test_grayscale_video(tmp_path):
     video = read_video(pattern_clip(tmp_path / "gray.mp4", 1, "80x60", 10, "-pix_fmt", "gray"))
     assert video.shape == (10, 60, 80, 3) and distinct(video) == 10
