@@ -34,8 +34,9 @@ MAX_PIXELS = 40_000_000
 # How far a frame's packet may come from its display position (B-frame reordering: H.264 allows 16 reference frames);
 # farther means its timestamps do not follow the frames (see display_times).
 MAX_REORDER = 16
-# A stretch that starts this many frames in or later is reached by seeking to the keyframe before it (when the
-# frames' timestamps are known) rather than by decoding every frame before it; nearer, decoding them costs less.
+# A picked frame this many frames or more past the one before (or from the start) is reached by seeking to the
+# keyframe before it (when the frames' timestamps are known) rather than by decoding every frame between; nearer,
+# decoding them costs less.
 SEEK_FROM = 120
 
 # The containers uploads and data=FOLDER may be (PyAV reads more; these are the ones the tests write).
@@ -74,7 +75,7 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
     size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
     timeout: give up (VideoError) once decoding has taken this many seconds. None: no limit.
     span: with `num_frames`, spread them over this part of the clip instead, (start, end) as fractions of its length
-        (training draws random ones: a crop in time). One far into the file is reached by seeking (SEEK_FROM).
+        (training draws random ones: a crop in time). Frames far apart are reached by seeking (SEEK_FROM).
     """
     path = _check_file(path)
     if num_frames is not None and num_frames < 1:
@@ -364,7 +365,8 @@ def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, de
     if packets.times is not None and total > 1:
         indices = nearest_in_time(indices, packets.times)
     indices = indices.tolist()
-    kept = _picks_after_seek(path, packets.pts, indices, size, deadline) if indices[0] >= SEEK_FROM else None
+    far_apart = np.diff([0, *indices]).max() >= SEEK_FROM
+    kept = _picks_after_seek(path, packets.pts, indices, size, deadline) if far_apart else None
     if kept is None:
         kept, last = _picks_from_start(path, indices, size, deadline)
         if len(kept) < len(set(indices)):
@@ -390,31 +392,35 @@ def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline
 
 def _picks_after_seek(path: Path, pts: np.ndarray | None, indices: list[int], size: int | None,
                       deadline) -> dict | None:
-    """As `_picks_from_start`, but decoding from the keyframe before the first wanted frame, each decoded frame known
-    by its timestamp (`pts`, display order): a stretch an hour into a file is not decoded from its start. None when
-    that cannot be done (no timestamps, a format that cannot seek, a frame without one, one not found), for
-    `_picks_from_start` to do it."""
+    """As `_picks_from_start`, but reaching each wanted frame that lies SEEK_FROM frames or more past the one before
+    by seeking to the keyframe before it, each decoded frame known by its timestamp (`pts`, display order): picks a
+    minute apart in an hour-long file are not decoded through. None when that cannot be done (no timestamps, a format
+    that cannot seek, a frame without one, one not found), for `_picks_from_start` to do it."""
     if pts is None:
         return None
     index_of = {int(stamp): i for i, stamp in enumerate(pts)}
-    wanted, kept, last = set(indices), {}, int(pts[indices[-1]])
+    picks, kept, previous = sorted(set(indices)), {}, None
     try:
         with _video(path) as (container, stream):
-            container.seek(int(pts[indices[0]]), stream=stream, backward=True)
-            for frame in _decode(container, stream, path, deadline):
-                if frame.pts is None:
-                    return None
-                if index_of.get(frame.pts) in wanted:
-                    kept[index_of[frame.pts]] = _to_rgb(frame, size)
-                if frame.pts >= last:
-                    break
+            frames = _decode(container, stream, path, deadline)  # one decoder: a seek flushes it and demuxes on there
+            for pick in picks:
+                if previous is None or pick - previous >= SEEK_FROM:
+                    container.seek(int(pts[pick]), stream=stream, backward=True)
+                for frame in frames:
+                    if frame.pts is None:
+                        return None
+                    if index_of.get(frame.pts) in picks:
+                        kept.setdefault(index_of[frame.pts], _to_rgb(frame, size))
+                    if frame.pts >= pts[pick]:
+                        break
+                previous = pick
     except av.FFmpegError:
         return None
     except VideoError:
         if deadline and deadline.passed():
             raise  # out of time: decoding from the start would be later still
-        return None  # nothing decoded after the seek, or damage there: decoding from the start will say
-    return kept if len(kept) == len(wanted) else None
+        return None  # nothing decoded after a seek, or damage there: decoding from the start will say
+    return kept if len(kept) == len(picks) else None
 
 
 def nearest_in_time(indices: np.ndarray, times: np.ndarray) -> np.ndarray:
