@@ -268,6 +268,7 @@ class _Packets(NamedTuple):
     # (frames,) each frame's start in seconds, in display order; None when the packets' timestamps cannot say it
     times: np.ndarray | None
     pts: np.ndarray | None = None  # (frames,) the same in the stream's time base: how a decoded frame is recognised
+    keyframes: np.ndarray | None = None  # sorted pts of the packets the container marks as keyframes (seek targets)
 
 
 def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
@@ -277,7 +278,7 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
     `stream.frames` is not used: it is read from headers, which are 0 in webm/mkv, promise frames that a truncated
     file lacks, and include the frames an edit list hides (clips trimmed without re-encoding).
     """
-    count, start, end, stamps = 0, math.inf, -math.inf, []
+    count, start, end, stamps, keys = 0, math.inf, -math.inf, [], []
     with _video(path) as (container, stream):
         try:
             for packet in container.demux(stream):
@@ -286,6 +287,8 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
                     continue
                 count += 1
                 stamps.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
                 if packet.pts is not None:
                     start, end = min(start, packet.pts), max(end, packet.pts + (packet.duration or 0))
                 if deadline and count % 256 == 0:
@@ -298,7 +301,9 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
     if count == 0:
         raise VideoError(f"{path.name}: not a readable video (the video stream has no frames)")
     times = display_times(stamps, time_base)
-    return _Packets(count, seconds, times, None if times is None else np.sort(np.array(stamps, dtype=np.int64)))
+    if times is None or not keys:
+        return _Packets(count, seconds, times)
+    return _Packets(count, seconds, times, np.sort(np.array(stamps, dtype=np.int64)), np.sort(np.array(keys, np.int64)))
 
 
 def display_times(stamps: list, time_base: float) -> np.ndarray | None:
@@ -366,7 +371,7 @@ def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, de
         indices = nearest_in_time(indices, packets.times)
     indices = indices.tolist()
     far_apart = np.diff([0, *indices]).max() >= SEEK_FROM
-    kept = _picks_after_seek(path, packets.pts, indices, size, deadline) if far_apart else None
+    kept = _picks_after_seek(path, packets, indices, size, deadline) if far_apart else None
     if kept is None:
         kept, last = _picks_from_start(path, indices, size, deadline)
         if len(kept) < len(set(indices)):
@@ -390,30 +395,42 @@ def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline
     return kept, index
 
 
-def _picks_after_seek(path: Path, pts: np.ndarray | None, indices: list[int], size: int | None,
+def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: int | None,
                       deadline) -> dict | None:
-    """As `_picks_from_start`, but reaching each wanted frame that lies SEEK_FROM frames or more past the one before
-    by seeking to the keyframe before it, each decoded frame known by its timestamp (`pts`, display order): picks a
-    minute apart in an hour-long file are not decoded through. None when that cannot be done (no timestamps, a format
-    that cannot seek, a frame without one, one not found), for `_picks_from_start` to do it."""
+    """As `_picks_from_start`, but reaching a wanted frame by seeking to the keyframe before it when that keyframe
+    lies SEEK_FROM frames or more past the last frame decoded: picks a minute apart in an hour-long file are not
+    decoded through, and a file with few keyframes is not decoded again from one. Each decoded frame is known by its
+    timestamp (`packets.pts`, display order). None when that cannot be done or checked (no timestamps, a format that
+    cannot seek, a frame whose timestamp the scan did not see or that comes out of order, a corrupt frame), for
+    `_picks_from_start` to do it. After a seek, frames count from the first one the decoder marks a keyframe: a
+    container that marks every frame as one (no sync-sample table) must not give frames decoded without their
+    references."""
+    pts, keyframes = packets.pts, packets.keyframes
     if pts is None:
         return None
     index_of = {int(stamp): i for i, stamp in enumerate(pts)}
-    picks, kept, previous = sorted(set(indices)), {}, None
+    picks, kept, done, synced = sorted(set(indices)), {}, -1, True
     try:
         with _video(path) as (container, stream):
             frames = _decode(container, stream, path, deadline)  # one decoder: a seek flushes it and demuxes on there
             for pick in picks:
-                if previous is None or pick - previous >= SEEK_FROM:
-                    container.seek(int(pts[pick]), stream=stream, backward=True)
+                key = keyframes[np.searchsorted(keyframes, pts[pick], side="right") - 1] if pts[pick] >= keyframes[0] \
+                    else None
+                if key is not None and index_of.get(int(key), -1) - done >= SEEK_FROM:
+                    container.seek(int(key), stream=stream, backward=True)
+                    synced = False
                 for frame in frames:
-                    if frame.pts is None:
-                        return None
-                    if index_of.get(frame.pts) in picks:
-                        kept.setdefault(index_of[frame.pts], _to_rgb(frame, size))
-                    if frame.pts >= pts[pick]:
+                    index = index_of.get(frame.pts)
+                    if index is None or frame.is_corrupt or (synced and index <= done):
+                        return None  # not a frame the scan saw, or out of order: decoding from the start is sure
+                    synced = synced or frame.key_frame
+                    if not synced:
+                        continue
+                    done = index
+                    if index in picks and index not in kept:
+                        kept[index] = _to_rgb(frame, size)
+                    if index >= pick:
                         break
-                previous = pick
     except av.FFmpegError:
         return None
     except VideoError:

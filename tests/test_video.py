@@ -141,6 +141,7 @@ def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
 
 
 @pytest.mark.parametrize("name, extra", [("b-frames.mp4", ["-bf", "3", "-g", "12"]), ("clip.gif", []),
+                                         ("open-gop.mp4", ["-bf", "3", "-g", "12", "-x264-params", "open-gop=1"]),
                                          ("clip.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime"]),
                                          ("clip.mkv", []), ("clip.avi", ["-c:v", "mpeg4"])])
 def test_a_stretch_far_in_is_reached_by_seeking_and_gives_the_frames_decoding_from_the_start_gives(
@@ -158,6 +159,31 @@ def test_a_stretch_far_in_is_reached_by_seeking_and_gives_the_frames_decoding_fr
         calls.clear()
         assert np.array_equal(read_video(path, num_frames=6, size=32, span=span), reference), span
         assert not calls, f"{span}: decoded from the start, not after a seek"
+
+
+def test_seeking_decodes_from_the_keyframe_before_a_pick_and_never_decodes_a_frame_twice(tmp_path, monkeypatch):
+    import jepa_demo.video as video
+
+    decoded, real_decode = [], video._decode
+
+    def counting(*args):
+        for frame in real_decode(*args):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(video, "_decode", counting)
+    path = pattern_clip(tmp_path / "keyframes-every-50.mp4", 60, "32x24", 10, "-g", "50", "-keyint_min", "50")
+    monkeypatch.setattr(video, "SEEK_FROM", 10**9)
+    reference = read_video(path, num_frames=4, span=(0.8, 1.0))  # frames 479, 519, 559 and 599 of 600
+    assert len(decoded) == 600
+    monkeypatch.setattr(video, "SEEK_FROM", 120)
+    decoded.clear()
+    assert np.array_equal(read_video(path, num_frames=4, span=(0.8, 1.0)), reference)
+    assert len(decoded) == 150  # from the keyframe at frame 450
+    single = pattern_clip(tmp_path / "one-keyframe.mp4", 60, "32x24", 10, "-g", "1000")
+    decoded.clear()
+    read_video(single, num_frames=4)  # picks 199 frames apart, but no keyframe to seek to past the first
+    assert len(decoded) == len(set(decoded)) <= 600
 
 
 def test_grayscale_video(tmp_path):
