@@ -7,8 +7,8 @@ directly in the folder have none and are left out. Each clip is embedded (`model
 of its k nearest other clips (cosine), leave-one-out, since a folder has no separate test set. Beside each checkpoint:
 a randomly initialised encoder of the first one's shape (the 'no learning' baseline, with the first one's lead over
 it and a paired bootstrap 95 % interval) and always answering the most common label (what a probe must beat). A
-label needs MIN_PER_LABEL readable videos (fewer are left out, with a line saying so). It knows nothing about
-training or the app.
+label needs MIN_PER_LABEL readable videos (fewer are left out, with a line saying so); past --max-clips, files are
+drawn label by label (`draw`). It knows nothing about training or the app.
 """
 
 from collections import Counter
@@ -29,22 +29,24 @@ MAJORITY = "always the most common label"
 MIN_PER_LABEL = 4
 
 
-def labelled_videos(root, max_clips: int, seed: int = 0) -> tuple[list[Path], list[str]]:
-    """The video files in `root`'s sub-folders and their labels. When there are more than `max_clips`, about that
-    many are drawn (from `seed`), label by label in proportion to their files but never fewer than MIN_PER_LABEL of
-    a label that has them. ValueError when fewer than two labels hold MIN_PER_LABEL files: nothing to tell apart."""
+def labelled_videos(root) -> tuple[list[Path], list[str]]:
+    """Every video file in `root`'s sub-folders and its label. ValueError when fewer than two labels hold
+    MIN_PER_LABEL files: nothing to tell apart."""
     labelled = [(path, label) for path in list_videos(root) if (label := folder_label(path, root)) is not None]
-    counts = Counter(label for _, label in labelled)
-    check_labels(root, counts, "videos")
-    if len(labelled) > max_clips:
-        rng = np.random.default_rng(seed)
-        keep = []
-        for label, count in sorted(counts.items()):
-            members = [i for i, (_, name) in enumerate(labelled) if name == label]
-            share = min(count, max(MIN_PER_LABEL, max_clips * count // len(labelled)))
-            keep += rng.choice(members, share, replace=False).tolist()
-        labelled = [labelled[i] for i in sorted(keep)]
+    check_labels(root, Counter(label for _, label in labelled), "videos")
     return [path for path, _ in labelled], [label for _, label in labelled]
+
+
+def draw(labels: list[str], max_clips: int, seed: int = 0) -> dict[str, tuple[list[int], int]]:
+    """Per label, its files (indices into `labels`) in a random order (from `seed`) and how many readable ones to
+    take from them: all when there are `max_clips` or fewer in all; else about `max_clips`, each label's share in
+    proportion to its files but never fewer than MIN_PER_LABEL of a label that has them."""
+    rng, drawn = np.random.default_rng(seed), {}
+    for label, count in sorted(Counter(labels).items()):
+        members = [i for i, name in enumerate(labels) if name == label]
+        share = count if len(labels) <= max_clips else min(count, max(MIN_PER_LABEL, max_clips * count // len(labels)))
+        drawn[label] = (rng.permutation(members).tolist(), share)
+    return drawn
 
 
 def check_labels(root, counts: Counter, what: str) -> None:
@@ -72,22 +74,32 @@ def most_common_label(labels: list[str]) -> np.ndarray:
 
 def folder_probe(models: dict[str, JEPAModel], root, max_clips: int = 300, k: int = 5,
                  resamples: int = 1000) -> dict:
-    """The probe for `models` (name -> model; the first one gets a random twin). A file that cannot be read is left
-    out for every model, so that all answer the same clips."""
-    paths, labels = labelled_videos(root, max_clips)
+    """The probe for `models` (name -> model; the first one gets a random twin). Files are taken label by label
+    (`draw`), an unreadable one replaced by the next of its label; a file that cannot be read for every model's input
+    is left out for all, so that all answer the same clips."""
+    paths, labels = labelled_videos(root)
     scorers = {**models, RANDOM: random_twin(next(iter(models.values())))}
-    frames, unreadable = _read_all(paths, scorers.values())
-    readable = Counter(label for label, clip in zip(labels, frames) if clip is not None)
+    first_input = _input(next(iter(models.values())))
+    chosen, unreadable = _read_drawn(paths, draw(labels, max_clips), first_input)
+    embeddings = {name: {} for name in scorers}  # name -> {file index: embedding}
+    for key in sorted({_input(model) for model in scorers.values()}, key=lambda key: key != first_input):
+        names = [name for name, model in scorers.items() if _input(model) == key]
+        for i in tqdm(sorted(chosen), desc=", ".join(names), unit="clip", leave=False, disable=None):
+            try:  # the first input's frames were read while drawing; other inputs, one clip at a time
+                clip = chosen[i] if key == first_input else read_video(paths[i], num_frames=key[0], size=key[1])
+            except VideoError as err:
+                unreadable.append(str(err))
+                continue
+            for name in names:
+                embeddings[name][i] = scorers[name].embed(clip)
+    kept = [i for i in sorted(chosen) if all(i in by_file for by_file in embeddings.values())]
+    readable = Counter(labels[i] for i in kept)
     check_labels(root, readable, "readable videos")
     too_few = {label: count for label, count in sorted(readable.items()) if count < MIN_PER_LABEL}
-    kept = [i for i, label in enumerate(labels) if frames[i] is not None and label not in too_few]
+    kept = [i for i in kept if labels[i] not in too_few]
     labels = [labels[i] for i in kept]
-    hits = {}
-    for name, model in scorers.items():
-        clips = [frames[i][_input(model)] for i in kept]
-        bar = tqdm(clips, desc=name, unit="clip", leave=False, disable=None)  # None: on a terminal only
-        embeddings = np.stack([model.embed(clip) for clip in bar])
-        hits[name] = leave_one_out_knn(embeddings, labels, k)
+    hits = {name: leave_one_out_knn(np.stack([by_file[i] for i in kept]), labels, k)
+            for name, by_file in embeddings.items()}
     hits[MAJORITY] = most_common_label(labels)
     under_test = next(iter(models))
     return {"folder": str(root), "k": k, "clips": len(labels), "unreadable": unreadable, "too_few": too_few,
@@ -107,18 +119,25 @@ def _input(model: JEPAModel) -> tuple[int, int]:
     return model.cfg.num_frames, model.preprocess.resize_to
 
 
-def _read_all(paths: list[Path], models) -> tuple[list[dict | None], list[str]]:
-    """Per file, its frames for each input the models take (None for a file that cannot be read for any of them,
-    so that every model answers the same clips), and why the unreadable ones failed."""
-    inputs = sorted({_input(model) for model in models})
-    frames, unreadable = [], []
-    for path in tqdm(paths, desc="reading", unit="file", leave=False, disable=None):
-        try:
-            frames.append({(n, size): read_video(path, num_frames=n, size=size) for n, size in inputs})
-        except VideoError as err:
-            frames.append(None)
-            unreadable.append(str(err))
-    return frames, unreadable
+def _read_drawn(paths: list[Path], drawn: dict, first_input: tuple[int, int]) -> tuple[dict, list[str]]:
+    """File index -> frames (for `first_input`) of the files `draw` asks for, each label's unreadable ones replaced by
+    its next; and why the unreadable ones failed."""
+    chosen, unreadable = {}, []
+    with tqdm(total=sum(share for _, share in drawn.values()), desc="reading", unit="file", leave=False,
+              disable=None) as bar:  # None: on a terminal only
+        for order, share in drawn.values():
+            taken = 0
+            for i in order:
+                if taken == share:
+                    break
+                try:
+                    chosen[i] = read_video(paths[i], num_frames=first_input[0], size=first_input[1])
+                except VideoError as err:
+                    unreadable.append(str(err))
+                    continue
+                taken += 1
+                bar.update()
+    return chosen, unreadable
 
 
 def format_folder_report(report: dict) -> str:

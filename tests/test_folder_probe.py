@@ -1,12 +1,13 @@
 """The kNN probe of a folder's sub-folder labels (`python -m jepa_demo.evaluate --folder`), on real encoded files."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from jepa_demo.evaluate import main
-from jepa_demo.folder_probe import labelled_videos, leave_one_out_knn, most_common_label
+from jepa_demo.folder_probe import draw, labelled_videos, leave_one_out_knn, most_common_label
 from jepa_demo.video import write_video
 
 
@@ -22,15 +23,22 @@ def test_labels_are_the_first_sub_folder_and_loose_files_have_none(tmp_path):
     names += [f"dogs/{i}.mp4" for i in range(4)]
     for name in [*names, "e.mp4"]:
         _write(tmp_path / name, 40)
-    paths, labels = labelled_videos(tmp_path, max_clips=20)
+    paths, labels = labelled_videos(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == sorted(names)
     assert labels == [p.relative_to(tmp_path).parts[0] for p in paths] and labels.count("dogs") == 4
-    few = labelled_videos(tmp_path, max_clips=10)  # label by label, in proportion (6 and 3), but at least 4 of each
-    assert few[1].count("cats") == 6 and few[1].count("dogs") == 4
-    assert few == labelled_videos(tmp_path, max_clips=10)  # the same draw again
     (tmp_path / "dogs" / "0.mp4").unlink()
     with pytest.raises(ValueError, match=r"at least 4 videos each; found cats \(8\), dogs \(3\)"):
-        labelled_videos(tmp_path, max_clips=20)
+        labelled_videos(tmp_path)
+
+
+def test_the_draw_takes_each_label_in_proportion_but_at_least_four():
+    labels = ["cats"] * 8 + ["dogs"] * 4 + ["eels"] * 2
+    drawn = draw(labels, max_clips=10)  # 14 files: in proportion 5, 2 and 1, but at least 4 of those that have them
+    assert {label: share for label, (_, share) in drawn.items()} == {"cats": 5, "dogs": 4, "eels": 2}
+    assert all(sorted(order) == [i for i, name in enumerate(labels) if name == label]
+               for label, (order, _) in drawn.items())  # every file of the label, to replace unreadable ones from
+    assert drawn == draw(labels, max_clips=10) and drawn != draw(labels, max_clips=10, seed=1)
+    assert {label: share for label, (_, share) in draw(labels, max_clips=14).items()} == Counter(labels)
 
 
 def test_the_knn_probe_leaves_each_clip_out_and_the_floor_is_the_most_common_label():
@@ -51,15 +59,17 @@ def test_the_probe_from_the_command_line(tiny_checkpoint, tmp_path, capsys):
             _write(tmp_path / "clips" / label / f"{i}.mp4", shade + 5 * i)
     (tmp_path / "clips" / "light" / "notes.mp4").write_text("not a video")
     (tmp_path / "clips" / "grey" / "3.mp4").write_text("not a video either")  # leaves grey 3 readable videos
+    # 13 files, at most 8: 4 of each label, read in a random order, an unreadable file replaced by another of its label
     argv = ["--folder", str(tmp_path / "clips"), "--checkpoint", str(tiny_checkpoint), "--json",
-            str(tmp_path / "probe.json"), "--resamples", "50"]
+            str(tmp_path / "probe.json"), "--resamples", "50", "--max-clips", "8"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| label (clips) | tiny | random encoder | always the most common label |" in out
     assert "| dark (4) |" in out and "| light (4) |" in out and "Left out, cannot be read: 2 (first: " in out
     assert "Left out, labels with fewer than 4 readable videos: grey (3)" in out
     report = json.loads((tmp_path / "probe.json").read_text())
-    assert report["clips"] == 8 and report["labels"] == {"dark": 4, "light": 4}
+    assert report["clips"] == 8 and report["labels"] == {"dark": 4, "light": 4} and report["too_few"] == {"grey": 3}
+    assert any(reason.startswith("notes.mp4: ") for reason in report["unreadable"])  # drawn, then replaced
     assert set(report["accuracy"]) == {"tiny", "random encoder", "always the most common label"}
     assert report["accuracy"]["always the most common label"]["all"] == 0.5
     for scores in report["accuracy"].values():
