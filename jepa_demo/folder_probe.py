@@ -75,31 +75,18 @@ def most_common_label(labels: list[str]) -> np.ndarray:
 def folder_probe(models: dict[str, JEPAModel], root, max_clips: int = 300, k: int = 5,
                  resamples: int = 1000) -> dict:
     """The probe for `models` (name -> model; the first one gets a random twin). Files are taken label by label
-    (`draw`), an unreadable one replaced by the next of its label; a file that cannot be read for every model's input
-    is left out for all, so that all answer the same clips."""
+    (`draw`); one that cannot be read for every model's input is left out for all, so that all answer the same clips,
+    and replaced by the next of its label."""
     paths, labels = labelled_videos(root)
     scorers = {**models, RANDOM: random_twin(next(iter(models.values())))}
-    first_input = _input(next(iter(models.values())))
-    chosen, unreadable = _read_drawn(paths, draw(labels, max_clips), first_input)
-    embeddings = {name: {} for name in scorers}  # name -> {file index: embedding}
-    for key in sorted({_input(model) for model in scorers.values()}, key=lambda key: key != first_input):
-        names = [name for name, model in scorers.items() if _input(model) == key]
-        for i in tqdm(sorted(chosen), desc=", ".join(names), unit="clip", leave=False, disable=None):
-            try:  # the first input's frames were read while drawing; other inputs, one clip at a time
-                clip = chosen[i] if key == first_input else read_video(paths[i], num_frames=key[0], size=key[1])
-            except VideoError as err:
-                unreadable.append(str(err))
-                continue
-            for name in names:
-                embeddings[name][i] = scorers[name].embed(clip)
-    kept = [i for i in sorted(chosen) if all(i in by_file for by_file in embeddings.values())]
-    readable = Counter(labels[i] for i in kept)
+    drawn = draw(labels, max_clips)
+    embeddings, unreadable = _embed_drawn(paths, drawn, scorers)
+    readable = Counter(labels[i] for i in embeddings)
     check_labels(root, readable, "readable videos")
-    too_few = {label: count for label, count in sorted(readable.items()) if count < MIN_PER_LABEL}
-    kept = [i for i in kept if labels[i] not in too_few]
+    too_few = {label: readable[label] for label in drawn if readable[label] < MIN_PER_LABEL}
+    kept = [i for i in sorted(embeddings) if labels[i] not in too_few]
     labels = [labels[i] for i in kept]
-    hits = {name: leave_one_out_knn(np.stack([by_file[i] for i in kept]), labels, k)
-            for name, by_file in embeddings.items()}
+    hits = {name: leave_one_out_knn(np.stack([embeddings[i][name] for i in kept]), labels, k) for name in scorers}
     hits[MAJORITY] = most_common_label(labels)
     under_test = next(iter(models))
     return {"folder": str(root), "k": k, "clips": len(labels), "unreadable": unreadable, "too_few": too_few,
@@ -119,11 +106,15 @@ def _input(model: JEPAModel) -> tuple[int, int]:
     return model.cfg.num_frames, model.preprocess.resize_to
 
 
-def _read_drawn(paths: list[Path], drawn: dict, first_input: tuple[int, int]) -> tuple[dict, list[str]]:
-    """File index -> frames (for `first_input`) of the files `draw` asks for, each label's unreadable ones replaced by
-    its next; and why the unreadable ones failed."""
-    chosen, unreadable = {}, []
-    with tqdm(total=sum(share for _, share in drawn.values()), desc="reading", unit="file", leave=False,
+def _embed_drawn(paths: list[Path], drawn: dict, scorers: dict[str, JEPAModel]) -> tuple[dict, list[str]]:
+    """File index -> {scorer name: embedding} for the files `draw` asks for, read one at a time for each input the
+    scorers take (only the embeddings are kept); a file that fails for any input is replaced by the next of its
+    label. And why the unreadable ones failed."""
+    inputs = {}
+    for name, model in scorers.items():
+        inputs.setdefault(_input(model), []).append(name)
+    embeddings, unreadable = {}, []
+    with tqdm(total=sum(share for _, share in drawn.values()), desc="embedding", unit="file", leave=False,
               disable=None) as bar:  # None: on a terminal only
         for order, share in drawn.values():
             taken = 0
@@ -131,13 +122,15 @@ def _read_drawn(paths: list[Path], drawn: dict, first_input: tuple[int, int]) ->
                 if taken == share:
                     break
                 try:
-                    chosen[i] = read_video(paths[i], num_frames=first_input[0], size=first_input[1])
+                    clips = {key: read_video(paths[i], num_frames=key[0], size=key[1]) for key in inputs}
                 except VideoError as err:
                     unreadable.append(str(err))
                     continue
+                embeddings[i] = {name: scorers[name].embed(clips[key]) for key, names in inputs.items()
+                                 for name in names}
                 taken += 1
                 bar.update()
-    return chosen, unreadable
+    return embeddings, unreadable
 
 
 def format_folder_report(report: dict) -> str:

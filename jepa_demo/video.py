@@ -401,12 +401,12 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
     lies SEEK_FROM frames or more past the last frame decoded: picks a minute apart in an hour-long file are not
     decoded through, and a file with few keyframes is not decoded again from one. Each decoded frame is known by its
     timestamp (`packets.pts`, display order). None when that cannot be done or checked (no timestamps, a format that
-    cannot seek, a frame whose timestamp the scan did not see or that comes out of order, a corrupt frame), for
-    `_picks_from_start` to do it. After a seek, frames count from the first one the decoder marks a keyframe: a
-    container that marks every frame as one (no sync-sample table) must not give frames decoded without their
-    references."""
+    cannot seek, a frame whose timestamp the scan did not see or that comes out of order, no frame the decoder marks
+    a keyframe between a seek and the pick), for `_picks_from_start` to do it. After a seek, frames count from the
+    first sound one the decoder marks a keyframe: a container that marks every frame as one (no sync-sample table)
+    must not give frames decoded without their references."""
     pts, keyframes = packets.pts, packets.keyframes
-    if pts is None:
+    if pts is None or keyframes is None:
         return None
     index_of = {int(stamp): i for i, stamp in enumerate(pts)}
     picks, kept, done, synced = sorted(set(indices)), {}, -1, True
@@ -421,10 +421,12 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
                     synced = False
                 for frame in frames:
                     index = index_of.get(frame.pts)
-                    if index is None or frame.is_corrupt or (synced and index <= done):
+                    if index is None or (synced and index <= done):
                         return None  # not a frame the scan saw, or out of order: decoding from the start is sure
-                    synced = synced or frame.key_frame
+                    synced = synced or (frame.key_frame and not frame.is_corrupt)
                     if not synced:
+                        if index >= pick:  # no keyframe the decoder recognises before the pick
+                            return None
                         continue
                     done = index
                     if index in picks and index not in kept:

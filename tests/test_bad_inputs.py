@@ -125,12 +125,17 @@ def test_seeking_far_in_gives_the_frames_decoding_from_the_start_gives(corpus, m
     frame rate, frames missing at the end, an audio track, grayscale."""
     import jepa_demo.video as video
 
+    from_start, calls = video._picks_from_start, []
+    monkeypatch.setattr(video, "_picks_from_start", lambda *args: calls.append(args) or from_start(*args))
     for name in ("variable-rate.mp4", "truncated-late.mp4", "with-audio.mp4", "long-3min.mp4", "gray.mp4"):
         for span in ((0.6, 1.0), (0.95, 1.0)):
             monkeypatch.setattr(video, "SEEK_FROM", 10**9)
             reference = read_video(corpus / name, num_frames=4, span=span)
             monkeypatch.setattr(video, "SEEK_FROM", 1)
+            calls.clear()
             assert np.array_equal(read_video(corpus / name, num_frames=4, span=span), reference), (name, span)
+            # only the cut file goes back to decoding from the start: its last frames are missing
+            assert bool(calls) == (name == "truncated-late.mp4"), (name, span)
 
 
 def test_read_video_gives_up_at_its_timeout(corpus):

@@ -186,6 +186,35 @@ def test_seeking_decodes_from_the_keyframe_before_a_pick_and_never_decodes_a_fra
     assert len(decoded) == len(set(decoded)) <= 600
 
 
+def test_after_a_seek_it_waits_for_a_keyframe_only_until_the_pick_then_decodes_from_the_start(tmp_path, monkeypatch):
+    """A container may mark frames as keyframes that the decoder does not (no sync-sample table, I-frames that are
+    not IDR): frames decoded from there could lack their references, so none counts until the decoder marks one."""
+    import jepa_demo.video as video
+
+    path = pattern_clip(tmp_path / "keyframes-every-50.mp4", 60, "32x24", 10, "-g", "50", "-keyint_min", "50")
+    reference = read_video(path, num_frames=4, span=(0.8, 1.0))  # frames 479 to 599: a seek to frame 450
+
+    class Unmarked:  # the decoder's frame, never marked a keyframe
+        key_frame = False
+
+        def __init__(self, frame):
+            self.frame = frame
+
+        def __getattr__(self, name):
+            return getattr(self.frame, name)
+
+    decoded, real_decode = [], video._decode
+
+    def unmarked(*args):
+        for frame in real_decode(*args):
+            decoded.append(frame.pts)
+            yield Unmarked(frame)
+
+    monkeypatch.setattr(video, "_decode", unmarked)
+    assert np.array_equal(read_video(path, num_frames=4, span=(0.8, 1.0)), reference)
+    assert len(decoded) == 30 + 600  # frames 450 to 479 after the seek, then the whole file from the start
+
+
 def test_grayscale_video(tmp_path):
     video = read_video(pattern_clip(tmp_path / "gray.mp4", 1, "80x60", 10, "-pix_fmt", "gray"))
     assert video.shape == (10, 60, 80, 3) and distinct(video) == 10
