@@ -10,7 +10,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -360,9 +362,38 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     return out
 
 
+class CtrlC:
+    """Ctrl-C taken between steps. Python raises KeyboardInterrupt wherever SIGINT lands, and one raised inside a
+    finaliser (a __del__ or a weakref callback, which each step's tensors and each save's figure run) is printed as
+    'Exception ignored' and lost: the run went on. So while training, a first Ctrl-C asks the loop to stop after the
+    step in progress (and its save, if one is due), which raises KeyboardInterrupt there; a second raises at once.
+    Left alone when SIGINT is not Python's (ignored, as in a job started in the background) or off the main thread."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = signal.getsignal(signal.SIGINT)
+        self.installed = False
+
+    def __enter__(self):
+        if self.previous is signal.default_int_handler and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._pressed)
+            self.installed = True
+        return self
+
+    def _pressed(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started):
-    # A context manager, so the bar is closed before an error message is printed under it.
-    with tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step") as bar:
+    # Context managers: the bar is closed before an error message is printed under it
+    with tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step") as bar, \
+            CtrlC() as ctrl_c:
         tick, clips = time.time(), 0
         alarm = CollapseAlarm(cfg.objective)
         for step, batch in enumerate(loader, start=start):
@@ -380,6 +411,8 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)
                 tick, clips = time.time(), 0  # clips/s measures training, not the save
+            if ctrl_c.requested:
+                raise KeyboardInterrupt
 
 
 def _metrics_row(step: int, result: dict, cfg: TrainConfig, clips_per_s: float) -> dict:
