@@ -387,27 +387,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error("--resamples must be at least 1")
-    if args.folder:
-        return _probe_folder(args, argv, parser)
-    if args.probe_clips < 1:
-        parser.error("--probe-clips must be at least 1")
-    if args.pairs < len(VIOLATIONS):
-        parser.error(f"--pairs must be at least {len(VIOLATIONS)}: one pair per violation kind")
-    if max(args.pairs, args.probe_clips) > SEED_BLOCK:  # each set of clips has its block of seeds
-        parser.error(f"--pairs and --probe-clips can be at most {SEED_BLOCK}")
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")
-    if args.report and Path(args.report).suffix != ".md":  # its plots go in the folder of its name without .md
-        parser.error(f"--report {args.report}: name a Markdown file ending in .md")
+    run, show = _folder_probe(args, parser) if args.folder else _world_suite(args, parser)
     try:
-        report = evaluate(_load_all(args.checkpoint), num_pairs=args.pairs, probe_train=args.probe_clips,
-                          probe_test=max(1, args.probe_clips * 2 // 3), resamples=args.resamples,
-                          first_seed=VALIDATION_SEED if args.validation else HELD_OUT_SEED)
+        report = run(_load_all(args.checkpoint))
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_report(report))
+    print(show(report))
     try:
         _write_outputs(report, args, " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
     except OSError as err:  # e.g. the disk filled up during the run
@@ -417,27 +406,36 @@ def main(argv=None) -> int:
     return 0
 
 
-def _probe_folder(args, argv, parser) -> int:
+def _world_suite(args, parser):
+    """After checking the suite's own options: the run (models -> report) and how its report prints."""
+    if args.probe_clips < 1:
+        parser.error("--probe-clips must be at least 1")
+    if args.pairs < len(VIOLATIONS):
+        parser.error(f"--pairs must be at least {len(VIOLATIONS)}: one pair per violation kind")
+    if max(args.pairs, args.probe_clips) > SEED_BLOCK:  # each set of clips has its block of seeds
+        parser.error(f"--pairs and --probe-clips can be at most {SEED_BLOCK}")
+    if args.report and Path(args.report).suffix != ".md":  # its plots go in the folder of its name without .md
+        parser.error(f"--report {args.report}: name a Markdown file ending in .md")
+
+    def run(models):
+        return evaluate(models, num_pairs=args.pairs, probe_train=args.probe_clips,
+                        probe_test=max(1, args.probe_clips * 2 // 3), resamples=args.resamples,
+                        first_seed=VALIDATION_SEED if args.validation else HELD_OUT_SEED)
+    return run, format_report
+
+
+def _folder_probe(args, parser):
+    """As `_world_suite`, for --folder."""
     from .folder_probe import MIN_PER_LABEL, folder_probe, format_folder_report
 
     if args.report or args.validation:
         parser.error("--folder probes your videos: --report and --validation are for the world's suite")
     if args.max_clips < 2 * MIN_PER_LABEL:  # two labels of MIN_PER_LABEL videos each
         parser.error(f"--max-clips must be at least {2 * MIN_PER_LABEL}")
-    if args.json and (problem := _unwritable(Path(args.json))):
-        parser.error(f"--json {args.json}: {problem}")
-    try:
-        report = folder_probe(_load_all(args.checkpoint), args.folder, args.max_clips, resamples=args.resamples)
-    except ValueError as err:  # CheckpointError included
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_folder_report(report))
-    try:
-        _write_outputs(report, args, " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
-    except OSError as err:
-        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or err}", file=sys.stderr)
-        return 1
-    return 0
+
+    def run(models):
+        return folder_probe(models, args.folder, args.max_clips, resamples=args.resamples)
+    return run, format_folder_report
 
 
 def _write_outputs(report: dict, args, command: str) -> None:

@@ -414,10 +414,10 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
         with _video(path) as (container, stream):
             frames = _decode(container, stream, path, deadline)  # one decoder: a seek flushes it and demuxes on there
             for pick in picks:
-                key = keyframes[np.searchsorted(keyframes, pts[pick], side="right") - 1] if pts[pick] >= keyframes[0] \
-                    else None
-                if key is not None and index_of.get(int(key), -1) - done >= SEEK_FROM:
-                    container.seek(int(key), stream=stream, backward=True)
+                before = np.searchsorted(keyframes, pts[pick], side="right") - 1  # the keyframe before the pick
+                # (every keyframe's pts is a frame's: the scan records both)
+                if before >= 0 and index_of[int(keyframes[before])] - done >= SEEK_FROM:
+                    container.seek(int(keyframes[before]), stream=stream, backward=True)
                     synced = False
                 for frame in frames:
                     index = index_of.get(frame.pts)
