@@ -44,14 +44,19 @@ def server_port() -> int:
     return whole_number_setting("GRADIO_SERVER_PORT", 7860, low=1, high=65535)
 
 
-def check_gradio_folder() -> None:
-    """Gradio's folder, where it writes when imported and keeps every upload and picture the views return."""
-    folder = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+def stop_unless_writable(folder: Path, what: str, setting: str) -> None:
+    """Stop the app at start, in one line naming the setting that moves it, when it cannot write `folder`."""
     try:
         check_writable_folder(folder)
     except OSError as err:  # e.g. /tmp/gradio made by another user of this machine
-        sys.exit(f"JEPA Lens cannot write Gradio's folder {folder} ({err.strerror or err}); set GRADIO_TEMP_DIR to a "
-                 "folder it can write")
+        sys.exit(f"JEPA Lens cannot write {what} {folder} ({err.strerror or err}); set {setting} to a folder it can "
+                 "write")
+
+
+def check_gradio_folder() -> None:
+    """Gradio's folder, where it writes when imported and keeps every upload and picture the views return."""
+    folder = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    stop_unless_writable(folder, "Gradio's folder", "GRADIO_TEMP_DIR")
 
 
 # Checked before Gradio's import, which ended in a traceback on a bad port or a folder it cannot write
@@ -63,7 +68,7 @@ import gradio as gr
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
-from jepa_demo.gallery import cache_folder
+from jepa_demo.gallery import cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
@@ -80,6 +85,7 @@ PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every ot
 FILE_LIFETIME = whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
 SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 MASKS = ["multiblock", "tube", "future", "random"]
+MODEL_CALLS = 2  # views computed at once; more only share the same cores, and each holds its activations in memory
 # Gradio keeps each file in a folder named by a hash of its content (SHA-256 hex digits).
 CONTENT_FOLDER = re.compile(r"[0-9a-f]{64}")
 # The empty file Gradio 6.31's gr.File(type="filepath") opens in its folder on every request and never uses or removes
@@ -214,7 +220,7 @@ def example_clips(folder: Path) -> list[str]:
 
 
 def build_app() -> gr.Blocks:
-    examples = example_clips(cache_folder() / "examples")  # the cache folder main() checked it can write
+    examples = example_clips(served_folder() / "examples")  # in the cache folder main() checked it can write
     formats = ", ".join(suffix.strip(".") for suffix in VIDEO_SUFFIXES)
     with gr.Blocks(title="JEPA Lens") as app:  # no delete_cache: `sweep_files_while_serving` does its job
         gr.Markdown("# JEPA Lens\nA video JEPA predicts the *representation* of what it cannot see, not its pixels. "
@@ -239,7 +245,8 @@ def build_app() -> gr.Blocks:
                 seed = gr.Number(0, precision=0, minimum=0, maximum=2**31 - 1, label="seed")  # torch overflows at 2**64
             run_masked = gr.Button("Predict the hidden latents", variant="primary")
             masked_images = [gr.Image(label=label, type="numpy", elem_id=f"masked-{name}") for name, label in (
-                ("hidden", "hidden tokens (pale)"), ("error", "per-token error"),
+                ("hidden", "hidden tokens (pale)"),
+                ("error", "per-token error at the hidden tokens (black 0, yellow this clip's largest)"),
                 ("predicted", "predicted latents (PCA colours)"), ("target", "target latents (same PCA)"),
                 ("decoded", "what the prediction looks like: nearest gallery patches"))]
             masked_numbers = gr.JSON(label="numbers (error against the mean visible target: a baseline that has seen "
@@ -261,22 +268,29 @@ def build_app() -> gr.Blocks:
                         "top 5 % of ordinary moments'. **What to look for:** a curve that jumps right after a "
                         "violation and stays near or below 1 elsewhere; on the clips with irrelevant detail "
                         "(noise, flicker), compare how far each curve rises where nothing physically wrong happens. "
-                        "The clip's score (in the numbers) is its peak minus its calmest step."
+                        "The clip's score (in the numbers, in the model's own units like its per_step and threshold "
+                        "there, not the plot's) is its peak minus its calmest step."
                         + ("" if PIXEL_BASELINE not in SHIPPED else " The second curve is the pixel baseline, which "
                            "predicts pixels instead of representations."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
-            surprise_overlay = gr.Image(label="where: surprise heatmap over the frames of up to 8 predicted steps",
+            surprise_overlay = gr.Image(label="where: surprise heatmap over up to 8 predicted steps, the peak among "
+                                              "them (frames: heatmap_frames in the numbers; black 0, yellow the "
+                                              "clip's largest)",
                                         type="numpy", elem_id="surprise-overlay")
             surprise_numbers = gr.JSON(label="numbers", elem_id="surprise-numbers")
+        # One concurrency group for the four views: Gradio's limit holds per group, and each event is its own group
+        # unless named, so the views would run MODEL_CALLS each at once (8 in all), not MODEL_CALLS together.
+        together = {"concurrency_id": "model"}
         run_masked.click(predict_masked, [video, mask, ratio, seed, checkpoint], [*masked_images, masked_numbers],
-                         api_name="predict_masked")
+                         api_name="predict_masked", **together)
         run_neighbors.click(neighbors, [video, k, checkpoint], [neighbor_gallery, neighbor_numbers],
-                            api_name="neighbors")
-        run_map.click(embedding_map, [video, color_by, checkpoint], [map_plot, map_numbers], api_name="embedding_map")
+                            api_name="neighbors", **together)
+        run_map.click(embedding_map, [video, color_by, checkpoint], [map_plot, map_numbers], api_name="embedding_map",
+                      **together)
         run_surprise.click(surprise, [video, checkpoint], [surprise_plot, surprise_overlay, surprise_numbers],
-                           api_name="surprise")
-    return app.queue(default_concurrency_limit=2, max_size=32)
+                           api_name="surprise", **together)
+    return app.queue(default_concurrency_limit=MODEL_CALLS, max_size=32)
 
 
 def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
@@ -371,8 +385,8 @@ async def sweep_files_while_serving(server):
 
 
 def launch(app: gr.Blocks, **kwargs):
-    """Serve `app`; the gallery thumbnails live in the cache folder, which Gradio must be allowed to serve."""
-    return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(cache_folder())],
+    """Serve `app`; Gradio must be allowed to serve the gallery thumbnails and example clips, and no other file."""
+    return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(served_folder())],
                       app_kwargs={"lifespan": sweep_files_while_serving}, **kwargs)
 
 
@@ -389,12 +403,7 @@ def stop_on_signals_as_on_ctrl_c() -> None:
 def check_cache_folder() -> None:
     """Gallery thumbnails are written to the cache folder when a visitor first asks for them: an unwritable one must
     stop the app at start, not fail the neighbours view later with a bare 'Error'."""
-    folder = cache_folder()
-    try:
-        check_writable_folder(folder)
-    except OSError as err:
-        sys.exit(f"JEPA Lens cannot write its cache folder {folder} ({err.strerror or err}); set JEPA_LENS_CACHE to "
-                 "a folder it can write")
+    stop_unless_writable(cache_folder(), "its cache folder", "JEPA_LENS_CACHE")
 
 
 def check_can_serve(host: str, port: int) -> None:

@@ -186,7 +186,7 @@ class Explorer:
         numbers = {"mask": mask, "hidden_tokens": int(hidden.sum()), "total_tokens": int(hidden.size),
                    "error": result.error, "mean_latent_baseline_error": self._mean_latent_error(video, result)}
         return MaskedView(hidden=_strip(shade_hidden(frames, hidden, patch, tubelet)),
-                          error=_strip(heat_overlay(frames, result.error_map, patch, tubelet)),
+                          error=_strip(heat_overlay(frames, result.error_map, patch, tubelet, where=hidden)),
                           predicted_pca=_strip(upsample_tokens(pred_rgb, patch, tubelet)),
                           target_pca=_strip(upsample_tokens(target_rgb, patch, tubelet)),
                           decoded=_strip(decoded), numbers=numbers)
@@ -234,22 +234,41 @@ class Explorer:
         result = self.model.surprise(video)
         steps = in_file(result.step_frames)
         curves = {CURVE_NAMES[self.model.objective]: (steps, result.per_step / self.threshold)}
+        shown_steps = steps_to_show(len(steps), result.peak_step)
         numbers = {"score": result.score, "threshold": self.threshold, "per_step": result.per_step.tolist(),
                    "step_frames": steps.tolist(), "peak_frame": int(steps[result.peak_step]),
-                   "frames_above_threshold": steps[result.per_step > self.threshold].tolist()}
+                   "frames_above_threshold": steps[result.per_step > self.threshold].tolist(),
+                   "heatmap_frames": steps[shown_steps].tolist()}
         if self.baseline is not None:
-            other = self.baseline.surprise(video)
-            other_steps = in_file(other.step_frames)
-            curves[CURVE_NAMES[self.baseline.objective]] = (other_steps, other.per_step / self.baseline_threshold)
-            numbers["baseline"] = {"objective": self.baseline.objective, "score": other.score,
-                                   "threshold": self.baseline_threshold, "per_step": other.per_step.tolist(),
-                                   "step_frames": other_steps.tolist()}
+            numbers["baseline"] = self._baseline_surprise(video, in_file, curves)
         figure = surprise_figure(curves, threshold=1.0, y_title="surprise ÷ the model's plausible threshold",
                                  threshold_label=f"threshold: {THRESHOLD_PERCENTILE}th percentile of plausible clips")
-        shown = self.model.shown_frames(video)
-        overlay = surprise_overlay(shown, result.heatmap, result.step_frames, self.model.cfg.patch_size,
-                                   vmax=max(float(result.heatmap.max()), 1e-6))
+        overlay = surprise_overlay(self.model.shown_frames(video), result.heatmap[shown_steps],
+                                   result.step_frames[shown_steps], self.model.cfg.patch_size,
+                                   vmax=float(result.heatmap.max()))  # the clip's largest, shown or not
         return SurpriseView(figure=figure, overlay=_strip(overlay), numbers=numbers)
+
+    def _baseline_surprise(self, video, in_file, curves: dict) -> dict | str:
+        """The baseline's curve, added to `curves`, and its numbers; a note instead when the clip is shorter than the
+        baseline's window (a checkpoint with a shorter one can still answer). It reads the frames the model reads: to
+        its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion than the
+        model's curve sees and than the baseline's threshold was calibrated on."""
+        needed = self.baseline.cfg.num_frames
+        if len(video) < needed:
+            return f"no {self.baseline.objective} baseline curve: it needs a clip of at least {needed} frames"
+        other = self.baseline.surprise(video, max_frames=max(self.model.frames_wanted, needed))
+        other_steps = in_file(other.step_frames)
+        curves[CURVE_NAMES[self.baseline.objective]] = (other_steps, other.per_step / self.baseline_threshold)
+        return {"objective": self.baseline.objective, "score": other.score, "threshold": self.baseline_threshold,
+                "per_step": other.per_step.tolist(), "step_frames": other_steps.tolist()}
+
+
+def steps_to_show(count: int, peak: int, num: int = _SHOWN_FRAMES) -> np.ndarray:
+    """Which of `count` predicted steps the heatmap strip shows: all when they fit, else `num` spread over the clip
+    with the peak among them (spread alone can leave out the very step the curve points at)."""
+    picks = np.linspace(0, count - 1, min(num, count)).round().astype(int)
+    picks[np.abs(picks - peak).argmin()] = peak
+    return picks
 
 
 def _strip(frames: np.ndarray) -> np.ndarray:

@@ -190,10 +190,16 @@ def _threshold_name(fingerprint: str) -> str:
     return f"threshold-{fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json"
 
 
+def served_folder(cache_dir=None) -> Path:
+    """The part of the cache folder the app may hand to browsers (thumbnails, example clips), and nothing else: the
+    cache folder itself may be a shared one ($JEPA_LENS_CACHE=~/.cache holds the Hub's token)."""
+    return cache_folder(cache_dir) / "served"
+
+
 def thumbnail_folder(cache_dir, fingerprint: str) -> Path:
     """Where the gallery clips' GIF thumbnails go: named like the gallery's file, so thumbnails from other seeds or an
     older format are never shown."""
-    return cache_folder(cache_dir) / f"thumbnails-{fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}"
+    return served_folder(cache_dir) / f"thumbnails-{fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}"
 
 
 def _places(model: JEPAModel, cached: Path) -> list[Path]:
@@ -286,7 +292,8 @@ def ship(model: JEPAModel, gallery: Gallery) -> list[Path]:
 
 
 def nearest(gallery: Gallery, embedding: np.ndarray, k: int = 8) -> list[tuple[int, float]]:
-    """The k gallery clips most similar to `embedding` (cosine, exact): (index, similarity), most similar first."""
+    """The k gallery clips most similar to `embedding` (cosine from the gallery's mean, exact): (index, similarity),
+    most similar first."""
     similarities = _similarities(gallery, embedding)  # (N,)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(similarities):
         raise ValueError(f"k must be a whole number from 1 to {len(similarities)} (the gallery's size), got {k!r}")

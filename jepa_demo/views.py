@@ -48,17 +48,21 @@ def shade_hidden(frames: np.ndarray, mask: np.ndarray, patch: int, tubelet: int)
 
 
 def heat_overlay(frames: np.ndarray, values: np.ndarray, patch: int, tubelet: int, vmax: float | None = None,
-                 alpha: float = 0.6) -> np.ndarray:
+                 alpha: float = 0.6, where: np.ndarray | None = None) -> np.ndarray:
     """Per-token values (t, h, w) as an "inferno" colour map blended (opacity `alpha`) over frames (T, S, S, 3).
 
     Colours run from 0 (black) to `vmax` (pale yellow); larger values saturate. Pass the same `vmax` for two clips to
-    compare them on one scale; by default it is the largest value. Returns uint8 (T, S, S, 3)."""
+    compare them on one scale; by default it is the largest value. `where` (t, h, w), True = coloured: the other
+    tokens keep their pixels (visible tokens have no error, and black would read as a perfect prediction). Returns
+    uint8 (T, S, S, 3)."""
     frames, values = np.asarray(frames), np.asarray(values, dtype=np.float64)
     _check_frames(frames, values.shape, patch, tubelet)
     top = values.max(initial=0.0) if vmax is None else vmax
     scaled = np.clip(values / top, 0, 1) if top > 0 else np.zeros_like(values)
     colours = matplotlib.colormaps["inferno"](scaled)[..., :3] * 255  # (t, h, w, 3)
     blended = (1 - alpha) * frames + alpha * upsample_tokens(colours, patch, tubelet)
+    if where is not None:
+        blended = np.where(upsample_tokens(where, patch, tubelet)[..., None], blended, frames)
     return blended.round().astype(np.uint8)
 
 

@@ -149,11 +149,28 @@ def test_a_bad_file_lifetime_stops_the_app_at_start_in_one_line(text, monkeypatc
         assert result.returncode == 1 and result.stderr.strip() == stopped.value.code
 
 
+def test_the_four_views_share_one_limit_on_model_calls(app_blocks):
+    import app
+
+    views = [fn for fn in app_blocks.fns.values()
+             if fn.api_name in ("predict_masked", "neighbors", "embedding_map", "surprise")]
+    groups = {fn.concurrency_id for fn in views}
+    assert len(views) == 4 and len(groups) == 1  # Gradio's limit holds per group: one group per view ran 8 at once
+    assert {fn.concurrency_limit for fn in views} == {"default"}  # the queue's, which the group then takes
+    assert app_blocks._queue.default_concurrency_limit == app.MODEL_CALLS
+
+
 def test_no_server_file_can_be_read_through_the_app(app_server, tmp_path):
     import urllib.error
     import urllib.request
 
-    for route in ("gradio_api/file=/etc/passwd", "file=/etc/passwd", "gradio_api/file=../../../../etc/passwd"):
+    from jepa_demo.gallery import cache_folder
+
+    # The cache folder beside what the app serves from it (thumbnails, examples) may be a shared one: ~/.cache
+    secret = cache_folder() / "token"
+    secret.write_text("not for visitors")
+    for route in ("gradio_api/file=/etc/passwd", "file=/etc/passwd", "gradio_api/file=../../../../etc/passwd",
+                  f"gradio_api/file={secret}"):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(app_server + route, timeout=30)
         assert err.value.code in (403, 404), route

@@ -1,5 +1,6 @@
 """The views' computations on a tiny random model and real files (no Gradio): limits, shapes, consistency."""
 
+import dataclasses
 import time
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from jepa_demo import read_video, write_video
 from jepa_demo.checkpoint import save_checkpoint
-from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, load_clip
+from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, load_clip, steps_to_show
 from jepa_demo.inference import load_model
 from jepa_demo.world import WorldConfig, make_pair
 
@@ -102,6 +103,16 @@ def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, cli
     assert marked == [above]  # the plot marks the same moments
     assert numbers["peak_frame"] == numbers["step_frames"][int(np.argmax(numbers["per_step"]))]
     assert view.overlay.ndim == 3 and view.overlay.dtype == np.uint8
+    assert numbers["peak_frame"] in numbers["heatmap_frames"]
+
+
+@pytest.mark.parametrize("count", [1, 5, 8, 9, 10, 24])
+def test_the_heatmap_strip_spreads_its_steps_over_the_clip_and_always_shows_the_peak(count):
+    for peak in range(count):
+        shown = steps_to_show(count, peak)
+        assert peak in shown and len(shown) == min(8, count) and (np.diff(shown) > 0).all()
+        assert shown[0] in (0, peak) and shown[-1] in (count - 1, peak)  # both ends, but for the peak
+    assert steps_to_show(10, 2).tolist() == [0, 2, 3, 4, 5, 6, 8, 9]  # spread alone: 0, 1, 3, ... left out step 2
 
 
 def test_surprise_view_of_a_sampled_upload_names_the_files_frames(explorer, tmp_path):
@@ -125,7 +136,7 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
     torch.manual_seed(1)
     cfg = model_config_from_preset("tiny", objective="pixel")
     pixel = JEPAModel(VideoJEPA(cfg), explorer.model.preprocess, {"model": {}, "preprocess": {}}, "cpu")
-    compared = Explorer(explorer.model, cache_dir=explorer.thumbnail_dir.parent, num_clips=40, baseline=pixel)
+    compared = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=pixel)
     view = compared.surprise(clip)
     baseline = view.numbers["baseline"]
     assert baseline["objective"] == "pixel" and baseline["threshold"] == compared.baseline_threshold > 0
@@ -137,6 +148,14 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
     np.testing.assert_allclose(curves["JEPA (latent error)"],
                                np.array(view.numbers["per_step"]) / view.numbers["threshold"], rtol=1e-6)
     assert "baseline" not in explorer.surprise(clip).numbers
+    # A baseline whose window is longer than the clip: the model's curve still comes, with a note for the baseline's
+    longer = JEPAModel(VideoJEPA(model_config_from_preset("tiny", objective="pixel", num_frames=32)),
+                       dataclasses.replace(explorer.model.preprocess, num_frames=32), {"model": {}, "preprocess": {}},
+                       "cpu")
+    short = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=longer).surprise(clip)
+    assert short.numbers["baseline"] == "no pixel baseline curve: it needs a clip of at least 32 frames"
+    names = {trace.name for trace in short.figure.data}
+    assert "JEPA (latent error)" in names and "pixel baseline (pixel error)" not in names
 
 
 def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_recently_used():

@@ -83,6 +83,19 @@ def test_heat_overlay_differs_only_at_the_hot_token():
     assert (np.abs(a[changed].astype(int) - b[changed]).sum(axis=-1) > 0).all()
 
 
+def test_heat_overlay_where_leaves_the_other_tokens_as_they_were():
+    frames = _noise_frames()
+    values = np.random.default_rng(2).random(GRID)
+    where = np.zeros(GRID, bool)
+    where[1, 2, 3] = where[0, 0, 0] = True
+    coloured = np.zeros(frames.shape[:3], bool)
+    coloured[_token_pixels(1, 2, 3)] = coloured[_token_pixels(0, 0, 0)] = True
+    shown = heat_overlay(frames, values, PATCH, TUBELET, where=where)
+    everywhere = heat_overlay(frames, values, PATCH, TUBELET)
+    assert np.array_equal(shown[~coloured], frames[~coloured])
+    assert np.array_equal(shown[coloured], everywhere[coloured])  # on the scale of all the values, not only these
+
+
 def test_heat_overlay_vmax_sets_a_shared_scale():
     frames = _noise_frames()
     values = np.random.default_rng(1).random(GRID)
