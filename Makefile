@@ -20,10 +20,15 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-# An installed .venv whose Python is gone (bin/python a dangling link) or is another version now (a python3 upgraded
-# from 3.11 to 3.12 looks for packages in lib/python3.12) cannot be repaired in place: say so, instead of a bare
-# "No such file or directory" or "No module named torch" from every command.
+# A Python without ensurepip (Debian's and Ubuntu's, until python3-venv is installed) makes a .venv with no pip in it
+# and stops: say what to install instead. An installed .venv whose Python is gone (bin/python a dangling link) or is
+# another version now (a python3 upgraded from 3.11 to 3.12 looks for packages in lib/python3.12) cannot be repaired
+# in place: say so, instead of a bare "No such file or directory" or "No module named torch" from every command.
 venv-works:
+	@if [ ! -e $(VENV)/.installed ] && ! $(PYTHON) -c "import ensurepip" 2>/dev/null; then \
+		echo "$(PYTHON) cannot make a virtual environment here: install its venv module (on Debian or Ubuntu:" \
+			"sudo apt install python3-venv), then rerun"; \
+		exit 1; fi
 	@if [ -e $(VENV)/.installed ] && ! $(PY) -c "import os, sysconfig; \
 		raise SystemExit(not os.path.isdir(sysconfig.get_paths()['purelib']))" 2>/dev/null; then \
 		echo "$(VENV) no longer works (its Python is gone, or is another version now): rm -rf $(VENV), then rerun"; \
