@@ -38,6 +38,7 @@ from sklearn.preprocessing import StandardScaler
 from .checkpoint import SHIPPED_DIR, CheckpointError, write_json
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
+from .preprocess import resize_and_crop
 from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_clip
 
 HELD_OUT_SEED = 1_000_000_000
@@ -49,15 +50,16 @@ PROBE_TRAIN_SEEDS, PROBE_TEST_SEEDS, TRACKING_SEEDS = 500_000, 600_000, 700_000
 SEED_BLOCK = 100_000
 PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
 SHIPPED = ("default", "pixel-baseline", "jepa-sigreg")
+PAIR_FRAMES = 32  # frames of each violation pair's clips (see pair_world)
 RANDOM, FRAME_DIFFERENCE = "random encoder", "frame difference"
 
 
-def pair_world(detail: bool, num_frames: int = 32, size: int = 64) -> WorldConfig:
-    """The pairs' world. 32 frames: for the shipped model (16-frame windows predicting their last 2 of 8 steps) the
-    10 scored steps are at frames 12, 14, ..., 30, so two come before a violation in the middle of the clip (frame 16,
-    where every kind but pass_through happens; the second's targets, from windows reaching frame 17, already see it)
-    and eight from it on."""
-    cfg = WorldConfig(size=size, num_frames=num_frames)
+def pair_world(detail: bool, size: int = 64) -> WorldConfig:
+    """The pairs' world. PAIR_FRAMES = 32 frames: for the shipped model (16-frame windows predicting their last 2 of 8
+    steps) the 10 scored steps are at frames 12, 14, ..., 30, so two come before a violation in the middle of the clip
+    (frame 16, where every kind but pass_through happens; the second's targets, from windows reaching frame 17,
+    already see it) and eight from it on. A model of more than 16 frames would score no step before it."""
+    cfg = WorldConfig(size=size, num_frames=PAIR_FRAMES)
     return dataclasses.replace(cfg, noise_std=0.05, background="mixed") if detail else cfg
 
 
@@ -210,7 +212,7 @@ def tracking_errors(model: JEPAModel, clips, resamples: int = 1000) -> dict:
         last_visible = model.visible_latents(clip.frames, result.mask)[hidden_steps[0] - 1]  # (h, w, D')
         targets = result.target.reshape(len(hidden_steps), *last_visible.shape)  # future masks hide whole steps
         copied = np.abs(targets - last_visible).mean(axis=-1)  # (F, h, w)
-        objects = _object_tokens(clip, model.cfg)[hidden_steps]
+        objects = _object_tokens(clip, model)[hidden_steps]
         for name, error in (("model", result.error_map[hidden_steps]), ("persistence", copied)):
             errors[f"{name}_objects"].append(error[objects].mean())
             errors[f"{name}_background"].append(error[~objects].mean())
@@ -218,10 +220,13 @@ def tracking_errors(model: JEPAModel, clips, resamples: int = 1000) -> dict:
     return {**{name: float(np.mean(values)) for name, values in errors.items()}, "objects_minus_copy": difference}
 
 
-def _object_tokens(clip, cfg) -> np.ndarray:
-    """(t, h, w) bool: tokens (tubelet x patch) in which any object pixel is drawn."""
+def _object_tokens(clip, model: JEPAModel) -> np.ndarray:
+    """(t, h, w) bool: tokens (tubelet x patch) in which any object pixel is drawn, as the model sees the clip (a
+    preprocessing that resizes past the crop, V-JEPA 2's, moves and cuts off the frame's edges)."""
+    cfg, pre = model.cfg, model.preprocess
+    drawn = torch.from_numpy(object_pixels(clip)).float()[:, None]  # (T, 1, S, S)
+    pixels = (resize_and_crop(drawn, pre.img_size, pre.resize_to)[:, 0] > 0).numpy()
     t, h, w = cfg.grid
-    pixels = object_pixels(clip)  # (T, S, S)
     return pixels.reshape(t, cfg.tubelet, h, cfg.patch_size, w, cfg.patch_size).any(axis=(1, 3, 5))
 
 
@@ -253,6 +258,9 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
         if (model.preprocess.img_size, model.cfg.num_frames) != (size, frames):
             raise ValueError(f"{name} takes {model.cfg.num_frames} frames of {model.preprocess.img_size} px, the first "
                              f"checkpoint {frames} of {size} px: evaluate them separately")
+    if 2 * frames > PAIR_FRAMES:  # refused before the probes and tracking run, not after
+        raise ValueError(f"the violation pairs are {PAIR_FRAMES}-frame clips, made for models of at most "
+                         f"{PAIR_FRAMES // 2} frames; the checkpoints take {frames}")
     models = {**models, RANDOM: random_twin(first)}
     described = {name: _describe(model) for name, model in models.items()}
     described[RANDOM]["step"] = 0
@@ -390,7 +398,7 @@ def main(argv=None) -> int:
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")
-    run, show = _folder_probe(args, parser) if args.folder else _world_suite(args, parser)
+    run, show = _folder_probe(args, parser) if args.folder is not None else _world_suite(args, parser)
     try:
         report = run(_load_all(args.checkpoint))
     except (CheckpointError, ValueError) as err:
@@ -416,6 +424,8 @@ def _world_suite(args, parser):
         parser.error(f"--pairs and --probe-clips can be at most {SEED_BLOCK}")
     if args.report and Path(args.report).suffix != ".md":  # its plots go in the folder of its name without .md
         parser.error(f"--report {args.report}: name a Markdown file ending in .md")
+    if args.report and (plots := Path(args.report).with_suffix("")).exists() and not plots.is_dir():
+        parser.error(f"--report {args.report}: its plots go in {plots}, which is a file")
 
     def run(models):
         return evaluate(models, num_pairs=args.pairs, probe_train=args.probe_clips,
@@ -428,6 +438,8 @@ def _folder_probe(args, parser):
     """As `_world_suite`, for --folder."""
     from .folder_probe import MIN_PER_LABEL, folder_probe, format_folder_report
 
+    if not args.folder.strip():  # an unset $DIR: not the world's suite, nor the working folder
+        parser.error("--folder needs a folder of videos")
     if args.report or args.validation:
         parser.error("--folder probes your videos: --report and --validation are for the world's suite")
     if args.max_clips < 2 * MIN_PER_LABEL:  # two labels of MIN_PER_LABEL videos each

@@ -39,7 +39,7 @@ def write_results(report: dict, path: Path, command: str) -> None:
              "surprise score: the peak of the per-step surprise minus its calmest step "
              "(`jepa_demo.inference.surprise_score`).", "",
              "## What the numbers say", "", *summary_lines(report), "",
-             "## Goals for the default checkpoint", "", *goal_lines(report), "",
+             f"## Goals for `{_names(report)[0]}`, the checkpoint under test", "", *goal_lines(report), "",
              f"![pairwise accuracy per violation kind]({rel}/violations.png)", "",
              f"![probe accuracy per label]({rel}/probes.png)", "",
              "## Models", "", "| name | objective | steps | trained parameters | all (with an EMA teacher) |",

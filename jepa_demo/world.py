@@ -251,7 +251,7 @@ def _check_kind(kind: str, cfg: WorldConfig) -> None:
     low, high = _violation_window(cfg)
     if low > high:
         raise ValueError(f"num_frames={cfg.num_frames} is too short for a violation ({_MIN_FRAMES_BEFORE} frames "
-                         "before it and a quarter of the clip after): use num_frames >= 8")
+                         "before it and at least one after): use num_frames >= 8")
     if kind == "pass_through" and cfg.max_objects < 2:
         raise ValueError("pass_through needs two objects that collide: set max_objects >= 2")
 
@@ -270,15 +270,17 @@ def _check_violation(kind: str, t_v, cfg: WorldConfig, scene: _Scene, plausible:
 
 
 def _violation_window(cfg: WorldConfig) -> tuple[int, int]:
-    """Enough frames before the violation for a model to form an expectation, a quarter of the clip after it."""
-    return max(_MIN_FRAMES_BEFORE, cfg.num_frames // 3), cfg.num_frames - max(1, cfg.num_frames // 4)
+    """Enough frames before the violation for a model to form an expectation; from it on, a quarter of the clip, and
+    at least two frames (one after it)."""
+    return max(_MIN_FRAMES_BEFORE, cfg.num_frames // 3), cfg.num_frames - max(2, cfg.num_frames // 4)
 
 
 def _default_frame(kind: str, cfg: WorldConfig, scene: _Scene, plausible: dict) -> int | None:
-    """Middle of the clip; for pass_through the first collision in view inside the allowed window (None if none)."""
-    if kind != "pass_through":
-        return cfg.num_frames // 2
+    """Middle of the clip (in the allowed window: a short clip's middle comes too early); for pass_through the first
+    collision in view inside that window (None if none)."""
     low, high = _violation_window(cfg)
+    if kind != "pass_through":
+        return min(max(cfg.num_frames // 2, low), high)
     return next((t for t in range(low, high + 1) if _collision_in_view(scene, plausible, t)), None)
 
 

@@ -168,7 +168,7 @@ def test_small_suite_covers_every_scorer_and_writes_json_and_report(tiny_checkpo
     assert "| teleport |" in capsys.readouterr().out
     text = md.read_text()
     assert report["settings"]["first_seed"] == HELD_OUT_SEED and "Held-out seeds" in text  # never training's seeds
-    assert "## Goals for the default checkpoint" in text and "pixel baseline `tiny-pixel`" in text
+    assert "## Goals for `tiny`, the checkpoint under test" in text and "pixel baseline `tiny-pixel`" in text
     assert "`tiny` minus each other scorer on the same pairs" in text
     assert "the random encoder (" in text and "| mean minus the random encoder's [95 % interval] |" in text
     assert "What moves `tiny`'s score" in text and "### How a violation moves the surprise curve, detail" in text
@@ -229,14 +229,19 @@ def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monke
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: pytest.fail("ran before the check"))
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
+    (tmp_path / "results").write_text("a file where the plots would go")
     for option, path in (("--json", blocker / "report.json"), ("--report", tmp_path), ("--report", blocker / "r.md"),
-                         ("--report", tmp_path / "report")):  # its plots' folder would be the report's own name
+                         ("--report", tmp_path / "report"),  # its plots' folder would be the report's own name
+                         ("--report", tmp_path / "results.md")):
         with pytest.raises(SystemExit) as stopped:
             main(["--checkpoint", str(tiny_checkpoint), option, str(path)])
         assert stopped.value.code == 2 and f"error: {option} {path}: " in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
         main(["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS) - 1)])
     assert stopped.value.code == 2 and "one pair per violation kind" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # an unset $DIR: neither the world's suite nor the working folder
+        main(["--checkpoint", str(tiny_checkpoint), "--folder", ""])
+    assert stopped.value.code == 2 and "--folder needs a folder of videos" in capsys.readouterr().err
 
 
 def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint, tmp_path, monkeypatch, capsys):
@@ -256,6 +261,7 @@ def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint
     assert json.loads(out.read_text())["settings"] and "| teleport |" in captured.out  # what was done stands
     assert captured.err.count("\n") == 1 and "No space left on device" in captured.err and "results.md" in captured.err
 
+
 def test_checkpoints_of_different_input_sizes_are_refused(tiny_checkpoint, tmp_path, capsys):
     from jepa_demo.checkpoint import save_checkpoint
     from jepa_demo.config import PreprocessConfig, model_config_from_preset
@@ -265,6 +271,38 @@ def test_checkpoints_of_different_input_sizes_are_refused(tiny_checkpoint, tmp_p
     save_checkpoint(VideoJEPA(other), tmp_path / "wide", PreprocessConfig(img_size=48, num_frames=4), step=1)
     assert main(["--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tmp_path / "wide")]) == 2
     assert "evaluate them separately" in capsys.readouterr().err
+
+
+def test_checkpoints_too_long_for_the_pairs_are_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    from jepa_demo import evaluate as module
+    from jepa_demo.checkpoint import save_checkpoint
+    from jepa_demo.config import PreprocessConfig, model_config_from_preset
+    from jepa_demo.model import VideoJEPA
+
+    save_checkpoint(VideoJEPA(model_config_from_preset("tiny", num_frames=18)), tmp_path / "long",
+                    PreprocessConfig(img_size=32, num_frames=18), step=1)
+    monkeypatch.setattr(module, "probe_clips", lambda *a: pytest.fail("the probes ran first"))
+    assert main(["--checkpoint", str(tmp_path / "long")]) == 2
+    assert capsys.readouterr().err == ("error: the violation pairs are 32-frame clips, made for models of at most 16 "
+                                       "frames; the checkpoints take 18\n")
+
+
+def test_object_tokens_are_where_the_model_sees_the_objects(tiny_checkpoint, monkeypatch):
+    """A preprocessing that resizes past its crop (V-JEPA 2's) moves the objects on the token grid."""
+    import dataclasses
+
+    from jepa_demo import evaluate as module
+    from jepa_demo.evaluate import _object_tokens
+    from jepa_demo.inference import JEPAModel
+
+    model = load_model(tiny_checkpoint, device="cpu")  # 32 px, patch 8: a 4 x 4 grid, 2 steps
+    drawn = np.zeros((4, 32, 32), bool)
+    drawn[:, 9:11, 9:11] = True  # in token (1, 1) of the frame as drawn
+    monkeypatch.setattr(module, "object_pixels", lambda clip: drawn)
+    assert np.argwhere(_object_tokens(None, model)[0]).tolist() == [[1, 1]]
+    zoomed = JEPAModel(model.net, dataclasses.replace(model.preprocess, resize=64), model.config, "cpu")
+    # twice the size, the centre 32 px kept: pixels 9-10 land on 2-5, in token (0, 0)
+    assert np.argwhere(_object_tokens(None, zoomed)[0]).tolist() == [[0, 0]]
 
 
 def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(tiny_checkpoint):
@@ -285,7 +323,7 @@ def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(tiny
     result = model.predict_masked(frames, mask="future")
     last_visible = model.visible_latents(frames, result.mask)[0]  # (h, w, D): the teacher never saw step 1
     copied = np.abs(result.target.reshape(last_visible.shape) - last_visible).mean(axis=-1)
-    objects = _object_tokens(clips[0], model.cfg)[1]
+    objects = _object_tokens(clips[0], model)[1]
     one = tracking_errors(model, clips[:1])
     assert one["persistence_objects"] == pytest.approx(copied[objects].mean(), rel=1e-5)
     assert one["model_objects"] == pytest.approx(result.error_map[1][objects].mean(), rel=1e-5)

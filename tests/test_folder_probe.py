@@ -114,7 +114,9 @@ def test_a_folder_without_two_labels_and_options_for_the_world_are_refused(tiny_
         assert message in capsys.readouterr().err
 
 
-def test_models_of_other_input_sizes_read_the_same_files_their_own_way(tiny_checkpoint, tmp_path, capsys):
+def test_models_of_other_input_sizes_read_the_same_files_their_own_way(tiny_checkpoint, tmp_path, capsys,
+                                                                       monkeypatch):
+    import jepa_demo.folder_probe as module
     from jepa_demo.checkpoint import save_checkpoint
     from jepa_demo.config import PreprocessConfig, model_config_from_preset
     from jepa_demo.model import VideoJEPA
@@ -124,7 +126,15 @@ def test_models_of_other_input_sizes_read_the_same_files_their_own_way(tiny_chec
     for label, shade in (("dark", 30), ("light", 220)):
         for i in range(4):
             _write(tmp_path / "clips" / label / f"{i}.mp4", shade + 5 * i)
+    reads, real = Counter(), module.read_video
+
+    def counted(path, num_frames, size):
+        reads[num_frames, size] += 1
+        return real(path, num_frames=num_frames, size=size)
+
+    monkeypatch.setattr(module, "read_video", counted)
     argv = ["--folder", str(tmp_path / "clips"), "--checkpoint", str(tiny_checkpoint), "--checkpoint",
             str(tmp_path / "wide"), "--resamples", "20"]
     assert main(argv) == 0
     assert "| label (clips) | tiny | wide | random encoder | always the most common label |" in capsys.readouterr().out
+    assert reads == {(4, 32): 8, (4, 48): 8}  # each file once at each model's own input

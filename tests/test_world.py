@@ -339,12 +339,20 @@ def test_with_detail():
     (lambda: WorldConfig(radius=(0.2, 0.1)), "radius"),
     (lambda: WorldConfig(speed=(0.0, 0.9)), "speed"),
     (lambda: WorldConfig(gravity=-0.01), "gravity"),
-    (lambda: render_clip(0, WorldConfig(num_frames=6), "vanish"), "too short"),
+    (lambda: render_clip(0, WorldConfig(num_frames=7), "vanish"), "too short"),
     (lambda: make_pair(0, "pass_through", WorldConfig(max_objects=1)), "max_objects"),
 ])
 def test_bad_requests_say_what_is_wrong(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("num_frames", [8, 9, 11, 12, 32])
+def test_short_clips_get_a_violation_by_default_with_frames_after_it(num_frames):
+    cfg = WorldConfig(size=32, num_frames=num_frames)
+    for kind in ("vanish", "teleport"):
+        frame = make_pair(0, kind, cfg)[1].labels["violation_frame"]
+        assert frame == max(6, num_frames // 2) < num_frames - 1  # the middle, or as early as allowed
 
 
 def test_no_collision_to_pass_through_is_explained():
