@@ -54,7 +54,8 @@ def model_config(hf_config: dict) -> ModelConfig:
 
 
 def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
-    """From the saved video-processor config when there is one, else V-JEPA 2's defaults for this crop size."""
+    """From the saved video-processor config when there is one (crop, mean and std), else V-JEPA 2's defaults for
+    this crop size."""
     saved = next((folder / name for name in PROCESSOR_FILES if (folder / name).is_file()), None)
     try:
         settings = json.loads(saved.read_text()) if saved else {}
@@ -62,16 +63,15 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
         raise ValueError(f"{saved.name} is not valid JSON ({err})") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{saved.name}: expected an object of settings, got {type(settings).__name__}")
-    crop, size = settings.get("crop_size", cfg.img_size), settings.get("size", {})
+    crop = settings.get("crop_size", cfg.img_size)
     crop = crop.get("height", cfg.img_size) if isinstance(crop, dict) else crop
     mean, std = settings.get("image_mean", IMAGENET_MEAN), settings.get("image_std", IMAGENET_STD)
-    if not (isinstance(size, dict) and isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple))):
-        raise ValueError(f"{saved.name}: size must be an object and image_mean/image_std lists of three numbers")
+    if not (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple))):
+        raise ValueError(f"{saved.name}: image_mean and image_std must be lists of three numbers")
     if crop != cfg.img_size:
         raise ValueError(f"{saved.name}: crop size {crop} differs from the model's crop_size {cfg.img_size}")
-    resize = size.get("shortest_edge") or int(cfg.img_size * 256 / 224)
-    if isinstance(resize, float) and resize.is_integer():  # 292.0 in a hand-edited file
-        resize = int(resize)
+    # transformers' VJEPA2VideoProcessor (5.x) sets the short side from the crop and ignores a saved size: so do we
+    resize = int(cfg.img_size * 256 / 224)
     try:
         return PreprocessConfig(img_size=cfg.img_size, num_frames=cfg.num_frames, resize=resize, mean=tuple(mean),
                                 std=tuple(std))
@@ -158,7 +158,10 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
         if hide_bar:
             hf_logging.disable_progress_bar()
         try:
-            hf_model, loading = VJEPA2Model.from_pretrained(folder, use_safetensors=True, output_loading_info=True)
+            # float32 as our checkpoints (CUDA gets bf16 by autocast): by default transformers 5 takes the dtype
+            # config.json records, and a model saved in half precision would run in it on CPU
+            hf_model, loading = VJEPA2Model.from_pretrained(folder, use_safetensors=True, output_loading_info=True,
+                                                            dtype=torch.float32)
         finally:
             hf_logging.set_verbosity(verbosity)
             if hide_bar:

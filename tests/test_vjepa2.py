@@ -59,11 +59,12 @@ def test_loads_with_its_own_architecture_and_preprocessing(model):
     assert model.info()["params"] == sum(p.numel() for p in model.net.hf.parameters())
 
 
-def test_saved_processor_settings_are_the_ones_used(tmp_path):
+def test_saved_processor_settings_are_used_as_transformers_uses_them(tmp_path):
     processor = {"crop_size": {"height": 32, "width": 32}, "size": {"shortest_edge": 40},
                  "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}
     loaded = load_model(save_tiny_vjepa2(tmp_path / "m", processor=processor), device="cpu")
-    assert loaded.preprocess.resize == 40 and loaded.preprocess.mean == (0.5, 0.5, 0.5)
+    # VJEPA2VideoProcessor sets the short side from the crop, whatever size was saved
+    assert loaded.preprocess.resize == int(32 * 256 / 224) and loaded.preprocess.mean == (0.5, 0.5, 0.5)
     assert loaded.preprocess.std == (0.25, 0.25, 0.25)
 
 
@@ -85,6 +86,21 @@ def test_without_a_mask_the_encoder_is_transformers_own(model, video):
         ours = model.net.encode(x)
         theirs = model.net.hf(x.transpose(1, 2), skip_predictor=True).last_hidden_state
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_kept_tokens_keep_their_own_positions(model, video):
+    """Attention is order-blind, so only the rotary positions place a token: any order of all the tokens, kept, must
+    give each token the output it has in the full grid (given positions 0..K-1 instead, they would not)."""
+    x = model._input(video, model.cfg.num_frames)
+    order = torch.randperm(model.cfg.num_tokens, generator=torch.Generator().manual_seed(0))[None]
+    with torch.no_grad():
+        torch.testing.assert_close(model.net.encode(x, keep=order), model.net.encode(x)[:, order[0]], atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_a_model_saved_in_half_precision_runs_in_float32(folder, tmp_path):
+    loaded = load_model(_copy(folder, tmp_path / "bf16", {"dtype": "bfloat16"}), device="cpu")
+    assert {p.dtype for p in loaded.net.parameters()} == {torch.float32}
 
 
 @pytest.mark.parametrize("mask", ["future", "multiblock"])
@@ -169,7 +185,7 @@ def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_p
     ({}, "[]", "video_preprocessor_config.json: expected an object of settings"),
     ({}, "{not json", "video_preprocessor_config.json is not valid JSON"),
     ({}, '{"image_std": [0.2, 0, 0.2]}', "video_preprocessor_config.json: mean must be finite and std"),
-    ({}, '{"size": 292}', "video_preprocessor_config.json: size must be an object")])
+    ({}, '{"image_mean": 0.5}', "video_preprocessor_config.json: image_mean and image_std must be lists")])
 def test_malformed_settings_are_one_clear_error(folder, tmp_path, change, processor, message):
     bad = _copy(folder, tmp_path / "bad", change)
     if processor is not None:
