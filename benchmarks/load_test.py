@@ -83,10 +83,10 @@ def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, tim
     raise RuntimeError(f"the app did not answer within {timeout:.0f} s")
 
 
-def memory_mb(pid: int) -> dict:
-    """The process's resident set now and its peak so far (Linux /proc), in MB."""
+def memory_mib(pid: int) -> dict:
+    """The process's resident set now and its peak so far (Linux /proc), in MiB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_mb": int(fields["VmHWM"].split()[0]) / 1024}
+    return {"rss_mib": int(fields["VmRSS"].split()[0]) / 1024, "peak_mib": int(fields["VmHWM"].split()[0]) / 1024}
 
 
 def call(client, endpoint: str, clip: Path):
@@ -177,12 +177,13 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
             references = {(clip.name, endpoint): call(alone, endpoint, clip)
                           for clip in clips for endpoint in ENDPOINTS}
             distinct = len({json.dumps(references[clip.name, "/surprise"]) for clip in clips})
-            before = memory_mb(server.pid)
+            before = memory_mib(server.pid)
             report = {"start_s": start_s, "cache_after_start": cached, "users": users, "requests_per_user": requests,
-                      "clips": len(clips), "distinct_answers": distinct, "idle_rss_mb": before["rss_mb"], "rounds": []}
+                      "clips": len(clips), "distinct_answers": distinct, "idle_rss_mib": before["rss_mib"],
+                      "rounds": []}
             for _ in range(rounds):
                 outcome = load_round(url, clips, users, requests, references, tmp / "downloads")
-                outcome.update(memory_mb(server.pid))  # resident now (rss_mb) and the high-water mark (peak_mb)
+                outcome.update(memory_mib(server.pid))  # resident now (rss_mib) and the high-water mark (peak_mib)
                 report["rounds"].append(outcome)
             start = time.perf_counter()
             responsive = same(call(alone, "/surprise", clips[0]), references[clips[0].name, "/surprise"])
@@ -214,13 +215,13 @@ def _wait_for_cleanup(temp_dir: Path, clips: list[Path], file_lifetime: int) -> 
 def print_table(report: dict) -> None:
     print(f"app launched and answering in {report['start_s']:.1f} s")
     print(f"{report['users']} users x {report['requests_per_user']} requests, {report['clips']} clips "
-          f"({report['distinct_answers']} distinct surprise answers), idle server {report['idle_rss_mb']:.0f} MB")
+          f"({report['distinct_answers']} distinct surprise answers), idle server {report['idle_rss_mib']:.0f} MiB")
     print(f"{'round':<7}{'requests':>9}{'served':>8}{'wrong':>7}{'failed':>8}{'wall s':>8}{'median s':>10}"
-          f"{'max s':>8}{'RSS MB':>8}{'peak MB':>9}")
+          f"{'max s':>8}{'RSS MiB':>8}{'peak MiB':>9}")
     for i, r in enumerate(report["rounds"], 1):
         print(f"{i:<7}{r['requests']:>9}{r['served']:>8}{r['wrong']:>7}{r['failed']:>8}{r['wall_s']:>8.1f}"
               f"{r['median_latency_s'] or 0:>10.2f}{r['max_latency_s'] or 0:>8.2f}{r['rss_mb']:>8.0f}"
-              f"{r['peak_mb']:>9.0f}")
+              f"{r['peak_mib']:>9.0f}")
     after = report["after_load"]
     print(f"after the load: one request {after['seconds']:.2f} s, correct: {after['correct']}; uploads in Gradio's "
           f"folder {report['uploads_in_temp_dir']}, after their lifetime {report['uploads_left_after_lifetime']}")

@@ -152,14 +152,14 @@ def main(argv=None) -> int:
               "seconds": seconds, "clips_per_s": cfg.batch_size * args.steps / seconds,
               "gflops_per_step": flops / args.steps / 1e9, "attention_share_of_flops": attention_share,
               "achieved_tflops": achieved, "peak_tflops": peak, "peak_source": peak_source,
-              "mfu": achieved / peak if peak else None, "peak_memory_gb": memory / 2**30,
+              "mfu": achieved / peak if peak else None, "peak_memory_gib": memory / 2**30,
               "peak_memory_kind": "CUDA max allocated" if cuda else "process max RSS"}
-    print("| device | model | batch | clips/s | GFLOP/step | TFLOP/s | peak TFLOP/s | MFU | peak memory (GB) |")
+    print("| device | model | batch | clips/s | GFLOP/step | TFLOP/s | peak TFLOP/s | MFU | peak memory (GiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "n/a"
     print(f"| {device} | {cfg.model} | {cfg.batch_size} | {result['clips_per_s']:.1f} | "
           f"{result['gflops_per_step']:.2f} | {achieved:.3f} | {peak or float('nan'):.3f} | {mfu} | "
-          f"{result['peak_memory_gb']:.2f} |")
+          f"{result['peak_memory_gib']:.2f} |")
     out = Path(args.json or ROOT / "benchmarks" / f"train_throughput_{Path(args.config).stem}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

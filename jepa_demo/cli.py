@@ -97,11 +97,18 @@ def main(argv=None) -> int:
         return 141  # 128 + SIGPIPE
 
 
+def _first_line(err: BaseException) -> str:
+    """An error as one line: a Hub error's message runs over several (its status, a blank line, a request id)."""
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
 def _run(args) -> int:
     try:
         model = None if args.command == "info" else load_model(args.checkpoint)
-    except CheckpointError as err:
-        print(f"error: cannot load checkpoint: {err}", file=sys.stderr)
+    except (CheckpointError, RuntimeError, MemoryError) as err:
+        if isinstance(err, RuntimeError) and not _out_of_memory(err):
+            raise  # a bug, not the checkpoint's fault: the traceback says where
+        print(f"error: cannot load checkpoint: {_first_line(err)}", file=sys.stderr)  # too large for this machine, too
         return 2
     failed = 0
     for path in args.files:
@@ -111,8 +118,7 @@ def _run(args) -> int:
             if isinstance(err, RuntimeError) and not _out_of_memory(err):
                 raise  # a model that does not fit the code: not this file's fault, and the traceback says where
             # A VideoError names the file already; the line names it once, by the path given.
-            reason = (str(err).splitlines() or [type(err).__name__])[0]
-            print(f"{path}: {reason.removeprefix(f'{Path(path).name}: ')}", file=sys.stderr, flush=True)
+            print(f"{path}: {_first_line(err).removeprefix(f'{Path(path).name}: ')}", file=sys.stderr, flush=True)
             failed += 1
             continue
         print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)

@@ -23,7 +23,7 @@ def test_train_throughput_reports_clips_flops_mfu_and_memory(tmp_path):
                   "--threads", "1", "--peak-tflops", "0.1", "--json", out)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert report["clips_per_s"] > 0 and report["gflops_per_step"] > 0 and report["peak_memory_gb"] > 0
+    assert report["clips_per_s"] > 0 and report["gflops_per_step"] > 0 and report["peak_memory_gib"] > 0
     assert 0 < report["attention_share_of_flops"] < 1  # PyTorch's counter alone counts no CPU attention
     assert report["mfu"] == pytest.approx(report["achieved_tflops"] / 0.1)
     assert report["achieved_tflops"] == pytest.approx(report["gflops_per_step"] * 2 / report["seconds"] / 1e3)
@@ -59,12 +59,17 @@ def test_train_throughput_counts_each_steps_own_mask():
 
 def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
     """Refused up front, before minutes of work: no threads, several processes each dividing the whole batch's FLOPs
-    by one device's peak, a V-JEPA 2 clip shorter than the model's window (it failed in surprise, the last call)."""
+    by one device's peak, a V-JEPA 2 clip shorter than the model's window (it failed in surprise, the last call), a
+    V-JEPA 2 shape transformers cannot build (after a 326 M-parameter model was built and saved)."""
     out = tmp_path / "out.json"
     refused = [_run("train_throughput.py", "--config", "train/configs/tiny.yaml", "--threads", "0", "--json", out),
                _run("train_throughput.py", "--config", "train/configs/tiny.yaml", "--json", out, RANK="0"),
-               _run("vjepa2_latency.py", "--frames-per-clip", "64", "--json", out)]
-    for result, reason in zip(refused, ["must be at least 1", "one process", "--clip-frames 32 is shorter"]):
+               _run("vjepa2_latency.py", "--frames-per-clip", "64", "--json", out),
+               _run("vjepa2_latency.py", "--frames-per-clip", "15", "--json", out),
+               _run("vjepa2_latency.py", "--hidden-size", "100", "--json", out)]
+    reasons = ["must be at least 1", "one process", "--clip-frames 32 is shorter", "a multiple of the tubelet",
+               "a multiple of the tubelet"]
+    for result, reason in zip(refused, reasons, strict=True):
         assert result.returncode == 2 and reason in result.stderr, result.stderr
     assert not out.exists()
 
@@ -102,7 +107,7 @@ def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
     assert report["after_load"]["correct"] and report["after_load"]["seconds"] < 30
     assert report["uploads_in_temp_dir"] > 0 and report["uploads_left_after_lifetime"] == 0
     # MB, not KB or pages: a server holding torch, Gradio and a model takes hundreds of MB, not hundreds of thousands
-    assert 200 < report["idle_rss_mb"] < 8000 and 200 < report["rounds"][0]["peak_mb"] < 8000
+    assert 200 < report["idle_rss_mib"] < 8000 and 200 < report["rounds"][0]["peak_mib"] < 8000
     assert report["stop_status"] == 0 and report["left_after_stop"] == []
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jepa_demo.checkpoint import save_checkpoint
+from jepa_demo.checkpoint import CheckpointError, save_checkpoint
 from jepa_demo.video import write_video
 from jepa_demo.world import WorldConfig, make_pair
 
@@ -61,6 +61,7 @@ def test_a_reader_that_goes_away_stops_it_quietly(files):
     process.stdout.close()
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 141 and stderr == b""  # 128 + SIGPIPE, as a Unix tool; no traceback
+
 
 def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
     """`python -m jepa_demo info bad bad good 2>&1 | head -1`: the errors' reader is gone before the first line."""
@@ -136,6 +137,19 @@ def test_file_names_the_terminal_cannot_encode_or_the_disk_cannot_hold(files):
     assert result.returncode == 1 and b"Traceback" not in result.stderr
     assert result.stdout == latin1 + b": 16 frames, 48x48, 8.00 fps, 2.00 s\n"  # its own bytes, as ls prints it
     assert result.stderr.strip().endswith(b"x.mp4: cannot be read (File name too long)")
+
+
+@pytest.mark.parametrize("error", [
+    CheckpointError("cannot download user/model: 429 Too Many Requests\n\nRequest ID: abc"),  # a Hub error's lines
+    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),  # a model too large for this machine
+])
+def test_a_checkpoint_that_fails_to_load_is_one_line_and_exit_2(files, monkeypatch, capsys, error):
+    from jepa_demo import cli
+
+    monkeypatch.setattr(cli, "load_model", lambda source: (_ for _ in ()).throw(error))
+    assert cli.main(["embed", str(files / "a.mp4"), "--checkpoint", "user/model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot load checkpoint: ")
 
 
 def test_bad_checkpoint_exits_2_with_one_line(files):
