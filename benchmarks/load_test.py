@@ -220,7 +220,7 @@ def print_table(report: dict) -> None:
           f"{'max s':>8}{'RSS MiB':>8}{'peak MiB':>9}")
     for i, r in enumerate(report["rounds"], 1):
         print(f"{i:<7}{r['requests']:>9}{r['served']:>8}{r['wrong']:>7}{r['failed']:>8}{r['wall_s']:>8.1f}"
-              f"{r['median_latency_s'] or 0:>10.2f}{r['max_latency_s'] or 0:>8.2f}{r['rss_mb']:>8.0f}"
+              f"{r['median_latency_s'] or 0:>10.2f}{r['max_latency_s'] or 0:>8.2f}{r['rss_mib']:>8.0f}"
               f"{r['peak_mib']:>9.0f}")
     after = report["after_load"]
     print(f"after the load: one request {after['seconds']:.2f} s, correct: {after['correct']}; uploads in Gradio's "

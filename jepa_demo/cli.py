@@ -99,7 +99,7 @@ def main(argv=None) -> int:
 
 def _first_line(err: BaseException) -> str:
     """An error as one line: a Hub error's message runs over several (its status, a blank line, a request id)."""
-    return (str(err).splitlines() or [type(err).__name__])[0]
+    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def _run(args) -> int:

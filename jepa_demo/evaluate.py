@@ -225,7 +225,7 @@ def _object_tokens(clip, model: JEPAModel) -> np.ndarray:
     preprocessing that resizes past the crop, V-JEPA 2's, moves and cuts off the frame's edges)."""
     cfg, pre = model.cfg, model.preprocess
     drawn = torch.from_numpy(object_pixels(clip)).float()[:, None]  # (T, 1, S, S)
-    pixels = (resize_and_crop(drawn, pre.img_size, pre.resize_to)[:, 0] > 0).numpy()
+    pixels = (resize_and_crop(drawn, pre.img_size, pre.resize_to)[:, 0] >= 0.5).numpy()  # not the blur around
     t, h, w = cfg.grid
     return pixels.reshape(t, cfg.tubelet, h, cfg.patch_size, w, cfg.patch_size).any(axis=(1, 3, 5))
 

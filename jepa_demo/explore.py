@@ -249,14 +249,15 @@ class Explorer:
         return SurpriseView(figure=figure, overlay=_strip(overlay), numbers=numbers)
 
     def _baseline_surprise(self, video, in_file, curves: dict) -> dict | str:
-        """The baseline's curve, added to `curves`, and its numbers; a note instead when the clip is shorter than the
-        baseline's window (a checkpoint with a shorter one can still answer). It reads the frames the model reads: to
-        its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion than the
+        """The baseline's curve, added to `curves`, and its numbers; a note instead when the clip is too short for
+        the baseline's window (a checkpoint with a shorter one can still answer). It reads the frames the model reads:
+        to its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion than the
         model's curve sees and than the baseline's threshold was calibrated on."""
-        needed = self.baseline.cfg.num_frames
-        if len(video) < needed:
-            return f"no {self.baseline.objective} baseline curve: it needs a clip of at least {needed} frames"
-        other = self.baseline.surprise(video, max_frames=max(self.model.frames_wanted, needed))
+        frames = max(self.model.frames_wanted, self.baseline.cfg.num_frames)
+        try:  # the clip passed the model's own surprise: what is left to refuse is its length
+            other = self.baseline.surprise(video, max_frames=frames)
+        except ValueError as err:
+            return f"no {self.baseline.objective} baseline curve: {err}"
         other_steps = in_file(other.step_frames)
         curves[CURVE_NAMES[self.baseline.objective]] = (other_steps, other.per_step / self.baseline_threshold)
         return {"objective": self.baseline.objective, "score": other.score, "threshold": self.baseline_threshold,

@@ -193,7 +193,7 @@ def _threshold_name(fingerprint: str) -> str:
 def served_folder(cache_dir=None) -> Path:
     """The part of the cache folder the app may hand to browsers (thumbnails, example clips), and nothing else: the
     cache folder itself may be a shared one ($JEPA_LENS_CACHE=~/.cache holds the Hub's token)."""
-    return cache_folder(cache_dir) / "served"
+    return cache_folder(cache_dir) / "jepa-lens-served"
 
 
 def thumbnail_folder(cache_dir, fingerprint: str) -> Path:

@@ -62,6 +62,8 @@ def heat_overlay(frames: np.ndarray, values: np.ndarray, patch: int, tubelet: in
     colours = matplotlib.colormaps["inferno"](scaled)[..., :3] * 255  # (t, h, w, 3)
     blended = (1 - alpha) * frames + alpha * upsample_tokens(colours, patch, tubelet)
     if where is not None:
+        if np.shape(where) != values.shape:
+            raise ValueError(f"where must have the values' shape {values.shape}, got {np.shape(where)}")
         blended = np.where(upsample_tokens(where, patch, tubelet)[..., None], blended, frames)
     return blended.round().astype(np.uint8)
 

@@ -99,7 +99,7 @@ def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
     assert 0 < report["start_s"] < 120
     assert not home_cache.exists()  # the app started on an empty cache of the script's own, not the caller's
     started_with = report["cache_after_start"]
-    assert any(name.startswith("examples/") for name in started_with)  # the list is of what the app wrote
+    assert any(name.startswith("jepa-lens-served/examples/") for name in started_with)  # what the app wrote
     assert not [name for name in started_with if name.startswith(("gallery-", "threshold-"))]  # checkpoints carry them
     assert report["distinct_answers"] == report["clips"] == 7  # a mixed-up answer would be caught
     for outcome in report["rounds"]:

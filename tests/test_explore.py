@@ -8,8 +8,9 @@ import pytest
 
 from jepa_demo import read_video, write_video
 from jepa_demo.checkpoint import save_checkpoint
-from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, load_clip, steps_to_show
+from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, _strip, load_clip, steps_to_show
 from jepa_demo.inference import load_model
+from jepa_demo.views import upsample_tokens
 from jepa_demo.world import WorldConfig, make_pair
 
 
@@ -70,6 +71,12 @@ def test_masked_view(explorer, clip):
     assert view.numbers["mean_latent_baseline_error"] == pytest.approx(float(np.abs(result.target - guess).mean()))
     again = explorer.masked(clip, "random", ratio=0.5, seed=1)
     assert np.array_equal(again.error, view.error)  # same clip and seed, same picture
+    # the error is drawn at the hidden tokens only: visible ones show the frames as they are
+    cfg = explorer.model.cfg
+    hidden = _strip(upsample_tokens(np.repeat(result.mask[..., None], 3, -1), cfg.patch_size, cfg.tubelet))
+    frames = _strip(result.frames)
+    assert np.array_equal(view.error[hidden == 0], frames[hidden == 0])
+    assert not np.array_equal(view.error[hidden == 1], frames[hidden == 1])
 
 
 def test_neighbors_have_playable_thumbnails(explorer, clip):
@@ -153,9 +160,18 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
                        dataclasses.replace(explorer.model.preprocess, num_frames=32), {"model": {}, "preprocess": {}},
                        "cpu")
     short = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=longer).surprise(clip)
-    assert short.numbers["baseline"] == "no pixel baseline curve: it needs a clip of at least 32 frames"
+    assert short.numbers["baseline"] == "no pixel baseline curve: surprise needs a clip of at least 32 frames, got 24"
     names = {trace.name for trace in short.figure.data}
     assert "JEPA (latent error)" in names and "pixel baseline (pixel error)" not in names
+    # One whose own limit is higher (32 frames for an 8-frame window) reads the frames the model reads: 16 of 24
+    eight = JEPAModel(VideoJEPA(model_config_from_preset("tiny", objective="pixel", num_frames=8)),
+                      dataclasses.replace(explorer.model.preprocess, num_frames=8), {"model": {}, "preprocess": {}},
+                      "cpu")
+    both = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=eight).surprise(clip).numbers
+    model_stride, baseline_stride = (set(np.diff(steps)) for steps in (both["step_frames"],
+                                                                       both["baseline"]["step_frames"]))
+    # steps of 2 frames, 4 frames apart: one frame in two for both (the baseline alone read every one, 2 apart)
+    assert model_stride == baseline_stride == {4}
 
 
 def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_recently_used():

@@ -94,6 +94,8 @@ def test_heat_overlay_where_leaves_the_other_tokens_as_they_were():
     everywhere = heat_overlay(frames, values, PATCH, TUBELET)
     assert np.array_equal(shown[~coloured], frames[~coloured])
     assert np.array_equal(shown[coloured], everywhere[coloured])  # on the scale of all the values, not only these
+    with pytest.raises(ValueError, match="where must have the values' shape"):  # not broadcast over every step
+        heat_overlay(frames, values, PATCH, TUBELET, where=where[:1])
 
 
 def test_heat_overlay_vmax_sets_a_shared_scale():
