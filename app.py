@@ -12,6 +12,7 @@ be scripted with `gradio_client`.
 # ruff: noqa: E402  (Gradio reads its settings when imported: they are checked before the import below)
 import asyncio
 import contextlib
+import ctypes
 import functools
 import hashlib
 import os
@@ -85,6 +86,7 @@ PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every ot
 FILE_LIFETIME = whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
 SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 MASKS = ["multiblock", "tube", "future", "random"]
+SESSIONS_KEPT = 64  # see launch: sessions whose outputs Gradio keeps in memory; twice the queue's length (max_size)
 MODEL_CALLS = 2  # views computed at once; more only share the same cores, and each holds its activations in memory
 # Gradio keeps each file in a folder named by a hash of its content (SHA-256 hex digits).
 CONTENT_FOLDER = re.compile(r"[0-9a-f]{64}")
@@ -360,9 +362,30 @@ def _remove_leftovers(folder: str, age: float, stopping: bool) -> None:
                     os.remove(entry.path)
 
 
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(None).malloc_trim
+    return None
+
+
+MALLOC_TRIM = _malloc_trim()
+TRIM_EVERY = 60  # seconds
+
+
+async def return_freed_memory_forever():
+    """Each request's arrays are freed, but glibc keeps the memory in the arenas of the worker threads that used it:
+    the server's resident memory grew by about 40 MiB a round of benchmarks/load_test.py, round after round, while
+    Python's own allocations stayed level, and malloc_trim gave back ~300 MiB of ~1 GiB. So it runs every minute."""
+    while True:
+        await asyncio.sleep(TRIM_EVERY)
+        await asyncio.to_thread(MALLOC_TRIM, 0)
+
+
 @contextlib.asynccontextmanager
 async def sweep_files_while_serving(server):
-    """FastAPI lifespan: sweep every few seconds while the server runs, and everything when it stops."""
+    """FastAPI lifespan: sweep every few seconds while the server runs, and everything when it stops; hand freed memory
+    back to the system every minute."""
     app = server.get_blocks()
 
     async def sweep_forever():
@@ -376,18 +399,26 @@ async def sweep_files_while_serving(server):
                     print(f"sweep: {message}; trying again every {SWEEP_EVERY} s", file=sys.stderr)
                 reported = message
 
-    task = asyncio.create_task(sweep_forever())
+    tasks = [asyncio.create_task(sweep_forever())]
+    if MALLOC_TRIM is not None:
+        tasks.append(asyncio.create_task(return_freed_memory_forever()))
     try:
         yield
     finally:
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         sweep_files(app, age=-1, stopping=True)
 
 
 def launch(app: gr.Blocks, **kwargs):
-    """Serve `app`; Gradio must be allowed to serve the gallery thumbnails and example clips, and no other file."""
+    """Serve `app`; Gradio must be allowed to serve the gallery thumbnails and example clips, and no other file.
+
+    Gradio 6.31 keeps, for each of the last `state_session_capacity` sessions (10000 by default; every browser tab and
+    gradio_client is one), a copy of the page's config holding the last value of every output: here a plotly figure's
+    JSON and more, about 0.23 MiB a session. The app keeps no per-user state, so only the latest sessions are kept."""
     return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(served_folder())],
-                      app_kwargs={"lifespan": sweep_files_while_serving}, **kwargs)
+                      app_kwargs={"lifespan": sweep_files_while_serving}, state_session_capacity=SESSIONS_KEPT,
+                      **kwargs)
 
 
 def stop_on_signals_as_on_ctrl_c() -> None:

@@ -160,6 +160,13 @@ def test_the_four_views_share_one_limit_on_model_calls(app_blocks):
     assert app_blocks._queue.default_concurrency_limit == app.MODEL_CALLS
 
 
+def test_the_app_keeps_only_the_latest_sessions_outputs(app_blocks):
+    """Gradio keeps each session's last outputs (0.23 MiB here) for 10000 sessions unless told otherwise."""
+    import app
+
+    assert app_blocks.state_session_capacity == app.SESSIONS_KEPT < 10000
+
+
 def test_no_server_file_can_be_read_through_the_app(app_server, tmp_path):
     import urllib.error
     import urllib.request
