@@ -363,9 +363,11 @@ def _remove_leftovers(folder: str, age: float, stopping: bool) -> None:
 
 
 def _malloc_trim():
-    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
-    with contextlib.suppress(OSError, AttributeError):
-        return ctypes.CDLL(None).malloc_trim
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl, Windows)."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # Windows: CDLL(None) is a TypeError
+        trim = ctypes.CDLL(None).malloc_trim
+        trim.argtypes = [ctypes.c_size_t]
+        return trim
     return None
 
 
@@ -376,7 +378,8 @@ TRIM_EVERY = 60  # seconds
 async def return_freed_memory_forever():
     """Each request's arrays are freed, but glibc keeps the memory in the arenas of the worker threads that used it:
     the server's resident memory grew by about 40 MiB a round of benchmarks/load_test.py, round after round, while
-    Python's own allocations stayed level, and malloc_trim gave back ~300 MiB of ~1 GiB. So it runs every minute."""
+    Python's own allocations stayed level (once sessions were capped: SESSIONS_KEPT), and malloc_trim gave back
+    230-350 MiB of about 1 GiB. So it runs every minute."""
     while True:
         await asyncio.sleep(TRIM_EVERY)
         await asyncio.to_thread(MALLOC_TRIM, 0)

@@ -164,7 +164,7 @@ def test_the_app_keeps_only_the_latest_sessions_outputs(app_blocks):
     """Gradio keeps each session's last outputs (0.23 MiB here) for 10000 sessions unless told otherwise."""
     import app
 
-    assert app_blocks.state_session_capacity == app.SESSIONS_KEPT < 10000
+    assert app_blocks.server_app.state_holder.capacity == app.SESSIONS_KEPT < 10000  # what the server holds to
 
 
 def test_no_server_file_can_be_read_through_the_app(app_server, tmp_path):
