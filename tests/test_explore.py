@@ -133,7 +133,8 @@ def test_surprise_view_of_a_sampled_upload_names_the_files_frames(explorer, tmp_
     assert in_file["peak_frame"] == int(source_frames[sampled["peak_frame"]]) and in_file["step_frames"][-1] > 150
 
 
-def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_scale(explorer, clip):
+def _with_pixel_baseline(explorer, num_frames: int) -> Explorer:
+    """The explorer's model beside a tiny random pixel baseline whose window is `num_frames` frames."""
     import torch
 
     from jepa_demo.config import model_config_from_preset
@@ -141,9 +142,14 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
     from jepa_demo.model import VideoJEPA
 
     torch.manual_seed(1)
-    cfg = model_config_from_preset("tiny", objective="pixel")
-    pixel = JEPAModel(VideoJEPA(cfg), explorer.model.preprocess, {"model": {}, "preprocess": {}}, "cpu")
-    compared = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=pixel)
+    pixel = JEPAModel(VideoJEPA(model_config_from_preset("tiny", objective="pixel", num_frames=num_frames)),
+                      dataclasses.replace(explorer.model.preprocess, num_frames=num_frames),
+                      {"model": {}, "preprocess": {}}, "cpu")
+    return Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=pixel)
+
+
+def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_scale(explorer, clip):
+    compared = _with_pixel_baseline(explorer, explorer.model.cfg.num_frames)
     view = compared.surprise(clip)
     baseline = view.numbers["baseline"]
     assert baseline["objective"] == "pixel" and baseline["threshold"] == compared.baseline_threshold > 0
@@ -156,18 +162,12 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
                                np.array(view.numbers["per_step"]) / view.numbers["threshold"], rtol=1e-6)
     assert "baseline" not in explorer.surprise(clip).numbers
     # A baseline whose window is longer than the clip: the model's curve still comes, with a note for the baseline's
-    longer = JEPAModel(VideoJEPA(model_config_from_preset("tiny", objective="pixel", num_frames=32)),
-                       dataclasses.replace(explorer.model.preprocess, num_frames=32), {"model": {}, "preprocess": {}},
-                       "cpu")
-    short = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=longer).surprise(clip)
+    short = _with_pixel_baseline(explorer, 32).surprise(clip)
     assert short.numbers["baseline"] == "no pixel baseline curve: surprise needs a clip of at least 32 frames, got 24"
     names = {trace.name for trace in short.figure.data}
     assert "JEPA (latent error)" in names and "pixel baseline (pixel error)" not in names
     # One whose own limit is higher (32 frames for an 8-frame window) reads the frames the model reads: 16 of 24
-    eight = JEPAModel(VideoJEPA(model_config_from_preset("tiny", objective="pixel", num_frames=8)),
-                      dataclasses.replace(explorer.model.preprocess, num_frames=8), {"model": {}, "preprocess": {}},
-                      "cpu")
-    both = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=eight).surprise(clip).numbers
+    both = _with_pixel_baseline(explorer, 8).surprise(clip).numbers
     model_stride, baseline_stride = (set(np.diff(steps)) for steps in (both["step_frames"],
                                                                        both["baseline"]["step_frames"]))
     # steps of 2 frames, 4 frames apart: one frame in two for both (the baseline alone read every one, 2 apart)
