@@ -3,10 +3,12 @@
 and the running app. Offline: nothing is downloaded."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors
 import torch
 
 from jepa_demo import cli, load_model, write_video
@@ -56,7 +58,12 @@ def video():
 def test_loads_with_its_own_architecture_and_preprocessing(model):
     assert model.cfg.grid == (4, 4, 4) and model.embed_dim == 64 and model.config["format"] == "vjepa2"
     assert model.preprocess.img_size == 32 and model.preprocess.resize == int(32 * 256 / 224)  # V-JEPA 2's default
-    assert model.info()["params"] == sum(p.numel() for p in model.net.hf.parameters())
+
+
+def test_info_counts_every_saved_weight(model, folder):
+    with safetensors.safe_open(folder / "model.safetensors", framework="pt") as weights:
+        saved = sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    assert model.info()["params"] == saved  # encoder and predictor, nothing left out or counted twice
 
 
 def test_saved_processor_settings_are_used_as_transformers_uses_them(tmp_path):
