@@ -41,6 +41,13 @@ SEEK_FROM = 120
 
 # The containers uploads and data=FOLDER may be (PyAV reads more; these are the ones the tests write).
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".gif")
+# The demuxers ffmpeg may pick for a file, whatever its name. ffmpeg chooses one from the first bytes, and some read
+# other files or the network: a text file that starts "ffconcat version 1.0" is a concat script that can play the other
+# files next to it (or itself, until no file can be opened), and HLS, DASH and SDP files name further sources. Still
+# images stay allowed so that they are refused below with a plain reason.
+_DEMUXERS = ",".join(["mov", "matroska", "avi", "gif", "mpegts", "mpeg", "flv", "asf", "ogg", "nut", "yuv4mpegpipe",
+                      "h264", "hevc", "m4v", "mpegvideo", "apng", "image2",
+                      *sorted(name for name in av.formats_available if name.endswith("_pipe"))])
 
 
 class VideoError(ValueError):
@@ -86,7 +93,7 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
         raise ValueError(f"span must be (start, end) with 0 <= start <= end <= 1, got {span}")
     deadline = _Deadline(timeout)
     if num_frames is None:
-        with _video(path) as (container, stream):
+        with _video(path, size) as (container, stream):
             return np.stack([_to_rgb(frame, size) for frame in _decode(container, stream, path, deadline)])
     return _sample(path, _scan(path, deadline), num_frames, size, deadline, span=span).frames
 
@@ -222,15 +229,17 @@ def _check_file(path) -> Path:
 
 
 @contextmanager
-def _video(path: Path):
-    """The open container and its video stream; every libav failure to open becomes a VideoError."""
+def _video(path: Path, size: int | None = None):
+    """The open container and its video stream (refused if its frames, short side scaled to `size`, would be over
+    MAX_PIXELS); every libav failure to open becomes a VideoError."""
     try:
         # An absolute path, so a name like "concat:a|b" is never taken for an ffmpeg protocol.
-        container = av.open(str(path.absolute()), metadata_errors="ignore")
+        container = av.open(str(path.absolute()), metadata_errors="ignore",
+                            container_options={"format_whitelist": _DEMUXERS})
     except av.FFmpegError as err:
         raise VideoError(f"{path.name}: not a readable video ({_open_failure(err)})") from None
     with container:
-        yield container, _video_stream(container, path)
+        yield container, _video_stream(container, path, size)
 
 
 def _open_failure(err: av.FFmpegError) -> str:
@@ -238,10 +247,12 @@ def _open_failure(err: av.FFmpegError) -> str:
         return "its contents are not a video format ffmpeg knows"
     if isinstance(err, av.EOFError):
         return "the file ends too early, it may be cut short"
+    if isinstance(err, av.ArgumentError):  # what ffmpeg answers for a format that is not on the list above
+        return "its contents are a kind of file this program does not read as a video"
     return err.strerror or type(err).__name__
 
 
-def _video_stream(container, path: Path):
+def _video_stream(container, path: Path, size: int | None = None):
     # ffmpeg opens a still image as a one-frame video through these demuxers (png_pipe, jpeg_pipe, ..., image2).
     if container.format.name == "image2" or container.format.name.endswith("_pipe"):
         raise VideoError(f"{path.name}: is an image, not a video")
@@ -259,6 +270,9 @@ def _video_stream(container, path: Path):
     if width * height > MAX_PIXELS:
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, over the limit of "
                          f"{MAX_PIXELS / 1e6:.0f} million a frame; scale it down first")
+    if size and size * size * max(width, height) / min(width, height) > MAX_PIXELS:  # a very wide strip, resized
+        raise VideoError(f"{path.name}: the picture is {width}x{height} pixels; with its short side scaled to {size} "
+                         f"it would be over the limit of {MAX_PIXELS / 1e6:.0f} million a frame")
     return stream
 
 
@@ -386,7 +400,7 @@ def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline
     """Frame index -> RGB picture for the wanted `indices` (sorted), decoding from the first frame; and the index of
     the last frame decoded."""
     wanted, kept, index = set(indices), {}, -1
-    with _video(path) as (container, stream):
+    with _video(path, size) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):
             if index in wanted:
                 kept[index] = _to_rgb(frame, size)
@@ -411,7 +425,7 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
     index_of = {int(stamp): i for i, stamp in enumerate(pts)}
     picks, kept, done, synced = sorted(set(indices)), {}, -1, True
     try:
-        with _video(path) as (container, stream):
+        with _video(path, size) as (container, stream):
             frames = _decode(container, stream, path, deadline)  # one decoder: a seek flushes it and demuxes on there
             for pick in picks:
                 before = np.searchsorted(keyframes, pts[pick], side="right") - 1  # the keyframe before the pick
@@ -459,7 +473,9 @@ def _to_rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
     """Counter-clockwise quarter turns that make the picture upright (phones store portrait video sideways)."""
-    return round(frame.rotation / 90) % 4
+    degrees = frame.rotation
+    # A degenerate display matrix (all zeros) has no angle: PyAV then gives INT_MIN, and ffmpeg leaves it unturned.
+    return round(degrees / 90) % 4 if -360 <= degrees <= 360 else 0
 
 
 def _resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:

@@ -238,6 +238,16 @@ def test_display_rotation_is_applied(tmp_path):
     assert (info["width"], info["height"]) == (60, 80)
 
 
+def test_a_display_matrix_of_zeros_leaves_the_picture_as_stored(tmp_path):
+    """A broken muxer can write a track matrix of zeros, which has no angle; ffmpeg plays such a file unturned."""
+    flat = pattern_clip(tmp_path / "flat.mp4", 1, "80x60", 10).read_bytes()
+    identity = bytes.fromhex("00010000" + "00000000" * 3 + "00010000" + "00000000" * 3 + "40000000")
+    matrix = flat.index(identity, flat.index(b"tkhd"))
+    (tmp_path / "zeros.mp4").write_bytes(flat[:matrix] + bytes(len(identity)) + flat[matrix + len(identity):])
+    assert np.array_equal(read_video(tmp_path / "zeros.mp4"), read_video(tmp_path / "flat.mp4"))
+    assert video_info(tmp_path / "zeros.mp4")["width"] == 80
+
+
 def test_edit_list_hidden_frames_are_not_counted(tmp_path):
     # Cutting without re-encoding keeps the frames back to the last keyframe and hides them with an edit list.
     pattern_clip(tmp_path / "whole.mp4", 2, "80x60", 10, "-g", "20")
@@ -266,6 +276,30 @@ def test_pixel_limit_holds_for_a_picture_size_that_changes_midway(tmp_path, monk
     for read in (read_video, lambda path: read_video(path, num_frames=16)):
         with pytest.raises(VideoError, match=r"joined.ts: frame \d+ is 160x120 pixels, over the limit"):
             read(tmp_path / "joined.ts")
+
+
+@pytest.mark.parametrize("script", ["ffconcat version 1.0\nfile real.mp4\n",
+                                    "ffconcat version 1.0\nfile playlist.mp4\n",
+                                    "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nreal.mp4\n#EXT-X-ENDLIST\n"])
+def test_a_playlist_named_like_a_video_is_refused_not_followed(tmp_path, script):
+    """ffmpeg picks its demuxer from a file's first bytes: a concat script or an HLS playlist named .mp4 would play the
+    files it names (the video next to it, or itself over and over until no file could be opened)."""
+    pattern_clip(tmp_path / "real.mp4", 2, "64x48", 10)
+    (tmp_path / "playlist.mp4").write_text(script)
+    for read in (read_video, video_info):
+        with pytest.raises(VideoError, match="playlist.mp4: not a readable video"):
+            read(tmp_path / "playlist.mp4")
+
+
+def test_a_strip_too_wide_to_resize_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A 1024x16 strip at a short side of 224 would be 14336x224 pixels a frame: 3.2 million, here over the limit
+    (1 million stands for a strip of a few kilopixels that would take gigabytes once resized)."""
+    pattern_clip(tmp_path / "strip.mp4", 2, "1024x16", 10)
+    monkeypatch.setattr("jepa_demo.video.MAX_PIXELS", 1_000_000)
+    for read in (lambda path: read_video(path, size=224), lambda path: read_video(path, num_frames=4, size=224)):
+        with pytest.raises(VideoError, match=r"strip.mp4: the picture is 1024x16 pixels; with its short side scaled"):
+            read(tmp_path / "strip.mp4")
+    assert read_video(tmp_path / "strip.mp4", num_frames=4, size=32).shape == (4, 32, 2048, 3)
 
 
 def test_unreadable_files_raise_video_error_naming_the_file(tmp_path):
