@@ -91,6 +91,10 @@ class ModelConfig:
             raise ValueError("dim must divide by heads and pred_dim by pred_heads")
         if self.dim % 2 or self.pred_dim % 2:
             raise ValueError("dim and pred_dim must be even (3-D sin-cos position embedding)")
+        t, h, w = self.grid
+        if t < 2 or h * w < 2:  # every mask hides some tokens and keeps others, in time (future) or in space
+            raise ValueError(f"the token grid is {t} x {h} x {w} (time x rows x columns); a model needs at least 2 "
+                             "time steps and 2 tokens a step")
         if self.num_tokens > _MAX_TOKENS:
             raise ValueError(f"{self.num_tokens} tokens per clip is more than the limit {_MAX_TOKENS}")
         if self.approx_parameters > _MAX_PARAMETERS:
@@ -99,12 +103,16 @@ class ModelConfig:
 
     @property
     def approx_parameters(self) -> int:
-        """The transformer blocks' weights (attention 4 d^2, MLP 2 r d^2) of the encoder, its EMA copy when there
-        is one, and the predictor: within a few per cent of the real count for any model big enough to matter."""
+        """The weight matrices (biases and norms left out) of the encoder, its EMA copy when there is one, and the
+        predictor: blocks (attention 4 d^2, MLP 2 r d^2), the tubelet embedding and the predictor's input and output
+        layers, which a config of large tubelets and few blocks makes the biggest part."""
         def block(width: int) -> float:
             return (4 + 2 * float(self.mlp_ratio)) * width ** 2
         encoders = 2 if self.objective == "jepa" else 1
-        return int(encoders * self.depth * block(self.dim) + self.pred_depth * block(self.pred_dim))
+        encoder = self.depth * block(self.dim) + self.dim * self.pixels_per_token
+        predicted = self.pixels_per_token if self.objective == "pixel" else self.dim
+        predictor = self.pred_depth * block(self.pred_dim) + self.pred_dim * (self.dim + predicted)
+        return int(encoders * encoder + predictor)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -156,7 +164,7 @@ def dataclass_from_dict(cls, values: dict, where: str):
             raise ValueError(f"{where}: {key} must be a number (or a list of numbers), got {value!r}")
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:  # OverflowError: an integer too large for a float
         raise ValueError(f"{where}: {err}") from None
 
 

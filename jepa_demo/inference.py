@@ -115,6 +115,10 @@ class JEPAModel:
     def visible_latents(self, video, hidden: np.ndarray) -> np.ndarray:
         """The targets of the visible tokens as the model gives them seeing only those (`hidden`: (t, h, w) bool, True
         = hidden), (t, h, w, D'), NaN at hidden tokens: what a baseline that guesses the hidden targets may look at."""
+        hidden = np.asarray(hidden)
+        if hidden.dtype != bool or hidden.shape != self.cfg.grid:  # another layout would gather the wrong tokens
+            raise ValueError(f"hidden must be a bool array of the token grid's shape {self.cfg.grid}, got "
+                             f"{hidden.dtype} {hidden.shape}")
         context_idx, _ = (i.to(self.device) for i in mask_to_indices(torch.from_numpy(hidden)))
         with self._autocast():
             visible = self.net.encode_visible(self._input(video, self.cfg.num_frames), context_idx)[0]  # (K, D)
@@ -174,8 +178,10 @@ class JEPAModel:
                  batch_size: int = 16, progress: bool = False) -> Surprise:
         """V-JEPA-style surprise: slide a window over the clip; from its first steps, predict the last
         `future_steps` steps' target latents; error = distance to the actual ones, averaged per predicted step.
-        `future_steps` defaults to what the checkpoint was trained to predict. `progress`: a bar over the batches
-        of windows, when stderr is a terminal."""
+        `future_steps` defaults to what the checkpoint was trained to predict. The targets are the teacher's over the
+        whole window, as in training, so with `future_steps` > 1 a step's target has also seen the hidden steps after
+        it: a change can lift the step before it too (never earlier ones). `progress`: a bar over the batches of
+        windows, when stderr is a terminal."""
         x, frame_index = self._surprise_input(video, max_frames)
         steps_in_clip = x.shape[2] // self.cfg.tubelet
         window = self.cfg.grid[0]

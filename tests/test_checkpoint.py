@@ -137,6 +137,11 @@ def test_preprocessing_and_training_records_are_checked(saved, section, change, 
     ({"objective": 3}, "objective must be a string"),
     ({"dim": 4096, "depth": 64, "heads": 64}, "billion parameters, more than the limit"),  # each in range, not all
     ({"img_size": 1024, "patch_size": 1}, "tokens per clip is more than the limit"),
+    # 8 tokens of 64 frames x 256 x 256 pixels: 103 billion weights in the two tubelet embeddings, one block each
+    ({"img_size": 512, "patch_size": 256, "num_frames": 128, "tubelet": 64, "dim": 4096, "heads": 64, "depth": 1,
+      "pred_dim": 8, "pred_heads": 1}, "billion parameters, more than the limit"),
+    ({"patch_size": 32}, "the token grid is 2 x 1 x 1"),
+    ({"mlp_ratio": 10**400}, "model: int too large to convert to float"),
     ({"mlp_ratio": [4]}, "mlp_ratio"),
 ])
 def test_hostile_or_wrong_config_values_are_refused_before_allocation(saved, change, message):

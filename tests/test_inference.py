@@ -93,6 +93,9 @@ def test_visible_latents_never_see_the_hidden_frames(model):
     assert np.array_equal(a[~hidden], b[~hidden])
     whole_clip = model.target_latents(clip), model.target_latents(changed)
     assert not np.allclose(whole_clip[0][~hidden], whole_clip[1][~hidden])
+    for wrong in (hidden.transpose(), hidden.astype(np.int64), hidden.reshape(-1)):  # same size, another layout
+        with pytest.raises(ValueError, match="bool array of the token grid's shape"):
+            model.visible_latents(clip, wrong)
 
 
 def test_surprise_shapes_and_frame_positions(model):
@@ -151,7 +154,8 @@ def test_surprise_score_is_the_peak_above_the_calmest_step():
 
 
 def test_surprise_only_looks_backwards(model):
-    """Changing the end of a clip must not change the surprise of earlier steps (no peeking at the future)."""
+    """Changing the end of a clip must not change the surprise of earlier steps (no peeking at the future). One step
+    ahead: with more, a step's target is encoded with the hidden steps after it (see `surprise`)."""
     clip = _clip(frames=12)
     changed = clip.copy()
     changed[8:] = 255 - changed[8:]
