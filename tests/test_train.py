@@ -135,6 +135,9 @@ def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path,
     _interrupt_after(monkeypatch, 1)
     assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002"]) == 130
     monkeypatch.undo()
+    # nor does the finished run's model stay, to load as if this run had made it
+    written_at_start = ("metrics.csv", "train_config.json")
+    assert not any((out / name).exists() for name in CHECKPOINT_FILES if name not in written_at_start)
     _interrupt_after(monkeypatch, 3)  # this time it stops after its save at step 2
     assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002", "--resume"]) == 130
     assert "no train_state.safetensors" in capsys.readouterr().out

@@ -22,6 +22,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from jepa_demo.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
     CheckpointError,
     atomic_write,
     check_writable_folder,
@@ -38,6 +40,8 @@ from jepa_demo.model import VideoJEPA, effective_rank, embedding_std
 from .config import TrainConfig, config_to_dict
 from .data import FolderBatches, WorldBatches, make_loader
 from .report import (
+    CARD_NAME,
+    CURVES_NAME,
     METRIC_FIELDS,
     TRAIN_CONFIG_NAME,
     CollapseAlarm,
@@ -211,18 +215,19 @@ def load_training_state(out: Path, model: VideoJEPA, optimizer, world_size: int)
 
 
 def replace_finished_run(out: Path) -> None:
-    """A new run in an earlier run's folder replaces it, but not an unfinished one: that is work --resume would
-    continue. A finished run's saved state goes at once, or an --resume after this run stopped before its first save
-    would continue the earlier run under this one's settings."""
+    """A new run in an earlier run's folder (or a checkpoint's) replaces it, but not an unfinished one: that is work
+    --resume would continue. What the earlier run saved goes at once: until this run's first save, its state would let
+    --resume continue the earlier run under this one's settings, and its model would load from the folder beside this
+    run's metrics."""
     state = out / STATE_NAME
-    if not state.exists():
-        return
-    _, meta = load_tensors(state, metadata_only=True)  # a big run's state is gigabytes; its step is in the header
-    done, total = int(meta["step"]), int(meta.get("train", {}).get("steps", 0))
-    if done < total:
-        raise ValueError(f"{out} holds an unfinished run (saved at step {done} of {total}): add --resume to continue "
-                         "it, or choose another out_dir for a new run")
-    state.unlink()
+    if state.exists():
+        _, meta = load_tensors(state, metadata_only=True)  # a big run's state is gigabytes; its step is in the header
+        done, total = int(meta["step"]), int(meta.get("train", {}).get("steps", 0))
+        if done < total:
+            raise ValueError(f"{out} holds an unfinished run (saved at step {done} of {total}): add --resume to "
+                             "continue it, or choose another out_dir for a new run")
+    for name in (STATE_NAME, WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CURVES_NAME):
+        (out / name).unlink(missing_ok=True)
 
 
 class MetricsLog:
@@ -427,7 +432,7 @@ def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, second
     if runtime.is_main:
         save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size)
         save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
-        plot_curves(out / METRICS_NAME, out / "training_curves.png")
+        plot_curves(out / METRICS_NAME, out / CURVES_NAME)
         write_model_card(out, cfg, to_dict(model.cfg), step, command, _hardware(runtime), seconds)
     if runtime.world_size > 1:
         dist.barrier()

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from jepa_demo.checkpoint import atomic_write  # noqa: E402
 
+CARD_NAME, CURVES_NAME = "README.md", "training_curves.png"
 TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings (train.loop.run_record)
 METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "rankme", "clips_per_s", "mask"]
 _PLOTTED = [("loss", "loss (smooth-L1, hidden tokens)"), ("target_std", "target-embedding std"),
@@ -140,7 +141,7 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
                   f"(minimum over the run {stats['min_rankme']:.1f}{rank_note})",
                   f"- throughput: {final['clips_per_s']:.1f} clips/s"]
-    lines += ["", "![training curves](training_curves.png)", "", "## Architecture", "", "```json",
+    lines += ["", f"![training curves]({CURVES_NAME})", "", "## Architecture", "", "```json",
               json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
               json.dumps(vars(train_cfg), indent=2), "```", ""]
-    atomic_write(folder / "README.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    atomic_write(folder / CARD_NAME, lambda tmp: Path(tmp).write_text("\n".join(lines)))
