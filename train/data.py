@@ -66,7 +66,7 @@ class FolderBatches(Dataset):
         labels = Counter(folder_label(path, root) for path in self.files)
         self.label_counts = {label: n for label, n in sorted(labels.items()) if label is not None}  # sub-folders
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
-        self.failed: set[Path] = set()  # files found damaged past the start check, each reported once
+        self.reported: set[Path] = set()  # files found damaged past the start check, each reported once
 
     def __len__(self) -> int:
         return 2**31 - 1
@@ -82,17 +82,19 @@ class FolderBatches(Dataset):
 
     def _read(self, pick: int, span: tuple[float, float]) -> np.ndarray:
         """The stretch `span` of file `pick`, or of the next file that reads: the start check decoded only each file's
-        first frame, and one damaged stream should not stop a run hours in (nor its --resume, at the same step)."""
+        first frame, and one damaged stream should not stop a run hours in (nor its --resume, at the same step).
+        A failed file is tried again in later batches: a file damaged in one stretch reads in others, and skipping it
+        from then on would make the batches depend on what this process read before, not on the step alone (a
+        resumed run, or another data worker, would draw others)."""
         for offset in range(len(self.files)):
             path = self.files[(pick + offset) % len(self.files)]
-            if path in self.failed:  # known damaged: the same answer as trying it again, without the decoding
-                continue
             try:  # decoded straight to the model's short side: a 1080p file is never held at full size
                 return read_video(path, num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
                                   span=span)
             except VideoError as err:
-                self.failed.add(path)
-                print(f"data: skipping {path} where it cannot be read ({err})", file=sys.stderr)
+                if path not in self.reported:
+                    self.reported.add(path)
+                    print(f"data: skipping {path} where it cannot be read ({err})", file=sys.stderr)
         raise ValueError(f"data: none of the {len(self.files)} video files can be read any more")
 
 
