@@ -58,7 +58,7 @@ def _check_finite(values: np.ndarray) -> None:
         raise ValueError("the model's output is not a finite number (are its weights NaN?)")
 
 
-def _out_of_memory(err: RuntimeError) -> bool:
+def out_of_memory(err: RuntimeError) -> bool:
     """torch's out-of-memory errors (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError): one long or large file
     can cause them and the next not."""
     message = str(err).lower()
@@ -106,7 +106,7 @@ def _run(args) -> int:
     try:
         model = None if args.command == "info" else load_model(args.checkpoint)
     except (CheckpointError, RuntimeError, MemoryError) as err:
-        if isinstance(err, RuntimeError) and not _out_of_memory(err):
+        if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
         print(f"error: cannot load checkpoint: {_first_line(err)}", file=sys.stderr)  # too large for this machine, too
         return 2
@@ -115,7 +115,7 @@ def _run(args) -> int:
         try:
             result = describe(args.command, path, model)
         except (VideoError, ValueError, RuntimeError, MemoryError) as err:
-            if isinstance(err, RuntimeError) and not _out_of_memory(err):
+            if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a model that does not fit the code: not this file's fault, and the traceback says where
             # A VideoError names the file already; the line names it once, by the path given.
             print(f"{path}: {_first_line(err).removeprefix(f'{Path(path).name}: ')}", file=sys.stderr, flush=True)

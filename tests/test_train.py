@@ -150,6 +150,23 @@ def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path,
     capsys.readouterr()
 
 
+def test_running_out_of_memory_is_one_line_and_what_to_change(tmp_path, monkeypatch, capsys):
+    import train.loop
+    from train.__main__ import main
+
+    def too_big(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nOf the allocated memory ...")
+
+    monkeypatch.setattr(train.loop, "train_step", too_big)
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=4"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]  # under the progress bar
+    assert err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); try a smaller batch_size "
+                   "or model; nothing was saved yet")
+    monkeypatch.setattr(train.loop, "train_step", lambda *a, **k: torch.zeros(2) @ torch.zeros(3))
+    with pytest.raises(RuntimeError, match="inconsistent tensor size"):  # another is a bug: its traceback
+        main(["--config", TINY, f"out_dir={tmp_path / 'other'}", "steps=4"])
+
+
 def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):
     from train.__main__ import main
 
@@ -609,19 +626,39 @@ def test_a_data_workers_message_is_found_at_the_end_of_its_traceback():
         assert "Original Traceback" in str(raised.value) and _own_message(raised.value) == message
 
 
-def test_tensorboard_hides_what_a_resumed_run_redoes(tmp_path, monkeypatch):
-    """SummaryWriter's purge_step: events from the step a run starts at on are dropped, as metrics.csv's rows are."""
+def test_tensorboard_hides_what_a_resumed_run_redoes_and_gets_every_event(tmp_path, monkeypatch):
+    """SummaryWriter's purge_step: events from the step a run starts at on are dropped, as metrics.csv's rows are.
+    And the writer is closed when a run ends, finished or not: it holds events in memory for up to two minutes."""
     import types
 
+    from train.__main__ import main
     from train.loop import MetricsLog
 
     made = []
+
+    class Writer:
+        def __init__(self, folder, purge_step):
+            self.purge_step, self.steps, self.closed = purge_step, [], False
+            made.append(self)
+
+        def add_scalar(self, key, value, step):
+            self.steps.append(step)
+
+        def close(self):
+            self.closed = True
+
     fake = types.ModuleType("torch.utils.tensorboard")
-    fake.SummaryWriter = lambda folder, **kwargs: made.append(kwargs) or types.SimpleNamespace()
+    fake.SummaryWriter = Writer
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
     MetricsLog(tmp_path / "metrics.csv", start_step=0)
     MetricsLog(tmp_path / "metrics.csv", start_step=30)
-    assert made == [{"purge_step": 0}, {"purge_step": 30}]
+    assert [writer.purge_step for writer in made] == [0, 30]
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "log_every=1"]) == 0
+    assert made[-1].closed and sorted(set(made[-1].steps)) == [0, 1, 2, 3]
+    _interrupt_after(monkeypatch, 2)
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'stopped'}", "steps=4", "log_every=1"]) == 130
+    assert made[-1].closed and sorted(set(made[-1].steps)) == [0, 1]
 
 
 def test_blank_data_and_out_of_range_seeds_are_refused(capsys):

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from jepa_demo.checkpoint import CheckpointError, push_to_hub
+from jepa_demo.cli import out_of_memory
 
 from .config import load_config
 from .loop import STATE_NAME, run
@@ -45,6 +46,13 @@ def main(argv=None) -> int:
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
         print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or _own_message(err)}; "
               f"{_what_stands(cfg)}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
+        reason = _own_message(err).strip().splitlines()[0]
+        print(f"error: out of memory ({reason}); try a smaller batch_size or model; {_what_stands(cfg)}",
+              file=sys.stderr)
         return 1
     print(f"checkpoint written to {out}")
     return 0

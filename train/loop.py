@@ -256,6 +256,11 @@ class MetricsLog:
                 if isinstance(value, float):
                     self.tensorboard.add_scalar(key, value, row["step"])
 
+    def close(self) -> None:
+        """TensorBoard's writer holds events in memory for up to two minutes: a short run would lose them all."""
+        if self.tensorboard:
+            self.tensorboard.close()
+
 
 def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
@@ -361,7 +366,11 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     started = time.time() - seconds_before
     if start == cfg.steps:  # the run had ended, but its last export may not have: the state is saved first
         _save(model, optimizer, start, cfg, runtime, out, preprocess, command, seconds_before)
-    _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started)
+    try:
+        _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started)
+    finally:
+        if log:
+            log.close()
     if dist.is_initialized():
         dist.destroy_process_group()
     return out
