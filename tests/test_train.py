@@ -313,10 +313,16 @@ def test_a_run_that_falls_below_a_collapse_floor_says_so_and_its_card_too(tmp_pa
     from train.__main__ import main
 
     monkeypatch.setattr(loop, "effective_rank", lambda embeddings: 2.0)  # as a collapsing run logs it
+    figures = []
+    monkeypatch.setattr("train.report.plt.close", figures.append)  # the curves' figure, kept to read its titles
     out = tmp_path / "run"
     assert main(["--config", TINY, f"out_dir={out}", "steps=3", f"objective={objective}"]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "collapse floor" in line]
     card = (out / "README.md").read_text()
+    loss = "loss (smooth-L1, hidden pixels)" if objective == "pixel" else "loss (smooth-L1, hidden tokens)"
+    titles = [ax.get_title() for ax in figures[-1].axes if ax.axison]
+    assert titles[0] == loss and f"- {loss}: " in card
+    assert ("EMA momentum" in titles) == (objective == "jepa")  # the pixel baseline has no teacher
     if objective == "pixel":
         assert warnings == [] and "collapse floor" not in card
     else:

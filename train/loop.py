@@ -441,7 +441,7 @@ def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, second
     if runtime.is_main:
         save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size)
         save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
-        plot_curves(out / METRICS_NAME, out / CURVES_NAME)
+        plot_curves(out / METRICS_NAME, out / CURVES_NAME, cfg.objective)
         write_model_card(out, cfg, to_dict(model.cfg), step, command, _hardware(runtime), seconds)
     if runtime.world_size > 1:
         dist.barrier()

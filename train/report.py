@@ -18,7 +18,9 @@ from jepa_demo.checkpoint import atomic_write  # noqa: E402
 CARD_NAME, CURVES_NAME = "README.md", "training_curves.png"
 TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings (train.loop.run_record)
 METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "rankme", "clips_per_s", "mask"]
-_PLOTTED = [("loss", "loss (smooth-L1, hidden tokens)"), ("target_std", "target-embedding std"),
+_LOSSES = {"jepa": "smooth-L1, hidden tokens", "jepa-sigreg": "smooth-L1 and SIGReg, hidden tokens",
+           "pixel": "smooth-L1, hidden pixels"}
+_PLOTTED = [("loss", "loss"), ("target_std", "target-embedding std"),
             ("rankme", "effective rank (RankMe)"), ("lr", "learning rate"), ("momentum", "EMA momentum"),
             ("clips_per_s", "throughput (clips/s)")]
 # Collapse floors, stated before the default was trained (README, "No collapse"). A collapsed encoder maps every token
@@ -53,15 +55,19 @@ def parse_metrics_row(row: dict) -> dict:
     return {k: (v if k == "mask" else float(v)) for k, v in row.items()}
 
 
-def plot_curves(metrics_path: Path, png_path: Path) -> None:
+def plot_curves(metrics_path: Path, png_path: Path, objective: str = "jepa") -> None:
     rows = read_metrics(metrics_path)
     if not rows:
         return
     fig, axes = plt.subplots(2, 3, figsize=(12, 6), constrained_layout=True)
     steps = [r["step"] for r in rows]
-    for ax, (key, title) in zip(axes.flat, _PLOTTED):
+    # only the JEPA objective has an EMA teacher: the others log a momentum nothing uses
+    panels = [(key, title) for key, title in _PLOTTED if key != "momentum" or objective == "jepa"]
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (key, title) in zip(axes.flat, panels):
         ax.plot(steps, [r[key] for r in rows], lw=1)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(f"{title} ({_LOSSES[objective]})" if key == "loss" else title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
     atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
@@ -136,7 +142,8 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
         final = stats["final"]
         std_note = _floor_note("target_std", stats["min_target_std"], train_cfg.objective)
         rank_note = _floor_note("rankme", stats["min_rankme"], train_cfg.objective)
-        lines += [f"- loss: {final['loss']:.4f}", f"- target-embedding std: {final['target_std']:.3f} "
+        lines += [f"- loss ({_LOSSES[train_cfg.objective]}): {final['loss']:.4f}",
+                  f"- target-embedding std: {final['target_std']:.3f} "
                   f"(minimum over the run {stats['min_target_std']:.3f}{std_note})",
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
                   f"(minimum over the run {stats['min_rankme']:.1f}{rank_note})",
