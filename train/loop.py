@@ -51,7 +51,8 @@ from .report import (
 )
 
 STATE_NAME = "train_state.safetensors"
-# Settings that do not change what a run computes: a resumed run may take new values.
+# Settings a resumed run may take new values of: how it is logged, saved and run. Only the device changes the sums
+# (bf16 on CUDA, float32 on CPU): continuing a GPU run on a CPU is allowed, and it is no longer bit for bit the same.
 MAY_CHANGE_ON_RESUME = {"out_dir", "log_every", "save_every", "device", "compile", "num_workers"}
 # Recorded in train_config.json since a later version than some runs: a run recorded without one is not refused on it
 RECORDED_LATER = {"data_files", "data_sizes", "data_labels"}
@@ -360,9 +361,9 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
         replace_finished_run(out)
     forward = wrap_for_speed(model, cfg, runtime)
     loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
-    log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
-    if runtime.is_main:
+    if runtime.is_main:  # first: it is what marks the folder as a run's, should the next line fail
         write_json(out / TRAIN_CONFIG_NAME, record)
+    log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     started = time.time() - seconds_before
     if start == cfg.steps:  # the run had ended, but its last export may not have: the state is saved first
         _save(model, optimizer, start, cfg, runtime, out, preprocess, command, seconds_before)
