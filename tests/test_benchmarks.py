@@ -75,7 +75,6 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
 
 
 def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
-    pytest.importorskip("transformers")
     out = tmp_path / "encoder.json"
     result = _run("encoder_speed.py", "--presets", "tiny", "--repeats", "1", "--threads", "1", "--json", out)
     assert result.returncode == 0, result.stderr
@@ -125,7 +124,6 @@ def test_app_views_times_the_apps_own_explorer(tmp_path):
 
 
 def test_vjepa2_latency_times_every_call_through_our_interface(tmp_path):
-    pytest.importorskip("transformers")
     out = tmp_path / "vjepa2.json"
     result = _run("vjepa2_latency.py", "--hidden-size", "64", "--layers", "2", "--frames-per-clip", "4",
                   "--clip-frames", "8", "--threads", "1", "--json", out)

@@ -15,6 +15,7 @@ from jepa_demo.evaluate import (
     majority_rates,
     pair_accuracy,
     pair_statistics,
+    pair_world,
     paired_difference,
     surprise_shift,
     tracking_errors,
@@ -22,7 +23,7 @@ from jepa_demo.evaluate import (
     wilson_interval,
 )
 from jepa_demo.inference import load_model
-from jepa_demo.world import VIOLATIONS, WorldConfig, render_clip
+from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip
 
 
 def test_pair_accuracy_counts_wins_losses_and_ties_per_kind():
@@ -91,6 +92,8 @@ def test_violation_pairs_are_held_out_matched_twins_of_every_kind():
     for _, plausible, implausible in pairs:
         assert plausible.shape == implausible.shape and not np.array_equal(plausible, implausible)
         assert np.array_equal(plausible[:6], implausible[:6])  # same start, the violation comes later
+    # from the held-out seeds (training draws from seeds far below), one seed after another
+    assert np.array_equal(pairs[1][2], make_pair(HELD_OUT_SEED + 1, VIOLATIONS[1], pair_world(False, 32))[1].frames)
 
 
 def test_the_most_common_value_floor_is_the_training_clips_answer_scored_on_the_test_clips():

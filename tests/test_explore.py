@@ -91,7 +91,9 @@ def test_neighbors_have_playable_thumbnails(explorer, clip):
 
 def test_embedding_map(explorer, clip):
     figure, point = explorer.embedding_map(clip, "num_objects")
-    assert np.isfinite(point).all() and len(figure.data) >= 2
+    star = figure.data[-1]
+    assert np.isfinite(point).all() and star.name == "your clip" and (star.x[0], star.y[0]) == tuple(point)
+    assert sum(len(trace.x) for trace in figure.data[:-1]) == len(explorer.gallery.coords)  # every gallery clip
     with pytest.raises(ValueError, match="choose one of"):
         explorer.embedding_map(clip, "no_such_label")
 
@@ -252,7 +254,9 @@ def test_one_explorers_slow_patch_bank_does_not_hold_up_anothers(explorer, monke
     first = threading.Thread(target=lambda: slow.bank)
     first.start()
     assert started.wait(timeout=10)
-    others = [threading.Thread(target=lambda: fast.bank), threading.Thread(target=lambda: slow.baseline_threshold)]
+    got = {}  # what each thread read: a thread that raised would end at once and look as if it had not waited
+    others = [threading.Thread(target=lambda: got.update(bank=fast.bank)),
+              threading.Thread(target=lambda: got.update(threshold=slow.baseline_threshold))]
     for thread in others:  # another Explorer's bank, and this one's other value
         thread.start()
     for thread in others:
@@ -260,7 +264,8 @@ def test_one_explorers_slow_patch_bank_does_not_hold_up_anothers(explorer, monke
     waited = [thread.is_alive() for thread in others]
     release.set()
     first.join(timeout=10)
-    assert waited == [False, False] and fast.bank == slow.bank == "bank of 12 clips"
+    assert waited == [False, False] and fast.bank == slow.bank == got["bank"] == "bank of 12 clips"
+    assert isinstance(got["threshold"], float) and got["threshold"] > 0
 
 
 def test_an_explorer_decodes_enough_frames_for_a_whole_window_of_any_upload():

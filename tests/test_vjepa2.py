@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import safetensors
 import torch
+import transformers  # in requirements.txt: its absence is a broken install, not a reason to skip
 
 from jepa_demo import cli, load_model, write_video
 from jepa_demo.checkpoint import CheckpointError
@@ -17,7 +18,6 @@ from jepa_demo.gallery import model_fingerprint
 from jepa_demo.masks import mask_to_indices, sample_mask
 from jepa_demo.world import WorldConfig, make_pair, render_clip
 
-transformers = pytest.importorskip("transformers")
 TINY = dict(crop_size=32, frames_per_clip=8, patch_size=8, tubelet_size=2, hidden_size=64, num_hidden_layers=2,
             num_attention_heads=4, pred_hidden_size=32, pred_num_hidden_layers=2, pred_num_attention_heads=4,
             pred_num_mask_tokens=2)
