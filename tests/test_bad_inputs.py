@@ -72,16 +72,19 @@ def corpus(tmp_path_factory) -> Path:
     pattern_clip(folder / "one-frame.mp4", 0.1, "64x48", 10)
     pattern_clip(folder / "wide-1024x16.mp4", 2, "1024x16", 10)
     pattern_clip(folder / "tiny-8x8.mp4", 3, "8x8", 10)
-    pattern_clip(folder / "gray.mp4", 2, "64x48", 10, "-pix_fmt", "gray")
+    # A keyframe every 6 frames in the files the seek test reads (x264's default is one in 250), so that a seek lands
+    # inside the file, not on its first frame.
+    pattern_clip(folder / "gray.mp4", 2, "64x48", 10, "-pix_fmt", "gray", "-g", 6)
     pattern_clip(folder / "long-3min.mp4", 180, "64x48", 10)
-    pattern_clip(folder / "with-audio.mp4", 2, "64x48", 10, "-f", "lavfi", "-i", "sine=duration=3", "-shortest")
+    pattern_clip(folder / "with-audio.mp4", 2, "64x48", 10, "-f", "lavfi", "-i", "sine=duration=3", "-shortest",
+                 "-g", 6)
     pattern_clip(folder / "clip.webm", 2, "64x48", 10, "-c:v", "libvpx-vp9", "-deadline", "realtime")
     pattern_clip(folder / "clip.gif", 2, "64x48", 10)
     pattern_clip(folder / "clip.mov", 2, "64x48", 10)
     # 10 frames at 10 fps, 10 at 40 fps, 3 at 5 fps (in milliseconds): no single frame rate describes the clip.
     retime = "settb=1/1000,setpts='1000*if(lt(N,10),N/10,if(lt(N,20),1+(N-10)/40,1.25+(N-20)/5))'"
     pattern_clip(folder / "variable-rate.mp4", 2.3, "64x48", 10, "-vf", retime, "-fps_mode", "passthrough",
-                 "-enc_time_base", "1:1000", "-video_track_timescale", "1000", "-bf", "0")
+                 "-enc_time_base", "1:1000", "-video_track_timescale", "1000", "-bf", "0", "-g", 6)
     assert sorted(p.name for p in folder.iterdir()) == sorted({**UNREADABLE, **UNUSABLE, **READABLE})
     return folder
 

@@ -142,8 +142,8 @@ def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
 
 @pytest.mark.parametrize("name, extra", [("b-frames.mp4", ["-bf", "3", "-g", "12"]), ("clip.gif", []),
                                          ("open-gop.mp4", ["-bf", "3", "-g", "12", "-x264-params", "open-gop=1"]),
-                                         ("clip.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime"]),
-                                         ("clip.mkv", []), ("clip.avi", ["-c:v", "mpeg4"])])
+                                         ("clip.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-g", "8"]),
+                                         ("clip.mkv", ["-g", "8"]), ("clip.avi", ["-c:v", "mpeg4"])])
 def test_a_stretch_far_in_is_reached_by_seeking_and_gives_the_frames_decoding_from_the_start_gives(
         tmp_path, monkeypatch, name, extra):
     import jepa_demo.video as video
