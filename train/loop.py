@@ -439,6 +439,8 @@ def _metrics_row(step: int, result: dict, cfg: TrainConfig, clips_per_s: float) 
 
 def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, seconds) -> None:
     """Rank 0 writes the training state first (what resume reads), then the exported checkpoint and its card."""
+    if runtime.world_size > 1:
+        check_processes_agree(model, step, runtime)
     if runtime.is_main:
         save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size)
         save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
@@ -446,6 +448,18 @@ def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, second
         write_model_card(out, cfg, to_dict(model.cfg), step, command, _hardware(runtime), seconds)
     if runtime.world_size > 1:
         dist.barrier()
+
+
+def check_processes_agree(model: VideoJEPA, step: int, runtime: Runtime) -> None:
+    """Under DDP every process holds the same weights: each applies the same averaged gradients, and the same EMA.
+    Only rank 0 saves, so a process that had drifted (a module outside DDP, a collective missed) would go unseen:
+    each save first compares one checksum per process, and stops the run before its weights are saved."""
+    checksum = torch.stack([t.detach().double().sum() for t in model.state_dict().values()]).sum().reshape(1)
+    sums = [torch.empty_like(checksum) for _ in range(runtime.world_size)]  # on the model's device, as NCCL needs
+    dist.all_gather(sums, checksum)
+    if any(not torch.equal(other, sums[0]) for other in sums):
+        raise RuntimeError(f"at step {step} the {runtime.world_size} processes hold different weights (checksums "
+                           f"{[float(x) for x in sums]}); this save is not written")
 
 
 def wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
