@@ -43,16 +43,16 @@ def describe(command: str, path: str, model) -> dict:
     clip = read_for(model, path)
     if command == "embed":
         embedding = model.embed(clip.frames)
-        _check_finite(embedding)
+        check_finite(embedding)
         return {"file": path, "dim": int(embedding.size), "embedding": [round(float(v), 6) for v in embedding]}
     result = model.surprise(clip.frames, progress=True)  # a bar on a terminal: a large model on CPU takes a while
-    _check_finite(result.per_step)
+    check_finite(result.per_step)
     step_frames = clip.source_frames[result.step_frames]  # the file's frame numbers, not the sample's
     return {"file": path, "score": round(result.score, 6), "per_step": [round(float(v), 6) for v in result.per_step],
             "step_frames": step_frames.tolist(), "peak_frame": int(step_frames[result.peak_step])}
 
 
-def _check_finite(values: np.ndarray) -> None:
+def check_finite(values: np.ndarray) -> None:
     """NaN is not JSON (jq and browsers reject it) and not an answer: a diverged checkpoint's weights give it."""
     if not np.isfinite(values).all():
         raise ValueError("the model's output is not a finite number (are its weights NaN?)")
@@ -95,6 +95,12 @@ def main(argv=None) -> int:
             with contextlib.suppress(OSError, ValueError):  # a stream with no file behind it
                 os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
         return 141  # 128 + SIGPIPE
+    except OSError as err:  # stdout's disk is full (`... > /dev/full`)
+        with contextlib.suppress(OSError):
+            print(f"error: could not write the results: {err.strerror or err}", file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):  # nor when Python flushes it again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _first_line(err: BaseException) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
-from .cli import read_for
+from .cli import check_finite, read_for
 from .inference import load_model
 from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
@@ -50,10 +50,15 @@ def main(argv=None) -> int:
             plausible, implausible = make_pair(args.seed, kind, cfg)
             clips = _through_mp4(plausible, implausible, kind, model)
             results = {name: model.surprise(video) for name, video in clips.items()}
+            for result in results.values():
+                check_finite(result.per_step)  # a diverged run's NaN weights: one line, not a failed sparkline
             wins += _print_pair(results, implausible.labels["violation_frame"], kind)
-    except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px)
+    except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px), or NaN weights
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the temporary folder's disk is full
+        print(f"error: could not write the demo's clips: {err.strerror or err}", file=sys.stderr)
+        return 1
     print(f"\nThe violating twin was more surprising in {wins} of {len(args.kind or VIOLATIONS)} pairs "
           "(README: what the shipped model has and has not learned).")
     return 0

@@ -123,6 +123,10 @@ def test_a_checkpoint_with_nan_weights_is_a_per_file_error_not_invalid_json(file
         result = _cli(command, files / "a.mp4", "--json", "--checkpoint", files / "diverged")
         assert result.returncode == 1 and result.stdout == ""
         assert result.stderr.strip().endswith("a.mp4: the model's output is not a finite number (are its weights NaN?)")
+    tour = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", files / "diverged", "--kind",
+                           "appear"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert tour.returncode == 2
+    assert tour.stderr == "error: the model's output is not a finite number (are its weights NaN?)\n"
 
 
 def test_file_names_the_terminal_cannot_encode_or_the_disk_cannot_hold(files):
@@ -150,6 +154,14 @@ def test_a_checkpoint_that_fails_to_load_is_one_line_and_exit_2(files, monkeypat
     assert cli.main(["embed", str(files / "a.mp4"), "--checkpoint", "user/model"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: cannot load checkpoint: ")
+
+
+def test_a_full_disk_under_stdout_is_one_line(files):
+    """`python -m jepa_demo info a.mp4 > /dev/full`: every write fails with ENOSPC."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", files / "a.mp4"], cwd=ROOT,
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr == "error: could not write the results: No space left on device\n"
 
 
 def test_bad_checkpoint_exits_2_with_one_line(files):
