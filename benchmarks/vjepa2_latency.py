@@ -64,9 +64,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.frames_per_clip, args.clip_frames, args.threads, args.hidden_size, args.layers) < 1:
         parser.error("every size and count must be at least 1")
-    if args.frames_per_clip % VITL["tubelet_size"] or args.hidden_size % VITL["num_attention_heads"]:
-        parser.error(f"--frames-per-clip must be a multiple of the tubelet ({VITL['tubelet_size']}) and --hidden-size "
-                     f"of the heads ({VITL['num_attention_heads']})")
+    if (args.frames_per_clip % VITL["tubelet_size"] or args.frames_per_clip < 2 * VITL["tubelet_size"]
+            or args.hidden_size % VITL["num_attention_heads"]):
+        parser.error(f"--frames-per-clip must be a multiple of the tubelet ({VITL['tubelet_size']}), two at least, "
+                     f"and --hidden-size of the heads ({VITL['num_attention_heads']})")
     if args.clip_frames < args.frames_per_clip:  # found out only after minutes of building and timing otherwise
         parser.error(f"--clip-frames {args.clip_frames} is shorter than the model's clip (--frames-per-clip "
                      f"{args.frames_per_clip}): surprise needs at least one whole clip")

@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px), or NaN weights
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # the temporary folder's disk is full
-        print(f"error: could not write the demo's clips: {err.strerror or err}", file=sys.stderr)
+    except OSError as err:  # a full disk, for the clips or under stdout
+        print(f"error: could not write {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr)
         return 1
     print(f"\nThe violating twin was more surprising in {wins} of {len(args.kind or VIOLATIONS)} pairs "
           "(README: what the shipped model has and has not learned).")

@@ -45,8 +45,9 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".gif")
 # other files or the network: a text file that starts "ffconcat version 1.0" is a concat script that can play the other
 # files next to it (or itself, until no file can be opened), and HLS, DASH and SDP files name further sources. Still
 # images stay allowed so that they are refused below with a plain reason.
-_DEMUXERS = ",".join(["mov", "matroska", "avi", "gif", "mpegts", "mpeg", "flv", "asf", "ogg", "nut", "yuv4mpegpipe",
-                      "h264", "hevc", "m4v", "mpegvideo", "apng", "image2",
+_DEMUXERS = ",".join(["mov", "matroska", "avi", "gif", "mpegts", "mpeg", "flv", "live_flv", "asf", "ogg", "nut", "dv",
+                      "rm", "yuv4mpegpipe", "ivf", "obu", "h264", "hevc", "h263", "m4v", "mpegvideo", "mjpeg", "apng",
+                      "image2",
                       *sorted(name for name in av.formats_available if name.endswith("_pipe"))])
 
 

@@ -66,9 +66,10 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
                _run("train_throughput.py", "--config", "train/configs/tiny.yaml", "--json", out, RANK="0"),
                _run("vjepa2_latency.py", "--frames-per-clip", "64", "--json", out),
                _run("vjepa2_latency.py", "--frames-per-clip", "15", "--json", out),
+               _run("vjepa2_latency.py", "--frames-per-clip", "2", "--json", out),  # one time step: nothing to predict
                _run("vjepa2_latency.py", "--hidden-size", "100", "--json", out)]
     reasons = ["must be at least 1", "one process", "--clip-frames 32 is shorter", "a multiple of the tubelet",
-               "a multiple of the tubelet"]
+               "two at least", "a multiple of the tubelet"]
     for result, reason in zip(refused, reasons, strict=True):
         assert result.returncode == 2 and reason in result.stderr, result.stderr
     assert not out.exists()

@@ -160,8 +160,8 @@ def test_running_out_of_memory_is_one_line_and_what_to_change(tmp_path, monkeypa
     monkeypatch.setattr(train.loop, "train_step", too_big)
     assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=4"]) == 1
     err = capsys.readouterr().err.splitlines()[-1]  # under the progress bar
-    assert err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); try a smaller batch_size "
-                   "or model; nothing was saved yet")
+    assert err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); a smaller batch_size or "
+                   "model needs less, as a new run (in another out_dir if this one saved); nothing was saved yet")
     monkeypatch.setattr(train.loop, "train_step", lambda *a, **k: torch.zeros(2) @ torch.zeros(3))
     with pytest.raises(RuntimeError, match="inconsistent tensor size"):  # another is a bug: its traceback
         main(["--config", TINY, f"out_dir={tmp_path / 'other'}", "steps=4"])

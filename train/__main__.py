@@ -51,8 +51,9 @@ def main(argv=None) -> int:
         if not out_of_memory(err):
             raise
         reason = _own_message(err).strip().splitlines()[0]
-        print(f"error: out of memory ({reason}); try a smaller batch_size or model; {_what_stands(cfg)}",
-              file=sys.stderr)
+        # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
+        print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
+              f"out_dir if this one saved); {_what_stands(cfg)}", file=sys.stderr)
         return 1
     print(f"checkpoint written to {out}")
     return 0

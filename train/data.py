@@ -66,7 +66,7 @@ class FolderBatches(Dataset):
         labels = Counter(folder_label(path, root) for path in self.files)
         self.label_counts = {label: n for label, n in sorted(labels.items()) if label is not None}  # sub-folders
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
-        self.reported: set[Path] = set()  # files found damaged past the start check, each reported once
+        self.reported: set[Path] = set()  # files found damaged past the start check, each reported once a process
 
     def __len__(self) -> int:
         return 2**31 - 1

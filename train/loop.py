@@ -51,8 +51,8 @@ from .report import (
 )
 
 STATE_NAME = "train_state.safetensors"
-# Settings a resumed run may take new values of: how it is logged, saved and run. Only the device changes the sums
-# (bf16 on CUDA, float32 on CPU): continuing a GPU run on a CPU is allowed, and it is no longer bit for bit the same.
+# Settings a resumed run may take new values of: how it is logged, saved and run. The device and compile change the
+# sums (bf16 on CUDA, float32 on CPU; compiled kernels round otherwise): such a run goes on, not bit for bit the same.
 MAY_CHANGE_ON_RESUME = {"out_dir", "log_every", "save_every", "device", "compile", "num_workers"}
 # Recorded in train_config.json since a later version than some runs: a run recorded without one is not refused on it
 RECORDED_LATER = {"data_files", "data_sizes", "data_labels"}
