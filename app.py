@@ -69,7 +69,7 @@ import gradio as gr
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
-from jepa_demo.gallery import cache_folder, served_folder
+from jepa_demo.gallery import EXAMPLE_SEED, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
@@ -204,11 +204,13 @@ def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa:
 
 
 def example_clips(folder: Path) -> list[str]:
-    """Synthetic clips to try: plausible, with irrelevant detail, and one per kind of physics violation. Encoded once
-    into a sub-folder named by their frames' hash, so a change to the world never serves the old files."""
+    """Synthetic clips to try, all of one scene the model never trained on: plausible, with irrelevant detail, and one
+    per kind of physics violation. Encoded once into a sub-folder named by their frames' hash, so a change to the
+    world never serves the old files."""
     cfg = WorldConfig(size=128, num_frames=32)
-    clips = {"plausible": render_clip(11, cfg), "plausible-with-detail": render_clip(11, with_detail(cfg))}
-    clips.update({f"violation-{kind}": make_pair(2026, kind, cfg)[1] for kind in VIOLATIONS})
+    clips = {"plausible": render_clip(EXAMPLE_SEED, cfg),
+             "plausible-with-detail": render_clip(EXAMPLE_SEED, with_detail(cfg))}
+    clips.update({f"violation-{kind}": make_pair(EXAMPLE_SEED, kind, cfg)[1] for kind in VIOLATIONS})
     digest = hashlib.sha256(b"".join(clip.frames.tobytes() for clip in clips.values())).hexdigest()[:16]
     folder = folder / digest
     folder.mkdir(parents=True, exist_ok=True)

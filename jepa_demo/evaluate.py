@@ -10,7 +10,8 @@ the first one's shape, and a trivial pixel heuristic (the largest jump in frame-
   implausible twin scores higher; a tie counts half) with Wilson 95 % intervals, and AUROC over all clips with a
   bootstrap 95 % interval (resampling pairs);
 - representation: kNN and linear (logistic) probes of the world's labels, each model's lead over the random
-  encoder with a bootstrap 95 % interval (resampling test clips), effective rank of clip embeddings;
+  encoder with a bootstrap 95 % interval (resampling test clips; the probes are fitted once on the same training
+  clips), effective rank of clip embeddings;
 - tracking: future-prediction error on the tokens objects cover, next to copying the last visible target, with a
   bootstrap 95 % interval of the difference (resampling clips).
 `--report` writes a Markdown report with plots (docs/results.md is generated this way). `--validation` draws every
@@ -240,6 +241,13 @@ def majority_rates(train_clips, test_clips) -> dict:
     return {**rates, "mean": float(np.mean(list(rates.values())))}
 
 
+def _encoder_shape(model: JEPAModel) -> dict:
+    """What makes two encoders' random initialisations comparable (the objective and predictor may differ)."""
+    cfg = model.cfg
+    return {"patch_size": cfg.patch_size, "tubelet": cfg.tubelet, "dim": cfg.dim, "depth": cfg.depth,
+            "heads": cfg.heads, "mlp_ratio": cfg.mlp_ratio}
+
+
 def random_twin(model: JEPAModel, seed: int = 0) -> JEPAModel:
     """A freshly initialised network of the same shape and preprocessing: the 'no learning' baseline."""
     torch.manual_seed(seed)
@@ -258,6 +266,9 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
         if (model.preprocess.img_size, model.cfg.num_frames) != (size, frames):
             raise ValueError(f"{name} takes {model.cfg.num_frames} frames of {model.preprocess.img_size} px, the first "
                              f"checkpoint {frames} of {size} px: evaluate them separately")
+        if _encoder_shape(model) != _encoder_shape(first):  # every model is measured against the first's random twin
+            raise ValueError(f"{name}'s encoder is not the first checkpoint's shape ({_encoder_shape(model)} against "
+                             f"{_encoder_shape(first)}): evaluate them separately, each against its own random twin")
     if 2 * frames > PAIR_FRAMES:  # refused before the probes and tracking run, not after
         raise ValueError(f"the violation pairs are {PAIR_FRAMES}-frame clips, made for models of at most "
                          f"{PAIR_FRAMES // 2} frames; the checkpoints take {frames}")

@@ -9,6 +9,8 @@ a randomly initialised encoder of the first one's shape (the 'no learning' basel
 it and a paired bootstrap 95 % interval) and always answering the most common label (what a probe must beat). A
 label needs MIN_PER_LABEL readable videos (fewer are left out, with a line saying so); past --max-clips, files are
 drawn label by label (`draw`). It knows nothing about training or the app.
+Clips cut from one recording find each other as neighbours and flatter both encoders: probe one clip per recording.
+The interval treats clips as independent, which leave-one-out neighbours are not quite, so it is somewhat narrow.
 """
 
 from collections import Counter

@@ -38,6 +38,9 @@ from .world import WorldConfig, render_clip
 # jepa_demo.evaluate.HELD_OUT_SEED + 2_000_000: above training seeds and the evaluation's blocks (up to +1_700_000).
 # Written out so that importing this module does not import the evaluation (and scikit-learn); a test checks it.
 GALLERY_SEED = 1_002_000_000
+# The app's example clips, a million above: shown as clips the model never saw, so never a training seed either. The
+# 8th seed of that block, a scene of three objects under gravity in which every kind of violation fits one start.
+EXAMPLE_SEED = GALLERY_SEED + 1_000_007
 GALLERY_FORMAT = 3  # bump when what is stored or how it is computed changes: older cache files are then ignored
 DEFAULT_CLIPS = 300
 MIN_CLIPS = 10  # UMAP's spectral start fails below 4 points, and a map of a handful of clips says nothing

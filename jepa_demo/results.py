@@ -84,7 +84,8 @@ def summary_lines(report: dict) -> list[str]:
                      f"{rep[RANDOM][probe]['mean']:.3f} (the training clips' most common value "
                      f"{report['majority']['mean']:.3f}): "
                      f"`{jepa}` is **{_verdict(lead)}** the random encoder ({format_difference(lead)}, "
-                     "95 % interval of the difference, resampling test clips).")
+                     "95 % interval of the difference, resampling test clips; the probes are fitted once, on the "
+                     "same training clips, whose draw the interval leaves out).")
     track = report["tracking"][jepa]
     finding = {-1: "predicts where objects go better than copying",  # its error minus the copy's: below zero
                1: "predicts worse than copying: it has not learned where objects go",
@@ -128,7 +129,7 @@ def goal_lines(report: dict) -> list[str]:
     knn = rep[jepa]["vs_random"]["knn"]
     rows.append(("kNN probe mean, minus the random encoder's [95 % interval]", f">= +{GOAL_KNN_MARGIN:.2f}",
                  format_difference(knn), knn["difference"] >= GOAL_KNN_MARGIN))
-    return ["| goal | target | measured | met |", "|---|---|---|---|",
+    return ["| goal | target | measured | met (by the point estimate) |", "|---|---|---|---|",
             *(f"| {goal} | {target} | {value} | {'yes' if met else '**no**'} |"
               for goal, target, value, met in rows)]
 

@@ -265,7 +265,8 @@ def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint
     assert captured.err.count("\n") == 1 and "No space left on device" in captured.err and "results.md" in captured.err
 
 
-def test_checkpoints_of_different_input_sizes_are_refused(tiny_checkpoint, tmp_path, capsys):
+def test_checkpoints_of_different_input_sizes_or_encoders_are_refused(tiny_checkpoint, tmp_path, capsys):
+    """Every checkpoint is measured against the first one's random twin: another input or encoder shape is refused."""
     from jepa_demo.checkpoint import save_checkpoint
     from jepa_demo.config import PreprocessConfig, model_config_from_preset
     from jepa_demo.model import VideoJEPA
@@ -274,6 +275,10 @@ def test_checkpoints_of_different_input_sizes_are_refused(tiny_checkpoint, tmp_p
     save_checkpoint(VideoJEPA(other), tmp_path / "wide", PreprocessConfig(img_size=48, num_frames=4), step=1)
     assert main(["--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tmp_path / "wide")]) == 2
     assert "evaluate them separately" in capsys.readouterr().err
+    deeper = model_config_from_preset("tiny", depth=3)
+    save_checkpoint(VideoJEPA(deeper), tmp_path / "deep", PreprocessConfig(img_size=32, num_frames=4), step=1)
+    assert main(["--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tmp_path / "deep")]) == 2
+    assert "deep's encoder is not the first checkpoint's shape" in capsys.readouterr().err
 
 
 def test_checkpoints_too_long_for_the_pairs_are_refused_before_the_run(tmp_path, monkeypatch, capsys):

@@ -21,6 +21,7 @@ from jepa_demo.config import PreprocessConfig, model_config_from_preset
 from jepa_demo.evaluate import HELD_OUT_SEED
 from jepa_demo.gallery import (
     DEFAULT_CLIPS,
+    EXAMPLE_SEED,
     GALLERY_FORMAT,
     GALLERY_SEED,
     MIN_CLIPS,
@@ -111,7 +112,8 @@ def test_gallery_seeds_do_not_collide_with_training_or_evaluation():
     assert EVALUATION_SEEDS_FROM <= HELD_OUT_SEED  # training stays below (tests/test_train.py checks the rest)
     assert HELD_OUT_SEED + TRACKING_SEEDS + SEED_BLOCK <= VALIDATION_SEED  # the last held-out block, then validation's
     assert VALIDATION_SEED + TRACKING_SEEDS + SEED_BLOCK <= GALLERY_SEED  # validation's last block, then the gallery's
-    assert GALLERY_SEED + DEFAULT_CLIPS <= HELD_OUT_SEED + DERIVED_SEED_STEP  # the first derived pair starts above
+    assert GALLERY_SEED + DEFAULT_CLIPS <= EXAMPLE_SEED  # the gallery, then the app's examples
+    assert EXAMPLE_SEED < HELD_OUT_SEED + DERIVED_SEED_STEP  # the first derived pair starts above
 
 
 # -------------------------------------------------------------------------------------------------------- building

@@ -14,8 +14,9 @@ import yaml
 from jepa_demo.config import MODEL_PRESETS, OBJECTIVES, model_config_from_preset
 
 # The synthetic world's clips in a run have seeds seed * CLIP_SEED_STRIDE + 0, 1, 2, ... (train.data.WorldBatches).
-# The evaluation's, the gallery's and the app's clips start at jepa_demo.evaluate.HELD_OUT_SEED, written out here
-# (importing it would import scikit-learn; a test checks it): no run may train on them.
+# The evaluation's, the gallery's and the app's example clips start at jepa_demo.evaluate.HELD_OUT_SEED, written out
+# here (importing it would import scikit-learn; a test checks it): no run may train on them. (The README's figures and
+# screenshots illustrate with seeds 3 and 2026: scenes from the training range, though never their violations.)
 CLIP_SEED_STRIDE = 10_000_019
 EVALUATION_SEEDS_FROM = 1_000_000_000
 
