@@ -68,12 +68,12 @@ import gradio as gr
 
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
+from jepa_demo.cli import out_of_memory
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import EXAMPLE_SEED, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
-ROOT = Path(__file__).resolve().parent
 SHIPPED = {path.name: path for path in sorted(SHIPPED_DIR.iterdir()) if (path / "config.json").is_file()}
 HOSTED = bool(os.environ.get("JEPA_LENS_HOSTED") or os.environ.get("SPACE_ID"))
 # Hub repo ids a hosted deployment may load besides the shipped checkpoints (comma-separated); never a local path.
@@ -82,7 +82,8 @@ if bad := [name for name in ALLOWED_HUB_IDS if not is_hub_repo_id(name)]:
     sys.exit(f"JEPA_LENS_ALLOWED_MODELS: {', '.join(bad)} is not a Hub repo id (USER/NAME)")
 PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every other checkpoint's
 # Seconds an upload (and each picture the views return) stays in Gradio's folder: long enough to open every view of
-# one clip, then swept away, so nothing a visitor gave is kept.
+# one clip, then swept away, so nothing a visitor gave is kept on disk (in memory, the decoded frames of the last few
+# uploads stay until newer ones replace them: explore.load_clip).
 FILE_LIFETIME = whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
 SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 MASKS = ["multiblock", "tube", "future", "random"]
@@ -153,14 +154,28 @@ def _clip(video_file, explorer: Explorer):
 
 def _plain_errors(handler):
     """What the library refuses (ClipError, a clip too short for surprise, an unknown label: all ValueErrors) reaches
-    the user as a gr.Error with its message; Gradio would otherwise show a bare 'Error'."""
+    the user as a gr.Error with its message, and so do running out of memory (a large checkpoint on a laptop) and a
+    full disk; Gradio would otherwise show a bare 'Error'."""
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except ValueError as err:
             raise gr.Error(str(err)) from None
+        except (MemoryError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and not out_of_memory(err):
+                raise  # a bug: its traceback goes to the server's log
+            raise gr.Error("Not enough memory on the server for this checkpoint and clip: try a shorter clip or "
+                           "the default checkpoint.") from None
+        except OSError as err:
+            raise gr.Error(f"The server could not write its results ({err.strerror or err}).") from None
     return wrapped
+
+
+def _labelled(numbers: dict, video_file: str, checkpoint: str) -> dict:
+    """A view's numbers, naming what they were computed from: the page may show another clip or checkpoint by the
+    time they arrive."""
+    return {"checkpoint": checkpoint, "clip": Path(video_file).name, **numbers}
 
 
 # Each handler takes `progress=gr.Progress()`, the way Gradio hands in its progress tracker (so ruff's B008 is
@@ -174,7 +189,8 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
     explorer = explorer_for(checkpoint, progress)
     progress(0.5, desc="predicting the hidden latents")
     view = explorer.masked(_clip(video_file, explorer).frames, mask, ratio, seed)
-    return view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded, view.numbers
+    numbers = _labelled(view.numbers, video_file, checkpoint)
+    return view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded, numbers
 
 
 @gpu
@@ -191,7 +207,8 @@ def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  #
 def embedding_map(video_file, color_by="num_objects", checkpoint="default", progress=gr.Progress()):  # noqa: B008
     explorer = explorer_for(checkpoint, progress)
     figure, point = explorer.embedding_map(_clip(video_file, explorer).frames, color_by)
-    return figure, {"x": float(point[0]), "y": float(point[1]), "color_by": color_by}
+    return figure, _labelled({"x": float(point[0]), "y": float(point[1]), "color_by": color_by}, video_file,
+                             checkpoint)
 
 
 @gpu
@@ -200,7 +217,7 @@ def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa:
     explorer = explorer_for(checkpoint, progress)
     clip = _clip(video_file, explorer)
     view = explorer.surprise(clip.frames, clip.source_frames)
-    return view.figure, view.overlay, view.numbers
+    return view.figure, view.overlay, _labelled(view.numbers, video_file, checkpoint)
 
 
 def example_clips(folder: Path) -> list[str]:
@@ -251,17 +268,25 @@ def build_app() -> gr.Blocks:
             masked_images = [gr.Image(label=label, type="numpy", elem_id=f"masked-{name}") for name, label in (
                 ("hidden", "hidden tokens (pale)"),
                 ("error", "per-token error at the hidden tokens (black 0, yellow this clip's largest)"),
-                ("predicted", "predicted latents (PCA colours)"), ("target", "target latents (same PCA)"),
+                ("predicted", "predicted latents (PCA colours; pixels, for the pixel baseline)"),
+                ("target", "target latents (same PCA)"),
                 ("decoded", "what the prediction looks like: nearest gallery patches"))]
             masked_numbers = gr.JSON(label="numbers (error against the mean visible target: a baseline that has seen "
                                            "the whole clip)", elem_id="masked-numbers")
         with gr.Tab("Nearest neighbours"):
+            gr.Markdown("The gallery: clips of the synthetic world the model never trained on. Similarity is the "
+                        "cosine between clip embeddings, each measured from the gallery's mean embedding (so from -1 "
+                        "to 1, 0 for an average clip). A real video has no true match here: what it is grouped with "
+                        "shows what the embedding keeps.")
             k = gr.Slider(1, 16, value=8, step=1, label="k")
             run_neighbors = gr.Button("Find similar clips", variant="primary")
             neighbor_gallery = gr.Gallery(label="most similar gallery clips", columns=4, height="auto",
                                           elem_id="neighbors-gallery")
             neighbor_numbers = gr.JSON(label="similarities and labels", elem_id="neighbors-numbers")
         with gr.Tab("Embedding map"):
+            gr.Markdown("The gallery's clip embeddings laid out in 2-D by UMAP, coloured by a label of the world. "
+                        "Your clip (the star) is placed among its 10 nearest gallery clips, not by running UMAP "
+                        "again. Colours that form regions are labels the embedding separates.")
             color_by = gr.Dropdown(explorer_for("default").label_names(), value="num_objects", label="colour by")
             run_map = gr.Button("Place the clip on the map", variant="primary")
             map_plot = gr.Plot(label="UMAP of the gallery embeddings", elem_id="map-plot")
@@ -274,8 +299,8 @@ def build_app() -> gr.Blocks:
                         "(noise, flicker), compare how far each curve rises where nothing physically wrong happens. "
                         "The clip's score (in the numbers, in the model's own units like its per_step and threshold "
                         "there, not the plot's) is its peak minus its calmest step."
-                        + ("" if PIXEL_BASELINE not in SHIPPED else " The second curve is the pixel baseline, which "
-                           "predicts pixels instead of representations."))
+                        + ("" if PIXEL_BASELINE not in SHIPPED else " Beside any other checkpoint's curve, a second "
+                           "one is the pixel baseline's, which predicts pixels instead of representations."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
             surprise_overlay = gr.Image(label="where: surprise heatmap over up to 8 predicted steps, the peak among "
@@ -294,6 +319,12 @@ def build_app() -> gr.Blocks:
                       **together)
         run_surprise.click(surprise, [video, checkpoint], [surprise_plot, surprise_overlay, surprise_numbers],
                            api_name="surprise", **together)
+        # Another clip or checkpoint clears every view, so that none shows the previous one's results beside it
+        shown = [*masked_images, masked_numbers, neighbor_gallery, neighbor_numbers, map_plot, map_numbers,
+                 surprise_plot, surprise_overlay, surprise_numbers]
+        for changed in (video.change, checkpoint.change):
+            changed(lambda: [None] * len(shown), outputs=shown, queue=False, show_progress="hidden",
+                    api_visibility="private")
     return app.queue(default_concurrency_limit=MODEL_CALLS, max_size=32)
 
 

@@ -101,6 +101,7 @@ def test_surprise_rises_once_an_object_appears_and_not_in_its_plausible_twin(cli
     assert after.any() and (~after).any()
     assert min(np.array(numbers["per_step"])[after]) > max(np.array(twin["per_step"])[after])
     assert numbers["score"] > twin["score"] and numbers["peak_frame"] >= clips["appear_frame"]
+    assert (numbers["checkpoint"], numbers["clip"]) == ("default", "appear.mp4")  # what they were computed from
     assert numbers["threshold"] > 0 and _image(overlay).ndim == 3
 
 
@@ -113,6 +114,24 @@ def test_bad_uploads_get_a_clear_error(client, clips, name, message):
         client.predict(handle_file(clips[name]), "default", api_name="/surprise")
 
 
+def test_out_of_memory_and_a_full_disk_are_plain_errors_and_a_bug_is_not(monkeypatch):
+    import gradio as gr
+
+    import app
+
+    failures = [(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB"), gr.Error,
+                 "Not enough memory on the server for this checkpoint and clip"),
+                (OSError(28, "No space left on device"), gr.Error, "could not write its results .No space left"),
+                (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), RuntimeError, "shapes")]
+    for error, raised, message in failures:
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(app, "explorer_for", fail)
+        with pytest.raises(raised, match=message):
+            app.surprise("clip.mp4", "default")
+
+
 def test_hosted_picker_opens_only_shipped_checkpoints_and_allowed_hub_ids(monkeypatch, tmp_path):
     import gradio as gr
 
@@ -120,7 +139,7 @@ def test_hosted_picker_opens_only_shipped_checkpoints_and_allowed_hub_ids(monkey
 
     monkeypatch.setattr(app, "HOSTED", True)
     monkeypatch.setattr(app, "ALLOWED_HUB_IDS", ["someone/tiny-jepa"])
-    shipped = str(app.ROOT / "checkpoints" / "default")  # a real checkpoint on the server, named by its path
+    shipped = str(app.SHIPPED["default"].resolve())  # a real checkpoint on the server, named by its path
     for source in ("/etc", shipped, "checkpoints/default", "default/../../etc", "other/model", "~/models"):
         with pytest.raises(gr.Error, match="hosted demo offers default, .*someone/tiny-jepa"):
             app.explorer_for(source)
