@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -467,6 +468,20 @@ def stop_on_signals_as_on_ctrl_c() -> None:
             signal.signal(stop, signal.default_int_handler)
 
 
+def use_own_gradio_folder(port: int) -> None:
+    """Unless GRADIO_TEMP_DIR names a folder, keep Gradio's files in one of the app's own for its port,
+    <tmp>/gradio/jepa-lens-PORT. No other program writes there, nor another JEPA Lens while this one holds the port,
+    so what it holds at start was left by one that was killed outright (SIGKILL, the kernel's out-of-memory killer, a
+    power cut), whose last sweep never ran: a visitor's upload would otherwise stay on disk for good."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return
+    folder = Path(tempfile.gettempdir()) / "gradio" / f"jepa-lens-{port}"
+    if folder.is_dir() and not folder.is_symlink():  # rmtree removes links inside, and never follows them
+        shutil.rmtree(folder, ignore_errors=True)
+    stop_unless_writable(folder, "Gradio's folder", "GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)  # read by Gradio when the Blocks are built
+
+
 def check_cache_folder() -> None:
     """Gallery thumbnails are written to the cache folder when a visitor first asks for them: an unwritable one must
     stop the app at start, not fail the neighbours view later with a bare 'Error'."""
@@ -490,6 +505,7 @@ def main() -> None:
     check_cache_folder()
     host, port = os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", server_port()  # empty: the default, as unset
     check_can_serve(host, port)
+    use_own_gradio_folder(port)
     stop_on_signals_as_on_ctrl_c()
     try:
         explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request

@@ -388,6 +388,7 @@ def test_a_stop_signal_during_the_warm_up_ends_the_app_with_one_line(tmp_path, m
 
     monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path))
     monkeypatch.setenv("GRADIO_SERVER_PORT", str(free_port))  # not 7860, which a running `make demo` holds
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # not the process's own folder for that port
 
     class StoppedDuringWarmUp:
         def warm_up(self):
@@ -403,6 +404,35 @@ def test_a_stop_signal_during_the_warm_up_ends_the_app_with_one_line(tmp_path, m
         for stop, handler in saved.items():
             signal.signal(stop, handler)
     assert capsys.readouterr().err == "JEPA Lens stopped before it started serving.\n"
+
+
+def test_files_left_by_an_app_killed_outright_go_at_the_next_start(tmp_path, monkeypatch, free_port):
+    """SIGKILL or the out-of-memory killer skip the last sweep: the next start on that port removes what it left."""
+    import tempfile
+
+    import app
+
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRADIO_SERVER_PORT", str(free_port))
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)  # restored after the test, however main() set it
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    own = tmp_path / "tmp" / "gradio" / f"jepa-lens-{free_port}"
+    left = own / ("0" * 64) / "a-visitors-clip.mp4"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"video")
+    (own / "parked.mp4.expired").write_bytes(b"video")
+    other_app = tmp_path / "tmp" / "gradio" / ("1" * 64) / "another-apps-file.png"  # Gradio's shared folder: left
+    other_app.parent.mkdir(parents=True)
+    other_app.write_bytes(b"png")
+
+    class Stop:
+        def warm_up(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "explorer_for", lambda name: Stop())
+    app.main()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(own) and own.is_dir() and not list(own.iterdir())
+    assert other_app.exists()
 
 
 def test_an_unwritable_cache_folder_stops_the_app_at_start(tmp_path, monkeypatch):
