@@ -188,6 +188,9 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
     if seed is None:  # an emptied seed box (or an API null): int(None) would end in a bare "Error"
         raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
     explorer = explorer_for(checkpoint, progress)
+    if not explorer.is_built("bank"):  # the first masked prediction of a checkpoint the app did not warm up
+        progress(0.2, desc="first use of this checkpoint: encoding gallery patches for the decoded view")
+        _ = explorer.bank
     progress(0.5, desc="predicting the hidden latents")
     view = explorer.masked(_clip(video_file, explorer).frames, mask, ratio, seed)
     numbers = _labelled(view.numbers, video_file, checkpoint)
@@ -217,6 +220,10 @@ def embedding_map(video_file, color_by="num_objects", checkpoint="default", prog
 def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa: B008
     explorer = explorer_for(checkpoint, progress)
     clip = _clip(video_file, explorer)
+    if explorer.baseline is not None and not explorer.is_built("baseline_threshold"):
+        progress(0.2, desc="first use: calibrating the pixel baseline's threshold on plausible clips")
+        _ = explorer.baseline_threshold
+    progress(0.5, desc="sliding the window over the clip")
     view = explorer.surprise(clip.frames, clip.source_frames)
     return view.figure, view.overlay, _labelled(view.numbers, video_file, checkpoint)
 

@@ -163,6 +163,11 @@ class Explorer:
                     self._built[name] = build()
         return self._built[name]
 
+    def is_built(self, name: str) -> bool:
+        """Whether "bank" or "baseline_threshold" is ready, or its first use will build it (seconds, minutes for a
+        large model on a CPU)."""
+        return name in self._built
+
     def warm_up(self) -> "Explorer":
         """Build now what the first masked prediction and surprise comparison would otherwise wait for."""
         _ = self.bank

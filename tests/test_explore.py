@@ -251,6 +251,7 @@ def test_one_explorers_slow_patch_bank_does_not_hold_up_anothers(explorer, monke
     monkeypatch.setattr(explore_module, "build_patch_bank", build_bank)
     slow, fast = (Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=explorer.model)
                   for _ in range(2))
+    assert not slow.is_built("bank") and not fast.is_built("bank")  # what the app says it is building first
     first = threading.Thread(target=lambda: slow.bank)
     first.start()
     assert started.wait(timeout=10)
@@ -266,6 +267,7 @@ def test_one_explorers_slow_patch_bank_does_not_hold_up_anothers(explorer, monke
     first.join(timeout=10)
     assert waited == [False, False] and fast.bank == slow.bank == got["bank"] == "bank of 12 clips"
     assert isinstance(got["threshold"], float) and got["threshold"] > 0
+    assert slow.is_built("bank") and fast.is_built("bank") and slow.is_built("baseline_threshold")
 
 
 def test_an_explorer_decodes_enough_frames_for_a_whole_window_of_any_upload():
