@@ -13,6 +13,7 @@ be scripted with `gradio_client`.
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import hashlib
 import os
@@ -156,7 +157,7 @@ def _clip(video_file, explorer: Explorer):
 def _plain_errors(handler):
     """What the library refuses (ClipError, a clip too short for surprise, an unknown label: all ValueErrors) reaches
     the user as a gr.Error with its message, and so do running out of memory (a large checkpoint on a laptop) and a
-    full disk; Gradio would otherwise show a bare 'Error'."""
+    full disk while a view writes; Gradio would otherwise show a bare 'Error'."""
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
@@ -169,7 +170,9 @@ def _plain_errors(handler):
             raise gr.Error("Not enough memory on the server for this checkpoint and clip: try a shorter clip or "
                            "the default checkpoint.") from None
         except OSError as err:
-            raise gr.Error(f"The server could not write its results ({err.strerror or err}).") from None
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise gr.Error("The server's disk is full: it could not write this view's results.") from None
     return wrapped
 
 
@@ -188,11 +191,12 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
     if seed is None:  # an emptied seed box (or an API null): int(None) would end in a bare "Error"
         raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
     explorer = explorer_for(checkpoint, progress)
+    clip = _clip(video_file, explorer)  # a bad upload is refused before anything is built
     if not explorer.is_built("bank"):  # the first masked prediction of a checkpoint the app did not warm up
         progress(0.2, desc="first use of this checkpoint: encoding gallery patches for the decoded view")
         _ = explorer.bank
     progress(0.5, desc="predicting the hidden latents")
-    view = explorer.masked(_clip(video_file, explorer).frames, mask, ratio, seed)
+    view = explorer.masked(clip.frames, mask, ratio, seed)
     numbers = _labelled(view.numbers, video_file, checkpoint)
     return view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded, numbers
 
@@ -327,7 +331,8 @@ def build_app() -> gr.Blocks:
                       **together)
         run_surprise.click(surprise, [video, checkpoint], [surprise_plot, surprise_overlay, surprise_numbers],
                            api_name="surprise", **together)
-        # Another clip or checkpoint clears every view, so that none shows the previous one's results beside it
+        # Another clip or checkpoint clears every view, so that none shows the previous one's results beside it (a
+        # run still going lands afterwards: its numbers name what they are of)
         shown = [*masked_images, masked_numbers, neighbor_gallery, neighbor_numbers, map_plot, map_numbers,
                  surprise_plot, surprise_overlay, surprise_numbers]
         for changed in (video.change, checkpoint.change):
@@ -475,14 +480,14 @@ def stop_on_signals_as_on_ctrl_c() -> None:
             signal.signal(stop, signal.default_int_handler)
 
 
-def use_own_gradio_folder(port: int) -> None:
-    """Unless GRADIO_TEMP_DIR names a folder, keep Gradio's files in one of the app's own for its port,
-    <tmp>/gradio/jepa-lens-PORT. No other program writes there, nor another JEPA Lens while this one holds the port,
-    so what it holds at start was left by one that was killed outright (SIGKILL, the kernel's out-of-memory killer, a
-    power cut), whose last sweep never ran: a visitor's upload would otherwise stay on disk for good."""
+def use_own_gradio_folder(host: str, port: int) -> None:
+    """Unless GRADIO_TEMP_DIR names a folder, keep Gradio's files in one of the app's own for its address,
+    <tmp>/gradio/jepa-lens-HOST-PORT. No other program writes there, nor another JEPA Lens while this one holds the
+    address, so what it holds at start was left by one that was killed outright (SIGKILL, the kernel's out-of-memory
+    killer, a power cut), whose last sweep never ran: a visitor's upload would otherwise stay on disk for good."""
     if os.environ.get("GRADIO_TEMP_DIR"):
         return
-    folder = Path(tempfile.gettempdir()) / "gradio" / f"jepa-lens-{port}"
+    folder = Path(tempfile.gettempdir()) / "gradio" / f"jepa-lens-{re.sub(r'[^0-9A-Za-z.]', '_', host)}-{port}"
     if folder.is_dir() and not folder.is_symlink():  # rmtree removes links inside, and never follows them
         shutil.rmtree(folder, ignore_errors=True)
     stop_unless_writable(folder, "Gradio's folder", "GRADIO_TEMP_DIR")
@@ -512,7 +517,7 @@ def main() -> None:
     check_cache_folder()
     host, port = os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", server_port()  # empty: the default, as unset
     check_can_serve(host, port)
-    use_own_gradio_folder(port)
+    use_own_gradio_folder(host, port)
     stop_on_signals_as_on_ctrl_c()
     try:
         explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request

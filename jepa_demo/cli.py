@@ -59,10 +59,11 @@ def check_finite(values: np.ndarray) -> None:
 
 
 def out_of_memory(err: RuntimeError) -> bool:
-    """torch's out-of-memory errors (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError): one long or large file
-    can cause them and the next not."""
+    """torch's out-of-memory errors (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError: "can't allocate
+    memory" on Linux and macOS, "not enough memory" on Windows): one long or large file can cause them and the next
+    not."""
     message = str(err).lower()
-    return "out of memory" in message or "not enough memory" in message
+    return any(words in message for words in ("out of memory", "not enough memory", "allocate memory"))
 
 
 def human_line(command: str, result: dict) -> str:

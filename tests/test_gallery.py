@@ -40,7 +40,7 @@ from jepa_demo.gallery import (
 )
 from jepa_demo.inference import JEPAModel, load_model
 from jepa_demo.model import VideoJEPA
-from jepa_demo.world import WorldConfig, render_clip
+from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip
 
 CLIPS = 30
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +114,9 @@ def test_gallery_seeds_do_not_collide_with_training_or_evaluation():
     assert VALIDATION_SEED + TRACKING_SEEDS + SEED_BLOCK <= GALLERY_SEED  # validation's last block, then the gallery's
     assert GALLERY_SEED + DEFAULT_CLIPS <= EXAMPLE_SEED  # the gallery, then the app's examples
     assert EXAMPLE_SEED < HELD_OUT_SEED + DERIVED_SEED_STEP  # the first derived pair starts above
+    # the app's examples are one scene: every kind of violation fits its own start (no derived seed)
+    examples = WorldConfig(size=128, num_frames=32)
+    assert all(make_pair(EXAMPLE_SEED, kind, examples)[1].labels["seed"] == EXAMPLE_SEED for kind in VIOLATIONS)
 
 
 # -------------------------------------------------------------------------------------------------------- building
