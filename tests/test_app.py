@@ -26,6 +26,14 @@ def client(app_server, tmp_path_factory):
     return Client(app_server, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
+@pytest.fixture(autouse=True)
+def gradio_folder_restored(monkeypatch):
+    """app.main() points GRADIO_TEMP_DIR at a folder of its own when it is unset. Gradio reads it on every upload, so
+    set by a test it must not outlive that test: the session's app server would refuse every later upload. Empty
+    reads as unset, and is undone after the test whatever main() set (monkeypatch.delenv of an unset name is not)."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ.get("GRADIO_TEMP_DIR", ""))
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
@@ -416,9 +424,7 @@ def test_files_left_by_an_app_killed_outright_go_at_the_next_start(tmp_path, mon
 
     monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GRADIO_SERVER_PORT", str(free_port))
-    # Empty reads as unset; and undone after the test whatever main() set, which delenv on an unset name would not be:
-    # Gradio reads it on every upload, so the session's app server would then look for uploads in this test's folder
-    monkeypatch.setenv("GRADIO_TEMP_DIR", "")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "")  # unset, for main() to choose its own (undone: gradio_folder_restored)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     own = tmp_path / "tmp" / "gradio" / f"jepa-lens-127.0.0.1-{free_port}"
     left = own / ("0" * 64) / "a-visitors-clip.mp4"
