@@ -140,7 +140,20 @@ EXPLORERS = ExplorerCache(_explorer)
 
 def explorer_for(checkpoint: str, progress=None) -> Explorer:
     """The checkpoint's Explorer; `progress` is a gr.Progress, shown while a new one is built."""
-    return EXPLORERS.get(checkpoint, None if progress is None else lambda f, message: progress(f, desc=message))
+    report = None if progress is None else lambda f, message: progress(f, desc=message)
+    return EXPLORERS.get(checkpoint, report, key=_weights_key(checkpoint))
+
+
+def _weights_key(checkpoint: str) -> str:
+    """What the cache keeps a checkpoint's Explorer under: for a folder (a shipped name or, locally, a path), the
+    folder with its weights' size and time, so that every name of it shares one and a folder retrained while the app
+    runs gets a new one; for anything else (a Hub id), the name."""
+    folder = SHIPPED.get(checkpoint) or (None if HOSTED or not checkpoint else Path(checkpoint).expanduser())
+    try:
+        weights = (folder / "model.safetensors").stat()
+    except (OSError, TypeError):  # no such folder (a Hub id), or none allowed
+        return checkpoint
+    return f"{folder.resolve()} {weights.st_size} {weights.st_mtime_ns}"
 
 
 def _clip(video_file, explorer: Explorer):

@@ -297,23 +297,26 @@ class ExplorerCache:
         self._building: dict[str, list] = {}  # checkpoint -> [its build lock, requests holding or awaiting it]
         self._lock = threading.Lock()  # guards the two dicts, never held during a build
 
-    def get(self, checkpoint: str, progress=None) -> Explorer:
+    def get(self, checkpoint: str, progress=None, key: str | None = None) -> Explorer:
+        """The Explorer of `checkpoint`, kept under `key` (default: the name itself): a key that names the weights
+        rather than the name serves one Explorer to every name of the same weights, and a new one once they change."""
+        key = checkpoint if key is None else key
         with self._lock:
-            if checkpoint in self._explorers:
-                self._explorers.move_to_end(checkpoint)
-                return self._explorers[checkpoint]
-            entry = self._building.setdefault(checkpoint, [threading.Lock(), 0])
+            if key in self._explorers:
+                self._explorers.move_to_end(key)
+                return self._explorers[key]
+            entry = self._building.setdefault(key, [threading.Lock(), 0])
             entry[1] += 1
         try:
             with entry[0]:
                 with self._lock:
-                    if checkpoint in self._explorers:  # built while this request waited
-                        return self._explorers[checkpoint]
+                    if key in self._explorers:  # built while this request waited
+                        return self._explorers[key]
                 if progress:
                     progress(0.0, f"loading {checkpoint}")
                 explorer = self._build(checkpoint, progress)
                 with self._lock:
-                    self._explorers[checkpoint] = explorer
+                    self._explorers[key] = explorer
                     while len(self._explorers) > self._max_size:
                         self._explorers.popitem(last=False)  # the least recently used
                 return explorer
@@ -321,7 +324,7 @@ class ExplorerCache:
             with self._lock:  # the last request out removes the entry, built or failed: no lock is left behind
                 entry[1] -= 1
                 if entry[1] == 0:
-                    del self._building[checkpoint]
+                    del self._building[key]
 
     def clear(self) -> None:
         with self._lock:

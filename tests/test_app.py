@@ -122,6 +122,19 @@ def test_bad_uploads_get_a_clear_error(client, clips, name, message):
         client.predict(handle_file(clips[name]), "default", api_name="/surprise")
 
 
+def test_every_name_of_a_checkpoint_folder_shares_one_explorer_until_its_weights_change(app_blocks, tmp_path):
+    import app
+
+    shipped = app.SHIPPED["default"]
+    assert app.explorer_for(str(shipped)) is app.explorer_for("default") is app.explorer_for(f"{shipped}/")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes((shipped / "model.safetensors").read_bytes())
+    before = app._weights_key(str(copy))
+    os.utime(copy / "model.safetensors", ns=(1, 1))  # retrained in place while the app runs
+    assert app._weights_key(str(copy)) != before and app._weights_key("someone/model") == "someone/model"
+
+
 def test_out_of_memory_and_a_full_disk_are_plain_errors_and_a_bug_is_not(monkeypatch):
     import gradio as gr
 

@@ -200,6 +200,10 @@ def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_
         with pytest.raises(ValueError, match=name):
             cache.get(name)
     assert cache._building == {}  # names that failed to load leave nothing behind, however many a caller sends
+    # kept under a key naming the weights: two names of one folder share an Explorer, changed weights get a new one
+    again = cache.get("./a/", key="a@1")
+    assert cache.get("a", key="a@1") is again and builds[-1] == "./a/"
+    assert cache.get("a", key="a@2") is not again and builds[-1] == "a"
 
 
 def test_explorer_cache_builds_a_checkpoint_once_while_the_others_go_on():
