@@ -92,16 +92,21 @@ def main(argv=None) -> int:
             print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout or stderr went away (`... 2>&1 | head -1`)
-        for stream in filter(None, (sys.stdout, sys.stderr)):  # Python flushes both again at exit
-            with contextlib.suppress(OSError, ValueError):  # a stream with no file behind it
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        _write_nowhere(sys.stdout, sys.stderr)
         return 141  # 128 + SIGPIPE
     except OSError as err:  # stdout's disk is full (`... > /dev/full`)
         with contextlib.suppress(OSError):
             print(f"error: could not write the results: {err.strerror or err}", file=sys.stderr)
-        with contextlib.suppress(OSError, ValueError):  # nor when Python flushes it again at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _write_nowhere(sys.stdout)
         return 1
+
+
+def _write_nowhere(*streams) -> None:
+    """Point streams that can no longer be written at /dev/null: Python flushes them again at exit, and that would
+    fail with a second error."""
+    for stream in filter(None, streams):
+        with contextlib.suppress(OSError, ValueError):  # a stream with no file behind it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def _first_line(err: BaseException) -> str:
