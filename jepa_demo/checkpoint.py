@@ -19,8 +19,8 @@ import uuid
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_dict
 from .model import VideoJEPA
@@ -254,12 +254,14 @@ def _check_training_record(path: Path, train: dict, model_cfg: ModelConfig) -> N
                               f"(the model sees {model_cfg.grid[0]} time steps), got {steps!r}")
 
 
-def read_weights(folder: Path) -> dict:
+def read_weights(folder: Path) -> tuple[dict, dict]:
+    """(tensors, the file's metadata). safetensors: a plain tensor container, nothing is executed or unpickled."""
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (every checkpoint folder needs {WEIGHTS_NAME})")
     try:
-        return load_file(path)  # safetensors: a plain tensor container, nothing is executed or unpickled
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
 
@@ -273,7 +275,11 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
         return _build_vjepa2(folder, source or str(path_or_repo_id))
     config, model_cfg, preprocess = read_config(folder)
     model = VideoJEPA(model_cfg)
-    state = clean_state_dict(read_weights(folder))
+    tensors, metadata = read_weights(folder)
+    state = clean_state_dict(tensors)
+    if metadata.get("step", "").isdigit():
+        # A save renames the weights, then the config: a run stopped between the two leaves the config a save behind
+        config["step"] = int(metadata["step"])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -312,8 +318,6 @@ def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
 
 def load_tensors(path: Path, metadata_only: bool = False) -> tuple[dict, dict]:
     """Inverse of `save_tensors`: (tensors, metadata); `metadata_only` reads no tensor (the header alone)."""
-    from safetensors import safe_open
-
     path = Path(path)
     try:
         with safe_open(path, framework="pt") as f:

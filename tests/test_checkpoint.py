@@ -71,6 +71,16 @@ def test_load_model_returns_inference_object(saved):
     assert model.info()["step"] == 7
 
 
+def test_step_is_the_weights_own_when_a_save_stopped_before_its_config(saved, tiny_model, tiny_preprocess):
+    """A save renames the weights into place, then the config: a run killed between the two leaves step 7's config
+    beside step 8's weights, and the step reported must be the one of the weights that were loaded."""
+    config_before = (saved / "config.json").read_bytes()
+    save_checkpoint(tiny_model, saved, tiny_preprocess, step=8)
+    (saved / "config.json").write_bytes(config_before)
+    assert json.loads(config_before)["step"] == 7
+    assert build_model(saved)[2]["step"] == 8 and load_model(saved).info()["step"] == 8
+
+
 def test_prefixes_from_ddp_and_compile_are_stripped():
     state = {"module.a.weight": 1, "_orig_mod.b": 2, "module._orig_mod.c.bias": 3, "d": 4}
     assert clean_state_dict(state) == {"a.weight": 1, "b": 2, "c.bias": 3, "d": 4}
