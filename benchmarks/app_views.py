@@ -4,8 +4,9 @@
 
 Times the same calls the app's handlers make, on the app's own Explorer (`app.explorer_for`: the surprise view runs
 the pixel baseline beside any other checkpoint), without Gradio's transport: a fresh upload is decoded once (the views
-then find it remembered, as in the app), then each view does its own work. Prints a table (median of the repeats,
-seconds) and writes JSON. Set --threads to match the machine you report.
+then find it remembered, as in the app), then each view does its own work. The neighbours' thumbnails go to a fresh
+folder in each run, so that view renders them as it does for a new clip's neighbours. Prints a table (median of the
+repeats, seconds) and writes JSON. Set --threads to match the machine you report.
 """
 
 import argparse
@@ -39,9 +40,11 @@ def test_clip(folder: Path) -> Path:
     return path
 
 
-def time_views(explorer: Explorer, path: Path) -> dict:
-    """Seconds for a fresh upload: decoding it, then each view (which finds the decoded clip remembered)."""
+def time_views(explorer: Explorer, path: Path, thumbnails: Path) -> dict:
+    """Seconds for a fresh upload: decoding it, then each view (which finds the decoded clip remembered); the
+    neighbours' thumbnails are rendered into `thumbnails`, a folder of none yet."""
     forget_decoded_clips()
+    explorer.thumbnail_dir = thumbnails
 
     def decode():  # as app._clip does: the checkpoint decides the frames' size and how many are kept
         return load_clip(path, explorer.clip_size, explorer.max_frames)
@@ -79,16 +82,18 @@ def main(argv=None) -> int:
     explorer = app.explorer_for(args.checkpoint).warm_up()
     with tempfile.TemporaryDirectory() as tmp:
         path = test_clip(Path(tmp))
-        time_views(explorer, path)  # warm-up: first calls allocate, fill the thumbnail cache, etc.
-        runs = [time_views(explorer, path) for _ in range(args.repeats)]
+        time_views(explorer, path, Path(tmp) / "thumbnails-warm-up")  # first calls allocate, load ffmpeg, etc.
+        runs = [time_views(explorer, path, Path(tmp) / f"thumbnails-{i}") for i in range(args.repeats)]
     medians = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
-    print(f"{'step':<22}{'median s':>10}   ({args.repeats} repeats, {args.threads} threads, {platform.processor()})")
+    device = str(explorer.model.device)
+    print(f"{'step':<22}{'median s':>10}   ({args.repeats} repeats, {device}, {args.threads} threads)")
     for name, seconds in medians.items():
         print(f"{name:<22}{seconds:>10.3f}")
     report = {"command": " ".join(["python benchmarks/app_views.py", *(argv or sys.argv[1:])]),
               "checkpoint": _shown(Path(args.checkpoint)),
               "surprise_beside": explorer.baseline and explorer.baseline.objective,
-              "clip": "10 s, 640x480, 30 fps mp4", "threads": args.threads, "repeats": args.repeats,
+              "clip": "10 s, 640x480, 30 fps mp4", "device": device, "threads": args.threads,
+              "repeats": args.repeats,
               "median_seconds": medians, "torch": torch.__version__, "machine": platform.machine()}
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,7 +141,8 @@ def load_round(url: str, clips: list[Path], users: int, requests: int, reference
     return {"requests": users * requests, "served": sum(t["served"] for t in tallies),
             "wrong": sum(t["wrong"] for t in tallies), "failed": sum(t["failed"] for t in tallies),
             "errors": [e for t in tallies for e in t["errors"]][:10], "wall_s": time.perf_counter() - start,
-            "median_latency_s": seconds[len(seconds) // 2] if seconds else None,
+            # the upper of the two middle values of an even count: a latency some request had
+            "median_latency_s": statistics.median_high(seconds) if seconds else None,
             "max_latency_s": seconds[-1] if seconds else None}
 
 
@@ -217,7 +219,8 @@ def _wait_for_cleanup(temp_dir: Path, clips: list[Path], file_lifetime: int) -> 
 def print_table(report: dict) -> None:
     print(f"app launched and answering in {report['start_s']:.1f} s")
     print(f"{report['users']} users x {report['requests_per_user']} requests, {report['clips']} clips "
-          f"({report['distinct_answers']} distinct surprise answers), idle server {report['idle_rss_mib']:.0f} MiB")
+          f"({report['distinct_answers']} distinct surprise answers), "
+          f"server {report['idle_rss_mib']:.0f} MiB before the load")
     print(f"{'round':<7}{'requests':>9}{'served':>8}{'wrong':>7}{'failed':>8}{'wall s':>8}{'median s':>10}"
           f"{'max s':>8}{'RSS MiB':>8}{'peak MiB':>9}")
     for i, r in enumerate(report["rounds"], 1):

@@ -119,6 +119,7 @@ def test_app_views_times_the_apps_own_explorer(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["surprise_beside"] == "pixel" and report["checkpoint"].endswith("default")
+    assert report["device"] == "cpu" and report["threads"] == 2
     assert set(report["median_seconds"]) == {"decode upload", "masked prediction", "nearest neighbours",
                                              "embedding map", "surprise", "all four views"}
     assert all(seconds > 0 for seconds in report["median_seconds"].values())

@@ -49,8 +49,8 @@ def test_shipped_checkpoints_are_complete_small_and_recorded(name):
 
 @pytest.mark.parametrize("name", ["default", "pixel-baseline", "jepa-sigreg"])
 def test_shipped_checkpoints_carry_their_current_gallery_and_threshold(name, tmp_path, monkeypatch):
-    """A fresh clone's app reads these instead of building them (~50-70 s each on 2 cores). After retraining, rebuild
-    them with `python -m jepa_demo.gallery --checkpoint checkpoints/NAME --ship`."""
+    """A fresh clone's app reads these instead of building them (tens of seconds each on 2 cores). After retraining,
+    rebuild them with `python -m jepa_demo.gallery --checkpoint checkpoints/NAME --ship`."""
     model = load_model(CHECKPOINTS / name, device="cpu")
     found = gallery.find_gallery(model, cache_dir=tmp_path)  # an empty cache: only a shipped file can be found
     rebuild = f"stale or missing: python -m jepa_demo.gallery --checkpoint checkpoints/{name} --ship"
