@@ -25,6 +25,8 @@ COLORS = np.array([[230, 40, 40], [40, 200, 60], [50, 90, 240], [240, 220, 40], 
 _PLAIN_BACKGROUND = np.array([22, 22, 30], dtype=np.float32)
 _OCCLUDER_GREY = np.array([150, 150, 150], dtype=np.float32)
 _MIN_FRAMES_BEFORE = 6
+_SETTLE_PASSES = 8  # an object held at a wall takes half of each push: 8 passes leave 1/256 of an overlap
+_APPEAR_TRIES = 20  # paths tried for an appearing object; about 1 in 5 crosses another object
 _MAX_ATTEMPTS = 1000  # derived seeds make_pair tries; a start with a collision in view is the rarest (~1 in 15)
 DERIVED_SEED_STEP = 7_919_003  # make_pair's n-th derived start: seed + n * this, far from any block of seeds in use
 
@@ -107,8 +109,10 @@ def render_clip(seed: int, cfg: WorldConfig = WorldConfig(), violation: str | No
     t_v = _check_violation(violation, violation_frame, cfg, scene, plausible)
     trajectory = _violate(seed, cfg, scene, plausible, violation, t_v)
     if trajectory is None:
-        raise ValueError(f"seed {seed} cannot show a {violation!r} at frame {t_v}: no suitable object (or, for "
-                         "pass_through, no collision) in plain view there; make_pair searches for a start that can")
+        raise ValueError(f"seed {seed} cannot show a {violation!r} at frame {t_v}: no object in plain view there to "
+                         "change (for appear, no free spot, colour and path for a new one; for pass_through, no "
+                         "collision in view), or the change would not show in the pixels; make_pair searches for a "
+                         "start that can")
     return _finish(seed, cfg, scene, plausible, trajectory, violation, t_v)
 
 
@@ -196,16 +200,36 @@ def _simulate(scene: _Scene, num_frames: int, event=None, event_frame: int | Non
 
 
 def _step(s: _Scene, skip_pair) -> list[tuple[int, int]]:
-    """Advance one frame: gravity, motion, object collisions, walls. Returns the pairs that collided."""
+    """Advance one frame: gravity, motion, walls, object collisions. Returns the pairs that collided.
+
+    Walls come first: mirrored after the collisions, an object that a collision had pushed against a wall came back
+    into its partner by twice the push, and the frame showed the two overlapping. A push can still move an object
+    past a wall, or into a third object: it is then held at the wall and the pairs pushed apart again, until no push
+    is needed (or, for a tight cluster, a few passes have shrunk what is left)."""
     s.vel[:, 1] += s.gravity
     s.pos += s.vel
-    hits = _collide_objects(s, skip_pair)
     _bounce_off_walls(s)
+    hits, pushed = _collide_objects(s, skip_pair)
+    for _ in range(_SETTLE_PASSES):
+        if not (_hold_inside(s) or pushed):
+            break
+        more, pushed = _collide_objects(s, skip_pair)
+        hits += [pair for pair in more if pair not in hits]
+    _hold_inside(s)  # the walls have the last word: what overlap a tight cluster keeps is the lesser fault
     return hits
 
 
-def _collide_objects(s: _Scene, skip_pair) -> list[tuple[int, int]]:
-    hits = []
+def _hold_inside(s: _Scene) -> bool:
+    """Put back at the wall whatever a push moved past it; whether anything moved."""
+    held = np.clip(s.pos, s.radius[:, None], s.size - s.radius[:, None])
+    moved = not np.array_equal(held, s.pos)
+    s.pos = held
+    return moved
+
+
+def _collide_objects(s: _Scene, skip_pair) -> tuple[list[tuple[int, int]], bool]:
+    """Bounce the pairs that overlap and approach, push every overlapping pair apart: (pairs bounced, any pushed)."""
+    hits, pushed = [], False
     n = len(s.radius)
     for i in range(n):
         for j in range(i + 1, n):
@@ -225,7 +249,8 @@ def _collide_objects(s: _Scene, skip_pair) -> list[tuple[int, int]]:
             overlap = s.radius[i] + s.radius[j] - dist  # push apart so they do not stick together
             s.pos[i] -= normal * overlap / 2
             s.pos[j] += normal * overlap / 2
-    return hits
+            pushed = True
+    return hits, pushed
 
 
 def _bounce_off_walls(s: _Scene) -> None:
@@ -254,6 +279,9 @@ def _check_kind(kind: str, cfg: WorldConfig) -> None:
                          "before it and at least one after): use num_frames >= 8")
     if kind == "pass_through" and cfg.max_objects < 2:
         raise ValueError("pass_through needs two objects that collide: set max_objects >= 2")
+    if kind in ("appear", "color_change") and cfg.min_objects >= len(COLORS):
+        raise ValueError(f"{kind} needs a colour no object has: with min_objects={cfg.min_objects} all "
+                         f"{len(COLORS)} are taken, so set min_objects < {len(COLORS)}")
 
 
 def _check_violation(kind: str, t_v, cfg: WorldConfig, scene: _Scene, plausible: dict) -> int:
@@ -292,7 +320,24 @@ def _collision_in_view(scene: _Scene, plausible: dict, t: int) -> tuple[int, int
 
 
 def _violate(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, kind: str, t_v: int) -> dict | None:
-    """The implausible trajectory, or None when no object can show this violation at t_v."""
+    """The implausible trajectory, or None when no object can show this violation at t_v, or when it would not
+    show in the pixels (a small shape changed at a small size can cover the same pixels)."""
+    trajectory = _violated_states(seed, cfg, scene, plausible, kind, t_v)
+    return trajectory if trajectory is not None and _shows(plausible, trajectory, t_v, cfg.size) else None
+
+
+def _shows(plausible: dict, trajectory: dict, t_v: int, size: int) -> bool:
+    """Whether the objects look different in some frame from t_v on."""
+    for t in range(t_v, len(plausible["pos"])):
+        frames = np.zeros((2, size, size, 3), np.float32)
+        _draw_objects(frames[0], plausible, t)
+        _draw_objects(frames[1], trajectory, t)
+        if not np.array_equal(frames[0], frames[1]):
+            return True
+    return False
+
+
+def _violated_states(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, kind: str, t_v: int) -> dict | None:
     rng = np.random.default_rng((seed, 1))  # violation stream
     if kind == "pass_through":
         pair = _collision_in_view(scene, plausible, t_v)
@@ -374,27 +419,34 @@ _EVENTS = {"teleport": _teleport, "vanish": _vanish, "color_change": _color_chan
 
 
 def _appear(rng, scene: _Scene, plausible: dict, cfg: WorldConfig, t_v: int) -> dict | None:
-    """An extra object pops into view at t_v; it never collides, so the others move exactly as before."""
-    radius = rng.uniform(*cfg.radius) * cfg.size
-    spot = _open_spot(rng, scene, radius, plausible["pos"][t_v])
-    if spot is None:
-        return None
-    angle = rng.uniform(0, 2 * np.pi)
-    velocity = np.array([np.cos(angle), np.sin(angle)]) * rng.uniform(*cfg.speed) * cfg.size
+    """An extra object pops into view at t_v, on a path that touches no other object until the clip ends: it never
+    collides, so the others move exactly as before, and a path through one would add a pass-through to the pair."""
     unused = _unused_colors(scene)
     if not unused:
         return None
     color = int(rng.choice(unused))
-    extended = dataclasses.replace(
-        scene, pos=np.vstack([scene.pos, spot]), vel=np.vstack([scene.vel, velocity]),
-        radius=np.append(scene.radius, radius), shape=np.append(scene.shape, rng.integers(len(SHAPES))),
-        color=np.append(scene.color, color), visible=np.append(scene.visible, False),
-        collides=np.append(scene.collides, False))
     n = len(scene.radius)
+    for _ in range(_APPEAR_TRIES):
+        radius = rng.uniform(*cfg.radius) * cfg.size
+        spot = _open_spot(rng, scene, radius, plausible["pos"][t_v])
+        if spot is None:
+            return None
+        angle = rng.uniform(0, 2 * np.pi)
+        velocity = np.array([np.cos(angle), np.sin(angle)]) * rng.uniform(*cfg.speed) * cfg.size
+        extended = dataclasses.replace(
+            scene, pos=np.vstack([scene.pos, spot]), vel=np.vstack([scene.vel, velocity]),
+            radius=np.append(scene.radius, radius), shape=np.append(scene.shape, rng.integers(len(SHAPES))),
+            color=np.append(scene.color, color), visible=np.append(scene.visible, False),
+            collides=np.append(scene.collides, False))
 
-    def event(s):
-        s.pos[n], s.vel[n], s.visible[n] = spot, velocity, True
-    return _simulate(extended, cfg.num_frames, event=event, event_frame=t_v)
+        def event(s, spot=spot, velocity=velocity):
+            s.pos[n], s.vel[n], s.visible[n] = spot, velocity, True
+        states = _simulate(extended, cfg.num_frames, event=event, event_frame=t_v)
+        after = states["pos"][t_v:]
+        gaps = np.hypot(*(after[:, :n] - after[:, n:]).transpose(2, 0, 1)) - radius - scene.radius  # (T - t_v, n)
+        if (gaps > 0).all():
+            return states
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------- rendering
@@ -467,12 +519,18 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
 
 def _labels(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, background: str, violation, t_v) -> dict:
     n = len(scene.radius)
-    motion = np.diff(plausible["pos"], axis=0).mean(axis=(0, 1))  # mean velocity (vx, vy)
-    if abs(motion[0]) >= abs(motion[1]):
-        direction = "right" if motion[0] >= 0 else "left"
-    else:
-        direction = "down" if motion[1] >= 0 else "up"
     return {"num_objects": n, "shapes": sorted({SHAPES[k] for k in scene.shape}),
             "main_shape": SHAPES[scene.shape[int(np.argmax(scene.radius))]], "gravity": scene.gravity > 0,
-            "direction": direction, "occluder": scene.occluder is not None, "background": background,
-            "noise_std": float(cfg.noise_std), "violation": violation, "violation_frame": t_v, "seed": int(seed)}
+            "direction": main_direction(plausible["pos"]), "occluder": scene.occluder is not None,
+            "background": background, "noise_std": float(cfg.noise_std), "violation": violation,
+            "violation_frame": t_v, "seed": int(seed)}
+
+
+def main_direction(positions: np.ndarray) -> str:
+    """Where the objects travel farthest: each frame-to-frame move of each object split into its rightward,
+    leftward, downward and upward parts, summed over the clip. Not the net displacement, which a wall bounce cancels:
+    an object that crosses the frame and comes back would be labelled by its small sideways drift."""
+    steps = np.diff(positions, axis=0).reshape(-1, 2)  # (T-1) * n moves (dx, dy); y grows downwards
+    travel = {"right": steps[:, 0].clip(min=0).sum(), "left": (-steps[:, 0]).clip(min=0).sum(),
+              "down": steps[:, 1].clip(min=0).sum(), "up": (-steps[:, 1]).clip(min=0).sum()}
+    return max(travel, key=travel.get)

@@ -11,6 +11,7 @@ from jepa_demo.world import (
     SHAPES,
     VIOLATIONS,
     WorldConfig,
+    main_direction,
     make_pair,
     object_pixels,
     render_clip,
@@ -158,7 +159,7 @@ def test_gravity_label_matches_the_motion():
         assert render_clip(seed, WorldConfig(gravity_prob=1, num_frames=2)).labels["gravity"]
 
 
-def test_direction_label_follows_the_mean_motion():
+def test_direction_label_follows_a_straight_path():
     """One object on a straight path (no gravity, no wall bounce): the label is its dominant direction."""
     cfg = WorldConfig(max_objects=1, gravity_prob=0, occluder_prob=0, num_frames=3)
     checked = set()
@@ -416,3 +417,55 @@ def test_object_pixels_are_exactly_where_the_frame_differs_from_a_plain_backgrou
     background = np.all(clip.frames == clip.frames[0, 0, 0], axis=-1)  # seed 4: the corner pixel is background
     assert drawn.shape == clip.frames.shape[:3] and drawn.any()
     assert np.array_equal(drawn, ~background)
+
+
+def test_plausible_clips_never_show_two_objects_overlapping():
+    """BUG: walls were applied after the collisions, so an object a collision had pushed against a wall was mirrored
+    back into its partner and the frame showed the two overlapping (326 of 3000 five-object clips, by up to 5 px):
+    what a pass-through shows, in a plausible clip. Three objects in contact could be left overlapping too."""
+    cfg = WorldConfig(min_objects=2, max_objects=5)
+    for seed in range(300):
+        states = render_clip(seed, cfg).states
+        pos, radius = states["pos"], states["radius"]
+        gaps = np.hypot(*(pos[:, :, None] - pos[:, None, :]).transpose(3, 0, 1, 2)) - radius[:, None] - radius
+        off_diagonal = ~np.eye(len(radius), dtype=bool)
+        assert gaps[:, off_diagonal].min() > -0.5, seed
+
+
+def test_direction_is_where_the_objects_travel_farthest():
+    """BUG: the label was the net displacement, which a wall bounce cancels: an object that crosses to the right wall
+    at 2.5 px a frame and comes back, drifting 0.5 px a frame upwards, was labelled 'up'."""
+    x = np.concatenate([40 + 2.5 * np.arange(8), 58 - 2.5 * np.arange(1, 8) + 0.5])  # (15,) right, then back
+    positions = np.stack([np.append(x, 40.5), 32 - 0.5 * np.arange(16)], axis=1)[:, None]  # (16, 1, 2)
+    assert main_direction(positions) == "right"
+    assert main_direction(positions[:, :, ::-1] * [1, -1]) == "up"  # the same path turned a quarter
+
+
+def test_an_appearing_object_passes_through_nothing():
+    """BUG: the object that appears never collides (so the others move as before), and in about 1 pair in 5 its path
+    crossed another object: a second violation, a pass-through, in every such appear pair."""
+    for seed in range(60):
+        states = make_pair(seed, "appear")[1].states
+        pos, radius, visible = states["pos"], states["radius"], states["visible"]
+        new = len(radius) - 1
+        gaps = np.hypot(*(pos[:, :new] - pos[:, new:]).transpose(2, 0, 1)) - radius[:new] - radius[new]
+        assert gaps[visible[:, new]].min() > 0, seed
+
+
+def test_a_violation_that_would_not_show_in_the_pixels_is_refused():
+    """BUG: make_pair only checked positions, so an object too small to cover a pixel centre (here at rest) gave
+    twins that look the same in every frame; it now tries the next start."""
+    cfg = WorldConfig(max_objects=1, size=16, radius=(0.01, 0.01), speed=(0.0, 0.0), occluder_prob=0)
+    assert not object_pixels(render_clip(0, cfg)).any()  # seed 0's object covers no pixel centre
+    with pytest.raises(ValueError, match="or the change would not show in the pixels"):
+        render_clip(0, cfg, "vanish", 8)
+    plausible, implausible = make_pair(0, "vanish", cfg)
+    t_v = implausible.labels["violation_frame"]
+    assert implausible.labels["seed"] != 0 and not np.array_equal(plausible.frames[t_v:], implausible.frames[t_v:])
+
+
+@pytest.mark.parametrize("kind", ["appear", "color_change"])
+def test_a_new_colour_with_every_colour_taken_is_refused_at_once(kind):
+    """BUG: with seven objects every colour is taken; make_pair tried a thousand starts, then suggested more objects."""
+    with pytest.raises(ValueError, match=f"{kind} needs a colour no object has: .* set min_objects < 7"):
+        make_pair(0, kind, WorldConfig(min_objects=7, max_objects=7))
