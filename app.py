@@ -220,7 +220,8 @@ def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  #
     explorer = explorer_for(checkpoint, progress)
     found = explorer.neighbors(_clip(video_file, explorer).frames, k=int(k))
     items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.2f}") for hit in found]
-    return items, [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
+    hits = [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
+    return items, _labelled({"neighbors": hits}, video_file, checkpoint)
 
 
 @gpu

@@ -80,10 +80,11 @@ def test_neighbors(client, clips):
     from gradio_client import handle_file
 
     gallery, numbers = client.predict(handle_file(clips["plausible"]), 5, "default", api_name="/neighbors")
-    assert len(gallery) == len(numbers) == 5
-    similarities = [hit["similarity"] for hit in numbers]
+    assert (numbers["checkpoint"], numbers["clip"]) == ("default", "plausible.mp4")  # what they were computed from
+    assert len(gallery) == len(numbers["neighbors"]) == 5
+    similarities = [hit["similarity"] for hit in numbers["neighbors"]]
     assert similarities == sorted(similarities, reverse=True) and all(-1 <= s <= 1.0001 for s in similarities)
-    assert all("num_objects" in hit["labels"] for hit in numbers)
+    assert all("num_objects" in hit["labels"] for hit in numbers["neighbors"])
 
 
 def test_embedding_map(client, clips):

@@ -241,7 +241,7 @@ def test_every_app_view_on_a_vjepa2_folder(app_server, folder, tmp_path):
     source = str(folder)
     *images, numbers = client.predict(handle_file(clip), "future", 0.75, 0, source, api_name="/predict_masked")
     assert len(images) == 5 and numbers["hidden_tokens"] > 0 and np.isfinite(numbers["error"])
-    _, found = client.predict(handle_file(clip), 4, source, api_name="/neighbors")
+    found = client.predict(handle_file(clip), 4, source, api_name="/neighbors")[1]["neighbors"]
     assert len(found) == 4 and all(-1 <= hit["similarity"] <= 1 for hit in found)
     _, position = client.predict(handle_file(clip), "gravity", source, api_name="/embedding_map")
     assert np.isfinite([position["x"], position["y"]]).all()
