@@ -72,8 +72,10 @@ class Gallery:
 
 
 def model_fingerprint(model: JEPAModel) -> str:
-    """16 hex digits of sha256 over every weight (name, dtype, shape, bytes; keys sorted) and the config: any changed
-    weight or setting changes it, and two loads of one checkpoint (on any device) share it."""
+    """16 hex digits of sha256 over every weight (name, dtype, shape, bytes; keys sorted), the config and the dtype
+    the model computes in: any changed weight or setting changes it, and two loads of one checkpoint share it on any
+    device that computes alike. A gallery embedded in float32 is not compared with bfloat16 queries: measured from the
+    gallery's mean, similarities are small differences of near-identical vectors, which bfloat16's rounding moves."""
     digest = hashlib.sha256()
     state = model.net.state_dict()
     for name in sorted(state):
@@ -83,6 +85,8 @@ def model_fingerprint(model: JEPAModel) -> str:
     # A V-JEPA 2 record names where it was loaded from ("./vj2", "/abs/vj2", a Hub id): the same model, one gallery.
     described = {key: value for key, value in model.config.items() if key != "source"}
     digest.update(json.dumps(described, sort_keys=True).encode())
+    if model.compute_dtype != torch.float32:  # float32 galleries keep the names they had
+        digest.update(str(model.compute_dtype).encode())
     return digest.hexdigest()[:16]
 
 

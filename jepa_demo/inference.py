@@ -87,8 +87,13 @@ class JEPAModel:
     def _input(self, video, num_frames: int | None) -> torch.Tensor:
         return preprocess_video(video, self.preprocess, num_frames).unsqueeze(0).to(self.device)  # (1, 3, T, S, S)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """What the forward passes compute in: bfloat16 autocast on CUDA, float32 elsewhere."""
+        return torch.bfloat16 if self.device.type == "cuda" else torch.float32
+
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.compute_dtype == torch.bfloat16)
 
     @torch.inference_mode()
     def embed(self, video) -> np.ndarray:

@@ -104,6 +104,15 @@ def test_fingerprint_is_stable_across_loads_and_changes_with_any_weight_or_setti
     assert model_fingerprint(first) != fingerprint
 
 
+def test_a_gallery_embedded_in_float32_is_not_found_for_a_model_computing_in_bfloat16(checkpoint):
+    """On CUDA the forward passes run under bfloat16 autocast; the shipped galleries were embedded in float32 on a
+    CPU, and similarities measured from the gallery's mean are small enough for bfloat16's rounding to reorder them."""
+    model = load_model(checkpoint, device="cpu")
+    on_cpu = model_fingerprint(model)
+    model.device = torch.device("cuda")  # only what the fingerprint reads: no GPU is needed to see it change
+    assert model.compute_dtype == torch.bfloat16 and model_fingerprint(model) != on_cpu
+
+
 def test_gallery_seeds_do_not_collide_with_training_or_evaluation():
     from jepa_demo.evaluate import SEED_BLOCK, TRACKING_SEEDS, VALIDATION_SEED
     from jepa_demo.world import DERIVED_SEED_STEP
