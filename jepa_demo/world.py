@@ -65,7 +65,10 @@ class WorldConfig:
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {self.background!r}")
         _check_fraction_range("radius", self.radius, 0.01, 0.25)
-        _check_fraction_range("speed", self.speed, 0.0, 0.2)  # faster objects would jump over each other
+        _check_fraction_range("speed", self.speed, 0.0, 0.2)
+        if self.speed[1] > self.radius[0]:  # two such objects meeting head-on close by less than their radii a frame
+            raise ValueError(f"the fastest speed ({self.speed[1]}) must not exceed the smallest radius "
+                             f"({self.radius[0]}): faster objects could pass through each other between two frames")
         if not 0 <= self.gravity <= 0.05:
             raise ValueError(f"gravity is a fraction of size per frame^2: between 0 and 0.05, got {self.gravity}")
 

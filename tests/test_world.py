@@ -343,6 +343,7 @@ def test_with_detail():
     (lambda: WorldConfig(gravity_prob=1.5), "gravity_prob"),
     (lambda: WorldConfig(radius=(0.2, 0.1)), "radius"),
     (lambda: WorldConfig(speed=(0.0, 0.9)), "speed"),
+    (lambda: WorldConfig(radius=(0.01, 0.02), speed=(0.1, 0.2)), "could pass through each other between two frames"),
     (lambda: WorldConfig(gravity=-0.01), "gravity"),
     (lambda: render_clip(0, WorldConfig(num_frames=7), "vanish"), "too short"),
     (lambda: make_pair(0, "pass_through", WorldConfig(max_objects=1)), "max_objects"),
