@@ -277,7 +277,7 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     model = VideoJEPA(model_cfg)
     tensors, metadata = read_weights(folder)
     state = clean_state_dict(tensors)
-    if metadata.get("step", "").isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", metadata.get("step", "")):  # not isdigit(): "²" is a digit int() refuses
         # A save renames the weights, then the config: a run stopped between the two leaves the config a save behind
         config["step"] = int(metadata["step"])
     try:

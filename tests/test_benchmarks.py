@@ -115,11 +115,11 @@ def test_app_views_times_the_apps_own_explorer(tmp_path):
     """The app draws the pixel baseline's surprise beside the default's: the timed view must do that work too."""
     out = tmp_path / "views.json"
     result = _run("app_views.py", "--repeats", "1", "--threads", "2", "--json", out,
-                  JEPA_LENS_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False")
+                  JEPA_LENS_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False", CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["surprise_beside"] == "pixel" and report["checkpoint"].endswith("default")
-    assert report["device"] == "cpu" and report["threads"] == 2
+    assert report["device"] == "cpu" and report["threads"] == 2  # as asked: a GPU the machine has is hidden
     assert set(report["median_seconds"]) == {"decode upload", "masked prediction", "nearest neighbours",
                                              "embedding map", "surprise", "all four views"}
     assert all(seconds > 0 for seconds in report["median_seconds"].values())

@@ -81,6 +81,16 @@ def test_step_is_the_weights_own_when_a_save_stopped_before_its_config(saved, ti
     assert build_model(saved)[2]["step"] == 8 and load_model(saved).info()["step"] == 8
 
 
+@pytest.mark.parametrize("step", ["\u00b2", "9" * 5000, "-3", ""])
+def test_a_weights_step_that_is_no_count_leaves_the_configs(saved, step):
+    """Hand-made or hostile metadata: "²" passes str.isdigit() but not int(), and int() refuses more than 4300
+    digits; either escaped as a bare ValueError. The config's step stands."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(saved / "model.safetensors"), saved / "model.safetensors", metadata={"step": step})
+    assert build_model(saved)[2]["step"] == 7
+
+
 def test_prefixes_from_ddp_and_compile_are_stripped():
     state = {"module.a.weight": 1, "_orig_mod.b": 2, "module._orig_mod.c.bias": 3, "d": 4}
     assert clean_state_dict(state) == {"a.weight": 1, "b": 2, "c.bias": 3, "d": 4}

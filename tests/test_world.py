@@ -422,8 +422,9 @@ def test_object_pixels_are_exactly_where_the_frame_differs_from_a_plain_backgrou
 
 def test_plausible_clips_never_show_two_objects_overlapping():
     """BUG: walls were applied after the collisions, so an object a collision had pushed against a wall was mirrored
-    back into its partner and the frame showed the two overlapping (326 of 3000 five-object clips, by up to 5 px):
-    what a pass-through shows, in a plausible clip. Three objects in contact could be left overlapping too."""
+    back into its partner and the frame showed the two overlapping (326 of 3000 clips of up to five objects, by up to
+    5 px): what a pass-through shows, in a plausible clip. Three objects in contact could be left overlapping too.
+    Allowed: less than half a pixel, what rounding to pixels hides."""
     cfg = WorldConfig(min_objects=2, max_objects=5)
     for seed in range(300):
         states = render_clip(seed, cfg).states
