@@ -195,6 +195,8 @@ def _simulate(scene: _Scene, num_frames: int, event=None, event_frame: int | Non
             event(s)
         for key in record:
             record[key].append(getattr(s, key).copy())
+        if t + 1 == num_frames:  # no frame follows: a collision stepped into here would be logged at frame T
+            break
         skip = no_collide if event_frame is not None and t + 1 >= event_frame else None
         collisions += [(t + 1, i, j) for i, j in _step(s, skip)]
     states = {k: np.stack(v) for k, v in record.items()}  # pos (T, n, 2); others (T, n)

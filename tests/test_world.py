@@ -434,6 +434,13 @@ def test_plausible_clips_never_show_two_objects_overlapping():
         assert gaps[:, off_diagonal].min() > -0.5, seed
 
 
+def test_collisions_are_logged_only_at_frames_the_clip_has():
+    """BUG: the physics stepped once more after the last frame and logged that step's collisions at frame T."""
+    cfg = WorldConfig(min_objects=4, max_objects=5)
+    logged = [t for seed in range(300) for t, _, _ in render_clip(seed, cfg).states["collisions"]]
+    assert logged and max(logged) < cfg.num_frames
+
+
 def test_direction_is_where_the_objects_travel_farthest():
     """BUG: the label was the net displacement, which a wall bounce cancels: an object that crosses to the right wall
     at 2.5 px a frame and comes back, drifting 0.5 px a frame upwards, was labelled 'up'."""
