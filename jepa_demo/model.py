@@ -19,6 +19,7 @@ nothing about files, masks' sampling or training loops.
 """
 
 import copy
+import hashlib
 from functools import lru_cache
 
 import torch
@@ -61,13 +62,20 @@ def effective_rank(targets: torch.Tensor, max_rows: int = 4096) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def sigreg_directions(dim: int, num_slices: int, seed: int) -> torch.Tensor:
+    """(dim, num_slices) Gaussian directions from a stream of their own derived from `seed`. Training seeds a step's
+    mask with the same number: a generator seeded with it directly would hand both the same uniforms, and which mask
+    a step drew (the first uniform) would fix the size of the first direction's first entries."""
+    own_seed = int.from_bytes(hashlib.sha256(f"sigreg {seed}".encode()).digest()[:8], "little") >> 1
+    return torch.randn(dim, num_slices, generator=torch.Generator().manual_seed(own_seed))
+
+
 def sigreg(embeddings: torch.Tensor, num_slices: int = 64, seed: int = 0) -> torch.Tensor:
     """SIGReg (Balestriero & LeCun 2025, LeJEPA): how far (N, D) embeddings are from an isotropic standard Gaussian.
-    Project them on `num_slices` random unit directions (drawn from `seed`, so a step's regulariser is reproducible)
+    Project them on `num_slices` random unit directions (`sigreg_directions`, so a step's regulariser is reproducible)
     and, per direction, compare the empirical characteristic function with the Gaussian one, exp(-t^2/2), by the
     Epps-Pulley statistic: N * integral of |ecf(t) - exp(-t^2/2)|^2 exp(-t^2/2) dt, over t in [-5, 5]."""
-    gen = torch.Generator().manual_seed(seed)
-    directions = torch.randn(embeddings.shape[-1], num_slices, generator=gen).to(embeddings.device)
+    directions = sigreg_directions(embeddings.shape[-1], num_slices, seed).to(embeddings.device)
     # In float32 even under bf16 autocast: the gaps it measures (about 1/sqrt(N)) are bf16's rounding step.
     with torch.autocast(embeddings.device.type, enabled=False):
         projected = embeddings.float() @ (directions / directions.norm(dim=0))  # (N, S)

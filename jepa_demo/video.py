@@ -83,7 +83,8 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
     size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
     timeout: give up (VideoError) once decoding has taken this many seconds. None: no limit.
     span: with `num_frames`, spread them over this part of the clip instead, (start, end) as fractions of its length
-        (training draws random ones: a crop in time). Frames far apart are reached by seeking (SEEK_FROM).
+        (training draws random ones: a crop in time), widened around its middle to `num_frames` frames when it holds
+        fewer and the clip has them. Frames far apart are reached by seeking (SEEK_FROM).
     """
     path = _check_file(path)
     if num_frames is not None and num_frames < 1:
@@ -365,6 +366,17 @@ def strided_frame_indices(num_available: int, max_frames: int) -> np.ndarray:
     return np.arange(0, num_available, step, dtype=np.int64)
 
 
+def _widened(first: int, last: int, count: int, total: int) -> tuple[int, int]:
+    """Frames `first`..`last`, widened around their middle to at least `count` of the clip's `total`: a short span
+    of a longer clip would repeat frames unevenly (10 frames to 16: steps of 1 and 0), motion that stops and starts,
+    which the whole clip read at inference never shows."""
+    missing = count - (last - first + 1)
+    if missing <= 0:
+        return first, last
+    last = min(total - 1, max(0, first - missing // 2) + count - 1)
+    return last - count + 1, last
+
+
 def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, deadline: _Deadline | None = None,
             at_most: bool = False, span: tuple[float, float] = (0.0, 1.0)) -> Clip:
     """`num_frames` frames (`sample_frame_indices`) of the clip `packets` describe, over the part `span` of it;
@@ -380,7 +392,7 @@ def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, de
     if at_most:
         indices = strided_frame_indices(total, num_frames)
     else:
-        first, last = (round(fraction * (total - 1)) for fraction in span)
+        first, last = _widened(*(round(fraction * (total - 1)) for fraction in span), min(num_frames, total), total)
         indices = first + sample_frame_indices(last - first + 1, num_frames)
     if packets.times is not None and total > 1:
         indices = nearest_in_time(indices, packets.times)

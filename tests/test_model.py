@@ -126,6 +126,25 @@ def test_sigreg_is_small_for_a_standard_gaussian_and_large_for_collapse():
     assert sigreg(gaussian, seed=1) != sigreg(gaussian, seed=2)  # other random directions
 
 
+def test_sigreg_directions_do_not_follow_the_steps_mask():
+    """BUG: training seeds a step's mask and its SIGReg directions with one number; two generators seeded alike
+    share their uniforms: the first picked the mask (future below 0.5) and is the radius of torch's Box-Muller pair
+    that gives directions[0, 0], so every future-mask step had |directions[0, 0]| <= sqrt(2 ln 2) = 1.18 (a standard
+    normal passes it a quarter of the time)."""
+    from jepa_demo.model import sigreg_directions
+    from train.config import TrainConfig
+    from train.loop import mask_for_step
+
+    cfg = TrainConfig(future_prob=0.5)
+    first = {"future": [], "multiblock": []}
+    for step in range(200):
+        kind = mask_for_step(step, cfg, (8, 8, 8))[0]
+        first[kind].append(abs(float(sigreg_directions(128, 64, cfg.seed * 1_000_003 + step)[0, 0])))
+    assert len(first["future"]) > 50 and len(first["multiblock"]) > 50
+    assert max(first["future"]) > 1.2 and max(first["multiblock"]) > 1.2
+    assert torch.equal(sigreg_directions(128, 64, 7), sigreg_directions(128, 64, 7))
+
+
 def test_sigreg_stays_float32_under_bf16_autocast():
     gaussian = torch.randn(512, 32, generator=torch.Generator().manual_seed(0))
     float32 = sigreg(gaussian).item()

@@ -80,6 +80,12 @@ def test_a_span_samples_only_that_part_of_the_clip(tmp_path):
     write_video(tmp_path / "a.mp4", clip)
     assert source_frames(read_video(tmp_path / "a.mp4", num_frames=4, span=(0.6, 1.0)), clip) == [9, 11, 13, 15]
     assert source_frames(read_video(tmp_path / "a.mp4", num_frames=2, span=(0.0, 0.2)), clip) == [0, 3]
+    # fewer frames in the span than asked for: widened around its middle, not frames repeated (steps of 1 and 0)
+    assert source_frames(read_video(tmp_path / "a.mp4", num_frames=6, span=(0.0, 0.2)), clip) == [0, 1, 2, 3, 4, 5]
+    assert source_frames(read_video(tmp_path / "a.mp4", num_frames=6, span=(0.5, 0.6)), clip) == [6, 7, 8, 9, 10, 11]
+    assert source_frames(read_video(tmp_path / "a.mp4", num_frames=6, span=(1.0, 1.0)), clip) == list(range(10, 16))
+    assert source_frames(read_video(tmp_path / "a.mp4", num_frames=20, span=(0.4, 0.5)), clip) == \
+        np.linspace(0, 15, 20).round().astype(int).tolist()  # the clip is shorter: all of it, repeated
     for bad in ((0.5, 0.4), (-0.1, 0.5), (0.0, 1.5)):
         with pytest.raises(ValueError, match="span must be"):
             read_video(tmp_path / "a.mp4", num_frames=4, span=bad)

@@ -50,9 +50,9 @@ class WorldBatches(Dataset):
 
 class FolderBatches(Dataset):
     """Batch `step` of this rank: clips drawn (with replacement) from the video files under `root`, each from a
-    random stretch of its file (a quarter of it to all of it), so that a file gives new clips at other speeds instead
-    of the same frames at every draw. At inference a clip's frames span all of it (`embed`) or windows of a quarter of
-    it (`surprise`): the crops cover both."""
+    random stretch of its file (a quarter of it to all of it, and never fewer frames than a clip takes), so that a
+    file gives new clips at other speeds instead of the same frames at every draw. At inference a clip's frames span
+    all of it (`embed`) or windows of a quarter of it (`surprise`): the crops cover both."""
 
     MIN_SPAN = 0.25
 
