@@ -40,6 +40,7 @@ def is_vjepa2_config(config: dict) -> bool:
 
 def model_config(hf_config: dict) -> ModelConfig:
     """Our architecture record of a VJEPA2Config dict, validated (sizes bounded) before any weight is allocated."""
+    _check_other_sizes(hf_config)
     try:
         return ModelConfig(
             img_size=hf_config["crop_size"], num_frames=hf_config["frames_per_clip"],
@@ -53,6 +54,18 @@ def model_config(hf_config: dict) -> ModelConfig:
         raise ValueError(f"a V-JEPA 2 config value has the wrong type ({err})") from None
 
 
+def _check_other_sizes(hf_config: dict) -> None:
+    """The VJEPA2Config fields that size weights and have no place in our record. transformers allocates (and
+    initialises) every weight whose shape the file does not match before it reports the mismatch, so a hostile value
+    would take the memory first: a predictor MLP ratio of 2000 at ViT-L sizes is about 28 GB."""
+    bounds = {"in_chans": (3, 3), "pred_num_mask_tokens": (1, 64), "pred_mlp_ratio": (0.5, 16)}  # 3: RGB frames
+    defaults = {"in_chans": 3, "pred_num_mask_tokens": 10, "pred_mlp_ratio": 4.0}  # VJEPA2Config's
+    for key, (low, high) in bounds.items():
+        value = hf_config.get(key, defaults[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"{key} must be a number in [{low}, {high}], got {value!r}")
+
+
 def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
     """From the saved video-processor config when there is one (crop, mean and std), else V-JEPA 2's defaults for
     this crop size."""
@@ -64,7 +77,10 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
     if not isinstance(settings, dict):
         raise ValueError(f"{saved.name}: expected an object of settings, got {type(settings).__name__}")
     crop = settings.get("crop_size", cfg.img_size)
-    crop = crop.get("height", cfg.img_size) if isinstance(crop, dict) else crop
+    if isinstance(crop, dict):  # {"height": h, "width": w}, as transformers saves it: square crops only
+        if "height" not in crop or crop.get("width", crop["height"]) != crop["height"]:
+            raise ValueError(f"{saved.name}: crop_size must give one height (and the same width), got {crop}")
+        crop = crop["height"]
     mean, std = settings.get("image_mean", IMAGENET_MEAN), settings.get("image_std", IMAGENET_STD)
     if not (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple))):
         raise ValueError(f"{saved.name}: image_mean and image_std must be lists of three numbers")

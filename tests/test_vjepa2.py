@@ -141,7 +141,11 @@ def test_a_hub_id_loads_from_the_local_hub_cache(folder, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("change, message", [({"hidden_size": 10**7}, "dim must be between"),
                                              ({"crop_size": 30}, "multiple of patch_size"),
-                                             ({"patch_size": None}, "patch_size must be an integer")])
+                                             ({"patch_size": None}, "patch_size must be an integer"),
+                                             ({"pred_mlp_ratio": 2000}, r"pred_mlp_ratio must be a number in \[0.5"),
+                                             ({"pred_num_mask_tokens": 0}, "pred_num_mask_tokens must be"),
+                                             ({"pred_num_mask_tokens": 10**7}, "pred_num_mask_tokens must be"),
+                                             ({"in_chans": 10**5}, r"in_chans must be a number in \[3, 3\]")])
 def test_hostile_configs_are_refused_before_allocation(folder, tmp_path, change, message):
     with pytest.raises(CheckpointError, match=message):
         load_model(_copy(folder, tmp_path / "bad", change))
@@ -192,7 +196,9 @@ def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_p
     ({}, "[]", "video_preprocessor_config.json: expected an object of settings"),
     ({}, "{not json", "video_preprocessor_config.json is not valid JSON"),
     ({}, '{"image_std": [0.2, 0, 0.2]}', "video_preprocessor_config.json: mean must be finite and std"),
-    ({}, '{"image_mean": 0.5}', "video_preprocessor_config.json: image_mean and image_std must be lists")])
+    ({}, '{"image_mean": 0.5}', "video_preprocessor_config.json: image_mean and image_std must be lists"),
+    ({}, '{"crop_size": {"width": 32}}', "crop_size must give one height"),  # was read as the model's own crop
+    ({}, '{"crop_size": {"height": 32, "width": 48}}', "crop_size must give one height .and the same width")])
 def test_malformed_settings_are_one_clear_error(folder, tmp_path, change, processor, message):
     bad = _copy(folder, tmp_path / "bad", change)
     if processor is not None:
