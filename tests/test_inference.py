@@ -93,6 +93,8 @@ def test_visible_latents_never_see_the_hidden_frames(model):
     assert np.array_equal(a[~hidden], b[~hidden])
     whole_clip = model.target_latents(clip), model.target_latents(changed)
     assert not np.allclose(whole_clip[0][~hidden], whole_clip[1][~hidden])
+    flipped = hidden[::-1]  # a view with negative strides, which torch.from_numpy refuses
+    assert np.array_equal(np.isnan(model.visible_latents(clip, flipped)[..., 0]), flipped)
     for wrong in (hidden.transpose(), hidden.astype(np.int64), hidden.reshape(-1)):  # same size, another layout
         with pytest.raises(ValueError, match="bool array of the token grid's shape"):
             model.visible_latents(clip, wrong)
