@@ -109,7 +109,9 @@ def wilson_interval(share: float, n: int, z: float = 1.96) -> list[float]:
     resamples to 1.00 every time, an interval of zero width, as if 17 pairs were certainty (Wilson: [0.82, 1.00])."""
     centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z / (1 + z**2 / n) * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2))
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+    # Around the share whatever the rounding: at 1.0 of 100 pairs the upper bound came out 1 - 1e-16, below the
+    # share, and the report's error bars (share minus bound) went negative, which matplotlib refuses
+    return [float(max(0.0, min(share, centre - half))), float(min(1.0, max(share, centre + half)))]
 
 
 def _interval(samples: np.ndarray) -> list[float]:

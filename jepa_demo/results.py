@@ -101,7 +101,7 @@ def summary_lines(report: dict) -> list[str]:
 def _side(difference: dict) -> int:
     """Which side of zero a paired difference (`jepa_demo.evaluate.paired_difference`) clearly lies on: 1 or -1 when
     its 95 % interval excludes zero, else 0."""
-    low, high = difference["difference_ci"]
+    low, high = (round(bound, 3) for bound in difference["difference_ci"])  # as printed: no "+0.000" called clear
     return 1 if low > 0 else -1 if high < 0 else 0
 
 

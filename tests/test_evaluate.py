@@ -67,6 +67,8 @@ def test_a_kind_won_in_every_pair_gets_an_interval_not_certainty():
     assert stats["accuracy_ci"] == pytest.approx([17 / (17 + 1.96**2), 1.0], abs=1e-9)
     low, high = wilson_interval(0.5, 100)
     assert low == pytest.approx(0.5 - 0.0963, abs=5e-4) and high == pytest.approx(0.5 + 0.0963, abs=5e-4)
+    for n in range(1, 400):  # rounding put the upper bound of 100 wins in 100 a hair below 1.0 (and 629 n of 2000)
+        assert wilson_interval(1.0, n)[1] == 1.0 and wilson_interval(0.0, n)[0] == 0.0, n
 
 
 def test_surprise_shift_tells_a_passing_rise_from_a_lasting_drop():
@@ -207,6 +209,15 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     assert "| kind |" in format_report(report)
     assert any("kNN probe" in line for line in summary_lines(report))
     assert report["settings"]["hardware"].endswith(")") and "CPU threads" in report["settings"]["hardware"]
+
+
+def test_a_verdict_follows_the_interval_as_printed():
+    """An interval printed [+0.000, +0.020] was called "clearly ahead" (its raw lower bound was 0.0003)."""
+    from jepa_demo.results import _verdict
+
+    assert _verdict({"difference": 0.01, "difference_ci": [0.0003, 0.02]}) == "not clearly different from"
+    assert _verdict({"difference": 0.01, "difference_ci": [0.002, 0.02]}) == "clearly ahead of"
+    assert _verdict({"difference": -0.01, "difference_ci": [-0.02, -0.0004]}) == "not clearly different from"
 
 
 def test_a_pixel_model_under_test_is_not_compared_with_itself(tiny_pixel_checkpoint):
