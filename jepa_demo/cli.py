@@ -92,16 +92,16 @@ def main(argv=None) -> int:
             print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout or stderr went away (`... 2>&1 | head -1`)
-        _write_nowhere(sys.stdout, sys.stderr)
+        write_nowhere(sys.stdout, sys.stderr)
         return 141  # 128 + SIGPIPE
     except OSError as err:  # stdout's disk is full (`... > /dev/full`)
         with contextlib.suppress(OSError):
             print(f"error: could not write the results: {err.strerror or err}", file=sys.stderr)
-        _write_nowhere(sys.stdout)
+        write_nowhere(sys.stdout)
         return 1
 
 
-def _write_nowhere(*streams) -> None:
+def write_nowhere(*streams) -> None:
     """Point streams that can no longer be written at /dev/null: Python flushes them again at exit, and that would
     fail with a second error."""
     for stream in filter(None, streams):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
-from .cli import check_finite, read_for
+from .cli import check_finite, read_for, write_nowhere
 from .inference import load_model
 from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
@@ -40,49 +40,58 @@ def main(argv=None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    info = model.info()
-    print(f"checkpoint: step {info['step']}, {info['params'] / 1e6:.1f} M parameters, on {info['device']}")
-    print("each block: a clip and its twin with a physics violation; surprise per time step (higher = more surprised)")
     wins = 0
-    try:  # clips of two model windows at least: V-JEPA 2's window alone is 64 frames
+    try:
+        info = model.info()
+        print(f"checkpoint: step {info['step']}, {info['params'] / 1e6:.1f} M parameters, on {info['device']}")
+        print("each block: a clip and its twin with a physics violation; surprise per time step (higher = more "
+              "surprised)")
+        # clips of two model windows at least: V-JEPA 2's window alone is 64 frames
         cfg = WorldConfig(size=model.preprocess.img_size, num_frames=max(32, 2 * model.cfg.num_frames))
         for kind in args.kind or VIOLATIONS:
             plausible, implausible = make_pair(args.seed, kind, cfg)
             clips = _through_mp4(plausible, implausible, kind, model)
-            results = {name: model.surprise(video) for name, video in clips.items()}
+            results = {name: model.surprise(clip.frames) for name, clip in clips.items()}
             for result in results.values():
                 check_finite(result.per_step)  # a diverged run's NaN weights: one line, not a failed sparkline
-            wins += _print_pair(results, implausible.labels["violation_frame"], kind)
+            wins += _print_pair(results, clips, implausible.labels["violation_frame"], kind)
+        print(f"\nThe violating twin was more surprising in {wins} of {len(args.kind or VIOLATIONS)} pairs "
+              "(README: what the shipped model has and has not learned).")
+        sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe under stdout is then caught below
     except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px), or NaN weights
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`... | head -1`): quietly, as the CLI
+        write_nowhere(sys.stdout, sys.stderr)
+        return 141  # 128 + SIGPIPE
     except OSError as err:  # a full disk, for the clips or under stdout
+        write_nowhere(sys.stdout)  # Python flushes stdout again at exit, which would fail a second time
         print(f"error: could not write {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr)
         return 1
-    print(f"\nThe violating twin was more surprising in {wins} of {len(args.kind or VIOLATIONS)} pairs "
-          "(README: what the shipped model has and has not learned).")
     return 0
 
 
 def _through_mp4(plausible, implausible, kind: str, model) -> dict:
-    """Write both clips as real mp4 files and read them back, as `python -m jepa_demo surprise` reads a file."""
+    """Write both clips as real mp4 files and read them back, as `python -m jepa_demo surprise` reads a file: the
+    read clips (frames, and which frame of the file each one is: a clip longer than the model reads is thinned)."""
     with tempfile.TemporaryDirectory(prefix="jepa-demo-") as tmp:
         clips = {}
         for name, clip in (("plausible", plausible), (kind, implausible)):
             path = Path(tmp) / f"{name}.mp4"
             write_video(path, clip.frames)
-            clips[name] = read_for(model, path).frames
+            clips[name] = read_for(model, path)
     return clips
 
 
-def _print_pair(results: dict, violation_frame: int, kind: str) -> bool:
+def _print_pair(results: dict, clips: dict, violation_frame: int, kind: str) -> bool:
+    """Frame numbers are the file's, as the violation's is (the CLI's `peak_frame` too), not the read clip's."""
     print(f"\n{kind} at frame {violation_frame}:")
     values = np.concatenate([r.per_step for r in results.values()])
     low, high = float(values.min()), float(values.max())
     for name, result in results.items():
-        peak = int(result.step_frames[result.peak_step])
+        peak = int(clips[name].source_frames[result.step_frames[result.peak_step]])
         print(f"  {name:>13}  {sparkline(result.per_step, low, high)}  score {result.score:.4f}  (peak frame {peak})")
-    frames = next(iter(results.values())).step_frames
+    frames = clips["plausible"].source_frames[results["plausible"].step_frames]
     print(f"  {'frames':>13}  {frames[0]} .. {frames[-1]}")
     return results[kind].score > results["plausible"].score
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,15 @@ def test_a_full_disk_under_stdout_is_one_line(files):
     assert result.returncode == 1 and result.stderr == "error: could not write the results: No space left on device\n"
 
 
+def test_the_terminal_demo_on_a_full_disk_is_one_line(files):
+    """`python -m jepa_demo.demo > /dev/full`: its few lines sat in stdout's buffer until exit, where the failed flush
+    was 'Exception ignored', status 120, past the handler meant for it."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", files / "ckpt", "--kind",
+                                 "vanish"], cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr == "error: could not write the output: No space left on device\n"
+
+
 def test_bad_checkpoint_exits_2_with_one_line(files):
     result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")
     assert result.returncode == 2
@@ -181,6 +191,10 @@ def test_terminal_demo_runs_pairs_through_mp4_and_leaves_nothing_behind(files, t
     assert "appear at frame" in result.stdout and "vanish at frame" in result.stdout
     assert "more surprising in" in result.stdout and "of 2 pairs" in result.stdout
     assert not list((tmp_path / "tmp").iterdir())
+    # the tiny model reads 16 of the 32 frames: steps and peaks are named by the file's frames, as the violation is
+    first, last = map(int, re.search(r"frames\s+(\d+) \.\. (\d+)", result.stdout).groups())
+    peaks = [int(frame) for frame in re.findall(r"peak frame (\d+)", result.stdout)]
+    assert last >= 28 and all(first <= peak <= last for peak in peaks), result.stdout
 
     missing = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", str(tmp_path / "none")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
