@@ -8,6 +8,7 @@ prints the model's surprise over time for each: a model that understands the wor
 """
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +36,9 @@ def main(argv=None) -> int:
                         help="violation kind to show (repeatable; default: every kind)")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args(argv)
+    if sys.stdout is None:  # started with stdout closed (`>&-`): a tour nobody sees, as the CLI refuses its results
+        print("error: standard output is closed; nowhere to write the tour", file=sys.stderr)
+        return 2
     try:
         model = load_model(args.checkpoint)
     except CheckpointError as err:
@@ -59,16 +63,25 @@ def main(argv=None) -> int:
               "(README: what the shipped model has and has not learned).")
         sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe under stdout is then caught below
     except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px), or NaN weights
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _stop(f"error: {err}", 2)
     except BrokenPipeError:  # the reader went away (`... | head -1`): quietly, as the CLI
-        write_nowhere(sys.stdout, sys.stderr)
-        return 141  # 128 + SIGPIPE
+        return _stop(None, 141)  # 128 + SIGPIPE
     except OSError as err:  # a full disk, for the clips or under stdout
-        write_nowhere(sys.stdout)  # Python flushes stdout again at exit, which would fail a second time
-        print(f"error: could not write {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr)
-        return 1
+        return _stop(f"error: could not write {err.filename or 'the output'}: {err.strerror or err}", 1)
     return 0
+
+
+def _stop(message: str | None, status: int) -> int:
+    """End the tour early: what it printed goes out if stdout can still take it (else stdout is pointed nowhere, or
+    Python's own flush at exit would fail a second time), then `message` on stderr."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        write_nowhere(sys.stdout)
+    if message:
+        with contextlib.suppress(OSError):  # stderr gone too (`... 2>&1 | head -1`)
+            print(message, file=sys.stderr)
+    return status
 
 
 def _through_mp4(plausible, implausible, kind: str, model) -> dict:

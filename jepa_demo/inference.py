@@ -124,7 +124,7 @@ class JEPAModel:
         if hidden.dtype != bool or hidden.shape != self.cfg.grid:  # another layout would gather the wrong tokens
             raise ValueError(f"hidden must be a bool array of the token grid's shape {self.cfg.grid}, got "
                              f"{hidden.dtype} {hidden.shape}")
-        # a copy: a flipped or broadcast view (negative or zero strides) is refused by torch.from_numpy
+        # a copy: torch.from_numpy refuses a flipped view (negative strides) and warns of a read-only one
         context_idx, _ = (i.to(self.device) for i in mask_to_indices(torch.from_numpy(hidden.copy())))
         with self._autocast():
             visible = self.net.encode_visible(self._input(video, self.cfg.num_frames), context_idx)[0]  # (K, D)

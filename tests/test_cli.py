@@ -172,6 +172,9 @@ def test_the_terminal_demo_on_a_full_disk_is_one_line(files):
         result = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", files / "ckpt", "--kind",
                                  "vanish"], cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert result.returncode == 1 and result.stderr == "error: could not write the output: No space left on device\n"
+    closed = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", files / "ckpt"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2 and closed.stderr == "error: standard output is closed; nowhere to write the tour\n"
 
 
 def test_bad_checkpoint_exits_2_with_one_line(files):

@@ -126,7 +126,7 @@ def test_sigreg_is_small_for_a_standard_gaussian_and_large_for_collapse():
     assert sigreg(gaussian, seed=1) != sigreg(gaussian, seed=2)  # other random directions
 
 
-def test_sigreg_directions_do_not_follow_the_steps_mask():
+def test_sigreg_directions_do_not_follow_the_steps_mask(monkeypatch):
     """BUG: training seeds a step's mask and its SIGReg directions with one number; two generators seeded alike
     share their uniforms: the first picked the mask (future below 0.5) and is the radius of torch's Box-Muller pair
     that gives directions[0, 0], so every future-mask step had |directions[0, 0]| <= sqrt(2 ln 2) = 1.18 (a standard
@@ -143,6 +143,13 @@ def test_sigreg_directions_do_not_follow_the_steps_mask():
     assert len(first["future"]) > 50 and len(first["multiblock"]) > 50
     assert max(first["future"]) > 1.2 and max(first["multiblock"]) > 1.2
     assert torch.equal(sigreg_directions(128, 64, 7), sigreg_directions(128, 64, 7))
+    import jepa_demo.model as model_module  # and the regulariser draws its directions there
+
+    seeds = []
+    monkeypatch.setattr(model_module, "sigreg_directions", lambda dim, slices, seed: seeds.append(seed) or
+                        torch.randn(dim, slices))
+    model_module.sigreg(torch.randn(32, 16), seed=11)
+    assert seeds == [11]
 
 
 def test_sigreg_stays_float32_under_bf16_autocast():
