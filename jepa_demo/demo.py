@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
-from .cli import check_finite, read_for, write_nowhere
+from .cli import check_finite, out_of_memory, read_for, write_nowhere
 from .inference import load_model
 from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
@@ -41,8 +41,10 @@ def main(argv=None) -> int:
         return 2
     try:
         model = load_model(args.checkpoint)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (CheckpointError, RuntimeError, MemoryError) as err:
+        if isinstance(err, RuntimeError) and not out_of_memory(err):
+            raise  # a bug, not the checkpoint's fault: the traceback says where
+        print(f"error: {err}", file=sys.stderr)  # missing, broken, or too large for this machine
         return 2
     wins = 0
     try:

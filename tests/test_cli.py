@@ -177,6 +177,21 @@ def test_the_terminal_demo_on_a_full_disk_is_one_line(files):
     assert closed.returncode == 2 and closed.stderr == "error: standard output is closed; nowhere to write the tour\n"
 
 
+def test_the_terminal_demo_out_of_memory_at_load_is_one_line_and_a_bug_is_not(monkeypatch, capsys):
+    from jepa_demo import demo
+
+    def too_large(path):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9000000000 bytes.")
+
+    monkeypatch.setattr(demo, "load_model", too_large)
+    assert demo.main(["--kind", "vanish"]) == 2
+    assert capsys.readouterr().err == ("error: DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                                       "9000000000 bytes.\n")
+    monkeypatch.setattr(demo, "load_model", lambda path: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        demo.main([])
+
+
 def test_bad_checkpoint_exits_2_with_one_line(files):
     result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")
     assert result.returncode == 2
