@@ -217,20 +217,18 @@ def _step(s: _Scene, skip_pair) -> list[tuple[int, int]]:
     _bounce_off_walls(s)
     hits, pushed = _collide_objects(s, skip_pair)
     for _ in range(_SETTLE_PASSES):
-        if not (_hold_inside(s) or pushed):
-            break
+        if not pushed:  # nothing moved since the walls last held everything inside
+            return hits
+        _hold_inside(s)
         more, pushed = _collide_objects(s, skip_pair)
         hits += [pair for pair in more if pair not in hits]
     _hold_inside(s)  # the walls have the last word: what overlap a tight cluster keeps is the lesser fault
     return hits
 
 
-def _hold_inside(s: _Scene) -> bool:
-    """Put back at the wall whatever a push moved past it; whether anything moved."""
-    held = np.clip(s.pos, s.radius[:, None], s.size - s.radius[:, None])
-    moved = not np.array_equal(held, s.pos)
-    s.pos = held
-    return moved
+def _hold_inside(s: _Scene) -> None:
+    """Put back at the wall whatever a push moved past it."""
+    s.pos = np.clip(s.pos, s.radius[:, None], s.size - s.radius[:, None])
 
 
 def _collide_objects(s: _Scene, skip_pair) -> tuple[list[tuple[int, int]], bool]:
