@@ -255,15 +255,21 @@ def _check_training_record(path: Path, train: dict, model_cfg: ModelConfig) -> N
 
 
 def read_weights(folder: Path) -> tuple[dict, dict]:
-    """(tensors, the file's metadata). safetensors: a plain tensor container, nothing is executed or unpickled."""
+    """(tensors, the file's metadata)."""
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (every checkpoint folder needs {WEIGHTS_NAME})")
+    return _read_safetensors(path, "safetensors file")
+
+
+def _read_safetensors(path: Path, what: str, metadata_only: bool = False) -> tuple[dict, dict]:
+    """(tensors, the header's string metadata); `metadata_only` reads no tensor. safetensors: a plain tensor
+    container, nothing is executed or unpickled. Any failure is a CheckpointError calling the file a readable `what`."""
     try:
         with safe_open(path, framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+            return ({} if metadata_only else {k: f.get_tensor(k) for k in f.keys()}), f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+        raise CheckpointError(f"{path}: not a readable {what} ({err})") from None
 
 
 def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, PreprocessConfig, dict]:
@@ -318,12 +324,10 @@ def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
 
 def load_tensors(path: Path, metadata_only: bool = False) -> tuple[dict, dict]:
     """Inverse of `save_tensors`: (tensors, metadata); `metadata_only` reads no tensor (the header alone)."""
-    path = Path(path)
+    tensors, header = _read_safetensors(Path(path), "training state", metadata_only)
     try:
-        with safe_open(path, framework="pt") as f:
-            metadata = json.loads((f.metadata() or {}).get("json", "{}"))
-            return ({} if metadata_only else {k: f.get_tensor(k) for k in f.keys()}), metadata
-    except (SafetensorError, OSError, ValueError) as err:
+        return tensors, json.loads(header.get("json", "{}"))
+    except ValueError as err:  # a header that is not the JSON save_tensors writes
         raise CheckpointError(f"{path}: not a readable training state ({err})") from None
 
 
