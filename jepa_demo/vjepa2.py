@@ -58,10 +58,10 @@ def _check_other_sizes(hf_config: dict) -> None:
     """The VJEPA2Config fields that size weights and have no place in our record. transformers allocates (and
     initialises) every weight whose shape the file does not match before it reports the mismatch, so a hostile value
     would take the memory first: a predictor MLP ratio of 2000 at ViT-L sizes is about 28 GB."""
-    bounds = {"in_chans": (3, 3), "pred_num_mask_tokens": (1, 64), "pred_mlp_ratio": (0.5, 16)}  # 3: RGB frames
-    defaults = {"in_chans": 3, "pred_num_mask_tokens": 10, "pred_mlp_ratio": 4.0}  # VJEPA2Config's
-    for key, (low, high) in bounds.items():
-        value = hf_config.get(key, defaults[key])
+    # key: (VJEPA2Config's default, lowest, highest); in_chans 3: the frames are RGB
+    bounds = {"in_chans": (3, 3, 3), "pred_num_mask_tokens": (10, 1, 64), "pred_mlp_ratio": (4.0, 0.5, 16)}
+    for key, (default, low, high) in bounds.items():
+        value = hf_config.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ValueError(f"{key} must be a number in [{low}, {high}], got {value!r}")
 
