@@ -149,9 +149,11 @@ def _weights_key(checkpoint: str) -> str:
     folder with its weights' size and time, so that every name of it shares one and a folder retrained while the app
     runs gets a new one; for anything else (a Hub id), the name."""
     folder = SHIPPED.get(checkpoint) or (None if HOSTED or not checkpoint else Path(checkpoint).expanduser())
+    if folder is None:  # hosted, only shipped folders are loaded; an empty name is refused when loading
+        return checkpoint
     try:
         weights = (folder / "model.safetensors").stat()
-    except (OSError, TypeError):  # no such folder (a Hub id), or none allowed
+    except OSError:  # no such folder: a Hub id
         return checkpoint
     return f"{folder.resolve()} {weights.st_size} {weights.st_mtime_ns}"
 
