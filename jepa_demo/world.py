@@ -27,6 +27,9 @@ _OCCLUDER_GREY = np.array([150, 150, 150], dtype=np.float32)
 _MIN_FRAMES_BEFORE = 6
 _SETTLE_PASSES = 8  # an object held at a wall takes half of each push: 8 passes leave 1/256 of an overlap
 _APPEAR_TRIES = 20  # paths tried for an appearing object; about 1 in 5 crosses another object
+_PLACE_TRIES = 100  # random spots tried for each new object before the placement starts again
+_PLACE_RESTARTS = 20
+_CROWD_CHECKS = 64  # crowded starts a config must place (see WorldConfig), so that drawing one never fails in practice
 _MAX_ATTEMPTS = 1000  # derived seeds make_pair tries; a start with a collision in view is the rarest (~1 in 15)
 DERIVED_SEED_STEP = 7_919_003  # make_pair's n-th derived start: seed + n * this, far from any block of seeds in use
 
@@ -71,12 +74,42 @@ class WorldConfig:
                              f"({self.radius[0]}): faster objects could pass through each other between two frames")
         if not 0 <= self.gravity <= 0.05:
             raise ValueError(f"gravity is a fraction of size per frame^2: between 0 and 0.05, got {self.gravity}")
+        crowd = np.full(self.max_objects, self.radius[1] * self.size)  # the most crowded start this config can draw
+        try:
+            for seed in range(_CROWD_CHECKS):
+                _place_apart(np.random.default_rng(seed), crowd, self.size)
+        except ValueError:
+            raise ValueError(f"{self.max_objects} objects of radius {self.radius[1]} x {self.size} px do not fit apart "
+                             "in the frame: lower max_objects or the radius range") from None
 
 
 def _check_fraction_range(name: str, value, low: float, high: float) -> None:
     if not (isinstance(value, (tuple, list)) and len(value) == 2 and low <= value[0] <= value[1] <= high):
         raise ValueError(f"{name} is a (min, max) pair of fractions of size with {low} <= min <= max <= {high}, "
                          f"got {value!r}")
+
+
+def _place_apart(rng, radius: np.ndarray, size: int) -> np.ndarray:
+    """Random centres inside the frame, 1 px apart at least. An overlapping start would show two objects merged from
+    frame 0, so a start that cannot be placed is a ValueError, never drawn."""
+    for _ in range(_PLACE_RESTARTS):  # early objects can split the free space into gaps too small for a later one
+        pos = _try_placing(rng, radius, size)
+        if pos is not None:
+            return pos
+    raise ValueError(f"could not place {len(radius)} objects of radius up to {radius.max():.1f} px apart in a "
+                     f"{size}-pixel frame: use fewer or smaller objects")
+
+
+def _try_placing(rng, radius: np.ndarray, size: int) -> np.ndarray | None:
+    pos = np.zeros((len(radius), 2))
+    for i, r in enumerate(radius):
+        for _ in range(_PLACE_TRIES):
+            pos[i] = rng.uniform(r, size - r, size=2)
+            if all(np.hypot(*(pos[i] - pos[j])) > r + radius[j] + 1 for j in range(i)):
+                break
+        else:
+            return None
+    return pos
 
 
 @dataclass
@@ -166,17 +199,6 @@ def _new_scene(seed: int, cfg: WorldConfig) -> _Scene:
     return _Scene(pos=pos, vel=vel, radius=radius, shape=rng.integers(0, len(SHAPES), size=n),
                   color=rng.permutation(len(COLORS))[:n], visible=np.ones(n, bool), collides=np.ones(n, bool),
                   gravity=gravity, occluder=occluder, size=cfg.size)
-
-
-def _place_apart(rng, radius: np.ndarray, size: int) -> np.ndarray:
-    """Random centres inside the frame, not overlapping (best effort after 100 tries each)."""
-    pos = np.zeros((len(radius), 2))
-    for i, r in enumerate(radius):
-        for _ in range(100):
-            pos[i] = rng.uniform(r, size - r, size=2)
-            if all(np.hypot(*(pos[i] - pos[j])) > r + radius[j] + 1 for j in range(i)):
-                break
-    return pos
 
 
 # --------------------------------------------------------------------------------------------------------- physics

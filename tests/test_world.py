@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from jepa_demo import world
 from jepa_demo.world import (
     BACKGROUNDS,
     SHAPES,
@@ -478,3 +479,21 @@ def test_a_new_colour_with_every_colour_taken_is_refused_at_once(kind):
     """BUG: with seven objects every colour is taken; make_pair tried a thousand starts, then suggested more objects."""
     with pytest.raises(ValueError, match=f"{kind} needs a colour no object has: .* set min_objects < 7"):
         make_pair(0, kind, WorldConfig(min_objects=7, max_objects=7))
+
+
+def test_a_world_too_crowded_to_start_apart_is_refused():
+    """BUG: seven objects of radius 0.2 cannot lie apart in the frame; the placement gave up after 100 tries and kept
+    the overlapping spot, so every clip started with objects merged, and the physics could never part them."""
+    with pytest.raises(ValueError, match="7 objects of radius 0.2 x 64 px do not fit apart in the frame"):
+        WorldConfig(min_objects=7, max_objects=7, radius=(0.2, 0.2))
+    with pytest.raises(ValueError, match="could not place 3 objects of radius up to 30.0 px apart in a 64-pixel frame"):
+        world._place_apart(np.random.default_rng(0), np.full(3, 30.0), 64)
+
+
+def test_the_most_crowded_world_accepted_still_starts_every_clip_apart():
+    """Seven objects of radius 0.13 is about as crowded as a config gets before it is refused."""
+    cfg = WorldConfig(min_objects=7, max_objects=7, radius=(0.13, 0.13), speed=(0.01, 0.02))
+    for seed in range(200):
+        pos, radius = render_clip(seed, cfg).states["pos"][0], 0.13 * 64
+        gaps = np.hypot(*(pos[:, None] - pos[None, :]).transpose(2, 0, 1))[~np.eye(7, dtype=bool)]
+        assert gaps.min() > 2 * radius + 1, seed
