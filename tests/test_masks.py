@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jepa_demo.masks import MASK_KINDS, future_mask, mask_to_indices, sample_mask
+from jepa_demo.masks import MASK_KINDS, future_mask, mask_to_indices, multiblock_mask, sample_mask
 
 GRID = (8, 8, 8)
 
@@ -37,6 +37,30 @@ def test_future_mask_hides_exactly_the_last_steps():
 def test_random_ratio_is_respected():
     mask = sample_mask("random", GRID, torch.Generator().manual_seed(0), ratio=0.25)
     assert int(mask.sum()) == round(0.25 * 512)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.9])
+def test_tube_ratio_is_respected_at_every_time_step(ratio):
+    mask = sample_mask("tube", GRID, torch.Generator().manual_seed(1), ratio=ratio)
+    assert mask.flatten(1).sum(1).tolist() == [round(ratio * 64)] * GRID[0]
+
+
+def test_long_range_blocks_hide_more_than_short_range_ones():
+    """V-JEPA's two block sets: 8 small blocks (15 % of the frame each) or 2 large ones (70 %), forced either way."""
+    def mean_hidden(long_range):
+        return sum(float(multiblock_mask(GRID, torch.Generator().manual_seed(s), long_range).float().mean())
+                   for s in range(50)) / 50
+    short, long = mean_hidden(False), mean_hidden(True)
+    assert 0.5 < short < long < 0.95
+
+
+@pytest.mark.parametrize("grid", [(2, 1, 2), (2, 2, 1), (2, 2, 2)])
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_the_smallest_grids_a_model_accepts_keep_both_sets_nonempty(grid, kind):
+    """Blocks can cover a 2-token frame whole (then one tube is revealed), and a ratio can round to nothing."""
+    for seed in range(100):
+        mask = sample_mask(kind, grid, torch.Generator().manual_seed(seed), num_future=1)
+        assert mask.any() and not mask.all(), seed
 
 
 def test_indices_partition_the_grid():
