@@ -96,7 +96,7 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
     deadline = _Deadline(timeout)
     if num_frames is None:
         with _video(path, size) as (container, stream):
-            return np.stack([_to_rgb(frame, size) for frame in _decode(container, stream, path, deadline)])
+            return np.stack([_to_rgb(frame, size, path) for frame in _decode(container, stream, path, deadline)])
     return _sample(path, _scan(path, deadline), num_frames, size, deadline, span=span).frames
 
 
@@ -416,7 +416,7 @@ def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline
     with _video(path, size) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):
             if index in wanted:
-                kept[index] = _to_rgb(frame, size)
+                kept[index] = _to_rgb(frame, size, path)
             if index == indices[-1]:
                 break
     return kept, index
@@ -457,7 +457,7 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
                         continue
                     done = index
                     if index in picks and index not in kept:
-                        kept[index] = _to_rgb(frame, size)
+                        kept[index] = _to_rgb(frame, size, path)
                     if index >= pick:
                         break
     except av.FFmpegError:
@@ -478,8 +478,12 @@ def nearest_in_time(indices: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.where(before_is_nearer, after - 1, after).astype(np.int64)
 
 
-def _to_rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")
+def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path) -> np.ndarray:
+    try:
+        rgb = frame.to_ndarray(format="rgb24")
+    except av.FFmpegError:  # swscale converts the common colour matrices only (ENOTSUP for the rest)
+        raise VideoError(f"{path.name}: its colours are stored in a form this reader cannot convert to RGB (colour "
+                         f"matrix {frame.colorspace}, e.g. YCgCo or ICtCp); re-encode it with BT.709 colours") from None
     rgb = np.ascontiguousarray(np.rot90(rgb, _quarter_turns(frame)))
     return _resize_short_side(rgb, size) if size else rgb
 

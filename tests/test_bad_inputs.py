@@ -31,6 +31,8 @@ UNREADABLE = {
     "still-named.mp4": "is an image, not a video",  # a PNG named .mp4
     "huge-6400x6400.mp4": "over the limit of 40 million",  # refused before any frame is decoded
 }
+# Files video_info reads whose frames cannot be turned into RGB, and why (swscale has no YCgCo matrix).
+UNCONVERTIBLE = {"colour-ycgco.mp4": "cannot convert to RGB"}
 # Readable videos (frames, height, width) that no model input can be made of, and why (CLI and app).
 UNUSABLE = {
     "one-frame.mp4": "at least 16 frames",
@@ -81,11 +83,12 @@ def corpus(tmp_path_factory) -> Path:
     pattern_clip(folder / "clip.webm", 2, "64x48", 10, "-c:v", "libvpx-vp9", "-deadline", "realtime")
     pattern_clip(folder / "clip.gif", 2, "64x48", 10)
     pattern_clip(folder / "clip.mov", 2, "64x48", 10)
+    pattern_clip(folder / "colour-ycgco.mp4", 2, "64x48", 10, "-bsf:v", "h264_metadata=matrix_coefficients=8")
     # 10 frames at 10 fps, 10 at 40 fps, 3 at 5 fps (in milliseconds): no single frame rate describes the clip.
     retime = "settb=1/1000,setpts='1000*if(lt(N,10),N/10,if(lt(N,20),1+(N-10)/40,1.25+(N-20)/5))'"
     pattern_clip(folder / "variable-rate.mp4", 2.3, "64x48", 10, "-vf", retime, "-fps_mode", "passthrough",
                  "-enc_time_base", "1:1000", "-video_track_timescale", "1000", "-bf", "0", "-g", 6)
-    assert sorted(p.name for p in folder.iterdir()) == sorted({**UNREADABLE, **UNUSABLE, **READABLE})
+    assert sorted(p.name for p in folder.iterdir()) == sorted({**UNREADABLE, **UNCONVERTIBLE, **UNUSABLE, **READABLE})
     return folder
 
 
@@ -95,6 +98,11 @@ def test_read_video_reads_every_readable_file_whole_and_refuses_the_rest_by_name
             with pytest.raises(VideoError, match=reason) as err:
                 read(corpus / name)
             assert str(err.value).startswith(f"{name}: ")
+    for name, reason in UNCONVERTIBLE.items():
+        assert video_info(corpus / name)["frames"] == 20
+        for read in (read_video, lambda p: read_video(p, num_frames=8, size=32)):
+            with pytest.raises(VideoError, match=f"{name}: .*{reason}"):
+                read(corpus / name)
     for name, (frames, height, width) in SHAPES.items():
         video = read_video(corpus / name)
         assert video.shape == (frames, height, width, 3) and video.dtype == np.uint8, name
@@ -157,7 +165,7 @@ def test_cli_answers_every_file_or_names_it_with_the_reason(corpus):
     assert result.returncode == 1  # some files failed, the rest were processed
     assert "Traceback" not in result.stderr
     errors = dict(line.split(": ", 1) for line in result.stderr.splitlines())
-    refused = {**UNREADABLE, **UNUSABLE}
+    refused = {**UNREADABLE, **UNCONVERTIBLE, **UNUSABLE}
     assert {Path(path).name for path in errors} == set(refused)
     for path, message in errors.items():
         assert refused[Path(path).name] in message, message
@@ -177,7 +185,7 @@ def test_app_answers_every_file_or_names_it_with_the_reason(app_server, corpus, 
     from gradio_client import Client, handle_file
 
     client = Client(app_server, verbose=False, download_files=str(tmp_path))
-    refused = {**UNREADABLE, **UNUSABLE, **APP_REFUSES}
+    refused = {**UNREADABLE, **UNCONVERTIBLE, **UNUSABLE, **APP_REFUSES}
     for path in sorted(corpus.iterdir()):
         job = client.submit(handle_file(path), "default", api_name="/surprise")
         if path.name in refused:
