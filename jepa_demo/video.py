@@ -106,11 +106,14 @@ class Clip(NamedTuple):
 
 
 def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = None,
-              max_megabytes: float | None = None, max_aspect: float = 8.0, timeout: float | None = None) -> Clip:
+              max_megabytes: float | None = None, max_aspect: float = 8.0, timeout: float | None = None,
+              exactly: bool = False) -> Clip:
     """A file someone handed us, decoded for a model within limits: what the app and the CLI read uploads with.
 
     At most `max_frames` frames, one in k over the whole clip with k as small as that allows (so a long clip is
     sampled, never held whole in memory, and the time between frames stays constant), short side scaled to `size`.
+    `exactly`: `max_frames` frames picked as `read_video(path, max_frames)` and the model pick them (k as large as
+    fits), for a call that uses one model input's worth of frames.
     Refused with a VideoError that says which limit, before any frame is decoded: a file over `max_megabytes`, a clip
     over `max_seconds`, a picture more than `max_aspect` times wider than high or the reverse (models see a centred
     square of it, and the short-side resize would blow up the long side).
@@ -130,7 +133,7 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     if max(width, height) > max_aspect * min(width, height):
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, more than {max_aspect:g} times wider "
                          "than high or higher than wide; a model would see only a small centred square of it")
-    return _sample(path, packets, max_frames, size, deadline, at_most=True)
+    return _sample(path, packets, max_frames, size, deadline, at_most=not exactly)
 
 
 def list_videos(root, what: str | None = None, hint: str = "") -> list[Path]:

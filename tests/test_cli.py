@@ -55,6 +55,23 @@ def test_embed_and_info(files):
     assert result.returncode == 0 and "16 frames, 48x48" in result.stdout
 
 
+def test_embed_takes_the_frames_the_library_takes(files):
+    """BUG: the CLI thinned a file to the frames surprise wants and the model took its input from those: of 130
+    frames, the tiny model (4 frames) took 9, 45, 81, 117 (the default model one in 6: 18 to 108), where
+    model.embed(read_video(path)), training and the folder probe take 0, 43, 86, 129 (one in 8: 4 to 124)."""
+    import numpy as np
+
+    from jepa_demo import load_model, read_video
+
+    path = files / "long.mp4"
+    write_video(path, make_pair(2, "vanish", WorldConfig(size=48, num_frames=130))[0].frames)
+    result = _cli("embed", path, "--json", "--checkpoint", files / "ckpt")
+    assert result.returncode == 0, result.stderr
+    model = load_model(files / "ckpt")
+    expected = model.embed(read_video(path, num_frames=model.cfg.num_frames, size=model.preprocess.resize_to))
+    assert np.allclose(json.loads(result.stdout)["embedding"], expected, atol=2e-6)
+
+
 def test_a_reader_that_goes_away_stops_it_quietly(files):
     """`python -m jepa_demo info *.mp4 | head -1`: the pipe is closed here before the first line is written."""
     process = subprocess.Popen([sys.executable, "-m", "jepa_demo", "info", files / "a.mp4", files / "b.mp4"], cwd=ROOT,
