@@ -93,10 +93,8 @@ SESSIONS_KEPT = 64  # see launch: sessions whose outputs Gradio keeps in memory;
 MODEL_CALLS = 2  # views computed at once; more only share the same cores, and each holds its activations in memory
 # Gradio keeps each file in a folder named by a hash of its content (SHA-256 hex digits).
 CONTENT_FOLDER = re.compile(r"[0-9a-f]{64}")
-# tempfile's default name, tmp + 8 characters, which Gradio 6.31 gives two kinds of file it leaves in its folder: the
-# empty one gr.File(type="filepath") opens on every request and never uses (`File._process_single_file`), and an
-# upload cut off midway (the visitor closed the tab: Starlette's ClientDisconnect, which Gradio's multipart parser
-# does not clean up after). A finished upload is moved out at once, and one under way is written to all the time.
+# The empty file Gradio 6.31's gr.File(type="filepath") opens in its folder on every request and never uses or removes
+# (`File._process_single_file`): tempfile's default name, tmp + 8 characters.
 PLACEHOLDER = re.compile(r"tmp[a-z0-9_]{8}")
 
 try:  # on Hugging Face ZeroGPU Spaces, the model calls get a GPU; elsewhere this is a no-op
@@ -361,9 +359,8 @@ def build_app() -> gr.Blocks:
 
 def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
     """Delete the files Gradio keeps for `app` (uploads, returned pictures) once they are older than `age` seconds,
-    and the files it leaves behind (empty placeholders, uploads cut off: see PLACEHOLDER). The files marked to keep
-    (the examples) stay, and so do the emptied folders Gradio made for the files, unless `stopping` (the last sweep,
-    when the server stops).
+    and the empty placeholders its gr.File leaves (see PLACEHOLDER). The files marked to keep (the examples) stay, and
+    so do the emptied folders Gradio made for the files, unless `stopping` (the last sweep, when the server stops).
 
     Gradio's own `delete_cache` sweep (6.31) iterates these live sets in a worker thread while requests add to them;
     its first "Set changed size during iteration" ends its sweep task for good, and uploads then stay until the server
@@ -409,10 +406,10 @@ def _expire(path: str, files: set, age: float) -> None:
 
 
 def _remove_leftovers(folder: str, age: float, stopping: bool) -> None:
-    """Remove the files Gradio left in `folder` (see PLACEHOLDER) once `age` seconds have passed since they were last
-    written and, when the server stops, the emptied content folders (CONTENT_FOLDER). Not those while it serves: a
-    request writing the same content between Gradio's mkdir and its write would fail (benchmarks/sweep_race.py,
-    removing them while serving, lost every request thread within a second)."""
+    """Remove the empty files gr.File left in `folder` (see PLACEHOLDER) once they are older than `age` seconds and,
+    when the server stops, the emptied content folders (CONTENT_FOLDER). Not while it serves: a request writing the
+    same content between Gradio's mkdir and its write would fail (benchmarks/sweep_race.py, removing them while
+    serving, lost every request thread within a second)."""
     try:
         entries = list(os.scandir(folder))
     except OSError:  # nothing uploaded yet (or a folder we may not read: nothing of ours to remove there)
@@ -422,7 +419,8 @@ def _remove_leftovers(folder: str, age: float, stopping: bool) -> None:
             if stopping and CONTENT_FOLDER.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 os.rmdir(entry.path)
             elif PLACEHOLDER.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                if time.time() - entry.stat(follow_symlinks=False).st_ctime > age:
+                stat = entry.stat(follow_symlinks=False)
+                if stat.st_size == 0 and time.time() - stat.st_ctime > age:
                     os.remove(entry.path)
 
 
@@ -477,12 +475,38 @@ async def sweep_files_while_serving(server):
         sweep_files(app, age=-1, stopping=True)
 
 
+def remove_uploads_cut_off() -> None:
+    """Gradio 6.31 writes an upload to a temporary file as it arrives and removes that file when the form is malformed,
+    but not when the visitor goes away midway (a closed tab: Starlette's ClientDisconnect) or the server stops under
+    it: what had arrived stayed in its folder for good. Its parser now removes them on any failure, once."""
+    from gradio.route_utils import GradioMultiPartParser
+
+    parse = GradioMultiPartParser.parse
+    if getattr(parse, "removes_uploads_cut_off", False):
+        return
+
+    @functools.wraps(parse)
+    async def parse_and_clean_up(self):
+        try:
+            return await parse(self)
+        except BaseException:  # a cancelled request too
+            for file in getattr(self, "_files_to_close_on_error", ()):
+                with contextlib.suppress(OSError):  # removed already (a malformed form)
+                    file.close()
+                    os.remove(file.name)
+            raise
+
+    parse_and_clean_up.removes_uploads_cut_off = True
+    GradioMultiPartParser.parse = parse_and_clean_up
+
+
 def launch(app: gr.Blocks, **kwargs):
     """Serve `app`; Gradio must be allowed to serve the gallery thumbnails and example clips, and no other file.
 
     Gradio 6.31 keeps, for each of the last `state_session_capacity` sessions (10000 by default; every browser tab and
     gradio_client is one), a copy of the page's config holding the last value of every output: here a plotly figure's
     JSON and more, about 0.23 MiB a session. The app keeps no per-user state, so only the latest sessions are kept."""
+    remove_uploads_cut_off()
     return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(served_folder())],
                       app_kwargs={"lifespan": sweep_files_while_serving}, state_session_capacity=SESSIONS_KEPT,
                       **kwargs)
