@@ -72,6 +72,10 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
         os.replace(tmp, path)
         with contextlib.suppress(OSError):  # the rename itself; some file systems refuse to sync a folder
             _flush_to_disk(path.parent)
+    except OSError as err:
+        if err.filename == tmp:  # a full disk: say which file could not be written, not its hidden temporary name
+            err.filename = str(path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -103,7 +107,7 @@ def save_checkpoint(model: VideoJEPA, folder, preprocess: PreprocessConfig, step
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in clean_state_dict(model.state_dict()).items()}
-    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"step": str(step)}))
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: _save_safetensors(state, tmp, {"step": str(step)}))
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step,
               "model": to_dict(model.cfg), "preprocess": to_dict(preprocess), **(extra or {})}
     write_json(folder / CONFIG_NAME, config)
@@ -319,7 +323,20 @@ def _build_vjepa2(folder: Path, source: str):
 def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
     """Atomic safetensors write with JSON metadata (used for the training state)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"json": json.dumps(metadata)}))
+    atomic_write(Path(path), lambda tmp: _save_safetensors(tensors, tmp, {"json": json.dumps(metadata)}))
+
+
+def _save_safetensors(tensors: dict, path: str, metadata: dict) -> None:
+    """safetensors' save_file, its failures to write raised as the OSError they are: it reports a full disk as a
+    SafetensorError ("Error while serializing: I/O error: No space left on device (os error 28)"), which callers that
+    handle OSError (a one-line message, the last save stands) would let through as a traceback."""
+    try:
+        save_file(tensors, path, metadata=metadata)
+    except SafetensorError as err:
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), path) from err
 
 
 def load_tensors(path: Path, metadata_only: bool = False) -> tuple[dict, dict]:
