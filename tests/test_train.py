@@ -125,6 +125,21 @@ def _interrupt_after(monkeypatch, steps: int) -> None:
     monkeypatch.setattr(train.loop, "train_step", counted)
 
 
+def test_resume_in_a_checkpoint_folder_without_a_training_state_replaces_its_model(tmp_path, monkeypatch, capsys):
+    """BUG: --resume in a folder holding a checkpoint but no training state (as shipped) started from step 0 and left
+    the old model, config and card in place: stopped before its first save, the folder loaded as the old model beside
+    the new run's metrics."""
+    from train.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=2"]) == 0
+    (out / "train_state.safetensors").unlink()  # what a shipped checkpoint folder holds
+    _interrupt_after(monkeypatch, 1)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=4", "--resume"]) == 130
+    assert "no train_state.safetensors" in capsys.readouterr().out
+    assert not (out / "model.safetensors").exists() and not (out / "README.md").exists()
+
+
 def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path, monkeypatch, capsys):
     from train.__main__ import main
 

@@ -355,9 +355,9 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     if resume and (out / STATE_NAME).exists():
         check_same_run(out, record)
         start, seconds_before = load_training_state(out, model, optimizer, runtime.world_size)
-    elif resume and runtime.is_main:
-        print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
     elif runtime.is_main:
+        if resume:
+            print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
         replace_finished_run(out)
     forward = wrap_for_speed(model, cfg, runtime)
     loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
