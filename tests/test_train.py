@@ -125,6 +125,16 @@ def _interrupt_after(monkeypatch, steps: int) -> None:
     monkeypatch.setattr(train.loop, "train_step", counted)
 
 
+def test_a_run_shorter_than_its_warm_up_says_so(tmp_path, capsys):
+    from train.__main__ import main
+
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'a'}", "steps=1"]) == 0  # tiny.yaml warms up for 2 steps
+    assert ("note: warmup_steps=2 is more than steps=1: the learning rate rises only to 0.0005, short of lr=0.001, "
+            "and never decays") in capsys.readouterr().err
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'b'}", "steps=2"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_resume_in_a_checkpoint_folder_without_a_training_state_replaces_its_model(tmp_path, monkeypatch, capsys):
     """BUG: --resume in a folder holding a checkpoint but no training state (as shipped) started from step 0 and left
     the old model, config and card in place: stopped before its first save, the folder loaded as the old model beside

@@ -1,7 +1,7 @@
 """Train a video JEPA and write a checkpoint folder.
 
     python -m train --config train/configs/cpu.yaml                       # the shipped default's recipe
-    python -m train --config train/configs/cpu.yaml steps=50 out_dir=runs/try
+    python -m train --config train/configs/cpu.yaml steps=50 warmup_steps=5 out_dir=runs/try
     python -m train --config train/configs/cpu.yaml --resume              # continue exactly where it stopped
     torchrun --nproc_per_node 2 -m train --config train/configs/gpu.yaml  # DDP (nccl on GPUs, gloo on CPU)
     python -m train push checkpoints/default --repo-id USER/NAME          # upload a checkpoint to the Hub

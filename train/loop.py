@@ -215,6 +215,15 @@ def load_training_state(out: Path, model: VideoJEPA, optimizer, world_size: int)
     return int(meta["step"]), float(meta.get("wall_seconds", 0.0))
 
 
+def warn_if_warmup_outlasts_the_run(cfg: TrainConfig) -> None:
+    """`steps=50` on a recipe warming up for 100 steps trains at half its rate at most, and never decays: allowed (a
+    smoke test of a step or two), but said."""
+    if cfg.warmup_steps > cfg.steps:
+        print(f"note: warmup_steps={cfg.warmup_steps} is more than steps={cfg.steps}: the learning rate rises only to "
+              f"{lr_at(cfg.steps - 1, cfg):.3g}, short of lr={cfg.lr:g}, and never decays (set warmup_steps lower for "
+              "a short run)", file=sys.stderr)
+
+
 def replace_finished_run(out: Path) -> None:
     """A new run in an earlier run's folder (or a checkpoint's) replaces it, but not an unfinished one: that is work
     --resume would continue. What the earlier run saved goes at once: until this run's first save, its state would let
@@ -349,6 +358,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     if runtime.is_main:
         check_disk_space(out, model)
         check_output_folder(out)
+        warn_if_warmup_outlasts_the_run(cfg)
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
     record = run_record(cfg, dataset)
