@@ -421,6 +421,7 @@ def test_sigkill_during_a_save_keeps_the_previous_one_and_resume_goes_back_one_i
 
     result = _train(*settings, "--resume")
     assert result.returncode == 0, result.stderr
+    assert "| 10/30 " in result.stderr and "| 0/30 " not in result.stderr  # it went on from step 10, not from 0
     assert not list(out.glob(".*.tmp"))
     assert load_model(out).info()["step"] == 30
     steps = [int(row["step"]) for row in read_metrics(out / "metrics.csv")]
@@ -470,6 +471,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     result = _train("--config", TINY, f"out_dir={killed}", *settings, "--resume")
     assert result.returncode == 0, result.stderr
+    # went on from the last save (a run trained again from step 0 would end with the same weights: it is deterministic)
+    assert f"| {interrupted_at}/40 " in result.stderr and "| 0/40 " not in result.stderr
     assert not list(killed.glob(".*.tmp")), "a save interrupted by the kill left its temporary file behind"
     assert load_model(killed).info()["step"] == 40
     ref_rows, res_rows = read_metrics(reference / "metrics.csv"), read_metrics(killed / "metrics.csv")
