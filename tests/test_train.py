@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from jepa_demo.inference import load_model
+from jepa_demo.model import embedding_std
 from train.config import TrainConfig, load_config, parse_overrides
 from train.loop import lr_at, momentum_at
 from train.report import read_metrics
@@ -563,6 +564,34 @@ def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
     assert len(read_metrics(out / "metrics.csv")) == 6  # only rank 0 logs
     assert "**Command**: `torchrun --nproc_per_node 2 -m train --config" in (out / "README.md").read_text()
     assert len(list(out.glob("*.safetensors"))) == 2  # one checkpoint + its training state, no per-rank copies
+    # The logged loss and spread are the whole batch's: step 0's, recomputed here from each process's share (rank 0's
+    # alone had been logged, the curves of a batch half the size the run trains on)
+    cfg = load_config(TINY, ["batch_size=4"])
+    shares = [_first_step(cfg, rank, world_size=2) for rank in (0, 1)]
+    logged = read_metrics(out / "metrics.csv")[0]
+    assert logged["loss"] == pytest.approx(np.mean([loss for loss, _ in shares]), rel=1e-5)
+    assert logged["target_std"] == pytest.approx(embedding_std(torch.cat([e for _, e in shares])), rel=1e-4)
+
+
+def _first_step(cfg: TrainConfig, rank: int, world_size: int) -> tuple[float, torch.Tensor]:
+    """Step 0's loss and target embeddings on one process's share of the batch, as train.loop computes them."""
+    from jepa_demo.config import PreprocessConfig, model_config_from_preset
+    from jepa_demo.masks import mask_to_indices
+    from jepa_demo.model import VideoJEPA
+    from train.data import WorldBatches
+    from train.loop import mask_for_step
+
+    model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
+    preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
+    batch = WorldBatches(preprocess, cfg.batch_size // world_size, cfg.seed, rank, world_size, cfg.max_objects,
+                         cfg.detail_prob, cfg.noise_std)[0]
+    torch.manual_seed(cfg.seed)
+    model = VideoJEPA(model_cfg)
+    _, mask = mask_for_step(0, cfg, model_cfg.grid)
+    context, target = mask_to_indices(mask, len(batch))
+    with torch.no_grad():
+        out = model(batch, context, target, sigreg_weight=cfg.sigreg_weight, seed=cfg.seed * 1_000_003)
+    return out["loss"].item(), out["embeddings"]
 
 
 def test_training_on_a_folder_of_videos(tmp_path, capsys):

@@ -426,12 +426,16 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                                 runtime)
             clips += batch.shape[0] * runtime.world_size
             bar.update(1)
-            if log and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-                row = _metrics_row(step, result, cfg, clips / max(time.time() - tick, 1e-9))
-                log.write(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", std=f"{row['target_std']:.2f}", rank=f"{row['rankme']:.0f}")
-                for warning in alarm.warnings(row):
-                    bar.write(warning, file=sys.stderr)
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                loss, embeddings = whole_batch(result, runtime)  # a collective under DDP: every process takes part
+                if log:
+                    row = _metrics_row(step, loss, embeddings, result["mask"], cfg,
+                                       clips / max(time.time() - tick, 1e-9))
+                    log.write(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", std=f"{row['target_std']:.2f}",
+                                    rank=f"{row['rankme']:.0f}")
+                    for warning in alarm.warnings(row):
+                        bar.write(warning, file=sys.stderr)
                 tick, clips = time.time(), 0
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)
@@ -440,11 +444,23 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                 raise KeyboardInterrupt
 
 
-def _metrics_row(step: int, result: dict, cfg: TrainConfig, clips_per_s: float) -> dict:
-    return {"step": step, "loss": result["loss"], "lr": lr_at(step, cfg), "momentum": momentum_at(step, cfg),
-            "target_std": embedding_std(result["embeddings"]),
-            "rankme": effective_rank(result["embeddings"]),
-            "clips_per_s": clips_per_s, "mask": result["mask"]}
+def whole_batch(result: dict, runtime: Runtime) -> tuple[float, torch.Tensor]:
+    """The step's loss and target embeddings over the whole batch: under DDP each process holds only its share, and
+    rank 0's alone would make the logged curves those of a smaller batch than the run trains on."""
+    if runtime.world_size == 1:
+        return result["loss"], result["embeddings"]
+    loss = torch.tensor([result["loss"]], dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(loss)  # each share holds the same number of clips: the batch's loss is the mean of theirs
+    shares = [torch.empty_like(result["embeddings"]) for _ in range(runtime.world_size)]
+    dist.all_gather(shares, result["embeddings"].detach().contiguous())
+    return loss.item() / runtime.world_size, torch.cat(shares)
+
+
+def _metrics_row(step: int, loss: float, embeddings: torch.Tensor, mask: str, cfg: TrainConfig,
+                 clips_per_s: float) -> dict:
+    return {"step": step, "loss": loss, "lr": lr_at(step, cfg), "momentum": momentum_at(step, cfg),
+            "target_std": embedding_std(embeddings), "rankme": effective_rank(embeddings),
+            "clips_per_s": clips_per_s, "mask": mask}
 
 
 def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, seconds) -> None:
