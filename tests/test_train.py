@@ -91,6 +91,9 @@ def test_training_clips_stay_below_the_evaluations_seeds():
     assert load_config(TINY, ["seed=99", "steps=2499529", "batch_size=4"]).seed == 99
     with pytest.raises(ValueError, match="seed=99 would train on the world clips"):
         load_config(TINY, ["seed=99", "steps=2499530", "batch_size=4"])
+    # More clips than any seed leaves room for: the message named a negative seed
+    with pytest.raises(ValueError, match="steps x batch_size = 1_600_000_000 world clips, more than the 1_000_000_000"):
+        load_config(TINY, ["steps=100000000", "batch_size=16"])
 
 
 def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, monkeypatch, capsys):

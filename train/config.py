@@ -94,6 +94,9 @@ class TrainConfig:
         if not 0 <= self.seed < 2**32:  # seeds torch's and numpy's generators with the step mixed in
             raise ValueError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         clips = self.steps * self.batch_size
+        if self.data == "world" and clips > EVALUATION_SEEDS_FROM:
+            raise ValueError(f"steps x batch_size = {clips:_} world clips, more than the {EVALUATION_SEEDS_FROM:_} "
+                             "before the seeds the evaluation and the app use: fewer steps or a smaller batch")
         if self.data == "world" and self.seed * CLIP_SEED_STRIDE + clips > EVALUATION_SEEDS_FROM:
             raise ValueError(f"seed={self.seed} would train on the world clips the evaluation and the app use (seeds "
                              f"from {EVALUATION_SEEDS_FROM:_}); with {clips} clips the seed can be at most "
