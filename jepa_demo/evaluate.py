@@ -59,7 +59,10 @@ def pair_world(detail: bool, size: int = 64) -> WorldConfig:
     """The pairs' world. PAIR_FRAMES = 32 frames: for the shipped model (16-frame windows predicting their last 2 of 8
     steps) the 10 scored steps are at frames 12, 14, ..., 30, so two come before a violation in the middle of the clip
     (frame 16, where every kind but pass_through happens; the second's targets, from windows reaching frame 17,
-    already see it) and eight from it on. A model of more than 16 frames would score no step before it."""
+    already see it) and eight from it on. A model of more than 16 frames would score no step before it. A
+    pass_through happens at the first collision in view from frame 10 to 24: 4 of the 16 held-out ones come at frames
+    10 and 11, before the first scored step, so only their aftermath is scored. The default wins 3 of those 4; its
+    losses are at frames 10, 15, 15 and 17 (with detail, 21 too), so this timing is not what it misses."""
     cfg = WorldConfig(size=size, num_frames=PAIR_FRAMES)
     return dataclasses.replace(cfg, noise_std=0.05, background="mixed") if detail else cfg
 

@@ -40,7 +40,8 @@ def tiny_cfg():
 
 @pytest.fixture
 def tiny_model(tiny_cfg):
-    torch.manual_seed(0)
+    """Seeded apart from evaluate.random_twin's 0: the "random encoder" it is compared with must be another network."""
+    torch.manual_seed(2)
     return VideoJEPA(tiny_cfg)
 
 
