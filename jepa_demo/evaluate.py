@@ -37,6 +37,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .checkpoint import SHIPPED_DIR, CheckpointError, write_json
+from .cli import out_of_memory
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .preprocess import resize_and_crop
@@ -398,8 +399,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", action="append",
                         help="a checkpoint folder or Hub id (repeat for several; the first gets the random twin); "
                              f"default: the shipped ones ({', '.join(SHIPPED)})")
-    parser.add_argument("--pairs", type=int, default=100, help="violation pairs per condition")
-    parser.add_argument("--probe-clips", type=int, default=300, help="probe training clips (and 2/3 as many to test)")
+    parser.add_argument("--pairs", type=int, help="violation pairs per condition (default 100)")
+    parser.add_argument("--probe-clips", type=int,
+                        help="probe training clips, and 2/3 as many to test (default 300)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--report", help="also write a Markdown report with plots (e.g. docs/results.md)")
@@ -407,7 +409,7 @@ def main(argv=None) -> int:
                         help="draw the clips from the validation seeds, where recipes are compared, not held-out ones")
     parser.add_argument("--folder", help="instead of the world's suite, a kNN probe of this folder's sub-folder labels "
                                          "(jepa_demo.folder_probe)")
-    parser.add_argument("--max-clips", type=int, default=300, help="with --folder: at most this many videos")
+    parser.add_argument("--max-clips", type=int, help="with --folder: at most this many videos (default 300)")
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error("--resamples must be at least 1")
@@ -419,6 +421,12 @@ def main(argv=None) -> int:
         report = run(_load_all(args.checkpoint))
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
+        print(f"error: out of memory ({str(err).strip().splitlines()[0]}); fewer --pairs or --probe-clips, or a "
+              "smaller model, need less", file=sys.stderr)
         return 2
     print(show(report))
     try:
@@ -432,6 +440,10 @@ def main(argv=None) -> int:
 
 def _world_suite(args, parser):
     """After checking the suite's own options: the run (models -> report) and how its report prints."""
+    if args.max_clips is not None:
+        parser.error("--max-clips is for --folder; the world's suite takes --pairs and --probe-clips")
+    args.pairs = 100 if args.pairs is None else args.pairs
+    args.probe_clips = 300 if args.probe_clips is None else args.probe_clips
     if args.probe_clips < 1:
         parser.error("--probe-clips must be at least 1")
     if args.pairs < len(VIOLATIONS):
@@ -456,8 +468,10 @@ def _folder_probe(args, parser):
 
     if not args.folder.strip():  # an unset $DIR: not the world's suite, nor the working folder
         parser.error("--folder needs a folder of videos")
-    if args.report or args.validation:
-        parser.error("--folder probes your videos: --report and --validation are for the world's suite")
+    if args.report or args.validation or args.pairs is not None or args.probe_clips is not None:
+        parser.error("--folder probes your videos: --report, --validation, --pairs and --probe-clips are for the "
+                     "world's suite")
+    args.max_clips = 300 if args.max_clips is None else args.max_clips
     if args.max_clips < 2 * MIN_PER_LABEL:  # two labels of MIN_PER_LABEL videos each
         parser.error(f"--max-clips must be at least {2 * MIN_PER_LABEL}")
 

@@ -257,9 +257,32 @@ def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monke
     with pytest.raises(SystemExit) as stopped:
         main(["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS) - 1)])
     assert stopped.value.code == 2 and "one pair per violation kind" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # it was ignored without a word
+        main(["--checkpoint", str(tiny_checkpoint), "--max-clips", "50"])
+    assert stopped.value.code == 2 and "--max-clips is for --folder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:  # an unset $DIR: neither the world's suite nor the working folder
         main(["--checkpoint", str(tiny_checkpoint), "--folder", ""])
     assert stopped.value.code == 2 and "--folder needs a folder of videos" in capsys.readouterr().err
+
+
+def test_running_out_of_memory_is_one_line_and_a_bug_is_not(tiny_checkpoint, monkeypatch, capsys):
+    """BUG: a CUDA out-of-memory error late in a 9-minute run ended it in a traceback (the CLI, the tour and training
+    say it in one line)."""
+    import jepa_demo.evaluate as evaluate_module
+
+    def runs_out(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(evaluate_module, "evaluate", runs_out)
+    assert main(["--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); fewer "
+                                       "--pairs or --probe-clips, or a smaller model, need less\n")
+    def bug(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(evaluate_module, "evaluate", bug)
+    with pytest.raises(RuntimeError, match="shapes"):  # a traceback for the developers
+        main(["--checkpoint", str(tiny_checkpoint)])
 
 
 def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint, tmp_path, monkeypatch, capsys):

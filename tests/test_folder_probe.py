@@ -104,9 +104,11 @@ def test_a_folder_without_two_labels_and_options_for_the_world_are_refused(tiny_
     assert err.endswith("at least 4 readable videos each; found broken (3), only (4)")
     assert main(["--folder", str(tmp_path / "nothing"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: not a folder"
-    with pytest.raises(SystemExit) as refused:
-        main(["--folder", str(tmp_path / "one"), "--report", str(tmp_path / "r.md")])
-    assert refused.value.code == 2 and "--report and --validation are for the world's suite" in capsys.readouterr().err
+    for option, value in (("--report", str(tmp_path / "r.md")), ("--pairs", "50"), ("--probe-clips", "50")):
+        with pytest.raises(SystemExit) as refused:  # --pairs and --probe-clips were ignored without a word
+            main(["--folder", str(tmp_path / "one"), option, value])
+        assert refused.value.code == 2
+        assert "--report, --validation, --pairs and --probe-clips are for the world's suite" in capsys.readouterr().err
     for option, value, message in (("--max-clips", "7", "--max-clips must be at least 8"),
                                    ("--resamples", "0", "--resamples must be at least 1")):
         with pytest.raises(SystemExit):
