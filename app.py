@@ -148,13 +148,14 @@ def _weights_key(checkpoint: str) -> str:
     """What the cache keeps a checkpoint's Explorer under: for a folder (a shipped name or, locally, a path), the
     folder with its weights' size and time, so that every name of it shares one and a folder retrained while the app
     runs gets a new one; for anything else (a Hub id), the name."""
-    folder = SHIPPED.get(checkpoint) or (None if HOSTED or not checkpoint else Path(checkpoint).expanduser())
+    folder = SHIPPED.get(checkpoint) or (None if HOSTED or not checkpoint else checkpoint)
     if folder is None:  # hosted, only shipped folders are loaded; an empty name is refused when loading
         return checkpoint
     try:
+        folder = Path(folder).expanduser()
         weights = (folder / "model.safetensors").stat()
-    except OSError:  # no such folder: a Hub id
-        return checkpoint
+    except (OSError, RuntimeError, ValueError):  # no such folder (a Hub id), ~ of an unknown user, a NUL byte: loading
+        return checkpoint  # the name says what is wrong with it
     return f"{folder.resolve()} {weights.st_size} {weights.st_mtime_ns}"
 
 

@@ -136,6 +136,19 @@ def test_every_name_of_a_checkpoint_folder_shares_one_explorer_until_its_weights
     assert app._weights_key(str(copy)) != before and app._weights_key("someone/model") == "someone/model"
 
 
+@pytest.mark.parametrize("name, message", [("~nobody-has-this-name/model", "cannot be read .Could not determine home"),
+                                           ("model\0.safetensors", "no checkpoint folder there")])
+def test_a_checkpoint_name_that_is_no_path_gets_a_plain_error(app_blocks, name, message):
+    """BUG: finding the folder's weights raised a RuntimeError (~ of an unknown user) or a ValueError (a NUL byte)
+    before loading could say what was wrong: a bare 'Error' in the page and a traceback in the log."""
+    import gradio as gr
+
+    import app
+
+    with pytest.raises(gr.Error, match=message):
+        app.explorer_for(name)
+
+
 def test_out_of_memory_and_a_full_disk_are_plain_errors_and_a_bug_is_not(monkeypatch):
     import gradio as gr
 
