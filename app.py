@@ -73,7 +73,7 @@ from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.cli import out_of_memory
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
 from jepa_demo.gallery import EXAMPLE_SEED, cache_folder, served_folder
-from jepa_demo.video import VIDEO_SUFFIXES
+from jepa_demo.video import VIDEO_SUFFIXES, Clip
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
 SHIPPED = {path.name: path for path in sorted(SHIPPED_DIR.iterdir()) if (path / "config.json").is_file()}
@@ -159,7 +159,15 @@ def _weights_key(checkpoint: str) -> str:
     return f"{folder.resolve()} {weights.st_size} {weights.st_mtime_ns}"
 
 
-def _clip(video_file, explorer: Explorer):
+def _explorer_and_clip(video_file, checkpoint: str, progress) -> tuple[Explorer, Clip]:
+    """The checkpoint's Explorer and the upload decoded for it; a missing or swept upload is refused first, before a
+    checkpoint is loaded (a Hub download, a gallery built) for nothing."""
+    _check_upload(video_file)
+    explorer = explorer_for(checkpoint, progress)
+    return explorer, load_clip(video_file, explorer.clip_size, explorer.max_frames)
+
+
+def _check_upload(video_file) -> None:
     if not video_file:
         raise gr.Error("Upload a clip or pick an example first.")
     if not os.path.exists(video_file):  # swept (sweep_files): the page still holds the upload's name
@@ -167,7 +175,6 @@ def _clip(video_file, explorer: Explorer):
         kept = f"{minutes} minutes" if minutes > 1 and FILE_LIFETIME % 60 == 0 else f"{FILE_LIFETIME} seconds"
         raise gr.Error(f"{Path(video_file).name} is no longer on the server: uploads are deleted {kept} after they "
                        "arrive. Upload it again.")
-    return load_clip(video_file, explorer.clip_size, explorer.max_frames)
 
 
 def _plain_errors(handler):
@@ -206,8 +213,7 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
                    progress=gr.Progress()):  # noqa: B008
     if seed is None:  # an emptied seed box (or an API null): int(None) would end in a bare "Error"
         raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
-    explorer = explorer_for(checkpoint, progress)
-    clip = _clip(video_file, explorer)  # a bad upload is refused before anything is built
+    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)  # a bad upload before the patch bank
     if not explorer.is_built("bank"):  # the first masked prediction of a checkpoint the app did not warm up
         progress(0.2, desc="first use of this checkpoint: encoding gallery patches for the decoded view")
         _ = explorer.bank
@@ -220,8 +226,8 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
 @gpu
 @_plain_errors
 def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    explorer = explorer_for(checkpoint, progress)
-    found = explorer.neighbors(_clip(video_file, explorer).frames, k=int(k))
+    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)
+    found = explorer.neighbors(clip.frames, k=int(k))
     items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.2f}") for hit in found]
     hits = [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
     return items, _labelled({"neighbors": hits}, video_file, checkpoint)
@@ -230,8 +236,8 @@ def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  #
 @gpu
 @_plain_errors
 def embedding_map(video_file, color_by="num_objects", checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    explorer = explorer_for(checkpoint, progress)
-    figure, point = explorer.embedding_map(_clip(video_file, explorer).frames, color_by)
+    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)
+    figure, point = explorer.embedding_map(clip.frames, color_by)
     return figure, _labelled({"x": float(point[0]), "y": float(point[1]), "color_by": color_by}, video_file,
                              checkpoint)
 
@@ -239,8 +245,7 @@ def embedding_map(video_file, color_by="num_objects", checkpoint="default", prog
 @gpu
 @_plain_errors
 def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    explorer = explorer_for(checkpoint, progress)
-    clip = _clip(video_file, explorer)
+    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)
     if explorer.baseline is not None and not explorer.is_built("baseline_threshold"):
         progress(0.2, desc="first use: calibrating the pixel baseline's threshold on plausible clips")
         _ = explorer.baseline_threshold

@@ -114,6 +114,23 @@ def test_surprise_rises_once_an_object_appears_and_not_in_its_plausible_twin(cli
     assert numbers["threshold"] > 0 and _image(overlay).ndim == 3
 
 
+def test_a_missing_or_swept_upload_is_refused_before_a_checkpoint_is_loaded(app_blocks, tmp_path, monkeypatch):
+    """BUG: every view loaded the checkpoint (for one not warmed up: a Hub download, a 300-clip gallery) and only then
+    said that no clip had been given, or that it had been swept."""
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setattr(app, "explorer_for", lambda *args: pytest.fail("loaded a checkpoint for nothing"))
+    views = [lambda clip: app.predict_masked(clip), lambda clip: app.neighbors(clip),
+             lambda clip: app.embedding_map(clip), lambda clip: app.surprise(clip)]
+    for view in views:
+        for clip, message in ((None, "Upload a clip or pick an example first"),
+                              (str(tmp_path / "swept.mp4"), "swept.mp4 is no longer on the server")):
+            with pytest.raises(gr.Error, match=message):
+                view(clip)
+
+
 @pytest.mark.parametrize("name, message", [("broken", "broken.mp4"), ("long", "limit is 60 s"),
                                            ("short", "at least 16 frames")])
 def test_bad_uploads_get_a_clear_error(client, clips, name, message):
@@ -149,10 +166,13 @@ def test_a_checkpoint_name_that_is_no_path_gets_a_plain_error(app_blocks, name, 
         app.explorer_for(name)
 
 
-def test_out_of_memory_and_a_full_disk_are_plain_errors_and_a_bug_is_not(monkeypatch):
+def test_out_of_memory_and_a_full_disk_are_plain_errors_and_a_bug_is_not(monkeypatch, tmp_path):
     import gradio as gr
 
     import app
+
+    upload = tmp_path / "clip.mp4"
+    upload.write_bytes(b"x")  # checked for before the checkpoint is loaded (where these fail)
 
     failures = [(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9663676416 bytes. "
                               "Error code 12 (Cannot allocate memory)"), gr.Error,  # torch's words on Linux
@@ -166,7 +186,7 @@ def test_out_of_memory_and_a_full_disk_are_plain_errors_and_a_bug_is_not(monkeyp
 
         monkeypatch.setattr(app, "explorer_for", fail)
         with pytest.raises(raised, match=message):
-            app.surprise("clip.mp4", "default")
+            app.surprise(str(upload), "default")
 
 
 def test_hosted_picker_opens_only_shipped_checkpoints_and_allowed_hub_ids(monkeypatch, tmp_path):
