@@ -188,7 +188,10 @@ class Explorer:
         hidden, frames = result.mask, result.frames
         pred_rgb, target_rgb = latent_pca_images(result.predicted, result.target, hidden)
         decoded = paste_patches(frames, hidden, decode_nearest(self.bank, result.predicted), patch, tubelet)
-        numbers = {"mask": mask, "hidden_tokens": int(hidden.sum()), "total_tokens": int(hidden.size),
+        drawn = {} if mask == "future" else {"seed": int(seed)}  # what picked the hidden tokens, so runs tell apart
+        if mask in ("tube", "random"):
+            drawn["ratio"] = float(ratio)
+        numbers = {"mask": mask, **drawn, "hidden_tokens": int(hidden.sum()), "total_tokens": int(hidden.size),
                    "error": result.error, "mean_latent_baseline_error": self._mean_latent_error(video, result)}
         return MaskedView(hidden=_strip(shade_hidden(frames, hidden, patch, tubelet)),
                           error=_strip(heat_overlay(frames, result.error_map, patch, tubelet, where=hidden)),

@@ -67,6 +67,9 @@ def test_predict_masked(client, clips):
     assert len(arrays) == 5 and all(a.ndim == 3 and a.shape == arrays[0].shape for a in arrays)
     assert numbers["hidden_tokens"] == pytest.approx(0.5 * numbers["total_tokens"], rel=0.05)
     assert numbers["error"] > 0 and numbers["mean_latent_baseline_error"] > 0
+    # labelled with everything that made it, as every view's numbers are
+    assert {key: numbers[key] for key in ("mask", "ratio", "seed", "checkpoint", "clip")} == {
+        "mask": "random", "ratio": 0.5, "seed": 3, "checkpoint": "default", "clip": Path(clips["plausible"]).name}
     assert not np.array_equal(arrays[0], arrays[1])  # the error heatmap is drawn over the frames
     with pytest.raises(AppError, match="greater than maximum value"):  # torch's generator overflowed, unexplained
         client.predict(handle_file(clips["plausible"]), "random", 0.5, 2**70, "default", api_name="/predict_masked")

@@ -65,6 +65,9 @@ def test_masked_view(explorer, clip):
     images = [view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded]
     assert all(image.dtype == np.uint8 and image.shape == view.hidden.shape for image in images)
     assert view.numbers["hidden_tokens"] == view.numbers["total_tokens"] // 2
+    assert (view.numbers["seed"], view.numbers["ratio"]) == (1, 0.5)  # what drew the hidden tokens
+    assert "ratio" not in explorer.masked(clip, "multiblock").numbers
+    assert "seed" not in explorer.masked(clip, "future").numbers  # nothing random in it
     result = explorer.model.predict_masked(clip, mask="random", ratio=0.5, seed=1)
     guess = explorer.model.target_latents(clip)[~result.mask].mean(axis=0)  # the whole clip's visible targets
     assert view.numbers["error"] == pytest.approx(result.error)
