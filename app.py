@@ -301,7 +301,7 @@ def build_app() -> gr.Blocks:
             run_masked = gr.Button("Predict the hidden latents", variant="primary")
             masked_images = [gr.Image(label=label, type="numpy", elem_id=f"masked-{name}") for name, label in (
                 ("hidden", "hidden tokens (pale)"),
-                ("error", "per-token error at the hidden tokens (black 0, yellow this clip's largest)"),
+                ("error", "per-token error at the hidden tokens (0 darkens the frame, yellow is this clip's largest)"),
                 ("predicted", "predicted latents (PCA colours; pixels, for the pixel baseline)"),
                 ("target", "target latents (same PCA)"),
                 ("decoded", "what the prediction looks like: nearest gallery patches"))]
@@ -312,7 +312,7 @@ def build_app() -> gr.Blocks:
                         "cosine between clip embeddings, each measured from the gallery's mean embedding (so from -1 "
                         "to 1, 0 for an average clip). A real video has no true match here: what it is grouped with "
                         "shows what the embedding keeps.")
-            k = gr.Slider(1, 16, value=8, step=1, label="k")
+            k = gr.Slider(1, 16, value=8, step=1, label="number of similar clips (k)")
             run_neighbors = gr.Button("Find similar clips", variant="primary")
             neighbor_gallery = gr.Gallery(label="most similar gallery clips", columns=4, height="auto",
                                           elem_id="neighbors-gallery")
@@ -338,8 +338,8 @@ def build_app() -> gr.Blocks:
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
             surprise_overlay = gr.Image(label="where: surprise heatmap over up to 8 predicted steps, the peak among "
-                                              "them (frames: heatmap_frames in the numbers; black 0, yellow the "
-                                              "clip's largest)",
+                                              "them (frames: heatmap_frames in the numbers; 0 darkens the frame, "
+                                              "yellow is the clip's largest)",
                                         type="numpy", elem_id="surprise-overlay")
             surprise_numbers = gr.JSON(label="numbers", elem_id="surprise-numbers")
         # One concurrency group for the four views: Gradio's limit holds per group, and each event is its own group

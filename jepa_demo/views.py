@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import matplotlib
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 import torch
 from sklearn.decomposition import PCA
@@ -205,18 +206,26 @@ def _mark_above(fig: go.Figure, curves: dict, threshold: float) -> None:
                                  marker=dict(size=10, symbol="circle-open", line=dict(width=2))))
 
 
+_COLOURS = plotly.colors.qualitative.Safe
+_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "triangle-down", "x", "pentagon")
+
+
 def map_figure(coords: np.ndarray, labels: list[dict], color_by: str, highlight=None,
                highlight_name: str = "your clip") -> go.Figure:
-    """Gallery clips as points at `coords` (N, 2), one colour and legend entry per value of labels[i][color_by];
-    hovering shows the clip's index and labels. `highlight` (2,) adds a large star on top (e.g. an uploaded clip)."""
+    """Gallery clips as points at `coords` (N, 2), one colour, marker shape and legend entry per value of
+    labels[i][color_by] (shapes too, so that no one needs to tell red from green; the colours are Plotly's
+    colour-blind-safe set); hovering shows the clip's index and labels. `highlight` (2,) adds a large star on top (e.g.
+    an uploaded clip)."""
     coords = np.asarray(coords)
     values = np.array([str(label.get(color_by)) for label in labels])
     fig = go.Figure()
-    for value in sorted(set(values)):
+    for group, value in enumerate(sorted(set(values))):
         index = np.flatnonzero(values == value)
+        marker = dict(size=8, opacity=0.8, color=_COLOURS[group % len(_COLOURS)],
+                      symbol=_SYMBOLS[group % len(_SYMBOLS)])
         fig.add_trace(go.Scatter(x=coords[index, 0], y=coords[index, 1], mode="markers", name=value,
                                  legendgroup=value, hovertext=[_hover(i, labels[i]) for i in index],
-                                 hoverinfo="text", marker=dict(size=8, opacity=0.8)))
+                                 hoverinfo="text", marker=marker))
     if highlight is not None:
         fig.add_trace(go.Scatter(x=[highlight[0]], y=[highlight[1]], mode="markers", name=highlight_name,
                                  hovertext=highlight_name, hoverinfo="text",

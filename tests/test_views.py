@@ -274,6 +274,9 @@ def test_map_figure_one_trace_per_label_value_and_a_star():
     by_gravity = map_figure(coords, labels, "gravity")
     assert [trace.name for trace in by_gravity.data] == ["False", "True"]
     assert by_gravity.layout.legend.title.text == "gravity"
+    # groups differ in shape as well as colour: not by colour alone
+    groups = fig.data[:3]
+    assert len({t.marker.symbol for t in groups}) == len({t.marker.color for t in groups}) == 3
 
 
 def test_filmstrip_samples_frames_evenly_with_gaps():
