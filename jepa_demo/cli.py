@@ -86,9 +86,10 @@ def main(argv=None) -> int:
         print("error: standard output is closed; nowhere to write the results", file=sys.stderr)
         return 2
     # A file name that is not UTF-8 (argv keeps its bytes as surrogates) is printed as the bytes it is, as ls does,
-    # not stopped by an encoding error.
-    if hasattr(sys.stdout, "reconfigure"):  # not a StringIO a caller swapped in
-        sys.stdout.reconfigure(errors="surrogateescape")
+    # not stopped by an encoding error (stdout) nor escaped as \udce9 (stderr's default).
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # not a StringIO a caller swapped in
+            stream.reconfigure(errors="surrogateescape")
     try:
         return _run(args)
     except KeyboardInterrupt:  # Ctrl-C: the lines printed so far stand

@@ -154,11 +154,15 @@ def test_file_names_the_terminal_cannot_encode_or_the_disk_cannot_hold(files):
     latin1 = os.fsencode(files) + b"/caf\xe9.mp4"
     os.link(files / "a.mp4", latin1)
     env = {"PATH": "/usr/bin:/bin", "PYTHONIOENCODING": "utf-8:strict"}
-    result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", latin1, files / ("x" * 300 + ".mp4")],
+    broken = os.fsencode(files) + b"/cass\xe9.mp4"
+    os.link(files / "broken.mp4", broken)
+    result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", latin1, files / ("x" * 300 + ".mp4"), broken],
                             cwd=ROOT, capture_output=True, timeout=120, env=env)
     assert result.returncode == 1 and b"Traceback" not in result.stderr
     assert result.stdout == latin1 + b": 16 frames, 48x48, 8.00 fps, 2.00 s\n"  # its own bytes, as ls prints it
-    assert result.stderr.strip().endswith(b"x.mp4: cannot be read (File name too long)")
+    too_long, unreadable = result.stderr.strip().splitlines()
+    assert too_long.endswith(b"x.mp4: cannot be read (File name too long)")
+    assert unreadable.startswith(broken + b": not a readable video")  # not escaped as cass\udce9.mp4
 
 
 @pytest.mark.parametrize("error", [

@@ -144,6 +144,9 @@ def test_surprise_thins_a_long_clip_to_one_frame_in_k(model):
     """20 frames for a model that reads at most 16: every second frame (0, 2, ..., 18), never a mix of steps."""
     result = model.surprise(_clip(frames=20))
     assert model.frames_wanted == 16 and set(np.diff(result.step_frames)) == {2 * model.cfg.tubelet}
+    # every frame the model reads, not only the first of each tubelet (steps mixed inside one would pass the above)
+    _, frames_read = model._surprise_input(_clip(frames=20), None)
+    assert frames_read.tolist() == list(range(0, 20, 2))
 
 
 def test_surprise_score_is_the_peak_above_the_calmest_step():
