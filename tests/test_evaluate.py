@@ -353,7 +353,7 @@ def test_object_tokens_are_where_the_model_sees_the_objects(tiny_checkpoint, mon
 
 def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(tiny_checkpoint):
     model = load_model(tiny_checkpoint, device="cpu")
-    clips = [render_clip(i, WorldConfig(size=32, num_frames=4, occluder_prob=0, min_objects=3, radius=(0.18, 0.2)))
+    clips = [render_clip(i, WorldConfig(size=32, num_frames=4, occluder_prob=0, min_objects=3, radius=(0.15, 0.18)))
              for i in range(3)]
     errors = tracking_errors(model, clips)
     difference = errors.pop("objects_minus_copy")
