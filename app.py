@@ -384,6 +384,7 @@ def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
             except OSError:  # e.g. a permission error: leave the file to the next round rather than stop sweeping
                 continue
     _remove_leftovers(app.GRADIO_CACHE, age, stopping)
+    _remove_upload_files(age)
 
 
 def _expire(path: str, files: set, age: float) -> None:
@@ -481,29 +482,52 @@ async def sweep_files_while_serving(server):
         sweep_files(app, age=-1, stopping=True)
 
 
-def remove_uploads_cut_off() -> None:
-    """Gradio 6.31 writes an upload to a temporary file as it arrives and removes that file when the form is malformed,
-    but not when the visitor goes away midway (a closed tab: Starlette's ClientDisconnect) or the server stops under
-    it: what had arrived stayed in its folder for good. Its parser now removes them on any failure, once."""
+# The temporary files Gradio's form parser wrote uploads into (see track_upload_files); a finished upload's is moved
+# into the cache at once, so one still there after FILE_LIFETIME was never handed over.
+UPLOAD_TEMP_FILES: set[str] = set()
+
+
+def track_upload_files() -> None:
+    """Gradio 6.31 writes each file of a posted form to a temporary file as it arrives, and removes it only when the
+    form is malformed. It stayed in its folder for good when the visitor went away midway (a closed tab: Starlette's
+    ClientDisconnect) or the server stopped under it, and after a form parsed whole but then refused or ignored (a
+    file field not named "files", a file name ".."). Its parser now removes them on any failure, and records them
+    otherwise, for the sweep (once per process)."""
     from gradio.route_utils import GradioMultiPartParser
 
     parse = GradioMultiPartParser.parse
-    if getattr(parse, "removes_uploads_cut_off", False):
+    if getattr(parse, "tracks_upload_files", False):
         return
 
     @functools.wraps(parse)
-    async def parse_and_clean_up(self):
+    async def parse_and_track(self):
+        files = getattr(self, "_files_to_close_on_error", ())  # filled as the parse goes
         try:
-            return await parse(self)
+            form = await parse(self)
         except BaseException:  # a cancelled request too
-            for file in getattr(self, "_files_to_close_on_error", ()):
+            for file in files:
                 with contextlib.suppress(OSError):  # removed already (a malformed form)
                     file.close()
                     os.remove(file.name)
             raise
+        UPLOAD_TEMP_FILES.update(file.name for file in files)
+        return form
 
-    parse_and_clean_up.removes_uploads_cut_off = True
-    GradioMultiPartParser.parse = parse_and_clean_up
+    parse_and_track.tracks_upload_files = True
+    GradioMultiPartParser.parse = parse_and_track
+
+
+def _remove_upload_files(age: float) -> None:
+    """Remove the parsed uploads' temporary files (UPLOAD_TEMP_FILES) left `age` seconds after their last write."""
+    for name in list(UPLOAD_TEMP_FILES):
+        try:
+            if time.time() - os.stat(name).st_ctime > age:
+                os.remove(name)
+                UPLOAD_TEMP_FILES.discard(name)
+        except FileNotFoundError:  # moved into the cache: a finished upload
+            UPLOAD_TEMP_FILES.discard(name)
+        except OSError:  # left for the next sweep
+            continue
 
 
 def launch(app: gr.Blocks, **kwargs):
@@ -512,7 +536,7 @@ def launch(app: gr.Blocks, **kwargs):
     Gradio 6.31 keeps, for each of the last `state_session_capacity` sessions (10000 by default; every browser tab and
     gradio_client is one), a copy of the page's config holding the last value of every output: here a plotly figure's
     JSON and more, about 0.23 MiB a session. The app keeps no per-user state, so only the latest sessions are kept."""
-    remove_uploads_cut_off()
+    track_upload_files()
     return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(served_folder())],
                       app_kwargs={"lifespan": sweep_files_while_serving}, state_session_capacity=SESSIONS_KEPT,
                       **kwargs)

@@ -456,6 +456,39 @@ def test_an_upload_cut_off_midway_leaves_nothing(tmp_path, monkeypatch, free_por
         ui.close()
 
 
+@pytest.mark.parametrize("field, name", [("video", "clip.mp4"), ("files", "..")])
+def test_an_upload_gradio_parses_and_then_ignores_or_refuses_is_swept(tmp_path, monkeypatch, free_port, field, name):
+    """BUG: a file posted under another field name than "files" (ignored), or named ".." (refused with HTTP 400),
+    stayed in Gradio's folder for good: parsed whole, never moved into the cache, and not an empty placeholder."""
+    import socket
+
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    with gr.Blocks() as ui:
+        gr.File(type="filepath")
+    app.launch(ui, server_name="127.0.0.1", server_port=free_port, prevent_thread_lock=True, quiet=True)
+    try:
+        body = (f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+                "Content-Type: video/mp4\r\n\r\n").encode() + b"v" * 50_000 + b"\r\n--b--\r\n"
+        request = (f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+                   "Content-Type: multipart/form-data; boundary=b\r\nConnection: close\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", free_port)) as visitor:
+            visitor.sendall(request + body)
+            answer = visitor.recv(100)
+        assert answer.startswith(b"HTTP/1.1 400" if name == ".." else b"HTTP/1.1 200"), answer
+        left = [p for p in tmp_path.iterdir() if p.is_file()]
+        assert [p.stat().st_size for p in left] == [50_000]  # what Gradio leaves
+        app.sweep_files(ui, age=3600)
+        assert left[0].exists()  # written a moment ago
+        app.sweep_files(ui, age=-1)
+        assert not left[0].exists()
+    finally:
+        ui.close()
+
+
 def test_sigterm_stops_the_app_as_ctrl_c_does_but_an_ignored_sighup_stays_ignored():
     import signal
 
