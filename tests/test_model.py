@@ -4,7 +4,7 @@ import torch
 
 from jepa_demo.config import model_config_from_preset
 from jepa_demo.masks import mask_to_indices, sample_mask
-from jepa_demo.model import VideoJEPA, normalize_targets, patchify, sigreg
+from jepa_demo.model import VideoJEPA, effective_rank, normalize_targets, patchify, sigreg
 from jepa_demo.preprocess import preprocess_batch
 from jepa_demo.world import WorldConfig, render_clip
 
@@ -206,3 +206,12 @@ def test_any_clip_that_fits_the_tubelet_works(tiny_model, tiny_cfg):
 def test_clip_that_does_not_fit_is_refused(tiny_model):
     with pytest.raises(ValueError, match="does not fit tubelets"):
         tiny_model.context_encoder(torch.randn(1, 3, 5, 32, 32))
+
+
+def test_effective_rank_reads_rows_from_the_whole_batch_and_a_total_collapse_as_1():
+    """BUG: only the first max_rows rows were read (the first clips', under DDP rank 0's), and all-zero targets (what
+    layer norm makes of a collapsed encoder's identical tokens) gave NaN, which no collapse alarm compares below."""
+    first_half = torch.randn(64, 1) * torch.eye(8)[0]  # one direction: rank 1
+    second_half = torch.randn(64, 8)  # every direction
+    assert effective_rank(torch.cat([first_half, second_half]), max_rows=64) > 3
+    assert effective_rank(torch.zeros(10, 8)) == 1.0
