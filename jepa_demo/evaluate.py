@@ -394,14 +394,18 @@ def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
     return {name: load_model(path) for name, path in zip(names, paths)}
 
 
+# The options' defaults: None in the parser, so that one given where it does not apply can be refused.
+DEFAULT_PAIRS, DEFAULT_PROBE_CLIPS, DEFAULT_MAX_CLIPS = 100, 300, 300
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", action="append",
                         help="a checkpoint folder or Hub id (repeat for several; the first gets the random twin); "
                              f"default: the shipped ones ({', '.join(SHIPPED)})")
-    parser.add_argument("--pairs", type=int, help="violation pairs per condition (default 100)")
+    parser.add_argument("--pairs", type=int, help=f"violation pairs per condition (default {DEFAULT_PAIRS})")
     parser.add_argument("--probe-clips", type=int,
-                        help="probe training clips, and 2/3 as many to test (default 300)")
+                        help=f"probe training clips, and 2/3 as many to test (default {DEFAULT_PROBE_CLIPS})")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--report", help="also write a Markdown report with plots (e.g. docs/results.md)")
@@ -409,7 +413,8 @@ def main(argv=None) -> int:
                         help="draw the clips from the validation seeds, where recipes are compared, not held-out ones")
     parser.add_argument("--folder", help="instead of the world's suite, a kNN probe of this folder's sub-folder labels "
                                          "(jepa_demo.folder_probe)")
-    parser.add_argument("--max-clips", type=int, help="with --folder: at most this many videos (default 300)")
+    parser.add_argument("--max-clips", type=int,
+                        help=f"with --folder: at most this many videos (default {DEFAULT_MAX_CLIPS})")
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error("--resamples must be at least 1")
@@ -425,8 +430,9 @@ def main(argv=None) -> int:
     except RuntimeError as err:
         if not out_of_memory(err):
             raise
-        print(f"error: out of memory ({str(err).strip().splitlines()[0]}); fewer --pairs or --probe-clips, or a "
-              "smaller model, need less", file=sys.stderr)
+        fewer = "--max-clips" if args.folder is not None else "--pairs or --probe-clips"
+        print(f"error: out of memory ({str(err).strip().splitlines()[0]}); fewer {fewer}, or a smaller model, need "
+              "less", file=sys.stderr)
         return 2
     print(show(report))
     try:
@@ -442,8 +448,8 @@ def _world_suite(args, parser):
     """After checking the suite's own options: the run (models -> report) and how its report prints."""
     if args.max_clips is not None:
         parser.error("--max-clips is for --folder; the world's suite takes --pairs and --probe-clips")
-    args.pairs = 100 if args.pairs is None else args.pairs
-    args.probe_clips = 300 if args.probe_clips is None else args.probe_clips
+    args.pairs = DEFAULT_PAIRS if args.pairs is None else args.pairs
+    args.probe_clips = DEFAULT_PROBE_CLIPS if args.probe_clips is None else args.probe_clips
     if args.probe_clips < 1:
         parser.error("--probe-clips must be at least 1")
     if args.pairs < len(VIOLATIONS):
@@ -471,7 +477,7 @@ def _folder_probe(args, parser):
     if args.report or args.validation or args.pairs is not None or args.probe_clips is not None:
         parser.error("--folder probes your videos: --report, --validation, --pairs and --probe-clips are for the "
                      "world's suite")
-    args.max_clips = 300 if args.max_clips is None else args.max_clips
+    args.max_clips = DEFAULT_MAX_CLIPS if args.max_clips is None else args.max_clips
     if args.max_clips < 2 * MIN_PER_LABEL:  # two labels of MIN_PER_LABEL videos each
         parser.error(f"--max-clips must be at least {2 * MIN_PER_LABEL}")
 

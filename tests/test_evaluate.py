@@ -277,6 +277,11 @@ def test_running_out_of_memory_is_one_line_and_a_bug_is_not(tiny_checkpoint, mon
     assert main(["--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); fewer "
                                        "--pairs or --probe-clips, or a smaller model, need less\n")
+    import jepa_demo.folder_probe as folder_probe_module
+
+    monkeypatch.setattr(folder_probe_module, "folder_probe", runs_out)  # it refuses --pairs: its own option is named
+    assert main(["--checkpoint", str(tiny_checkpoint), "--folder", "videos"]) == 2
+    assert "fewer --max-clips, or a smaller model" in capsys.readouterr().err
     def bug(*args, **kwargs):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
