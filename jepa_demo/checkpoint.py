@@ -63,17 +63,17 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     # The result should read like any new file: 0o666 narrowed by the umask. Creating the file with that mode lets the
     # kernel apply the umask (os.umask can only read it by setting it, for every thread at once), and the mode is
     # applied again after `write`, as some writers (safetensors) replace the file with a private one.
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)
         write(tmp)
         os.chmod(tmp, mode)
         _flush_to_disk(tmp)  # else a power cut soon after the rename can leave an empty file under the real name
         os.replace(tmp, path)
         with contextlib.suppress(OSError):  # the rename itself; some file systems refuse to sync a folder
             _flush_to_disk(path.parent)
-    except OSError as err:
-        if err.filename == tmp:  # a full disk: say which file could not be written, not its hidden temporary name
+    except OSError as err:  # a full disk: say which file could not be written, not its hidden temporary name
+        if err.filename is None or os.fspath(err.filename) == tmp:  # a failed write or close names no file
             err.filename = str(path)
         raise
     finally:

@@ -57,6 +57,19 @@ def test_atomic_write_leaves_the_umask_alone(tmp_path, monkeypatch):
     assert (tmp_path / "a.txt").read_text() == "a" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),  # a failed write or close: no name
+                                   OSError(28, "No space left on device", "TMP")])  # one that names the temporary
+def test_a_failed_atomic_write_names_the_file_not_its_temporary_one(tmp_path, error):
+    def fails(tmp):
+        if error.filename == "TMP":
+            error.filename = tmp
+        raise error
+
+    with pytest.raises(OSError) as raised:
+        atomic_write(tmp_path / "config.json", fails)
+    assert raised.value.filename == str(tmp_path / "config.json") and not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("objective", ["pixel", "jepa-sigreg"])
 def test_every_objective_round_trips(tmp_path, tiny_preprocess, objective):
     model = VideoJEPA(model_config_from_preset("tiny", objective=objective))
