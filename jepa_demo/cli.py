@@ -22,9 +22,10 @@ from .video import VideoError, read_clip, video_info
 
 def read_for(model, path, command: str = "surprise"):
     """A file as `command` reads it for `model`: frames spread over the clip, at the model's input size, so a long or
-    large file is never held whole in memory (a `jepa_demo.video.Clip`). `embed` takes the frames
-    `model.embed(read_video(path))` takes, as training and the folder probe read files: thinning the clip first and
-    sampling the model's input from what is left would step through it differently (one in 6 frames of 130, not 8)."""
+    large file is never held whole in memory (a `jepa_demo.video.Clip`). `embed` reads the model's frames as
+    `read_video(path, num_frames)`, training and the folder probe do (the frames `model.embed(read_video(path))` takes,
+    at a constant frame rate): thinning the clip first and sampling the model's input from what is left would step
+    through it differently (one in 6 frames of 130, not 8)."""
     if command == "embed":
         return read_clip(path, max_frames=model.cfg.num_frames, size=model.preprocess.resize_to, exactly=True)
     return read_clip(path, max_frames=model.frames_wanted, size=model.preprocess.resize_to)
