@@ -7,6 +7,7 @@ ended by SIGPIPE.
 """
 
 import argparse
+import codecs
 import contextlib
 import json
 import os
@@ -86,11 +87,9 @@ def main(argv=None) -> int:
     if sys.stdout is None:  # started with stdout closed (`>&-`): every result would be lost without a word
         print("error: standard output is closed; nowhere to write the results", file=sys.stderr)
         return 2
-    # A file name that is not UTF-8 (argv keeps its bytes as surrogates) is printed as the bytes it is, as ls does,
-    # not stopped by an encoding error (stdout) nor escaped as \udce9 (stderr's default).
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # not a StringIO a caller swapped in
-            stream.reconfigure(errors="surrogateescape")
+            stream.reconfigure(errors=_BYTES_OR_ESCAPED)
     try:
         return _run(args)
     except KeyboardInterrupt:  # Ctrl-C: the lines printed so far stand
@@ -105,6 +104,21 @@ def main(argv=None) -> int:
             print(f"error: could not write the results: {err.strerror or err}", file=sys.stderr)
         write_nowhere(sys.stdout)
         return 1
+
+
+def _bytes_or_escaped(err: UnicodeError):
+    """Encoding errors of stdout and stderr: a file name that is not UTF-8 (argv keeps its bytes as surrogates) is
+    printed as the bytes it is, as ls does, rather than stopped by an error (stdout's default) or shown as \udce9
+    (stderr's); any other character the stream's encoding lacks (a Cyrillic name on a cp1252 console) is escaped."""
+    if isinstance(err, UnicodeEncodeError):
+        chunk = err.object[err.start:err.end]
+        if all("\udc80" <= c <= "\udcff" for c in chunk):
+            return bytes(ord(c) - 0xDC00 for c in chunk), err.end
+    return codecs.backslashreplace_errors(err)
+
+
+_BYTES_OR_ESCAPED = "jepa_demo.bytes_or_escaped"
+codecs.register_error(_BYTES_OR_ESCAPED, _bytes_or_escaped)
 
 
 def write_nowhere(*streams) -> None:

@@ -163,6 +163,12 @@ def test_file_names_the_terminal_cannot_encode_or_the_disk_cannot_hold(files):
     too_long, unreadable = result.stderr.strip().splitlines()
     assert too_long.endswith(b"x.mp4: cannot be read (File name too long)")
     assert unreadable.startswith(broken + b": not a readable video")  # not escaped as cass\udce9.mp4
+    # a console whose encoding lacks the name's letters (Windows' cp1252): escaped, not a traceback
+    cyrillic = files / "видео.mp4"
+    os.link(files / "broken.mp4", cyrillic)
+    result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", cyrillic], cwd=ROOT, capture_output=True,
+                            timeout=120, env={**env, "PYTHONIOENCODING": "cp1252:strict"})
+    assert result.returncode == 1 and result.stderr.startswith(os.fsencode(files) + b"/\\u0432\\u0438")
 
 
 @pytest.mark.parametrize("error", [
