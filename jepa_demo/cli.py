@@ -146,7 +146,7 @@ def _run(args) -> int:
     for path in args.files:
         try:
             result = describe(args.command, path, model)
-        except (VideoError, ValueError, RuntimeError, MemoryError) as err:
+        except (VideoError, ValueError, OSError, RuntimeError, MemoryError) as err:  # OSError: reading this file
             if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a model that does not fit the code: not this file's fault, and the traceback says where
             # A VideoError names the file already; the line names it once, by the path given.

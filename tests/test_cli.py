@@ -171,6 +171,25 @@ def test_file_names_the_terminal_cannot_encode_or_the_disk_cannot_hold(files):
     assert result.returncode == 1 and result.stderr.startswith(os.fsencode(files) + b"/\\u0432\\u0438")
 
 
+def test_a_file_that_fails_to_read_is_its_own_line_not_a_failed_write_of_the_results(files, monkeypatch, capsys):
+    """BUG: an OSError while reading one file (a disk error, a colour format PyAV cannot convert) reached the handler
+    for a stdout that cannot be written: 'could not write the results', and the files after it were never read."""
+    from jepa_demo import cli
+
+    describe = cli.describe
+
+    def read_error_on_a(command, path, model):
+        if path.endswith("a.mp4"):
+            raise OSError(5, "Input/output error")
+        return describe(command, path, model)
+
+    monkeypatch.setattr(cli, "describe", read_error_on_a)
+    assert cli.main(["info", str(files / "a.mp4"), str(files / "b.mp4")]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"{files / 'a.mp4'}: [Errno 5] Input/output error\n"
+    assert out.startswith(f"{files / 'b.mp4'}: 16 frames")
+
+
 @pytest.mark.parametrize("error", [
     CheckpointError("cannot download user/model: 429 Too Many Requests\n\nRequest ID: abc"),  # a Hub error's lines
     RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),  # a model too large for this machine
