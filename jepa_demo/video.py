@@ -10,6 +10,7 @@ frames at one step and a short-side resize when asked); resizing, cropping and n
 `jepa_demo.preprocess`.
 """
 
+import errno
 import math
 import os
 import time
@@ -484,9 +485,12 @@ def nearest_in_time(indices: np.ndarray, times: np.ndarray) -> np.ndarray:
 def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path) -> np.ndarray:
     try:
         rgb = frame.to_ndarray(format="rgb24")
-    except av.FFmpegError:  # swscale converts the common colour matrices only (ENOTSUP for the rest)
-        raise VideoError(f"{path.name}: its colours are stored in a form this reader cannot convert to RGB (colour "
-                         f"matrix {frame.colorspace}, e.g. YCgCo or ICtCp); re-encode it with BT.709 colours") from None
+    except av.FFmpegError as err:
+        reason = f"a frame could not be converted to RGB ({err.strerror})"
+        if err.errno == errno.ENOTSUP:  # swscale converts the common colour matrices only
+            reason = (f"its colours are stored in a form this reader cannot convert to RGB (colour matrix "
+                      f"{frame.colorspace}, e.g. YCgCo or ICtCp); re-encode it with BT.709 colours")
+        raise VideoError(f"{path.name}: {reason}") from None
     rgb = np.ascontiguousarray(np.rot90(rgb, _quarter_turns(frame)))
     return _resize_short_side(rgb, size) if size else rgb
 
