@@ -207,7 +207,8 @@ def _mark_above(fig: go.Figure, curves: dict, threshold: float) -> None:
 
 
 _COLOURS = plotly.colors.qualitative.Safe
-_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "triangle-down", "x", "pentagon")
+# the world's shapes, sorted, come first and get their own marker (circle, square, triangle)
+_SYMBOLS = ("circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "x", "pentagon")
 
 
 def map_figure(coords: np.ndarray, labels: list[dict], color_by: str, highlight=None,

@@ -56,10 +56,12 @@ def test_long_range_blocks_hide_more_than_short_range_ones():
 
 @pytest.mark.parametrize("grid", [(2, 1, 2), (2, 2, 1), (2, 2, 2)])
 @pytest.mark.parametrize("kind", MASK_KINDS)
-def test_the_smallest_grids_a_model_accepts_keep_both_sets_nonempty(grid, kind):
-    """Blocks can cover a 2-token frame whole (then one tube is revealed), and a ratio can round to nothing."""
+@pytest.mark.parametrize("ratio", [0.1, 0.75])
+def test_the_smallest_grids_a_model_accepts_keep_both_sets_nonempty(grid, kind, ratio):
+    """Blocks can cover a 2-token frame whole (then one tube is revealed), and a ratio can round to every token (0.75
+    of 2) or to none (0.1 of 4)."""
     for seed in range(100):
-        mask = sample_mask(kind, grid, torch.Generator().manual_seed(seed), num_future=1)
+        mask = sample_mask(kind, grid, torch.Generator().manual_seed(seed), ratio=ratio, num_future=1)
         assert mask.any() and not mask.all(), seed
 
 

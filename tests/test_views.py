@@ -277,6 +277,7 @@ def test_map_figure_one_trace_per_label_value_and_a_star():
     # groups differ in shape as well as colour: not by colour alone
     groups = fig.data[:3]
     assert len({t.marker.symbol for t in groups}) == len({t.marker.color for t in groups}) == 3
+    assert [t.marker.symbol for t in groups] == ["circle", "square", "triangle-up"]  # each shape drawn as itself
 
 
 def test_filmstrip_samples_frames_evenly_with_gaps():
