@@ -4,7 +4,7 @@ import torch
 
 from jepa_demo.config import model_config_from_preset
 from jepa_demo.masks import mask_to_indices, sample_mask
-from jepa_demo.model import VideoJEPA, effective_rank, normalize_targets, patchify, sigreg
+from jepa_demo.model import VideoJEPA, effective_rank, normalize_targets, patchify, prediction_loss, sigreg
 from jepa_demo.preprocess import preprocess_batch
 from jepa_demo.world import WorldConfig, render_clip
 
@@ -62,6 +62,31 @@ def test_gradients_reach_context_encoder_and_predictor_never_target(tiny_model, 
         assert all(g is not None for g in grads), name
         assert sum(float(g.abs().sum()) for g in grads) > 0, name
     assert all(p.grad is None and not p.requires_grad for p in tiny_model.target_encoder.parameters())
+
+
+def test_the_sigreg_jepa_learns_nothing_through_its_own_targets(tiny_cfg):
+    """Its targets come from the encoder being trained: a gradient through them would let it move the targets towards
+    the predictions (collapse), and the "never target" check above cannot see that (no separate target encoder)."""
+    torch.manual_seed(0)
+    model = VideoJEPA(model_config_from_preset("tiny", objective="jepa-sigreg"))
+    x = _clip(tiny_cfg)
+    context, target = mask_to_indices(sample_mask("multiblock", tiny_cfg.grid, torch.Generator()), 2)
+    model(x, context, target, sigreg_weight=0.0)["loss"].backward()
+    through_model = [p.grad.clone() for p in model.context_encoder.parameters()]
+    model.zero_grad()
+    prediction_loss(model.predict(x, context, target), model.encode_targets(x, target).detach()).backward()
+    assert all(torch.allclose(a, p.grad) for a, p in zip(through_model, model.context_encoder.parameters()))
+
+
+def test_the_jepa_targets_are_the_ema_teachers_not_the_students(tiny_model, tiny_cfg):
+    """Right after construction the teacher is an exact copy of the student: move the student, then look."""
+    x = _clip(tiny_cfg)
+    with torch.no_grad():
+        for p in tiny_model.context_encoder.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        teacher, student = (normalize_targets(e(x)) for e in (tiny_model.target_encoder, tiny_model.context_encoder))
+    targets = tiny_model.encode_targets(x)
+    assert torch.allclose(targets, teacher) and not torch.allclose(targets, student, atol=1e-2)
 
 
 @pytest.mark.parametrize("mask, objective", [("multiblock", "jepa"), ("future", "jepa"), ("future", "pixel"),
