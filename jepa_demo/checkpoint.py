@@ -159,7 +159,10 @@ def _download_from_hub(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})))
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError as err:
+        if type(err).__name__ == "IncompleteSnapshotError":  # huggingface_hub 2.4+: a download cut short, say
+            raise CheckpointError(f"{repo_id}: only part of it is in the local Hub cache and the Hub cannot be "
+                                  f"reached ({err})") from None
         raise CheckpointError(f"{repo_id}: not in the local Hub cache and the Hub cannot be reached "
                               "(offline?)") from None
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
