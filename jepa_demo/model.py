@@ -120,15 +120,16 @@ def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
-def _sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
-    """Fixed 3-D sin-cos position embedding, (T*H*W, dim); time gets the remainder of the split."""
+def _sincos_3d(grid: tuple[int, int, int], dim: int, device: torch.device) -> torch.Tensor:
+    """Fixed 3-D sin-cos position embedding, (T*H*W, dim), on `device`; time gets the remainder of the split. Cached
+    per device: copying it from the CPU in every forward would wait for the GPU each time, three times a step."""
     dim_space = (dim // 3) // 2 * 2
     dim_time = dim - 2 * dim_space
     t, h, w = grid
     tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
     parts = [_sincos_1d(tt.flatten(), dim_time), _sincos_1d(hh.flatten(), dim_space),
              _sincos_1d(ww.flatten(), dim_space)]
-    return torch.cat(parts, dim=1)
+    return torch.cat(parts, dim=1).to(device)
 
 
 def _sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -138,7 +139,7 @@ def _sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def position_embedding(grid, dim: int, device) -> torch.Tensor:
-    return _sincos_3d(tuple(grid), dim).to(device)
+    return _sincos_3d(tuple(grid), dim, torch.device(device))
 
 
 class Attention(nn.Module):
