@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -363,28 +364,35 @@ def build_app() -> gr.Blocks:
     return app.queue(default_concurrency_limit=MODEL_CALLS, max_size=32)
 
 
+# One sweep at a time: the last one, when the server stops, must not run beside a pass still under way in its
+# worker thread (cancelling the sweeping task does not stop that thread), which could put back a file it removed.
+SWEEPING = threading.Lock()
+
+
 def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
     """Delete the files Gradio keeps for `app` (uploads, returned pictures) once they are older than `age` seconds,
-    and the empty placeholders its gr.File leaves (see PLACEHOLDER). The files marked to keep (the examples) stay, and
-    so do the emptied folders Gradio made for the files, unless `stopping` (the last sweep, when the server stops).
+    and the files it leaves behind (the empty placeholders its gr.File leaves, see PLACEHOLDER; parsed uploads never
+    taken, see UPLOAD_TEMP_FILES). The files marked to keep (the examples) stay, and so do the emptied folders Gradio
+    made for the files, unless `stopping` (the last sweep, when the server stops).
 
     Gradio's own `delete_cache` sweep (6.31) iterates these live sets in a worker thread while requests add to them;
     its first "Set changed size during iteration" ends its sweep task for good, and uploads then stay until the server
     stops. This sweep reads snapshots.
     """
-    keep = set()
-    if not stopping:
-        keep = keep.union(*(getattr(block, "keep_in_cache", ()) for block in list(app.blocks.values())))
-    for files in list(app.temp_file_sets):
-        for path in set(files) - keep:
-            try:
-                _expire(path, files, age)
-            except FileNotFoundError:
-                files.discard(path)
-            except OSError:  # e.g. a permission error: leave the file to the next round rather than stop sweeping
-                continue
-    _remove_leftovers(app.GRADIO_CACHE, age, stopping)
-    _remove_upload_files(age)
+    with SWEEPING:
+        keep = set()
+        if not stopping:
+            keep = keep.union(*(getattr(block, "keep_in_cache", ()) for block in list(app.blocks.values())))
+        for files in list(app.temp_file_sets):
+            for path in set(files) - keep:
+                try:
+                    _expire(path, files, age)
+                except FileNotFoundError:
+                    files.discard(path)
+                except OSError:  # e.g. a permission error: leave the file to the next round rather than stop
+                    continue
+        _remove_leftovers(app.GRADIO_CACHE, age, stopping)
+        _remove_upload_files(age)
 
 
 def _expire(path: str, files: set, age: float) -> None:

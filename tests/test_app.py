@@ -667,6 +667,42 @@ def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
     assert not list(gradio.iterdir())
 
 
+def test_the_last_sweep_waits_for_a_pass_under_way(tmp_path, monkeypatch):
+    """The server's stop cancels the sweeping task, but a pass already in its worker thread runs on: the last sweep
+    must not run beside it (the pass could rename back a file the last sweep had just removed)."""
+    import threading
+
+    import gradio as gr
+
+    import app
+
+    with gr.Blocks() as ui:
+        gr.File()
+    ui.upload_file_set.update(_files(tmp_path, "upload", 2))
+    inside, release, order = threading.Event(), threading.Event(), []
+    expire = app._expire
+
+    def slow_expire(path, files, age):
+        if not inside.is_set():
+            inside.set()
+            release.wait(10)
+            order.append("pass")
+        expire(path, files, age)
+
+    monkeypatch.setattr(app, "_expire", slow_expire)
+    under_way = threading.Thread(target=app.sweep_files, args=(ui, 3600))
+    under_way.start()
+    assert inside.wait(10)
+    last = threading.Thread(target=lambda: (app.sweep_files(ui, -1, stopping=True), order.append("last")))
+    last.start()
+    last.join(0.5)
+    assert last.is_alive() and order == []  # waiting
+    release.set()
+    under_way.join(10)
+    last.join(10)
+    assert order == ["pass", "last"] and not list(tmp_path.iterdir())
+
+
 def test_a_stopping_server_removes_every_file_it_kept(tmp_path):
     import asyncio
     from types import SimpleNamespace
