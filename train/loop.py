@@ -196,11 +196,18 @@ def check_same_run(out: Path, record: dict) -> None:
         raise ValueError(f"cannot resume: {saved_path} is missing or unreadable, so the run's settings are "
                          "unknown") from None
     changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in record.items()
-               if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != value
+               if key not in MAY_CHANGE_ON_RESUME and not _same_setting(key, saved.get(key), value)
                and (key in saved or key not in RECORDED_LATER)]
     if changed:
         raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}; start a new run in "
                          "another out_dir to change them")
+
+
+def _same_setting(key: str, saved, value) -> bool:
+    """data=clips/ and data=./clips name the folder data=clips did (its files are compared apart: data_files)."""
+    if key == "data" and isinstance(saved, str) and value != "world" and saved != "world":
+        return os.path.normpath(saved) == os.path.normpath(value)
+    return saved == value
 
 
 def load_training_state(out: Path, model: VideoJEPA, optimizer, world_size: int) -> tuple[int, float]:
