@@ -293,6 +293,10 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     if re.fullmatch(r"[0-9]{1,18}", metadata.get("step", "")):  # not isdigit(): "²" is a digit int() refuses
         # A save renames the weights, then the config: a run stopped between the two leaves the config a save behind
         config["step"] = int(metadata["step"])
+    not_float = next((key for key, tensor in state.items() if not tensor.dtype.is_floating_point), None)
+    if not_float is not None:  # load_state_dict would cast integers into the weights without a word
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: {not_float} holds {state[not_float].dtype} values, not "
+                              "floating-point weights")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

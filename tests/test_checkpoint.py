@@ -125,6 +125,19 @@ def test_corrupt_weights_are_named(saved):
         build_model(saved)
 
 
+def test_integer_weights_are_named_not_cast(saved):
+    """BUG: load_state_dict cast a tensor of integers of the right shape into the weights without a word."""
+    from safetensors.torch import load_file, save_file
+
+    path = saved / "model.safetensors"
+    tensors = load_file(path)
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key].round().to(torch.int32)
+    save_file(tensors, path, metadata={"step": "7"})
+    with pytest.raises(CheckpointError, match=f"model.safetensors: {key} holds torch.int32 values, not floating"):
+        build_model(saved)
+
+
 def test_pickle_disguised_as_checkpoint_is_never_unpickled(saved, tmp_path):
     marker = tmp_path / "pwned"
 
