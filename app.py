@@ -392,7 +392,7 @@ def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
                 except OSError:  # e.g. a permission error: leave the file to the next round rather than stop
                     continue
         _remove_leftovers(app.GRADIO_CACHE, age, stopping)
-        _remove_upload_files(age)
+        _remove_upload_files(app, age)
 
 
 def _expire(path: str, files: set, age: float) -> None:
@@ -490,17 +490,18 @@ async def sweep_files_while_serving(server):
         sweep_files(app, age=-1, stopping=True)
 
 
-# The temporary files Gradio's form parser wrote uploads into (see track_upload_files); a finished upload's is moved
-# into the cache at once, so one still there after FILE_LIFETIME was never handed over.
-UPLOAD_TEMP_FILES: set[str] = set()
+# Each file of a form Gradio's parser read (see track_upload_files): its temporary name -> the content folder the
+# upload route moves it into (Gradio's folder / its SHA-256).
+UPLOAD_TEMP_FILES: dict[str, str] = {}
 
 
 def track_upload_files() -> None:
     """Gradio 6.31 writes each file of a posted form to a temporary file as it arrives, and removes it only when the
     form is malformed. It stayed in its folder for good when the visitor went away midway (a closed tab: Starlette's
-    ClientDisconnect) or the server stopped under it, and after a form parsed whole but then refused or ignored (a
-    file field not named "files", a file name ".."). Its parser now removes them on any failure, and records them
-    otherwise, for the sweep (once per process)."""
+    ClientDisconnect) or the server stopped under it; and when the form was read whole but not handed over: a file
+    field not named "files" is ignored, and when one file of several is refused (named ".."), those moved into the
+    cache before it are never registered for Gradio's own sweep. Its parser now removes them on any failure, and
+    records them otherwise, for this app's sweep (once per process)."""
     from gradio.route_utils import GradioMultiPartParser
 
     parse = GradioMultiPartParser.parse
@@ -518,24 +519,35 @@ def track_upload_files() -> None:
                     file.close()
                     os.remove(file.name)
             raise
-        UPLOAD_TEMP_FILES.update(file.name for file in files)
+        for _, value in form.multi_items():
+            if hasattr(value, "sha") and self.upload_dir is not None:  # a file (GradioUploadFile)
+                UPLOAD_TEMP_FILES[value.file.name] = os.path.join(self.upload_dir, value.sha.hexdigest())
         return form
 
     parse_and_track.tracks_upload_files = True
     GradioMultiPartParser.parse = parse_and_track
 
 
-def _remove_upload_files(age: float) -> None:
-    """Remove the parsed uploads' temporary files (UPLOAD_TEMP_FILES) left `age` seconds after their last write."""
-    for name in list(UPLOAD_TEMP_FILES):
-        try:
-            if time.time() - os.stat(name).st_ctime > age:
-                os.remove(name)
-                UPLOAD_TEMP_FILES.discard(name)
-        except FileNotFoundError:  # moved into the cache: a finished upload
-            UPLOAD_TEMP_FILES.discard(name)
-        except OSError:  # left for the next sweep
+def _remove_upload_files(app: gr.Blocks, age: float) -> None:
+    """Remove what the parsed forms left in `app`'s folder `age` seconds after it arrived (UPLOAD_TEMP_FILES): a
+    temporary file never moved, or a file moved into its content folder that no request handed over to Gradio's
+    sets. A finished upload is in those sets at once (and swept by them), so the record goes with its folder."""
+    cache = os.path.abspath(app.GRADIO_CACHE)
+    handed_over = set().union(*(set(files) for files in list(app.temp_file_sets)))
+    for name, folder in UPLOAD_TEMP_FILES.copy().items():  # a copy: requests add to it meanwhile
+        if os.path.dirname(os.path.abspath(folder)) != cache:  # another app's (tests serve several)
             continue
+        moved = not os.path.lexists(name)
+        if moved and not os.path.isdir(folder):  # removed: never moved, or its folder emptied at a stop
+            UPLOAD_TEMP_FILES.pop(name, None)
+            continue
+        with contextlib.suppress(OSError):  # gone already, or left for the next sweep
+            inside = [os.path.join(folder, entry) for entry in os.listdir(folder)] if moved else [name]
+            for path in set(inside) - handed_over:
+                if time.time() - os.lstat(path).st_ctime > age:  # a rename counts as a write: arrival
+                    os.remove(path)
+            if moved and not os.listdir(folder):
+                UPLOAD_TEMP_FILES.pop(name, None)
 
 
 def launch(app: gr.Blocks, **kwargs):

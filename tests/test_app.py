@@ -456,10 +456,12 @@ def test_an_upload_cut_off_midway_leaves_nothing(tmp_path, monkeypatch, free_por
         ui.close()
 
 
-@pytest.mark.parametrize("field, name", [("video", "clip.mp4"), ("files", "..")])
-def test_an_upload_gradio_parses_and_then_ignores_or_refuses_is_swept(tmp_path, monkeypatch, free_port, field, name):
+@pytest.mark.parametrize("parts", [[("video", "clip.mp4")], [("files", "..")],
+                                   [("files", "clip.mp4"), ("files", "..")]])
+def test_an_upload_gradio_parses_and_then_ignores_or_refuses_is_swept(tmp_path, monkeypatch, free_port, parts):
     """BUG: a file posted under another field name than "files" (ignored), or named ".." (refused with HTTP 400),
-    stayed in Gradio's folder for good: parsed whole, never moved into the cache, and not an empty placeholder."""
+    stayed in Gradio's folder for good: parsed whole, never moved into the cache, and not an empty placeholder. A
+    good file before a refused one was moved into the cache but never registered for a sweep."""
     import socket
 
     import gradio as gr
@@ -471,20 +473,22 @@ def test_an_upload_gradio_parses_and_then_ignores_or_refuses_is_swept(tmp_path, 
         gr.File(type="filepath")
     app.launch(ui, server_name="127.0.0.1", server_port=free_port, prevent_thread_lock=True, quiet=True)
     try:
-        body = (f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-                "Content-Type: video/mp4\r\n\r\n").encode() + b"v" * 50_000 + b"\r\n--b--\r\n"
+        body = b"".join((f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+                         "Content-Type: video/mp4\r\n\r\n").encode() + bytes([i]) * 50_000 + b"\r\n"
+                        for i, (field, name) in enumerate(parts)) + b"--b--\r\n"
         request = (f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
                    "Content-Type: multipart/form-data; boundary=b\r\nConnection: close\r\n\r\n").encode()
         with socket.create_connection(("127.0.0.1", free_port)) as visitor:
             visitor.sendall(request + body)
             answer = visitor.recv(100)
-        assert answer.startswith(b"HTTP/1.1 400" if name == ".." else b"HTTP/1.1 200"), answer
-        left = [p for p in tmp_path.iterdir() if p.is_file()]
-        assert [p.stat().st_size for p in left] == [50_000]  # what Gradio leaves
+        refused = any(name == ".." for _, name in parts)
+        assert answer.startswith(b"HTTP/1.1 400" if refused else b"HTTP/1.1 200"), answer
+        left = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert [p.stat().st_size for p in left] == [50_000] * len(parts)  # what Gradio leaves
         app.sweep_files(ui, age=3600)
-        assert left[0].exists()  # written a moment ago
+        assert all(p.exists() for p in left)  # written a moment ago
         app.sweep_files(ui, age=-1)
-        assert not left[0].exists()
+        assert not any(p.exists() for p in left)
     finally:
         ui.close()
 
