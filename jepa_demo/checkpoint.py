@@ -73,7 +73,8 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
         with contextlib.suppress(OSError):  # the rename itself; some file systems refuse to sync a folder
             _flush_to_disk(path.parent)
     except OSError as err:  # a full disk: say which file could not be written, not its hidden temporary name
-        if err.filename is None or os.fspath(err.filename) == tmp:  # a failed write or close names no file
+        # a failed write or close names no file; an OSError of a message only (no errno) would lose its message
+        if err.errno is not None and (err.filename is None or os.fspath(err.filename) == tmp):
             err.filename = str(path)
         raise
     finally:

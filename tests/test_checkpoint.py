@@ -70,6 +70,16 @@ def test_a_failed_atomic_write_names_the_file_not_its_temporary_one(tmp_path, er
     assert raised.value.filename == str(tmp_path / "config.json") and not list(tmp_path.iterdir())
 
 
+def test_a_failed_atomic_write_keeps_a_message_only_error_as_it_is(tmp_path):
+    """An OSError of a message alone (video._check_written's 'ffmpeg wrote 0 of 16 frames') given a file name would
+    print as '[Errno None] None: PATH'."""
+    def fails(tmp):
+        raise OSError("ffmpeg wrote 0 of 16 frames (is the disk full?)")
+
+    with pytest.raises(OSError, match=r"^ffmpeg wrote 0 of 16 frames \(is the disk full\?\)$"):
+        atomic_write(tmp_path / "clip.gif", fails)
+
+
 @pytest.mark.parametrize("objective", ["pixel", "jepa-sigreg"])
 def test_every_objective_round_trips(tmp_path, tiny_preprocess, objective):
     model = VideoJEPA(model_config_from_preset("tiny", objective=objective))
