@@ -24,9 +24,9 @@ from .video import VideoError, read_clip, video_info
 def read_for(model, path, command: str = "surprise"):
     """A file as `command` reads it for `model`: frames spread over the clip, at the model's input size, so a long or
     large file is never held whole in memory (a `jepa_demo.video.Clip`). `embed` reads the model's frames as
-    `read_video(path, num_frames)`, training and the folder probe do (the frames `model.embed(read_video(path))` takes,
-    at a constant frame rate): thinning the clip first and sampling the model's input from what is left would step
-    through it differently (one in 6 frames of 130, not 8)."""
+    `read_video(path, num_frames)` and the folder probe do (training steps the same way through random stretches;
+    `model.embed(read_video(path))` takes the same frames at a constant frame rate): thinning the clip first and
+    sampling the model's input from what is left would step through it differently (one in 6 frames of 130, not 8)."""
     if command == "embed":
         return read_clip(path, max_frames=model.cfg.num_frames, size=model.preprocess.resize_to, exactly=True)
     return read_clip(path, max_frames=model.frames_wanted, size=model.preprocess.resize_to)
@@ -110,11 +110,14 @@ def _bytes_or_escaped(err: UnicodeError):
     """Encoding errors of stdout and stderr: a file name that is not UTF-8 (argv keeps its bytes as surrogates) is
     printed as the bytes it is, as ls does, rather than stopped by an error (stdout's default) or shown as \udce9
     (stderr's); any other character the stream's encoding lacks (a Cyrillic name on a cp1252 console) is escaped."""
-    if isinstance(err, UnicodeEncodeError):
-        chunk = err.object[err.start:err.end]
-        if all("\udc80" <= c <= "\udcff" for c in chunk):
-            return bytes(ord(c) - 0xDC00 for c in chunk), err.end
-    return codecs.backslashreplace_errors(err)
+    if not isinstance(err, UnicodeEncodeError):
+        return codecs.backslashreplace_errors(err)
+    chunk = err.object[err.start:err.end]  # one run of characters the encoding lacks: bytes and letters may mix
+    is_byte = ["\udc80" <= c <= "\udcff" for c in chunk]
+    run = next((i for i, b in enumerate(is_byte) if b != is_byte[0]), len(chunk))  # handle the leading run only
+    if is_byte[0]:
+        return bytes(ord(c) - 0xDC00 for c in chunk[:run]), err.start + run
+    return chunk[:run].encode("ascii", "backslashreplace").decode("ascii"), err.start + run
 
 
 _BYTES_OR_ESCAPED = "jepa_demo.bytes_or_escaped"

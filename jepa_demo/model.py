@@ -56,11 +56,11 @@ def embedding_std(targets: torch.Tensor) -> float:
 
 def effective_rank(targets: torch.Tensor, max_rows: int = 4096) -> float:
     """Collapse monitor, RankMe (Garrido et al. 2023): exp(entropy) of the normalised singular values, in [1, D]; 1
-    for all-zero targets (a total collapse: layer norm maps identical tokens to zeros). At most `max_rows` rows, spread
-    evenly over all of them: the first ones would be the first clips' (under DDP, rank 0's)."""
+    for all-zero targets (tokens each constant across features, which layer norm maps to zeros), not NaN. At most
+    `max_rows` rows, spread evenly over all of them: the first ones would be the first clips' (under DDP, rank 0's)."""
     rows = targets.detach().float().flatten(0, -2)
     if len(rows) > max_rows:
-        rows = rows[torch.linspace(0, len(rows) - 1, max_rows, device=rows.device).long()]
+        rows = rows[torch.arange(max_rows, device=rows.device) * (len(rows) - 1) // (max_rows - 1)]
     singular = torch.linalg.svdvals(rows)
     if singular.sum() == 0:
         return 1.0

@@ -164,11 +164,11 @@ def test_file_names_the_terminal_cannot_encode_or_the_disk_cannot_hold(files):
     assert too_long.endswith(b"x.mp4: cannot be read (File name too long)")
     assert unreadable.startswith(broken + b": not a readable video")  # not escaped as cass\udce9.mp4
     # a console whose encoding lacks the name's letters (Windows' cp1252): escaped, not a traceback
-    cyrillic = files / "видео.mp4"
+    cyrillic = os.fsencode(files / "ви") + b"\xe9\xd0\xb4eo.mp4"  # letters the console lacks beside a raw byte
     os.link(files / "broken.mp4", cyrillic)
     result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", cyrillic], cwd=ROOT, capture_output=True,
                             timeout=120, env={**env, "PYTHONIOENCODING": "cp1252:strict"})
-    assert result.returncode == 1 and result.stderr.startswith(os.fsencode(files) + b"/\\u0432\\u0438")
+    assert result.returncode == 1 and result.stderr.startswith(os.fsencode(files) + b"/\\u0432\\u0438\xe9\\u0434eo.mp4")
 
 
 def test_a_file_that_fails_to_read_is_its_own_line_not_a_failed_write_of_the_results(files, monkeypatch, capsys):

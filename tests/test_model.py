@@ -235,7 +235,7 @@ def test_clip_that_does_not_fit_is_refused(tiny_model):
 
 def test_effective_rank_reads_rows_from_the_whole_batch_and_a_total_collapse_as_1():
     """BUG: only the first max_rows rows were read (the first clips', under DDP rank 0's), and all-zero targets (what
-    layer norm makes of a collapsed encoder's identical tokens) gave NaN, which no collapse alarm compares below."""
+    layer norm makes of tokens each constant across features) gave NaN, which no collapse alarm compares below."""
     first_half = torch.randn(64, 1) * torch.eye(8)[0]  # one direction: rank 1
     second_half = torch.randn(64, 8)  # every direction
     assert effective_rank(torch.cat([first_half, second_half]), max_rows=64) > 3
