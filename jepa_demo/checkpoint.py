@@ -153,6 +153,7 @@ def resolve_checkpoint(path_or_repo_id) -> Path:
 
 
 def _download_from_hub(repo_id: str) -> Path:
+    import huggingface_hub.errors
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -161,9 +162,11 @@ def _download_from_hub(repo_id: str) -> Path:
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
     except LocalEntryNotFoundError as err:
-        if type(err).__name__ == "IncompleteSnapshotError":  # huggingface_hub 2.4+: a download cut short, say
-            raise CheckpointError(f"{repo_id}: only part of it is in the local Hub cache and the Hub cannot be "
-                                  f"reached ({err})") from None
+        incomplete = getattr(huggingface_hub.errors, "IncompleteSnapshotError", ())  # 2.4+: a download cut short
+        if incomplete and isinstance(err, incomplete):
+            detail = str(err).strip().splitlines()[0]  # it names the missing files; the Hub's error may follow
+            raise CheckpointError(f"{repo_id}: only part of it is in the local Hub cache, and it cannot be completed "
+                                  f"now ({detail})") from None
         raise CheckpointError(f"{repo_id}: not in the local Hub cache and the Hub cannot be reached "
                               "(offline?)") from None
     except (HfHubHTTPError, OSError, *_network_errors()) as err:

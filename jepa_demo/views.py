@@ -207,8 +207,8 @@ def _mark_above(fig: go.Figure, curves: dict, threshold: float) -> None:
 
 
 _COLOURS = plotly.colors.qualitative.Safe
-# the world's shapes, sorted, come first and get their own marker (circle, square, triangle)
-_SYMBOLS = ("circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "x", "pentagon")
+_SYMBOLS = ("circle", "square", "diamond", "cross", "triangle-down", "x", "pentagon", "star-square")
+_SHAPE_SYMBOLS = {"circle": "circle", "square": "square", "triangle": "triangle-up"}  # the world's shapes as themselves
 
 
 def map_figure(coords: np.ndarray, labels: list[dict], color_by: str, highlight=None,
@@ -223,7 +223,7 @@ def map_figure(coords: np.ndarray, labels: list[dict], color_by: str, highlight=
     for group, value in enumerate(sorted(set(values))):
         index = np.flatnonzero(values == value)
         marker = dict(size=8, opacity=0.8, color=_COLOURS[group % len(_COLOURS)],
-                      symbol=_SYMBOLS[group % len(_SYMBOLS)])
+                      symbol=_SHAPE_SYMBOLS.get(value, _SYMBOLS[group % len(_SYMBOLS)]))
         fig.add_trace(go.Scatter(x=coords[index, 0], y=coords[index, 1], mode="markers", name=value,
                                  legendgroup=value, hovertext=[_hover(i, labels[i]) for i in index],
                                  hoverinfo="text", marker=marker))

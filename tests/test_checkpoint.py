@@ -283,8 +283,9 @@ def test_a_download_cut_short_is_not_called_missing_from_the_cache(monkeypatch):
                                       "(model.safetensors).", snapshot_path="/nowhere")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", cut_short)
-    with pytest.raises(CheckpointError, match=r"^someone/tiny: only part of it is in the local Hub cache and the Hub "
-                                              r"cannot be reached \(.*1 file\(s\) are missing \(model.safetensors\)"):
+    with pytest.raises(CheckpointError, match=r"^someone/tiny: only part of it is in the local Hub cache, and it "
+                                              r"cannot be completed now \(.*1 file\(s\) are missing "
+                                              r"\(model.safetensors\)"):
         resolve_checkpoint("someone/tiny")
 
 

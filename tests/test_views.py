@@ -278,6 +278,8 @@ def test_map_figure_one_trace_per_label_value_and_a_star():
     groups = fig.data[:3]
     assert len({t.marker.symbol for t in groups}) == len({t.marker.color for t in groups}) == 3
     assert [t.marker.symbol for t in groups] == ["circle", "square", "triangle-up"]  # each shape drawn as itself
+    no_circles = map_figure(coords[[1, 3]], [labels[1], labels[3]], "main_shape")
+    assert [t.marker.symbol for t in no_circles.data] == ["square", "triangle-up"]  # not by place in the list
 
 
 def test_filmstrip_samples_frames_evenly_with_gaps():
