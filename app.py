@@ -383,8 +383,9 @@ def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
         keep = set()
         if not stopping:
             keep = keep.union(*(getattr(block, "keep_in_cache", ()) for block in list(app.blocks.values())))
-        for files in list(app.temp_file_sets):
-            for path in set(files) - keep:
+        snapshots = [(files, set(files)) for files in list(app.temp_file_sets)]
+        for files, paths in snapshots:
+            for path in paths - keep:
                 try:
                     _expire(path, files, age)
                 except FileNotFoundError:
@@ -392,7 +393,7 @@ def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
                 except OSError:  # e.g. a permission error: leave the file to the next round rather than stop
                     continue
         _remove_leftovers(app.GRADIO_CACHE, age, stopping)
-        _remove_upload_files(app, age)
+        _remove_upload_files(app.GRADIO_CACHE, set().union(*(paths for _, paths in snapshots)), age)
 
 
 def _expire(path: str, files: set, age: float) -> None:
@@ -528,12 +529,12 @@ def track_upload_files() -> None:
     GradioMultiPartParser.parse = parse_and_track
 
 
-def _remove_upload_files(app: gr.Blocks, age: float) -> None:
-    """Remove what the parsed forms left in `app`'s folder `age` seconds after it arrived (UPLOAD_TEMP_FILES): a
+def _remove_upload_files(gradio_folder: str, handed_over: set, age: float) -> None:
+    """Remove what the parsed forms left in `gradio_folder` `age` seconds after it arrived (UPLOAD_TEMP_FILES): a
     temporary file never moved, or a file moved into its content folder that no request handed over to Gradio's
-    sets. A finished upload is in those sets at once (and swept by them), so the record goes with its folder."""
-    cache = os.path.abspath(app.GRADIO_CACHE)
-    handed_over = set().union(*(set(files) for files in list(app.temp_file_sets)))
+    sets (`handed_over`, their paths). A finished upload is in those sets at once (and swept by them), so the record
+    goes with its folder."""
+    cache = os.path.abspath(gradio_folder)
     for name, folder in UPLOAD_TEMP_FILES.copy().items():  # a copy: requests add to it meanwhile
         if os.path.dirname(os.path.abspath(folder)) != cache:  # another app's (tests serve several)
             continue
