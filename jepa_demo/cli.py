@@ -59,9 +59,10 @@ def describe(command: str, path: str, model) -> dict:
 
 
 def check_finite(values: np.ndarray) -> None:
-    """NaN is not JSON (jq and browsers reject it) and not an answer: a diverged checkpoint's weights give it."""
+    """NaN is not JSON (jq and browsers reject it) and not an answer. Loading refuses weights that are not finite,
+    but finite ones can still overflow float32 on a clip."""
     if not np.isfinite(values).all():
-        raise ValueError("the model's output is not a finite number (are its weights NaN?)")
+        raise ValueError("the model's output is not a finite number (do its weights overflow?)")
 
 
 def out_of_memory(err: RuntimeError) -> bool:

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             clips = _through_mp4(plausible, implausible, kind, model)
             results = {name: model.surprise(clip.frames) for name, clip in clips.items()}
             for result in results.values():
-                check_finite(result.per_step)  # a diverged run's NaN weights: one line, not a failed sparkline
+                check_finite(result.per_step)  # weights that overflow: one line, not a failed sparkline
             wins += _print_pair(results, clips, implausible.labels["violation_frame"], kind)
         print(f"\nThe violating twin was more surprising in {wins} of {len(args.kind or VIOLATIONS)} pairs "
               "(README: what the shipped model has and has not learned).")

@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import re
 import stat
 from pathlib import Path
 
@@ -145,6 +146,20 @@ def test_integer_weights_are_named_not_cast(saved):
     tensors[key] = tensors[key].round().to(torch.int32)
     save_file(tensors, path, metadata={"step": "7"})
     with pytest.raises(CheckpointError, match=f"model.safetensors: {key} holds torch.int32 values, not floating"):
+        build_model(saved)
+
+
+def test_weights_that_are_not_finite_are_named(saved):
+    """Training never saves a non-finite update, so NaN or inf in a file means damage: refused by name, not loaded
+    to answer NaN for every clip."""
+    from safetensors.torch import load_file, save_file
+
+    path = saved / "model.safetensors"
+    tensors = load_file(path)
+    key = sorted(tensors)[-1]
+    tensors[key].view(-1)[0] = float("inf")
+    save_file(tensors, path, metadata={"step": "7"})
+    with pytest.raises(CheckpointError, match=f"model.safetensors: {re.escape(key)} holds NaN or infinite values"):
         build_model(saved)
 
 

@@ -132,19 +132,30 @@ def test_an_error_torch_raises_on_one_file_spares_the_others_and_ctrl_c_is_one_l
     assert capsys.readouterr().err == "interrupted\n"
 
 
-def test_a_checkpoint_with_nan_weights_is_a_per_file_error_not_invalid_json(files, tiny_model, tiny_preprocess):
+def test_nan_weights_are_refused_at_load_and_an_overflowing_output_is_a_per_file_error(files, tiny_model,
+                                                                                       tiny_preprocess):
     with torch.no_grad():
         for p in tiny_model.parameters():
-            p.fill_(float("nan"))  # what a run that diverged would have saved
-    save_checkpoint(tiny_model, files / "diverged", tiny_preprocess, step=3)
+            p.fill_(float("nan"))
+    save_checkpoint(tiny_model, files / "damaged", tiny_preprocess, step=3)
+    result = _cli("embed", files / "a.mp4", "--checkpoint", files / "damaged")
+    assert result.returncode == 2 and result.stdout == ""
+    assert re.fullmatch(r"error: cannot load checkpoint: .*model\.safetensors: \S+ holds NaN or infinite values "
+                        r"\(is the file damaged\?\)\n", result.stderr)
+
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.fill_(1e30)  # finite, so loaded; float32 overflows to inf on any clip
+    save_checkpoint(tiny_model, files / "huge", tiny_preprocess, step=3)
     for command in ("embed", "surprise"):
-        result = _cli(command, files / "a.mp4", "--json", "--checkpoint", files / "diverged")
+        result = _cli(command, files / "a.mp4", "--json", "--checkpoint", files / "huge")
         assert result.returncode == 1 and result.stdout == ""
-        assert result.stderr.strip().endswith("a.mp4: the model's output is not a finite number (are its weights NaN?)")
-    tour = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", files / "diverged", "--kind",
+        assert result.stderr.strip().endswith("a.mp4: the model's output is not a finite number (do its weights "
+                                              "overflow?)")
+    tour = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", files / "huge", "--kind",
                            "appear"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert tour.returncode == 2
-    assert tour.stderr == "error: the model's output is not a finite number (are its weights NaN?)\n"
+    assert tour.stderr == "error: the model's output is not a finite number (do its weights overflow?)\n"
 
 
 def test_file_names_the_terminal_cannot_encode_or_the_disk_cannot_hold(files):
