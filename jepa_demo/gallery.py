@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write
+from .config import to_dict
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
 
@@ -41,8 +42,9 @@ GALLERY_SEED = 1_002_000_000
 # The app's example clips, a million above: shown as clips the model never saw, so never a training seed either. The
 # 8th seed of that block, a scene of three objects under gravity in which every kind of violation fits one start.
 EXAMPLE_SEED = GALLERY_SEED + 1_000_007
-GALLERY_FORMAT = 4  # bump when what is stored or how it is computed (the world's clips and labels too) changes: older
-# cache files are then ignored. 4: collisions at walls and the direction label (world.py)
+GALLERY_FORMAT = 5  # bump when what is stored or how it is computed (the world's clips and labels too) changes: older
+# cache files are then ignored. 4: collisions at walls and the direction label (world.py); 5: the fingerprint covers
+# the settings the model runs with
 DEFAULT_CLIPS = 300
 MIN_CLIPS = 10  # UMAP's spectral start fails below 4 points, and a map of a handful of clips says nothing
 _EMBED_SHARE = 0.35  # of the progress bar: the map (import, numba compilation, fit) takes ~2/3 of a cold build
@@ -85,6 +87,10 @@ def model_fingerprint(model: JEPAModel) -> str:
     # A V-JEPA 2 record names where it was loaded from ("./vj2", "/abs/vj2", a Hub id): the same model, one gallery.
     described = {key: value for key, value in model.config.items() if key != "source"}
     digest.update(json.dumps(described, sort_keys=True).encode())
+    # and what it runs with, which the record need not say: fixed sin-cos positions are no weights, so one network
+    # under another frame count or preprocessing (a V-JEPA 2 processor file, a JEPAModel built by hand) embeds otherwise
+    settings = {"model": to_dict(model.cfg), "preprocess": to_dict(model.preprocess)}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     if model.compute_dtype != torch.float32:  # float32 galleries keep the names they had
         digest.update(str(model.compute_dtype).encode())
     return digest.hexdigest()[:16]

@@ -102,6 +102,13 @@ def test_fingerprint_is_stable_across_loads_and_changes_with_any_weight_or_setti
     assert model_fingerprint(second) != fingerprint
     first.config = {**first.config, "step": 2}
     assert model_fingerprint(first) != fingerprint
+    # settings the record does not hold: the same network and record under another preprocessing or frame count
+    third = load_model(checkpoint, device="cpu")
+    third.preprocess = dataclasses.replace(third.preprocess, resize=third.preprocess.img_size + 8)
+    assert model_fingerprint(third) != fingerprint
+    fourth = load_model(checkpoint, device="cpu")
+    fourth.cfg = dataclasses.replace(fourth.cfg, num_frames=2 * fourth.cfg.num_frames)
+    assert model_fingerprint(fourth) != fingerprint
 
 
 def test_a_gallery_embedded_in_float32_is_not_found_for_a_model_computing_in_bfloat16(checkpoint):
