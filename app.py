@@ -142,22 +142,24 @@ EXPLORERS = ExplorerCache(_explorer)
 def explorer_for(checkpoint: str, progress=None) -> Explorer:
     """The checkpoint's Explorer; `progress` is a gr.Progress, shown while a new one is built."""
     report = None if progress is None else lambda f, message: progress(f, desc=message)
-    return EXPLORERS.get(checkpoint, report, key=_weights_key(checkpoint))
+    return EXPLORERS.get(checkpoint, report, key=_explorer_key(checkpoint))
 
 
-def _weights_key(checkpoint: str) -> str:
+def _explorer_key(checkpoint: str) -> str:
     """What the cache keeps a checkpoint's Explorer under: for a folder (a shipped name or, locally, a path), the
-    folder with its weights' size and time, so that every name of it shares one and a folder retrained while the app
-    runs gets a new one; for anything else (a Hub id), the name."""
+    folder with the size and time of every file loading can read there (config, weights or their shards, a V-JEPA 2
+    processor file), so that every name of it shares one and a folder retrained or reconfigured while the app runs gets
+    a new one; for anything else (a Hub id), the name."""
     folder = SHIPPED.get(checkpoint) or (None if HOSTED or not checkpoint else checkpoint)
     if folder is None:  # hosted, only shipped folders are loaded; an empty name is refused when loading
         return checkpoint
     try:
         folder = Path(folder).expanduser()
-        weights = (folder / "model.safetensors").stat()
-    except (OSError, RuntimeError, ValueError):  # no such folder (a Hub id), ~ of an unknown user, a NUL byte: loading
-        return checkpoint  # the name says what is wrong with it
-    return f"{folder.resolve()} {weights.st_size} {weights.st_mtime_ns}"
+        files = sorted(path for suffix in ("json", "safetensors") for path in folder.glob(f"*.{suffix}"))
+        stamps = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    except (OSError, RuntimeError, ValueError):  # ~ of an unknown user, a NUL byte, a file gone: loading says what is
+        return checkpoint  # wrong with the name
+    return f"{folder.resolve()} {stamps}" if stamps else checkpoint  # no such folder: a Hub id
 
 
 def _explorer_and_clip(video_file, checkpoint: str, progress) -> tuple[Explorer, Clip]:

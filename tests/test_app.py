@@ -151,9 +151,16 @@ def test_every_name_of_a_checkpoint_folder_shares_one_explorer_until_its_weights
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / "model.safetensors").write_bytes((shipped / "model.safetensors").read_bytes())
-    before = app._weights_key(str(copy))
+    before = app._explorer_key(str(copy))
     os.utime(copy / "model.safetensors", ns=(1, 1))  # retrained in place while the app runs
-    assert app._weights_key(str(copy)) != before and app._weights_key("someone/model") == "someone/model"
+    assert app._explorer_key(str(copy)) != before and app._explorer_key("someone/model") == "someone/model"
+    # BUG: only model.safetensors was looked at: a config edited in place (its preprocessing) kept the old Explorer
+    before = app._explorer_key(str(copy))
+    (copy / "config.json").write_text("{}")
+    assert app._explorer_key(str(copy)) != before
+    # and a sharded V-JEPA 2 folder (no model.safetensors) was cached by the name typed: a copy of it per name
+    (copy / "model.safetensors").rename(copy / "model-00001-of-00002.safetensors")
+    assert app._explorer_key(str(copy)) == app._explorer_key(f"{copy}/") != str(copy)
 
 
 @pytest.mark.parametrize("name, message", [("~nobody-has-this-name/model", "cannot be read .Could not determine home"),
