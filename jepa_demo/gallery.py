@@ -20,6 +20,7 @@ write the gallery into the checkpoint folder itself (how the shipped ones got th
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -133,9 +134,9 @@ def cached_surprise_threshold(model: JEPAModel, cache_dir=None) -> float:
     path = cache_folder(cache_dir) / _threshold_name(model_fingerprint(model))
     for found in _places(model, path):
         try:
-            return float(json.loads(found.read_text())["surprise_threshold"])
-        except (OSError, ValueError, KeyError, TypeError):  # none there, or unreadable: next place, then calibrate
-            pass
+            return _checked_threshold(float(json.loads(found.read_text())["surprise_threshold"]))
+        except (OSError, ValueError, KeyError, TypeError):  # none there, unreadable or no threshold (JSON holds NaN,
+            pass  # 0): next place, then calibrate
     threshold = surprise_threshold(model)
     try:
         _write_threshold(path, threshold)
@@ -148,7 +149,15 @@ def calibrate_surprise(model: JEPAModel, seeds: np.ndarray) -> float:
     """The THRESHOLD_PERCENTILE-th percentile of per-step surprise over plausible clips of these seeds."""
     world = WorldConfig(size=model.preprocess.img_size, num_frames=2 * model.cfg.num_frames)
     steps = [model.surprise(render_clip(int(seed), world).frames).per_step for seed in seeds]
-    return float(np.percentile(np.concatenate(steps), THRESHOLD_PERCENTILE))
+    return _checked_threshold(float(np.percentile(np.concatenate(steps), THRESHOLD_PERCENTILE)))
+
+
+def _checked_threshold(threshold: float) -> float:
+    """Every curve the app draws is divided by it: 0 or NaN would draw nothing, or infinities, as an answer."""
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"the model's surprise threshold on plausible clips is {threshold}, not a positive number: "
+                         "its predictions are exact or not numbers (a collapsed model, or weights that overflow)")
+    return threshold
 
 
 def _embed_clips(model: JEPAModel, seeds: np.ndarray, report: Progress) -> tuple[list[dict], np.ndarray]:

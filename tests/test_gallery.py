@@ -241,6 +241,10 @@ def test_an_unwritable_cache_folder_is_named_once_and_the_gallery_still_built(bu
 
 def test_surprise_threshold_is_calibrated_once_per_model_and_a_damaged_file_again(model, tmp_path, monkeypatch):
     calibrated = []
+    with pytest.raises(ValueError, match="threshold on plausible clips is nan, not a positive number"):
+        with monkeypatch.context() as patch:
+            patch.setattr(gallery_module.np, "percentile", lambda *args: np.nan)
+            surprise_threshold(model)
     real = gallery_module.calibrate_surprise
     monkeypatch.setattr(gallery_module, "calibrate_surprise",
                         lambda *args: calibrated.append(1) or real(*args))
@@ -252,6 +256,10 @@ def test_surprise_threshold_is_calibrated_once_per_model_and_a_damaged_file_agai
     written.write_text("{not json")
     assert cached_surprise_threshold(model, tmp_path) == threshold and len(calibrated) == 3
     assert cached_surprise_threshold(model, tmp_path) == threshold and len(calibrated) == 3  # and rewritten
+    for no_threshold in ("NaN", "0", "-1"):  # json reads NaN; each view divides by the threshold
+        written.write_text(f'{{"surprise_threshold": {no_threshold}}}')
+        assert cached_surprise_threshold(model, tmp_path) == threshold
+    assert len(calibrated) == 6
     assert [p.name for p in tmp_path.iterdir()] == [written.name]  # no temporary files left
 
 
