@@ -271,7 +271,7 @@ def _read(path: Path, fingerprint: str, num_clips: int) -> Gallery:
     with np.load(path, allow_pickle=False) as data:
         gallery = Gallery(seeds=data["seeds"], labels=json.loads(str(data["labels"])), embeddings=data["embeddings"],
                           center=data["center"], coords=data["coords"], fingerprint=str(data["fingerprint"]),
-                          surprise_threshold=float(data["surprise_threshold"]))
+                          surprise_threshold=_checked_threshold(float(data["surprise_threshold"])))
         stored_format = int(data["format"])
     if (stored_format, gallery.fingerprint, len(gallery.seeds)) != (GALLERY_FORMAT, fingerprint, num_clips):
         raise ValueError("it was written for another model, gallery size or format")

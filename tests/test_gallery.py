@@ -197,13 +197,15 @@ def test_cache_folder_follows_the_environment_and_expands_the_home(monkeypatch, 
     assert cache_folder() == Path.home() / ".cache" / "jepa-lens"
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other_model"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other_model", "no_threshold"])
 def test_damaged_cache_file_is_rebuilt_and_overwritten(built, model, tmp_path, monkeypatch, damage):
     gallery, cache_dir, _ = built
     path = gallery_cache_path(model, tmp_path, CLIPS)
     good = gallery_cache_path(model, cache_dir, CLIPS).read_bytes()
     if damage == "other_model":  # a readable file whose contents say it belongs to another model
         gallery_module._write(path, dataclasses.replace(gallery, fingerprint="0" * 16))
+    elif damage == "no_threshold":  # every view divides by it
+        gallery_module._write(path, dataclasses.replace(gallery, surprise_threshold=float("nan")))
     else:
         path.write_bytes({"garbage": b"not a zip file at all" * 10, "truncated": good[: len(good) // 2],
                           "empty": b""}[damage])
