@@ -41,6 +41,7 @@ from .cli import out_of_memory
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .preprocess import resize_and_crop
+from .vjepa2 import VJEPA2Net
 from .world import VIOLATIONS, WorldConfig, make_pair, object_pixels, render_clip
 
 HELD_OUT_SEED = 1_000_000_000
@@ -255,9 +256,11 @@ def _encoder_shape(model: JEPAModel) -> dict:
 
 
 def random_twin(model: JEPAModel, seed: int = 0) -> JEPAModel:
-    """A freshly initialised network of the same shape and preprocessing: the 'no learning' baseline."""
+    """A freshly initialised network of the same architecture, shape and preprocessing: the 'no learning' baseline.
+    A V-JEPA 2 twin is transformers' own initialisation of its config (rotary positions, its norms), not ours."""
     torch.manual_seed(seed)
-    return JEPAModel(VideoJEPA(model.cfg), model.preprocess, model.config, str(model.device))
+    net = model.net.freshly_initialised() if isinstance(model.net, VJEPA2Net) else VideoJEPA(model.cfg)
+    return JEPAModel(net, model.preprocess, model.config, str(model.device))
 
 
 def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: int = 300, probe_test: int = 200,

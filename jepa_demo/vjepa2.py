@@ -125,6 +125,10 @@ class VJEPA2Net(nn.Module):
     def embedding_encoder(self):
         return self.encode
 
+    def freshly_initialised(self) -> "VJEPA2Net":
+        """The same architecture with transformers' initial weights (drawn from torch's global generator), float32."""
+        return VJEPA2Net(type(self.hf)(self.hf.config).float().eval(), self.cfg)
+
     def encode(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder outputs (B, N, D), or (B, K, D) of the tokens at `keep` (B, K), computed without the others."""
         encoder = self.hf.encoder

@@ -253,3 +253,17 @@ def test_every_app_view_on_a_vjepa2_folder(app_server, folder, tmp_path):
     assert np.isfinite([position["x"], position["y"]]).all()
     _, _, surprise = client.predict(handle_file(clip), source, api_name="/surprise")
     assert len(surprise["per_step"]) > 1 and surprise["threshold"] > 0
+
+
+def test_the_random_encoder_it_is_compared_with_is_a_vjepa2_model(model, video):
+    """BUG: the folder probe's 'random encoder' for a V-JEPA 2 checkpoint was our VideoJEPA of the same size (sin-cos
+    positions, other norms, an EMA copy too), so the probe's headline difference mixed learning with architecture."""
+    from jepa_demo.evaluate import random_twin
+
+    twin = random_twin(model, seed=1)  # seed 0 redraws the tiny model's own weights: transformers' initialisation
+    shapes = {name: tensor.shape for name, tensor in model.net.state_dict().items()}
+    assert type(twin.net) is type(model.net) and {n: t.shape for n, t in twin.net.state_dict().items()} == shapes
+    first = next(iter(shapes))
+    assert not torch.equal(twin.net.state_dict()[first], model.net.state_dict()[first])
+    ours, its = model.embed(video), twin.embed(video)
+    assert its.shape == ours.shape and not np.allclose(its, ours)
