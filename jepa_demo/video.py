@@ -144,10 +144,31 @@ def list_videos(root, what: str | None = None, hint: str = "") -> list[Path]:
     what = what or str(root)
     if not root.is_dir():
         raise ValueError(f"{what}: not a folder{hint}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    files = sorted(_video_files(root, what))
     if not files:
         raise ValueError(f"{what}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) found")
     return files
+
+
+def _video_files(root: Path, what: str) -> Iterator[Path]:
+    """Sub-folders that are links are followed (a probe folder of links to where each label's videos live; rglob
+    skipped them, and their labels with them), each real folder once, so a link to a parent cannot loop. A folder that
+    cannot be listed is an error rather than a label silently missing."""
+    def refuse(err: OSError):
+        raise ValueError(f"{what}: cannot read the folder {err.filename} ({err.strerror or err})")
+
+    seen = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=refuse):
+        where = os.stat(folder)
+        if (where.st_dev, where.st_ino) in seen:
+            subfolders.clear()
+            continue
+        seen.add((where.st_dev, where.st_ino))
+        subfolders.sort()  # of two links to one folder, the first name keeps it, on any file system
+        for name in names:
+            path = Path(folder) / name
+            if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+                yield path
 
 
 def folder_label(path, root) -> str | None:

@@ -146,6 +146,33 @@ def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
     assert sorted(path.suffix for path in list_videos(tmp_path)) == sorted(VIDEO_SUFFIXES)
 
 
+def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_one_named(tmp_path, monkeypatch):
+    """BUG: rglob does not enter linked folders, so labels made of links (probe/cats -> /data/cats) vanished, or the
+    whole folder held 'no video files'; a folder it could not list was skipped without a word."""
+    import os
+
+    probe, elsewhere = tmp_path / "probe", tmp_path / "data"
+    for label in ("cats", "dogs"):
+        (elsewhere / label).mkdir(parents=True)
+        (elsewhere / label / "a.mp4").write_bytes(b"")
+        (probe / label).parent.mkdir(exist_ok=True)
+        (probe / label).symlink_to(elsewhere / label, target_is_directory=True)
+    (elsewhere / "dogs" / "back").symlink_to(probe, target_is_directory=True)  # a loop
+    (probe / "also-cats").symlink_to(elsewhere / "cats", target_is_directory=True)  # one folder, two names
+    assert list_videos(probe) == [probe / "also-cats" / "a.mp4", probe / "dogs" / "a.mp4"]
+
+    real_scandir = os.scandir
+
+    def unreadable_dogs(path="."):
+        if Path(path).name == "dogs":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", unreadable_dogs)
+    with pytest.raises(ValueError, match=f"^{probe}: cannot read the folder {probe / 'dogs'} .Permission denied.$"):
+        list_videos(probe)
+
+
 @pytest.mark.parametrize("name, extra", [("b-frames.mp4", ["-bf", "3", "-g", "12"]), ("clip.gif", []),
                                          ("open-gop.mp4", ["-bf", "3", "-g", "12", "-x264-params", "open-gop=1"]),
                                          ("clip.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-g", "8"]),
