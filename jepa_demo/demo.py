@@ -66,6 +66,11 @@ def main(argv=None) -> int:
         sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe under stdout is then caught below
     except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px), or NaN weights
         return _stop(f"error: {err}", 2)
+    except (RuntimeError, MemoryError) as err:
+        if isinstance(err, RuntimeError) and not out_of_memory(err):
+            raise  # a bug: the traceback says where
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return _stop(f"error: out of memory ({reason}); a smaller checkpoint or a GPU needs less", 2)
     except BrokenPipeError:  # the reader went away (`... | head -1`): quietly, as the CLI
         return _stop(None, 141)  # 128 + SIGPIPE
     except OSError as err:  # a full disk, for the clips or under stdout
@@ -108,6 +113,8 @@ def _print_pair(results: dict, clips: dict, violation_frame: int, kind: str) -> 
         print(f"  {name:>13}  {sparkline(result.per_step, low, high)}  score {result.score:.4f}  (peak frame {peak})")
     frames = clips["plausible"].source_frames[results["plausible"].step_frames]
     print(f"  {'frames':>13}  {frames[0]} .. {frames[-1]}")
+    if violation_frame < frames[0]:  # a pass-through at the first collision in view can come that early
+        print(f"  {'':>13}  (the violation comes before the first predicted frame: only what follows it is scored)")
     return results[kind].score > results["plausible"].score
 
 

@@ -249,6 +249,19 @@ def test_the_terminal_demo_out_of_memory_at_load_is_one_line_and_a_bug_is_not(mo
         demo.main([])
 
 
+def test_the_terminal_demo_out_of_memory_midway_is_one_line(tiny_checkpoint, monkeypatch, capsys):
+    """BUG: only loading handled it; a long V-JEPA 2 window running out of memory during the tour was a traceback."""
+    from jepa_demo import demo
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nOf the allocated memory ...")
+
+    monkeypatch.setattr(demo, "make_pair", out_of_memory)
+    assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 2
+    assert capsys.readouterr().err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); a "
+                                       "smaller checkpoint or a GPU needs less\n")
+
+
 def test_bad_checkpoint_exits_2_with_one_line(files):
     result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")
     assert result.returncode == 2
@@ -270,6 +283,13 @@ def test_terminal_demo_runs_pairs_through_mp4_and_leaves_nothing_behind(files, t
     first, last = map(int, re.search(r"frames\s+(\d+) \.\. (\d+)", result.stdout).groups())
     peaks = [int(frame) for frame in re.findall(r"peak frame (\d+)", result.stdout)]
     assert last >= 28 and all(first <= peak <= last for peak in peaks), result.stdout
+    assert "before the first predicted frame" not in result.stdout  # both violations at frame 16
+    # a pass-through at the first collision in view can come before the default's first predicted frame (12): the
+    # tour says so
+    early = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--kind", "pass_through", "--seed", "2008"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert "pass_through at frame 10:" in early.stdout and re.search(r"frames\s+12 \.\. ", early.stdout), early.stdout
+    assert "(the violation comes before the first predicted frame: only what follows it is scored)" in early.stdout
 
     missing = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", str(tmp_path / "none")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
