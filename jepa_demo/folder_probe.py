@@ -125,8 +125,8 @@ def _embed_drawn(paths: list[Path], drawn: dict, scorers: dict[str, JEPAModel]) 
                     break
                 try:
                     clips = {key: read_video(paths[i], num_frames=key[0], size=key[1]) for key in inputs}
-                except VideoError as err:
-                    unreadable.append(str(err))
+                except VideoError as err:  # its message names the file alone: cats/0.mp4 and dogs/0.mp4 look alike
+                    unreadable.append(f"{paths[i]}: {str(err).removeprefix(f'{paths[i].name}: ')}")
                     continue
                 embeddings[i] = {name: scorers[name].embed(clips[key]) for key, names in inputs.items()
                                  for name in names}
