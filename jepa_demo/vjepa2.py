@@ -66,6 +66,12 @@ def _check_other_sizes(hf_config: dict) -> None:
             raise ValueError(f"{key} must be a number in [{low}, {high}], got {value!r}")
 
 
+# What `jepa_demo.preprocess` does, as a video-processor config says it: resize, centre crop, scale to [0, 1],
+# normalise (a processor file may switch each off; none of Meta's does)
+_FIXED_STEPS = {"do_resize": True, "do_center_crop": True, "do_rescale": True, "rescale_factor": 1 / 255,
+                "do_normalize": True}
+
+
 def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
     """From the saved video-processor config when there is one (crop, mean and std), else V-JEPA 2's defaults for
     this crop size."""
@@ -76,6 +82,9 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
         raise ValueError(f"{saved.name} is not valid JSON ({err})") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{saved.name}: expected an object of settings, got {type(settings).__name__}")
+    changed = {key: settings[key] for key, value in _FIXED_STEPS.items() if settings.get(key, value) != value}
+    if changed:  # transformers would honour them, and feed the model other inputs than preprocess_video makes
+        raise ValueError(f"{saved.name}: {changed} differs from the steps this app takes ({_FIXED_STEPS})")
     crop = settings.get("crop_size", cfg.img_size)
     if isinstance(crop, dict):  # {"height": h, "width": w}, as transformers saves it: square crops only
         if "height" not in crop or crop.get("width", crop["height"]) != crop["height"]:

@@ -198,7 +198,10 @@ def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_p
     ({}, '{"image_std": [0.2, 0, 0.2]}', "video_preprocessor_config.json: mean must be finite and std"),
     ({}, '{"image_mean": 0.5}', "video_preprocessor_config.json: image_mean and image_std must be lists"),
     ({}, '{"crop_size": {"width": 32}}', "crop_size must give one height"),  # was read as the model's own crop
-    ({}, '{"crop_size": {"height": 32, "width": 48}}', "crop_size must give one height .and the same width")])
+    ({}, '{"crop_size": {"height": 32, "width": 48}}', "crop_size must give one height .and the same width"),
+    # steps transformers would skip or change, which ours would take as always (a fine-tune saved without them)
+    ({}, '{"do_normalize": false, "do_resize": true}', "{'do_normalize': False} differs from the steps this app"),
+    ({}, '{"rescale_factor": 1.0}', "{'rescale_factor': 1.0} differs from the steps")])
 def test_malformed_settings_are_one_clear_error(folder, tmp_path, change, processor, message):
     bad = _copy(folder, tmp_path / "bad", change)
     if processor is not None:
