@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         print(f"\nThe violating twin was more surprising in {wins} of {len(args.kind or VIOLATIONS)} pairs "
               "(README: what the shipped model has and has not learned).")
         sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe under stdout is then caught below
-    except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px), or NaN weights
+    except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px), or overflowing weights
         return _stop(f"error: {err}", 2)
     except (RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):

@@ -84,7 +84,8 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
         raise ValueError(f"{saved.name}: expected an object of settings, got {type(settings).__name__}")
     changed = {key: settings[key] for key, value in _FIXED_STEPS.items() if settings.get(key, value) != value}
     if changed:  # transformers would honour them, and feed the model other inputs than preprocess_video makes
-        raise ValueError(f"{saved.name}: {changed} differs from the steps this app takes ({_FIXED_STEPS})")
+        raise ValueError(f"{saved.name}: {changed} is not supported: jepa_demo always resizes, centre-crops, scales "
+                         "by 1/255 and normalises")
     crop = settings.get("crop_size", cfg.img_size)
     if isinstance(crop, dict):  # {"height": h, "width": w}, as transformers saves it: square crops only
         if "height" not in crop or crop.get("width", crop["height"]) != crop["height"]:

@@ -200,8 +200,8 @@ def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_p
     ({}, '{"crop_size": {"width": 32}}', "crop_size must give one height"),  # was read as the model's own crop
     ({}, '{"crop_size": {"height": 32, "width": 48}}', "crop_size must give one height .and the same width"),
     # steps transformers would skip or change, which ours would take as always (a fine-tune saved without them)
-    ({}, '{"do_normalize": false, "do_resize": true}', "{'do_normalize': False} differs from the steps this app"),
-    ({}, '{"rescale_factor": 1.0}', "{'rescale_factor': 1.0} differs from the steps")])
+    ({}, '{"do_normalize": false, "do_resize": true}', "{'do_normalize': False} is not supported: jepa_demo always"),
+    ({}, '{"rescale_factor": 1.0}', "{'rescale_factor': 1.0} is not supported")])
 def test_malformed_settings_are_one_clear_error(folder, tmp_path, change, processor, message):
     bad = _copy(folder, tmp_path / "bad", change)
     if processor is not None:
