@@ -10,8 +10,6 @@ repeats, seconds) and writes JSON. Set --threads to match the machine you report
 """
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import app  # noqa: E402
+from benchmarks import _report  # noqa: E402
 from jepa_demo import write_video  # noqa: E402
 from jepa_demo.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from jepa_demo.explore import Explorer, forget_decoded_clips, load_clip  # noqa: E402
@@ -65,7 +64,7 @@ def time_views(explorer: Explorer, path: Path, thumbnails: Path) -> dict:
         start = time.perf_counter()
         fn()
         out[name] = time.perf_counter() - start
-    out["all four views"] = sum(out.values())  # one decode plus the four views
+    out["decode + four views"] = sum(out.values())
     return out
 
 
@@ -78,8 +77,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.repeats, args.threads) < 1:
         parser.error("--repeats and --threads must be at least 1")
+    out = _report.check_output(parser, args.json)
     torch.set_num_threads(args.threads)
-    explorer = app.explorer_for(args.checkpoint).warm_up()
+    try:
+        explorer = app.explorer_for(args.checkpoint).warm_up()
+    except app.gr.Error as err:  # the app's message for a checkpoint it cannot load (its CheckpointError included)
+        parser.error(err.message)
     with tempfile.TemporaryDirectory() as tmp:
         path = test_clip(Path(tmp))
         time_views(explorer, path, Path(tmp) / "thumbnails-warm-up")  # first calls allocate, load ffmpeg, etc.
@@ -89,13 +92,13 @@ def main(argv=None) -> int:
     print(f"{'step':<22}{'median s':>10}   ({args.repeats} repeats, {device}, {args.threads} threads)")
     for name, seconds in medians.items():
         print(f"{name:<22}{seconds:>10.3f}")
-    report = {"command": " ".join(["python benchmarks/app_views.py", *(argv or sys.argv[1:])]),
+    report = {"command": _report.command(__file__, argv),
               "checkpoint": _shown(Path(args.checkpoint)),
               "surprise_beside": explorer.baseline and explorer.baseline.objective,
               "clip": "10 s, 640x480, 30 fps mp4", "device": device, "threads": args.threads,
               "repeats": args.repeats,
-              "median_seconds": medians, "torch": torch.__version__, "machine": platform.machine()}
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+              "median_seconds": medians, "torch": torch.__version__, "machine": _report.machine()}
+    _report.write(out, report)
     return 0
 
 

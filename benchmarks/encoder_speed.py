@@ -9,8 +9,6 @@ median of the repeats. Prints a table and writes JSON. Weights are random: speed
 """
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -21,6 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import _report  # noqa: E402
 from jepa_demo.config import MODEL_PRESETS, model_config_from_preset  # noqa: E402
 from jepa_demo.model import VideoEncoder  # noqa: E402
 
@@ -61,6 +60,7 @@ def main(argv=None) -> int:
         parser.error("--threads, --batch and --repeats must be at least 1")
     if unknown := [name for name in args.presets if name not in MODEL_PRESETS]:
         parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(sorted(MODEL_PRESETS))}")
+    out = _report.check_output(parser, args.json)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
@@ -73,16 +73,16 @@ def main(argv=None) -> int:
         rows.append({"preset": preset, "tokens": cfg.num_tokens, "dim": cfg.dim, "depth": cfg.depth,
                      "params_ours": sum(p.numel() for p in ours.parameters()), "params_vjepa2": their_params,
                      "ours_s": ours_s, "vjepa2_s": theirs_s, "ratio_vjepa2_over_ours": theirs_s / ours_s})
+    machine = _report.machine()
     print(f"CPU forward, batch {args.batch}, {args.threads} threads, median of {args.repeats} "
-          f"(torch {torch.__version__}, {platform.machine()})")
+          f"(torch {torch.__version__}, {machine})")
     print("| preset | tokens | width x depth | ours (s) | VJEPA2Model (s) | VJEPA2 / ours |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['preset']} | {r['tokens']} | {r['dim']} x {r['depth']} | {r['ours_s']:.3f} | "
               f"{r['vjepa2_s']:.3f} | {r['ratio_vjepa2_over_ours']:.2f} |")
-    Path(args.json).write_text(json.dumps({"threads": args.threads, "batch": args.batch, "repeats": args.repeats,
-                                           "torch": torch.__version__, "machine": platform.machine(),
-                                           "rows": rows}, indent=2) + "\n")
+    _report.write(out, {"command": _report.command(__file__, argv), "threads": args.threads, "batch": args.batch,
+                        "repeats": args.repeats, "torch": torch.__version__, "machine": machine, "rows": rows})
     return 0
 
 

@@ -11,7 +11,8 @@ after round.
 Afterwards: the time one more request takes, whether the uploads were removed from Gradio's folder once their
 lifetime passed, and whether the app, stopped with SIGTERM, exits cleanly and leaves that folder empty.
 Also how long the app took from launch to answering HTTP. The app gets an empty cache folder ($JEPA_LENS_CACHE) of
-its own, as on a fresh clone, and the report lists what it wrote there before answering.
+its own, as on a fresh clone, and the report lists what it wrote there before answering. The app's stderr goes to a
+log file, whose tail is shown if the app fails to start.
 Prints a table and writes JSON.
 """
 
@@ -19,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import _report  # noqa: E402
 from jepa_demo import write_video  # noqa: E402
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair  # noqa: E402
 
@@ -63,25 +64,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, timeout: float = 600) -> subprocess.Popen:
-    """`python app.py` on 127.0.0.1:port, its Gradio files in `temp_dir` and its cache in `cache`; returns once it
-    answers HTTP."""
+def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, log: Path,
+                 timeout: float = 600) -> subprocess.Popen:
+    """`python app.py` on 127.0.0.1:port, its Gradio files in `temp_dir`, its cache in `cache` and its stderr in
+    `log`; returns once it answers HTTP."""
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_TEMP_DIR": str(temp_dir), "HF_HUB_OFFLINE": "1",
            "GRADIO_ANALYTICS_ENABLED": "False", "JEPA_LENS_FILE_LIFETIME": str(file_lifetime),
            "JEPA_LENS_CACHE": str(cache)}
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    # A file, not a pipe: Gradio prints a traceback for every refused request, and a pipe nobody reads fills up
+    # (64 KiB) and then blocks the app's event loop
+    with log.open("w") as stderr:
+        server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=stderr)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the app exited with status {server.returncode}: {server.stderr.read()[-2000:]}")
+            raise RuntimeError(f"the app exited with status {server.returncode}: {log.read_text()[-2000:]}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
             return server
         except OSError:
             time.sleep(0.5)
     server.kill()
-    raise RuntimeError(f"the app did not answer within {timeout:.0f} s")
+    server.wait()
+    raise RuntimeError(f"the app did not answer within {timeout:.0f} s: {log.read_text()[-2000:]}")
+
+
+def stop(server: subprocess.Popen, timeout: float = 60) -> bool:
+    """SIGTERM, as `docker stop` sends: the app must stop as on Ctrl-C and sweep everything. One still running after
+    `timeout` is killed, never left behind; returns whether it had to be."""
+    server.terminate()
+    try:
+        server.wait(timeout=timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+        return True
 
 
 def memory_mib(pid: int) -> dict:
@@ -99,14 +118,23 @@ def call(client, endpoint: str, clip: Path):
 
 
 def same(a, b, rel: float = 1e-5) -> bool:
-    """Equal answers: the same structure, floats equal to `rel`."""
+    """Equal answers: the same structure, numbers equal to `rel`, anything else equal and of the same type (a None, a
+    string or a bool where the other holds a number is a wrong answer)."""
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k], rel) for k in a)
     if isinstance(a, list):
         return isinstance(b, list) and len(a) == len(b) and all(same(x, y, rel) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
+    if _is_number(a) and _is_number(b):
         return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
-    return a == b
+    return type(a) is type(b) and a == b
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _error(where: str, err: Exception) -> str:
+    return f"{where}: {type(err).__name__}: {err}"[:300]
 
 
 def user(url: str, index: int, clips: list[Path], requests: int, references: dict, downloads: Path) -> dict:
@@ -115,7 +143,12 @@ def user(url: str, index: int, clips: list[Path], requests: int, references: dic
 
     clip = clips[index % len(clips)]
     tally = {"served": 0, "wrong": 0, "failed": 0, "errors": [], "seconds": []}
-    client = Client(url, verbose=False, download_files=str(downloads / f"user{index}"))
+    try:
+        client = Client(url, verbose=False, download_files=str(downloads / f"user{index}"))
+    except Exception as err:  # could not connect: each of its requests is lost, counted, never raised
+        tally["failed"] = requests
+        tally["errors"].append(_error("connecting", err))
+        return tally
     endpoints = list(ENDPOINTS)
     for r in range(requests):
         endpoint = endpoints[(index + r) % len(endpoints)]
@@ -124,7 +157,7 @@ def user(url: str, index: int, clips: list[Path], requests: int, references: dic
             answer = call(client, endpoint, clip)
         except Exception as err:  # a lost or refused request: counted and reported, never raised
             tally["failed"] += 1
-            tally["errors"].append(f"{endpoint}: {type(err).__name__}: {err}"[:300])
+            tally["errors"].append(_error(endpoint, err))
             continue
         tally["seconds"].append(time.perf_counter() - start)
         correct = same(answer, references[clip.name, endpoint])
@@ -169,7 +202,7 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
         clips = make_clips(tmp / "clips")
         port, temp_dir, cache = free_port(), tmp / "gradio", tmp / "cache"
         launched = time.perf_counter()
-        server = start_server(port, temp_dir, cache, file_lifetime)
+        server = start_server(port, temp_dir, cache, file_lifetime, tmp / "app-stderr.log")
         start_s = time.perf_counter() - launched
         cached = sorted(str(path.relative_to(cache)) for path in cache.rglob("*")) if cache.is_dir() else []
         url = f"http://127.0.0.1:{port}/"
@@ -196,9 +229,8 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
             report["uploads_left_after_lifetime"] = _wait_for_cleanup(temp_dir, clips, file_lifetime)
         finally:
             tempfile.tempdir = None
-            server.terminate()  # SIGTERM, as `docker stop` sends: the app must stop as on Ctrl-C and sweep everything
-            server.wait(timeout=60)
-        report["stop_status"] = server.returncode
+            killed = stop(server)
+        report["stop_status"], report["killed_after_sigterm"] = server.returncode, killed
         report["left_after_stop"] = left_in(temp_dir)
     return report
 
@@ -230,8 +262,9 @@ def print_table(report: dict) -> None:
     after = report["after_load"]
     print(f"after the load: one request {after['seconds']:.2f} s, correct: {after['correct']}; uploads in Gradio's "
           f"folder {report['uploads_in_temp_dir']}, after their lifetime {report['uploads_left_after_lifetime']}")
-    print(f"stopped with SIGTERM: exit status {report['stop_status']}, {len(report['left_after_stop'])} files or "
-          "folders left in Gradio's folder")
+    stopped = "did not exit, killed" if report["killed_after_sigterm"] else "exited"
+    print(f"stopped with SIGTERM: {stopped}, exit status {report['stop_status']}, {len(report['left_after_stop'])} "
+          "files or folders left in Gradio's folder")
     for error in (e for r in report["rounds"] for e in r["errors"]):
         print("  ", error)
 
@@ -243,17 +276,21 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=6, help="the load repeated: memory must level off")
     parser.add_argument("--file-lifetime", type=int, default=150,
                         help="seconds Gradio keeps uploads and outputs here (the app's default is 900); it must "
-                        "outlast the slowest request, or an upload goes before its queued request reads it (32 "
-                        "users on 2 slow cores: 78 s; with 20, 3 of 320 requests failed: 'file not found')")
+                        "outlast the slowest request, or an upload goes before its queued request reads it (in "
+                        "commit 5a118ce's runs, before the queue was limited to two model calls: with 32 users on 2 "
+                        "slow cores the slowest request took 78 s, and with --file-lifetime 20, 3 of 320 requests "
+                        "failed: 'file not found'; the slowest request of the run recorded in "
+                        "benchmarks/load_test.json took 13.3 s)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "load_test.json"))
     args = parser.parse_args(argv)
     if min(args.users, args.requests, args.rounds, args.file_lifetime) < 1:
         parser.error("--users, --requests, --rounds and --file-lifetime must be at least 1")
+    out = _report.check_output(parser, args.json)
     report = run(args.users, args.requests, args.rounds, args.file_lifetime)
-    report.update(command=" ".join(["python benchmarks/load_test.py", *(argv or sys.argv[1:])]),
-                  file_lifetime=args.file_lifetime, machine=platform.machine(), cpus=os.cpu_count())
+    report.update(command=_report.command(__file__, argv), file_lifetime=args.file_lifetime,
+                  machine=_report.machine(), cpus=os.cpu_count())
     print_table(report)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    _report.write(out, report)
     ok = (all(r["served"] == r["requests"] for r in report["rounds"]) and report["after_load"]["correct"]
           and report["stop_status"] == 0 and not report["left_after_stop"])
     return 0 if ok else 1

@@ -13,9 +13,7 @@ status is 1. Prints a table and writes JSON.
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -27,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks import _report  # noqa: E402
 
 LIFETIME = 0.02  # seconds; a fetch comes about 1 ms after its write
 
@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.seconds, args.threads, args.pictures) <= 0:  # would overwrite the recorded run with zeros
         parser.error("--seconds, --threads and --pictures must be above 0")
+    out = _report.check_output(parser, args.json)
     import app
 
     rows = [{"sweep": name, **race(sweep, args.seconds, args.threads, args.pictures)}
@@ -108,9 +109,10 @@ def main(argv=None) -> int:
     for row in rows:
         print(f"{row['sweep']:<24}{row['fetches']:>9}{row['sweep_passes']:>14}{row['refused_403']:>13}"
               f"{row['refused_404']:>13}")
-    report = {"threads": args.threads, "pictures": args.pictures, "lifetime_s": LIFETIME, "seconds": args.seconds,
-              "rows": rows, "machine": platform.machine(), "cpus": os.cpu_count()}
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    report = {"command": _report.command(__file__, argv), "threads": args.threads, "pictures": args.pictures,
+              "lifetime_s": LIFETIME, "seconds": args.seconds, "rows": rows, "machine": _report.machine(),
+              "cpus": os.cpu_count()}
+    _report.write(out, report)
     for row in rows:
         for error in row["failed_writes"]:
             print(f"{row['sweep']}: a request's write failed: {error}", file=sys.stderr)

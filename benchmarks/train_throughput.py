@@ -15,9 +15,8 @@ benchmarks/train_throughput_<recipe>.json).
 """
 
 import argparse
-import json
+import math
 import os
-import platform
 import re
 import resource
 import sys
@@ -30,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import _report  # noqa: E402
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
 from jepa_demo.masks import mask_to_indices  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
@@ -46,12 +46,13 @@ from train.loop import (  # noqa: E402
 
 # Dense bf16 tensor-core peaks from the vendors' data sheets (TFLOP/s, without sparsity), by the model's name as
 # torch.cuda.get_device_name gives it; a GPU not listed gets no MFU unless --peak-tflops is given.
-GPU_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
-                   "A10": 125.0, "RTX 4090": 165.0}
+GPU_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200 NVL": 835.0, "H200": 989.0,
+                   "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "RTX 4090": 165.0}
 
 
 def gpu_peak_tflops(name: str) -> float | None:
-    """The longest listed model named as a whole word in `name` ("NVIDIA L40S" is an L40S, not an L4)."""
+    """The longest listed model named as a whole word in `name` ("NVIDIA L40S" is an L40S, not an L4; "NVIDIA H100
+    NVL" an H100 NVL, not an H100)."""
     found = [key for key in GPU_PEAK_TFLOPS if re.search(rf"\b{re.escape(key)}\b", name)]
     return GPU_PEAK_TFLOPS[max(found, key=len)] if found else None
 
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--steps", type=int, default=30, help="timed steps (after --warmup untimed ones)")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (torch.compile compiles in them)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
     parser.add_argument("--json", help="default: benchmarks/train_throughput_<recipe>.json")
@@ -102,76 +103,91 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.steps, 1 if args.threads is None else args.threads) < 1 or args.warmup < 0:
         parser.error("--steps and --threads must be at least 1, --warmup at least 0")
+    if args.peak_tflops is not None and not 0 < args.peak_tflops < math.inf:  # nan too
+        parser.error(f"--peak-tflops must be a number above 0, got {args.peak_tflops:g}")
     if "RANK" in os.environ:  # under torchrun every process would divide the whole batch's FLOPs by one GPU's peak
         parser.error("run it as one process (python, not torchrun): it measures one device")
+    recipe_json = ROOT / "benchmarks" / f"train_throughput_{Path(args.config).stem}.json"
+    out = _report.check_output(parser, args.json or recipe_json)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        cfg = load_config(args.config, [*args.overrides, f"steps={args.warmup + args.steps + 1}"])
+    try:  # the recipe, a setting or the data folder, as `python -m train` reports them
+        cfg = load_config(args.config, [*args.overrides, f"steps={args.warmup + args.steps}"])
         runtime = setup_runtime(cfg)
-    except ValueError as err:  # the recipe or a setting, as `python -m train` reports it
+        model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
+        preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
+        dataset = build_dataset(cfg, preprocess, runtime)
+    except ValueError as err:
         parser.error(str(err))
-    model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
-    preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
-    torch.manual_seed(0)
-    model = VideoJEPA(model_cfg).to(runtime.device)
-    optimizer = build_optimizer(model, cfg, runtime.device)
-    batches = iter(make_loader(build_dataset(cfg, preprocess, runtime), 0, cfg.steps, cfg.num_workers,
-                               pin_memory=runtime.device.type == "cuda"))
-    timed = range(args.warmup + 1, args.warmup + 1 + args.steps)
-    first = next(batches).to(runtime.device)
-    counted = [step_flops(model, first[:1], step, cfg, runtime) for step in timed]
-    flops = cfg.batch_size * sum(total for total, _ in counted)  # all timed steps together
-    attention_share = sum(attention for _, attention in counted) / max(1, sum(total for total, _ in counted))
-    train_step(model, model, optimizer, first, 0, cfg, runtime)
-    forward = wrap_for_speed(model, cfg, runtime)
-    cuda = runtime.device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for step in range(1, args.warmup + 1):  # includes torch.compile's compilation
-        train_step(model, forward, optimizer, next(batches).to(runtime.device, non_blocking=True), step, cfg, runtime)
-    sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for step in timed:
-        train_step(model, forward, optimizer, next(batches).to(runtime.device, non_blocking=True), step, cfg, runtime)
-    sync()
-    seconds = time.perf_counter() - start
-    device = torch.cuda.get_device_name(runtime.device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    peak = args.peak_tflops or (gpu_peak_tflops(device) if cuda else measured_cpu_peak_tflops())
-    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, in KiB on Linux
-    memory = (torch.cuda.max_memory_allocated(runtime.device) if cuda
-              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * rss_unit)
-    achieved = flops / seconds / 1e12
-    peak_source = ("--peak-tflops" if args.peak_tflops else "data sheet" if cuda and peak
-                   else "float32 matmul measured here" if not cuda else None)
-    result = {"command": " ".join(["python benchmarks/train_throughput.py", *(argv or sys.argv[1:])]),
-              "config": args.config, "overrides": args.overrides, "device": device, "machine": _machine(),
-              "torch": torch.__version__, "batch_size": cfg.batch_size, "model": cfg.model,
-              "params": sum(p.numel() for p in model.parameters()), "warmup": args.warmup, "steps": args.steps,
-              "seconds": seconds, "clips_per_s": cfg.batch_size * args.steps / seconds,
-              "gflops_per_step": flops / args.steps / 1e9, "attention_share_of_flops": attention_share,
-              "achieved_tflops": achieved, "peak_tflops": peak, "peak_source": peak_source,
-              "mfu": achieved / peak if peak else None, "peak_memory_gib": memory / 2**30,
-              "peak_memory_kind": "CUDA max allocated" if cuda else "process max RSS"}
-    print("| device | model | batch | clips/s | GFLOP/step | TFLOP/s | peak TFLOP/s | MFU | peak memory (GiB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "n/a"
-    print(f"| {device} | {cfg.model} | {cfg.batch_size} | {result['clips_per_s']:.1f} | "
-          f"{result['gflops_per_step']:.2f} | {achieved:.3f} | {peak or float('nan'):.3f} | {mfu} | "
-          f"{result['peak_memory_gib']:.2f} |")
-    out = Path(args.json or ROOT / "benchmarks" / f"train_throughput_{Path(args.config).stem}.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result = {"command": _report.command(__file__, argv), "config": args.config, "overrides": args.overrides,
+              **measure(cfg, runtime, model_cfg, dataset, args.warmup, args.steps)}
+    result.update(mfu(result["achieved_tflops"], result["device"], args.peak_tflops, runtime.device.type == "cuda"))
+    print_table(result)
+    _report.write(out, result)
     return 0
 
 
-def _machine() -> str:
-    """The CPU's model name (Linux), else the architecture: what a reader needs to compare CPU figures."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
+def measure(cfg, runtime, model_cfg, dataset, warmup: int, steps: int) -> dict:
+    """Trains `warmup` untimed steps, then times `steps` more: their speed, counted FLOPs and peak memory."""
+    cuda = runtime.device.type == "cuda"
+    torch.manual_seed(0)
+    model = VideoJEPA(model_cfg).to(runtime.device)
+    optimizer = build_optimizer(model, cfg, runtime.device)
+    batches = iter(make_loader(dataset, 0, cfg.steps, cfg.num_workers, pin_memory=cuda))
+    timed = range(warmup, warmup + steps)
+    # FLOPs depend on the shapes alone: a blank clip counts as a real one
+    clip = torch.zeros(1, 3, model_cfg.num_frames, model_cfg.img_size, model_cfg.img_size, device=runtime.device)
+    counted = [step_flops(model, clip, step, cfg, runtime) for step in timed]
+    forward = wrap_for_speed(model, cfg, runtime)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def train(steps: range) -> None:
+        for step in steps:
+            batch = next(batches).to(runtime.device, non_blocking=True)
+            train_step(model, forward, optimizer, batch, step, cfg, runtime)
+        sync()
+
+    train(range(warmup))  # includes torch.compile's compilation
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    train(timed)
+    seconds = time.perf_counter() - start
+    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, in KiB on Linux
+    memory = (torch.cuda.max_memory_allocated(runtime.device) if cuda
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * rss_unit)
+    clip_flops = sum(total for total, _ in counted)  # one clip's, all timed steps together
+    device = torch.cuda.get_device_name(runtime.device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    return {"device": device, "machine": _report.machine(), "torch": torch.__version__, "batch_size": cfg.batch_size,
+            "model": cfg.model, "params_total": sum(p.numel() for p in model.parameters()),
+            # the jepa objective's EMA teacher is a frozen copy of the encoder: in the total, not trained
+            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "warmup": warmup, "steps": steps, "seconds": seconds, "clips_per_s": cfg.batch_size * steps / seconds,
+            "gflops_per_step": cfg.batch_size * clip_flops / steps / 1e9,
+            "attention_share_of_flops": sum(attention for _, attention in counted) / max(1, clip_flops),
+            "achieved_tflops": cfg.batch_size * clip_flops / seconds / 1e12,
+            "peak_memory_gib": memory / 2**30, "peak_memory_kind": "CUDA max allocated" if cuda else "process max RSS"}
+
+
+def mfu(achieved_tflops: float, device: str, peak_tflops: float | None, cuda: bool) -> dict:
+    """The achieved rate against the device's peak: --peak-tflops, else a known GPU's, else (CPU) one measured."""
+    if peak_tflops is not None:
+        peak, source = peak_tflops, "--peak-tflops"
+    elif cuda:
+        peak = gpu_peak_tflops(device)
+        source = "data sheet" if peak else None
+    else:
+        peak, source = measured_cpu_peak_tflops(), "float32 matmul measured here"
+    return {"peak_tflops": peak, "peak_source": source, "mfu": achieved_tflops / peak if peak else None}
+
+
+def print_table(result: dict) -> None:
+    print("| device | model | batch | clips/s | GFLOP/step | TFLOP/s | peak TFLOP/s | MFU | peak memory (GiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    shown_mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "n/a"
+    print(f"| {result['device']} | {result['model']} | {result['batch_size']} | {result['clips_per_s']:.1f} | "
+          f"{result['gflops_per_step']:.2f} | {result['achieved_tflops']:.3f} | "
+          f"{result['peak_tflops'] or math.nan:.3f} | {shown_mfu} | {result['peak_memory_gib']:.2f} |")
 
 
 if __name__ == "__main__":

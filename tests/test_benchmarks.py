@@ -1,20 +1,40 @@
 """The benchmark scripts run and write what they promise (tiny sizes: these check the scripts, not the speed)."""
 
+import argparse
+import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import _report
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(script: str, *args, **env) -> subprocess.CompletedProcess:
+    """The script in a child process with this one's environment (OMP_NUM_THREADS, HOME, TMPDIR as conftest left
+    them), but none of the app's or Gradio's settings, which would change what it measures."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith(("JEPA_LENS_", "GRADIO_"))}
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": os.environ["PATH"], **env})
+                          env={**inherited, "HF_HUB_OFFLINE": "1", **env})
+
+
+def _load(script: str):
+    """A benchmark script as a module, to test its parts."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _recorded_as_run_here(report: dict, script: str) -> None:
+    assert report["command"].startswith(f"python benchmarks/{script} ") and report["machine"] == _report.machine()
 
 
 def test_train_throughput_reports_clips_flops_mfu_and_memory(tmp_path):
@@ -28,13 +48,13 @@ def test_train_throughput_reports_clips_flops_mfu_and_memory(tmp_path):
     assert report["mfu"] == pytest.approx(report["achieved_tflops"] / 0.1)
     assert report["achieved_tflops"] == pytest.approx(report["gflops_per_step"] * 2 / report["seconds"] / 1e3)
     assert report["peak_source"] == "--peak-tflops" and report["warmup"] == 1 and report["torch"]
+    assert report["params_total"] > report["params_trainable"] > 0  # the EMA teacher is counted, not trained
     assert "| CPU, 1 threads | tiny |" in result.stdout
+    _recorded_as_run_here(report, "train_throughput.py")
 
 
 def test_train_throughput_counts_each_steps_own_mask():
     """The mask sets how many tokens the encoder sees: a future mask and a multi-block mask cost differently."""
-    import importlib.util
-
     import torch
 
     from jepa_demo.config import model_config_from_preset
@@ -42,9 +62,7 @@ def test_train_throughput_counts_each_steps_own_mask():
     from train.config import load_config
     from train.loop import Runtime, mask_for_step
 
-    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks" / "train_throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("train_throughput.py")
     cfg = load_config(str(ROOT / "train" / "configs" / "tiny.yaml"), ["future_prob=0.5"])
     model = VideoJEPA(model_config_from_preset(cfg.model))
     steps = {mask_for_step(step, cfg, model.cfg.grid)[0]: step for step in range(20)}
@@ -55,33 +73,77 @@ def test_train_throughput_counts_each_steps_own_mask():
     assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients behind
     assert bench.gpu_peak_tflops("NVIDIA L40S") == 362.0 and bench.gpu_peak_tflops("NVIDIA L4") == 121.0
     assert bench.gpu_peak_tflops("NVIDIA H100 PCIe") == 756.0 and bench.gpu_peak_tflops("NVIDIA A10G") is None
+    assert bench.gpu_peak_tflops("NVIDIA H100 80GB HBM3") == bench.gpu_peak_tflops("NVIDIA H200") == 989.0
+    assert bench.gpu_peak_tflops("NVIDIA H100 NVL") == bench.gpu_peak_tflops("NVIDIA H200 NVL") == 835.0
 
 
 def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
-    """Refused up front, before minutes of work: no threads, several processes each dividing the whole batch's FLOPs
-    by one device's peak, a V-JEPA 2 clip shorter than the model's window (it failed in surprise, the last call), a
-    V-JEPA 2 shape transformers cannot build (after a 326 M-parameter model was built and saved)."""
+    """Refused up front, in one line, before minutes of work: no threads, several processes each dividing the whole
+    batch's FLOPs by one device's peak, a peak that would make the MFU infinite, negative or nan (0 was ignored), a
+    data folder that does not exist (a traceback), a V-JEPA 2 clip shorter than the model's window (it failed in
+    surprise, the last call), a V-JEPA 2 shape transformers cannot build (after a 326 M-parameter model was built and
+    saved), a checkpoint the app cannot load (a traceback)."""
     out = tmp_path / "out.json"
-    refused = [_run("train_throughput.py", "--config", "train/configs/tiny.yaml", "--threads", "0", "--json", out),
-               _run("train_throughput.py", "--config", "train/configs/tiny.yaml", "--json", out, RANK="0"),
+    tiny = ("train_throughput.py", "--config", "train/configs/tiny.yaml", "--json", out)
+    refused = [_run(*tiny, "--threads", "0"),
+               _run(*tiny, RANK="0"),
+               *(_run(*tiny, "--peak-tflops", peak) for peak in ("0", "-1", "nan", "inf")),
+               _run(*tiny, "data=/no/such/dir"),
                _run("vjepa2_latency.py", "--frames-per-clip", "64", "--json", out),
                _run("vjepa2_latency.py", "--frames-per-clip", "15", "--json", out),
                _run("vjepa2_latency.py", "--frames-per-clip", "2", "--json", out),  # one time step: nothing to predict
-               _run("vjepa2_latency.py", "--hidden-size", "100", "--json", out)]
-    reasons = ["must be at least 1", "one process", "--clip-frames 32 is shorter", "a multiple of the tubelet",
-               "two at least", "a multiple of the tubelet"]
+               _run("vjepa2_latency.py", "--hidden-size", "100", "--json", out),
+               _run("app_views.py", "--checkpoint", tmp_path / "nope", "--json", out,
+                    JEPA_LENS_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False")]
+    reasons = ["must be at least 1", "one process", *["--peak-tflops must be a number above 0"] * 4,
+               "/no/such/dir: not a folder", "--clip-frames 32 is shorter", "a multiple of the tubelet",
+               "two at least", "a multiple of the tubelet", f"{tmp_path / 'nope'}: no checkpoint folder there"]
     for result, reason in zip(refused, reasons, strict=True):
-        assert result.returncode == 2 and reason in result.stderr, result.stderr
+        assert result.returncode == 2 and reason in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not out.exists()
+
+
+# Tiny sizes all the same: a script that failed to check would run to the end before failing
+SMALLEST_RUNS = {"train_throughput.py": ["--config", "train/configs/tiny.yaml", "--steps", "1", "--warmup", "0",
+                                         "--threads", "1"],
+                 "encoder_speed.py": ["--presets", "tiny", "--repeats", "1", "--threads", "1"],
+                 "vjepa2_latency.py": ["--hidden-size", "64", "--layers", "2", "--frames-per-clip", "4",
+                                       "--clip-frames", "8", "--threads", "1"],
+                 "sweep_race.py": ["--seconds", "0.1", "--threads", "1"],
+                 "load_test.py": ["--users", "1", "--requests", "1", "--rounds", "1", "--file-lifetime", "1"],
+                 "app_views.py": ["--repeats", "1", "--threads", "1"]}
+
+
+@pytest.mark.parametrize("script, args", SMALLEST_RUNS.items())
+def test_benchmarks_check_where_they_write_before_measuring(tmp_path, script, args):
+    """A --json in a folder that does not exist failed after the whole run (minutes to an hour)."""
+    out = tmp_path / "missing" / "out.json"
+    result = _run(script, *args, "--json", out, JEPA_LENS_CACHE=str(tmp_path / "cache"))
+    assert result.returncode == 2 and f"--json {out}: no folder {out.parent}" in result.stderr, result.stderr
+    assert not out.parent.exists()
+
+
+def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _report.check_output(argparse.ArgumentParser(prog="bench"), tmp_path)
+    assert "a folder, not a file" in capsys.readouterr().err
+    assert _report.check_output(argparse.ArgumentParser(), tmp_path / "out.json") == tmp_path / "out.json"
+    script = str(ROOT / "benchmarks" / "load_test.py")
+    rerun = "python benchmarks/load_test.py --json 'my runs/out.json'"  # quoted: it runs as recorded
+    assert _report.command(script, ["--json", "my runs/out.json"]) == rerun
+    assert _report.command(script, []) == "python benchmarks/load_test.py"  # not this process's own arguments
 
 
 def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
     out = tmp_path / "encoder.json"
     result = _run("encoder_speed.py", "--presets", "tiny", "--repeats", "1", "--threads", "1", "--json", out)
     assert result.returncode == 0, result.stderr
-    (row,) = json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
     assert row["ours_s"] > 0 and row["vjepa2_s"] > 0
+    assert row["params_ours"] == row["params_vjepa2"] > 0  # the same sizes: a fair comparison
     assert row["ratio_vjepa2_over_ours"] == pytest.approx(row["vjepa2_s"] / row["ours_s"])
+    _recorded_as_run_here(report, "encoder_speed.py")
 
 
 @pytest.mark.slow
@@ -108,7 +170,45 @@ def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
     assert report["uploads_in_temp_dir"] > 0 and report["uploads_left_after_lifetime"] == 0
     # MB, not KB or pages: a server holding torch, Gradio and a model takes hundreds of MB, not hundreds of thousands
     assert 200 < report["idle_rss_mib"] < 8000 and 200 < report["rounds"][0]["peak_mib"] < 8000
-    assert report["stop_status"] == 0 and report["left_after_stop"] == []
+    assert report["stop_status"] == 0 and not report["killed_after_sigterm"] and report["left_after_stop"] == []
+    _recorded_as_run_here(report, "load_test.py")
+
+
+def test_load_test_counts_an_answer_of_the_wrong_kind_as_wrong():
+    """A None or a string where the reference holds a number raised TypeError in a user's thread, ending the run."""
+    bench = _load("load_test.py")
+    assert bench.same({"curve": [0.5, 2], "clip": "a.mp4"}, {"curve": [0.5 + 1e-9, 2.0], "clip": "a.mp4"})
+    assert not bench.same({"curve": [0.5]}, {"curve": [0.6]})
+    for number, other in ((0.5, None), (0.5, "0.5"), (1.0, True), (None, 0.5), (True, 1)):
+        assert not bench.same(number, other)
+
+
+def test_load_test_counts_a_user_who_cannot_connect_as_failed_requests(tmp_path, free_port):
+    """gradio_client's Client raised in the user's thread, ending the run with a traceback."""
+    tally = _load("load_test.py").user(f"http://127.0.0.1:{free_port}/", 0, [tmp_path / "clip.mp4"], 3, {}, tmp_path)
+    assert (tally["served"], tally["wrong"], tally["failed"]) == (0, 0, 3)
+    assert tally["errors"][0].startswith("connecting: ")
+
+
+def test_load_test_shows_the_apps_log_when_it_fails_to_start(tmp_path):
+    """The app's stderr goes to a file (a pipe nobody read filled up and blocked the app): its tail is the message."""
+    log = tmp_path / "app.log"
+    with pytest.raises(RuntimeError, match="GRADIO_SERVER_PORT='0': expected a whole number"):
+        _load("load_test.py").start_server(0, tmp_path / "gradio", tmp_path / "cache", 10, log)
+    assert "GRADIO_SERVER_PORT='0'" in log.read_text()
+
+
+def test_load_test_kills_an_app_that_ignores_sigterm():
+    """server.wait(timeout=60) raised TimeoutExpired and left the app running."""
+    stop = _load("load_test.py").stop
+    quits = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert stop(quits, timeout=30) is False and quits.returncode == -signal.SIGTERM
+    stays = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                              "signal.SIG_IGN); print('ignoring', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    assert stays.stdout.readline() == "ignoring\n"
+    assert stop(stays, timeout=0.5) is True and stays.returncode == -signal.SIGKILL
+    stays.stdout.close()
 
 
 def test_app_views_times_the_apps_own_explorer(tmp_path):
@@ -121,8 +221,9 @@ def test_app_views_times_the_apps_own_explorer(tmp_path):
     assert report["surprise_beside"] == "pixel" and report["checkpoint"].endswith("default")
     assert report["device"] == "cpu" and report["threads"] == 2  # as asked: a GPU the machine has is hidden
     assert set(report["median_seconds"]) == {"decode upload", "masked prediction", "nearest neighbours",
-                                             "embedding map", "surprise", "all four views"}
+                                             "embedding map", "surprise", "decode + four views"}
     assert all(seconds > 0 for seconds in report["median_seconds"].values())
+    _recorded_as_run_here(report, "app_views.py")
 
 
 def test_vjepa2_latency_times_every_call_through_our_interface(tmp_path):
@@ -131,8 +232,9 @@ def test_vjepa2_latency_times_every_call_through_our_interface(tmp_path):
                   "--clip-frames", "8", "--threads", "1", "--json", out)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert set(report["seconds"]) == {"load", "embed", "predict_masked (multiblock)", "surprise"}
+    assert set(report["seconds"]) == {"load (hot page cache)", "embed", "predict_masked (multiblock)", "surprise"}
     assert all(seconds > 0 for seconds in report["seconds"].values()) and report["parameters"] > 0
+    _recorded_as_run_here(report, "vjepa2_latency.py")
 
 
 def test_sweep_race_compares_the_plain_sweep_with_the_apps(tmp_path):
@@ -141,9 +243,11 @@ def test_sweep_race_compares_the_plain_sweep_with_the_apps(tmp_path):
     assert result.returncode == 2 and "must be above 0" in result.stderr and not out.exists()
     result = _run("sweep_race.py", "--seconds", "1", "--threads", "2", "--json", out)
     assert result.returncode == 0, result.stderr
-    rows = json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    # Both sweeps ran and raced requests; whether the app's loses fewer is left to tests/test_app.py, which stages each
+    # race deterministically: a 1-second run of 2 threads refuses 0-2 fetches with either sweep
     assert [row["sweep"] for row in rows] == ["check, remove, discard", "app.sweep_files"]
     assert all(row["fetches"] > 0 and row["sweep_passes"] > 0 and row["failed_writes"] == [] for row in rows)
-    plain, app = ({"refused": row["refused_403"] + row["refused_404"], **row} for row in rows)
-    assert app["refused"] <= plain["refused"] + 5  # the app's sweep is not the worse one (a random race: some slack)
     assert "app.sweep_files" in result.stdout
+    _recorded_as_run_here(report, "sweep_race.py")

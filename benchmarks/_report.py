@@ -1,0 +1,42 @@
+"""What every benchmark's JSON records besides its figures (the command, the CPU), and writing it."""
+
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def check_output(parser, path) -> Path:
+    """`path` as a Path once it can be written; else the script stops now, in one line, not after minutes of work."""
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        parser.error(f"--json {path}: no folder {folder}")
+    if path.is_dir():
+        parser.error(f"--json {path}: a folder, not a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        parser.error(f"--json {path}: cannot write in {folder}")
+    return path
+
+
+def machine() -> str:
+    """The CPU's model name (Linux), else the architecture: what a reader needs to compare CPU figures."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def command(script: str, argv: list[str] | None) -> str:
+    """How to run it again: `script` (a benchmark's __file__) with its arguments (None: this process's own)."""
+    args = sys.argv[1:] if argv is None else argv
+    return shlex.join(["python", str(Path(script).resolve().relative_to(ROOT)), *args])
+
+
+def write(path: Path, report: dict) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
