@@ -608,6 +608,21 @@ def check_can_serve(host: str, port: int) -> None:
         sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err.strerror or err}")
 
 
+def warm_up_offered() -> None:
+    """Gallery, map and patch bank before the first visitor rather than during a request, which would hold one of the
+    model slots every view shares: the default's; hosted, also every other checkpoint offered (as many as the cache
+    keeps, the default last so it stays). One that cannot be loaded now (a Hub download failing) is reported, and
+    its first request tries again."""
+    others = [name for name in [*SHIPPED, *ALLOWED_HUB_IDS] if name != "default"] if HOSTED else []
+    for name in [*others[:EXPLORERS.max_size - 1], "default"]:
+        try:
+            explorer_for(name).warm_up()
+        except gr.Error as err:
+            if name == "default":
+                raise
+            print(f"JEPA Lens: {name} not warmed up ({err.message}); its first request loads it", file=sys.stderr)
+
+
 def main() -> None:
     check_cache_folder()
     host, port = os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", server_port()  # empty: the default, as unset
@@ -615,7 +630,7 @@ def main() -> None:
     use_own_gradio_folder(host, port)
     stop_on_signals_as_on_ctrl_c()
     try:
-        explorer_for("default").warm_up()  # gallery, map and patch bank before the first visitor, not during a request
+        warm_up_offered()
         ui = build_app()
     except KeyboardInterrupt:  # Ctrl-C or a stop signal before the server runs: no user file exists yet
         print("JEPA Lens stopped before it started serving.", file=sys.stderr)

@@ -295,7 +295,7 @@ class ExplorerCache:
 
     def __init__(self, build, max_size: int = 4):
         self._build = build  # (checkpoint, progress) -> Explorer
-        self._max_size = max_size
+        self.max_size = max_size
         self._explorers: OrderedDict[str, Explorer] = OrderedDict()  # least recently used first
         self._building: dict[str, list] = {}  # checkpoint -> [its build lock, requests holding or awaiting it]
         self._lock = threading.Lock()  # guards the two dicts, never held during a build
@@ -320,7 +320,7 @@ class ExplorerCache:
                 explorer = self._build(checkpoint, progress)
                 with self._lock:
                     self._explorers[key] = explorer
-                    while len(self._explorers) > self._max_size:
+                    while len(self._explorers) > self.max_size:
                         self._explorers.popitem(last=False)  # the least recently used
                 return explorer
         finally:

@@ -219,6 +219,38 @@ def test_hosted_picker_opens_only_shipped_checkpoints_and_allowed_hub_ids(monkey
         app.explorer_for(str(tmp_path / "nothing"))
 
 
+def test_hosted_the_app_warms_up_every_checkpoint_it_offers_and_a_failing_one_is_one_line(monkeypatch, capsys):
+    """BUG: only the default was warmed up, so a hosted visitor's first request of another checkpoint built its
+    gallery (minutes for V-JEPA 2 on CPU) while holding one of the two model slots every visitor's views share."""
+    import gradio as gr
+
+    import app
+
+    warmed = []
+
+    class Explorer:
+        def __init__(self, name):
+            self.name = name
+
+        def warm_up(self):
+            if self.name == "someone/gone":
+                raise gr.Error("someone/gone: not in the local Hub cache")
+            warmed.append(self.name)
+
+    monkeypatch.setattr(app, "explorer_for", Explorer)
+    monkeypatch.setattr(app, "ALLOWED_HUB_IDS", ["someone/gone", "someone/tiny"])
+    monkeypatch.setattr(app, "HOSTED", True)
+    app.warm_up_offered()
+    # as many as the cache keeps (4): three others, then the default, last so that it is the one kept longest
+    assert warmed == [*[name for name in app.SHIPPED if name != "default"], "default"]
+    assert capsys.readouterr().err == ("JEPA Lens: someone/gone not warmed up (someone/gone: not in the local Hub "
+                                       "cache); its first request loads it\n")
+    monkeypatch.setattr(app, "HOSTED", False)
+    warmed.clear()
+    app.warm_up_offered()
+    assert warmed == ["default"]
+
+
 def test_an_allow_list_entry_that_is_a_path_stops_the_app_at_start():
     allowed = "facebook/vjepa2-vitl-fpc64-256,../secrets"
     result = _import_app({"JEPA_LENS_ALLOWED_MODELS": allowed, "HF_HUB_OFFLINE": "1"})
