@@ -290,8 +290,8 @@ def _strip(frames: np.ndarray) -> np.ndarray:
 class ExplorerCache:
     """Explorers by checkpoint, built on first request (with progress: a new gallery takes ~30 s) and then shared
     read-only by every session. The few most recently used are kept. One lock per checkpoint stops two requests
-    building the same one, while requests for the others go on: a new gallery (minutes for V-JEPA 2 on CPU) blocks no
-    one else."""
+    building the same one, while requests for the others go on. (In the app a build still holds one of the model
+    slots the views share, for minutes with V-JEPA 2 on CPU: hosted, it builds the checkpoints it offers at start.)"""
 
     def __init__(self, build, max_size: int = 4):
         self._build = build  # (checkpoint, progress) -> Explorer
