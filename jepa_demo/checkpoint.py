@@ -301,8 +301,8 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     if not_float is not None:  # load_state_dict would cast integers into the weights without a word
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: {not_float} holds {state[not_float].dtype} values, not "
                               "floating-point weights")
-    # Training skips any update that is not finite, so NaN or inf weights mean a damaged or foreign file: refused here,
-    # by name, rather than loaded to give NaN for every clip
+    # Training stops before an update that is not finite, so NaN or inf weights mean a damaged or foreign file:
+    # refused here, by name, rather than loaded to give NaN for every clip (V-JEPA 2's: build_vjepa2)
     not_finite = next((key for key, tensor in state.items() if not torch.isfinite(tensor).all()), None)
     if not_finite is not None:
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: {not_finite} holds NaN or infinite values (is the file "

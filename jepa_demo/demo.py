@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug: the traceback says where
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return _stop(f"error: out of memory ({reason}); a smaller checkpoint or a GPU needs less", 2)
+        return _stop(f"error: out of memory ({reason}); try a smaller checkpoint or a machine with more memory", 2)
     except BrokenPipeError:  # the reader went away (`... | head -1`): quietly, as the CLI
         return _stop(None, 141)  # 128 + SIGPIPE
     except OSError as err:  # a full disk, for the clips or under stdout

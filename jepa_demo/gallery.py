@@ -89,7 +89,8 @@ def model_fingerprint(model: JEPAModel) -> str:
     described = {key: value for key, value in model.config.items() if key != "source"}
     digest.update(json.dumps(described, sort_keys=True).encode())
     # and what it runs with, which the record need not say: fixed sin-cos positions are no weights, so one network
-    # under another frame count or preprocessing (a V-JEPA 2 processor file, a JEPAModel built by hand) embeds otherwise
+    # under another frame count or preprocessing (a JEPAModel built by hand, defaults a config.json leaves out) embeds
+    # otherwise
     settings = {"model": to_dict(model.cfg), "preprocess": to_dict(model.preprocess)}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     if model.compute_dtype != torch.float32:  # float32 galleries keep the names they had
@@ -394,11 +395,15 @@ def main(argv=None) -> int:
     def progress(fraction: float, message: str) -> None:
         print(f"{fraction:4.0%} {message}", file=sys.stderr, flush=True)
 
-    if found := find_gallery(model, args.cache_dir, args.clips):
-        gallery, where = found[0], f"read from {found[1]}"
-    else:
-        gallery, written = _build_into_cache(model, args.cache_dir, args.clips, progress)
-        where = f"built into {written}" if written else "built, not cached"
+    try:
+        if found := find_gallery(model, args.cache_dir, args.clips):
+            gallery, where = found[0], f"read from {found[1]}"
+        else:
+            gallery, written = _build_into_cache(model, args.cache_dir, args.clips, progress)
+            where = f"built into {written}" if written else "built, not cached"
+    except ValueError as err:  # a model the gallery cannot be built for (a collapsed one's threshold)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{args.checkpoint}: gallery of {len(gallery.seeds)} clips {where} in {time.perf_counter() - start:.1f} s")
     if args.ship:
         print("shipped:", *ship(model, gallery))

@@ -150,25 +150,26 @@ def list_videos(root, what: str | None = None, hint: str = "") -> list[Path]:
     return files
 
 
-def _video_files(root: Path, what: str) -> Iterator[Path]:
+def _video_files(root: Path, what: str) -> list[Path]:
     """Sub-folders that are links are followed (a probe folder of links to where each label's videos live; rglob
-    skipped them, and their labels with them), each real folder once, so a link to a parent cannot loop. A folder that
-    cannot be listed is an error rather than a label silently missing."""
+    skipped them, and their labels with them), except a link back to a folder above it, which would loop. A file
+    reached by two paths counts once, under the shorter (then the first in order): root/dogs/a.mp4 rather than
+    root/cats/friends/a.mp4 through a link to ../dogs. A folder that cannot be listed is an error rather than a label
+    silently missing."""
     def refuse(err: OSError):
         raise ValueError(f"{what}: cannot read the folder {err.filename} ({err.strerror or err})")
 
-    seen = set()
+    real_folders, by_file = {}, {}  # walked folder -> its real path; real file -> the paths reaching it
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=refuse):
-        where = os.stat(folder)
-        if (where.st_dev, where.st_ino) in seen:
-            subfolders.clear()
+        real = real_folders[Path(folder)] = os.path.realpath(folder)
+        if any(real_folders.get(parent) == real for parent in Path(folder).parents):
+            subfolders.clear()  # a link to a folder above: its files are reached there
             continue
-        seen.add((where.st_dev, where.st_ino))
-        subfolders.sort()  # of two links to one folder, the first name keeps it, on any file system
         for name in names:
             path = Path(folder) / name
             if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-                yield path
+                by_file.setdefault(os.path.realpath(path), []).append(path)
+    return [min(paths, key=lambda path: (len(path.parts), str(path))) for paths in by_file.values()]
 
 
 def folder_label(path, root) -> str | None:

@@ -15,6 +15,7 @@ only when such a checkpoint is loaded.
 """
 
 import json
+import math
 import sys
 import threading
 from pathlib import Path
@@ -69,7 +70,14 @@ def _check_other_sizes(hf_config: dict) -> None:
 # What `jepa_demo.preprocess` does, as a video-processor config says it: resize, centre crop, scale to [0, 1],
 # normalise (a processor file may switch each off; none of Meta's does)
 _FIXED_STEPS = {"do_resize": True, "do_center_crop": True, "do_rescale": True, "rescale_factor": 1 / 255,
-                "do_normalize": True}
+                "do_normalize": True, "resample": 2}  # 2: PIL's bilinear, as preprocess_video resizes
+
+
+def _same(saved, expected) -> bool:
+    """A saved float may be rounded (1/255 written as float32): equal to a few ulps; anything else exactly."""
+    if isinstance(expected, float) and isinstance(saved, (int, float)) and not isinstance(saved, bool):
+        return math.isclose(saved, expected, rel_tol=1e-6)
+    return type(saved) is type(expected) and saved == expected
 
 
 def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
@@ -82,7 +90,7 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
         raise ValueError(f"{saved.name} is not valid JSON ({err})") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{saved.name}: expected an object of settings, got {type(settings).__name__}")
-    changed = {key: settings[key] for key, value in _FIXED_STEPS.items() if settings.get(key, value) != value}
+    changed = {key: settings[key] for key, value in _FIXED_STEPS.items() if not _same(settings.get(key, value), value)}
     if changed:  # transformers would honour them, and feed the model other inputs than preprocess_video makes
         raise ValueError(f"{saved.name}: {changed} is not supported: jepa_demo always resizes, centre-crops, scales "
                          "by 1/255 and normalises")
@@ -199,6 +207,9 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
     if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
         raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): they would be random")
+    if not_finite := next((name for name, tensor in hf_model.state_dict().items()
+                           if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None):
+        raise ValueError(f"{not_finite} holds NaN or infinite values (is the file damaged?)")
     record = {"format": MODEL_TYPE, "source": source, "step": None, "model": to_dict(cfg),
               "preprocess": to_dict(preprocess)}
     return VJEPA2Net(hf_model, cfg).eval(), preprocess, record

@@ -155,8 +155,9 @@ def test_every_name_of_a_checkpoint_folder_shares_one_explorer_until_its_weights
     os.utime(copy / "model.safetensors", ns=(1, 1))  # retrained in place while the app runs
     assert app._explorer_key(str(copy)) != before and app._explorer_key("someone/model") == "someone/model"
     # BUG: only model.safetensors was looked at: a config edited in place (its preprocessing) kept the old Explorer
-    before = app._explorer_key(str(copy))
     (copy / "config.json").write_text("{}")
+    before = app._explorer_key(str(copy))
+    (copy / "config.json").write_text('{"preprocess": {}}')
     assert app._explorer_key(str(copy)) != before
     # and a sharded V-JEPA 2 folder (no model.safetensors) was cached by the name typed: a copy of it per name
     (copy / "model.safetensors").rename(copy / "model-00001-of-00002.safetensors")

@@ -258,8 +258,8 @@ def test_the_terminal_demo_out_of_memory_midway_is_one_line(tiny_checkpoint, mon
 
     monkeypatch.setattr(demo, "make_pair", out_of_memory)
     assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 2
-    assert capsys.readouterr().err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); a "
-                                       "smaller checkpoint or a GPU needs less\n")
+    assert capsys.readouterr().err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); try "
+                                       "a smaller checkpoint or a machine with more memory\n")
 
 
 def test_bad_checkpoint_exits_2_with_one_line(files):

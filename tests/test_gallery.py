@@ -391,6 +391,18 @@ def test_only_a_model_from_a_local_folder_can_ship_its_gallery(built, model, tmp
     assert exit_info.value.code == 2 and "not one" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
+def test_cli_on_a_model_without_a_threshold_exits_2_with_one_line(checkpoint, tmp_path, monkeypatch, capsys):
+    """A collapsed model's calibration refuses (ValueError): the command said so in a traceback."""
+    monkeypatch.setattr(gallery_module.np, "percentile", lambda *args: 0.0)
+    monkeypatch.setattr(gallery_module, "_fit_map", lambda embeddings: np.zeros((len(embeddings), 2), np.float32))
+    assert gallery_module.main(["--checkpoint", str(checkpoint), "--clips", str(CLIPS), "--cache-dir",
+                                str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == ("error: the model's surprise threshold on plausible clips is 0.0, not a positive number: its "
+                   "predictions are exact or not numbers (a collapsed model, or weights that overflow)")
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_with_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "JEPA_LENS_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "-m", "jepa_demo.gallery", "--checkpoint", str(tmp_path / "nothing")],

@@ -148,7 +148,8 @@ def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
 
 def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_one_named(tmp_path, monkeypatch):
     """BUG: rglob does not enter linked folders, so labels made of links (probe/cats -> /data/cats) vanished, or the
-    whole folder held 'no video files'; a folder it could not list was skipped without a word."""
+    whole folder held 'no video files'; a folder it could not list was skipped without a word. A file reached twice
+    counts once, by its shortest path (its own label, not the label of a folder linking to it)."""
     import os
 
     probe, elsewhere = tmp_path / "probe", tmp_path / "data"
@@ -159,7 +160,9 @@ def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_o
         (probe / label).symlink_to(elsewhere / label, target_is_directory=True)
     (elsewhere / "dogs" / "back").symlink_to(probe, target_is_directory=True)  # a loop
     (probe / "also-cats").symlink_to(elsewhere / "cats", target_is_directory=True)  # one folder, two names
+    (elsewhere / "cats" / "friends").symlink_to(probe / "dogs", target_is_directory=True)  # dogs inside cats
     assert list_videos(probe) == [probe / "also-cats" / "a.mp4", probe / "dogs" / "a.mp4"]
+    assert list_videos(f"{probe}/") == list_videos(probe)  # the loop is found whatever the root's spelling
 
     real_scandir = os.scandir
 

@@ -4,6 +4,7 @@ and the running app. Offline: nothing is downloaded."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,10 @@ def test_info_counts_every_saved_weight(model, folder):
 
 def test_saved_processor_settings_are_used_as_transformers_uses_them(tmp_path):
     processor = {"crop_size": {"height": 32, "width": 32}, "size": {"shortest_edge": 40},
-                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}
+                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25],
+                 # the steps as transformers saves them; the scale rounded through float32, as some files hold it
+                 "do_resize": True, "do_center_crop": True, "do_rescale": True, "do_normalize": True, "resample": 2,
+                 "rescale_factor": 0.003921568859368563}
     loaded = load_model(save_tiny_vjepa2(tmp_path / "m", processor=processor), device="cpu")
     # VJEPA2VideoProcessor sets the short side from the crop, whatever size was saved
     assert loaded.preprocess.resize == int(32 * 256 / 224) and loaded.preprocess.mean == (0.5, 0.5, 0.5)
@@ -174,6 +178,11 @@ def test_weights_missing_from_the_file_are_refused_and_extra_ones_ignored_quietl
     save_file({**weights, "classifier.weight": torch.zeros(3, 64)}, extra / "model.safetensors")
     assert load_model(extra).embed_dim == 64
     assert capfd.readouterr().err == ""  # no load report: the CLI's errors are one line
+    damaged = _copy(folder, tmp_path / "damaged")  # refused as our checkpoints' are, not loaded to answer NaN
+    name = sorted(weights)[-1]
+    save_file({**weights, name: torch.full_like(weights[name], float("nan"))}, damaged / "model.safetensors")
+    with pytest.raises(CheckpointError, match=f"{re.escape(name)} holds NaN or infinite values"):
+        load_model(damaged)
 
 
 @pytest.mark.parametrize("weights", ["adapter_model.bin", "index-of-bin-shards"])
@@ -201,7 +210,8 @@ def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_p
     ({}, '{"crop_size": {"height": 32, "width": 48}}', "crop_size must give one height .and the same width"),
     # steps transformers would skip or change, which ours would take as always (a fine-tune saved without them)
     ({}, '{"do_normalize": false, "do_resize": true}', "{'do_normalize': False} is not supported: jepa_demo always"),
-    ({}, '{"rescale_factor": 1.0}', "{'rescale_factor': 1.0} is not supported")])
+    ({}, '{"rescale_factor": 1.0}', "{'rescale_factor': 1.0} is not supported"),
+    ({}, '{"resample": 3}', "{'resample': 3} is not supported")])
 def test_malformed_settings_are_one_clear_error(folder, tmp_path, change, processor, message):
     bad = _copy(folder, tmp_path / "bad", change)
     if processor is not None:

@@ -111,8 +111,8 @@ def readable_videos(root: str, report: bool = True) -> list[Path]:
     for path in tqdm(files, desc="checking videos", unit="file", leave=False, disable=None if report else True):
         try:
             video_info(path)
-        except VideoError as err:
-            reasons.append(str(err))
+        except VideoError as err:  # its message names the file alone: cats/0.mp4 and dogs/0.mp4 look alike
+            reasons.append(f"{path}: {str(err).removeprefix(f'{path.name}: ')}")
             continue
         readable.append(path)
     if not readable:
