@@ -183,22 +183,24 @@ def _check_upload(video_file) -> None:
 def _plain_errors(handler):
     """What the library refuses (ClipError, a clip too short for surprise, an unknown label: all ValueErrors) reaches
     the user as a gr.Error with its message, and so do running out of memory (a large checkpoint on a laptop) and a
-    full disk while a view writes; Gradio would otherwise show a bare 'Error'."""
+    full disk while a view writes; Gradio would otherwise show a bare 'Error'. Each gr.Error is chained to its cause:
+    Gradio prints it to the server's log, so a ValueError that is a bug, not the user's input, says where it came
+    from."""
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except ValueError as err:
-            raise gr.Error(str(err)) from None
+            raise gr.Error(str(err)) from err
         except (MemoryError, RuntimeError) as err:
             if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a bug: its traceback goes to the server's log
             raise gr.Error("Not enough memory on the server for this checkpoint and clip: try a shorter clip or "
-                           "the default checkpoint.") from None
+                           "the default checkpoint.") from err
         except OSError as err:
             if err.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            raise gr.Error("The server's disk is full: it could not write this view's results.") from None
+            raise gr.Error("The server's disk is full: it could not write this view's results.") from err
     return wrapped
 
 

@@ -190,14 +190,17 @@ def test_out_of_memory_and_a_full_disk_are_plain_errors_and_a_bug_is_not(monkeyp
                  "Not enough memory on the server for this checkpoint and clip"),
                 (OSError(28, "No space left on device"), gr.Error, "The server's disk is full"),
                 (OSError(5, "Input/output error"), OSError, "Input/output"),  # not a full disk: the log's traceback
-                (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), RuntimeError, "shapes")]
+                (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), RuntimeError, "shapes"),
+                (ValueError("k must be a whole number from 1 to 300"), gr.Error, "k must be a whole number")]
     for error, raised, message in failures:
         def fail(*args, error=error, **kwargs):
             raise error
 
         monkeypatch.setattr(app, "explorer_for", fail)
-        with pytest.raises(raised, match=message):
+        with pytest.raises(raised, match=message) as caught:
             app.surprise(str(upload), "default")
+        # Gradio logs a gr.Error's traceback: chained, it shows where the error came from (a ValueError from a bug too)
+        assert caught.value is error or caught.value.__cause__ is error
 
 
 def test_hosted_picker_opens_only_shipped_checkpoints_and_allowed_hub_ids(monkeypatch, tmp_path):
