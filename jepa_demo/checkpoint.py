@@ -291,8 +291,8 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     if is_vjepa2_config(_read_json(folder / CONFIG_NAME)):
         return _build_vjepa2(folder, source or str(path_or_repo_id))
     config, model_cfg, preprocess = read_config(folder)
+    tensors, metadata = read_weights(folder)  # before the model is allocated: a missing or damaged file fails at once
     model = VideoJEPA(model_cfg)
-    tensors, metadata = read_weights(folder)
     state = clean_state_dict(tensors)
     if re.fullmatch(r"[0-9]{1,18}", metadata.get("step", "")):  # not isdigit(): "²" is a digit int() refuses
         # A save renames the weights, then the config: a run stopped between the two leaves the config a save behind

@@ -129,9 +129,12 @@ def test_missing_files_are_named(saved):
         build_model(saved)
 
 
-def test_corrupt_weights_are_named(saved):
+def test_corrupt_weights_are_named_before_the_model_is_allocated(saved, monkeypatch):
+    import jepa_demo.checkpoint as checkpoint
+
     path = saved / "model.safetensors"
     path.write_bytes(path.read_bytes()[:100])
+    monkeypatch.setattr(checkpoint, "VideoJEPA", lambda cfg: pytest.fail("allocated for a file it cannot read"))
     with pytest.raises(CheckpointError, match="model.safetensors: not a readable safetensors file"):
         build_model(saved)
 
