@@ -1,23 +1,26 @@
 """The views' computations on a tiny random model and real files (no Gradio): limits, shapes, consistency."""
 
 import dataclasses
+import os
 import time
 
 import numpy as np
 import pytest
+import torch
 
 from jepa_demo import read_video, write_video
 from jepa_demo.checkpoint import save_checkpoint
 from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, _strip, load_clip, steps_to_show
+from jepa_demo.gallery import nearest
 from jepa_demo.inference import load_model
-from jepa_demo.views import upsample_tokens
+from jepa_demo.masks import sample_mask
+from jepa_demo.video import read_clip
+from jepa_demo.views import decode_nearest, latent_pca_images, paste_patches, shade_hidden, upsample_tokens
 from jepa_demo.world import WorldConfig, make_pair
 
 
 @pytest.fixture(scope="module")
 def explorer(tmp_path_factory):
-    import torch
-
     from jepa_demo.config import PreprocessConfig, model_config_from_preset
     from jepa_demo.model import VideoJEPA
 
@@ -28,10 +31,14 @@ def explorer(tmp_path_factory):
     return Explorer(load_model(folder, device="cpu"), cache_dir=tmp_path_factory.mktemp("cache"), num_clips=40)
 
 
+def _appear_clip(num_frames: int = 24) -> np.ndarray:
+    return make_pair(3, "appear", WorldConfig(size=64, num_frames=num_frames))[1].frames
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     path = tmp_path_factory.mktemp("clips") / "appear.mp4"
-    write_video(path, make_pair(3, "appear", WorldConfig(size=64, num_frames=24))[1].frames)
+    write_video(path, _appear_clip())
     return load_clip(path).frames
 
 
@@ -60,6 +67,28 @@ def test_load_clip_keeps_every_kth_frame_of_a_long_clip(tmp_path):
     assert red[0] < 10 and red[-1] > 185 and (np.diff(red) >= -3).all()  # first to last, in order
 
 
+def test_load_clip_decodes_a_file_again_only_once_it_has_changed(tmp_path, monkeypatch):
+    import jepa_demo.explore as explore_module
+
+    decoded = []
+
+    def counted_read_clip(path, *args, **kwargs):
+        decoded.append(path)
+        return read_clip(path, *args, **kwargs)
+
+    monkeypatch.setattr(explore_module, "read_clip", counted_read_clip)
+    path = tmp_path / "upload.mp4"
+    write_video(path, _appear_clip())
+    first = load_clip(path)
+    assert load_clip(path) is first and len(decoded) == 1  # unchanged: not decoded twice
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same bytes, newer
+    assert len(load_clip(path).frames) == 24 and len(decoded) == 2
+    write_video(path, _appear_clip(num_frames=12))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # another size alone must tell it apart
+    assert len(load_clip(path).frames) == 12 and len(decoded) == 3
+
+
 def test_masked_view(explorer, clip):
     view = explorer.masked(clip, "random", ratio=0.5, seed=1)
     images = [view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded]
@@ -82,6 +111,26 @@ def test_masked_view(explorer, clip):
     assert not np.array_equal(view.error[hidden == 1], frames[hidden == 1])
 
 
+def test_masked_view_pictures_are_those_of_the_models_prediction(explorer, clip):
+    view = explorer.masked(clip, "random", ratio=0.5, seed=1)
+    result = explorer.model.predict_masked(clip, mask="random", ratio=0.5, seed=1)
+    cfg = explorer.model.cfg
+    drawn = torch.Generator().manual_seed(1)
+    assert np.array_equal(result.mask, sample_mask("random", cfg.grid, drawn, ratio=0.5).numpy())
+    pred_rgb, target_rgb = latent_pca_images(result.predicted, result.target, result.mask)
+
+    def pasted(latents):
+        decoded = decode_nearest(explorer.bank, latents)
+        return _strip(paste_patches(result.frames, result.mask, decoded, cfg.patch_size, cfg.tubelet))
+
+    assert np.array_equal(view.hidden, _strip(shade_hidden(result.frames, result.mask, cfg.patch_size, cfg.tubelet)))
+    assert np.array_equal(view.predicted_pca, _strip(upsample_tokens(pred_rgb, cfg.patch_size, cfg.tubelet)))
+    assert np.array_equal(view.target_pca, _strip(upsample_tokens(target_rgb, cfg.patch_size, cfg.tubelet)))
+    assert np.array_equal(view.decoded, pasted(result.predicted))
+    assert not np.array_equal(view.decoded, pasted(result.target))  # the prediction is decoded, not the answer
+    assert not np.array_equal(explorer.masked(clip, "random", ratio=0.5, seed=2).hidden, view.hidden)
+
+
 def test_neighbors_have_playable_thumbnails(explorer, clip):
     hits = explorer.neighbors(clip, k=3)
     assert [h["similarity"] for h in hits] == sorted((h["similarity"] for h in hits), reverse=True)
@@ -90,6 +139,13 @@ def test_neighbors_have_playable_thumbnails(explorer, clip):
     written = first.stat().st_mtime_ns
     assert explorer.neighbors(clip, k=3)[0]["thumbnail"].stat().st_mtime_ns == written  # rendered once
     assert not list(first.parent.glob(".*"))  # no temporaries left
+
+
+def test_neighbors_are_the_gallerys_nearest_to_the_clips_embedding(explorer, clip):
+    hits = explorer.neighbors(clip, k=3)
+    found = nearest(explorer.gallery, explorer.model.embed(clip), k=3)
+    assert [(h["index"], h["similarity"]) for h in hits] == found
+    assert [h["labels"] for h in hits] == [explorer.gallery.labels[i] for i, _ in found]
 
 
 def test_embedding_map(explorer, clip):
@@ -140,8 +196,6 @@ def test_surprise_view_of_a_sampled_upload_names_the_files_frames(explorer, tmp_
 
 def _with_pixel_baseline(explorer, num_frames: int) -> Explorer:
     """The explorer's model beside a tiny random pixel baseline whose window is `num_frames` frames."""
-    import torch
-
     from jepa_demo.config import model_config_from_preset
     from jepa_demo.inference import JEPAModel
     from jepa_demo.model import VideoJEPA

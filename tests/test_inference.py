@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from jepa_demo.inference import surprise_score
+from jepa_demo.masks import sample_mask
+from jepa_demo.model import latent_error
 from jepa_demo.world import WorldConfig, render_clip
 
 
@@ -28,10 +30,27 @@ def test_predict_masked_by_name(model, mask):
     assert result.mask.shape == model.cfg.grid
     assert result.predicted.shape == result.target.shape == (hidden, model.embed_dim)
     assert (result.error_map[~result.mask] == 0).all() and (result.error_map[result.mask] > 0).all()
+    np.testing.assert_allclose(result.error_map[result.mask], np.abs(result.predicted - result.target).mean(-1),
+                               rtol=1e-5)
     assert result.error == pytest.approx(result.error_map[result.mask].mean(), rel=1e-5)
+    drawn = sample_mask(mask, model.cfg.grid, torch.Generator().manual_seed(3), num_future=model.default_future_steps)
+    assert np.array_equal(result.mask, drawn.numpy())
     assert result.frames.shape == (model.cfg.num_frames, 32, 32, 3) and result.frames.dtype == np.uint8
     again = model.predict_masked(_clip(), mask=mask, seed=3)
     assert np.array_equal(again.mask, result.mask) and np.array_equal(again.error_map, result.error_map)
+
+
+@pytest.mark.parametrize("mask", ["multiblock", "tube", "random"])
+def test_predict_masked_draws_another_mask_for_another_seed(model, mask):
+    assert not np.array_equal(model.predict_masked(_clip(), mask=mask, seed=3).mask,
+                              model.predict_masked(_clip(), mask=mask, seed=4).mask)
+
+
+def test_latent_error_is_the_mean_absolute_difference_per_token():
+    """Per token, L1 mean 0.75 here, where the MSE would be 1.25, the L2 norm 2.24 and the plain mean 0.25."""
+    predicted = torch.tensor([[[2.0, -1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]])  # (1, 2, 4)
+    target = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]])
+    assert torch.equal(latent_error(predicted, target), torch.tensor([[0.75, 0.0]]))
 
 
 def test_predict_masked_with_explicit_masks(model):

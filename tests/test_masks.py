@@ -54,6 +54,22 @@ def test_long_range_blocks_hide_more_than_short_range_ones():
     assert 0.5 < short < long < 0.95
 
 
+def test_multiblock_by_name_flips_between_short_and_long_range_blocks():
+    """The coin is the generator's first draw; either block set is then drawn from the rest of the stream."""
+    def after_the_coin(seed, long_range):
+        gen = torch.Generator().manual_seed(seed)
+        torch.rand((), generator=gen)
+        return multiblock_mask(GRID, gen, long_range)
+
+    drawn = set()
+    for seed in range(20):
+        mask = sample_mask("multiblock", GRID, torch.Generator().manual_seed(seed))
+        matches = {long_range for long_range in (False, True) if torch.equal(mask, after_the_coin(seed, long_range))}
+        assert len(matches) == 1, seed
+        drawn |= matches
+    assert drawn == {False, True}
+
+
 @pytest.mark.parametrize("grid", [(2, 1, 2), (2, 2, 1), (2, 2, 2)])
 @pytest.mark.parametrize("kind", MASK_KINDS)
 @pytest.mark.parametrize("ratio", [0.1, 0.75])

@@ -25,6 +25,18 @@ def test_shapes_with_hand_written_indices(tiny_model, tiny_cfg):
     assert tiny_model.encode_targets(x, target).shape == (2, 3, tiny_cfg.dim)
 
 
+def test_each_prediction_is_for_its_own_target_token(tiny_model, tiny_cfg):
+    x = _clip(tiny_cfg, batch=1)
+    context = torch.tensor([[0, 1, 2, 3, 20]])
+    target = torch.tensor([[5, 9, 17, 30]])
+    order = [3, 0, 2, 1]
+    with torch.no_grad():
+        predicted = tiny_model.predict(x, context, target)[0]  # (4, D)
+        shuffled = tiny_model.predict(x, context, target[:, order])[0]
+    assert all(not torch.allclose(predicted[i], predicted[j], atol=1e-3) for i in range(4) for j in range(i))
+    assert torch.allclose(shuffled, predicted[order], atol=1e-5)
+
+
 def test_context_encoder_never_sees_hidden_tokens(tiny_model, tiny_cfg):
     """Changing pixels of hidden tubelets must not change the prediction: no leak from the target."""
     x = _clip(tiny_cfg, batch=1)

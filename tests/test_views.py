@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from jepa_demo.preprocess import denormalize
 from jepa_demo.views import (
     VISIBLE_GREY,
     PatchBank,
@@ -83,6 +84,14 @@ def test_heat_overlay_differs_only_at_the_hot_token():
     assert (np.abs(a[changed].astype(int) - b[changed]).sum(axis=-1) > 0).all()
 
 
+def test_heat_overlay_runs_from_black_at_zero_to_bright_at_vmax():
+    values = np.zeros(GRID)
+    values[1, 2, 3] = 2.0
+    shown = heat_overlay(np.zeros_like(_noise_frames()), values, PATCH, TUBELET, vmax=2.0, alpha=1.0)
+    assert shown[_token_pixels(0, 0, 0)].max() < 10  # inferno's black
+    assert shown[_token_pixels(1, 2, 3)][..., :2].min() > 240  # its pale yellow
+
+
 def test_heat_overlay_where_leaves_the_other_tokens_as_they_were():
     frames = _noise_frames()
     values = np.random.default_rng(2).random(GRID)
@@ -121,10 +130,12 @@ def test_surprise_overlay_puts_each_step_on_its_first_frame(model):
 
 
 def test_shown_frames_are_what_the_model_saw(model):
-    clip = _clip(frames=10, size=48)
-    assert np.array_equal(model.shown_frames(clip, model.cfg.num_frames), model.predict_masked(clip).frames)
-    assert model.shown_frames(clip, chunk=3).shape == (10, 32, 32, 3)
-    assert np.array_equal(model.shown_frames(clip, chunk=3), model.shown_frames(clip))
+    clip = _clip(frames=12, size=48)  # 4 of 12 frames: 1, 4, 7, 10, neither the first 4 nor spread to both ends
+    model_input = denormalize(model._input(clip, model.cfg.num_frames)[0], model.preprocess)
+    assert np.array_equal(model.shown_frames(clip, model.cfg.num_frames), model_input)
+    assert np.array_equal(model.predict_masked(clip).frames, model_input)
+    assert model.shown_frames(clip, chunk=5).shape == (12, 32, 32, 3)
+    assert np.array_equal(model.shown_frames(clip, chunk=5), model.shown_frames(clip))
     with pytest.raises(ValueError, match="uint8"):
         model.shown_frames(clip.astype(np.float32))
 
