@@ -1,5 +1,6 @@
 # Two commands from a fresh clone:  make demo  (install + run)  and  make test  (install test needs + whole suite).
-PYTHON ?= python3
+# the offline CPU torch wheel is built for 3.11: a python3 that is another version takes python3.11 where there is one
+PYTHON ?= $(shell command -v python3.11 || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -49,10 +50,11 @@ test: install-test
 lint: install-test
 	$(VENV)/bin/ruff check .
 
-# Retrain the shipped default checkpoint (16 minutes on 2 CPU cores) and the gallery it carries.
+# Retrain the shipped default checkpoint (16 minutes on 2 CPU cores) and the gallery it carries, on the CPU even
+# where there is a GPU: the recipe is the CPU one, and a GPU's gallery (bfloat16) is not the one CPUs look for
 train: install
-	$(PY) -m train --config train/configs/cpu.yaml out_dir=checkpoints/default
-	$(PY) -m jepa_demo.gallery --checkpoint checkpoints/default --ship  # its gallery, for the new weights
+	$(PY) -m train --config train/configs/cpu.yaml out_dir=checkpoints/default device=cpu
+	CUDA_VISIBLE_DEVICES= $(PY) -m jepa_demo.gallery --checkpoint checkpoints/default --ship
 
-clean:
-	rm -rf runs .pytest_cache .ruff_cache
+clean:  # caches only: runs/ holds trained models
+	rm -rf .pytest_cache .ruff_cache

@@ -7,12 +7,14 @@ network, and an unknown repo id fails at once instead of retrying for ~30 s.
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # else each gr.Blocks asks api.gradio.app for its latest version
 # make test runs two pytest-xdist workers: each gets its share of the cores (read by torch at import, and by the
 # processes tests start with this environment), so two compute-bound tests do not fight over every core; 2 threads
 # each made the suite 17 % slower on 2 cores
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
+import signal  # noqa: E402
 import socket  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -26,11 +28,26 @@ from jepa_demo.model import VideoJEPA  # noqa: E402
 @pytest.fixture(scope="session", autouse=True)
 def temporary_files_stay_in_pytest_folder(tmp_path_factory):
     """gradio_client 2.7 leaves an empty folder in the system temp dir for every file it downloads (~300 a run):
-    point the temp dir of this process into pytest's own folder, which pytest prunes."""
-    previous = tempfile.tempdir
-    tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
+    point the temp dir of this process, and of the processes tests start (an app makes <tmp>/gradio at import), into
+    pytest's own folder, which pytest prunes."""
+    previous, previous_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))
     yield
     tempfile.tempdir = previous
+    if previous_env is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = previous_env
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_stay_pytests():
+    """app.main() makes SIGTERM and SIGHUP stop the app as Ctrl-C does: a test that calls it must not leave that
+    for the rest of its worker's tests."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if number}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from unittest import mock
@@ -683,7 +684,8 @@ def test_a_gradio_folder_it_cannot_write_stops_the_app_before_gradio_is_imported
 
 def _import_app(env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", "import app"], cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True, timeout=120, env={**env, "PATH": "/usr/bin:/bin"})
+                          capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "TMPDIR": tempfile.gettempdir(), **env})
 
 
 def test_an_address_this_machine_does_not_have_stops_the_app_before_its_warm_up(tmp_path, monkeypatch):
