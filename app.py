@@ -73,7 +73,7 @@ from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.cli import out_of_memory
 from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
-from jepa_demo.gallery import EXAMPLE_SEED, cache_folder, served_folder
+from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES, Clip
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
@@ -109,7 +109,8 @@ except ImportError:
 
 def _load(checkpoint: str):
     if not checkpoint:  # an API call's null or empty string
-        raise gr.Error(f"Pick a checkpoint: {', '.join(SHIPPED)}, a folder or a Hub repo id.")
+        offered = [*SHIPPED, *ALLOWED_HUB_IDS] if HOSTED else [*SHIPPED, "a folder or a Hub repo id"]
+        raise gr.Error(f"Pick a checkpoint: {', '.join(offered)}.")
     if checkpoint in SHIPPED:
         source = SHIPPED[checkpoint]
     elif HOSTED and checkpoint not in ALLOWED_HUB_IDS:
@@ -195,8 +196,9 @@ def _plain_errors(handler):
         except (MemoryError, RuntimeError) as err:
             if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a bug: its traceback goes to the server's log
-            raise gr.Error("Not enough memory on the server for this checkpoint and clip: try a shorter clip or "
-                           "the default checkpoint.") from err
+            # the views read a fixed number of frames of any upload, so a shorter clip rarely helps
+            raise gr.Error("Not enough memory on the server for this checkpoint: pick a smaller one (the shipped "
+                           "ones are small).") from err
         except OSError as err:
             if err.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -233,7 +235,8 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
 def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  # noqa: B008
     explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)
     found = explorer.neighbors(clip.frames, k=int(k))
-    items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.2f}") for hit in found]
+    # three decimals: the nearest clips' similarities often differ only in the third
+    items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.3f}") for hit in found]
     hits = [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
     return items, _labelled({"neighbors": hits}, video_file, checkpoint)
 
@@ -294,7 +297,9 @@ def build_app() -> gr.Blocks:
                                          info="a shipped checkpoint" + ("" if HOSTED else
                                                                         ", a local folder or a Hub repo id: ours, "
                                                                         "or V-JEPA 2 (facebook/vjepa2-...)"))
-        gr.Examples(examples, inputs=video, label="examples: synthetic world clips")
+        gr.Examples(examples, inputs=video, label="examples: one synthetic scene the model never trained on; "
+                    "plausible is the twin of every violation clip, whose violation comes at frame 16 of 32 (a "
+                    "pass-through's at the first collision in view)")
         # Gradio 6.31 copies the example clips into its folder as ordinary temporary files (not marked keep_in_cache):
         # mark them, or the sweep removes them after FILE_LIFETIME and every click on an example fails from then on.
         video.keep_in_cache.update(video.temp_files)
@@ -307,11 +312,16 @@ def build_app() -> gr.Blocks:
             masked_images = [gr.Image(label=label, type="numpy", elem_id=f"masked-{name}") for name, label in (
                 ("hidden", "hidden tokens (pale)"),
                 ("error", "per-token error at the hidden tokens (0 darkens the frame, yellow is this clip's largest)"),
-                ("predicted", "predicted latents (PCA colours; pixels, for the pixel baseline)"),
+                ("predicted", "predicted latents in PCA colours, grey where visible (the pixel baseline predicts "
+                              "pixels: shown through the same PCA)"),
                 ("target", "target latents (same PCA)"),
-                ("decoded", "what the prediction looks like: nearest gallery patches"))]
-            masked_numbers = gr.JSON(label="numbers (error against the mean visible target: a baseline that has seen "
-                                           "the whole clip)", elem_id="masked-numbers")
+                ("decoded", "what the prediction looks like: each hidden token shown as the patch, among 12 gallery "
+                            "clips of the synthetic world, whose target latent is nearest"))]
+            masked_numbers = gr.JSON(label="numbers (error: mean absolute difference per feature at the hidden "
+                                           "tokens, in the model's own units, not comparable between checkpoints; "
+                                           "baseline: each hidden token guessed as the visible tokens' mean target, "
+                                           "which a JEPA's teacher computed seeing the whole clip)",
+                                     elem_id="masked-numbers")
         with gr.Tab("Nearest neighbours"):
             gr.Markdown("The gallery: clips of the synthetic world the model never trained on. Similarity is the "
                         "cosine between clip embeddings, each measured from the gallery's mean embedding (so from -1 "
@@ -324,18 +334,24 @@ def build_app() -> gr.Blocks:
             neighbor_numbers = gr.JSON(label="similarities and labels", elem_id="neighbors-numbers")
         with gr.Tab("Embedding map"):
             gr.Markdown("The gallery's clip embeddings laid out in 2-D by UMAP, coloured by a label of the world. "
-                        "Your clip (the star) is placed among its 10 nearest gallery clips, not by running UMAP "
-                        "again. Colours that form regions are labels the embedding separates.")
+                        "Your clip (the star) is put at the similarity-weighted mean of the map positions of its 10 "
+                        "nearest gallery clips, not by running UMAP again: where those lie in different regions, it "
+                        "falls between them. Colours that form regions are labels the embedding separates.")
             color_by = gr.Dropdown(explorer_for("default").label_names(), value="num_objects", label="colour by")
             run_map = gr.Button("Place the clip on the map", variant="primary")
             map_plot = gr.Plot(label="UMAP of the gallery embeddings", elem_id="map-plot")
             map_numbers = gr.JSON(label="position", elem_id="map-numbers")
         with gr.Tab("Surprise"):
             gr.Markdown("Surprise = how wrong the model's prediction of the next moments is. Each curve is divided "
-                        "by its model's own 95th percentile on plausible clips, so 1 means 'as surprising as the "
-                        "top 5 % of ordinary moments'. **What to look for:** a curve that jumps right after a "
-                        "violation and stays near or below 1 elsewhere; on the clips with irrelevant detail "
-                        "(noise, flicker), compare how far each curve rises where nothing physically wrong happens. "
+                        f"by its model's own {THRESHOLD_PERCENTILE}th percentile over plausible clips of the "
+                        "synthetic world (plain background), so 1 means 'as surprising as the top "
+                        f"{100 - THRESHOLD_PERCENTILE} % of their moments'; on other footage it is a common yardstick "
+                        "for the two curves, not what is ordinary there. **What to look for:** a model that has "
+                        "learned the world's physics jumps right after a violation and stays near or below 1 "
+                        "elsewhere. The shipped checkpoints have not learned it (README, Results): their error follows "
+                        "how much is in view, so an object appearing lifts the curve for good and one vanishing "
+                        "lowers it, which is not surprise. On the clips with irrelevant detail (noise, flicker), "
+                        "compare how far each curve rises where nothing physically wrong happens. "
                         "The clip's score (in the numbers, in the model's own units like its per_step and threshold "
                         "there, not the plot's) is its peak minus its calmest step."
                         + ("" if PIXEL_BASELINE not in SHIPPED else " Beside any other checkpoint's curve, a second "

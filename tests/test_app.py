@@ -188,7 +188,7 @@ def test_out_of_memory_and_a_full_disk_are_plain_errors_and_a_bug_is_not(monkeyp
 
     failures = [(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9663676416 bytes. "
                               "Error code 12 (Cannot allocate memory)"), gr.Error,  # torch's words on Linux
-                 "Not enough memory on the server for this checkpoint and clip"),
+                 "Not enough memory on the server for this checkpoint: pick a smaller one"),
                 (OSError(28, "No space left on device"), gr.Error, "The server's disk is full"),
                 (OSError(5, "Input/output error"), OSError, "Input/output"),  # not a full disk: the log's traceback
                 (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), RuntimeError, "shapes"),
