@@ -400,6 +400,20 @@ def test_resume_refuses_another_number_of_processes(tmp_path, tiny_model):
     assert load_training_state(tmp_path, tiny_model, optimizer, world_size=2) == (5, 1.0)
 
 
+def test_a_resumed_optimizer_steps_as_its_own_device_does_and_keeps_the_saved_run_settings(tmp_path, tiny_model):
+    """BUG: load_state_dict copies every saved group setting, so a run begun on the CPU and resumed on a GPU kept the
+    CPU's unfused update (and a GPU run resumed on the CPU asked for a fused one)."""
+    from train.loop import load_optimizer, optimizer_tensors
+
+    params = [p for p in tiny_model.parameters() if p.requires_grad]
+    begun = torch.optim.AdamW(params, lr=0.01, betas=(0.9, 0.95), foreach=False)
+    begun.param_groups[0]["lr"] = 0.003  # where the schedule had got to
+    tensors, meta = optimizer_tensors(begun)
+    resumed = torch.optim.AdamW(params, lr=0.01, betas=(0.9, 0.95), foreach=True)  # another device's choice
+    load_optimizer(resumed, tensors, meta)
+    assert resumed.param_groups[0]["foreach"] is True and resumed.param_groups[0]["lr"] == 0.003
+
+
 @pytest.mark.slow
 def test_sigkill_during_a_save_keeps_the_previous_one_and_resume_goes_back_one_interval(tmp_path):
     """A real SIGKILL in the middle of writing step 20's training state (half a file on disk)."""

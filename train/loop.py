@@ -155,13 +155,20 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     return tensors, {"param_groups": state["param_groups"]}
 
 
+_DEVICE_SETTINGS = ("fused", "foreach", "capturable")
+
+
 def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
     state: dict = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
             _, idx, key = name.split(".", 2)
             state.setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # load_state_dict takes every setting from the saved groups, how the update runs too: a run begun on the CPU and
+    # resumed on a GPU would step unfused. Those follow this run's device; the rest (lr, betas, ...) the saved run.
+    groups = [{**saved, **{key: group[key] for key in _DEVICE_SETTINGS if key in group}}
+              for saved, group in zip(meta["param_groups"], optimizer.param_groups, strict=True)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: TrainConfig,
