@@ -27,7 +27,8 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 venv-works:
 	@if [ ! -e $(VENV)/.installed ] && ! $(PYTHON) -c "import ensurepip" 2>/dev/null; then \
 		echo "$(PYTHON) cannot make a virtual environment here: install its venv module (on Debian or Ubuntu:" \
-			"sudo apt install python3-venv), then rerun"; \
+			"sudo apt install $$($(PYTHON) -c 'import sys; print("python3.%d-venv" % sys.version_info[1])'))," \
+			"then rerun"; \
 		exit 1; fi
 	@if [ -e $(VENV)/.installed ] && ! $(PY) -c "import os, sysconfig; \
 		raise SystemExit(not os.path.isdir(sysconfig.get_paths()['purelib']))" 2>/dev/null; then \

@@ -299,7 +299,7 @@ def build_app() -> gr.Blocks:
                                                                         "or V-JEPA 2 (facebook/vjepa2-...)"))
         gr.Examples(examples, inputs=video, label="examples: one synthetic scene the model never trained on; "
                     "plausible is the twin of every violation clip, whose violation comes at frame 16 of 32 (a "
-                    "pass-through's at the first collision in view)")
+                    "pass-through's at its first collision in view from frame 10)")
         # Gradio 6.31 copies the example clips into its folder as ordinary temporary files (not marked keep_in_cache):
         # mark them, or the sweep removes them after FILE_LIFETIME and every click on an example fails from then on.
         video.keep_in_cache.update(video.temp_files)
@@ -315,8 +315,8 @@ def build_app() -> gr.Blocks:
                 ("predicted", "predicted latents in PCA colours, grey where visible (the pixel baseline predicts "
                               "pixels: shown through the same PCA)"),
                 ("target", "target latents (same PCA)"),
-                ("decoded", "what the prediction looks like: each hidden token shown as the patch, among 12 gallery "
-                            "clips of the synthetic world, whose target latent is nearest"))]
+                ("decoded", "what the prediction looks like: each hidden token shown as the patch, among (a sample "
+                            "of) those of 12 gallery clips of the synthetic world, whose target latent is nearest"))]
             masked_numbers = gr.JSON(label="numbers (error: mean absolute difference per feature at the hidden "
                                            "tokens, in the model's own units, not comparable between checkpoints; "
                                            "baseline: each hidden token guessed as the visible tokens' mean target, "
@@ -334,9 +334,10 @@ def build_app() -> gr.Blocks:
             neighbor_numbers = gr.JSON(label="similarities and labels", elem_id="neighbors-numbers")
         with gr.Tab("Embedding map"):
             gr.Markdown("The gallery's clip embeddings laid out in 2-D by UMAP, coloured by a label of the world. "
-                        "Your clip (the star) is put at the similarity-weighted mean of the map positions of its 10 "
-                        "nearest gallery clips, not by running UMAP again: where those lie in different regions, it "
-                        "falls between them. Colours that form regions are labels the embedding separates.")
+                        "Your clip (the star) is put at the mean of the map positions of its 10 nearest gallery "
+                        "clips, weighted by 1 / (1 - similarity) so that the nearest count most, not by running UMAP "
+                        "again: where those lie in different regions, it falls between them. Colours that form "
+                        "regions are labels the embedding separates.")
             color_by = gr.Dropdown(explorer_for("default").label_names(), value="num_objects", label="colour by")
             run_map = gr.Button("Place the clip on the map", variant="primary")
             map_plot = gr.Plot(label="UMAP of the gallery embeddings", elem_id="map-plot")
@@ -345,8 +346,8 @@ def build_app() -> gr.Blocks:
             gr.Markdown("Surprise = how wrong the model's prediction of the next moments is. Each curve is divided "
                         f"by its model's own {THRESHOLD_PERCENTILE}th percentile over plausible clips of the "
                         "synthetic world (plain background), so 1 means 'as surprising as the top "
-                        f"{100 - THRESHOLD_PERCENTILE} % of their moments'; on other footage it is a common yardstick "
-                        "for the two curves, not what is ordinary there. **What to look for:** a model that has "
+                        f"{100 - THRESHOLD_PERCENTILE} % of their moments'; on other footage it is a yardstick, not "
+                        "what is ordinary there. **What to look for:** a model that has "
                         "learned the world's physics jumps right after a violation and stays near or below 1 "
                         "elsewhere. The shipped checkpoints have not learned it (README, Results): their error follows "
                         "how much is in view, so an object appearing lifts the curve for good and one vanishing "

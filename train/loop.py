@@ -166,8 +166,9 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) 
             state.setdefault(int(idx), {})[key] = value
     # load_state_dict takes every setting from the saved groups, how the update runs too: a run begun on the CPU and
     # resumed on a GPU would step unfused. Those follow this run's device; the rest (lr, betas, ...) the saved run.
+    # (Not strict: load_state_dict itself names a different number of groups.)
     groups = [{**saved, **{key: group[key] for key in _DEVICE_SETTINGS if key in group}}
-              for saved, group in zip(meta["param_groups"], optimizer.param_groups, strict=True)]
+              for saved, group in zip(meta["param_groups"], optimizer.param_groups, strict=False)]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
