@@ -400,6 +400,31 @@ def test_resume_refuses_another_number_of_processes(tmp_path, tiny_model):
     assert load_training_state(tmp_path, tiny_model, optimizer, world_size=2) == (5, 1.0)
 
 
+def _resume_from(rank: int, starts: list, port: int) -> None:
+    import torch.distributed as dist
+
+    from train.loop import Runtime, check_processes_resume_together
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(starts))
+    try:
+        check_processes_resume_together(starts[rank], Runtime(torch.device("cpu"), rank, len(starts)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("starts", [[250, 250], [250, 0]])
+def test_processes_that_would_resume_from_different_steps_stop_instead_of_waiting(starts, free_port):
+    """One process that cannot see the training state (out_dir not shared between machines) started from step 0
+    while the others resumed: their collectives then waited on each other."""
+    import torch.multiprocessing as mp
+
+    if starts[0] == starts[1]:
+        mp.spawn(_resume_from, args=(starts, free_port), nprocs=2)
+        return
+    with pytest.raises(Exception, match=r"would start from different steps \(\[250, 0\]\): out_dir must be on a"):
+        mp.spawn(_resume_from, args=(starts, free_port), nprocs=2)
+
+
 def test_a_resumed_optimizer_steps_as_its_own_device_does_and_keeps_the_saved_run_settings(tmp_path, tiny_model):
     """BUG: load_state_dict copies every saved group setting, so a run begun on the CPU and resumed on a GPU kept the
     CPU's unfused update (and a GPU run resumed on the CPU asked for a fused one)."""

@@ -384,6 +384,8 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
         if resume:
             print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
         replace_finished_run(out)
+    if runtime.world_size > 1:
+        check_processes_resume_together(start, runtime)
     forward = wrap_for_speed(model, cfg, runtime)
     loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
     if runtime.is_main:  # first: it is what marks the folder as a run's, should the next line fail
@@ -501,6 +503,17 @@ def check_processes_agree(model: VideoJEPA, step: int, runtime: Runtime) -> None
     if any(not torch.equal(other, sums[0]) for other in sums):
         raise RuntimeError(f"at step {step} the {runtime.world_size} processes hold different weights (checksums "
                            f"{[float(x) for x in sums]}); this save is not written")
+
+
+def check_processes_resume_together(start: int, runtime: Runtime) -> None:
+    """Each process decides from what it sees in out_dir whether to resume: one that cannot see the training state
+    (another machine's, out_dir not on a disk they share) would start from step 0 while the others resume, and their
+    collectives would wait on each other until a timeout, or for ever."""
+    steps = [torch.zeros(1, dtype=torch.int64, device=runtime.device) for _ in range(runtime.world_size)]
+    dist.all_gather(steps, torch.tensor([start], dtype=torch.int64, device=runtime.device))
+    if len(found := [int(step) for step in steps]) != found.count(found[0]):
+        raise ValueError(f"the {runtime.world_size} processes would start from different steps ({found}): out_dir "
+                         "must be on a disk every machine of the run sees")
 
 
 def wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
