@@ -412,6 +412,28 @@ def _resume_from(rank: int, starts: list, port: int) -> None:
         dist.destroy_process_group()
 
 
+def _stop_when_one_asks(rank: int, port: int) -> None:
+    import torch.distributed as dist
+
+    from train.loop import Runtime, stop_together
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        runtime = Runtime(torch.device("cpu"), rank, 2)
+        assert stop_together(rank == 1, runtime), rank  # Ctrl-C reached process 1 first: both stop
+        assert not stop_together(False, runtime), rank
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_every_process_stops_after_the_step_in_which_one_was_asked_to(free_port):
+    """BUG: torchrun hands Ctrl-C to each process at its own moment; one that had just passed the check went on
+    into the next step alone, and waited in its collectives until torchrun killed it 30 s later."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_stop_when_one_asks, args=(free_port,), nprocs=2)
+
+
 @pytest.mark.parametrize("starts", [[250, 250], [250, 0]])
 def test_processes_that_would_resume_from_different_steps_stop_instead_of_waiting(starts, free_port):
     """One process that cannot see the training state (out_dir not shared between machines) started from step 0

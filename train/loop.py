@@ -457,8 +457,18 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)
                 tick, clips = time.time(), 0  # clips/s measures training, not the save
-            if ctrl_c.requested:
+            if stop_together(ctrl_c.requested, runtime):
                 raise KeyboardInterrupt
+
+
+def stop_together(requested: bool, runtime: Runtime) -> bool:
+    """Whether any process was asked to stop. torchrun hands Ctrl-C to each process at its own moment: one that had
+    just passed the check would start the next step alone and wait in its collectives until torchrun killed it."""
+    if runtime.world_size == 1:
+        return requested
+    flag = torch.tensor([int(requested)], device=runtime.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def whole_batch(result: dict, runtime: Runtime) -> tuple[float, torch.Tensor]:
