@@ -225,7 +225,7 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
         progress(0.2, desc="first use of this checkpoint: encoding gallery patches for the decoded view")
         _ = explorer.bank
     progress(0.5, desc="predicting the hidden latents")
-    view = explorer.masked(clip.frames, mask, ratio, seed)
+    view = explorer.masked(clip.frames, mask, ratio, seed, clip.source_frames)
     numbers = _labelled(view.numbers, video_file, checkpoint)
     return view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded, numbers
 
@@ -310,7 +310,7 @@ def build_app() -> gr.Blocks:
                 seed = gr.Number(0, precision=0, minimum=0, maximum=2**31 - 1, label="seed")  # torch overflows at 2**64
             run_masked = gr.Button("Predict the hidden latents", variant="primary")
             masked_images = [gr.Image(label=label, type="numpy", elem_id=f"masked-{name}") for name, label in (
-                ("hidden", "hidden tokens (pale)"),
+                ("hidden", "hidden tokens (pale); frames: frames_shown in the numbers, of the model_frames it read"),
                 ("error", "per-token error at the hidden tokens (0 darkens the frame, yellow is this clip's largest)"),
                 ("predicted", "predicted latents in PCA colours, grey where visible (the pixel baseline predicts "
                               "pixels: shown through the same PCA)"),

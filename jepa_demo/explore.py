@@ -34,11 +34,13 @@ from .gallery import (
     thumbnail_folder,
 )
 from .inference import JEPAModel
+from .preprocess import sample_frame_indices
 from .video import Clip, VideoError, read_clip, write_video
 from .views import (
     build_patch_bank,
     decode_nearest,
     filmstrip,
+    filmstrip_indices,
     heat_overlay,
     latent_pca_images,
     map_figure,
@@ -182,7 +184,11 @@ class Explorer:
     def label_names(self) -> list[str]:
         return label_names(self.gallery)
 
-    def masked(self, video, mask: str = "multiblock", ratio: float = 0.75, seed: int = 0) -> MaskedView:
+    def masked(self, video, mask: str = "multiblock", ratio: float = 0.75, seed: int = 0,
+               source_frames: np.ndarray | None = None) -> MaskedView:
+        """The hidden tokens, the error, both latents and the decoding, as strips of frames. `source_frames`: each
+        frame's number in the uploaded file, so the numbers say which of its frames the model read and the strips
+        show (None: the frames of `video`)."""
         patch, tubelet = self.model.cfg.patch_size, self.model.cfg.tubelet
         result = self.model.predict_masked(video, mask=mask, seed=int(seed), ratio=float(ratio))
         hidden, frames = result.mask, result.frames
@@ -191,8 +197,12 @@ class Explorer:
         drawn = {} if mask == "future" else {"seed": int(seed)}  # what picked the hidden tokens, so runs tell apart
         if mask in ("tube", "random"):
             drawn["ratio"] = float(ratio)
+        read = sample_frame_indices(len(video), self.model.cfg.num_frames)
+        if source_frames is not None:
+            read = np.asarray(source_frames)[read]
         numbers = {"mask": mask, **drawn, "hidden_tokens": int(hidden.sum()), "total_tokens": int(hidden.size),
-                   "error": result.error, "mean_latent_baseline_error": self._mean_latent_error(video, result)}
+                   "error": result.error, "mean_latent_baseline_error": self._mean_latent_error(video, result),
+                   "model_frames": read.tolist(), "frames_shown": read[filmstrip_indices(len(read))].tolist()}
         return MaskedView(hidden=_strip(shade_hidden(frames, hidden, patch, tubelet)),
                           error=_strip(heat_overlay(frames, result.error_map, patch, tubelet, where=hidden)),
                           predicted_pca=_strip(upsample_tokens(pred_rgb, patch, tubelet)),

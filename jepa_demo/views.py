@@ -240,12 +240,17 @@ def _hover(index: int, label: dict) -> str:
     return "<br>".join([f"clip {index}"] + [f"{key}: {value}" for key, value in label.items()])
 
 
+def filmstrip_indices(num_frames: int, num: int = 8) -> np.ndarray:
+    """Which of `num_frames` frames a filmstrip shows: `num` spread evenly over the clip (all if fewer), its ends
+    included (the model's own sampling may leave them out)."""
+    return np.linspace(0, num_frames - 1, min(num, num_frames)).round().astype(int)
+
+
 def filmstrip(frames: np.ndarray, num: int = 8, gap: int = 2) -> np.ndarray:
     """`num` frames spread evenly over the clip (all of them if fewer), side by side with a white `gap` of pixels:
     uint8 (H, n * W + (n - 1) * gap, 3)."""
     frames = np.asarray(frames)
-    # Spread over the whole clip for display (the model's own sampling may leave out its ends)
-    picked = frames[np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)]  # (n, H, W, 3)
+    picked = frames[filmstrip_indices(len(frames), num)]  # (n, H, W, 3)
     n, height, width = picked.shape[:3]
     strip = np.full((height, n * width + (n - 1) * gap, 3), 255, np.uint8)
     for i, frame in enumerate(picked):

@@ -14,8 +14,16 @@ from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, _strip, load_c
 from jepa_demo.gallery import nearest
 from jepa_demo.inference import load_model
 from jepa_demo.masks import sample_mask
+from jepa_demo.preprocess import sample_frame_indices
 from jepa_demo.video import read_clip
-from jepa_demo.views import decode_nearest, latent_pca_images, paste_patches, shade_hidden, upsample_tokens
+from jepa_demo.views import (
+    decode_nearest,
+    filmstrip_indices,
+    latent_pca_images,
+    paste_patches,
+    shade_hidden,
+    upsample_tokens,
+)
 from jepa_demo.world import WorldConfig, make_pair
 
 
@@ -129,6 +137,15 @@ def test_masked_view_pictures_are_those_of_the_models_prediction(explorer, clip)
     assert np.array_equal(view.decoded, pasted(result.predicted))
     assert not np.array_equal(view.decoded, pasted(result.target))  # the prediction is decoded, not the answer
     assert not np.array_equal(explorer.masked(clip, "random", ratio=0.5, seed=2).hidden, view.hidden)
+
+
+def test_masked_view_says_which_frames_of_the_file_the_model_read_and_the_strips_show(explorer, clip):
+    in_file = 3 * np.arange(len(clip)) + 1  # a long upload, thinned: frame i of the clip is the file's frame 3i + 1
+    numbers = explorer.masked(clip, "random", ratio=0.5, seed=1, source_frames=in_file).numbers
+    read = sample_frame_indices(len(clip), explorer.model.cfg.num_frames)
+    assert numbers["model_frames"] == (3 * read + 1).tolist()
+    assert numbers["frames_shown"] == [numbers["model_frames"][i] for i in filmstrip_indices(len(read))]
+    assert explorer.masked(clip, "random", ratio=0.5, seed=1).numbers["model_frames"] == read.tolist()
 
 
 def test_neighbors_have_playable_thumbnails(explorer, clip):
