@@ -14,7 +14,6 @@ from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, _strip, load_c
 from jepa_demo.gallery import nearest
 from jepa_demo.inference import load_model
 from jepa_demo.masks import sample_mask
-from jepa_demo.preprocess import sample_frame_indices
 from jepa_demo.video import read_clip
 from jepa_demo.views import (
     decode_nearest,
@@ -139,11 +138,15 @@ def test_masked_view_pictures_are_those_of_the_models_prediction(explorer, clip)
     assert not np.array_equal(explorer.masked(clip, "random", ratio=0.5, seed=2).hidden, view.hidden)
 
 
-def test_masked_view_says_which_frames_of_the_file_the_model_read_and_the_strips_show(explorer, clip):
+@pytest.mark.parametrize("length", [24, 5])  # 5: shorter than the model's frames, some of which repeat
+def test_masked_view_says_which_frames_of_the_file_the_model_read_and_the_strips_show(explorer, clip, length):
+    clip = clip[:length]
     in_file = 3 * np.arange(len(clip)) + 1  # a long upload, thinned: frame i of the clip is the file's frame 3i + 1
     numbers = explorer.masked(clip, "random", ratio=0.5, seed=1, source_frames=in_file).numbers
-    read = sample_frame_indices(len(clip), explorer.model.cfg.num_frames)
-    assert numbers["model_frames"] == (3 * read + 1).tolist()
+    read = (np.array(numbers["model_frames"]) - 1) // 3  # back to the clip's own frames
+    # those are the frames the model's prediction was made from
+    frames = explorer.model.predict_masked(clip, mask="random", ratio=0.5, seed=1).frames
+    assert len(read) == explorer.model.cfg.num_frames and np.array_equal(explorer.model.shown_frames(clip[read]), frames)
     assert numbers["frames_shown"] == [numbers["model_frames"][i] for i in filmstrip_indices(len(read))]
     assert explorer.masked(clip, "random", ratio=0.5, seed=1).numbers["model_frames"] == read.tolist()
 
