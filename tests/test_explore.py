@@ -145,8 +145,9 @@ def test_masked_view_says_which_frames_of_the_file_the_model_read_and_the_strips
     numbers = explorer.masked(clip, "random", ratio=0.5, seed=1, source_frames=in_file).numbers
     read = (np.array(numbers["model_frames"]) - 1) // 3  # back to the clip's own frames
     # those are the frames the model's prediction was made from
-    frames = explorer.model.predict_masked(clip, mask="random", ratio=0.5, seed=1).frames
-    assert len(read) == explorer.model.cfg.num_frames and np.array_equal(explorer.model.shown_frames(clip[read]), frames)
+    model = explorer.model
+    frames = model.predict_masked(clip, mask="random", ratio=0.5, seed=1).frames
+    assert len(read) == model.cfg.num_frames and np.array_equal(model.shown_frames(clip[read]), frames)
     assert numbers["frames_shown"] == [numbers["model_frames"][i] for i in filmstrip_indices(len(read))]
     assert explorer.masked(clip, "random", ratio=0.5, seed=1).numbers["model_frames"] == read.tolist()
 
