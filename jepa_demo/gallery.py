@@ -18,6 +18,7 @@ write the gallery into the checkpoint folder itself (how the shipped ones got th
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -265,7 +266,20 @@ def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int,
         warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); set JEPA_LENS_CACHE to a "
                       "writable folder to start faster next time", stacklevel=3)
         return gallery, None
+    # files of an older format are never read again (other checkpoints' current ones stay)
+    for old in _gallery_files(path.parent):
+        if not _current_format(old):
+            with contextlib.suppress(OSError):  # gone already (another process), or not ours to remove
+                old.unlink()
     return gallery, path
+
+
+def _gallery_files(folder: Path) -> list[Path]:
+    return [*folder.glob("gallery-*.npz"), *folder.glob("threshold-*.json")]
+
+
+def _current_format(path: Path) -> bool:
+    return path.name.endswith(f"-v{GALLERY_FORMAT}{path.suffix}")
 
 
 def _read(path: Path, fingerprint: str, num_clips: int) -> Gallery:
@@ -304,8 +318,8 @@ def ship(model: JEPAModel, gallery: Gallery) -> list[Path]:
     if gallery.fingerprint != model_fingerprint(model):
         raise ValueError("the gallery was built for another model")
     current = (_gallery_name(gallery.fingerprint, len(gallery.seeds)), _threshold_name(gallery.fingerprint))
-    for old in (*model.folder.glob("gallery-*.npz"), *model.folder.glob("threshold-*.json")):
-        if not old.name.endswith(f"-v{GALLERY_FORMAT}{old.suffix}") or f"-{gallery.fingerprint}-" not in old.name:
+    for old in _gallery_files(model.folder):
+        if not _current_format(old) or f"-{gallery.fingerprint}-" not in old.name:
             old.unlink()
     _write(model.folder / current[0], gallery)
     _write_threshold(model.folder / current[1], gallery.surprise_threshold)

@@ -219,6 +219,20 @@ def test_damaged_cache_file_is_rebuilt_and_overwritten(built, model, tmp_path, m
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
+def test_building_into_the_cache_removes_files_of_older_formats_only(built, model, tmp_path, monkeypatch):
+    """A format change (a new fingerprint, a new world) leaves the old files where nothing reads them again."""
+    monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(built[0], []))
+    older = [tmp_path / f"gallery-{'0' * 16}-{CLIPS}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}.npz",
+             tmp_path / f"threshold-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}.json"]
+    another_checkpoints = [tmp_path / f"gallery-{'1' * 16}-{CLIPS}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.npz",
+                           tmp_path / f"threshold-{'1' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json",
+                           tmp_path / "notes.txt"]
+    for path in (*older, *another_checkpoints):
+        path.write_text("x")
+    load_or_build_gallery(model, tmp_path, num_clips=CLIPS)
+    assert sorted(tmp_path.iterdir()) == sorted([*another_checkpoints, gallery_cache_path(model, tmp_path, CLIPS)])
+
+
 def test_missing_cache_dir_is_created(built, model, tmp_path, monkeypatch):
     monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(built[0], []))
     monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path / "a" / "b"))
