@@ -157,7 +157,8 @@ def _explorer_key(checkpoint: str) -> str:
     try:
         folder = Path(folder).expanduser()
         files = sorted(path for suffix in ("json", "safetensors") for path in folder.glob(f"*.{suffix}"))
-        stamps = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+        stats = {path.name: path.stat() for path in files}
+        stamps = [(name, stat.st_size, stat.st_mtime_ns) for name, stat in stats.items()]
     except (OSError, RuntimeError, ValueError):  # ~ of an unknown user, a NUL byte, a file gone: loading says what is
         return checkpoint  # wrong with the name
     return f"{folder.resolve()} {stamps}" if stamps else checkpoint  # no such folder: a Hub id

@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_dict
-from .model import VideoJEPA
+from .model import VideoJEPA, check_finite_weights
 from .vjepa2 import HUB_FILES as VJEPA2_HUB_FILES
 from .vjepa2 import build_vjepa2, is_vjepa2_config
 
@@ -301,12 +301,10 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     if not_float is not None:  # load_state_dict would cast integers into the weights without a word
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: {not_float} holds {state[not_float].dtype} values, not "
                               "floating-point weights")
-    # Training stops before an update that is not finite, so NaN or inf weights mean a damaged or foreign file:
-    # refused here, by name, rather than loaded to give NaN for every clip (V-JEPA 2's: build_vjepa2)
-    not_finite = next((key for key, tensor in state.items() if not torch.isfinite(tensor).all()), None)
-    if not_finite is not None:
-        raise CheckpointError(f"{folder / WEIGHTS_NAME}: {not_finite} holds NaN or infinite values (is the file "
-                              "damaged?)")
+    try:
+        check_finite_weights(state)
+    except ValueError as err:
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: {err}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -107,6 +107,16 @@ def _mean_over_processes(means: torch.Tensor, count: int) -> tuple[torch.Tensor,
     return means + (total / world - means.detach()), count * world
 
 
+def check_finite_weights(tensors: dict[str, torch.Tensor]) -> None:
+    """ValueError naming the first floating-point tensor that holds NaN or inf. Training stops before an update that
+    is not finite, so such weights mean a damaged or foreign file: refused by name when loading (ours and V-JEPA 2's),
+    rather than loaded to give NaN for every clip."""
+    name = next((name for name, tensor in tensors.items()
+                 if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if name is not None:
+        raise ValueError(f"{name} holds NaN or infinite values (is the file damaged?)")
+
+
 def patchify(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     """(B, 3, T, H, W) -> (B, N, tubelet * patch^2 * 3): each token's pixels, in the encoder's token order."""
     b, c, t, h, w = x.shape

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, PreprocessConfig, to_dict
-from .model import gather_tokens, normalize_targets
+from .model import check_finite_weights, gather_tokens, normalize_targets
 
 MODEL_TYPE = "vjepa2"
 # Where transformers' processors save their settings, newest name first.
@@ -207,9 +207,7 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
     if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
         raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): they would be random")
-    if not_finite := next((name for name, tensor in hf_model.state_dict().items()
-                           if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None):
-        raise ValueError(f"{not_finite} holds NaN or infinite values (is the file damaged?)")
+    check_finite_weights(hf_model.state_dict())
     record = {"format": MODEL_TYPE, "source": source, "step": None, "model": to_dict(cfg),
               "preprocess": to_dict(preprocess)}
     return VJEPA2Net(hf_model, cfg).eval(), preprocess, record

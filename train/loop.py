@@ -483,9 +483,14 @@ def whole_batch(result: dict, runtime: Runtime) -> tuple[float, torch.Tensor]:
         return result["loss"], result["embeddings"]
     loss = torch.tensor([result["loss"]], dtype=torch.float64, device=runtime.device)
     dist.all_reduce(loss)  # each share holds the same number of clips: the batch's loss is the mean of theirs
-    shares = [torch.empty_like(result["embeddings"]) for _ in range(runtime.world_size)]
-    dist.all_gather(shares, result["embeddings"].detach().contiguous())
-    return loss.item() / runtime.world_size, torch.cat(shares)
+    return loss.item() / runtime.world_size, torch.cat(gathered(result["embeddings"].detach().contiguous(), runtime))
+
+
+def gathered(tensor: torch.Tensor, runtime: Runtime) -> list[torch.Tensor]:
+    """Every process's `tensor` (same shape on each; on the process's device, as NCCL needs), in rank order."""
+    tensors = [torch.empty_like(tensor) for _ in range(runtime.world_size)]
+    dist.all_gather(tensors, tensor)
+    return tensors
 
 
 def _metrics_row(step: int, loss: float, embeddings: torch.Tensor, mask: str, cfg: TrainConfig,
@@ -513,8 +518,7 @@ def check_processes_agree(model: VideoJEPA, step: int, runtime: Runtime) -> None
     Only rank 0 saves, so a process that had drifted (a module outside DDP, a collective missed) would go unseen:
     each save first compares one checksum per process, and stops the run before its weights are saved."""
     checksum = torch.stack([t.detach().double().sum() for t in model.state_dict().values()]).sum().reshape(1)
-    sums = [torch.empty_like(checksum) for _ in range(runtime.world_size)]  # on the model's device, as NCCL needs
-    dist.all_gather(sums, checksum)
+    sums = gathered(checksum, runtime)  # on the model's device
     if any(not torch.equal(other, sums[0]) for other in sums):
         raise RuntimeError(f"at step {step} the {runtime.world_size} processes hold different weights (checksums "
                            f"{[float(x) for x in sums]}); this save is not written")
@@ -524,9 +528,8 @@ def check_processes_resume_together(start: int, runtime: Runtime) -> None:
     """Each process decides from what it sees in out_dir whether to resume: one that cannot see the training state
     (another machine's, out_dir not on a disk they share) would start from step 0 while the others resume, and their
     collectives would wait on each other until a timeout, or for ever."""
-    steps = [torch.zeros(1, dtype=torch.int64, device=runtime.device) for _ in range(runtime.world_size)]
-    dist.all_gather(steps, torch.tensor([start], dtype=torch.int64, device=runtime.device))
-    if len(found := [int(step) for step in steps]) != found.count(found[0]):
+    found = [int(step) for step in gathered(torch.tensor([start], device=runtime.device), runtime)]
+    if len(set(found)) > 1:
         raise ValueError(f"the {runtime.world_size} processes would start from different steps ({found}): out_dir "
                          "must be on a disk every machine of the run sees")
 
