@@ -4,21 +4,29 @@ PYTHON ?= $(shell command -v python3.11 || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-test demo test lint train clean venv-works
+.PHONY: install install-test demo test lint train clean venv-works constraints
 
 # pip byte-compiles one file at a time (78 of its 114 s on 2 cores); compileall uses every core. It fails on the one
 # file torch ships in Python 3.12 syntax, which pip leaves out silently: hence the || true.
-$(VENV)/.installed: requirements.txt | venv-works
+# constraints.txt holds the versions the suite last passed with, so a clone installs those, not whatever is newest.
+$(VENV)/.installed: requirements.txt constraints.txt | venv-works
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt -r requirements.txt
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	$(PY) -m jepa_demo.gallery --checkpoint checkpoints/default  # it ships with its gallery: only a check
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
-	$(PY) -m pip install --quiet -r requirements-test.txt
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements-test.txt
 	touch $@
+
+# After changing requirements*.txt and passing `make test`: record what was installed. Not torch, pinned already (and
+# installed as 2.13.0+cpu here, a version PyPI does not have).
+constraints:
+	@test -x $(PY) || { echo "no $(VENV) to read versions from: make install-test first"; exit 1; }
+	{ echo "# Written by make constraints: the versions make test last passed with. make install installs these."; \
+	  $(PY) -m pip freeze --exclude torch; } > constraints.txt
 
 # A Python without ensurepip (Debian's and Ubuntu's, until python3-venv is installed) makes a .venv with no pip in it
 # and stops: say what to install instead. An installed .venv whose Python is gone (bin/python a dangling link) or is
