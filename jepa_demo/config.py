@@ -81,6 +81,8 @@ class ModelConfig:
             _check_int(name, getattr(self, name), 8, _MAX_DIM)
         for name in ("depth", "pred_depth", "heads", "pred_heads"):
             _check_int(name, getattr(self, name), 1, _MAX_DEPTH)
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)):
+            raise ValueError(f"mlp_ratio must be a number, got {self.mlp_ratio!r}")
         if not 0.5 <= float(self.mlp_ratio) <= 16:
             raise ValueError(f"mlp_ratio must be in [0.5, 16], got {self.mlp_ratio}")
         if self.img_size % self.patch_size:

@@ -11,6 +11,7 @@ errors from `latent_error`, both in `jepa_demo.model`; the same code serves ever
 This module knows nothing about files, UIs or training.
 """
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,7 +174,7 @@ class JEPAModel:
         """The clip as the model sees it, uint8 (T, S, S, 3): `num_frames` frames sampled like the model's input, or
         every frame when None (`Surprise.step_frames` index those). Resized `chunk` frames at a time to bound memory."""
         check_video_array(video)
-        video = np.asarray(video)
+        video = _numpy_frames(video)
         if num_frames is not None:
             video = video[sample_frame_indices(len(video), num_frames)]
         return np.concatenate([denormalize(preprocess_video(video[i:i + chunk], self.preprocess), self.preprocess)
@@ -186,8 +187,13 @@ class JEPAModel:
         `future_steps` steps' target latents; error = distance to the actual ones, averaged per predicted step.
         `future_steps` defaults to what the checkpoint was trained to predict. The targets are the teacher's over the
         whole window, as in training, so with `future_steps` > 1 a step's target has also seen the hidden steps after
-        it: a change can lift the step before it too (never earlier ones). `progress`: a bar over the batches of
-        windows, when stderr is a terminal."""
+        it: a change can lift the `future_steps` - 1 steps before it too (never earlier ones). `progress`: a bar over
+        the batches of windows, when stderr is a terminal."""
+        for name, value in (("future_steps", future_steps), ("batch_size", batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         x, frame_index = self._surprise_input(video, max_frames)
         steps_in_clip = x.shape[2] // self.cfg.tubelet
         window = self.cfg.grid[0]
@@ -221,7 +227,7 @@ class JEPAModel:
                        "left)") if len(frame_index) < len(video) else ""
             raise ValueError(f"surprise needs a clip of at least {needed} frames, got {len(video)}{thinned}")
         frame_index = frame_index[:usable]
-        x = preprocess_video(np.asarray(video)[frame_index], self.preprocess)
+        x = preprocess_video(_numpy_frames(video)[frame_index], self.preprocess)
         return x.unsqueeze(0).to(self.device), frame_index  # (1, 3, T, S, S)
 
     def _window_errors(self, x, starts, context_idx, target_idx) -> torch.Tensor:
@@ -234,6 +240,11 @@ class JEPAModel:
             target = self.net.encode_targets(clips, target_idx)
         _, h, w = self.cfg.grid
         return latent_error(predicted, target).float().cpu().view(len(starts), -1, h, w)
+
+
+def _numpy_frames(video) -> np.ndarray:
+    """A checked clip as a NumPy array; a torch tensor (on any device) is copied to the CPU first."""
+    return video.cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
 
 
 def surprise_score(per_step: np.ndarray) -> float:

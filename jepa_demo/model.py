@@ -126,6 +126,9 @@ def patchify(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(B, N, D) gathered at (B, K) -> (B, K, D)."""
+    if index.shape[0] != tokens.shape[0]:  # torch.gather would quietly keep only the first index.shape[0] clips
+        raise ValueError(f"token indices for {index.shape[0]} clip(s), but the batch holds {tokens.shape[0]}: "
+                         "give mask_to_indices the batch size")
     return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 

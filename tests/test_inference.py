@@ -202,3 +202,18 @@ def test_surprise_thins_long_clips_and_refuses_short_ones(model):
     for future_steps in (0, model.cfg.grid[0]):  # a window must keep one step to predict from
         with pytest.raises(ValueError, match=f"future_steps must be between 1 and {model.cfg.grid[0] - 1}"):
             model.surprise(_clip(), future_steps=future_steps)
+    for name, wrong in (("future_steps", 1.0), ("future_steps", True), ("batch_size", 2.5)):
+        with pytest.raises(ValueError, match=f"{name} must be an integer"):
+            model.surprise(_clip(), **{name: wrong})
+    for batch_size in (0, -1):
+        with pytest.raises(ValueError, match="batch_size must be at least 1"):
+            model.surprise(_clip(), batch_size=batch_size)
+    assert len(model.surprise(_clip(), future_steps=np.int64(1)).per_step)  # NumPy's integers are integers
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_clip_on_the_gpu_works_like_the_same_clip_on_the_cpu(model):
+    clip = _clip(frames=12)
+    on_gpu = torch.from_numpy(clip).cuda()
+    assert np.array_equal(model.shown_frames(on_gpu), model.shown_frames(clip))
+    assert np.array_equal(model.surprise(on_gpu).per_step, model.surprise(clip).per_step)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_demo.config import model_config_from_preset
+from jepa_demo.config import ModelConfig, model_config_from_preset
 from jepa_demo.masks import mask_to_indices, sample_mask
 from jepa_demo.model import VideoJEPA, effective_rank, normalize_targets, patchify, prediction_loss, sigreg
 from jepa_demo.preprocess import preprocess_batch
@@ -23,6 +23,21 @@ def test_shapes_with_hand_written_indices(tiny_model, tiny_cfg):
     assert tiny_model.context_encoder(x, keep=context).shape == (2, 4, tiny_cfg.dim)
     assert tiny_model.predict(x, context, target).shape == (2, 3, tiny_cfg.dim)
     assert tiny_model.encode_targets(x, target).shape == (2, 3, tiny_cfg.dim)
+
+
+def test_indices_for_fewer_clips_than_the_batch_are_refused(tiny_model, tiny_cfg):
+    """torch.gather keeps only as many clips as the index has rows: the rest of the batch would be dropped unseen."""
+    mask = sample_mask("tube", tiny_cfg.grid, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="token indices for 1 clip"):
+        tiny_model(_clip(tiny_cfg, batch=2), *mask_to_indices(mask))
+    assert tiny_model(_clip(tiny_cfg, batch=2), *mask_to_indices(mask, 2))["loss"].isfinite()
+
+
+@pytest.mark.parametrize("ratio", ["4", True, None])
+def test_an_mlp_ratio_that_is_no_number_is_refused(ratio):
+    """A string passed the range check through float() and then repeated itself as a width: "4" * 128."""
+    with pytest.raises(ValueError, match="mlp_ratio must be a number"):
+        ModelConfig(mlp_ratio=ratio)
 
 
 def test_each_prediction_is_for_its_own_target_token(tiny_model, tiny_cfg):

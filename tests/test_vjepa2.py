@@ -199,7 +199,7 @@ def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_p
 
 
 @pytest.mark.parametrize("change, processor, message", [
-    ({"mlp_ratio": None}, None, "config.json: a V-JEPA 2 config value has the wrong type"),
+    ({"mlp_ratio": None}, None, "config.json: mlp_ratio must be a number, got None"),
     ({"hidden_act": "nope"}, None, "cannot load the V-JEPA 2 checkpoint"),
     ({"qkv_bias": None}, None, "cannot load the V-JEPA 2 checkpoint"),
     ({}, "[]", "video_preprocessor_config.json: expected an object of settings"),
