@@ -114,6 +114,19 @@ def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, mo
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("record", ['{"model": "resnet50", "steps": 90, "out_dir": "out", "epochs": 90}', "[]", "{"])
+def test_another_tools_train_config_json_does_not_make_its_folder_a_run(tmp_path, monkeypatch, capsys, record):
+    """The name alone made it an earlier run's folder, whose README.md, config.json and weights a new run deletes."""
+    from train.__main__ import main
+
+    theirs = {"train_config.json": record, "README.md": "their card", "config.json": "{}", "model.safetensors": "w"}
+    for name, text in theirs.items():
+        (tmp_path / name).write_text(text)
+    assert main(["--config", TINY, f"out_dir={tmp_path}", "steps=1"]) == 2
+    assert "already holds other files (README.md, config.json, model.safetensors, ...)" in capsys.readouterr().err
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == theirs
+
+
 def _interrupt_after(monkeypatch, steps: int) -> None:
     """Make the next run in this process stop with Ctrl-C after `steps` training steps."""
     import train.loop
@@ -196,6 +209,21 @@ def test_running_out_of_memory_is_one_line_and_what_to_change(tmp_path, monkeypa
         main(["--config", TINY, f"out_dir={tmp_path / 'other'}", "steps=4"])
 
 
+def test_a_data_worker_killed_midway_is_one_line(tmp_path, monkeypatch, capsys):
+    """As the kernel's OOM killer ends one: torch raises a RuntimeError that is no out-of-memory error of its own."""
+    from train.__main__ import main
+    from train.data import WorldBatches
+
+    def killed(self, step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(WorldBatches, "__getitem__", killed)  # the worker is forked: it runs this
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=2", "num_workers=1"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: DataLoader worker (pid") and ("killed by signal" in err or "exited unexpectedly" in err)
+    assert err.endswith("fewer num_workers or a smaller batch_size needs less; nothing was saved yet")
+
+
 def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):
     from train.__main__ import main
 
@@ -235,6 +263,12 @@ def test_bad_settings_exit_with_one_line(tmp_path, capsys):
     assert main(["--config", str(not_yaml)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"recipe {not_yaml} is not valid YAML at line" in err
+    not_yaml.write_text("steps: 5\x07\n")  # PyYAML's ReaderError: no mark, two lines of its own
+    assert main(["--config", str(not_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not valid YAML: unacceptable character #x0007" in err
+    assert main(["--config", " ", f"out_dir={tmp_path / 'run'}"]) == 2  # --config "$RECIPE" with RECIPE unset
+    assert "--config is empty" in capsys.readouterr().err
     assert main(["--config", TINY, f"data={tmp_path / 'no-videos'}", f"out_dir={tmp_path / 'run'}"]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before anything was written

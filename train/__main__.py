@@ -48,6 +48,11 @@ def main(argv=None) -> int:
               f"{_what_stands(cfg)}", file=sys.stderr)
         return 1
     except RuntimeError as err:
+        if _data_worker_died(err):  # killed by the kernel's OOM killer, or a bus error on a full /dev/shm
+            print(f"error: {_own_message(err).strip().splitlines()[0]} (often out of memory or shared memory, "
+                  f"/dev/shm): fewer num_workers or a smaller batch_size needs less; {_what_stands(cfg)}",
+                  file=sys.stderr)
+            return 1
         if not out_of_memory(err):
             raise
         reason = _own_message(err).strip().splitlines()[0]
@@ -86,6 +91,12 @@ def _own_message(err: Exception) -> str:
     starts = [i for i, line in enumerate(lines) if re.match(rf"([\w.]+\.)?{name}: ", line)]
     start = starts[-1] if starts else len(lines) - 1
     return "\n".join([lines[start].split(": ", 1)[-1], *lines[start + 1:]])
+
+
+def _data_worker_died(err: RuntimeError) -> bool:
+    """torch's words for a DataLoader worker process that is gone ("... is killed by signal: Killed.", "... exited
+    unexpectedly with exit code 1. ..."); an error raised inside a worker comes back as "Caught ValueError in ..."."""
+    return str(err).startswith("DataLoader worker (pid")
 
 
 def _what_stands(cfg) -> str:

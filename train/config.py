@@ -104,7 +104,9 @@ class TrainConfig:
 
 
 def load_config(recipe: str | None, overrides: list[str]) -> TrainConfig:
-    values = _typed(_read_recipe(recipe), "recipe") if recipe else {}
+    if recipe is not None and not recipe.strip():  # --config "$RECIPE" with RECIPE unset: not a run of the defaults
+        raise ValueError("--config is empty: give a recipe file, e.g. train/configs/cpu.yaml, or leave --config out")
+    values = _typed(_read_recipe(recipe), "recipe") if recipe is not None else {}
     values.update(parse_overrides(overrides))
     return TrainConfig(**values)
 
@@ -147,7 +149,8 @@ def _read_recipe(path: str) -> dict:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        what = " ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None)))) or err
+        what = " ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None))))
+        what = what or str(err).splitlines()[0]  # a ReaderError (a control character) has neither, and two lines
         raise ValueError(f"recipe {path} is not valid YAML{where}: {what}") from None
     if not isinstance(values, dict):
         raise ValueError(f"recipe {path} must be a mapping of key: value")

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -331,8 +331,19 @@ def _files_of_something_else(out: Path) -> list[str]:
     if not out.is_dir():
         return []
     names = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith("."))
-    earlier_run = TRAIN_CONFIG_NAME in names or STATE_NAME in names
+    earlier_run = _holds_run_record(out) or STATE_NAME in names
     return [] if earlier_run or _is_checkpoint(out) else names
+
+
+def _holds_run_record(folder: Path) -> bool:
+    """Whether folder/train_config.json is one a run of ours wrote, not another tool's file of that common name (its
+    folder's README.md, config.json and weights would be replaced as an earlier run's)."""
+    try:
+        record = json.loads((folder / TRAIN_CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    ours = {field.name for field in fields(TrainConfig)} | RECORDED_LATER
+    return isinstance(record, dict) and {"model", "steps", "out_dir"} <= record.keys() <= ours
 
 
 def _is_checkpoint(folder: Path) -> bool:
