@@ -220,7 +220,8 @@ def test_a_data_worker_killed_midway_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(WorldBatches, "__getitem__", killed)  # the worker is forked: it runs this
     assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=2", "num_workers=1"]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err.startswith("error: DataLoader worker (pid") and ("killed by signal" in err or "exited unexpectedly" in err)
+    assert err.startswith("error: DataLoader worker (pid")
+    assert "killed by signal" in err or "exited unexpectedly" in err  # which torch sees first
     assert err.endswith("fewer num_workers or a smaller batch_size needs less; nothing was saved yet")
 
 
