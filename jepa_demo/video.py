@@ -12,6 +12,7 @@ frames at one step and a short-side resize when asked); resizing, cropping and n
 
 import errno
 import math
+import numbers
 import os
 import time
 import uuid
@@ -30,6 +31,9 @@ from .preprocess import sample_frame_indices
 # A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
 # of a few kilobytes can claim it. 8K video (7680 x 4320) has 33 million pixels.
 MAX_PIXELS = 40_000_000
+# read_video without num_frames holds every frame at once: a clip that would take more is refused rather than
+# exhausting memory (a minute of 1080p at 30 fps takes 11 GB).
+MAX_READ_ALL_BYTES = 2 * 2**30
 
 
 # How far a frame's packet may come from its display position (B-frame reordering: H.264 allows 16 reference frames);
@@ -88,17 +92,63 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
         fewer and the clip has them. Frames far apart are reached by seeking (SEEK_FROM).
     """
     path = _check_file(path)
-    if num_frames is not None and num_frames < 1:
-        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    if size is not None and size < 1:
-        raise ValueError(f"size must be at least 1 pixel, got {size}")
+    num_frames = None if num_frames is None else _positive_int("num_frames", num_frames)
+    size = None if size is None else _positive_int("size", size, " pixel")
     if not 0 <= span[0] <= span[1] <= 1:
         raise ValueError(f"span must be (start, end) with 0 <= start <= end <= 1, got {span}")
     deadline = _Deadline(timeout)
     if num_frames is None:
-        with _video(path, size) as (container, stream):
-            return np.stack([_to_rgb(frame, size, path) for frame in _decode(container, stream, path, deadline)])
+        return _read_all(path, size, deadline)
     return _sample(path, _scan(path, deadline), num_frames, size, deadline, span=span).frames
+
+
+def _positive_int(name: str, value, unit: str = "") -> int:
+    """`value` as an int, refused unless it is a whole number of at least 1 (a float or a bool is a caller's slip:
+    8.0 frames gave float frame numbers, True passed as 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1{unit}, got {value}")
+    return int(value)
+
+
+def _read_all(path: Path, size: int | None, deadline: _Deadline) -> np.ndarray:
+    """Every frame, into one array sized from the packet count (refused over MAX_READ_ALL_BYTES), so memory holds a
+    single copy. A decoder may give fewer frames than the packets (a damaged file) or more: only decoded ones are
+    returned."""
+    expected = _scan(path, deadline).frames
+    video, count = None, 0
+    with _video(path, size) as (container, stream):
+        for frame in _decode(container, stream, path, deadline):
+            rgb = _to_rgb(frame, size, path)
+            if video is None:
+                video = np.empty(_within_budget(path, max(expected, 1), rgb.shape), np.uint8)
+            elif count == len(video):
+                video = _grown(path, video)
+            video[count] = rgb
+            count += 1
+    return video[:count]
+
+
+def _grown(path: Path, video: np.ndarray) -> np.ndarray:
+    """`video` with room for more frames (half as many again, as far as MAX_READ_ALL_BYTES allows)."""
+    room = MAX_READ_ALL_BYTES // video[0].nbytes - len(video)
+    more = max(1, min(len(video) // 2 + 1, room))
+    shape = _within_budget(path, len(video) + more, video.shape[1:])
+    grown = np.empty(shape, np.uint8)
+    grown[:len(video)] = video
+    return grown
+
+
+def _within_budget(path: Path, frames: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of `frames` frames of `shape`; VideoError when they would take more than MAX_READ_ALL_BYTES."""
+    nbytes = frames * math.prod(shape)
+    if nbytes > MAX_READ_ALL_BYTES:
+        height, width = shape[:2]
+        raise VideoError(f"{path.name}: holding {frames} frames of {width}x{height} pixels would take "
+                         f"{nbytes / 2**30:.3g} GB, over the limit of {MAX_READ_ALL_BYTES / 2**30:.3g} GB; pass "
+                         "num_frames= to sample fewer frames or size= to scale them down")
+    return (frames, *shape)
 
 
 class Clip(NamedTuple):
@@ -121,6 +171,7 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     `timeout`: as in `read_video`.
     """
     path = _check_file(path)
+    max_frames, size = _positive_int("max_frames", max_frames), _positive_int("size", size, " pixel")
     megabytes = path.stat().st_size / 2**20
     if max_megabytes is not None and megabytes > max_megabytes:
         raise VideoError(f"{path.name}: the file is {megabytes:.0f} MB; the limit is {max_megabytes:g} MB. "
@@ -220,8 +271,9 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
         raise ValueError(f"{path.name}: can only write {', '.join(_WRITERS)} files, not '{suffix or 'no extension'}'")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: folder does not exist")
-    # Same folder, so os.replace is an atomic rename; the real suffix last, so ffmpeg picks the right muxer.
-    partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    # Same folder, so os.replace is an atomic rename; the real suffix last, so ffmpeg picks the right muxer; absolute,
+    # so ffmpeg never takes a name like "take:2.mp4" for a protocol (".take:").
+    partial = path.absolute().with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
         _WRITERS[suffix](partial, frames, fps)
         _check_written(partial, path, len(frames))

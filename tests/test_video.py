@@ -1,9 +1,11 @@
 """Video I/O on real files, written by our writer or by the ffmpeg binary shipped in imageio-ffmpeg."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import av
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from jepa_demo.video import (
     display_times,
     list_videos,
     nearest_in_time,
+    read_clip,
     read_video,
     strided_frame_indices,
     video_info,
@@ -75,6 +78,22 @@ def test_sampling_spreads_over_the_whole_clip(tmp_path):
         read_video(tmp_path / "a.mp4", num_frames=0)
 
 
+@pytest.mark.parametrize("read, name", [(read_video, "num_frames"), (read_video, "size"), (read_clip, "max_frames"),
+                                        (read_clip, "size")])
+@pytest.mark.parametrize("value, message", [(8.0, "must be an integer, got 8.0"),
+                                            (True, "must be an integer, got True"),
+                                            ("8", "must be an integer, got '8'"), (0, "must be at least 1")])
+def test_frame_counts_and_sizes_must_be_whole_numbers(tmp_path, read, name, value, message):
+    """BUG: only the value was checked: size=224.0 failed inside Pillow, num_frames=8.0 gave float frame numbers,
+    True passed as 1, and read_clip checked nothing (size=0 kept the stored size)."""
+    path = tmp_path / "a.mp4"
+    write_video(path, moving_square(frames=4))
+    given = {"max_frames": 4, "size": 32} if read is read_clip else {}
+    with pytest.raises(ValueError, match=f"^{name} {re.escape(message)}"):
+        read(path, **{**given, name: value})
+    read(path, **{**given, name: np.int64(4)})  # NumPy integers are integers
+
+
 def test_a_span_samples_only_that_part_of_the_clip(tmp_path):
     clip = moving_square(frames=16)
     write_video(tmp_path / "a.mp4", clip)
@@ -99,6 +118,33 @@ def test_size_scales_the_shorter_side(tmp_path, height, width, size, expected):
     video = read_video(tmp_path / "a.mp4", num_frames=3, size=size)
     assert video.shape == (3, *expected, 3) and video.dtype == np.uint8
     assert read_video(tmp_path / "a.mp4", size=size).shape == (5, *expected, 3)
+
+
+def test_reading_every_frame_is_refused_over_the_memory_budget_and_otherwise_gives_every_decoded_frame(
+        tmp_path, monkeypatch):
+    """BUG: every frame went into a list, then np.stack copied it: twice the clip's size, unbounded (a minute of
+    1080p at 30 fps is 11 GB, twice), a MemoryError or the process killed instead of a VideoError."""
+    import jepa_demo.video as video
+
+    clip = moving_square(frames=16)
+    write_video(tmp_path / "a.mp4", clip)
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        decoded = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    assert np.array_equal(read_video(tmp_path / "a.mp4"), decoded)
+    monkeypatch.setattr(video, "MAX_READ_ALL_BYTES", 15 * 64 * 64 * 3)  # one frame short of the clip
+    refused = r"^a.mp4: holding 16 frames of 64x64 pixels would take .+ GB, over the limit of .+ GB; pass num_frames="
+    with pytest.raises(VideoError, match=refused):
+        read_video(tmp_path / "a.mp4")
+    assert read_video(tmp_path / "a.mp4", size=32).shape == (16, 32, 32, 3)
+    assert len(read_video(tmp_path / "a.mp4", num_frames=4)) == 4
+    real_scan = video._scan
+    for claimed in (1, 40):  # packets that promise fewer or more frames than the decoder gives
+        monkeypatch.setattr(video, "_scan", lambda *args, claimed=claimed: real_scan(*args)._replace(frames=claimed))
+        monkeypatch.setattr(video, "MAX_READ_ALL_BYTES", 2**30)
+        assert np.array_equal(read_video(tmp_path / "a.mp4"), decoded), claimed
+        monkeypatch.setattr(video, "MAX_READ_ALL_BYTES", 15 * 64 * 64 * 3)
+        with pytest.raises(VideoError, match=refused if claimed == 1 else "holding 40 frames"):
+            read_video(tmp_path / "a.mp4")
 
 
 def test_gif_round_trip_keeps_every_frame(tmp_path):
@@ -409,6 +455,16 @@ def test_a_write_that_ffmpeg_cannot_finish_leaves_no_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("of 16 frames (is the disk full?)") == 2, result.stdout
     assert sorted(path.name for path in tmp_path.iterdir()) == ["noise.npy"]  # no cut file, no partial one
+
+
+def test_a_name_with_a_colon_is_written_not_taken_for_a_protocol(tmp_path, monkeypatch):
+    """BUG: ffmpeg was handed the relative temporary name ".take:2.<hex>.partial.mp4" and read ".take" as a protocol
+    ("Protocol not found")."""
+    monkeypatch.chdir(tmp_path)
+    clip = moving_square()
+    write_video(Path("take:2.mp4"), clip)
+    assert source_frames(read_video(Path("take:2.mp4")), clip) == list(range(16))
+    assert [path.name for path in tmp_path.iterdir()] == ["take:2.mp4"]
 
 
 def test_write_rejects_bad_extension_and_fps(tmp_path):
