@@ -2,10 +2,10 @@
 
 `build_model` is the one loader every caller uses: it validates the config before allocating anything, loads the
 weights strictly, never unpickles, and turns every failure into a `CheckpointError` naming the file. A folder can be
-local or a Hugging Face Hub repo id (fetched with `huggingface_hub`, honouring `HF_HUB_OFFLINE`); a V-JEPA 2 folder
-(transformers format) is handed to `jepa_demo.vjepa2`. `push_to_hub` uploads one of ours. Files are written to a
-temporary name and renamed, so a crash never leaves a half-written file. This module knows nothing about training
-loops, optimisers or the app.
+local or a Hugging Face Hub repo id (fetched with `huggingface_hub`, honouring `HF_HUB_OFFLINE`, its config checked
+before any weight is fetched); a V-JEPA 2 folder (transformers format) is handed to `jepa_demo.vjepa2`. `push_to_hub`
+uploads one of ours. Files are written to a temporary name and renamed, so a crash never leaves a half-written file.
+This module knows nothing about training loops, optimisers or the app.
 """
 
 import contextlib
@@ -26,6 +26,7 @@ from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_dict
 from .model import VideoJEPA, check_finite_weights
 from .vjepa2 import HUB_FILES as VJEPA2_HUB_FILES
 from .vjepa2 import build_vjepa2, is_vjepa2_config
+from .vjepa2 import model_config as vjepa2_model_config
 
 FORMAT = "jepa-lens"
 FORMAT_VERSION = 1
@@ -38,6 +39,8 @@ _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # The app's gallery and threshold files travel too (jepa_demo.gallery: prebuilt, named by the weights' fingerprint).
 _HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.csv", "training_curves.png", "gallery-*.npz",
               "threshold-*.json"]
+# A V-JEPA 2 repo pushed by `python -m train push` carries ours as well.
+_VJEPA2_HUB_FILES = sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})
 
 
 class CheckpointError(ValueError):
@@ -153,12 +156,31 @@ def resolve_checkpoint(path_or_repo_id) -> Path:
 
 
 def _download_from_hub(repo_id: str) -> Path:
+    """`config.json` alone first, checked as `build_model` checks it; then the files of that format, and only of
+    that format: a mistyped id of another model (say a 15 GB language model) never fetches its weights."""
+    import huggingface_hub
+
+    with _hub_errors(repo_id):
+        snapshot = Path(huggingface_hub.hf_hub_download(repo_id, CONFIG_NAME)).parent
+    patterns = _VJEPA2_HUB_FILES if _check_config(snapshot, repo_id) else _HUB_FILES
+    with _hub_errors(repo_id):
+        # the commit of the config.json checked (its snapshot folder's name): a push in between brings nothing unchecked
+        return Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=patterns))
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str):
+    """The Hub client's failures as a CheckpointError naming the repo."""
     import huggingface_hub.errors
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})))
+        yield
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
     except LocalEntryNotFoundError as err:
@@ -169,6 +191,9 @@ def _download_from_hub(repo_id: str) -> Path:
                                   f"now ({detail})") from None
         raise CheckpointError(f"{repo_id}: not in the local Hub cache and the Hub cannot be reached "
                               "(offline?)") from None
+    except EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass: the Hub answered, without the file
+        raise CheckpointError(f"{repo_id}: no {CONFIG_NAME} in this Hub repo (every checkpoint folder needs "
+                              f"{CONFIG_NAME})") from None
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise CheckpointError(f"{repo_id}: download failed ({err.__class__.__name__}: {err})") from None
 
@@ -288,8 +313,9 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     Hub repo (transformers format) comes back as a `VJEPA2Net` with the same interface, its config recording
     `source` (default: `path_or_repo_id`) as where it came from."""
     folder = resolve_checkpoint(path_or_repo_id)
-    if is_vjepa2_config(_read_json(folder / CONFIG_NAME)):
-        return _build_vjepa2(folder, source or str(path_or_repo_id))
+    source = source or str(path_or_repo_id)
+    if _check_config(folder, source):
+        return _build_vjepa2(folder, source)
     config, model_cfg, preprocess = read_config(folder)
     tensors, metadata = read_weights(folder)  # before the model is allocated: a missing or damaged file fails at once
     model = VideoJEPA(model_cfg)
@@ -320,12 +346,26 @@ def _first_detail(err: Exception) -> str:
     return detail if len(detail) <= 240 else detail[:240] + "..."  # it lists every key
 
 
-def _build_vjepa2(folder: Path, source: str):
+def _check_config(folder: Path, source: str) -> bool:
+    """`build_model`'s checks of `config.json` alone, made before any weight is read (or downloaded): ours in full,
+    V-JEPA 2's sizes. True for a V-JEPA 2 config."""
     path = folder / CONFIG_NAME
+    config = _read_json(path)
+    if not is_vjepa2_config(config):
+        read_config(folder)
+        return False
     if importlib.util.find_spec("transformers") is None:
         raise CheckpointError(f"{source}: V-JEPA 2 checkpoints need the `transformers` package")
     try:
-        return build_vjepa2(folder, _read_json(path), source)
+        vjepa2_model_config(config)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    return True
+
+
+def _build_vjepa2(folder: Path, source: str):
+    try:
+        return build_vjepa2(folder, _read_json(folder / CONFIG_NAME), source)
     except CheckpointError:
         raise
     except ValueError as err:  # our validation of its sizes, processor settings and weight files, naming the file

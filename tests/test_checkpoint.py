@@ -270,25 +270,95 @@ def test_a_mistyped_local_folder_is_not_reported_as_a_hub_model_only(tmp_path, m
         resolve_checkpoint("checkpoints/pixel_baseline")
 
 
-def test_hub_repo_id_loads_from_the_local_hub_cache(saved, tmp_path, monkeypatch):
-    """A repo id resolves through huggingface_hub's cache exactly as after a download (offline)."""
+COMMIT = "0" * 40
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty local Hub cache, where huggingface_hub looks (offline, it answers from there alone)."""
     from huggingface_hub import constants
 
-    cache = tmp_path / "hub"
-    snapshot = cache / "models--someone--tiny-jepa" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        (snapshot / name).write_bytes((saved / name).read_bytes())
-    (cache / "models--someone--tiny-jepa" / "refs").mkdir()
-    (cache / "models--someone--tiny-jepa" / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def _cache_repo(cache: Path, repo_id: str, files: dict[str, bytes]) -> None:
+    """`repo_id` at commit COMMIT, laid out in the cache exactly as a download leaves it."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / COMMIT).mkdir(parents=True)
+    for name, data in files.items():
+        (repo / "snapshots" / COMMIT / name).write_bytes(data)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+
+
+@pytest.fixture
+def hub_requests(monkeypatch):
+    """What is asked of the Hub client, in order: ("file", name) and ("snapshot", revision, allow_patterns); the
+    calls go through to the real functions."""
+    import huggingface_hub
+
+    requests = []
+    download_file, download_snapshot = huggingface_hub.hf_hub_download, huggingface_hub.snapshot_download
+
+    def file(repo_id, filename, **kwargs):
+        requests.append(("file", filename))
+        return download_file(repo_id, filename, **kwargs)
+
+    def snapshot(repo_id, **kwargs):
+        requests.append(("snapshot", kwargs.get("revision"), kwargs.get("allow_patterns")))
+        return download_snapshot(repo_id, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", file)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    return requests
+
+
+def test_hub_repo_id_loads_from_the_local_hub_cache(saved, hub_cache, hub_requests):
+    """A repo id resolves through huggingface_hub's cache exactly as after a download (offline): its config.json
+    first, then our files of the commit that config came from, not V-JEPA 2's shards or processor files."""
+    _cache_repo(hub_cache, "someone/tiny-jepa", {name: (saved / name).read_bytes()
+                                                  for name in ("config.json", "model.safetensors")})
     model = load_model("someone/tiny-jepa")
-    assert model.info()["step"] == 7
+    assert model.info()["step"] == 7 and model.folder.name == COMMIT
+    (_, fetched), (_, revision, patterns) = hub_requests
+    assert fetched == "config.json" and revision == COMMIT
+    assert "model.safetensors" in patterns and "model-*.safetensors" not in patterns
 
 
-def test_a_download_cut_short_is_not_called_missing_from_the_cache(monkeypatch):
+@pytest.mark.parametrize("config, message", [
+    ({"model_type": "qwen2"}, "not a jepa-lens checkpoint config"),
+    ({"model_type": "vjepa2", "pred_mlp_ratio": 2000}, r"pred_mlp_ratio must be a number in \[0.5, 16\]"),
+    ({"format": "jepa-lens", "format_version": 1, "model": {"dim": 10**7}}, "model: dim must be between")])
+def test_a_hub_repo_whose_config_is_refused_never_has_its_weights_requested(hub_cache, hub_requests, config,
+                                                                              message):
+    """BUG: every Hub id was fetched with its weights (model.safetensors and model-*.safetensors match nearly every
+    transformers repo) and only then found not to be ours: `--checkpoint Qwen/Qwen2.5-7B` downloaded ~15 GB."""
+    _cache_repo(hub_cache, "Qwen/Qwen2.5-7B", {"config.json": json.dumps(config).encode(),
+                                              "model.safetensors": b"weights never to be fetched"})
+    with pytest.raises(CheckpointError, match=rf"/{COMMIT}/config.json: .*{message}"):
+        build_model("Qwen/Qwen2.5-7B")
+    assert hub_requests == [("file", "config.json")]
+
+
+def test_a_hub_repo_without_a_config_is_named_as_such(monkeypatch):
+    """The Hub answers 404 for its config.json: a repo that is no checkpoint, not a download to retry."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    def not_there(repo_id, filename, **kwargs):
+        raise EntryNotFoundError(f"404 Client Error. Entry Not Found for url: {repo_id}/resolve/main/{filename}.")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_there)
+    with pytest.raises(CheckpointError, match=r"^someone/gguf: no config.json in this Hub repo \(every checkpoint "
+                                              r"folder needs config.json\)$"):
+        resolve_checkpoint("someone/gguf")
+
+
+def test_a_download_cut_short_is_not_called_missing_from_the_cache(saved, hub_cache, monkeypatch):
     """BUG: huggingface_hub 2.4 reports a partly cached snapshot, offline, with a LocalEntryNotFoundError subclass
-    naming the missing files: it was reported as 'not in the local Hub cache'."""
+    naming the missing files: it was reported as 'not in the local Hub cache'. Here its config.json came, not its
+    weights."""
     import huggingface_hub
     import huggingface_hub.errors
 
@@ -300,6 +370,7 @@ def test_a_download_cut_short_is_not_called_missing_from_the_cache(monkeypatch):
         raise IncompleteSnapshotError(f"The cached snapshot for '{repo_id}' is incomplete: 1 file(s) are missing "
                                       "(model.safetensors).", snapshot_path="/nowhere")
 
+    _cache_repo(hub_cache, "someone/tiny", {"config.json": (saved / "config.json").read_bytes()})
     monkeypatch.setattr(huggingface_hub, "snapshot_download", cut_short)
     with pytest.raises(CheckpointError, match=r"^someone/tiny: only part of it is in the local Hub cache, and it "
                                               r"cannot be completed now \(.*1 file\(s\) are missing "
