@@ -357,6 +357,17 @@ def test_resume_drops_a_metrics_row_cut_short(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_the_cards_throughput_leaves_out_the_start_up_in_step_0s_row():
+    """Step 0's interval holds the workers' start and the first batch: in a short run it pulled the mean down."""
+    from train.report import summarize
+
+    def row(step, speed):
+        return {"step": step, "loss": 0.5, "target_std": 0.4, "rankme": 10.0, "clips_per_s": speed}
+
+    assert summarize([row(0, 1.0), row(10, 100.0), row(20, 200.0)])["final"]["clips_per_s"] == 150.0
+    assert summarize([row(0, 1.0)])["final"]["clips_per_s"] == 1.0  # nothing else to go on
+
+
 def test_the_collapse_alarm_speaks_once_per_monitor_and_never_for_the_pixel_baseline():
     from train.report import CollapseAlarm
 
@@ -698,6 +709,7 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     from jepa_demo.video import write_video
     from jepa_demo.world import WorldConfig, render_clip
     from train.__main__ import main
+    from train.report import write_model_card
 
     for i, (label, suffix) in enumerate([("bouncing", ".mp4"), ("bouncing", ".gif"), ("falling", ".mp4")]):
         (tmp_path / "clips" / label).mkdir(parents=True, exist_ok=True)
@@ -714,7 +726,17 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys):
     assert json.loads((out / "train_config.json").read_text())["data_labels"] == {"bouncing": 2, "falling": 1}
     card = (out / "README.md").read_text()
     assert f"3 video files under `{tmp_path / 'clips'}`; its sub-folders label them: bouncing (2), falling (1)" in card
-    assert f"python -m jepa_demo.evaluate --folder {tmp_path / 'clips'} --checkpoint {out}" in card
+    assert "falling (1) (too few to probe: that needs two labels of at least 4 videos)" in card
+    assert "jepa_demo.evaluate --folder" not in card  # it would refuse the folder
+    enough = tmp_path / "enough"  # a run whose labels hold enough videos: its card gives the command
+    enough.mkdir()
+    (enough / "metrics.csv").write_bytes((out / "metrics.csv").read_bytes())
+    record = json.loads((out / "train_config.json").read_text())
+    (enough / "train_config.json").write_text(json.dumps({**record, "data_labels": {"bouncing": 4, "falling": 5}}))
+    folder_run = load_config(TINY, [f"data={tmp_path / 'clips'}"])
+    write_model_card(enough, folder_run, {"dim": 8}, 3, "python -m train", "CPU", 1)
+    assert f"falling (5). How well the embeddings tell them apart: `python -m jepa_demo.evaluate --folder " \
+           f"{tmp_path / 'clips'} --checkpoint {enough}`" in (enough / "README.md").read_text()
     # --resume draws the same batches only from the same files: one added since is refused, by name of the setting
     extra = tmp_path / "clips" / "falling" / "3.mp4"
     write_video(extra, render_clip(3, WorldConfig(size=40, num_frames=10)).frames)

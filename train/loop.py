@@ -402,7 +402,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     if runtime.is_main:  # first: it is what marks the folder as a run's, should the next line fail
         write_json(out / TRAIN_CONFIG_NAME, record)
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
-    started = time.time() - seconds_before
+    started = time.perf_counter() - seconds_before
     if start == cfg.steps:  # the run had ended, but its last export may not have: the state is saved first
         _save(model, optimizer, start, cfg, runtime, out, preprocess, command, seconds_before)
     try:
@@ -452,7 +452,7 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
     # Context managers: the bar is closed before an error message is printed under it
     with tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step") as bar, \
             CtrlC() as ctrl_c:
-        tick, clips = time.time(), 0
+        tick, clips = time.perf_counter(), 0
         alarm = CollapseAlarm(cfg.objective)
         for step, batch in enumerate(loader, start=start):
             result = train_step(model, forward, optimizer, batch.to(runtime.device, non_blocking=True), step, cfg,
@@ -463,16 +463,17 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                 loss, embeddings = whole_batch(result, runtime)  # a collective under DDP: every process takes part
                 if log:
                     row = _metrics_row(step, loss, embeddings, result["mask"], cfg,
-                                       clips / max(time.time() - tick, 1e-9))
+                                       clips / max(time.perf_counter() - tick, 1e-9))
                     log.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", std=f"{row['target_std']:.2f}",
                                     rank=f"{row['rankme']:.0f}")
                     for warning in alarm.warnings(row):
                         bar.write(warning, file=sys.stderr)
-                tick, clips = time.time(), 0
+                tick, clips = time.perf_counter(), 0
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-                _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, time.time() - started)
-                tick, clips = time.time(), 0  # clips/s measures training, not the save
+                seconds = time.perf_counter() - started
+                _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, seconds)
+                tick, clips = time.perf_counter(), 0  # clips/s measures training, not the save
             if stop_together(ctrl_c.requested, runtime):
                 raise KeyboardInterrupt
 

@@ -77,7 +77,9 @@ def plot_curves(metrics_path: Path, png_path: Path, objective: str = "jepa") -> 
 def summarize(rows: list[dict], tail: int = 10) -> dict:
     """Averages of the last `tail` logged rows, and the minima of the collapse monitors over the whole run."""
     last = rows[-tail:]
-    mean = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "target_std", "rankme", "clips_per_s")}
+    mean = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "target_std", "rankme")}
+    timed = [r["clips_per_s"] for r in last if r["step"] > 0] or [last[0]["clips_per_s"]]  # step 0's time: start-up
+    mean["clips_per_s"] = sum(timed) / len(timed)
     return {"final": mean, "min_target_std": min(r["target_std"] for r in rows),
             "min_rankme": min(r["rankme"] for r in rows)}
 
@@ -115,9 +117,15 @@ def _folder_data(folder: Path, root: str) -> str:
     files = record.get("data_files", "").partition(" files,")[0]  # train.data.FolderBatches: "N files, sha256 ..."
     text = f"{files or 'the'} video files under `{root}`"
     if labels := record.get("data_labels"):
+        from jepa_demo.folder_probe import MIN_PER_LABEL  # here: it brings scikit-learn, which training does not need
+
         counts = ", ".join(f"{label} ({count})" for label, count in labels.items())
-        text += (f"; its sub-folders label them: {counts}. How well the embeddings tell them apart: "
-                 f"`python -m jepa_demo.evaluate --folder {root} --checkpoint {folder}`")
+        text += f"; its sub-folders label them: {counts}"
+        if sum(count >= MIN_PER_LABEL for count in labels.values()) >= 2:
+            text += (". How well the embeddings tell them apart: "
+                     f"`python -m jepa_demo.evaluate --folder {root} --checkpoint {folder}`")
+        else:  # what the probe would refuse
+            text += f" (too few to probe: that needs two labels of at least {MIN_PER_LABEL} videos)"
     return text
 
 
