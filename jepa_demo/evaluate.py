@@ -55,6 +55,8 @@ PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
 SHIPPED = ("default", "pixel-baseline", "jepa-sigreg")
 PAIR_FRAMES = 32  # frames of each violation pair's clips (see pair_world)
 RANDOM, FRAME_DIFFERENCE = "random encoder", "frame difference"
+KNN_NEIGHBOURS = 5
+MAX_RESAMPLES = 100_000  # resamples x clips bootstrap indices are drawn at once
 
 
 def pair_world(detail: bool, size: int = 64) -> WorldConfig:
@@ -171,7 +173,8 @@ def probe_clips(train: int, test: int, first_seed: int, size: int, num_frames: i
     return train_clips, test_clips
 
 
-def representation_scores(embed, train_clips, test_clips, k: int = 5) -> tuple[dict, dict[str, np.ndarray]]:
+def representation_scores(embed, train_clips, test_clips,
+                          k: int = KNN_NEIGHBOURS) -> tuple[dict, dict[str, np.ndarray]]:
     """kNN (cosine) and linear (logistic regression on standardised embeddings) probe accuracy per label, and the
     effective rank (RankMe) of the test clips' embeddings; with, per probe, a (labels, test clips) bool array of the
     answers it got right (for `paired_difference`)."""
@@ -269,6 +272,8 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     All models must share the preprocessing of the first (the clips are rendered once at its size and length).
     Clips come from seeds `first_seed` and up, each set in its own block (SEED_BLOCK)."""
     started = time.time()
+    check_counts(num_pairs, probe_train, probe_test)
+    check_names(list(models))
     first = next(iter(models.values()))
     size, frames = first.preprocess.img_size, first.cfg.num_frames
     for name, model in models.items():
@@ -287,7 +292,8 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     train_clips, test_clips = probe_clips(probe_train, probe_test, first_seed, size, frames)
     plain = [render_clip(first_seed + TRACKING_SEEDS + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
              for i in range(max(1, num_pairs // 2))]
-    representation = {name: representation_scores(model.embed, train_clips, test_clips)
+    neighbours = min(KNN_NEIGHBOURS, probe_train)  # fewer training clips than k: the k the kNN probe can use
+    representation = {name: representation_scores(model.embed, train_clips, test_clips, neighbours)
                       for name, model in models.items()}
     random_hits = representation[RANDOM][1]
     for name, (scores, hits) in representation.items():
@@ -314,9 +320,32 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
             name: paired_difference(wins[under_test], wins[name], resamples) for name in others}
         report["surprise_shift"][condition] = {name: surprise_shift(c, kinds) for name, c in curves.items()}
     report["settings"] = {"num_pairs": num_pairs, "probe_train": probe_train, "probe_test": probe_test,
-                          "resamples": resamples, "first_seed": first_seed, "seconds": round(time.time() - started, 1),
-                          "threads": torch.get_num_threads(), "hardware": _hardware(first.device)}
+                          "knn_neighbours": neighbours, "resamples": resamples, "first_seed": first_seed,
+                          "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
+                          "hardware": _hardware(first.device)}
     return report
+
+
+def check_counts(num_pairs: int, probe_train: int, probe_test: int) -> None:
+    """Raise ValueError for counts `evaluate` cannot honour: a violation kind without a pair, a probe without clips,
+    or a set of clips outgrowing its block of SEED_BLOCK seeds into the next set's (probe training clips that are
+    also test clips)."""
+    if num_pairs < len(VIOLATIONS):
+        raise ValueError(f"num_pairs (--pairs) must be at least {len(VIOLATIONS)}: one pair per violation kind")
+    if min(probe_train, probe_test) < 1:
+        raise ValueError("the probes need at least 1 training and 1 test clip (--probe-clips)")
+    if max(num_pairs, probe_train, probe_test) > SEED_BLOCK:
+        raise ValueError(f"pairs and probe clips (--pairs, --probe-clips) can be at most {SEED_BLOCK} each: each set "
+                         "of clips has its block of seeds")
+
+
+def check_names(names: list[str]) -> None:
+    """Raise ValueError for model names the report could not tell apart: two the same, or one of the scorers the
+    suite adds itself (its entry would replace the model's, or get its scores)."""
+    if len(set(names)) < len(names):
+        raise ValueError(f"two checkpoints share a name ({', '.join(names)}): the report could not tell them apart")
+    if taken := [name for name in names if name in (RANDOM, FRAME_DIFFERENCE)]:
+        raise ValueError(f"a checkpoint is named '{taken[0]}', like one of the suite's own scorers: rename its folder")
 
 
 def _hardware(device: torch.device) -> str:
@@ -364,8 +393,8 @@ def format_report(report: dict) -> str:
         lines += [f"| {kind} | " + " | ".join(f"{m[kind]['rise']:+.2f} / {m[kind]['end']:+.2f}"
                                              for m in models.values()) + " |" for kind in VIOLATIONS]
         lines.append("")
-    rep, majority = report["representation"], report["majority"]
-    for probe, title in (("knn", "kNN probe (k=5, cosine)"), ("linear", "Linear probe (logistic regression)")):
+    rep, majority, k = report["representation"], report["majority"], report["settings"]["knn_neighbours"]
+    for probe, title in (("knn", f"kNN probe (k={k}, cosine)"), ("linear", "Linear probe (logistic regression)")):
         lines += [f"### {title}: accuracy on the probe's {report['settings']['probe_test']} test clips", "",
                   "| label | " + " | ".join(rep) + " | the training clips' most common value |",
                   "|---" * (len(rep) + 2) + "|"]
@@ -392,8 +421,7 @@ def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
     if not paths:
         raise ValueError("no checkpoint given and none shipped under checkpoints/")
     names = [Path(path).name for path in paths]
-    if len(set(names)) < len(names):
-        raise ValueError(f"two checkpoints share a name ({', '.join(names)}): the report could not tell them apart")
+    check_names(names)
     return {name: load_model(path) for name, path in zip(names, paths)}
 
 
@@ -409,7 +437,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, help=f"violation pairs per condition (default {DEFAULT_PAIRS})")
     parser.add_argument("--probe-clips", type=int,
                         help=f"probe training clips, and 2/3 as many to test (default {DEFAULT_PROBE_CLIPS})")
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    parser.add_argument("--resamples", type=int, default=1000,
+                        help=f"bootstrap resamples for the intervals (at most {MAX_RESAMPLES})")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--report", help="also write a Markdown report with plots (e.g. docs/results.md)")
     parser.add_argument("--validation", action="store_true",
@@ -421,6 +450,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error("--resamples must be at least 1")
+    if args.resamples > MAX_RESAMPLES:
+        parser.error(f"--resamples can be at most {MAX_RESAMPLES}")
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")
@@ -453,21 +484,19 @@ def _world_suite(args, parser):
         parser.error("--max-clips is for --folder; the world's suite takes --pairs and --probe-clips")
     args.pairs = DEFAULT_PAIRS if args.pairs is None else args.pairs
     args.probe_clips = DEFAULT_PROBE_CLIPS if args.probe_clips is None else args.probe_clips
-    if args.probe_clips < 1:
-        parser.error("--probe-clips must be at least 1")
-    if args.pairs < len(VIOLATIONS):
-        parser.error(f"--pairs must be at least {len(VIOLATIONS)}: one pair per violation kind")
-    if max(args.pairs, args.probe_clips) > SEED_BLOCK:  # each set of clips has its block of seeds
-        parser.error(f"--pairs and --probe-clips can be at most {SEED_BLOCK}")
-    if args.report and Path(args.report).suffix != ".md":  # its plots go in the folder of its name without .md
-        parser.error(f"--report {args.report}: name a Markdown file ending in .md")
-    if args.report and (plots := Path(args.report).with_suffix("")).exists() and not plots.is_dir():
-        parser.error(f"--report {args.report}: its plots go in {plots}, which is a file")
+    probe_test = max(1, args.probe_clips * 2 // 3)
+    try:
+        check_counts(args.pairs, args.probe_clips, probe_test)  # evaluate checks too, but only once models are loaded
+    except ValueError as err:
+        parser.error(str(err))
+    if args.report and (problem := _report_problem(Path(args.report))):
+        parser.error(f"--report {args.report}: {problem}")
+    if args.report and args.json and _same_path(args.json, args.report, Path(args.report).with_suffix("")):
+        parser.error(f"--json {args.json}: --report {args.report} writes there")
 
     def run(models):
-        return evaluate(models, num_pairs=args.pairs, probe_train=args.probe_clips,
-                        probe_test=max(1, args.probe_clips * 2 // 3), resamples=args.resamples,
-                        first_seed=VALIDATION_SEED if args.validation else HELD_OUT_SEED)
+        return evaluate(models, num_pairs=args.pairs, probe_train=args.probe_clips, probe_test=probe_test,
+                        resamples=args.resamples, first_seed=VALIDATION_SEED if args.validation else HELD_OUT_SEED)
     return run, format_report
 
 
@@ -497,6 +526,23 @@ def _write_outputs(report: dict, args, command: str) -> None:
         from .results import write_results
 
         write_results(report, Path(args.report), command)
+
+
+def _report_problem(report: Path) -> str | None:
+    """Why a Markdown report cannot go at `report`, its plots in the folder of its name without .md, or None (the
+    report's own folder is `_unwritable`'s)."""
+    plots = report.with_suffix("")
+    if report.suffix != ".md":
+        return "name a Markdown file ending in .md"
+    if plots.exists() and not plots.is_dir():
+        return f"its plots go in {plots}, which is a file"
+    if plots.exists() and not os.access(plots, os.W_OK):
+        return f"its plots go in {plots}, where it cannot write"
+    return None
+
+
+def _same_path(path: str, *others: str | Path) -> bool:
+    return Path(path).resolve() in {Path(other).resolve() for other in others}
 
 
 def _unwritable(path: Path) -> str | None:

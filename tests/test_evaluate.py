@@ -265,6 +265,79 @@ def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monke
     assert stopped.value.code == 2 and "--folder needs a folder of videos" in capsys.readouterr().err
 
 
+def test_output_paths_the_report_would_overwrite_or_cannot_write_are_refused_at_start(tiny_checkpoint, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """BUG: a read-only plots folder failed only after the run; a --json path where the report or its plots go was
+    overwritten, or took the plots' folder, silently."""
+    import os
+
+    import jepa_demo.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: pytest.fail("ran before the check"))
+    plots = tmp_path / "locked"
+    plots.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: path != plots and access(path, mode))  # root writes anyway
+    md = str(tmp_path / "r.md")
+    for extra, expected in ((["--report", str(tmp_path / "locked.md")], f"its plots go in {plots}, where it cannot"),
+                            (["--json", md, "--report", md], f"--report {md} writes there"),
+                            (["--json", str(tmp_path / "sub" / ".." / "r.md"), "--report", md], "writes there"),
+                            (["--json", str(tmp_path / "r"), "--report", md], f"--report {md} writes there")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["--checkpoint", str(tiny_checkpoint), *extra])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and expected in err and "Traceback" not in err, extra
+
+
+def test_an_absurd_number_of_resamples_is_refused_at_start(tiny_checkpoint, monkeypatch, capsys):
+    """BUG: --resamples 1000000000 drew resamples x clips indices at once: a MemoryError after the run."""
+    import jepa_demo.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: pytest.fail("ran before the check"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--checkpoint", str(tiny_checkpoint), "--resamples", "1000000000"])
+    assert stopped.value.code == 2 and "--resamples can be at most 100000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [RANDOM, FRAME_DIFFERENCE])
+def test_a_checkpoint_named_like_one_of_the_suites_scorers_is_refused_before_loading(name, tiny_checkpoint, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """BUG: a second checkpoint named "random encoder" was replaced by the random twin, a first one crashed the report
+    at the end, one named "frame difference" got the heuristic's pair scores."""
+    import jepa_demo.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "load_model", lambda *args: pytest.fail("loaded before the check"))
+    for order in ([tiny_checkpoint, tmp_path / name], [tmp_path / name, tiny_checkpoint]):
+        assert main([arg for path in order for arg in ("--checkpoint", str(path))]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: a checkpoint is named '{name}'") and err.count("\n") == 1
+    (tmp_path / "other").mkdir()  # two folders of one name: each would overwrite the other's results
+    assert main(["--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tmp_path / "other" / "tiny")]) == 2
+    assert "two checkpoints share a name" in capsys.readouterr().err
+
+
+def test_evaluate_called_directly_refuses_what_the_command_line_refuses(tiny_inference, monkeypatch):
+    """BUG: the command line's guards were its own: probe_train=150_000 made the probe's training seeds run into its
+    test seeds (an inflated kNN score), 5 pairs a KeyError in format_report, a model named "random encoder" was
+    replaced by the random twin."""
+    import jepa_demo.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "probe_clips", lambda *args: pytest.fail("the run started"))
+    for models, counts, message in (({"tiny": tiny_inference}, {"probe_train": 150_000}, "at most 100000"),
+                                    ({"tiny": tiny_inference}, {"num_pairs": 5}, "one pair per violation kind"),
+                                    ({"tiny": tiny_inference}, {"probe_test": 0}, "at least 1 training and 1 test"),
+                                    ({RANDOM: tiny_inference}, {}, "one of the suite's own scorers")):
+        with pytest.raises(ValueError, match=message):
+            evaluate(models, **counts)
+
+
+def test_the_knn_title_gives_the_k_the_probe_used(tiny_inference):
+    """BUG: it said k=5 whatever the probe used, and with 3 training clips it used 3."""
+    report = evaluate({"tiny": tiny_inference}, num_pairs=6, probe_train=3, probe_test=2, resamples=5)
+    assert report["settings"]["knn_neighbours"] == 3
+    assert "### kNN probe (k=3, cosine): accuracy on the probe's 2 test clips" in format_report(report)
+
+
 def test_running_out_of_memory_is_one_line_and_a_bug_is_not(tiny_checkpoint, monkeypatch, capsys):
     """BUG: a CUDA out-of-memory error late in a 9-minute run ended it in a traceback (the CLI, the tour and training
     say it in one line)."""
