@@ -166,8 +166,9 @@ def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
     (an object in plain view at the violation frame; for pass_through, a collision in view inside the allowed
     window; for appear, a free spot and a path clear of the others) and shows in the pixels, at the violation frame or
     after it: the frame is the event's, and a pass-through's twins can part a frame later (at the collision frame the
-    bounce has moved the pair apart by less than a pixel). `labels["seed"]` is the seed used:
-    render_clip(labels["seed"], cfg, kind, frame) gives the twin again."""
+    bounce has moved the pair apart by less than a pixel). Both share their irrelevant detail (noise, background,
+    flicker) frame by frame, after the violation too: a scorer comparing them sees the violation, not other noise.
+    `labels["seed"]` is the seed used: render_clip(labels["seed"], cfg, kind, frame) gives the twin again."""
     _check_kind(kind, cfg)
     for attempt in range(_MAX_ATTEMPTS):
         candidate = seed + attempt * DERIVED_SEED_STEP

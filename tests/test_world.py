@@ -86,6 +86,18 @@ def test_noise_is_fresh_every_frame():
     assert not np.array_equal(noise[0], noise[1])
 
 
+@pytest.mark.parametrize("kind", VIOLATIONS)
+def test_twins_share_their_detail_frame_by_frame_after_the_violation_too(kind):
+    """Where the clean twins agree (no object differs) the detailed twins agree too: same noise, background, flicker."""
+    detail = dataclasses.replace(WorldConfig(), noise_std=0.1, background="mixed")
+    clean_pair, detailed_pair = make_pair(3, kind), make_pair(3, kind, detail)
+    assert clean_pair[1].labels["seed"] == detailed_pair[1].labels["seed"]  # the same scene, or nothing to compare
+    alike = np.all(clean_pair[0].frames == clean_pair[1].frames, axis=-1)
+    after = np.arange(len(alike)) >= detailed_pair[1].labels["violation_frame"]
+    assert alike[after].mean() > 0.9  # most of the picture is background
+    assert (detailed_pair[0].frames[alike] == detailed_pair[1].frames[alike]).all()
+
+
 def test_flicker_changes_only_the_background_brightness_from_frame_to_frame():
     for seed in range(3):
         plain = render_clip(seed, CLEAN).frames
