@@ -1,5 +1,6 @@
 """Video I/O on real files, written by our writer or by the ffmpeg binary shipped in imageio-ffmpeg."""
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -145,6 +146,32 @@ def test_reading_every_frame_is_refused_over_the_memory_budget_and_otherwise_giv
         monkeypatch.setattr(video, "MAX_READ_ALL_BYTES", 15 * 64 * 64 * 3)
         with pytest.raises(VideoError, match=refused if claimed == 1 else "holding 40 frames"):
             read_video(tmp_path / "a.mp4")
+
+
+def test_a_files_packets_are_scanned_once_until_the_file_changes(tmp_path, monkeypatch):
+    """Training draws clip after clip from the same files; an hour-long one took half a second to scan at each draw."""
+    from jepa_demo import video
+
+    monkeypatch.setattr(video, "_SCANS", type(video._SCANS)())  # none kept from other tests
+    scanned = []
+    real_scan = video._scan_packets
+    monkeypatch.setattr(video, "_scan_packets", lambda path, deadline=None: scanned.append(path) or real_scan(path))
+    path = tmp_path / "a.mp4"
+    write_video(path, moving_square(frames=12))  # which scans its temporary file: the same file, renamed
+    first = read_video(path, num_frames=4, span=(0.0, 0.5))
+    assert np.array_equal(read_video(path, num_frames=4, span=(0.0, 0.5)), first)
+    assert video_info(path)["frames"] == 12 and len(scanned) == 1
+    write_video(path, moving_square(frames=8))  # another file under the same name
+    assert video_info(path)["frames"] == 8 and len(scanned) == 2
+    path.write_bytes(path.read_bytes()[:-100])  # changed in place (cut short): scanned again
+    with contextlib.suppress(VideoError):
+        video_info(path)
+    assert len(scanned) == 3
+    for i in range(video._SCANS_KEPT):  # the oldest scans are let go
+        write_video(tmp_path / f"{i}.mp4", moving_square(frames=2))
+    assert len(video._SCANS) == video._SCANS_KEPT
+    write_video(path, moving_square(frames=8))
+    assert video_info(path)["frames"] == 8 and len(scanned) == 3 + video._SCANS_KEPT + 1
 
 
 def test_gif_round_trip_keeps_every_frame(tmp_path):
