@@ -620,6 +620,27 @@ def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path):
     assert load_model(out).info()["step"] >= 5 and not list(out.glob(".*.tmp"))
 
 
+def test_a_new_run_stopped_before_replacing_an_earlier_one_does_not_offer_to_resume_it(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """Ctrl-C while a new run checks its videos, before it replaces the earlier run in its out_dir: it said "rerun the
+    same command with --resume", which continues nothing of this run (refused, as its settings differ)."""
+    import train.loop
+    from train.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=2"]) == 0
+
+    def pressed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.loop, "build_dataset", pressed)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=2", "lr=0.005"]) == 130
+    assert capsys.readouterr().err.endswith(f"nothing of this run was saved; the earlier run's save in {out} is as it "
+                                            "was\n")
+    assert main(["--config", TINY, f"out_dir={out}", "steps=2", "save_every=1"]) == 130  # a setting resume may change
+    assert "rerun the same command with --resume" in capsys.readouterr().err
+
+
 def test_ctrl_c_is_not_lost_when_it_lands_in_a_finaliser(tmp_path):
     """Python raises KeyboardInterrupt wherever SIGINT lands; inside a finaliser (a __del__ or a weakref callback,
     which a training step's tensors and a save's figures run often) it is printed as 'Exception ignored' and lost,

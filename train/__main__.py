@@ -20,7 +20,7 @@ from jepa_demo.checkpoint import CheckpointError, push_to_hub
 from jepa_demo.cli import out_of_memory
 
 from .config import load_config
-from .loop import STATE_NAME, run
+from .loop import STATE_NAME, run, state_is_this_runs
 
 
 def main(argv=None) -> int:
@@ -102,6 +102,8 @@ def _data_worker_died(err: RuntimeError) -> bool:
 def _what_stands(cfg) -> str:
     if cfg is None or not (Path(cfg.out_dir) / STATE_NAME).is_file():
         return "nothing was saved yet"
+    if not state_is_this_runs(cfg):
+        return f"nothing of this run was saved; the earlier run's save in {cfg.out_dir} is as it was"
     return f"the last complete save in {cfg.out_dir} stands; rerun the same command with --resume to continue"
 
 

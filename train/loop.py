@@ -211,6 +211,18 @@ def check_same_run(out: Path, record: dict) -> None:
                          "another out_dir to change them")
 
 
+def state_is_this_runs(cfg: TrainConfig) -> bool:
+    """Whether out_dir's training state was saved with `cfg`'s settings (those a resume keeps), so that --resume would
+    continue it. A new run interrupted before it replaced an earlier run's folder finds the earlier run's there."""
+    try:
+        _, meta = load_tensors(Path(cfg.out_dir) / STATE_NAME, metadata_only=True)
+    except CheckpointError:
+        return False
+    saved = meta.get("train", {})
+    return all(_same_setting(key, saved.get(key), value) for key, value in config_to_dict(cfg).items()
+               if key not in MAY_CHANGE_ON_RESUME)
+
+
 def _same_setting(key: str, saved, value) -> bool:
     """data=clips/ and data=./clips name the folder data=clips did (its files are compared apart: data_files)."""
     if key == "data" and isinstance(saved, str) and value != "world" and saved != "world":
