@@ -68,6 +68,7 @@ server_port()
 check_gradio_folder()
 
 import gradio as gr
+from gradio_client.utils import is_http_url_like
 
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
@@ -283,6 +284,18 @@ def example_clips(folder: Path) -> list[str]:
     return paths
 
 
+class UploadOnly(gr.File):
+    """gr.File that takes uploaded files only. Gradio downloads an API call's file reference that is a web address on
+    the server, whole, with no size limit (max_file_size covers uploads), into its folder, where no sweep sees it."""
+
+    is_template = True  # the browser draws it as a gr.File
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path):
+        if is_http_url_like(str(url_or_file_path)):
+            raise gr.Error("Upload the video file itself: links are not fetched.")
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
+
+
 def build_app() -> gr.Blocks:
     examples = example_clips(served_folder() / "examples")  # in the cache folder main() checked it can write
     formats = ", ".join(suffix.strip(".") for suffix in VIDEO_SUFFIXES)
@@ -291,7 +304,7 @@ def build_app() -> gr.Blocks:
                     f"Upload a clip ({formats}; up to {MAX_SECONDS:.0f} s and {MAX_MEGABYTES} MB) "
                     "or pick an example, then open a view.")
         with gr.Row():
-            video = gr.File(label="clip", file_types=list(VIDEO_SUFFIXES), type="filepath", scale=2)
+            video = UploadOnly(label="clip", file_types=list(VIDEO_SUFFIXES), type="filepath", scale=2)
             with gr.Column(scale=1):
                 checkpoint = gr.Dropdown([*SHIPPED, *ALLOWED_HUB_IDS], value="default", label="checkpoint",
                                          allow_custom_value=not HOSTED,

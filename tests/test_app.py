@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from unittest import mock
 
@@ -321,6 +322,18 @@ def test_no_server_file_can_be_read_through_the_app(app_server, tmp_path):
         event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
         stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read()
         assert b"event: error" in stream and b"event: complete" not in stream and b"root:" not in stream, path
+
+
+def test_a_link_given_as_the_upload_is_refused_not_fetched(app_server):
+    """Gradio fetched a file reference that is a web address on the server, whole and with no size limit (10 GB of
+    it would fill memory and disk), and left it in its folder."""
+    body = json.dumps({"data": [{"path": "https://example.com/clip.mp4", "meta": {"_type": "gradio.FileData"}},
+                                "default"]})
+    request = urllib.request.Request(app_server + "gradio_api/call/surprise", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+    stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read()
+    assert b"event: error" in stream and b"Upload the video file itself: links are not fetched." in stream
 
 
 def _files(folder: Path, prefix: str, count: int) -> list[str]:
