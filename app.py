@@ -284,16 +284,19 @@ def example_clips(folder: Path) -> list[str]:
     return paths
 
 
-class UploadOnly(gr.File):
-    """gr.File that takes uploaded files only. Gradio downloads an API call's file reference that is a web address on
-    the server, whole, with no size limit (max_file_size covers uploads), into its folder, where no sweep sees it."""
+def refuse_links(upload: gr.File) -> gr.File:
+    """`upload`, taking uploaded files only. Gradio downloads an API call's file reference that is a web address on the
+    server, whole, with no size limit (max_file_size covers uploads), into its folder, where no sweep sees it. (Not a
+    gr.File subclass: Gradio writes a .pyi stub beside the module of every component class defined.)"""
+    move_to_cache = upload.async_move_resource_to_block_cache
 
-    is_template = True  # the browser draws it as a gr.File
-
-    async def async_move_resource_to_block_cache(self, url_or_file_path):
+    async def move_unless_a_link(url_or_file_path):
         if is_http_url_like(str(url_or_file_path)):
             raise gr.Error("Upload the video file itself: links are not fetched.")
-        return await super().async_move_resource_to_block_cache(url_or_file_path)
+        return await move_to_cache(url_or_file_path)
+
+    upload.async_move_resource_to_block_cache = move_unless_a_link
+    return upload
 
 
 def build_app() -> gr.Blocks:
@@ -304,7 +307,7 @@ def build_app() -> gr.Blocks:
                     f"Upload a clip ({formats}; up to {MAX_SECONDS:.0f} s and {MAX_MEGABYTES} MB) "
                     "or pick an example, then open a view.")
         with gr.Row():
-            video = UploadOnly(label="clip", file_types=list(VIDEO_SUFFIXES), type="filepath", scale=2)
+            video = refuse_links(gr.File(label="clip", file_types=list(VIDEO_SUFFIXES), type="filepath", scale=2))
             with gr.Column(scale=1):
                 checkpoint = gr.Dropdown([*SHIPPED, *ALLOWED_HUB_IDS], value="default", label="checkpoint",
                                          allow_custom_value=not HOSTED,

@@ -451,3 +451,17 @@ def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(tiny
     one = tracking_errors(model, clips[:1])
     assert one["persistence_objects"] == pytest.approx(copied[objects].mean(), rel=1e-5)
     assert one["model_objects"] == pytest.approx(result.error_map[1][objects].mean(), rel=1e-5)
+
+
+def test_the_committed_results_page_is_what_the_code_writes_from_the_committed_report(tmp_path):
+    """docs/results.md is generated: from docs/results.json, today's code writes it again to the byte. A change to a
+    sentence of the report, or a key the report gains (which the older JSON lacks), shows here first."""
+    from pathlib import Path
+
+    from jepa_demo.results import write_results
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    report = json.loads((docs / "results.json").read_text())
+    write_results(report, tmp_path / "results.md",
+                  "python -m jepa_demo.evaluate --json docs/results.json --report docs/results.md")
+    assert (tmp_path / "results.md").read_text() == (docs / "results.md").read_text()
