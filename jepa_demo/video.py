@@ -86,7 +86,8 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
 
     num_frames: that many frames, one in k, k as large as fits (`jepa_demo.preprocess.sample_frame_indices`: the
         model's own sampling; frames repeat when the clip is shorter; with a variable frame rate, one step of time
-        apart instead: see `_sample`); only the selected frames are kept in memory. None: every frame.
+        apart instead: see `_sample`); only the selected frames are kept in memory. None: every frame (a VideoError
+        when they would take over MAX_READ_ALL_BYTES, 2 GiB: pass num_frames or size).
     size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
     timeout: give up (VideoError) once decoding has taken this many seconds. None: no limit.
     span: with `num_frames`, spread them over this part of the clip instead, (start, end) as fractions of its length
@@ -129,7 +130,7 @@ def _read_all(path: Path, size: int | None, deadline: _Deadline) -> np.ndarray:
                 video = _grown(path, video)
             video[count] = rgb
             count += 1
-    return video[:count]
+    return video if count == len(video) else video[:count].copy()  # a view would keep the whole buffer alive
 
 
 def _grown(path: Path, video: np.ndarray) -> np.ndarray:
@@ -148,7 +149,7 @@ def _within_budget(path: Path, frames: int, shape: tuple[int, ...]) -> tuple[int
     if nbytes > MAX_READ_ALL_BYTES:
         height, width = shape[:2]
         raise VideoError(f"{path.name}: holding {frames} frames of {width}x{height} pixels would take "
-                         f"{nbytes / 2**30:.3g} GB, over the limit of {MAX_READ_ALL_BYTES / 2**30:.3g} GB; pass "
+                         f"{nbytes / 2**30:.3g} GiB, over the limit of {MAX_READ_ALL_BYTES / 2**30:.3g} GiB; pass "
                          "num_frames= to sample fewer frames or size= to scale them down")
     return (frames, *shape)
 
@@ -368,20 +369,21 @@ class _Packets(NamedTuple):
 
 
 # The last scans, kept: training draws clip after clip from the same files, and an hour-long file takes about half a
-# second to scan (9000 packets: 0.04 s) before each draw's few frames are decoded.
+# second to scan (9000 packets: 0.04 s) before each draw's few frames are decoded. Bounded by their packets, about 16
+# bytes each: 4 million (some 64 MB a process) hold 37 hours of 30 fps video, 2000 clips of a minute.
 _SCANS: OrderedDict[tuple, _Packets] = OrderedDict()
-_SCANS_KEPT = 32
+_SCANS_MAX_PACKETS = 4_000_000
 _SCANS_LOCK = threading.Lock()
 
 
 def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
-    """`_scan_packets(path)`, from the last scans when the file is the same one: same inode, size and modification
-    time, under any name (write_video's check of its temporary file serves the file it is renamed to)."""
+    """`_scan_packets(path)`, from the last scans when the file is unchanged: the same inode, size, and times of the
+    last change to its contents and to the file (ctime: any write, or a copy that sets the old modification time)."""
     try:
         stat = path.stat()
     except OSError:  # gone or unreadable: the scan says so in its words
         return _scan_packets(path, deadline)
-    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     with _SCANS_LOCK:
         if key in _SCANS:
             _SCANS.move_to_end(key)
@@ -389,7 +391,7 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
     packets = _scan_packets(path, deadline)
     with _SCANS_LOCK:
         _SCANS[key] = packets
-        while len(_SCANS) > _SCANS_KEPT:
+        while sum(scan.frames for scan in _SCANS.values()) > _SCANS_MAX_PACKETS:  # the oldest go first
             _SCANS.popitem(last=False)
     return packets
 
