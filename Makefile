@@ -21,12 +21,14 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-test.txt
 	touch $@
 
-# After changing requirements*.txt and passing `make test`: record what was installed. Not torch, pinned already (and
-# installed as 2.13.0+cpu here, a version PyPI does not have).
+# After changing requirements*.txt (and the constraints.txt line of a package whose pin no longer fits) and passing
+# `make test`: record what was installed. Not torch, pinned already (and installed as 2.13.0+cpu here, a version PyPI
+# does not have). Replaced only when a version changed: a newer file would make the next make reinstall everything.
 constraints:
 	@test -x $(PY) || { echo "no $(VENV) to read versions from: make install-test first"; exit 1; }
 	{ echo "# Written by make constraints: the versions make test last passed with. make install installs these."; \
-	  $(PY) -m pip freeze --exclude torch; } > constraints.txt
+	  $(PY) -m pip freeze --exclude torch; } > constraints.txt.new || { rm -f constraints.txt.new; exit 1; }
+	if cmp -s constraints.txt.new constraints.txt; then rm constraints.txt.new; else mv constraints.txt.new constraints.txt; fi
 
 # A Python without ensurepip (Debian's and Ubuntu's, until python3-venv is installed) makes a .venv with no pip in it
 # and stops: say what to install instead. An installed .venv whose Python is gone (bin/python a dangling link) or is

@@ -357,15 +357,17 @@ def test_resume_drops_a_metrics_row_cut_short(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
-def test_the_cards_throughput_leaves_out_the_start_up_in_step_0s_row():
-    """Step 0's interval holds the workers' start and the first batch: in a short run it pulled the mean down."""
+def test_the_cards_throughput_is_not_pulled_down_by_a_row_that_timed_a_start_up():
+    """The first row a process logs (step 0, or the first after --resume) holds the workers' start and the first batch:
+    in a short or resumed run, the mean of the last rows fell with it."""
     from train.report import summarize
 
     def row(step, speed):
         return {"step": step, "loss": 0.5, "target_std": 0.4, "rankme": 10.0, "clips_per_s": speed}
 
-    assert summarize([row(0, 1.0), row(10, 100.0), row(20, 200.0)])["final"]["clips_per_s"] == 150.0
-    assert summarize([row(0, 1.0)])["final"]["clips_per_s"] == 1.0  # nothing else to go on
+    assert summarize([row(0, 1.0), row(10, 100.0), row(20, 110.0)])["final"]["clips_per_s"] == 100.0
+    resumed = [row(step, 100.0) for step in range(0, 90, 10)] + [row(90, 2.0), row(100, 104.0)]
+    assert summarize(resumed)["final"]["clips_per_s"] == 100.0
 
 
 def test_the_collapse_alarm_speaks_once_per_monitor_and_never_for_the_pixel_baseline():

@@ -6,6 +6,7 @@ the run wrote (metrics.csv), never from memory.
 
 import csv
 import json
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -78,8 +79,8 @@ def summarize(rows: list[dict], tail: int = 10) -> dict:
     """Averages of the last `tail` logged rows, and the minima of the collapse monitors over the whole run."""
     last = rows[-tail:]
     mean = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "target_std", "rankme")}
-    timed = [r["clips_per_s"] for r in last if r["step"] > 0] or [last[0]["clips_per_s"]]  # step 0's time: start-up
-    mean["clips_per_s"] = sum(timed) / len(timed)
+    # the median: the first row a process logs (step 0, or the first after --resume) also timed its start-up
+    mean["clips_per_s"] = statistics.median(r["clips_per_s"] for r in last)
     return {"final": mean, "min_target_std": min(r["target_std"] for r in rows),
             "min_rankme": min(r["rankme"] for r in rows)}
 
@@ -155,7 +156,7 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
                   f"(minimum over the run {stats['min_target_std']:.3f}{std_note})",
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
                   f"(minimum over the run {stats['min_rankme']:.1f}{rank_note})",
-                  f"- throughput: {final['clips_per_s']:.1f} clips/s"]
+                  f"- throughput: {final['clips_per_s']:.1f} clips/s (median)"]
     lines += ["", f"![training curves]({CURVES_NAME})", "", "## Architecture", "", "```json",
               json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
               json.dumps(vars(train_cfg), indent=2), "```", ""]
