@@ -646,11 +646,12 @@ def check_can_serve(host: str, port: int) -> None:
 
 def warm_up_offered() -> None:
     """Gallery, map and patch bank before the first visitor rather than during a request, which would hold one of the
-    model slots every view shares: the default's; hosted, also every other checkpoint offered (as many as the cache
-    keeps, the default last so it stays). One that cannot be loaded now (a Hub download failing) is reported, and
-    its first request tries again."""
+    model slots every view shares: the default's; hosted, also every other checkpoint offered, all of which the cache
+    then keeps (the operator's list bounds them), so visitors switching between them never wait for a rebuild. One
+    that cannot be loaded now (a Hub download failing) is reported, and its first request tries again."""
     others = [name for name in [*SHIPPED, *ALLOWED_HUB_IDS] if name != "default"] if HOSTED else []
-    for name in [*others[:EXPLORERS.max_size - 1], "default"]:
+    EXPLORERS.max_size = max(EXPLORERS.max_size, len(others) + 1)
+    for name in [*others, "default"]:
         try:
             explorer_for(name).warm_up()
         except gr.Error as err:

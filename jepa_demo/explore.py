@@ -81,16 +81,21 @@ def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES) -> Cl
         stat = path.stat() if path.is_file() else None
     except OSError:  # removed since is_file (a sweep): read_clip says so in plain words
         stat = None
-    return _decode(path, size, max_frames, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    clip, refusal = _decode(path, size, max_frames, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    if refusal is not None:
+        raise ClipError(refusal)
+    return clip
 
 
 @lru_cache(maxsize=8)
-def _decode(path: Path, size: int, max_frames: int, file_bytes: int, mtime_ns: int) -> Clip:
+def _decode(path: Path, size: int, max_frames: int, file_bytes: int, mtime_ns: int) -> tuple[Clip | None, str | None]:
+    """(the clip, None), or (None, why it was refused): a refusal is remembered too, so that each view of a file that
+    ran out of DECODE_TIMEOUT does not spend it again (nor get further, its packet scan being kept, and answer)."""
     try:
         return read_clip(path, max_frames, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
-                         timeout=DECODE_TIMEOUT)
+                         timeout=DECODE_TIMEOUT), None
     except VideoError as err:
-        raise ClipError(str(err)) from None
+        return None, str(err)
 
 
 def forget_decoded_clips() -> None:

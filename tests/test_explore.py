@@ -96,6 +96,27 @@ def test_load_clip_decodes_a_file_again_only_once_it_has_changed(tmp_path, monke
     assert len(load_clip(path).frames) == 12 and len(decoded) == 3
 
 
+def test_a_refused_upload_is_remembered_not_decoded_again_by_every_view(tmp_path, monkeypatch):
+    """A file that runs out of the decoding time spent it again at each of the four views (and, its packet scan kept,
+    might get further and answer the next time)."""
+    import jepa_demo.explore as explore_module
+    from jepa_demo.video import VideoError
+
+    tries = []
+
+    def out_of_time(path, *args, **kwargs):
+        tries.append(path)
+        raise VideoError(f"{path.name}: gave up after 30 s of reading; try a shorter or smaller clip")
+
+    monkeypatch.setattr(explore_module, "read_clip", out_of_time)
+    path = tmp_path / "slow.mp4"
+    write_video(path, _appear_clip())
+    for _ in range(4):
+        with pytest.raises(ClipError, match="^slow.mp4: gave up after 30 s of reading"):
+            load_clip(path)
+    assert tries == [path]
+
+
 def test_masked_view(explorer, clip):
     view = explorer.masked(clip, "random", ratio=0.5, seed=1)
     images = [view.hidden, view.error, view.predicted_pca, view.target_pca, view.decoded]
