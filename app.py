@@ -16,6 +16,7 @@ import ctypes
 import errno
 import functools
 import hashlib
+import ipaddress
 import os
 import re
 import shutil
@@ -644,6 +645,23 @@ def check_can_serve(host: str, port: int) -> None:
         sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err.strerror or err}")
 
 
+def warn_if_open_to_others(host: str) -> None:
+    """Served beyond this machine (an address other machines reach, or Gradio's share link) without JEPA_LENS_HOSTED,
+    any visitor can load any checkpoint folder on this machine and any Hub repo: allowed (a teacher's own container
+    serves on 0.0.0.0), but said at start."""
+    if HOSTED:
+        return
+    if (os.environ.get("GRADIO_SHARE") or "").lower() == "true":  # as Gradio reads it
+        where = "through a share link"
+    elif not all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
+                 for info in socket.getaddrinfo(host.strip("[]"), None)):
+        where = f"on {host}, which other machines can reach"
+    else:
+        return
+    print(f"JEPA Lens: serving {where}, and JEPA_LENS_HOSTED is not set: any visitor can load any checkpoint folder on "
+          "this machine and any Hub repo (JEPA_LENS_HOSTED=1 offers only the shipped checkpoints)", file=sys.stderr)
+
+
 def warm_up_offered() -> None:
     """Gallery, map and patch bank before the first visitor rather than during a request, which would hold one of the
     model slots every view shares: the default's; hosted, also every other checkpoint offered, all of which the cache
@@ -664,6 +682,7 @@ def main() -> None:
     check_cache_folder()
     host, port = os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", server_port()  # empty: the default, as unset
     check_can_serve(host, port)
+    warn_if_open_to_others(host)
     use_own_gradio_folder(host, port)
     stop_on_signals_as_on_ctrl_c()
     try:
