@@ -76,15 +76,26 @@ def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
         load_config(str(recipe), [])
 
 
-def test_training_clips_stay_below_the_evaluations_seeds():
+def test_training_clips_stay_below_the_evaluations_seeds(monkeypatch):
+    import train.data
+    from jepa_demo.config import PreprocessConfig
     from jepa_demo.evaluate import HELD_OUT_SEED, VALIDATION_SEED
+    from jepa_demo.world import render_clip
     from train.config import CLIP_SEED_STRIDE, EVALUATION_SEEDS_FROM
+    from train.data import WorldBatches
 
     assert EVALUATION_SEEDS_FROM == HELD_OUT_SEED < VALIDATION_SEED
     recipe = str(ROOT / "train" / "configs" / "gpu.yaml")
     gpu = load_config(recipe, [])  # the recipe with the most clips: its last clip at its highest seed
     highest = (EVALUATION_SEEDS_FROM - gpu.steps * gpu.batch_size) // CLIP_SEED_STRIDE
-    assert highest * CLIP_SEED_STRIDE + gpu.steps * gpu.batch_size - 1 < HELD_OUT_SEED
+    assert load_config(recipe, [f"seed={highest}"]).seed == highest
+    # the clips WorldBatches renders at the run's last step, on the last of 2 processes, the highest seeds it draws
+    drawn = []
+    monkeypatch.setattr(train.data, "render_clip", lambda seed, cfg: drawn.append(seed) or render_clip(0, cfg))
+    preprocess = PreprocessConfig(img_size=16, num_frames=4)
+    batches = WorldBatches(preprocess, gpu.batch_size // 2, highest, 1, 2, 2, 0.5, 0.05)
+    batches[gpu.steps - 1]
+    assert max(drawn) == highest * CLIP_SEED_STRIDE + gpu.steps * gpu.batch_size - 1 < HELD_OUT_SEED
     with pytest.raises(ValueError, match=f"at most {highest}"):
         load_config(recipe, [f"seed={highest + 1}"])
     # The run's own clips count, not only its first seed: seed 99's block ends 9,998,119 clips short of them.
