@@ -289,7 +289,7 @@ def _check_written(partial: Path, path: Path, num_frames: int) -> None:
     # imageio-ffmpeg does not read ffmpeg's exit status, and short clips and gifs are encoded only once the input
     # ends, so a disk filling up or ffmpeg failing then leaves a cut file without an error: count its frames.
     try:
-        written = _scan(partial).frames if partial.is_file() and partial.stat().st_size else 0
+        written = _scan_packets(partial).frames if partial.is_file() and partial.stat().st_size else 0  # not kept
     except VideoError:
         written = 0
     if written != num_frames:

@@ -377,7 +377,7 @@ def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path):
     expired, example = _files(tmp_path, "old", 20), _files(tmp_path, "example", 1)[0]
     uploads.update([*expired, example])
     next(iter(ui.blocks.values())).keep_in_cache.add(example)
-    time.sleep(3)
+    time.sleep(6)
     born_after = time.time()
     fresh = _files(tmp_path, "new", 20)
     stop = threading.Event()
@@ -393,9 +393,10 @@ def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path):
     try:
         for _ in range(100):
             uploads.update(fresh[:10])
-            # The expiry falls midway between the old and the new files, so a round may take up to 1.5 s: the first,
-            # removing 20 files, took 0.57 s on 2 cores (each file system call hands the GIL to the uploader thread).
-            app.sweep_files(ui, age=time.time() - born_after + 1.5)
+            # The expiry falls midway between the old and the new files, so a round may take up to 3 s: the first,
+            # removing 20 files, took 0.57 s on 2 cores (each file system call hands the GIL to the uploader thread),
+            # and the session's app server, if it runs in this process, may hold the sweep's lock for a pass of its own.
+            app.sweep_files(ui, age=time.time() - born_after + 3)
     finally:
         stop.set()
         uploader.join()

@@ -143,13 +143,13 @@ def test_four_views_render_in_the_browser(page, screenshots, tmp_path):
     # another checkpoint, then another clip: every view is cleared, none shows the previous one's results
     page.get_by_label("checkpoint").click()
     page.get_by_role("option", name="pixel-baseline").click()
-    expect(page.locator("#surprise-plot .js-plotly-plot")).to_have_count(0)
-    expect(page.locator("#surprise-numbers")).not_to_contain_text("peak_frame")
+    expect(page.locator("#surprise-plot .js-plotly-plot")).to_have_count(0, timeout=RESULT_MS)
+    expect(page.locator("#surprise-numbers")).not_to_contain_text("peak_frame", timeout=RESULT_MS)
     _open_and_run(page, "Surprise", "Measure surprise over time", SURPRISE_IDS)
     expect(page.locator("#surprise-numbers")).to_contain_text('"pixel-baseline"', timeout=RESULT_MS)
     page.locator("button", has_text="violation-vanish.mp4").click()  # an example: another clip in the same input
     expect(page.locator('a[download="violation-vanish.mp4"]')).to_be_visible(timeout=30_000)
-    expect(page.locator("#surprise-plot .js-plotly-plot")).to_have_count(0)
+    expect(page.locator("#surprise-plot .js-plotly-plot")).to_have_count(0, timeout=RESULT_MS)
 
 
 def test_a_text_file_named_mp4_gets_an_error_toast(page, tmp_path):

@@ -164,9 +164,10 @@ def test_a_files_packets_are_scanned_once_until_the_file_changes(tmp_path, monke
     assert video_info(path)["frames"] == 12 and scanned.count("a.mp4") == 1
     write_video(path, moving_square(frames=8))  # another file under the same name
     assert video_info(path)["frames"] == 8 and scanned.count("a.mp4") == 2
-    before = path.stat()
-    path.write_bytes(path.read_bytes())  # rewritten in place with its size and modification time kept, as cp -p does
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    before, contents = path.stat(), path.read_bytes()
+    while path.stat().st_ctime_ns == before.st_ctime_ns:  # a kernel's coarse clock: until it has ticked
+        path.write_bytes(contents)  # rewritten in place with its size and modification time kept, as cp -p does
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     video_info(path)
     assert scanned.count("a.mp4") == 3
     monkeypatch.setattr(video, "_SCANS_MAX_PACKETS", 20)  # room for two of these 8-frame files
