@@ -103,7 +103,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (servers, process groups)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago (servers; process groups meet in a file instead)."""
     return _free_port()
 
 

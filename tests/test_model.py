@@ -211,10 +211,10 @@ def test_sigreg_stays_float32_under_bf16_autocast():
         assert sigreg(gaussian).item() == pytest.approx(float32, rel=1e-6)
 
 
-def _sigreg_on_half(rank: int, port: int, rows: torch.Tensor, results) -> None:
+def _sigreg_on_half(rank: int, store: str, rows: torch.Tensor, results) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
     half = rows[rank * 128:(rank + 1) * 128].clone().requires_grad_()
     value = sigreg(half)
     value.backward()
@@ -222,7 +222,7 @@ def _sigreg_on_half(rank: int, port: int, rows: torch.Tensor, results) -> None:
     dist.destroy_process_group()
 
 
-def test_sigreg_under_ddp_measures_the_whole_batch(free_port):
+def test_sigreg_under_ddp_measures_the_whole_batch(tmp_path):
     """Two gloo processes, each holding half the rows, give the statistic of all the rows; each one's gradient is twice
     one process's, which DDP's averaging over the two brings back to it."""
     import torch.multiprocessing as mp
@@ -232,7 +232,7 @@ def test_sigreg_under_ddp_measures_the_whole_batch(free_port):
     sigreg(whole).backward()
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_sigreg_on_half, args=(free_port, rows, results), nprocs=2)
+        mp.spawn(_sigreg_on_half, args=(f"file://{tmp_path / 'gloo-store'}", rows, results), nprocs=2)
         results = dict(results)
     assert results[0][0] == pytest.approx(sigreg(rows).item(), rel=1e-5) == results[1][0]
     ddp_grad = torch.cat([results[0][1], results[1][1]]) / 2

@@ -459,24 +459,30 @@ def test_resume_refuses_another_number_of_processes(tmp_path, tiny_model):
     assert load_training_state(tmp_path, tiny_model, optimizer, world_size=2) == (5, 1.0)
 
 
-def _resume_from(rank: int, starts: list, port: int) -> None:
+def _file_store(folder: Path) -> str:
+    """Where two spawned gloo processes meet: a file, not a TCP port found free a moment earlier, which the other
+    test worker's processes could take in between."""
+    return f"file://{folder / 'gloo-store'}"
+
+
+def _resume_from(rank: int, starts: list, store: str) -> None:
     import torch.distributed as dist
 
     from train.loop import Runtime, check_processes_resume_together
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(starts))
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=len(starts))
     try:
         check_processes_resume_together(starts[rank], Runtime(torch.device("cpu"), rank, len(starts)))
     finally:
         dist.destroy_process_group()
 
 
-def _stop_when_one_asks(rank: int, port: int) -> None:
+def _stop_when_one_asks(rank: int, store: str) -> None:
     import torch.distributed as dist
 
     from train.loop import Runtime, stop_together
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
     try:
         runtime = Runtime(torch.device("cpu"), rank, 2)
         assert stop_together(rank == 1, runtime), rank  # Ctrl-C reached process 1 first: both stop
@@ -485,25 +491,25 @@ def _stop_when_one_asks(rank: int, port: int) -> None:
         dist.destroy_process_group()
 
 
-def test_under_ddp_every_process_stops_after_the_step_in_which_one_was_asked_to(free_port):
+def test_under_ddp_every_process_stops_after_the_step_in_which_one_was_asked_to(tmp_path):
     """BUG: torchrun hands Ctrl-C to each process at its own moment; one that had just passed the check went on
     into the next step alone, and waited in its collectives until torchrun killed it 30 s later."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_stop_when_one_asks, args=(free_port,), nprocs=2)
+    mp.spawn(_stop_when_one_asks, args=(_file_store(tmp_path),), nprocs=2)
 
 
 @pytest.mark.parametrize("starts", [[250, 250], [250, 0]])
-def test_processes_that_would_resume_from_different_steps_stop_instead_of_waiting(starts, free_port):
+def test_processes_that_would_resume_from_different_steps_stop_instead_of_waiting(starts, tmp_path):
     """One process that cannot see the training state (out_dir not shared between machines) started from step 0
     while the others resumed: their collectives then waited on each other."""
     import torch.multiprocessing as mp
 
     if starts[0] == starts[1]:
-        mp.spawn(_resume_from, args=(starts, free_port), nprocs=2)
+        mp.spawn(_resume_from, args=(starts, _file_store(tmp_path)), nprocs=2)
         return
     with pytest.raises(Exception, match=r"would start from different steps \(\[250, 0\]\): out_dir must be on a"):
-        mp.spawn(_resume_from, args=(starts, free_port), nprocs=2)
+        mp.spawn(_resume_from, args=(starts, _file_store(tmp_path)), nprocs=2)
 
 
 def test_a_resumed_optimizer_steps_as_its_own_device_does_and_keeps_the_saved_run_settings(tmp_path, tiny_model):
