@@ -20,6 +20,7 @@ nothing about files, masks' sampling or training loops.
 
 import copy
 import hashlib
+import math
 from functools import lru_cache
 
 import torch
@@ -52,6 +53,15 @@ def prediction_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tens
 def embedding_std(targets: torch.Tensor) -> float:
     """Collapse monitor: mean over features of the std across all tokens (..., D); ~0 when all map to one point."""
     return float(targets.detach().float().flatten(0, -2).std(dim=0).mean())
+
+
+def clip_spread(targets: torch.Tensor) -> float:
+    """Collapse monitor across clips, (clips, tokens, D) of one mask: the std over the clips of each feature at each
+    token, averaged. ~0 when every clip gets the same tokens, however much they differ from token to token (an encoder
+    that shows where a token is, not what is there, passes the two monitors taken over all tokens). NaN for one clip."""
+    if targets.shape[0] < 2:
+        return math.nan
+    return float(targets.detach().float().std(dim=0).mean())
 
 
 def effective_rank(targets: torch.Tensor, max_rows: int = 4096) -> float:

@@ -70,6 +70,27 @@ def test_training_log_shows_no_collapse():
     assert min(r["rankme"] for r in rows) >= COLLAPSE_FLOORS["rankme"]
 
 
+def test_the_defaults_targets_differ_from_clip_to_clip_at_every_token():
+    """Its log predates the monitor of the spread across clips (train.report.LOGGED_LATER), so the teacher is checked
+    here: on 32 world clips under one future mask, its tokens at each place vary with the clip, above the floor."""
+    import numpy as np
+    import torch
+
+    from jepa_demo.masks import mask_to_indices, sample_mask
+    from jepa_demo.model import clip_spread
+    from jepa_demo.preprocess import preprocess_batch
+    from jepa_demo.world import WorldConfig, render_clip
+
+    model = load_model(DEFAULT, device="cpu")
+    cfg = WorldConfig(size=model.preprocess.img_size, num_frames=model.cfg.num_frames)
+    clips = preprocess_batch(np.stack([render_clip(HELD_OUT_SEED + 9_000_000 + i, cfg).frames for i in range(32)]),
+                             model.preprocess)
+    mask = sample_mask("future", model.cfg.grid, torch.Generator().manual_seed(0), num_future=2)
+    with torch.no_grad():
+        targets = model.net.encode_targets(clips, mask_to_indices(mask, len(clips))[1])
+    assert clip_spread(targets) >= COLLAPSE_FLOORS["clip_std"]
+
+
 @pytest.mark.slow
 def test_small_evaluation_suite_stays_above_the_stated_margins():
     """The suite's own pieces, on the clips `evaluate` would draw, for only what is asserted: the default on both

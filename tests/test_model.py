@@ -1,10 +1,21 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from jepa_demo.config import ModelConfig, model_config_from_preset
 from jepa_demo.masks import mask_to_indices, sample_mask
-from jepa_demo.model import VideoJEPA, effective_rank, normalize_targets, patchify, prediction_loss, sigreg
+from jepa_demo.model import (
+    VideoJEPA,
+    clip_spread,
+    effective_rank,
+    embedding_std,
+    normalize_targets,
+    patchify,
+    prediction_loss,
+    sigreg,
+)
 from jepa_demo.preprocess import preprocess_batch
 from jepa_demo.world import WorldConfig, render_clip
 
@@ -258,6 +269,16 @@ def test_any_clip_that_fits_the_tubelet_works(tiny_model, tiny_cfg):
 def test_clip_that_does_not_fit_is_refused(tiny_model):
     with pytest.raises(ValueError, match="does not fit tubelets"):
         tiny_model.context_encoder(torch.randn(1, 3, 5, 32, 32))
+
+
+def test_the_spread_across_clips_sees_an_encoder_that_shows_only_where_a_token_is():
+    """Tokens that differ from place to place but are the same in every clip pass the two monitors taken over all
+    tokens; across clips their spread is 0."""
+    where_only = torch.randn(1, 64, 32).expand(16, -1, -1)
+    assert embedding_std(where_only) > 0.9 and effective_rank(where_only) > 20
+    assert clip_spread(where_only) == 0.0
+    assert clip_spread(torch.randn(16, 64, 32)) == pytest.approx(1.0, abs=0.05)
+    assert math.isnan(clip_spread(torch.randn(1, 64, 32)))  # one clip: no spread to measure
 
 
 def test_effective_rank_reads_rows_from_the_whole_batch_and_a_total_collapse_as_1():

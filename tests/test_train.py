@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from jepa_demo.inference import load_model
-from jepa_demo.model import embedding_std
+from jepa_demo.model import clip_spread, embedding_std
 from train.config import TrainConfig, load_config, parse_overrides
 from train.loop import lr_at, momentum_at
 from train.report import read_metrics
@@ -358,14 +358,32 @@ def test_resume_drops_a_metrics_row_cut_short(tmp_path):
     from train.report import METRIC_FIELDS, plot_curves
 
     path = tmp_path / "metrics.csv"
-    full = "{step},0.4,0.001,0.996,0.5,12.0,20.0,future"
+    full = "{step},0.4,0.001,0.996,0.5,0.3,12.0,20.0,future"
     path.write_text(",".join(METRIC_FIELDS) + "\n" + full.format(step=0) + "\n" + full.format(step=1) + "\n2,0.41,0.0")
     log = MetricsLog(path, start_step=3)  # the save at step 3 came after row 2 was (half) written
-    log.write({"step": 3, "loss": 0.39, "lr": 0.001, "momentum": 0.996, "target_std": 0.5, "rankme": 12.0,
-               "clips_per_s": 20.0, "mask": "multiblock"})
+    log.write({"step": 3, "loss": 0.39, "lr": 0.001, "momentum": 0.996, "target_std": 0.5, "clip_std": 0.3,
+               "rankme": 12.0, "clips_per_s": 20.0, "mask": "multiblock"})
     assert [row["step"] for row in read_metrics(path)] == [0, 1, 3]
     plot_curves(path, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_run_logged_before_the_across_clips_monitor_resumes_with_its_history(tmp_path):
+    """Its metrics.csv has no clip_std column: its rows are read with NaN there, kept on resume, and the card and the
+    alarm leave the monitor out for them."""
+    from train.loop import MetricsLog
+    from train.report import CollapseAlarm, summarize
+
+    path = tmp_path / "metrics.csv"
+    old = ["step", "loss", "lr", "momentum", "target_std", "rankme", "clips_per_s", "mask"]
+    path.write_text(",".join(old) + "\n0,0.4,0.001,0.996,0.5,12.0,20.0,future\n1,0.3,0.001,0.996,0.5,12.0,20.0,tube\n")
+    log = MetricsLog(path, start_step=2)
+    log.write({"step": 2, "loss": 0.39, "lr": 0.001, "momentum": 0.996, "target_std": 0.5, "clip_std": 0.3,
+               "rankme": 12.0, "clips_per_s": 20.0, "mask": "multiblock"})
+    rows = read_metrics(path)
+    assert [row["step"] for row in rows] == [0, 1, 2] and np.isnan(rows[0]["clip_std"]) and rows[2]["clip_std"] == 0.3
+    assert summarize(rows)["min_clip_std"] == 0.3 and summarize(rows[:2])["min_clip_std"] is None
+    assert CollapseAlarm("jepa").warnings(rows[0]) == []
 
 
 def test_the_cards_throughput_is_not_pulled_down_by_a_row_that_timed_a_start_up():
@@ -374,7 +392,7 @@ def test_the_cards_throughput_is_not_pulled_down_by_a_row_that_timed_a_start_up(
     from train.report import summarize
 
     def row(step, speed):
-        return {"step": step, "loss": 0.5, "target_std": 0.4, "rankme": 10.0, "clips_per_s": speed}
+        return {"step": step, "loss": 0.5, "target_std": 0.4, "clip_std": 0.3, "rankme": 10.0, "clips_per_s": speed}
 
     assert summarize([row(0, 1.0), row(10, 100.0), row(20, 110.0)])["final"]["clips_per_s"] == 100.0
     resumed = [row(step, 100.0) for step in range(0, 90, 10)] + [row(90, 2.0), row(100, 104.0)]
@@ -384,17 +402,19 @@ def test_the_cards_throughput_is_not_pulled_down_by_a_row_that_timed_a_start_up(
 def test_the_collapse_alarm_speaks_once_per_monitor_and_never_for_the_pixel_baseline():
     from train.report import CollapseAlarm
 
-    def row(step, std, rank):
-        return {"step": step, "target_std": std, "rankme": rank}
+    def row(step, std, rank, across_clips=0.3):
+        return {"step": step, "target_std": std, "clip_std": across_clips, "rankme": rank}
 
     alarm = CollapseAlarm("jepa")
-    assert alarm.warnings(row(0, 0.45, 130.0)) == [] and alarm.warnings(row(10, 0.1, 5.0)) == []  # at the floors
+    assert alarm.warnings(row(0, 0.45, 130.0)) == [] and alarm.warnings(row(10, 0.1, 5.0, 0.1)) == []  # at the floors
     [rank] = alarm.warnings(row(560, 0.41, 4.3))
     assert rank.startswith("warning: step 560: effective rank (RankMe) 4.3 is below its collapse floor 5")
     [std] = alarm.warnings(row(570, 0.08, 3.9))  # the rank was said already
     assert "target-embedding std 0.08 is below its collapse floor 0.1" in std
-    assert alarm.warnings(row(580, 0.01, 1.0)) == []
-    assert CollapseAlarm("pixel").warnings(row(0, 0.01, 1.0)) == []  # pixels cannot collapse
+    [clips] = alarm.warnings(row(575, 0.5, 30.0, 0.02))  # spread over tokens, the same for every clip
+    assert "std across clips 0.02 is below its collapse floor 0.1: the clips get nearly the same" in clips
+    assert alarm.warnings(row(580, 0.01, 1.0, 0.0)) == []
+    assert CollapseAlarm("pixel").warnings(row(0, 0.01, 1.0, 0.0)) == []  # pixels cannot collapse
 
 
 @pytest.mark.parametrize("objective", ["jepa", "pixel"])
@@ -569,9 +589,10 @@ def test_cli_run_writes_a_loadable_checkpoint(tmp_path):
     assert model.info()["step"] == 12
     rows = read_metrics(out / "metrics.csv")
     assert [int(r["step"]) for r in rows] == list(range(12))
-    assert all(r["rankme"] >= 1 and r["target_std"] > 0 and r["clips_per_s"] > 0 for r in rows)
+    assert all(r["rankme"] >= 1 and r["target_std"] > 0 and r["clip_std"] > 0 and r["clips_per_s"] > 0 for r in rows)
     card = (out / "README.md").read_text()
     assert "python -m train --config" in card and "Wall time" in card
+    assert f"its spread across clips at each token: minimum over the run {min(r['clip_std'] for r in rows):.3f}" in card
 
 
 @pytest.mark.parametrize("objective", ["pixel", "jepa-sigreg"])
@@ -721,6 +742,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
     logged = read_metrics(out / "metrics.csv")[0]
     assert logged["loss"] == pytest.approx(np.mean([loss for loss, _ in shares]), rel=1e-5)
     assert logged["target_std"] == pytest.approx(embedding_std(torch.cat([e for _, e in shares])), rel=1e-4)
+    assert logged["clip_std"] == pytest.approx(clip_spread(torch.cat([e for _, e in shares])), rel=1e-4)
 
 
 def _first_step(cfg: TrainConfig, rank: int, world_size: int) -> tuple[float, torch.Tensor]:

@@ -35,7 +35,7 @@ from jepa_demo.checkpoint import (
 )
 from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
-from jepa_demo.model import VideoJEPA, effective_rank, embedding_std
+from jepa_demo.model import VideoJEPA, clip_spread, effective_rank, embedding_std
 
 from .config import TrainConfig, config_to_dict
 from .data import FolderBatches, WorldBatches, make_loader
@@ -520,7 +520,8 @@ def gathered(tensor: torch.Tensor, runtime: Runtime) -> list[torch.Tensor]:
 def _metrics_row(step: int, loss: float, embeddings: torch.Tensor, mask: str, cfg: TrainConfig,
                  clips_per_s: float) -> dict:
     return {"step": step, "loss": loss, "lr": lr_at(step, cfg), "momentum": momentum_at(step, cfg),
-            "target_std": embedding_std(embeddings), "rankme": effective_rank(embeddings),
+            "target_std": embedding_std(embeddings), "clip_std": clip_spread(embeddings),
+            "rankme": effective_rank(embeddings),
             "clips_per_s": clips_per_s, "mask": mask}
 
 

@@ -6,6 +6,7 @@ the run wrote (metrics.csv), never from memory.
 
 import csv
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -18,17 +19,22 @@ from jepa_demo.checkpoint import atomic_write  # noqa: E402
 
 CARD_NAME, CURVES_NAME = "README.md", "training_curves.png"
 TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings (train.loop.run_record)
-METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "rankme", "clips_per_s", "mask"]
+METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "clip_std", "rankme", "clips_per_s", "mask"]
+LOGGED_LATER = {"clip_std"}  # runs logged before it have no such column: read as NaN
 _LOSSES = {"jepa": "smooth-L1, hidden tokens", "jepa-sigreg": "smooth-L1 and SIGReg, hidden tokens",
            "pixel": "smooth-L1, hidden pixels"}
-_PLOTTED = [("loss", "loss"), ("target_std", "target-embedding std"),
+_PLOTTED = [("loss", "loss"), ("target_std", "target-embedding std (dashed: across clips)"),
             ("rankme", "effective rank (RankMe)"), ("lr", "learning rate"), ("momentum", "EMA momentum"),
             ("clips_per_s", "throughput (clips/s)")]
 # Collapse floors, stated before the default was trained (README, "No collapse"). A collapsed encoder maps every token
 # to one point: the spread of its layer-normed target tokens goes to 0 (a random encoder's is about 0.45) and their
 # effective rank to 1, where a token must tell apart at least five things about an object (x, y, colour, shape, size).
-COLLAPSE_FLOORS = {"target_std": 0.1, "rankme": 5.0}
+# Added after it: the spread across clips at each token (clip_spread), on the same scale, with the same floor.
+COLLAPSE_FLOORS = {"target_std": 0.1, "clip_std": 0.1, "rankme": 5.0}
+_MONITORS = {"target_std": "target-embedding std", "clip_std": "target-embedding std across clips",
+             "rankme": "effective rank (RankMe)"}
 _BELOW_FLOOR = {"target_std": "the target tokens are drawing together towards one point",
+                "clip_std": "the clips get nearly the same target tokens: they say where a token is, not what is there",
                 "rankme": "the target tokens span only a few directions (dimensional collapse)"}
 
 
@@ -51,8 +57,9 @@ def read_metrics(path: Path) -> list[dict]:
 def parse_metrics_row(row: dict) -> dict:
     """A metrics.csv row with its numbers as floats; ValueError for a row cut short or malformed (csv.DictReader
     leaves a short row's missing fields None and puts a long one's extras under None)."""
-    if None in row or any(row.get(field) in (None, "") for field in METRIC_FIELDS):
+    if None in row or any(row.get(field) in (None, "") for field in METRIC_FIELDS if field not in LOGGED_LATER):
         raise ValueError(f"incomplete metrics row {row}")
+    row = {**row, **{field: row.get(field) or "nan" for field in LOGGED_LATER}}
     return {k: (v if k == "mask" else float(v)) for k, v in row.items()}
 
 
@@ -68,6 +75,8 @@ def plot_curves(metrics_path: Path, png_path: Path, objective: str = "jepa") -> 
         ax.axis("off")
     for ax, (key, title) in zip(axes.flat, panels):
         ax.plot(steps, [r[key] for r in rows], lw=1)
+        if key == "target_std":
+            ax.plot(steps, [r["clip_std"] for r in rows], lw=1, ls="--")
         ax.set_title(f"{title} ({_LOSSES[objective]})" if key == "loss" else title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
@@ -81,8 +90,9 @@ def summarize(rows: list[dict], tail: int = 10) -> dict:
     mean = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "target_std", "rankme")}
     # the median: the first row a process logs (step 0, or the first after --resume) also timed its start-up
     mean["clips_per_s"] = statistics.median(r["clips_per_s"] for r in last)
+    across_clips = [r["clip_std"] for r in rows if not math.isnan(r["clip_std"])]  # none: logged before it was
     return {"final": mean, "min_target_std": min(r["target_std"] for r in rows),
-            "min_rankme": min(r["rankme"] for r in rows)}
+            "min_clip_std": min(across_clips) if across_clips else None, "min_rankme": min(r["rankme"] for r in rows)}
 
 
 def can_collapse(objective: str) -> bool:
@@ -100,8 +110,15 @@ class CollapseAlarm:
     def warnings(self, row: dict) -> list[str]:
         crossed = sorted(key for key in self._unsaid if row[key] < COLLAPSE_FLOORS[key])
         self._unsaid -= set(crossed)
-        return [f"warning: step {row['step']:.0f}: {dict(_PLOTTED)[key]} {row[key]:.3g} is below its collapse floor "
+        return [f"warning: step {row['step']:.0f}: {_MONITORS[key]} {row[key]:.3g} is below its collapse floor "
                 f"{COLLAPSE_FLOORS[key]:g}: {_BELOW_FLOOR[key]} (README, 'No collapse')" for key in crossed]
+
+
+def _clip_spread_line(stats: dict, objective: str) -> list[str]:
+    if stats["min_clip_std"] is None:
+        return []
+    note = _floor_note("clip_std", stats["min_clip_std"], objective)
+    return [f"- its spread across clips at each token: minimum over the run {stats['min_clip_std']:.3f}{note}"]
 
 
 def _floor_note(key: str, minimum: float, objective: str) -> str:
@@ -154,6 +171,7 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
         lines += [f"- loss ({_LOSSES[train_cfg.objective]}): {final['loss']:.4f}",
                   f"- target-embedding std: {final['target_std']:.3f} "
                   f"(minimum over the run {stats['min_target_std']:.3f}{std_note})",
+                  *_clip_spread_line(stats, train_cfg.objective),
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
                   f"(minimum over the run {stats['min_rankme']:.1f}{rank_note})",
                   f"- throughput: {final['clips_per_s']:.1f} clips/s (median)"]
