@@ -651,15 +651,27 @@ def warn_if_open_to_others(host: str) -> None:
     serves on 0.0.0.0), but said at start."""
     if HOSTED:
         return
-    if (os.environ.get("GRADIO_SHARE") or "").lower() == "true":  # as Gradio reads it
+    # as Gradio decides it: GRADIO_SHARE, or a Colab, Kaggle or SageMaker notebook
+    if (os.environ.get("GRADIO_SHARE") or "").lower() == "true" or gr.utils.colab_check() \
+            or gr.utils.is_hosted_notebook():
         where = "through a share link"
-    elif not all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
-                 for info in socket.getaddrinfo(host.strip("[]"), None)):
+    elif not _only_loopback(host):
         where = f"on {host}, which other machines can reach"
     else:
         return
     print(f"JEPA Lens: serving {where}, and JEPA_LENS_HOSTED is not set: any visitor can load any checkpoint folder on "
           "this machine and any Hub repo (JEPA_LENS_HOSTED=1 offers only the shipped checkpoints)", file=sys.stderr)
+
+
+def _only_loopback(host: str) -> bool:
+    """Whether every address `host` names is this machine's own loopback (an unresolvable name: nothing to warn of,
+    check_can_serve has stopped the app already)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None)
+    except OSError:
+        return True
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]  # the scope of fe80::1%eth0
+    return all((getattr(address, "ipv4_mapped", None) or address).is_loopback for address in addresses)
 
 
 def warm_up_offered() -> None:

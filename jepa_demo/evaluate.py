@@ -394,7 +394,7 @@ def format_report(report: dict) -> str:
                                              for m in models.values()) + " |" for kind in VIOLATIONS]
         lines.append("")
     rep, majority = report["representation"], report["majority"]
-    k = report["settings"].get("knn_neighbours", KNN_NEIGHBOURS)  # reports written before it was recorded: always 5
+    k = report["settings"].get("knn_neighbours", 5)  # reports written before it was recorded used 5
     for probe, title in (("knn", f"kNN probe (k={k}, cosine)"), ("linear", "Linear probe (logistic regression)")):
         lines += [f"### {title}: accuracy on the probe's {report['settings']['probe_test']} test clips", "",
                   "| label | " + " | ".join(rep) + " | the training clips' most common value |",

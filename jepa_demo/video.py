@@ -118,7 +118,7 @@ def _positive_int(name: str, value, unit: str = "") -> int:
 def _read_all(path: Path, size: int | None, deadline: _Deadline) -> np.ndarray:
     """Every frame, into one array sized from the packet count (refused over MAX_READ_ALL_BYTES), so memory holds a
     single copy. A decoder may give fewer frames than the packets (a damaged file) or more: only decoded ones are
-    returned."""
+    returned, copied out of the larger array (two copies for a moment)."""
     expected = _scan(path, deadline).frames
     video, count = None, 0
     with _video(path, size) as (container, stream):
@@ -370,10 +370,13 @@ class _Packets(NamedTuple):
 
 # The last scans, kept: training draws clip after clip from the same files, and an hour-long file takes about half a
 # second to scan (9000 packets: 0.04 s) before each draw's few frames are decoded. Bounded by their packets, about 16
-# bytes each: 4 million (some 64 MB a process) hold 37 hours of 30 fps video, 2000 clips of a minute.
+# bytes each, and a file's own cost (its record, arrays and key, about 1 KB: counted as 64 packets): 4 million, some
+# 64 MB a process, hold 37 hours of 30 fps video in 2000 clips of a minute, or 26000 two-second clips.
 _SCANS: OrderedDict[tuple, _Packets] = OrderedDict()
 _SCANS_MAX_PACKETS = 4_000_000
+_SCAN_OVERHEAD = 64  # packets' worth
 _SCANS_LOCK = threading.Lock()
+_scans_kept = 0  # the packets _SCANS holds, overhead included
 
 
 def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
@@ -389,10 +392,14 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
             _SCANS.move_to_end(key)
             return _SCANS[key]
     packets = _scan_packets(path, deadline)
+    global _scans_kept
     with _SCANS_LOCK:
-        _SCANS[key] = packets
-        while sum(scan.frames for scan in _SCANS.values()) > _SCANS_MAX_PACKETS:  # the oldest go first
-            _SCANS.popitem(last=False)
+        if key not in _SCANS:  # another thread may have scanned it meanwhile
+            _SCANS[key] = packets
+            _scans_kept += packets.frames + _SCAN_OVERHEAD
+        while _scans_kept > _SCANS_MAX_PACKETS:  # the oldest go first
+            _, oldest = _SCANS.popitem(last=False)
+            _scans_kept -= oldest.frames + _SCAN_OVERHEAD
     return packets
 
 

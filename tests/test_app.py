@@ -264,7 +264,7 @@ def test_hosted_the_app_warms_up_every_checkpoint_it_offers_and_a_failing_one_is
     ("0.0.0.0", "", False, "serving on 0.0.0.0, which other machines can reach, and JEPA_LENS_HOSTED is not set"),
     ("127.0.0.1", "True", False, "serving through a share link, and JEPA_LENS_HOSTED is not set"),
     ("127.0.0.1", "", False, ""), ("localhost", "", False, ""), ("[::1]", "", False, ""),
-    ("0.0.0.0", "", True, "")])
+    ("::ffff:127.0.0.1", "", False, ""), ("0.0.0.0", "", True, "")])
 def test_serving_beyond_this_machine_without_the_hosted_limits_is_said_at_start(host, share, hosted, says, monkeypatch,
                                                                               capsys):
     import app
@@ -274,6 +274,20 @@ def test_serving_beyond_this_machine_without_the_hosted_limits_is_said_at_start(
     app.warn_if_open_to_others(host)
     err = capsys.readouterr().err
     assert (says in err and err.count("\n") == 1) if says else err == ""
+
+
+def test_a_host_name_that_no_longer_resolves_is_no_traceback_at_start(monkeypatch, capsys):
+    import socket
+
+    import app
+
+    def unknown(*args):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    monkeypatch.setattr(app, "HOSTED", False)
+    app.warn_if_open_to_others("gone.example")
+    assert capsys.readouterr().err == ""
 
 
 def test_an_allow_list_entry_that_is_a_path_stops_the_app_at_start():

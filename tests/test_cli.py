@@ -30,7 +30,7 @@ def files(tmp_path, tiny_model, tiny_preprocess):
 def _cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "jepa_demo", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
-                                                       "OMP_NUM_THREADS": "1"})  # as this process: same sums
+                                                       "OMP_NUM_THREADS": str(torch.get_num_threads())})  # same sums
 
 
 def test_surprise_json_one_line_per_file_and_bad_file_reported(files):

@@ -394,7 +394,8 @@ def test_the_cards_throughput_is_not_pulled_down_by_a_row_that_timed_a_start_up(
     def row(step, speed):
         return {"step": step, "loss": 0.5, "target_std": 0.4, "clip_std": 0.3, "rankme": 10.0, "clips_per_s": speed}
 
-    assert summarize([row(0, 1.0), row(10, 100.0), row(20, 110.0)])["final"]["clips_per_s"] == 100.0
+    assert summarize([row(0, 1.0), row(10, 100.0), row(20, 110.0)])["final"]["clips_per_s"] == 105.0
+    assert summarize([row(0, 1.0), row(10, 100.0)])["final"]["clips_per_s"] == 100.0  # a short run's two rows
     resumed = [row(step, 100.0) for step in range(0, 90, 10)] + [row(90, 2.0), row(100, 104.0)]
     assert summarize(resumed)["final"]["clips_per_s"] == 100.0
 
@@ -663,22 +664,33 @@ def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path):
 def test_a_new_run_stopped_before_replacing_an_earlier_one_does_not_offer_to_resume_it(tmp_path, monkeypatch,
                                                                                           capsys):
     """Ctrl-C while a new run checks its videos, before it replaces the earlier run in its out_dir: it said "rerun the
-    same command with --resume", which continues nothing of this run (refused, as its settings differ)."""
+    same command with --resume", which continues nothing of this run (refused as its settings differ; a finished
+    earlier run only exported again)."""
     import train.loop
     from train.__main__ import main
 
     out = tmp_path / "run"
-    assert main(["--config", TINY, f"out_dir={out}", "steps=2"]) == 0
+    step, build = train.loop.train_step, train.loop.build_dataset
+    _interrupt_after(monkeypatch, 2)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 130  # saved at step 2 of 4
+    capsys.readouterr()
 
     def pressed(*args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train.loop, "build_dataset", pressed)
-    assert main(["--config", TINY, f"out_dir={out}", "steps=2", "lr=0.005"]) == 130
-    assert capsys.readouterr().err.endswith(f"nothing of this run was saved; the earlier run's save in {out} is as it "
-                                            "was\n")
-    assert main(["--config", TINY, f"out_dir={out}", "steps=2", "save_every=1"]) == 130  # a setting resume may change
+    earlier = f"nothing of this run was saved; the earlier run's save in {out} is as it was\n"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2", "lr=0.005"]) == 130
+    assert capsys.readouterr().err.endswith(earlier)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=1"]) == 130  # a setting resume may change
     assert "rerun the same command with --resume" in capsys.readouterr().err
+    monkeypatch.setattr(train.loop, "train_step", step)
+    monkeypatch.setattr(train.loop, "build_dataset", build)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2", "--resume"]) == 0  # now finished
+    capsys.readouterr()
+    monkeypatch.setattr(train.loop, "build_dataset", pressed)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 130
+    assert capsys.readouterr().err.endswith(earlier)
 
 
 def test_ctrl_c_is_not_lost_when_it_lands_in_a_finaliser(tmp_path):

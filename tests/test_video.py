@@ -154,6 +154,7 @@ def test_a_files_packets_are_scanned_once_until_the_file_changes(tmp_path, monke
     from jepa_demo import video
 
     monkeypatch.setattr(video, "_SCANS", type(video._SCANS)())  # none kept from other tests
+    monkeypatch.setattr(video, "_scans_kept", 0)
     scanned = []
     real_scan = video._scan_packets
     monkeypatch.setattr(video, "_scan_packets", lambda path, _=None: scanned.append(path.name) or real_scan(path))
@@ -170,12 +171,14 @@ def test_a_files_packets_are_scanned_once_until_the_file_changes(tmp_path, monke
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     video_info(path)
     assert scanned.count("a.mp4") == 3
-    monkeypatch.setattr(video, "_SCANS_MAX_PACKETS", 20)  # room for two of these 8-frame files
+    room = 2 * (8 + video._SCAN_OVERHEAD)
+    monkeypatch.setattr(video, "_SCANS_MAX_PACKETS", room)  # for two of these 8-frame files
     for name in ("b.mp4", "c.mp4"):
         write_video(tmp_path / name, moving_square(frames=8))
         video_info(tmp_path / name)
     video_info(path)  # the oldest scan went when c.mp4's came
-    assert scanned.count("a.mp4") == 4 and sum(scan.frames for scan in video._SCANS.values()) <= 20
+    assert scanned.count("a.mp4") == 4 and len(video._SCANS) == 2
+    assert video._scans_kept == sum(scan.frames + video._SCAN_OVERHEAD for scan in video._SCANS.values()) <= room
 
 
 def test_gif_round_trip_keeps_every_frame(tmp_path):

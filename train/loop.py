@@ -212,15 +212,16 @@ def check_same_run(out: Path, record: dict) -> None:
 
 
 def state_is_this_runs(cfg: TrainConfig) -> bool:
-    """Whether out_dir's training state was saved with `cfg`'s settings (those a resume keeps), so that --resume would
-    continue it. A new run interrupted before it replaced an earlier run's folder finds the earlier run's there."""
+    """Whether out_dir's training state is an unfinished run with `cfg`'s settings (those a resume keeps), which
+    --resume would continue. A new run interrupted before it replaced an earlier run's folder finds that one's there."""
     try:
         _, meta = load_tensors(Path(cfg.out_dir) / STATE_NAME, metadata_only=True)
     except CheckpointError:
         return False
     saved = meta.get("train", {})
-    return all(_same_setting(key, saved.get(key), value) for key, value in config_to_dict(cfg).items()
-               if key not in MAY_CHANGE_ON_RESUME)
+    return int(meta.get("step", 0)) < cfg.steps and all(
+        _same_setting(key, saved.get(key), value) for key, value in config_to_dict(cfg).items()
+        if key not in MAY_CHANGE_ON_RESUME)
 
 
 def _same_setting(key: str, saved, value) -> bool:

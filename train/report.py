@@ -88,8 +88,10 @@ def summarize(rows: list[dict], tail: int = 10) -> dict:
     """Averages of the last `tail` logged rows, and the minima of the collapse monitors over the whole run."""
     last = rows[-tail:]
     mean = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "target_std", "rankme")}
-    # the median: the first row a process logs (step 0, or the first after --resume) also timed its start-up
-    mean["clips_per_s"] = statistics.median(r["clips_per_s"] for r in last)
+    # the first row a process logs (step 0, or the first after --resume) also timed its start-up: step 0's is left out
+    # (the last rows of a short run may be two) and the median keeps a resumed run's from pulling the figure down
+    timed = [r for r in last if r["step"] > 0] or last
+    mean["clips_per_s"] = statistics.median(r["clips_per_s"] for r in timed)
     across_clips = [r["clip_std"] for r in rows if not math.isnan(r["clip_std"])]  # none: logged before it was
     return {"final": mean, "min_target_std": min(r["target_std"] for r in rows),
             "min_clip_std": min(across_clips) if across_clips else None, "min_rankme": min(r["rankme"] for r in rows)}
