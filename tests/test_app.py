@@ -264,12 +264,14 @@ def test_hosted_the_app_warms_up_every_checkpoint_it_offers_and_a_failing_one_is
     ("0.0.0.0", "", False, "serving on 0.0.0.0, which other machines can reach, and JEPA_LENS_HOSTED is not set"),
     ("127.0.0.1", "True", False, "serving through a share link, and JEPA_LENS_HOSTED is not set"),
     ("127.0.0.1", "", False, ""), ("localhost", "", False, ""), ("[::1]", "", False, ""),
-    ("::ffff:127.0.0.1", "", False, ""), ("0.0.0.0", "", True, "")])
+    ("::ffff:127.0.0.1", "", False, ""), ("0.0.0.0", "", True, ""), ("127.0.0.1", "kaggle", False, "share link")])
 def test_serving_beyond_this_machine_without_the_hosted_limits_is_said_at_start(host, share, hosted, says, monkeypatch,
                                                                               capsys):
     import app
 
-    monkeypatch.setenv("GRADIO_SHARE", share)
+    monkeypatch.setenv("GRADIO_SHARE", "" if share == "kaggle" else share)
+    monkeypatch.setattr(app.gr.utils, "colab_check", lambda: False)
+    monkeypatch.setattr(app.gr.utils, "is_hosted_notebook", lambda: share == "kaggle")  # where Gradio shares itself
     monkeypatch.setattr(app, "HOSTED", hosted)
     app.warn_if_open_to_others(host)
     err = capsys.readouterr().err
@@ -286,6 +288,8 @@ def test_a_host_name_that_no_longer_resolves_is_no_traceback_at_start(monkeypatc
 
     monkeypatch.setattr(socket, "getaddrinfo", unknown)
     monkeypatch.setattr(app, "HOSTED", False)
+    monkeypatch.setenv("GRADIO_SHARE", "")
+    monkeypatch.setattr(app.gr.utils, "is_hosted_notebook", lambda: False)
     app.warn_if_open_to_others("gone.example")
     assert capsys.readouterr().err == ""
 

@@ -344,6 +344,8 @@ def test_resume_finishes_a_final_save_that_stopped_after_the_training_state(tmp_
     out = tmp_path / "run"
     assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 1
     assert load_model(out).info()["step"] == 2
+    # its own state, saved at its last step: what --resume finishes (not an earlier run's, finished)
+    assert capsys.readouterr().err.rstrip().endswith("rerun the same command with --resume to continue")
     monkeypatch.undo()
     assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2", "--resume"]) == 0
     assert load_model(out).info()["step"] == 4 and "Steps**: 4 of 4" in (out / "README.md").read_text()

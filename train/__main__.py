@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from jepa_demo.checkpoint import CheckpointError, push_to_hub
@@ -32,25 +33,25 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from out_dir's last save")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)  # key=value pairs may come before and after --resume
-    cfg = None
+    cfg, started = None, time.time()
     try:
         cfg = load_config(args.config, args.overrides)
         out = run(cfg, resume=args.resume, command=_command_line(argv))
     except KeyboardInterrupt:  # Ctrl-C: saves are atomic, so the last complete one stands
         if os.environ.get("RANK", "0") == "0":
-            print(f"interrupted: {_what_stands(cfg)}", file=sys.stderr)
+            print(f"interrupted: {_what_stands(cfg, started)}", file=sys.stderr)
         return 130
     except ValueError as err:
         print(f"error: {_own_message(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
         print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or _own_message(err)}; "
-              f"{_what_stands(cfg)}", file=sys.stderr)
+              f"{_what_stands(cfg, started)}", file=sys.stderr)
         return 1
     except RuntimeError as err:
         if _data_worker_died(err):  # killed by the kernel's OOM killer, or a bus error on a full /dev/shm
             print(f"error: {_own_message(err).strip().splitlines()[0]} (often out of memory or shared memory, "
-                  f"/dev/shm): fewer num_workers or a smaller batch_size needs less; {_what_stands(cfg)}",
+                  f"/dev/shm): fewer num_workers or a smaller batch_size needs less; {_what_stands(cfg, started)}",
                   file=sys.stderr)
             return 1
         if not out_of_memory(err):
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
         reason = _own_message(err).strip().splitlines()[0]
         # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
-              f"out_dir if this one saved); {_what_stands(cfg)}", file=sys.stderr)
+              f"out_dir if this one saved); {_what_stands(cfg, started)}", file=sys.stderr)
         return 1
     print(f"checkpoint written to {out}")
     return 0
@@ -99,10 +100,14 @@ def _data_worker_died(err: RuntimeError) -> bool:
     return str(err).startswith("DataLoader worker (pid")
 
 
-def _what_stands(cfg) -> str:
-    if cfg is None or not (Path(cfg.out_dir) / STATE_NAME).is_file():
+def _what_stands(cfg, started: float) -> str:
+    """What a stopped run leaves. A training state written since this run `started` is its own (even its last step's,
+    whose export --resume finishes); an older one is an earlier run's, which --resume continues only when unfinished
+    and with these settings (a new run stopped before it replaced that one)."""
+    state = None if cfg is None else Path(cfg.out_dir) / STATE_NAME
+    if state is None or not state.is_file():
         return "nothing was saved yet"
-    if not state_is_this_runs(cfg):
+    if state.stat().st_mtime < started and not state_is_this_runs(cfg):
         return f"nothing of this run was saved; the earlier run's save in {cfg.out_dir} is as it was"
     return f"the last complete save in {cfg.out_dir} stands; rerun the same command with --resume to continue"
 

@@ -213,7 +213,7 @@ def check_same_run(out: Path, record: dict) -> None:
 
 def state_is_this_runs(cfg: TrainConfig) -> bool:
     """Whether out_dir's training state is an unfinished run with `cfg`'s settings (those a resume keeps), which
-    --resume would continue. A new run interrupted before it replaced an earlier run's folder finds that one's there."""
+    --resume would continue."""
     try:
         _, meta = load_tensors(Path(cfg.out_dir) / STATE_NAME, metadata_only=True)
     except CheckpointError:
