@@ -162,7 +162,7 @@ def _download_from_hub(repo_id: str) -> Path:
 
     with _hub_errors(repo_id):
         snapshot = Path(huggingface_hub.hf_hub_download(repo_id, CONFIG_NAME)).parent
-    patterns = _VJEPA2_HUB_FILES if _check_config(snapshot, repo_id) else _HUB_FILES
+    patterns = _HUB_FILES if _check_config(snapshot, repo_id) is not None else _VJEPA2_HUB_FILES
     with _hub_errors(repo_id):
         # the commit of the config.json checked (its snapshot folder's name): a push in between brings nothing unchecked
         return Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=patterns))
@@ -314,9 +314,10 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     `source` (default: `path_or_repo_id`) as where it came from."""
     folder = resolve_checkpoint(path_or_repo_id)
     source = source or str(path_or_repo_id)
-    if _check_config(folder, source):
+    ours = _check_config(folder, source)
+    if ours is None:
         return _build_vjepa2(folder, source)
-    config, model_cfg, preprocess = read_config(folder)
+    config, model_cfg, preprocess = ours
     tensors, metadata = read_weights(folder)  # before the model is allocated: a missing or damaged file fails at once
     model = VideoJEPA(model_cfg)
     state = clean_state_dict(tensors)
@@ -346,21 +347,20 @@ def _first_detail(err: Exception) -> str:
     return detail if len(detail) <= 240 else detail[:240] + "..."  # it lists every key
 
 
-def _check_config(folder: Path, source: str) -> bool:
+def _check_config(folder: Path, source: str) -> tuple[dict, ModelConfig, PreprocessConfig] | None:
     """`build_model`'s checks of `config.json` alone, made before any weight is read (or downloaded): ours in full,
-    V-JEPA 2's sizes. True for a V-JEPA 2 config."""
+    V-JEPA 2's sizes. Ours: what `read_config` read; None for a V-JEPA 2 config."""
     path = folder / CONFIG_NAME
     config = _read_json(path)
     if not is_vjepa2_config(config):
-        read_config(folder)
-        return False
+        return read_config(folder)
     if importlib.util.find_spec("transformers") is None:
         raise CheckpointError(f"{source}: V-JEPA 2 checkpoints need the `transformers` package")
     try:
         vjepa2_model_config(config)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    return True
+    return None
 
 
 def _build_vjepa2(folder: Path, source: str):

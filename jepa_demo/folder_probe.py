@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .evaluate import RANDOM, format_difference, paired_difference, random_twin
 from .inference import JEPAModel
-from .video import VideoError, folder_label, list_videos, read_video
+from .video import VideoError, folder_label, list_videos, read_video, with_path
 
 MAJORITY = "always the most common label"
 # Left one out, a clip of a label with c videos has at most c - 1 neighbours of its own: with k = 5, a label of 3 or
@@ -51,8 +51,13 @@ def draw(labels: list[str], max_clips: int, seed: int = 0) -> dict[str, tuple[li
     return drawn
 
 
+def enough_labels(counts) -> bool:
+    """Whether two labels (label -> count of videos) hold MIN_PER_LABEL videos each: something to tell apart."""
+    return sum(count >= MIN_PER_LABEL for count in counts.values()) >= 2
+
+
 def check_labels(root, counts: Counter, what: str) -> None:
-    if sum(count >= MIN_PER_LABEL for count in counts.values()) < 2:
+    if not enough_labels(counts):
         found = ", ".join(f"{label} ({count})" for label, count in sorted(counts.items()))
         raise ValueError(f"{root}: the probe needs two sub-folders (labels) holding at least {MIN_PER_LABEL} {what} "
                          f"each; found {found or 'no sub-folder holding videos'}")
@@ -125,8 +130,8 @@ def _embed_drawn(paths: list[Path], drawn: dict, scorers: dict[str, JEPAModel]) 
                     break
                 try:
                     clips = {key: read_video(paths[i], num_frames=key[0], size=key[1]) for key in inputs}
-                except VideoError as err:  # its message names the file alone: cats/0.mp4 and dogs/0.mp4 look alike
-                    unreadable.append(f"{paths[i]}: {str(err).removeprefix(f'{paths[i].name}: ')}")
+                except VideoError as err:
+                    unreadable.append(with_path(err, paths[i]))
                     continue
                 embeddings[i] = {name: scorers[name].embed(clips[key]) for key, names in inputs.items()
                                  for name in names}

@@ -11,7 +11,6 @@ errors from `latent_error`, both in `jepa_demo.model`; the same code serves ever
 This module knows nothing about files, UIs or training.
 """
 
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from .checkpoint import build_model, device_for, input_mismatch, resolve_checkpo
 from .config import PreprocessConfig
 from .masks import mask_to_indices, sample_mask
 from .model import VideoJEPA, latent_error
-from .preprocess import check_video_array, denormalize, preprocess_video, sample_frame_indices
+from .preprocess import check_video_array, denormalize, preprocess_video, sample_frame_indices, whole_number
 from .video import strided_frame_indices
 
 
@@ -189,9 +188,8 @@ class JEPAModel:
         whole window, as in training, so with `future_steps` > 1 a step's target has also seen the hidden steps after
         it: a change can lift the `future_steps` - 1 steps before it too (never earlier ones). `progress`: a bar over
         the batches of windows, when stderr is a terminal."""
-        for name, value in (("future_steps", future_steps), ("batch_size", batch_size)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+        future_steps = None if future_steps is None else whole_number("future_steps", future_steps)
+        batch_size = whole_number("batch_size", batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         x, frame_index = self._surprise_input(video, max_frames)

@@ -6,6 +6,8 @@ they can never drift apart. Steps: sample frames at one step in time, resize the
 (C, T, H, W). It knows nothing about files (see `jepa_demo.video`) or models.
 """
 
+import numbers
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,14 @@ def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
     step = (num_available - 1) // (num_frames - 1) if num_frames > 1 else 1
     first = (num_available - 1 - step * (num_frames - 1)) // 2
     return first + step * np.arange(num_frames, dtype=np.int64)
+
+
+def whole_number(name: str, value) -> int:
+    """`value` as an int; ValueError unless it is an integer, NumPy's included (a float or a bool is a caller's slip:
+    8.0 frames gave float frame numbers, True passed as 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
 
 
 def check_video_array(video) -> None:

@@ -12,7 +12,6 @@ frames at one step and a short-side resize when asked); resizing, cropping and n
 
 import errno
 import math
-import numbers
 import os
 import threading
 import time
@@ -28,7 +27,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-from .preprocess import sample_frame_indices
+from .preprocess import sample_frame_indices, whole_number
 
 # A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
 # of a few kilobytes can claim it. 8K video (7680 x 4320) has 33 million pixels.
@@ -60,6 +59,12 @@ _DEMUXERS = ",".join(["mov", "matroska", "avi", "gif", "mpegts", "mpeg", "flv", 
 
 class VideoError(ValueError):
     """A file that cannot be read as a video; the message says which file and why, in plain words."""
+
+
+def with_path(err: VideoError, path) -> str:
+    """`err`'s message naming the file by `path` rather than by its name alone (cats/0.mp4 and dogs/0.mp4 look alike
+    in a folder of labels)."""
+    return f"{path}: {str(err).removeprefix(f'{Path(path).name}: ')}"
 
 
 class _Deadline:
@@ -106,13 +111,11 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
 
 
 def _positive_int(name: str, value, unit: str = "") -> int:
-    """`value` as an int, refused unless it is a whole number of at least 1 (a float or a bool is a caller's slip:
-    8.0 frames gave float frame numbers, True passed as 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+    """`value` as an int, refused unless it is a whole number (`whole_number`) of at least 1."""
+    value = whole_number(name, value)
     if value < 1:
         raise ValueError(f"{name} must be at least 1{unit}, got {value}")
-    return int(value)
+    return value
 
 
 def _read_all(path: Path, size: int | None, deadline: _Deadline) -> np.ndarray:
@@ -382,6 +385,7 @@ _scans_kept = 0  # the packets _SCANS holds, overhead included
 def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
     """`_scan_packets(path)`, from the last scans when the file is unchanged: the same inode, size, and times of the
     last change to its contents and to the file (ctime: any write, or a copy that sets the old modification time)."""
+    global _scans_kept
     try:
         stat = path.stat()
     except OSError:  # gone or unreadable: the scan says so in its words
@@ -392,7 +396,6 @@ def _scan(path: Path, deadline: _Deadline | None = None) -> _Packets:
             _SCANS.move_to_end(key)
             return _SCANS[key]
     packets = _scan_packets(path, deadline)
-    global _scans_kept
     with _SCANS_LOCK:
         if key not in _SCANS:  # another thread may have scanned it meanwhile
             _SCANS[key] = packets

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from jepa_demo.config import PreprocessConfig
 from jepa_demo.preprocess import preprocess_batch, preprocess_video
-from jepa_demo.video import VideoError, folder_label, list_videos, read_video, video_info
+from jepa_demo.video import VideoError, folder_label, list_videos, read_video, video_info, with_path
 from jepa_demo.world import WorldConfig, render_clip
 
 from .config import CLIP_SEED_STRIDE
@@ -111,8 +111,8 @@ def readable_videos(root: str, report: bool = True) -> list[Path]:
     for path in tqdm(files, desc="checking videos", unit="file", leave=False, disable=None if report else True):
         try:
             video_info(path)
-        except VideoError as err:  # its message names the file alone: cats/0.mp4 and dogs/0.mp4 look alike
-            reasons.append(f"{path}: {str(err).removeprefix(f'{path.name}: ')}")
+        except VideoError as err:
+            reasons.append(with_path(err, path))
             continue
         readable.append(path)
     if not readable:

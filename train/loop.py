@@ -203,9 +203,7 @@ def check_same_run(out: Path, record: dict) -> None:
     except (OSError, ValueError):
         raise ValueError(f"cannot resume: {saved_path} is missing or unreadable, so the run's settings are "
                          "unknown") from None
-    changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in record.items()
-               if key not in MAY_CHANGE_ON_RESUME and not _same_setting(key, saved.get(key), value)
-               and (key in saved or key not in RECORDED_LATER)]
+    changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in _changed(saved, record).items()]
     if changed:
         raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}; start a new run in "
                          "another out_dir to change them")
@@ -218,10 +216,15 @@ def state_is_this_runs(cfg: TrainConfig) -> bool:
         _, meta = load_tensors(Path(cfg.out_dir) / STATE_NAME, metadata_only=True)
     except CheckpointError:
         return False
-    saved = meta.get("train", {})
-    return int(meta.get("step", 0)) < cfg.steps and all(
-        _same_setting(key, saved.get(key), value) for key, value in config_to_dict(cfg).items()
-        if key not in MAY_CHANGE_ON_RESUME)
+    return int(meta.get("step", 0)) < cfg.steps and not _changed(meta.get("train", {}), config_to_dict(cfg))
+
+
+def _changed(saved: dict, record: dict) -> dict:
+    """The settings of `record` that a resume may not change and `saved` holds otherwise (those recorded later only
+    where `saved` has them)."""
+    return {key: value for key, value in record.items()
+            if key not in MAY_CHANGE_ON_RESUME and not _same_setting(key, saved.get(key), value)
+            and (key in saved or key not in RECORDED_LATER)}
 
 
 def _same_setting(key: str, saved, value) -> bool:

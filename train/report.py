@@ -137,11 +137,12 @@ def _folder_data(folder: Path, root: str) -> str:
     files = record.get("data_files", "").partition(" files,")[0]  # train.data.FolderBatches: "N files, sha256 ..."
     text = f"{files or 'the'} video files under `{root}`"
     if labels := record.get("data_labels"):
-        from jepa_demo.folder_probe import MIN_PER_LABEL  # here: it brings scikit-learn, which training does not need
+        # imported here: the folder probe brings scikit-learn, which training does not use
+        from jepa_demo.folder_probe import MIN_PER_LABEL, enough_labels
 
         counts = ", ".join(f"{label} ({count})" for label, count in labels.items())
         text += f"; its sub-folders label them: {counts}"
-        if sum(count >= MIN_PER_LABEL for count in labels.values()) >= 2:
+        if enough_labels(labels):
             text += (". How well the embeddings tell them apart: "
                      f"`python -m jepa_demo.evaluate --folder {root} --checkpoint {folder}`")
         else:  # what the probe would refuse
