@@ -19,6 +19,7 @@ import numpy as np
 
 VIOLATIONS: tuple[str, ...] = ("teleport", "vanish", "appear", "color_change", "shape_change", "pass_through")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+_AREA_PER_SQUARED_RADIUS = {"circle": np.pi, "square": 2.0, "triangle": 3 * np.sqrt(3) / 4}  # inscribed in the circle
 BACKGROUNDS: tuple[str, ...] = ("plain", "texture", "flicker", "mixed")
 COLORS = np.array([[230, 40, 40], [40, 200, 60], [50, 90, 240], [240, 220, 40], [220, 50, 220], [40, 220, 220],
                    [250, 140, 30]], dtype=np.float32)
@@ -539,23 +540,30 @@ def _draw_objects(frame: np.ndarray, states: dict, t: int) -> None:
 
 
 def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Every shape lies inside the circle of radius r that the physics moves and collides: a square or triangle
+    reaching past it would be drawn overlapping an object it had only touched, which is what a pass-through shows."""
     if shape == "circle":
         return dx**2 + dy**2 <= r**2
     if shape == "square":
-        half = 0.85 * r
+        half = r / np.sqrt(2)
         return (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    # triangle pointing up: apex at -r, base at +0.8 r, width growing linearly downwards
-    height = (dy + r) / (1.8 * r)
-    return (height >= 0) & (height <= 1) & (np.abs(dx) <= height * r)
+    # equilateral triangle pointing up: apex at -r, base at +r/2, width growing linearly downwards
+    height = (dy + r) / (1.5 * r)
+    return (height >= 0) & (height <= 1) & (np.abs(dx) <= height * r * np.sqrt(3) / 2)
 
 
 def _labels(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, background: str, violation, t_v) -> dict:
     n = len(scene.radius)
     return {"num_objects": n, "shapes": sorted({SHAPES[k] for k in scene.shape}),
-            "main_shape": SHAPES[scene.shape[int(np.argmax(scene.radius))]], "gravity": scene.gravity > 0,
+            "main_shape": SHAPES[scene.shape[int(np.argmax(_drawn_area(scene)))]], "gravity": scene.gravity > 0,
             "direction": main_direction(plausible["pos"]), "occluder": scene.occluder is not None,
             "background": background, "noise_std": float(cfg.noise_std), "violation": violation,
             "violation_frame": t_v, "seed": int(seed)}
+
+
+def _drawn_area(scene: _Scene) -> np.ndarray:
+    """(n,) each object's area as drawn: at one radius a square covers 64 % and a triangle 41 % of a circle."""
+    return scene.radius**2 * np.array([_AREA_PER_SQUARED_RADIUS[SHAPES[k]] for k in scene.shape])
 
 
 def main_direction(positions: np.ndarray) -> str:
