@@ -74,7 +74,7 @@ from gradio_client.utils import is_http_url_like
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.cli import out_of_memory
-from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache, load_clip
+from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES, Clip
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
@@ -166,12 +166,12 @@ def _explorer_key(checkpoint: str) -> str:
     return f"{folder.resolve()} {stamps}" if stamps else checkpoint  # no such folder: a Hub id
 
 
-def _explorer_and_clip(video_file, checkpoint: str, progress) -> tuple[Explorer, Clip]:
-    """The checkpoint's Explorer and the upload decoded for it; a missing or swept upload is refused first, before a
-    checkpoint is loaded (a Hub download, a gallery built) for nothing."""
+def _explorer_and_clip(video_file, checkpoint: str, progress, view: str) -> tuple[Explorer, Clip]:
+    """The checkpoint's Explorer and the upload decoded for it and `view`; a missing or swept upload is refused
+    first, before a checkpoint is loaded (a Hub download, a gallery built) for nothing."""
     _check_upload(video_file)
     explorer = explorer_for(checkpoint, progress)
-    return explorer, load_clip(video_file, explorer.clip_size, explorer.max_frames)
+    return explorer, explorer.load(video_file, view)
 
 
 def _check_upload(video_file) -> None:
@@ -223,7 +223,7 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
                    progress=gr.Progress()):  # noqa: B008
     if seed is None:  # an emptied seed box (or an API null): int(None) would end in a bare "Error"
         raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
-    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)  # a bad upload before the patch bank
+    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "masked")  # a bad upload before the bank
     if not explorer.is_built("bank"):  # the first masked prediction of a checkpoint the app did not warm up
         progress(0.2, desc="first use of this checkpoint: encoding gallery patches for the decoded view")
         _ = explorer.bank
@@ -236,7 +236,7 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
 @gpu
 @_plain_errors
 def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)
+    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "neighbors")
     found = explorer.neighbors(clip.frames, k=int(k))
     # three decimals: the nearest clips' similarities often differ only in the third
     items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.3f}") for hit in found]
@@ -247,7 +247,7 @@ def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  #
 @gpu
 @_plain_errors
 def embedding_map(video_file, color_by="num_objects", checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)
+    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "map")
     figure, point = explorer.embedding_map(clip.frames, color_by)
     return figure, _labelled({"x": float(point[0]), "y": float(point[1]), "color_by": color_by}, video_file,
                              checkpoint)
@@ -256,7 +256,7 @@ def embedding_map(video_file, color_by="num_objects", checkpoint="default", prog
 @gpu
 @_plain_errors
 def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa: B008
-    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress)
+    explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "surprise")
     if explorer.baseline is not None and not explorer.is_built("baseline_threshold"):
         progress(0.2, desc="first use: calibrating the pixel baseline's threshold on plausible clips")
         _ = explorer.baseline_threshold

@@ -26,7 +26,7 @@ import app  # noqa: E402
 from benchmarks import _report  # noqa: E402
 from jepa_demo import write_video  # noqa: E402
 from jepa_demo.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
-from jepa_demo.explore import Explorer, forget_decoded_clips, load_clip  # noqa: E402
+from jepa_demo.explore import Explorer, forget_decoded_clips  # noqa: E402
 from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
 
 
@@ -45,18 +45,16 @@ def time_views(explorer: Explorer, path: Path, thumbnails: Path) -> dict:
     forget_decoded_clips()
     explorer.thumbnail_dir = thumbnails
 
-    def decode():  # as app._clip does: the checkpoint decides the frames' size and how many are kept
-        return load_clip(path, explorer.clip_size, explorer.max_frames)
-
     def surprise():
-        clip = decode()
+        clip = explorer.load(path, "surprise")
         return explorer.surprise(clip.frames, clip.source_frames)
 
-    steps = {
-        "decode upload": decode,
-        "masked prediction": lambda: explorer.masked(decode().frames, "multiblock"),
-        "nearest neighbours": lambda: explorer.neighbors(decode().frames, k=8),
-        "embedding map": lambda: explorer.embedding_map(decode().frames, "num_objects"),
+    steps = {  # as the app decodes: once for surprise, once for the views that read one model input
+        "decode for surprise": lambda: explorer.load(path, "surprise"),
+        "decode model input": lambda: explorer.load(path, "neighbors"),
+        "masked prediction": lambda: explorer.masked(explorer.load(path, "masked").frames, "multiblock"),
+        "nearest neighbours": lambda: explorer.neighbors(explorer.load(path, "neighbors").frames, k=8),
+        "embedding map": lambda: explorer.embedding_map(explorer.load(path, "map").frames, "num_objects"),
         "surprise": surprise,
     }
     out = {}

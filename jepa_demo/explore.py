@@ -67,33 +67,35 @@ class ClipError(ValueError):
     """An upload the app will not process, with a message meant for the person who uploaded it."""
 
 
-def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES) -> Clip:
+def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES, exactly: bool = False) -> Clip:
     """Decode an upload for the views within the app's limits (`jepa_demo.video.read_clip`): at most `max_frames`
-    frames, one in k over the clip, short side `size`, uint8 (T, H, W, 3), with each one's frame number in the file;
-    ClipError with a plain message otherwise.
+    frames, one in k over the clip (`exactly`: `max_frames` frames picked as the model picks its input), short side
+    `size`, uint8 (T, H, W, 3), with each one's frame number in the file; ClipError with a plain message otherwise.
 
-    The four views of one upload all start here, and decoding a 10-second 480p clip costs ~0.9 s (every frame must be
-    decoded to reach the ones we keep), so the last few decoded files are remembered, keyed by path, size and
-    modification time (and the frame limit): a changed or different file is decoded afresh. Views must not modify
-    the array they get."""
+    The four views of one upload all start here (Explorer.load: two decodings, one for surprise and one for the
+    others), and decoding a 10-second 480p clip costs ~0.9 s (every frame must be decoded to reach the ones we keep),
+    so the last few decodings are remembered, keyed by path, size and modification time (and the frame limit and
+    `exactly`): a changed or different file is decoded afresh. Views must not modify the array they get."""
     path = Path(path)
     try:
         stat = path.stat() if path.is_file() else None
     except OSError:  # removed since is_file (a sweep): read_clip says so in plain words
         stat = None
-    clip, refusal = _decode(path, size, max_frames, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    clip, refusal = _decode(path, size, max_frames, exactly, stat.st_size if stat else -1,
+                            stat.st_mtime_ns if stat else -1)
     if refusal is not None:
         raise ClipError(refusal)
     return clip
 
 
 @lru_cache(maxsize=8)
-def _decode(path: Path, size: int, max_frames: int, file_bytes: int, mtime_ns: int) -> tuple[Clip | None, str | None]:
+def _decode(path: Path, size: int, max_frames: int, exactly: bool, file_bytes: int,
+            mtime_ns: int) -> tuple[Clip | None, str | None]:
     """(the clip, None), or (None, why it was refused): a refusal is remembered too, so that each view of a file that
     ran out of DECODE_TIMEOUT does not spend it again (nor get further, its packet scan being kept, and answer)."""
     try:
         return read_clip(path, max_frames, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
-                         timeout=DECODE_TIMEOUT), None
+                         timeout=DECODE_TIMEOUT, exactly=exactly), None
     except VideoError as err:
         return None, str(err)
 
@@ -145,6 +147,15 @@ class Explorer:
         Keeping one frame in k leaves at least half the limit of any clip longer than it, and surprise needs a whole
         window."""
         return max(MAX_FRAMES, 2 * self.model.cfg.num_frames)
+
+    def load(self, path, view: str) -> Clip:
+        """The upload decoded for `view` (load_clip). Surprise slides its window over up to `max_frames` frames, one
+        in k; the other views read one model input, picked as the CLI's `embed` and `read_video(path, num_frames)`
+        pick it: thinning the clip first and sampling the model's frames from what is left would step through it
+        differently (file frames 18 to 108, one in 6, of 130; not 4 to 124, one in 8)."""
+        if view == "surprise":
+            return load_clip(path, self.clip_size, self.max_frames)
+        return load_clip(path, self.clip_size, self.model.cfg.num_frames, exactly=True)
 
     @property
     def bank(self):

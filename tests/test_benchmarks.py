@@ -220,8 +220,8 @@ def test_app_views_times_the_apps_own_explorer(tmp_path):
     report = json.loads(out.read_text())
     assert report["surprise_beside"] == "pixel" and report["checkpoint"].endswith("default")
     assert report["device"] == "cpu" and report["threads"] == 2  # as asked: a GPU the machine has is hidden
-    assert set(report["median_seconds"]) == {"decode upload", "masked prediction", "nearest neighbours",
-                                             "embedding map", "surprise", "decode + four views"}
+    assert set(report["median_seconds"]) == {"decode for surprise", "decode model input", "masked prediction",
+                                             "nearest neighbours", "embedding map", "surprise", "decode + four views"}
     assert all(seconds > 0 for seconds in report["median_seconds"].values())
     _recorded_as_run_here(report, "app_views.py")
 

@@ -173,6 +173,31 @@ def test_masked_view_says_which_frames_of_the_file_the_model_read_and_the_strips
     assert explorer.masked(clip, "random", ratio=0.5, seed=1).numbers["model_frames"] == read.tolist()
 
 
+def test_views_that_read_one_model_input_read_the_frames_the_cli_and_read_video_read(explorer, tmp_path):
+    """BUG: the app thinned an upload to at most 64 frames first and the model sampled its input from what was left,
+    so the neighbours and the map embedded other frames than `python -m jepa_demo embed` and
+    `model.embed(read_video(path))` (of 130, file frames 18 to 108 instead of 4 to 124 for 16 frames)."""
+    from jepa_demo.cli import read_for
+
+    frames = np.zeros((130, 128, 128, 3), np.uint8)  # the size the app decodes at: no resize on either side
+    frames[..., 0] = np.arange(130)[:, None, None]  # frame i is red i: which frames were read shows in the embedding
+    frames[:, :64, :, 1] = (np.arange(130) * 7 % 256)[:, None, None]
+    path = tmp_path / "long.mp4"
+    write_video(path, frames, fps=25)
+    model = explorer.model
+    loaded = explorer.load(path, "neighbors")
+    picked = read_for(model, path, "embed").source_frames
+    assert np.array_equal(loaded.source_frames, picked)
+    assert explorer.load(path, "map") is loaded and explorer.load(path, "masked") is loaded
+    assert len(explorer.load(path, "surprise").frames) == 44  # surprise slides over the thinned clip, one in 3
+    expected = nearest(explorer.gallery, model.embed(read_video(path)), k=3)
+    hits = explorer.neighbors(loaded.frames, k=3)
+    assert [h["index"] for h in hits] == [i for i, _ in expected]
+    assert [h["similarity"] for h in hits] == pytest.approx([sim for _, sim in expected], abs=1e-5)
+    shown = explorer.masked(loaded.frames, "random", seed=1, source_frames=loaded.source_frames).numbers
+    assert shown["model_frames"] == loaded.source_frames.tolist()
+
+
 def test_neighbors_have_playable_thumbnails(explorer, clip):
     hits = explorer.neighbors(clip, k=3)
     assert [h["similarity"] for h in hits] == sorted((h["similarity"] for h in hits), reverse=True)
