@@ -71,6 +71,8 @@ def main(argv=None) -> int:
             raise  # a bug: the traceback says where
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return _stop(f"error: out of memory ({reason}); try a smaller checkpoint or a machine with more memory", 2)
+    except KeyboardInterrupt:  # Ctrl-C: the pairs printed so far stand, as with the CLI
+        return _stop("interrupted", 130)
     except BrokenPipeError:  # the reader went away (`... | head -1`): quietly, as the CLI
         return _stop(None, 141)  # 128 + SIGPIPE
     except OSError as err:  # a full disk, for the clips or under stdout

@@ -123,11 +123,18 @@ def test_benchmarks_check_where_they_write_before_measuring(tmp_path, script, ar
     assert not out.parent.exists()
 
 
-def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_path, capsys):
+def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         _report.check_output(argparse.ArgumentParser(prog="bench"), tmp_path)
     assert "a folder, not a file" in capsys.readouterr().err
     assert _report.check_output(argparse.ArgumentParser(), tmp_path / "out.json") == tmp_path / "out.json"
+    kept = tmp_path / "kept.json"
+    kept.write_text("{}")
+    writable = os.access  # as root every file is writable: this stands for a user whose recorded run is read-only
+    monkeypatch.setattr(_report.os, "access", lambda path, mode: path != kept and writable(path, mode))
+    with pytest.raises(SystemExit):  # BUG: refused only after the run, by a PermissionError's traceback
+        _report.check_output(argparse.ArgumentParser(prog="bench"), kept)
+    assert f"--json {kept}: the file is read-only" in capsys.readouterr().err
     script = str(ROOT / "benchmarks" / "load_test.py")
     rerun = "python benchmarks/load_test.py --json 'my runs/out.json'"  # quoted: it runs as recorded
     assert _report.command(script, ["--json", "my runs/out.json"]) == rerun
@@ -188,6 +195,30 @@ def test_load_test_counts_a_user_who_cannot_connect_as_failed_requests(tmp_path,
     tally = _load("load_test.py").user(f"http://127.0.0.1:{free_port}/", 0, [tmp_path / "clip.mp4"], 3, {}, tmp_path)
     assert (tally["served"], tally["wrong"], tally["failed"]) == (0, 0, 3)
     assert tally["errors"][0].startswith("connecting: ")
+
+
+def test_load_test_starts_the_app_on_loopback_whatever_this_shell_sets(tmp_path, monkeypatch):
+    """BUG: the app inherited every GRADIO_ and JEPA_LENS_ setting of the shell: a server name made it never answer
+    on 127.0.0.1 (a 600 s wait), a share link or hosted mode measured another app."""
+    load_test = _load("load_test.py")
+    for name, value in {"GRADIO_SERVER_NAME": "192.0.2.1", "GRADIO_SHARE": "true", "JEPA_LENS_HOSTED": "1"}.items():
+        monkeypatch.setenv(name, value)
+    started = {}
+
+    class Exited:  # stands for the app's process: records its environment and has exited at once
+        returncode = 1
+
+        def __init__(self, args, env, **kwargs):
+            started.update(env)
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(load_test.subprocess, "Popen", Exited)
+    with pytest.raises(RuntimeError, match="the app exited with status 1"):
+        load_test.start_server(7861, tmp_path / "gradio", tmp_path / "cache", 10, tmp_path / "app.log")
+    assert started["GRADIO_SERVER_NAME"] == "127.0.0.1" and started["GRADIO_SERVER_PORT"] == "7861"
+    assert "GRADIO_SHARE" not in started and "JEPA_LENS_HOSTED" not in started
 
 
 def test_load_test_shows_the_apps_log_when_it_fails_to_start(tmp_path):

@@ -263,6 +263,18 @@ def test_the_terminal_demo_out_of_memory_midway_is_one_line(tiny_checkpoint, mon
                                        "a smaller checkpoint or a machine with more memory\n")
 
 
+def test_the_terminal_demo_stopped_with_ctrl_c_says_so_in_one_line(tiny_checkpoint, monkeypatch, capsys):
+    """BUG: Ctrl-C during the tour (a minute, far longer with V-JEPA 2 on a CPU) printed a traceback."""
+    from jepa_demo import demo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "make_pair", interrupted)
+    assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_bad_checkpoint_exits_2_with_one_line(files):
     result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")
     assert result.returncode == 2
