@@ -155,6 +155,16 @@ def resolve_checkpoint(path_or_repo_id) -> Path:
                               f"{str(err).removeprefix(f'{text}: ')}") from None
 
 
+def quiet_hub_client() -> None:
+    """For the command-line tools, which say why a download failed in one line (a CheckpointError): the Hub client
+    also logs a warning at each retry of a failing request (12 lines over 25 s for a refused connection). A
+    HF_HUB_VERBOSITY the user set still decides."""
+    if "HF_HUB_VERBOSITY" not in os.environ:
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+
+
 def _download_from_hub(repo_id: str) -> Path:
     """`config.json` alone first, checked as `build_model` checks it; then the files of that format, and only of
     that format: a mistyped id of another model (say a 15 GB language model) never fetches its weights."""

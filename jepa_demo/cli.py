@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, quiet_hub_client
 from .inference import load_model
 from .video import VideoError, read_clip, video_info
 
@@ -85,6 +85,7 @@ def human_line(command: str, result: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_hub_client()
     if sys.stdout is None:  # started with stdout closed (`>&-`): every result would be lost without a word
         print("error: standard output is closed; nowhere to write the results", file=sys.stderr)
         return 2

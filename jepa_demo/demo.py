@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, quiet_hub_client
 from .cli import check_finite, out_of_memory, read_for, write_nowhere
 from .inference import load_model
 from .video import write_video
@@ -36,6 +36,7 @@ def main(argv=None) -> int:
                         help="violation kind to show (repeatable; default: every kind)")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args(argv)
+    quiet_hub_client()
     if sys.stdout is None:  # started with stdout closed (`>&-`): a tour nobody sees, as the CLI refuses its results
         print("error: standard output is closed; nowhere to write the tour", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, quiet_hub_client
 from .config import to_dict
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
@@ -399,6 +399,7 @@ def main(argv=None) -> int:
         parser.error(f"--clips must be at least {MIN_CLIPS}")
     if args.ship and not Path(args.checkpoint).expanduser().is_dir():  # never into the Hub's download cache
         parser.error(f"--ship writes into a local checkpoint folder; {args.checkpoint} is not one")
+    quiet_hub_client()
     try:
         model = load_model(args.checkpoint)
     except CheckpointError as err:

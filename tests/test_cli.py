@@ -275,6 +275,31 @@ def test_the_terminal_demo_stopped_with_ctrl_c_says_so_in_one_line(tiny_checkpoi
     assert capsys.readouterr().err == "interrupted\n"
 
 
+@pytest.mark.parametrize("tool", ["jepa_demo.cli", "jepa_demo.demo", "jepa_demo.gallery"])
+def test_a_hub_id_that_cannot_be_fetched_is_one_line_without_the_hub_clients_retry_warnings(tool):
+    """BUG: with the Hub unreachable, the Hub client's warning at each retry (12 lines over 25 s for a refused
+    connection) came before the tool's one-line error. Here the download logs one such warning, as the client does,
+    then fails: no network is used."""
+    script = f"""
+import sys
+from huggingface_hub.utils import logging as hub_logging
+from jepa_demo import checkpoint
+from {tool} import main
+
+def unreachable(repo_id):
+    hub_logging.get_logger("huggingface_hub.utils._http").warning("'[Errno 111] Connection refused' thrown while "
+                                                                   "requesting HEAD config.json")
+    raise checkpoint.CheckpointError(f"{{repo_id}}: the Hub cannot be reached")
+
+checkpoint._download_from_hub = unreachable
+sys.exit(main([*(["embed", "clip.mp4"] if {tool!r} == "jepa_demo.cli" else []), "--checkpoint", "owner/name"]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "owner/name: the Hub cannot be reached" in result.stderr, result.stderr
+
+
 def test_bad_checkpoint_exits_2_with_one_line(files):
     result = _cli("embed", files / "a.mp4", "--checkpoint", files / "nowhere")
     assert result.returncode == 2
