@@ -21,6 +21,12 @@ _MAX_PARAMETERS = 4_000_000_000
 OBJECTIVES = ("jepa", "jepa-sigreg", "pixel")
 
 
+def check_parameter_count(count: float) -> None:
+    if count > _MAX_PARAMETERS:
+        raise ValueError(f"about {count / 1e9:.0f} billion parameters, more than the limit "
+                         f"{_MAX_PARAMETERS / 1e9:.0f} billion")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How a uint8 clip becomes the model's input tensor (see `jepa_demo.preprocess`)."""
@@ -99,9 +105,7 @@ class ModelConfig:
                              "time steps and 2 tokens a step")
         if self.num_tokens > _MAX_TOKENS:
             raise ValueError(f"{self.num_tokens} tokens per clip is more than the limit {_MAX_TOKENS}")
-        if self.approx_parameters > _MAX_PARAMETERS:
-            raise ValueError(f"about {self.approx_parameters / 1e9:.0f} billion parameters, more than the limit "
-                             f"{_MAX_PARAMETERS / 1e9:.0f} billion")
+        check_parameter_count(self.approx_parameters)
 
     @property
     def approx_parameters(self) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, PreprocessConfig, to_dict
+from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, PreprocessConfig, check_parameter_count, to_dict
 from .model import check_finite_weights, gather_tokens, normalize_targets
 
 MODEL_TYPE = "vjepa2"
@@ -43,7 +43,7 @@ def model_config(hf_config: dict) -> ModelConfig:
     """Our architecture record of a VJEPA2Config dict, validated (sizes bounded) before any weight is allocated."""
     _check_other_sizes(hf_config)
     try:
-        return ModelConfig(
+        cfg = ModelConfig(
             img_size=hf_config["crop_size"], num_frames=hf_config["frames_per_clip"],
             patch_size=hf_config["patch_size"], tubelet=hf_config["tubelet_size"], dim=hf_config["hidden_size"],
             depth=hf_config["num_hidden_layers"], heads=hf_config["num_attention_heads"],
@@ -51,6 +51,10 @@ def model_config(hf_config: dict) -> ModelConfig:
             pred_depth=hf_config["pred_num_hidden_layers"], pred_heads=hf_config["pred_num_attention_heads"])
     except KeyError as err:
         raise ValueError(f"a V-JEPA 2 config needs {err.args[0]!r}") from None
+    # ModelConfig sized the predictor's MLPs with the encoder's ratio: V-JEPA 2's has its own
+    extra = cfg.pred_depth * 2 * (hf_config.get("pred_mlp_ratio", 4.0) - cfg.mlp_ratio) * cfg.pred_dim**2
+    check_parameter_count(cfg.approx_parameters + extra)
+    return cfg
 
 
 def _check_other_sizes(hf_config: dict) -> None:
@@ -127,6 +131,18 @@ def check_safetensors_only(folder: Path, hf_config: dict) -> None:
         if not isinstance(name, str) or not name.endswith((".safetensors", ".safetensors.index.json")):
             raise ValueError(f"weights {name!r} are not safetensors; only safetensors are loaded (nothing is "
                              "unpickled)")
+
+
+def _query_with_a_trained_mask_token(hf_model) -> None:
+    """transformers' predictor always fills the hidden positions with mask token 1 (the default of Meta's predictor
+    too), while Meta's training picks the token by the clip-length group of the batch: a model trained on one clip
+    length trains token 0 alone and leaves the others at their zero initialisation, so the predictor would be queried
+    with a zero vector it never saw. For exactly that case (token 1 all zeros, token 0 not) token 0 is copied into
+    token 1, in memory; any other model is left as it is."""
+    tokens = hf_model.predictor.embeddings.mask_tokens
+    if len(tokens) > 1 and not tokens[1].any() and tokens[0].any():
+        with torch.no_grad():
+            tokens[1].copy_(tokens[0])
 
 
 class VJEPA2Net(nn.Module):
@@ -206,6 +222,7 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
         raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): they would be random")
     check_finite_weights(hf_model.state_dict())
+    _query_with_a_trained_mask_token(hf_model)
     record = {"format": MODEL_TYPE, "source": source, "step": None, "model": to_dict(cfg),
               "preprocess": to_dict(preprocess)}
     return VJEPA2Net(hf_model, cfg).eval(), preprocess, record

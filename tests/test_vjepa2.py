@@ -149,10 +149,42 @@ def test_a_hub_id_loads_from_the_local_hub_cache(folder, tmp_path, monkeypatch):
                                              ({"pred_mlp_ratio": 2000}, r"pred_mlp_ratio must be a number in \[0.5"),
                                              ({"pred_num_mask_tokens": 0}, "pred_num_mask_tokens must be"),
                                              ({"pred_num_mask_tokens": 10**7}, "pred_num_mask_tokens must be"),
-                                             ({"in_chans": 10**5}, r"in_chans must be a number in \[3, 3\]")])
+                                             ({"in_chans": 10**5}, r"in_chans must be a number in \[3, 3\]"),
+                                             # BUG: the predictor's MLPs were sized with the encoder's ratio (0.5
+                                             # here): about 4 billion counted, 28 billion built
+                                             ({"mlp_ratio": 0.5, "pred_hidden_size": 3520, "pred_num_hidden_layers": 64,
+                                               "pred_num_attention_heads": 64, "pred_mlp_ratio": 16},
+                                              "about 29 billion parameters, more than the limit 4 billion")])
 def test_hostile_configs_are_refused_before_allocation(folder, tmp_path, change, message):
     with pytest.raises(CheckpointError, match=message):
         load_model(_copy(folder, tmp_path / "bad", change))
+
+
+def test_a_mask_token_left_at_its_zero_start_is_not_what_the_predictor_is_queried_with(tmp_path, video):
+    """BUG: transformers queries the predictor with mask token 1 whatever the model trained; in a model trained on
+    one clip length only token 0 is trained and token 1 is still zero. Such a model now predicts as the same model
+    whose token 1 is its token 0; a model whose token 1 is trained keeps it."""
+    torch.manual_seed(0)
+    hf = transformers.VJEPA2Model(transformers.VJEPA2Config(**TINY))
+    tokens = hf.predictor.embeddings.mask_tokens
+    with torch.no_grad():
+        tokens[0].normal_(std=0.5)  # trained; token 1 stays zero
+    hf.save_pretrained(tmp_path / "token-0-trained")
+    with torch.no_grad():
+        tokens[1].copy_(tokens[0])
+    hf.save_pretrained(tmp_path / "token-0-in-both")
+    with torch.no_grad():
+        tokens[1].normal_(std=0.5)  # both trained, and different
+    hf.save_pretrained(tmp_path / "both-trained")
+    mask = sample_mask("multiblock", load_model(tmp_path / "both-trained", device="cpu").cfg.grid,
+                       torch.Generator().manual_seed(3)).numpy()
+
+    def predicted(name):
+        return load_model(tmp_path / name, device="cpu").predict_masked(video, mask=mask).predicted
+
+    assert np.array_equal(predicted("token-0-trained"), predicted("token-0-in-both"))
+    loaded = load_model(tmp_path / "both-trained", device="cpu").net.hf.predictor.embeddings.mask_tokens
+    assert torch.equal(loaded.detach(), tokens.detach())  # a trained token 1 is used as it is
 
 
 def test_missing_or_corrupt_weights_name_the_folder(folder, tmp_path):
