@@ -23,6 +23,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import time
 import warnings
@@ -274,8 +276,24 @@ def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int,
     return gallery, path
 
 
+# The names _gallery_name, _threshold_name and thumbnail_folder give, of any format: the cache folder may be shared
+# ($JEPA_LENS_CACHE=~/.cache), so what is removed as ours must be named as ours
+_OUR_FILE = re.compile(r"(gallery-[0-9a-f]{16}-\d+clips|threshold-[0-9a-f]{16})-seed\d+-v\d+\.(npz|json)")
+_OUR_THUMBNAILS = re.compile(r"thumbnails-[0-9a-f]{16}-seed\d+-v(\d+)")
+
+
 def _gallery_files(folder: Path) -> list[Path]:
-    return [*folder.glob("gallery-*.npz"), *folder.glob("threshold-*.json")]
+    return [path for path in [*folder.glob("gallery-*.npz"), *folder.glob("threshold-*.json")]
+            if _OUR_FILE.fullmatch(path.name)]
+
+
+def remove_old_thumbnails(cache_dir=None) -> None:
+    """Remove the thumbnail folders of older gallery formats from the served folder: no gallery of theirs is read
+    again, and each holds up to one GIF per gallery clip."""
+    for folder in served_folder(cache_dir).glob("thumbnails-*"):
+        match = _OUR_THUMBNAILS.fullmatch(folder.name)
+        if match and int(match[1]) != GALLERY_FORMAT:
+            shutil.rmtree(folder, ignore_errors=True)  # or another process's removal got there first
 
 
 def _current_format(path: Path) -> bool:

@@ -226,11 +226,30 @@ def test_building_into_the_cache_removes_files_of_older_formats_only(built, mode
              tmp_path / f"threshold-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}.json"]
     another_checkpoints = [tmp_path / f"gallery-{'1' * 16}-{CLIPS}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.npz",
                            tmp_path / f"threshold-{'1' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json",
-                           tmp_path / "notes.txt"]
+                           tmp_path / "notes.txt",
+                           # BUG: another program's files in a shared cache folder ($JEPA_LENS_CACHE=~/.cache) matched
+                           # gallery-*.npz or threshold-*.json and went too
+                           tmp_path / "threshold-tuning.json", tmp_path / "gallery-of-photos.npz"]
     for path in (*older, *another_checkpoints):
         path.write_text("x")
     load_or_build_gallery(model, tmp_path, num_clips=CLIPS)
     assert sorted(tmp_path.iterdir()) == sorted([*another_checkpoints, gallery_cache_path(model, tmp_path, CLIPS)])
+
+
+def test_thumbnail_folders_of_older_formats_are_removed_when_an_explorer_starts(built, model, tmp_path, monkeypatch):
+    """BUG: a format change left the old thumbnails (up to one GIF per gallery clip, per checkpoint) forever."""
+    from jepa_demo.explore import Explorer
+
+    monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(built[0], []))
+    served = gallery_module.served_folder(tmp_path)
+    older = served / f"thumbnails-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}"
+    current = served / f"thumbnails-{'1' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}"  # another checkpoint's
+    not_ours = served / "thumbnails-of-my-holiday"
+    for folder in (older, current, not_ours):
+        folder.mkdir(parents=True)
+        (folder / "0.gif").write_text("x")
+    Explorer(model, cache_dir=tmp_path, num_clips=CLIPS)
+    assert sorted(served.iterdir()) == [current, not_ours]
 
 
 def test_missing_cache_dir_is_created(built, model, tmp_path, monkeypatch):
