@@ -87,8 +87,8 @@ if bad := [name for name in ALLOWED_HUB_IDS if not is_hub_repo_id(name)]:
     sys.exit(f"JEPA_LENS_ALLOWED_MODELS: {', '.join(bad)} is not a Hub repo id (USER/NAME)")
 PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every other checkpoint's
 # Seconds an upload (and each picture the views return) stays in Gradio's folder: long enough to open every view of
-# one clip, then swept away, so nothing a visitor gave is kept on disk (in memory, the decoded frames of the last few
-# uploads stay until newer ones replace them: explore.load_clip).
+# one clip, then swept away, so nothing a visitor gave is kept on disk (in memory, the last few decodings of uploads
+# stay until newer ones replace them: explore.load_clip).
 FILE_LIFETIME = whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
 SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 MASKS = ["multiblock", "tube", "future", "random"]

@@ -2,11 +2,12 @@
 
     python benchmarks/app_views.py [--checkpoint checkpoints/default] [--repeats 5] [--json benchmarks/app_views.json]
 
-Times the same calls the app's handlers make, on the app's own Explorer (`app.explorer_for`: the surprise view runs
-the pixel baseline beside any other checkpoint), without Gradio's transport: a fresh upload is decoded once (the views
-then find it remembered, as in the app), then each view does its own work. The neighbours' thumbnails go to a fresh
-folder in each run, so that view renders them as it does for a new clip's neighbours. Prints a table (median of the
-repeats, seconds) and writes JSON. Set --threads to match the machine you report.
+Times the same calls the app's handlers make, on the app's own Explorer (`app.explorer_for`: the surprise view runs the
+pixel baseline beside any other checkpoint), without Gradio's transport: a fresh upload is decoded twice, for surprise
+and for the other views (each then finds its decoding remembered, as in the app), then each view does its own work. The
+neighbours' thumbnails go to a fresh folder in each run, so that view renders them as it does for a new clip's
+neighbours. Prints a table (median of the repeats, seconds) and writes JSON. Set --threads to match the machine you
+report.
 """
 
 import argparse

@@ -155,14 +155,22 @@ def resolve_checkpoint(path_or_repo_id) -> Path:
                               f"{str(err).removeprefix(f'{text}: ')}") from None
 
 
-def quiet_hub_client() -> None:
-    """For the command-line tools, which say why a download failed in one line (a CheckpointError): the Hub client
-    also logs a warning at each retry of a failing request (12 lines over 25 s for a refused connection). A
-    HF_HUB_VERBOSITY the user set still decides."""
-    if "HF_HUB_VERBOSITY" not in os.environ:
-        from huggingface_hub.utils import logging as hub_logging
+@contextlib.contextmanager
+def quiet_hub_client():
+    """Around a command-line tool's load_model, which says why a download failed in one line (a CheckpointError): the
+    Hub client also logs a warning at each retry of a failing request (12 lines over 25 s for a refused connection).
+    Its verbosity is global, so it is put back after; a HF_HUB_VERBOSITY the user set still decides."""
+    if "HF_HUB_VERBOSITY" in os.environ:
+        yield
+        return
+    from huggingface_hub.utils import logging as hub_logging
 
-        hub_logging.set_verbosity_error()
+    before = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hub_logging.set_verbosity(before)
 
 
 def _download_from_hub(repo_id: str) -> Path:

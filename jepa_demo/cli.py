@@ -85,7 +85,6 @@ def human_line(command: str, result: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_hub_client()
     if sys.stdout is None:  # started with stdout closed (`>&-`): every result would be lost without a word
         print("error: standard output is closed; nowhere to write the results", file=sys.stderr)
         return 2
@@ -141,7 +140,8 @@ def _first_line(err: BaseException) -> str:
 
 def _run(args) -> int:
     try:
-        model = None if args.command == "info" else load_model(args.checkpoint)
+        with quiet_hub_client():
+            model = None if args.command == "info" else load_model(args.checkpoint)
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where

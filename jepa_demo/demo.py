@@ -36,12 +36,14 @@ def main(argv=None) -> int:
                         help="violation kind to show (repeatable; default: every kind)")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args(argv)
-    quiet_hub_client()
     if sys.stdout is None:  # started with stdout closed (`>&-`): a tour nobody sees, as the CLI refuses its results
         print("error: standard output is closed; nowhere to write the tour", file=sys.stderr)
         return 2
     try:
-        model = load_model(args.checkpoint)
+        with quiet_hub_client():
+            model = load_model(args.checkpoint)
+    except KeyboardInterrupt:  # loading is the slow part with a Hub id (retries) or V-JEPA 2 on a CPU
+        return _stop("interrupted", 130)
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where

@@ -36,7 +36,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .checkpoint import SHIPPED_DIR, CheckpointError, write_json
+from .checkpoint import SHIPPED_DIR, CheckpointError, quiet_hub_client, write_json
 from .cli import out_of_memory
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
@@ -423,7 +423,8 @@ def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
         raise ValueError("no checkpoint given and none shipped under checkpoints/")
     names = [Path(path).name for path in paths]
     check_names(names)
-    return {name: load_model(path) for name, path in zip(names, paths)}
+    with quiet_hub_client():  # a Hub id that cannot be fetched: its CheckpointError's one line, no retry warnings
+        return {name: load_model(path) for name, path in zip(names, paths)}
 
 
 # The options' defaults: None in the parser, so that one given where it does not apply can be refused.

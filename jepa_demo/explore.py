@@ -1,11 +1,11 @@
 """What each of the app's four views computes, as plain data: images (uint8 arrays), plotly figures and numbers.
 
     explorer = Explorer(load_model("checkpoints/default"))   # the gallery (map, threshold): shipped, cached or built
-    clip = load_clip("clip.mp4")                             # size/duration limits; ClipError with a plain message
-    video = clip.frames                                      # uint8 (T, H, W, 3), at most 64 frames spread over it
-    explorer.masked(video, "multiblock", ratio=0.75, seed=0)
-    explorer.neighbors(video, k=8); explorer.embedding_map(video, "num_objects")
-    explorer.surprise(video, clip.source_frames)             # times given as the file's frame numbers
+    one = explorer.load("clip.mp4", "neighbors")             # limits; ClipError with a plain message; one model input
+    explorer.masked(one.frames, "multiblock", ratio=0.75, seed=0, source_frames=one.source_frames)
+    explorer.neighbors(one.frames, k=8); explorer.embedding_map(one.frames, "num_objects")
+    long = explorer.load("clip.mp4", "surprise")             # uint8 (T, H, W, 3), at most 64 frames spread over it
+    explorer.surprise(long.frames, long.source_frames)       # times given as the file's frame numbers
 
 An `Explorer` is built once per checkpoint and then only read (its patch bank is filled on first use), so every user
 of a server can share it. This module composes `inference`, `gallery` and `views`; it knows nothing about Gradio
@@ -82,28 +82,40 @@ def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES, exact
         stat = path.stat() if path.is_file() else None
     except OSError:  # removed since is_file (a sweep): read_clip says so in plain words
         stat = None
-    clip, refusal = _decode(path, size, max_frames, exactly, stat.st_size if stat else -1,
-                            stat.st_mtime_ns if stat else -1)
+    file = (path, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    with _REFUSALS_LOCK:
+        refusal = _REFUSALS.get(file)
     if refusal is not None:
         raise ClipError(refusal)
-    return clip
-
-
-@lru_cache(maxsize=8)
-def _decode(path: Path, size: int, max_frames: int, exactly: bool, file_bytes: int,
-            mtime_ns: int) -> tuple[Clip | None, str | None]:
-    """(the clip, None), or (None, why it was refused): a refusal is remembered too, so that each view of a file that
-    ran out of DECODE_TIMEOUT does not spend it again (nor get further, its packet scan being kept, and answer)."""
     try:
-        return read_clip(path, max_frames, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
-                         timeout=DECODE_TIMEOUT, exactly=exactly), None
+        return _decode(path, size, max_frames, exactly, *file[1:])
     except VideoError as err:
-        return None, str(err)
+        with _REFUSALS_LOCK:
+            _REFUSALS[file] = str(err)
+            while len(_REFUSALS) > _DECODINGS_KEPT:
+                _REFUSALS.popitem(last=False)
+        raise ClipError(str(err)) from None
+
+
+# A refusal is remembered per file, whatever was asked of it: each view of a file that ran out of DECODE_TIMEOUT
+# (or over a limit) does not spend the time again, for either kind of decoding (nor get further, its packet scan being
+# kept, and answer)
+_DECODINGS_KEPT = 8
+_REFUSALS: OrderedDict = OrderedDict()  # (path, bytes, mtime) -> why
+_REFUSALS_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=_DECODINGS_KEPT)
+def _decode(path: Path, size: int, max_frames: int, exactly: bool, file_bytes: int, mtime_ns: int) -> Clip:
+    return read_clip(path, max_frames, size, max_seconds=MAX_SECONDS, max_megabytes=MAX_MEGABYTES,
+                     timeout=DECODE_TIMEOUT, exactly=exactly)
 
 
 def forget_decoded_clips() -> None:
-    """Empty the memory of decoded uploads (benchmarks use it to time a fresh upload)."""
+    """Empty the memory of decoded uploads and refusals (benchmarks use it to time a fresh upload)."""
     _decode.cache_clear()
+    with _REFUSALS_LOCK:
+        _REFUSALS.clear()
 
 
 @dataclass

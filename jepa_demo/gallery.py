@@ -289,10 +289,10 @@ def _gallery_files(folder: Path) -> list[Path]:
 
 def remove_old_thumbnails(cache_dir=None) -> None:
     """Remove the thumbnail folders of older gallery formats from the served folder: no gallery of theirs is read
-    again, and each holds up to one GIF per gallery clip."""
+    again, and each holds up to one GIF per gallery clip. A newer format's stay: a newer install may share the cache."""
     for folder in served_folder(cache_dir).glob("thumbnails-*"):
         match = _OUR_THUMBNAILS.fullmatch(folder.name)
-        if match and int(match[1]) != GALLERY_FORMAT:
+        if match and int(match[1]) < GALLERY_FORMAT:
             shutil.rmtree(folder, ignore_errors=True)  # or another process's removal got there first
 
 
@@ -417,9 +417,9 @@ def main(argv=None) -> int:
         parser.error(f"--clips must be at least {MIN_CLIPS}")
     if args.ship and not Path(args.checkpoint).expanduser().is_dir():  # never into the Hub's download cache
         parser.error(f"--ship writes into a local checkpoint folder; {args.checkpoint} is not one")
-    quiet_hub_client()
     try:
-        model = load_model(args.checkpoint)
+        with quiet_hub_client():
+            model = load_model(args.checkpoint)
     except CheckpointError as err:
         print(f"error: cannot load checkpoint: {err}", file=sys.stderr)
         return 2

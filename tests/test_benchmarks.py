@@ -201,7 +201,8 @@ def test_load_test_starts_the_app_on_loopback_whatever_this_shell_sets(tmp_path,
     """BUG: the app inherited every GRADIO_ and JEPA_LENS_ setting of the shell: a server name made it never answer
     on 127.0.0.1 (a 600 s wait), a share link or hosted mode measured another app."""
     load_test = _load("load_test.py")
-    for name, value in {"GRADIO_SERVER_NAME": "192.0.2.1", "GRADIO_SHARE": "true", "JEPA_LENS_HOSTED": "1"}.items():
+    for name, value in {"GRADIO_SERVER_NAME": "192.0.2.1", "GRADIO_SHARE": "true", "JEPA_LENS_HOSTED": "1",
+                        "SPACE_ID": "someone/demo"}.items():
         monkeypatch.setenv(name, value)
     started = {}
 
@@ -218,7 +219,7 @@ def test_load_test_starts_the_app_on_loopback_whatever_this_shell_sets(tmp_path,
     with pytest.raises(RuntimeError, match="the app exited with status 1"):
         load_test.start_server(7861, tmp_path / "gradio", tmp_path / "cache", 10, tmp_path / "app.log")
     assert started["GRADIO_SERVER_NAME"] == "127.0.0.1" and started["GRADIO_SERVER_PORT"] == "7861"
-    assert "GRADIO_SHARE" not in started and "JEPA_LENS_HOSTED" not in started
+    assert not {"GRADIO_SHARE", "JEPA_LENS_HOSTED", "SPACE_ID"} & set(started)
 
 
 def test_load_test_shows_the_apps_log_when_it_fails_to_start(tmp_path):

@@ -273,13 +273,16 @@ def test_the_terminal_demo_stopped_with_ctrl_c_says_so_in_one_line(tiny_checkpoi
     monkeypatch.setattr(demo, "make_pair", interrupted)
     assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+    monkeypatch.setattr(demo, "load_model", interrupted)  # loading: the slow part with a Hub id or V-JEPA 2
+    assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
 
 
-@pytest.mark.parametrize("tool", ["jepa_demo.cli", "jepa_demo.demo", "jepa_demo.gallery"])
+@pytest.mark.parametrize("tool", ["jepa_demo.cli", "jepa_demo.demo", "jepa_demo.gallery", "jepa_demo.evaluate"])
 def test_a_hub_id_that_cannot_be_fetched_is_one_line_without_the_hub_clients_retry_warnings(tool):
     """BUG: with the Hub unreachable, the Hub client's warning at each retry (12 lines over 25 s for a refused
     connection) came before the tool's one-line error. Here the download logs one such warning, as the client does,
-    then fails: no network is used."""
+    then fails: no network is used. The client's verbosity, global, is as it was after."""
     script = f"""
 import sys
 from huggingface_hub.utils import logging as hub_logging
@@ -292,7 +295,9 @@ def unreachable(repo_id):
     raise checkpoint.CheckpointError(f"{{repo_id}}: the Hub cannot be reached")
 
 checkpoint._download_from_hub = unreachable
-sys.exit(main([*(["embed", "clip.mp4"] if {tool!r} == "jepa_demo.cli" else []), "--checkpoint", "owner/name"]))
+status = main([*(["embed", "clip.mp4"] if {tool!r} == "jepa_demo.cli" else []), "--checkpoint", "owner/name"])
+assert hub_logging.get_verbosity() == hub_logging.WARNING
+sys.exit(status)
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={"PATH": "/usr/bin:/bin"})

@@ -244,12 +244,13 @@ def test_thumbnail_folders_of_older_formats_are_removed_when_an_explorer_starts(
     served = gallery_module.served_folder(tmp_path)
     older = served / f"thumbnails-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}"
     current = served / f"thumbnails-{'1' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}"  # another checkpoint's
+    newer = served / f"thumbnails-{'1' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT + 1}"  # a newer install's
     not_ours = served / "thumbnails-of-my-holiday"
-    for folder in (older, current, not_ours):
+    for folder in (older, current, newer, not_ours):
         folder.mkdir(parents=True)
         (folder / "0.gif").write_text("x")
     Explorer(model, cache_dir=tmp_path, num_clips=CLIPS)
-    assert sorted(served.iterdir()) == [current, not_ours]
+    assert sorted(served.iterdir()) == sorted([current, newer, not_ours])
 
 
 def test_missing_cache_dir_is_created(built, model, tmp_path, monkeypatch):
