@@ -312,9 +312,10 @@ def build_app() -> gr.Blocks:
             with gr.Column(scale=1):
                 checkpoint = gr.Dropdown([*SHIPPED, *ALLOWED_HUB_IDS], value="default", label="checkpoint",
                                          allow_custom_value=not HOSTED,
-                                         info="a shipped checkpoint" + ("" if HOSTED else
-                                                                        ", a local folder or a Hub repo id: ours, "
-                                                                        "or V-JEPA 2 (facebook/vjepa2-...)"))
+                                         info="a shipped checkpoint" + (
+                                             (" or a Hub model this server allows" if ALLOWED_HUB_IDS else "")
+                                             if HOSTED else ", a local folder or a Hub repo id: ours, or V-JEPA 2 "
+                                                            "(facebook/vjepa2-...)"))
         gr.Examples(examples, inputs=video, label="examples: one synthetic scene the model never trained on; "
                     "plausible is the twin of every violation clip, whose violation comes at frame 16 of 32 (a "
                     "pass-through's at its first collision in view from frame 10)")
@@ -337,8 +338,9 @@ def build_app() -> gr.Blocks:
                             "of) those of 12 gallery clips of the synthetic world, whose target latent is nearest"))]
             masked_numbers = gr.JSON(label="numbers (error: mean absolute difference per feature at the hidden "
                                            "tokens, in the model's own units, not comparable between checkpoints; "
-                                           "baseline: each hidden token guessed as the visible tokens' mean target, "
-                                           "which a JEPA's teacher computed seeing the whole clip)",
+                                           "mean_latent_baseline_error: each hidden token guessed as the mean "
+                                           "target of the visible tokens, which a JEPA encoded from the whole clip, "
+                                           "hidden tokens included; the pixel baseline's targets are pixels)",
                                      elem_id="masked-numbers")
         with gr.Tab("Nearest neighbours"):
             gr.Markdown("The gallery: clips of the synthetic world the model never trained on. Similarity is the "
@@ -365,16 +367,19 @@ def build_app() -> gr.Blocks:
                         f"by its model's own {THRESHOLD_PERCENTILE}th percentile over plausible clips of the "
                         "synthetic world (plain background), so 1 means 'as surprising as the top "
                         f"{100 - THRESHOLD_PERCENTILE} % of their moments'; on other footage it is a yardstick, not "
-                        "what is ordinary there. **What to look for:** a model that has "
-                        "learned the world's physics jumps right after a violation and stays near or below 1 "
-                        "elsewhere. The shipped checkpoints have not learned it (README, Results): their error follows "
-                        "how much is in view, so an object appearing lifts the curve for good and one vanishing "
-                        "lowers it, which is not surprise. On the clips with irrelevant detail (noise, flicker), "
-                        "compare how far each curve rises where nothing physically wrong happens. "
-                        "The clip's score (in the numbers, in the model's own units like its per_step and threshold "
-                        "there, not the plot's) is its peak minus its calmest step."
-                        + ("" if PIXEL_BASELINE not in SHIPPED else " Beside any other checkpoint's curve, a second "
-                           "one is the pixel baseline's, which predicts pixels instead of representations."))
+                        "what is ordinary there. A long clip is read one frame in k, 64 frames at most (the x axis "
+                        "gives the file's frame numbers), so a brief event can fall between them. **What to look "
+                        "for:** a model that has learned the world's physics jumps at a violation and stays near or "
+                        "below 1 elsewhere (a JEPA's curve may rise one step before it: the target of each predicted "
+                        "step was encoded with the next step in view). The shipped checkpoints have not learned it "
+                        "(README, Results): their error follows how much is in view, so an object appearing lifts the "
+                        "curve for good and one vanishing lowers it, which is not surprise. On the clip with "
+                        "irrelevant detail (pixel noise), compare how far each curve rises where nothing physically "
+                        "wrong happens. The clip's score (in the numbers, in the model's own units like its per_step "
+                        "and threshold there, not the plot's) is its peak minus its calmest step."
+                        + ("" if PIXEL_BASELINE not in SHIPPED else " Beside the curve of a checkpoint that predicts "
+                           "representations, a second one is the pixel baseline's, which predicts pixels (when the "
+                           "clip is long enough for its window)."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
             surprise_overlay = gr.Image(label="where: surprise heatmap over up to 8 predicted steps, the peak among "

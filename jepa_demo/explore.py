@@ -289,9 +289,9 @@ class Explorer:
                    "heatmap_frames": steps[shown_steps].tolist()}
         if self.baseline is not None:
             numbers["baseline"] = self._baseline_surprise(video, in_file, curves)
-        figure = surprise_figure(curves, threshold=1.0, y_title="surprise ÷ the model's plausible threshold",
-                                 threshold_label=f"threshold: {THRESHOLD_PERCENTILE}th percentile of plausible "
-                                                 "synthetic clips")
+        figure = surprise_figure(curves, threshold=1.0, y_title="surprise ÷ its own model's threshold",
+                                 threshold_label=f"threshold: each model's {THRESHOLD_PERCENTILE}th percentile "
+                                                 "per step, plausible clips")
         overlay = surprise_overlay(self.model.shown_frames(video), result.heatmap[shown_steps],
                                    result.step_frames[shown_steps], self.model.cfg.patch_size,
                                    vmax=float(result.heatmap.max()))  # the clip's largest, shown or not

@@ -61,6 +61,13 @@ def test_load_clip_refuses_what_it_cannot_or_should_not_decode(tmp_path):
         load_clip(text)
 
 
+def test_a_clip_just_over_the_limit_is_not_told_it_lasts_the_limit(tmp_path):
+    """BUG: a 60.3-second clip was refused with 'the clip lasts 60 s; the limit is 60 s'."""
+    write_video(tmp_path / "phone.mp4", np.zeros((181, 16, 16, 3), np.uint8), fps=3)  # 60.33 s
+    with pytest.raises(ClipError, match=r"the clip lasts 60\.3 s; the limit is 60 s"):
+        load_clip(tmp_path / "phone.mp4")
+
+
 def test_load_clip_keeps_every_kth_frame_of_a_long_clip(tmp_path):
     """At most 64 frames, evenly timed: 100 frames give every second one (spreading 64 over them would mix steps of
     one and two frames, and surprise would see objects speed up and slow down)."""
