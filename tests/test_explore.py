@@ -11,7 +11,7 @@ import torch
 from jepa_demo import read_video, write_video
 from jepa_demo.checkpoint import save_checkpoint
 from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, _strip, load_clip, steps_to_show
-from jepa_demo.gallery import nearest
+from jepa_demo.gallery import gallery_clip, nearest
 from jepa_demo.inference import load_model
 from jepa_demo.masks import sample_mask
 from jepa_demo.video import read_clip
@@ -223,6 +223,9 @@ def test_neighbors_are_the_gallerys_nearest_to_the_clips_embedding(explorer, cli
     found = nearest(explorer.gallery, explorer.model.embed(clip), k=3)
     assert [(h["index"], h["similarity"]) for h in hits] == found
     assert [h["labels"] for h in hits] == [explorer.gallery.labels[i] for i, _ in found]
+    # a gallery clip given back is its own nearest, at similarity 1 (measured from the gallery's mean)
+    itself = explorer.neighbors(gallery_clip(explorer.gallery, 7, explorer.model), k=3)[0]
+    assert itself["index"] == 7 and itself["similarity"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_embedding_map(explorer, clip):

@@ -191,7 +191,9 @@ def test_surprise_only_looks_backwards(model):
 
 def test_surprise_thins_long_clips_and_refuses_short_ones(model):
     result = model.surprise(_clip(frames=200), max_frames=20)
-    assert result.step_frames.max() < 200 and len(result.per_step) == 20 // 2 - 1
+    # one frame in 10 kept (frames 0, 10, ..., 190: 10 steps of 2), every step after the first scored; the first
+    # 20 frames alone would give steps at frames 2, 4, ..., 18
+    assert result.step_frames.tolist() == list(range(20, 200, 20)) and len(result.per_step) == 9
     with pytest.raises(ValueError, match="at least 4 frames"):
         model.surprise(_clip(frames=3))
     with pytest.raises(ValueError, match="max_frames must be at least the model's 4 frames, got 3"):

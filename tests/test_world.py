@@ -335,10 +335,14 @@ def test_a_violation_is_never_hidden_behind_the_occluder(kind):
     """Objects small enough to pass behind the bar whole: the violation must still show at its frame. (pass_through
     is left out: a few of its pairs differ only from the frame after violation_frame, occluder or not.)"""
     cfg = WorldConfig(occluder_prob=1, radius=(0.03, 0.05), speed=(0.0, 0.02))
+    behind = 0  # pairs where some object was behind the bar at the violation frame: the case the rule is for
     for seed in range(5):
         plausible, implausible = make_pair(seed, kind, cfg)
         t_v = implausible.labels["violation_frame"]
         assert not np.array_equal(plausible.frames[t_v], implausible.frames[t_v]), seed
+        grey = (plausible.frames[t_v] == OCCLUDER_GREY).all(axis=-1)
+        behind += bool((object_pixels(plausible)[t_v] & grey).any())
+    assert behind > 0
 
 
 def test_explicit_violation_frame():
