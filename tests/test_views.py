@@ -127,6 +127,12 @@ def test_surprise_overlay_puts_each_step_on_its_first_frame(model):
     vmax = result.heatmap.max()
     for i, f in enumerate(result.step_frames):
         assert np.array_equal(overlay[i], heat_overlay(frames[f:f + 1], result.heatmap[i:i + 1], PATCH, 1, vmax)[0])
+    # which frame each picture is: frame f flat red 20 f, under a heatmap of zeros (black at opacity 0.6)
+    assert (result.step_frames % TUBELET == 0).all() and (np.diff(result.step_frames) == TUBELET).all()
+    flat = np.zeros_like(frames)
+    flat[..., 0] = (20 * np.arange(len(flat)))[:, None, None]
+    dark = surprise_overlay(flat, np.zeros_like(result.heatmap), result.step_frames, PATCH)
+    assert dark[..., 0].reshape(len(dark), -1).tolist() == [[round(0.4 * 20 * f)] * 32 * 32 for f in result.step_frames]
 
 
 def test_shown_frames_are_what_the_model_saw(model):
