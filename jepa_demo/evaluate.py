@@ -396,8 +396,9 @@ def format_report(report: dict) -> str:
     rep, majority = report["representation"], report["majority"]
     k = report["settings"].get("knn_neighbours", 5)  # reports written before it was recorded used 5
     for probe, title in (("knn", f"kNN probe (k={k}, cosine)"), ("linear", "Linear probe (logistic regression)")):
-        lines += [f"### {title}: accuracy on the probe's {report['settings']['probe_test']} test clips", "",
-                  "| label | " + " | ".join(rep) + " | the training clips' most common value |",
+        test = report["settings"]["probe_test"]
+        lines += [f"### {title}: accuracy on the probe's {test} test clip{'s' if test != 1 else ''}", "",
+                  "| label | " + " | ".join(rep) + " | always the training clips' most common value |",
                   "|---" * (len(rep) + 2) + "|"]
         lines += [f"| {label} | " + " | ".join(f"{r[probe][label]:.3f}" for r in rep.values())
                   + f" | {majority[label]:.3f} |" for label in (*PROBE_LABELS, "mean")]
@@ -407,7 +408,8 @@ def format_report(report: dict) -> str:
               "|---" * (len(rep) + 1) + "|",
               "| effective rank | " + " | ".join(f"{r['effective_rank']:.1f}" for r in rep.values()) + " |", ""]
     track = report["tracking"]
-    lines += ["### Future prediction error on plain clips (mean absolute error; pixels for the pixel baseline)", "",
+    lines += ["### Future prediction error on plain clips (mean absolute error; in pixels for a model that predicts "
+              "pixels and its random twin)", "",
               "| model | object tokens | copy last visible, object tokens | object tokens minus copy [95 % interval] "
               "| background | copy last, background |", "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {t['model_objects']:.3f} | {t['persistence_objects']:.3f} | "

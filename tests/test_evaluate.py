@@ -213,6 +213,16 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     assert any("| yes |" in line for line in goal_lines(report) if "clean" in line)
     report["pairs"]["clean"]["tiny"]["accuracy"] = 0.5
     assert any("| **no** |" in line for line in goal_lines(report) if "clean" in line)
+    report["pairs"]["clean"]["tiny"]["accuracy"] = 0.9695  # BUG: printed 0.970 beside "no" for a goal of 0.97
+    assert any("| 0.970 | yes |" in line for line in goal_lines(report) if "clean" in line)
+    # 6 pairs and 20 resamples: too few to call anything clear, whatever the intervals say
+    lead = report["representation"]["tiny"]["vs_random"]["knn"]
+    lead["difference"], lead["difference_ci"] = -0.25, [-0.25, -0.25]  # what one test clip or one resample can give
+    lines = summary_lines(report)
+    assert lines[0].startswith("- Fewer than 200 resamples, or fewer than 20 pairs or probe test clips")
+    assert not any("**clearly" in line or "[**" in line or "** [" in line for line in lines)
+    report["settings"].update(num_pairs=100, probe_test=200, resamples=1000)
+    assert any("**clearly behind** the random encoder (-0.250" in line for line in summary_lines(report))
     assert "| kind |" in format_report(report)
     assert any("kNN probe" in line for line in summary_lines(report))
     assert report["settings"]["hardware"].endswith(")") and "CPU threads" in report["settings"]["hardware"]
