@@ -342,6 +342,12 @@ def test_place_on_map_puts_a_new_clip_among_its_neighbours(gallery, model):
     neighbours = gallery.coords[[i for i, _ in nearest(gallery, embedding, k=5)]]
     assert (neighbours.min(axis=0) - 1e-5 <= point).all() and (point <= neighbours.max(axis=0) + 1e-5).all()
     assert np.allclose(place_on_map(gallery, embedding, k=1), neighbours[0])
+    # between two neighbours, nearer the more similar one (uniform or reversed weights would give t >= 0.5)
+    (a, similar_a), (b, similar_b) = nearest(gallery, embedding, k=2)
+    assert similar_a > similar_b
+    step = gallery.coords[b] - gallery.coords[a]
+    t = float((place_on_map(gallery, embedding, k=2) - gallery.coords[a]) @ step / (step @ step))
+    assert np.allclose(gallery.coords[a] + t * step, place_on_map(gallery, embedding, k=2), atol=1e-5) and 0 < t < 0.5
     with pytest.raises(ValueError, match="k must"):
         place_on_map(gallery, embedding, k=0)
 
