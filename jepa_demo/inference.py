@@ -22,7 +22,14 @@ from .checkpoint import build_model, device_for, input_mismatch, resolve_checkpo
 from .config import PreprocessConfig
 from .masks import mask_to_indices, sample_mask
 from .model import VideoJEPA, latent_error
-from .preprocess import check_video_array, denormalize, preprocess_video, sample_frame_indices, whole_number
+from .preprocess import (
+    check_video_array,
+    denormalize,
+    positive_int,
+    preprocess_video,
+    sample_frame_indices,
+    whole_number,
+)
 from .video import strided_frame_indices
 
 
@@ -189,9 +196,7 @@ class JEPAModel:
         it: a change can lift the `future_steps` - 1 steps before it too (never earlier ones). `progress`: a bar over
         the batches of windows, when stderr is a terminal."""
         future_steps = None if future_steps is None else whole_number("future_steps", future_steps)
-        batch_size = whole_number("batch_size", batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size = positive_int("batch_size", batch_size)
         x, frame_index = self._surprise_input(video, max_frames)
         steps_in_clip = x.shape[2] // self.cfg.tubelet
         window = self.cfg.grid[0]

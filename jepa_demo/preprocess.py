@@ -37,6 +37,14 @@ def whole_number(name: str, value) -> int:
     return int(value)
 
 
+def positive_int(name: str, value, unit: str = "") -> int:
+    """`value` as an int, refused unless it is a whole number (`whole_number`) of at least 1."""
+    value = whole_number(name, value)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1{unit}, got {value}")
+    return value
+
+
 def check_video_array(video) -> None:
     """Reject anything that is not uint8 (T, H, W, 3) with a message saying what was received."""
     if not isinstance(video, (np.ndarray, torch.Tensor)):

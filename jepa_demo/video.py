@@ -27,7 +27,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-from .preprocess import sample_frame_indices, whole_number
+from .preprocess import positive_int, sample_frame_indices
 
 # A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
 # of a few kilobytes can claim it. 8K video (7680 x 4320) has 33 million pixels.
@@ -100,22 +100,14 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
         fewer and the clip has them. Frames far apart are reached by seeking (SEEK_FROM).
     """
     path = _check_file(path)
-    num_frames = None if num_frames is None else _positive_int("num_frames", num_frames)
-    size = None if size is None else _positive_int("size", size, " pixel")
+    num_frames = None if num_frames is None else positive_int("num_frames", num_frames)
+    size = None if size is None else positive_int("size", size, " pixel")
     if not 0 <= span[0] <= span[1] <= 1:
         raise ValueError(f"span must be (start, end) with 0 <= start <= end <= 1, got {span}")
     deadline = _Deadline(timeout)
     if num_frames is None:
         return _read_all(path, size, deadline)
     return _sample(path, _scan(path, deadline), num_frames, size, deadline, span=span).frames
-
-
-def _positive_int(name: str, value, unit: str = "") -> int:
-    """`value` as an int, refused unless it is a whole number (`whole_number`) of at least 1."""
-    value = whole_number(name, value)
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1{unit}, got {value}")
-    return value
 
 
 def _read_all(path: Path, size: int | None, deadline: _Deadline) -> np.ndarray:
@@ -177,7 +169,7 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     `timeout`: as in `read_video`.
     """
     path = _check_file(path)
-    max_frames, size = _positive_int("max_frames", max_frames), _positive_int("size", size, " pixel")
+    max_frames, size = positive_int("max_frames", max_frames), positive_int("size", size, " pixel")
     megabytes = path.stat().st_size / 2**20
     if max_megabytes is not None and megabytes > max_megabytes:
         raise VideoError(f"{path.name}: the file is {megabytes:.1f} MB; the limit is {max_megabytes:g} MB. "
