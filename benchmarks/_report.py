@@ -25,6 +25,14 @@ def check_output(parser, path) -> Path:
     return path
 
 
+def without_app_settings() -> dict[str, str]:
+    """This process's environment less the app's and Gradio's settings (JEPA_LENS_*, GRADIO_*, and SPACE_ID, which
+    turns hosted mode on), for an app a benchmark starts: a server name, a share link or hosted mode set in the shell
+    would serve or measure another app."""
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith(("JEPA_LENS_", "GRADIO_")) and name != "SPACE_ID"}
+
+
 def machine() -> str:
     """The CPU's model name (Linux), else the architecture: what a reader needs to compare CPU figures."""
     try:

@@ -67,11 +67,9 @@ def free_port() -> int:
 def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, log: Path,
                  timeout: float = 600) -> subprocess.Popen:
     """`python app.py` on 127.0.0.1:port, its Gradio files in `temp_dir`, its cache in `cache` and its stderr in
-    `log`; returns once it answers HTTP. The app's and Gradio's settings of this shell are left out: a server name,
-    a share link or hosted mode set there would serve or measure another app."""
-    inherited = {name: value for name, value in os.environ.items()
-                 if not name.startswith(("JEPA_LENS_", "GRADIO_")) and name != "SPACE_ID"}  # SPACE_ID: hosted too
-    env = {**inherited, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+    `log`; returns once it answers HTTP. The app's and Gradio's settings of this shell are left out
+    (`_report.without_app_settings`)."""
+    env = {**_report.without_app_settings(), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_TEMP_DIR": str(temp_dir), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "JEPA_LENS_FILE_LIFETIME": str(file_lifetime), "JEPA_LENS_CACHE": str(cache)}
     # A file, not a pipe: Gradio prints a traceback for every refused request, and a pipe nobody reads fills up

@@ -19,10 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run(script: str, *args, **env) -> subprocess.CompletedProcess:
     """The script in a child process with this one's environment (OMP_NUM_THREADS, HOME, TMPDIR as conftest left
     them), but none of the app's or Gradio's settings, which would change what it measures."""
-    inherited = {name: value for name, value in os.environ.items() if not name.startswith(("JEPA_LENS_", "GRADIO_"))}
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
-                          env={**inherited, "HF_HUB_OFFLINE": "1", **env})
+                          env={**_report.without_app_settings(), "HF_HUB_OFFLINE": "1", **env})
 
 
 def _load(script: str):
