@@ -192,6 +192,7 @@ def _hub_errors(repo_id: str):
     import huggingface_hub.errors
     from huggingface_hub.errors import (
         EntryNotFoundError,
+        GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -199,6 +200,9 @@ def _hub_errors(repo_id: str):
 
     try:
         yield
+    except GatedRepoError:  # before RepositoryNotFoundError, its base class: the repo is there, behind its terms
+        raise CheckpointError(f"{repo_id}: a gated model on the Hugging Face Hub: accept its terms on its page, then "
+                              "log in (hf auth login) or set HF_TOKEN") from None
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
     except LocalEntryNotFoundError as err:
@@ -237,14 +241,16 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder (push uploads a local checkpoint folder)")
     _, _, config = build_model(folder)
+    files = _HUB_FILES if config["format"] == FORMAT else _VJEPA2_HUB_FILES  # V-JEPA 2: its shards and processor
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     api = api or HfApi()
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=_HUB_FILES,
-                          commit_message=f"JEPA Lens checkpoint {folder.name} (step {config.get('step')})")
+        step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none
+        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
+                          commit_message=f"JEPA Lens checkpoint {folder.name}{step}")
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {err})") from None
     return str(url)

@@ -1,3 +1,4 @@
+import importlib
 import json
 import os
 import pickle
@@ -341,17 +342,26 @@ def test_a_hub_repo_whose_config_is_refused_never_has_its_weights_requested(hub_
     assert hub_requests == [("file", "config.json")]
 
 
-def test_a_hub_repo_without_a_config_is_named_as_such(monkeypatch):
-    """The Hub answers 404 for its config.json: a repo that is no checkpoint, not a download to retry."""
+@pytest.mark.parametrize("error, message", [
+    # The Hub answers 404 for its config.json: a repo that is no checkpoint, not a download to retry
+    ("EntryNotFoundError", r"no config.json in this Hub repo \(every checkpoint folder needs config.json\)$"),
+    # BUG: a gated repo (GatedRepoError is a RepositoryNotFoundError) was called missing, not behind its terms
+    ("GatedRepoError", r"a gated model on the Hugging Face Hub: accept its terms on its page, then log in"),
+    ("RepositoryNotFoundError", r"no such model on the Hugging Face Hub \(or it is private\)$")])
+def test_the_hubs_refusals_are_named_as_such(monkeypatch, error, message):
     import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError
+    import huggingface_hub.errors
 
-    def not_there(repo_id, filename, **kwargs):
-        raise EntryNotFoundError(f"404 Client Error. Entry Not Found for url: {repo_id}/resolve/main/{filename}.")
+    def refused(repo_id, filename, **kwargs):
+        reason = f"4xx Client Error for url: {repo_id}/resolve/main/{filename}."
+        if error == "EntryNotFoundError":
+            raise huggingface_hub.errors.EntryNotFoundError(reason)
+        http = importlib.import_module(huggingface_hub.errors.Response.__module__)  # its HTTP client (httpx2 in 2.4)
+        response = http.Response(403, request=http.Request("GET", "https://huggingface.co"))
+        raise getattr(huggingface_hub.errors, error)(reason, response=response)
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_there)
-    with pytest.raises(CheckpointError, match=r"^someone/gguf: no config.json in this Hub repo \(every checkpoint "
-                                              r"folder needs config.json\)$"):
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refused)
+    with pytest.raises(CheckpointError, match=rf"^someone/gguf: {message}"):
         resolve_checkpoint("someone/gguf")
 
 

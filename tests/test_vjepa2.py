@@ -143,6 +143,27 @@ def test_a_hub_id_loads_from_the_local_hub_cache(folder, tmp_path, monkeypatch):
     assert model_fingerprint(loaded) == model_fingerprint(load_model(folder, device="cpu"))
 
 
+def test_a_pushed_folder_pulls_back_whole_with_sharded_weights_and_its_processor(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from test_checkpoint import FolderHub  # stands in for the Hub: an upload lands in a local Hub cache
+
+    from jepa_demo.checkpoint import push_to_hub
+
+    folder = tmp_path / "sharded"
+    torch.manual_seed(0)
+    transformers.VJEPA2Model(transformers.VJEPA2Config(**TINY)).save_pretrained(folder, max_shard_size="100KB")
+    processor = {"crop_size": {"height": 32, "width": 32}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.2, 0.2, 0.2]}
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(processor))
+    assert len(list(folder.glob("model-*.safetensors"))) > 1  # the case: weights in shards with an index
+    hub = FolderHub(tmp_path / "hub")
+    push_to_hub(folder, "someone/vjepa2", api=hub)
+    assert hub.calls[1][2] == "JEPA Lens checkpoint sharded"  # no "(step None)"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    pulled, original = load_model("someone/vjepa2", device="cpu"), load_model(folder, device="cpu")
+    assert pulled.preprocess.std == (0.2, 0.2, 0.2) == original.preprocess.std  # not the ImageNet default
+    assert all(torch.equal(a, b) for a, b in zip(original.net.state_dict().values(), pulled.net.state_dict().values()))
+
+
 @pytest.mark.parametrize("change, message", [({"hidden_size": 10**7}, "dim must be between"),
                                              ({"crop_size": 30}, "multiple of patch_size"),
                                              ({"patch_size": None}, "patch_size must be an integer"),
