@@ -49,4 +49,12 @@ def command(script: str, argv: list[str] | None) -> str:
 
 
 def write(path: Path, report: dict) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    """`report` as JSON over `path`, atomically: a full disk or Ctrl-C at the end of a long run leaves the recorded
+    run whole, and says so in one line (exit status 1)."""
+    from jepa_demo.checkpoint import atomic_write
+
+    text = json.dumps(report, indent=2) + "\n"
+    try:
+        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    except OSError as err:
+        sys.exit(f"error: could not write {path} ({err.strerror or err}); the file there is unchanged")

@@ -13,6 +13,7 @@ status is 1. Prints a table and writes JSON.
 """
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -96,8 +97,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pictures", type=int, default=8, help="distinct pictures the requests return")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "sweep_race.json"))
     args = parser.parse_args(argv)
-    if min(args.seconds, args.threads, args.pictures) <= 0:  # would overwrite the recorded run with zeros
-        parser.error("--seconds, --threads and --pictures must be above 0")
+    # would overwrite the recorded run with zeros; nan compares false with everything, so it is named
+    if not 0 < args.seconds < math.inf or min(args.threads, args.pictures) < 1:
+        parser.error("--seconds, --threads and --pictures must be above 0 (--seconds a finite number)")
     out = _report.check_output(parser, args.json)
     import app
 

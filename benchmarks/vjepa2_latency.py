@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
 from jepa_demo import load_model  # noqa: E402
+from jepa_demo.vjepa2 import model_config as vjepa2_model_config  # noqa: E402
 from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
 
 VITL = dict(crop_size=256, patch_size=16, tubelet_size=2, hidden_size=1024, num_hidden_layers=24,
@@ -30,13 +31,20 @@ VITL = dict(crop_size=256, patch_size=16, tubelet_size=2, hidden_size=1024, num_
             pred_num_attention_heads=12, pred_num_mask_tokens=10)
 
 
-def save_random_model(folder: Path, frames_per_clip: int, **sizes) -> int:
-    """A random V-JEPA 2 of ViT-L sizes (or `sizes` instead) in `folder`, saved with save_pretrained (safetensors);
-    returns its parameter count."""
-    from transformers import VJEPA2Config, VJEPA2Model
+def random_model_config(frames_per_clip: int, **sizes):
+    """The VJEPA2Config of ViT-L sizes (or `sizes` instead)."""
+    from transformers import VJEPA2Config
+
+    return VJEPA2Config(frames_per_clip=frames_per_clip, **{**VITL, **sizes})
+
+
+def save_random_model(folder: Path, config) -> int:
+    """A random V-JEPA 2 of `config` in `folder`, saved with save_pretrained (safetensors); returns its parameter
+    count."""
+    from transformers import VJEPA2Model
 
     torch.manual_seed(0)
-    model = VJEPA2Model(VJEPA2Config(frames_per_clip=frames_per_clip, **{**VITL, **sizes}))
+    model = VJEPA2Model(config)
     model.save_pretrained(folder)
     return sum(p.numel() for p in model.parameters())
 
@@ -70,12 +78,16 @@ def main(argv=None) -> int:
     if args.clip_frames < args.frames_per_clip:  # found out only after minutes of building and timing otherwise
         parser.error(f"--clip-frames {args.clip_frames} is shorter than the model's clip (--frames-per-clip "
                      f"{args.frames_per_clip}): surprise needs at least one whole clip")
+    config = random_model_config(args.frames_per_clip, hidden_size=args.hidden_size, num_hidden_layers=args.layers)
+    try:  # the sizes load_model accepts, checked before minutes of building and saving a model it would refuse
+        vjepa2_model_config(config.to_dict())
+    except ValueError as err:
+        parser.error(f"these sizes: {err}")
     out = _report.check_output(parser, args.json)
     torch.set_num_threads(args.threads)
     video = render_clip(3, WorldConfig(size=256, num_frames=args.clip_frames)).frames
     with tempfile.TemporaryDirectory() as tmp:
-        params = save_random_model(Path(tmp), args.frames_per_clip, hidden_size=args.hidden_size,
-                                   num_hidden_layers=args.layers)
+        params = save_random_model(Path(tmp), config)
         start = time.perf_counter()
         model = load_model(tmp)
         load_s = time.perf_counter() - start

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jepa_demo import load_model  # noqa: E402
+from jepa_demo.checkpoint import atomic_write  # noqa: E402
 from jepa_demo.masks import MASK_KINDS, sample_mask  # noqa: E402
 from jepa_demo.views import shade_hidden  # noqa: E402
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip  # noqa: E402
@@ -40,7 +41,7 @@ def masks_figure(model, out: Path) -> None:
     fig.suptitle("Masks: pale tokens are hidden from the context encoder; the predictor must fill in their latents",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))  # a stopped run leaves no half picture
     plt.close(fig)
 
 
@@ -57,7 +58,7 @@ def surprise_figure(model, out: Path) -> None:
     axes[0, 0].set_ylabel("surprise (latent L1 error)")
     fig.suptitle("JEPA surprise on matched pairs; dashed line = moment of the violation", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))  # a stopped run leaves no half picture
     plt.close(fig)
 
 

@@ -1,6 +1,7 @@
 """The benchmark scripts run and write what they promise (tiny sizes: these check the scripts, not the speed)."""
 
 import argparse
+import errno
 import importlib.util
 import json
 import os
@@ -81,7 +82,8 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
     batch's FLOPs by one device's peak, a peak that would make the MFU infinite, negative or nan (0 was ignored), a
     data folder that does not exist (a traceback), a V-JEPA 2 clip shorter than the model's window (it failed in
     surprise, the last call), a V-JEPA 2 shape transformers cannot build (after a 326 M-parameter model was built and
-    saved), a checkpoint the app cannot load (a traceback)."""
+    saved), one load_model refuses (a traceback after building and saving it), a sweep race of nan seconds (NaN
+    written over the record), a checkpoint the app cannot load (a traceback)."""
     out = tmp_path / "out.json"
     tiny = ("train_throughput.py", "--config", "train/configs/tiny.yaml", "--json", out)
     refused = [_run(*tiny, "--threads", "0"),
@@ -92,11 +94,16 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
                _run("vjepa2_latency.py", "--frames-per-clip", "15", "--json", out),
                _run("vjepa2_latency.py", "--frames-per-clip", "2", "--json", out),  # one time step: nothing to predict
                _run("vjepa2_latency.py", "--hidden-size", "100", "--json", out),
+               # BUG: sizes transformers builds and load_model refuses ended in a traceback after building and saving
+               _run("vjepa2_latency.py", "--hidden-size", "64", "--layers", "65", "--json", out),
+               # BUG: nan passed the check (it compares false), ran no sweep and wrote NaN, not JSON, over the record
+               _run("sweep_race.py", "--seconds", "nan", "--json", out),
                _run("app_views.py", "--checkpoint", tmp_path / "nope", "--json", out,
                     JEPA_LENS_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False")]
     reasons = ["must be at least 1", "one process", *["--peak-tflops must be a number above 0"] * 4,
                "/no/such/dir: not a folder", "--clip-frames 32 is shorter", "a multiple of the tubelet",
-               "two at least", "a multiple of the tubelet", f"{tmp_path / 'nope'}: no checkpoint folder there"]
+               "two at least", "a multiple of the tubelet", "these sizes: depth must be between 1 and 64",
+               "--seconds a finite number", f"{tmp_path / 'nope'}: no checkpoint folder there"]
     for result, reason in zip(refused, reasons, strict=True):
         assert result.returncode == 2 and reason in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not out.exists()
@@ -138,6 +145,27 @@ def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_pa
     rerun = "python benchmarks/load_test.py --json 'my runs/out.json'"  # quoted: it runs as recorded
     assert _report.command(script, ["--json", "my runs/out.json"]) == rerun
     assert _report.command(script, []) == "python benchmarks/load_test.py"  # not this process's own arguments
+
+
+def test_a_report_that_cannot_be_written_leaves_the_recorded_one_whole(tmp_path, capsys, monkeypatch):
+    """BUG: the JSON was written in place: a full disk at the end of an 11-minute load test left the recorded run
+    empty or cut short, and said so with a traceback."""
+    recorded = tmp_path / "load_test.json"
+    recorded.write_text('{"recorded": true}\n')
+    real_write = Path.write_text
+
+    def disk_full_halfway(self, text, *args, **kwargs):
+        real_write(self, text[:5], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full_halfway)
+    with pytest.raises(SystemExit, match=rf"^error: could not write {recorded} \(No space left on device\); the file "
+                                         "there is unchanged$"):
+        _report.write(recorded, {"new": 1})
+    monkeypatch.undo()
+    assert recorded.read_text() == '{"recorded": true}\n' and os.listdir(tmp_path) == ["load_test.json"]
+    _report.write(recorded, {"new": 1})
+    assert json.loads(recorded.read_text()) == {"new": 1}
 
 
 def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
