@@ -191,7 +191,11 @@ def list_videos(root, what: str | None = None, hint: str = "") -> list[Path]:
     default the folder, and ending with `hint`) when it is not a folder or holds none."""
     root = Path(root)
     what = what or str(root)
-    if not root.is_dir():
+    try:
+        is_folder = root.is_dir()
+    except OSError as err:  # a name too long, a folder one may not enter: raised, not answered False
+        raise ValueError(f"{what}: cannot read it ({err.strerror or err})") from None
+    if not is_folder:
         raise ValueError(f"{what}: not a folder{hint}")
     files = sorted(_video_files(root, what))
     if not files:

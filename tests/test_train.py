@@ -270,6 +270,16 @@ def test_bad_settings_exit_with_one_line(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert main(["--config", TINY, f"out_dir={blocker}/run"]) == 2
     assert "cannot write to output folder" in capsys.readouterr().err
+    # BUG: a path that cannot even be looked up (as a folder one may not enter) raised from Path.exists and again
+    # while the error was reported: a traceback; a recipe or data folder of that kind was "could not write" it
+    too_long = tmp_path / ("a" * 300)
+    for args, message in ([f"out_dir={too_long}"], f"cannot write to output folder {too_long}: File name too long"), \
+            ([f"data={too_long}"], f"data={too_long}: cannot read it (File name too long)"):
+        assert main(["--config", TINY, *args]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {message}\n"
+    assert main(["--config", str(too_long)]) == 2
+    assert capsys.readouterr().err == f"error: cannot read recipe {too_long}: File name too long\n"
     not_yaml = tmp_path / "notes.yaml"
     not_yaml.write_text("---\ntitle: a model card\n---\n# notes\n")  # two YAML documents, as a model card has
     assert main(["--config", str(not_yaml)]) == 2
@@ -932,6 +942,24 @@ def test_blank_data_and_out_of_range_seeds_are_refused(capsys):
                              ("seed=4294967296", "seed must be between 0 and 2**32 - 1, got 4294967296")):
         assert main(["--config", TINY, setting]) == 2
         assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_a_card_names_folders_that_are_not_utf8(tmp_path):
+    """BUG: a Latin-1 folder name (surrogate escapes in Python) made every save fail writing the card, so a run on
+    such a folder never finished (each --resume failed again at its next save)."""
+    from train.report import METRIC_FIELDS, write_model_card
+
+    data = os.fsdecode(bytes(tmp_path / "clips") + b"/caf\xe9")  # as os.walk and sys.argv give it
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text(",".join(METRIC_FIELDS) + "\n")
+    record = {"data_files": "9 files, sha256 0", "data_labels": {os.fsdecode(b"caf\xe9"): 4, "tea": 5}}
+    (folder / "train_config.json").write_text(json.dumps(record))
+    write_model_card(folder, load_config(TINY, [f"data={data}"]), {"dim": 8}, 3, f"python -m train data={data}",
+                     "CPU", 1)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "/clips/caf\\udce9`; its sub-folders label them: caf\\udce9 (4), tea (5)" in card
+    assert f"- **Command**: `python -m train data={tmp_path}/clips/caf\\udce9`" in card
 
 
 def test_folder_batches_draw_other_stretches_of_a_file_and_repeat_at_the_same_step(tmp_path):

@@ -105,7 +105,7 @@ def _what_stands(cfg, started: float) -> str:
     whose export --resume finishes); an older one is an earlier run's, which --resume continues only when unfinished
     and with these settings (a new run stopped before it replaced that one)."""
     state = None if cfg is None else Path(cfg.out_dir) / STATE_NAME
-    if state is None or not state.is_file():
+    if state is None or not os.path.isfile(state):  # not Path.is_file: a path it cannot look up must not raise here
         return "nothing was saved yet"
     if state.stat().st_mtime < started and not state_is_this_runs(cfg):
         return f"nothing of this run was saved; the earlier run's save in {cfg.out_dir} is as it was"

@@ -138,9 +138,9 @@ def _coerce(key: str, text: str, kind):
 
 def _read_recipe(path: str) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"recipe {path} not found")
-    try:
+    try:  # is_file too: a name too long or a folder one may not enter raises rather than answer False
+        if not path.is_file():
+            raise ValueError(f"recipe {path} not found")
         values = yaml.safe_load(path.read_text()) or {}
     except UnicodeDecodeError:
         raise ValueError(f"recipe {path} is not a text file") from None

@@ -376,7 +376,10 @@ def check_disk_space(out: Path, model: VideoJEPA) -> None:
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     needed = 2 * (2 * weights + moments) + 16 * 2**20  # + metrics, curves, card
-    free = shutil.disk_usage(next(folder for folder in (out, *out.parents) if folder.exists())).free
+    try:  # the first look at out_dir: a name too long or a folder one may not enter raises here
+        free = shutil.disk_usage(next(folder for folder in (out, *out.parents) if folder.exists())).free
+    except OSError as err:
+        raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
     if free < needed:
         raise ValueError(f"not enough disk space for {out}: {free / 2**20:.0f} MB free, its saves need about "
                          f"{needed / 2**20:.0f} MB")

@@ -181,4 +181,8 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
     lines += ["", f"![training curves]({CURVES_NAME})", "", "## Architecture", "", "```json",
               json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
               json.dumps(vars(train_cfg), indent=2), "```", ""]
-    atomic_write(folder / CARD_NAME, lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    # A file name that is not UTF-8 (Latin-1 from an old camera) comes in as surrogate escapes, which the card, text
+    # for people, writes as backslash escapes rather than failing every save
+    text = "\n".join(lines)
+    atomic_write(folder / CARD_NAME,
+                 lambda tmp: Path(tmp).write_text(text, encoding="utf-8", errors="backslashreplace"))
