@@ -74,7 +74,7 @@ from gradio_client.utils import is_http_url_like
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.cli import out_of_memory
-from jepa_demo.explore import MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache
+from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES, Clip
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
@@ -110,9 +110,6 @@ except ImportError:
 
 
 def _load(checkpoint: str):
-    if not checkpoint:  # an API call's null or empty string
-        offered = [*SHIPPED, *ALLOWED_HUB_IDS] if HOSTED else [*SHIPPED, "a folder or a Hub repo id"]
-        raise gr.Error(f"Pick a checkpoint: {', '.join(offered)}.")
     if checkpoint in SHIPPED:
         source = SHIPPED[checkpoint]
     elif HOSTED and checkpoint not in ALLOWED_HUB_IDS:
@@ -144,6 +141,10 @@ EXPLORERS = ExplorerCache(_explorer)
 
 def explorer_for(checkpoint: str, progress=None) -> Explorer:
     """The checkpoint's Explorer; `progress` is a gr.Progress, shown while a new one is built."""
+    # An API call's null or empty string; or a list, which Gradio's Dropdown passes on even for a single choice
+    if not checkpoint or not isinstance(checkpoint, str):
+        offered = [*SHIPPED, *ALLOWED_HUB_IDS] if HOSTED else [*SHIPPED, "a folder or a Hub repo id"]
+        raise gr.Error(f"Pick a checkpoint: {', '.join(offered)}.")
     report = None if progress is None else lambda f, message: progress(f, desc=message)
     return EXPLORERS.get(checkpoint, report, key=_explorer_key(checkpoint))
 
@@ -203,9 +204,12 @@ def _plain_errors(handler):
             raise gr.Error("Not enough memory on the server for this checkpoint: pick a smaller one (the shipped "
                            "ones are small).") from err
         except OSError as err:
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise gr.Error("The server's disk is full: it could not write this view's results.") from err
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise gr.Error("The server's disk is full: it could not write this view's results.") from err
+            if err.errno is None:  # a message only: write_video's count of what ffmpeg wrote (a full disk, most
+                # likely, but ffmpeg does not say), or imageio's words for ffmpeg failing
+                raise gr.Error(f"The server could not write this view's results: {err}") from err
+            raise
     return wrapped
 
 
@@ -328,7 +332,10 @@ def build_app() -> gr.Blocks:
                 ratio = gr.Slider(0.1, 0.95, value=0.75, step=0.05, label="hidden share (random and tube masks only)")
                 seed = gr.Number(0, precision=0, minimum=0, maximum=2**31 - 1, label="seed")  # torch overflows at 2**64
             run_masked = gr.Button("Predict the hidden latents", variant="primary")
-            masked_images = [gr.Image(label=label, type="numpy", elem_id=f"masked-{name}") for name, label in (
+            # PNG, not Gradio's default lossy WebP, whose blur and subsampled colour would blend the tokens' colours
+            # and ring at their edges: the PCA strips' point is that one colour is one representation
+            masked_images = [gr.Image(label=label, type="numpy", format="png", elem_id=f"masked-{name}")
+                             for name, label in (
                 ("hidden", "hidden tokens (pale); frames: frames_shown in the numbers, of the model_frames it read"),
                 ("error", "per-token error at the hidden tokens (0 darkens the frame, yellow is this clip's largest)"),
                 ("predicted", "predicted latents in PCA colours, grey where visible (the pixel baseline predicts "
@@ -367,8 +374,9 @@ def build_app() -> gr.Blocks:
                         f"by its model's own {THRESHOLD_PERCENTILE}th percentile over plausible clips of the "
                         "synthetic world (plain background), so 1 means 'as surprising as the top "
                         f"{100 - THRESHOLD_PERCENTILE} % of their moments'; on other footage it is a yardstick, not "
-                        "what is ordinary there. A long clip is read one frame in k, 64 frames at most (the x axis "
-                        "gives the file's frame numbers), so a brief event can fall between them. **What to look "
+                        f"what is ordinary there. A long clip is read one frame in k, {MAX_FRAMES} frames at most "
+                        "(twice the model's clip where that is more, as for V-JEPA 2; the x axis gives the file's "
+                        "frame numbers), so a brief event can fall between them. **What to look "
                         "for:** a model that has learned the world's physics jumps at a violation and stays near or "
                         "below 1 elsewhere (a JEPA's curve may rise one step before it: the target of each predicted "
                         "step was encoded with the next step in view). The shipped checkpoints have not learned it "
@@ -385,7 +393,7 @@ def build_app() -> gr.Blocks:
             surprise_overlay = gr.Image(label="where: surprise heatmap over up to 8 predicted steps, the peak among "
                                               "them (frames: heatmap_frames in the numbers; 0 darkens the frame, "
                                               "yellow is the clip's largest)",
-                                        type="numpy", elem_id="surprise-overlay")
+                                        type="numpy", format="png", elem_id="surprise-overlay")
             surprise_numbers = gr.JSON(label="numbers", elem_id="surprise-numbers")
         # One concurrency group for the four views: Gradio's limit holds per group, and each event is its own group
         # unless named, so the views would run MODEL_CALLS each at once (8 in all), not MODEL_CALLS together.
