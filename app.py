@@ -74,7 +74,7 @@ from gradio_client.utils import is_http_url_like
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
 from jepa_demo.cli import out_of_memory
-from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, Explorer, ExplorerCache
+from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES, Clip
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
@@ -172,7 +172,11 @@ def _explorer_and_clip(video_file, checkpoint: str, progress, view: str) -> tupl
     first, before a checkpoint is loaded (a Hub download, a gallery built) for nothing."""
     _check_upload(video_file)
     explorer = explorer_for(checkpoint, progress)
-    return explorer, explorer.load(video_file, view)
+    try:
+        return explorer, explorer.load(video_file, view)
+    except ClipError:
+        _check_upload(video_file)  # swept while it was decoded (opened three times): not 'not a readable video'
+        raise
 
 
 def _check_upload(video_file) -> None:

@@ -141,6 +141,27 @@ def test_a_missing_or_swept_upload_is_refused_before_a_checkpoint_is_loaded(app_
                 view(clip)
 
 
+def test_an_upload_swept_while_it_is_decoded_is_asked_for_again(app_blocks, clips, tmp_path, monkeypatch):
+    """BUG: a file the sweep removed between the view's check and the decoder's opening it was 'not a readable video
+    (No such file or directory)'."""
+    import gradio as gr
+
+    import app
+    from jepa_demo import video
+
+    upload = tmp_path / "late.mp4"
+    upload.write_bytes(Path(clips["plausible"]).read_bytes())
+    real_info = video._info
+
+    def swept_first(path, *args, **kwargs):
+        upload.unlink(missing_ok=True)
+        return real_info(path, *args, **kwargs)
+
+    monkeypatch.setattr(video, "_info", swept_first)
+    with pytest.raises(gr.Error, match="late.mp4 is no longer on the server"):
+        app.surprise(str(upload), "default")
+
+
 @pytest.mark.parametrize("name, message", [("broken", "broken.mp4"), ("long", "limit is 60 s"),
                                            ("short", "at least 16 frames")])
 def test_bad_uploads_get_a_clear_error(client, clips, name, message):
