@@ -75,9 +75,10 @@ def main(argv=None) -> int:
             or args.hidden_size % VITL["num_attention_heads"]):
         parser.error(f"--frames-per-clip must be a multiple of the tubelet ({VITL['tubelet_size']}), two at least, "
                      f"and --hidden-size of the heads ({VITL['num_attention_heads']})")
-    if args.clip_frames < args.frames_per_clip:  # found out only after minutes of building and timing otherwise
-        parser.error(f"--clip-frames {args.clip_frames} is shorter than the model's clip (--frames-per-clip "
-                     f"{args.frames_per_clip}): surprise needs at least one whole clip")
+    needs = args.frames_per_clip + VITL["tubelet_size"]  # JEPAModel.surprise_frames
+    if args.clip_frames < needs:  # found out only after minutes of building and timing otherwise
+        parser.error(f"--clip-frames {args.clip_frames} is too short for surprise, which slides the model's clip "
+                     f"(--frames-per-clip {args.frames_per_clip}) over {needs} frames at least")
     config = random_model_config(args.frames_per_clip, hidden_size=args.hidden_size, num_hidden_layers=args.layers)
     try:  # the sizes load_model accepts, checked before minutes of building and saving a model it would refuse
         vjepa2_model_config(config.to_dict())

@@ -82,6 +82,12 @@ class JEPAModel:
         return min(self.config.get("train", {}).get("future_steps", 2), self.cfg.grid[0] - 1)
 
     @property
+    def surprise_frames(self) -> int:
+        """The fewest frames `surprise` takes: the window at two positions. At one alone, the steps differ only in how
+        far ahead each is predicted, so the score would measure that (for every clip alike), not a surprise."""
+        return self.cfg.num_frames + self.cfg.tubelet
+
+    @property
     def frames_wanted(self) -> int:
         """The most frames any call uses (surprise slides over up to 4 clips' worth); longer clips are thinned out."""
         return 4 * self.cfg.num_frames
@@ -218,17 +224,20 @@ class JEPAModel:
         return Surprise(per_step=per_step, heatmap=heatmap, step_frames=step_frames, score=surprise_score(per_step))
 
     def _surprise_input(self, video, max_frames: int | None) -> tuple[torch.Tensor, np.ndarray]:
-        """Preprocess the whole clip (thinned to at most `max_frames`, one frame in k) and cut it to whole tubelets."""
+        """Preprocess the whole clip (thinned to at most `max_frames`, one frame in k) and cut it to whole tubelets:
+        `surprise_frames` of them at least."""
         check_video_array(video)
-        needed = self.cfg.num_frames
+        needed = self.surprise_frames
         if max_frames is not None and max_frames < needed:
-            raise ValueError(f"max_frames must be at least the model's {needed} frames, got {max_frames}")
+            raise ValueError(f"max_frames must be at least {needed} (the model's {self.cfg.num_frames}-frame window "
+                             f"at two positions), got {max_frames}")
         frame_index = strided_frame_indices(len(video), max_frames or self.frames_wanted)
         usable = len(frame_index) // self.cfg.tubelet * self.cfg.tubelet
         if usable < needed:
             thinned = (f" (one in {frame_index[1]} kept to stay within max_frames={max_frames}: {len(frame_index)} "
                        "left)") if len(frame_index) < len(video) else ""
-            raise ValueError(f"surprise needs a clip of at least {needed} frames, got {len(video)}{thinned}")
+            raise ValueError(f"surprise needs a clip of at least {needed} frames (the model's {self.cfg.num_frames}-"
+                             f"frame window at two positions), got {len(video)}{thinned}")
         frame_index = frame_index[:usable]
         x = preprocess_video(_numpy_frames(video)[frame_index], self.preprocess)
         return x.unsqueeze(0).to(self.device), frame_index  # (1, 3, T, S, S)

@@ -101,7 +101,7 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
                _run("app_views.py", "--checkpoint", tmp_path / "nope", "--json", out,
                     JEPA_LENS_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False")]
     reasons = ["must be at least 1", "one process", *["--peak-tflops must be a number above 0"] * 4,
-               "/no/such/dir: not a folder", "--clip-frames 32 is shorter", "a multiple of the tubelet",
+               "/no/such/dir: not a folder", "--clip-frames 32 is too short for surprise", "a multiple of the tubelet",
                "two at least", "a multiple of the tubelet", "these sizes: depth must be between 1 and 64",
                "--seconds a finite number", f"{tmp_path / 'nope'}: no checkpoint folder there"]
     for result, reason in zip(refused, reasons, strict=True):

@@ -194,13 +194,18 @@ def test_surprise_thins_long_clips_and_refuses_short_ones(model):
     # one frame in 10 kept (frames 0, 10, ..., 190: 10 steps of 2), every step after the first scored; the first
     # 20 frames alone would give steps at frames 2, 4, ..., 18
     assert result.step_frames.tolist() == list(range(20, 200, 20)) and len(result.per_step) == 9
-    with pytest.raises(ValueError, match="at least 4 frames"):
-        model.surprise(_clip(frames=3))
-    with pytest.raises(ValueError, match="max_frames must be at least the model's 4 frames, got 3"):
-        model.surprise(_clip(frames=200), max_frames=3)
-    thinned = r"at least 4 frames, got 5 \(one in 2 kept to stay within max_frames=4: 3 left\)"
+    # BUG: a clip of exactly one window was scored: its steps differ only in how far ahead they are predicted (with
+    # one step predicted, as here, a single step and a score of 0 for every clip)
+    for frames in (3, 4, 5):
+        with pytest.raises(ValueError, match=r"at least 6 frames \(the model's 4-frame window at two positions\)"):
+            model.surprise(_clip(frames=frames))
+    assert len(model.surprise(_clip(frames=6), future_steps=1).per_step) == 2
+    with pytest.raises(ValueError, match=r"max_frames must be at least 6 \(the model's 4-frame window at two "
+                                         r"positions\), got 5"):
+        model.surprise(_clip(frames=200), max_frames=5)
+    thinned = r"at least 6 frames .*, got 9 \(one in 2 kept to stay within max_frames=6: 5 left\)"
     with pytest.raises(ValueError, match=thinned):
-        model.surprise(_clip(frames=5), max_frames=4)
+        model.surprise(_clip(frames=9), max_frames=6)
     for future_steps in (0, model.cfg.grid[0]):  # a window must keep one step to predict from
         with pytest.raises(ValueError, match=f"future_steps must be between 1 and {model.cfg.grid[0] - 1}"):
             model.surprise(_clip(), future_steps=future_steps)
