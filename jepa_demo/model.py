@@ -272,6 +272,7 @@ class VideoJEPA(nn.Module):
         """What the predictor must match, (B, N, D') for the whole clip or (B, M, D') at `target_idx`: normalised
         latents of the embedding encoder, or the pixels of each token for the pixel objective."""
         if self.cfg.objective == "pixel":
+            self.context_encoder.token_grid(x)  # refuses a clip that does not fit the tubelets, as the encoders do
             targets = patchify(x.float(), self.cfg.tubelet, self.cfg.patch_size)
         else:
             targets = normalize_targets(self.embedding_encoder(x))

@@ -266,9 +266,13 @@ def test_any_clip_that_fits_the_tubelet_works(tiny_model, tiny_cfg):
     assert tiny_model.context_encoder(x).shape == (1, 3 * 6 * 5, tiny_cfg.dim)
 
 
-def test_clip_that_does_not_fit_is_refused(tiny_model):
-    with pytest.raises(ValueError, match="does not fit tubelets"):
-        tiny_model.context_encoder(torch.randn(1, 3, 5, 32, 32))
+@pytest.mark.parametrize("objective", ["jepa", "pixel"])
+def test_clip_that_does_not_fit_is_refused(objective):
+    model = VideoJEPA(model_config_from_preset("tiny", objective=objective))
+    x = torch.randn(1, 3, 5, 32, 32)
+    for call in (model.context_encoder, model.encode_targets):  # BUG: pixel targets failed in a reshape, unexplained
+        with pytest.raises(ValueError, match="clip of 5 frames x 32x32 px does not fit tubelets of 2 x 8x8"):
+            call(x)
 
 
 def test_the_spread_across_clips_sees_an_encoder_that_shows_only_where_a_token_is():
