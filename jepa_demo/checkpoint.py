@@ -217,7 +217,12 @@ def _hub_errors(repo_id: str):
         raise CheckpointError(f"{repo_id}: no {CONFIG_NAME} in this Hub repo (every checkpoint folder needs "
                               f"{CONFIG_NAME})") from None
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
-        raise CheckpointError(f"{repo_id}: download failed ({err.__class__.__name__}: {err})") from None
+        raise CheckpointError(f"{repo_id}: download failed ({err.__class__.__name__}: {first_line(err)})") from None
+
+
+def first_line(err: BaseException) -> str:
+    """An error as one line: a Hub error's message runs over several (its status, a blank line, a request id)."""
+    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def _network_errors() -> tuple[type[Exception], ...]:
@@ -252,7 +257,7 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
         api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
                           commit_message=f"JEPA Lens checkpoint {folder.name}{step}")
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
-        raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {err})") from None
+        raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {first_line(err)})") from None
     return str(url)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, quiet_hub_client
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, first_line, quiet_hub_client
 from .inference import load_model
 from .video import VideoError, read_clip, video_info
 
@@ -88,9 +88,7 @@ def main(argv=None) -> int:
     if sys.stdout is None:  # started with stdout closed (`>&-`): every result would be lost without a word
         print("error: standard output is closed; nowhere to write the results", file=sys.stderr)
         return 2
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):  # not a StringIO a caller swapped in
-            stream.reconfigure(errors=_BYTES_OR_ESCAPED)
+    print_any_name()
     try:
         return _run(args)
     except KeyboardInterrupt:  # Ctrl-C: the lines printed so far stand
@@ -125,17 +123,20 @@ _BYTES_OR_ESCAPED = "jepa_demo.bytes_or_escaped"
 codecs.register_error(_BYTES_OR_ESCAPED, _bytes_or_escaped)
 
 
+def print_any_name() -> None:
+    """Let stdout and stderr print any file name (`_bytes_or_escaped`): a command-line tool's lines name the user's
+    files and folders."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # not a StringIO a caller swapped in
+            stream.reconfigure(errors=_BYTES_OR_ESCAPED)
+
+
 def write_nowhere(*streams) -> None:
     """Point streams that can no longer be written at /dev/null: Python flushes them again at exit, and that would
     fail with a second error."""
     for stream in filter(None, streams):
         with contextlib.suppress(OSError, ValueError):  # a stream with no file behind it
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-
-
-def _first_line(err: BaseException) -> str:
-    """An error as one line: a Hub error's message runs over several (its status, a blank line, a request id)."""
-    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def _run(args) -> int:
@@ -145,7 +146,7 @@ def _run(args) -> int:
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
-        print(f"error: cannot load checkpoint: {_first_line(err)}", file=sys.stderr)  # too large for this machine, too
+        print(f"error: cannot load checkpoint: {first_line(err)}", file=sys.stderr)  # too large for this machine, too
         return 2
     failed = 0
     for path in args.files:
@@ -155,7 +156,7 @@ def _run(args) -> int:
             if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a model that does not fit the code: not this file's fault, and the traceback says where
             # A VideoError names the file already; the line names it once, by the path given.
-            print(f"{path}: {_first_line(err).removeprefix(f'{Path(path).name}: ')}", file=sys.stderr, flush=True)
+            print(f"{path}: {first_line(err).removeprefix(f'{Path(path).name}: ')}", file=sys.stderr, flush=True)
             failed += 1
             continue
         print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)

@@ -37,7 +37,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .checkpoint import SHIPPED_DIR, CheckpointError, quiet_hub_client, write_json
-from .cli import out_of_memory
+from .cli import out_of_memory, print_any_name, write_nowhere
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .preprocess import resize_and_crop
@@ -460,8 +460,12 @@ def main(argv=None) -> int:
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")
     run, show = _folder_probe(args, parser) if args.folder is not None else _world_suite(args, parser)
+    print_any_name()  # the tables name checkpoints, folders and files
     try:
         report = run(_load_all(args.checkpoint))
+    except KeyboardInterrupt:  # nothing is written before the run ends
+        print("interrupted", file=sys.stderr)
+        return 130
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -472,12 +476,23 @@ def main(argv=None) -> int:
         print(f"error: out of memory ({str(err).strip().splitlines()[0]}); fewer {fewer}, or a smaller model, need "
               "less", file=sys.stderr)
         return 2
-    print(show(report))
+    # The files first: a stdout that fails (a full disk under it, a reader gone) must not cost the run its outputs
+    failure = None
     try:
         _write_outputs(report, args, " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
     except OSError as err:  # e.g. the disk filled up during the run
-        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or err} (the tables above are "
-              "complete)", file=sys.stderr)
+        failure = f"could not write {err.filename or 'the outputs'}: {err.strerror or err} (the tables are complete)"
+    try:
+        print(show(report), flush=True)
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        write_nowhere(sys.stdout)
+        return 141 if failure is None else 1
+    except OSError as err:
+        write_nowhere(sys.stdout)
+        failure = f"could not print the tables: {err.strerror or err}" + ("" if failure else
+                                                                           " (the files asked for are written)")
+    if failure:
+        print(f"error: {failure}", file=sys.stderr)
         return 1
     return 0
 
@@ -551,9 +566,12 @@ def _same_path(path: str, *others: str | Path) -> bool:
 
 def _unwritable(path: Path) -> str | None:
     """Why `path` cannot be written (its folders are made as needed), or None."""
-    if path.is_dir():
-        return "is a folder"
-    existing = next(folder for folder in path.absolute().parents if folder.exists())
+    try:  # a name too long, a folder one may not enter: Path.exists raises rather than answer
+        if path.is_dir():
+            return "is a folder"
+        existing = next(folder for folder in path.absolute().parents if folder.exists())
+    except OSError as err:
+        return f"cannot be looked up ({err.strerror or err})"
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     if not os.access(existing, os.W_OK):

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, quiet_hub_client
+from .cli import print_any_name
 from .config import to_dict
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
@@ -415,8 +416,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.clips < MIN_CLIPS:
         parser.error(f"--clips must be at least {MIN_CLIPS}")
-    if args.ship and not Path(args.checkpoint).expanduser().is_dir():  # never into the Hub's download cache
+    # never into the Hub's download cache; os.path.isdir, as a name too long must be refused, not raise
+    if args.ship and not os.path.isdir(os.path.expanduser(args.checkpoint)):
         parser.error(f"--ship writes into a local checkpoint folder; {args.checkpoint} is not one")
+    print_any_name()
+    try:
+        return _build_and_ship(args)
+    except KeyboardInterrupt:  # files are written whole or not at all
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_and_ship(args) -> int:
     try:
         with quiet_hub_client():
             model = load_model(args.checkpoint)
@@ -437,9 +448,17 @@ def main(argv=None) -> int:
     except ValueError as err:  # a model the gallery cannot be built for (a collapsed one's threshold)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a cache folder that cannot be looked up (a name too long, one it may not enter)
+        print(f"error: {err.filename or 'the cache folder'}: {err.strerror or err}", file=sys.stderr)
+        return 1
     print(f"{args.checkpoint}: gallery of {len(gallery.seeds)} clips {where} in {time.perf_counter() - start:.1f} s")
     if args.ship:
-        print("shipped:", *ship(model, gallery))
+        try:
+            print("shipped:", *ship(model, gallery))
+        except OSError as err:  # a read-only checkpoint folder, a full disk: each file is written whole or not at all
+            print(f"error: could not write {err.filename or 'into the checkpoint folder'}: {err.strerror or err}",
+                  file=sys.stderr)
+            return 1
     return 0
 
 

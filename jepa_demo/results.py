@@ -52,7 +52,8 @@ def write_results(report: dict, path: Path, command: str) -> None:
     lines += [f"| {name} | {m['objective']} | {m['step']} | {m['trained_params'] / 1e6:.2f} M | "
               f"{m['params'] / 1e6:.2f} M |" for name, m in report["models"].items()]
     lines += ["", "## Tables", "", format_report(report), ""]
-    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    text = "\n".join(lines)  # names that are not UTF-8 (surrogate escapes) written as backslash escapes, not refused
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", errors="backslashreplace"))
 
 
 def _names(report: dict) -> tuple[str, str | None]:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,9 +262,10 @@ def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monke
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     (tmp_path / "results").write_text("a file where the plots would go")
+    too_long = tmp_path / ("a" * 300 + ".json")  # BUG: Path.exists raised (a traceback), as for a folder not to enter
     for option, path in (("--json", blocker / "report.json"), ("--report", tmp_path), ("--report", blocker / "r.md"),
                          ("--report", tmp_path / "report"),  # its plots' folder would be the report's own name
-                         ("--report", tmp_path / "results.md")):
+                         ("--report", tmp_path / "results.md"), ("--json", too_long)):
         with pytest.raises(SystemExit) as stopped:
             main(["--checkpoint", str(tiny_checkpoint), option, str(path)])
         assert stopped.value.code == 2 and f"error: {option} {path}: " in capsys.readouterr().err
@@ -374,6 +376,62 @@ def test_running_out_of_memory_is_one_line_and_a_bug_is_not(tiny_checkpoint, mon
     monkeypatch.setattr(evaluate_module, "evaluate", bug)
     with pytest.raises(RuntimeError, match="shapes"):  # a traceback for the developers
         main(["--checkpoint", str(tiny_checkpoint)])
+
+
+def test_names_that_are_not_utf8_are_printed_and_written(tiny_checkpoint, tmp_path):
+    """BUG: names in Latin-1 (surrogate escapes in Python) failed after the whole run: a label in the printed tables
+    (stdout refuses them), a report name in the Markdown report (written in strict UTF-8); a traceback, no report."""
+    import os
+    import subprocess
+    import sys
+
+    from jepa_demo import write_video
+
+    clips = tmp_path / "clips"
+    for label in (b"caf\xe9", b"tea"):
+        (clips / os.fsdecode(label)).mkdir(parents=True)
+        for seed in range(4):
+            write_video(clips / os.fsdecode(label) / f"{seed}.mp4", render_clip(seed, WorldConfig(size=32)).frames)
+    md = Path(os.fsdecode(bytes(tmp_path) + b"/r\xe9sultats.md"))
+    runs = {"folder": ["--folder", str(clips), "--max-clips", "8", "--json", str(tmp_path / "folder.json")],
+            "world": ["--pairs", str(len(VIOLATIONS)), "--probe-clips", "4", "--json", str(tmp_path / "world.json"),
+                      "--report", str(md)]}
+    out = {}
+    for name, args in runs.items():
+        result = subprocess.run([sys.executable, "-m", "jepa_demo.evaluate", "--checkpoint", str(tiny_checkpoint),
+                                 "--resamples", "5", *args], env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+                                capture_output=True, timeout=300)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        out[name] = result.stdout
+    assert b"caf\xe9" in out["folder"]  # the label's own bytes, as ls prints them
+    assert "r\\udce9sultats" in md.read_text(encoding="utf-8")  # in the command that made it
+    assert json.loads((tmp_path / "folder.json").read_text()) and json.loads((tmp_path / "world.json").read_text())
+
+
+def test_a_stdout_that_fails_costs_no_output_file(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """BUG: the tables were printed before the files were written: a stdout on a full disk (or a reader gone) lost
+    them, with a traceback."""
+    import errno
+    import sys
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            raise OSError("no file behind it")
+
+    monkeypatch.setattr(sys, "stdout", FullDisk())
+    out = tmp_path / "report.json"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS)), "--probe-clips", "4",
+            "--resamples", "5", "--json", str(out)]
+    assert main(argv) == 1
+    assert capsys.readouterr().err == ("error: could not print the tables: No space left on device (the files asked "
+                                       "for are written)\n")
+    assert json.loads(out.read_text())["models"]
 
 
 def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint, tmp_path, monkeypatch, capsys):

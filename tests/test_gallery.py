@@ -443,6 +443,29 @@ def test_cli_on_a_model_without_a_threshold_exits_2_with_one_line(checkpoint, tm
     assert not any(tmp_path.iterdir())
 
 
+def test_cli_names_a_cache_folder_or_checkpoint_folder_it_cannot_use_in_one_line(built, model, checkpoint, tmp_path,
+                                                                                monkeypatch, capsys):
+    """BUG: a cache folder whose name is too long (or one it may not enter) raised from Path.exists, a folder it could
+    not ship into raised from the write: tracebacks; --ship with a checkpoint name too long raised from is_dir."""
+    monkeypatch.setattr(gallery_module, "load_model", lambda path: model)
+    too_long = tmp_path / ("c" * 300)
+    assert gallery_module.main(["--clips", str(CLIPS + 1), "--cache-dir", str(too_long)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {too_long}/gallery-") and err.endswith(": File name too long\n")
+    assert err.count("\n") == 1
+
+    def read_only(*args):
+        raise PermissionError(13, "Permission denied", str(checkpoint / "gallery.npz"))
+
+    monkeypatch.setattr(gallery_module, "ship", read_only)
+    assert gallery_module.main(["--checkpoint", str(checkpoint), "--clips", str(CLIPS), "--cache-dir", str(built[1]),
+                                "--ship"]) == 1
+    assert capsys.readouterr().err == f"error: could not write {checkpoint / 'gallery.npz'}: Permission denied\n"
+    with pytest.raises(SystemExit) as stopped:
+        gallery_module.main(["--checkpoint", str(too_long), "--ship"])
+    assert stopped.value.code == 2 and "is not one" in capsys.readouterr().err
+
+
 def test_cli_with_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "JEPA_LENS_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "-m", "jepa_demo.gallery", "--checkpoint", str(tmp_path / "nothing")],
