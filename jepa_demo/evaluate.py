@@ -450,7 +450,8 @@ def main(argv=None) -> int:
     parser.add_argument("--folder", help="instead of the world's suite, a kNN probe of this folder's sub-folder labels "
                                          "(jepa_demo.folder_probe)")
     parser.add_argument("--max-clips", type=int,
-                        help=f"with --folder: at most this many videos (default {DEFAULT_MAX_CLIPS})")
+                        help=f"with --folder: about this many videos, more when labels are many (each keeps the "
+                             f"few the probe needs; default {DEFAULT_MAX_CLIPS})")
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error("--resamples must be at least 1")

@@ -263,6 +263,16 @@ def test_the_terminal_demo_out_of_memory_midway_is_one_line(tiny_checkpoint, mon
                                        "a smaller checkpoint or a machine with more memory\n")
 
 
+def test_the_terminal_demo_refuses_a_negative_seed_before_loading(monkeypatch, capsys):
+    """BUG: NumPy refused it ('expected non-negative integer', not naming --seed) after the checkpoint had loaded."""
+    from jepa_demo import demo
+
+    monkeypatch.setattr(demo, "load_model", lambda path: pytest.fail("loaded before the check"))
+    with pytest.raises(SystemExit) as stopped:
+        demo.main(["--seed", "-1"])
+    assert stopped.value.code == 2 and "--seed must be a whole number of at least 0, got -1" in capsys.readouterr().err
+
+
 def test_the_terminal_demo_stopped_with_ctrl_c_says_so_in_one_line(tiny_checkpoint, monkeypatch, capsys):
     """BUG: Ctrl-C during the tour (a minute, far longer with V-JEPA 2 on a CPU) printed a traceback."""
     from jepa_demo import demo
