@@ -62,7 +62,10 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half.
     `suffix` ends the temporary name, for writers that choose a format by extension."""
     path = Path(path)
-    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+    # The temporary name is 14 bytes and the suffix longer than the name: a name near the file system's 255 bytes
+    # would fail only at the end of the work that made the file, so it is cut (the random part keeps it unique)
+    name = os.fsdecode(os.fsencode(path.name)[:255 - 14 - len(os.fsencode(suffix))])
+    tmp = str(path.parent / f".{name}.{uuid.uuid4().hex[:12]}{suffix}")
     # The result should read like any new file: 0o666 narrowed by the umask. Creating the file with that mode lets the
     # kernel apply the umask (os.umask can only read it by setting it, for every thread at once), and the mode is
     # applied again after `write`, as some writers (safetensors) replace the file with a private one.

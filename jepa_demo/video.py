@@ -275,7 +275,9 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
         raise FileNotFoundError(f"{path.parent}: folder does not exist")
     # Same folder, so os.replace is an atomic rename; the real suffix last, so ffmpeg picks the right muxer; absolute,
     # so ffmpeg never takes a name like "take:2.mp4" for a protocol (".take:").
-    partial = path.absolute().with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    # (the stem cut so that the temporary name fits 255 bytes where the name does: checkpoint.atomic_write does too)
+    stem = os.fsdecode(os.fsencode(path.stem)[:255 - 18 - len(os.fsencode(path.suffix))])
+    partial = path.absolute().with_name(f".{stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
         _WRITERS[suffix](partial, frames, fps)
         _check_written(partial, path, len(frames))

@@ -191,6 +191,13 @@ def test_gif_round_trip_keeps_every_frame(tmp_path):
     assert video_info(tmp_path / "a.gif") == {"frames": 10, "fps": 8.0, "width": 64, "height": 64, "duration": 1.26}
 
 
+def test_a_name_of_255_bytes_is_written(tmp_path):
+    """BUG: the temporary name added 18 bytes: a name the file system takes failed with 'File name too long'."""
+    path = tmp_path / ("a" * 251 + ".gif")
+    write_video(path, moving_square(frames=4))
+    assert len(read_video(path)) == 4 and os.listdir(tmp_path) == [path.name]
+
+
 def test_webm_round_trip(tmp_path):
     clip = moving_square()
     write_video(tmp_path / "a.webm", clip)
