@@ -75,7 +75,9 @@ def main(argv=None) -> int:
             or args.hidden_size % VITL["num_attention_heads"]):
         parser.error(f"--frames-per-clip must be a multiple of the tubelet ({VITL['tubelet_size']}), two at least, "
                      f"and --hidden-size of the heads ({VITL['num_attention_heads']})")
-    needs = args.frames_per_clip + VITL["tubelet_size"]  # JEPAModel.surprise_frames
+    # JEPAModel.surprise_frames: the window and a time step more per step predicted (2, or 1 in a 2-step window)
+    steps = min(2, args.frames_per_clip // VITL["tubelet_size"] - 1)
+    needs = args.frames_per_clip + steps * VITL["tubelet_size"]
     if args.clip_frames < needs:  # found out only after minutes of building and timing otherwise
         parser.error(f"--clip-frames {args.clip_frames} is too short for surprise, which slides the model's clip "
                      f"(--frames-per-clip {args.frames_per_clip}) over {needs} frames at least")

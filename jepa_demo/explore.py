@@ -157,10 +157,10 @@ class Explorer:
 
     @property
     def max_frames(self) -> int:
-        """Frames to decode from an upload at most: MAX_FRAMES, or twice what surprise needs where that is more
-        (V-JEPA 2's 64-frame window at two positions: 66). Keeping one frame in k leaves at least half the limit of
-        any clip longer than it."""
-        return max(MAX_FRAMES, 2 * self.model.surprise_frames)
+        """Frames to decode from an upload at most: MAX_FRAMES, or twice what surprise needs where that is more (68
+        for V-JEPA 2's 64-frame window). Keeping one frame in k leaves at least half the limit of any clip longer
+        than it."""
+        return max(MAX_FRAMES, 2 * self.model.surprise_frames())
 
     def load(self, path, view: str) -> Clip:
         """The upload decoded for `view` (load_clip). Surprise slides its window over up to `max_frames` frames, one
@@ -302,7 +302,7 @@ class Explorer:
         the baseline's window (a checkpoint with a shorter one can still answer). It reads the frames the model reads:
         to its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion than the
         model's curve sees and than the baseline's threshold was calibrated on."""
-        frames = max(self.model.frames_wanted, self.baseline.surprise_frames)
+        frames = max(self.model.frames_wanted, self.baseline.surprise_frames())
         try:  # the clip passed the model's own surprise: what is left to refuse is its length
             other = self.baseline.surprise(video, max_frames=frames)
         except ValueError as err:

@@ -81,11 +81,13 @@ class JEPAModel:
         """How many time steps the checkpoint was trained to predict ahead (at most all but one of a window)."""
         return min(self.config.get("train", {}).get("future_steps", 2), self.cfg.grid[0] - 1)
 
-    @property
-    def surprise_frames(self) -> int:
-        """The fewest frames `surprise` takes: the window at two positions. At one alone, the steps differ only in how
-        far ahead each is predicted, so the score would measure that (for every clip alike), not a surprise."""
-        return self.cfg.num_frames + self.cfg.tubelet
+    def surprise_frames(self, future_steps: int | None = None) -> int:
+        """The fewest frames `surprise` takes: the window and one more time step per step it predicts
+        (`future_steps`, default the checkpoint's), so that two steps at least are each predicted from every distance
+        ahead. With fewer, the steps differ in how far ahead they were predicted, and the score (peak minus calmest
+        step) would measure that, for every clip alike, not a surprise."""
+        steps = self.default_future_steps if future_steps is None else future_steps
+        return self.cfg.num_frames + steps * self.cfg.tubelet
 
     @property
     def frames_wanted(self) -> int:
@@ -203,12 +205,12 @@ class JEPAModel:
         the batches of windows, when stderr is a terminal."""
         future_steps = None if future_steps is None else whole_number("future_steps", future_steps)
         batch_size = positive_int("batch_size", batch_size)
-        x, frame_index = self._surprise_input(video, max_frames)
-        steps_in_clip = x.shape[2] // self.cfg.tubelet
         window = self.cfg.grid[0]
         future_steps = self.default_future_steps if future_steps is None else future_steps
         if not 1 <= future_steps < window:
             raise ValueError(f"future_steps must be between 1 and {window - 1}: a window holds {window} time steps")
+        x, frame_index = self._surprise_input(video, max_frames, future_steps)
+        steps_in_clip = x.shape[2] // self.cfg.tubelet
         hidden = torch.zeros(self.cfg.grid, dtype=torch.bool)
         hidden[window - future_steps:] = True
         context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))
@@ -223,21 +225,22 @@ class JEPAModel:
         step_frames = frame_index[np.arange(first, steps_in_clip) * self.cfg.tubelet]
         return Surprise(per_step=per_step, heatmap=heatmap, step_frames=step_frames, score=surprise_score(per_step))
 
-    def _surprise_input(self, video, max_frames: int | None) -> tuple[torch.Tensor, np.ndarray]:
+    def _surprise_input(self, video, max_frames: int | None,
+                        future_steps: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
         """Preprocess the whole clip (thinned to at most `max_frames`, one frame in k) and cut it to whole tubelets:
         `surprise_frames` of them at least."""
         check_video_array(video)
-        needed = self.surprise_frames
+        needed = self.surprise_frames(future_steps)
+        why = (f"the model's {self.cfg.num_frames}-frame window and {needed - self.cfg.num_frames} more, so that two "
+               "steps are predicted from every distance ahead")
         if max_frames is not None and max_frames < needed:
-            raise ValueError(f"max_frames must be at least {needed} (the model's {self.cfg.num_frames}-frame window "
-                             f"at two positions), got {max_frames}")
+            raise ValueError(f"max_frames must be at least {needed} ({why}), got {max_frames}")
         frame_index = strided_frame_indices(len(video), max_frames or self.frames_wanted)
         usable = len(frame_index) // self.cfg.tubelet * self.cfg.tubelet
         if usable < needed:
             thinned = (f" (one in {frame_index[1]} kept to stay within max_frames={max_frames}: {len(frame_index)} "
                        "left)") if len(frame_index) < len(video) else ""
-            raise ValueError(f"surprise needs a clip of at least {needed} frames (the model's {self.cfg.num_frames}-"
-                             f"frame window at two positions), got {len(video)}{thinned}")
+            raise ValueError(f"surprise needs a clip of at least {needed} frames ({why}), got {len(video)}{thinned}")
         frame_index = frame_index[:usable]
         x = preprocess_video(_numpy_frames(video)[frame_index], self.preprocess)
         return x.unsqueeze(0).to(self.device), frame_index  # (1, 3, T, S, S)

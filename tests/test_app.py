@@ -163,7 +163,7 @@ def test_an_upload_swept_while_it_is_decoded_is_asked_for_again(app_blocks, clip
 
 
 @pytest.mark.parametrize("name, message", [("broken", "broken.mp4"), ("long", "limit is 60 s"),
-                                           ("short", "at least 18 frames")])
+                                           ("short", "at least 20 frames")])
 def test_bad_uploads_get_a_clear_error(client, clips, name, message):
     from gradio_client import handle_file
 

@@ -35,7 +35,7 @@ UNREADABLE = {
 UNCONVERTIBLE = {"colour-ycgco.mp4": "cannot convert to RGB"}
 # Readable videos (frames, height, width) that no model input can be made of, and why (CLI and app).
 UNUSABLE = {
-    "one-frame.mp4": "at least 18 frames",
+    "one-frame.mp4": "at least 20 frames",
     "wide-1024x16.mp4": "more than 8 times wider",
 }
 # Readable, and usable by the CLI and the app: (frames, height, width) as read_video must return them.

@@ -302,8 +302,9 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
     assert "baseline" not in explorer.surprise(clip).numbers
     # A baseline whose window is longer than the clip: the model's curve still comes, with a note for the baseline's
     short = _with_pixel_baseline(explorer, 32).surprise(clip)
-    assert short.numbers["baseline"] == ("no pixel baseline curve: surprise needs a clip of at least 34 frames (the "
-                                         "model's 32-frame window at two positions), got 24")
+    assert short.numbers["baseline"] == ("no pixel baseline curve: surprise needs a clip of at least 36 frames (the "
+                                         "model's 32-frame window and 4 more, so that two steps are predicted from "
+                                         "every distance ahead), got 24")
     names = {trace.name for trace in short.figure.data}
     assert "JEPA (latent error)" in names and "pixel baseline (pixel error)" not in names
     # One whose own limit is higher (32 frames for an 8-frame window) reads the frames the model reads: 16 of 24
@@ -413,18 +414,19 @@ def test_one_explorers_slow_patch_bank_does_not_hold_up_anothers(explorer, monke
 
 
 def test_an_explorer_decodes_enough_frames_for_surprise_of_any_upload():
-    """One frame in k keeps at least half the limit of a longer clip: twice what surprise needs (V-JEPA 2's 64-frame
-    window at two positions, 66) leaves enough whole tubelets of any upload that has them."""
+    """One frame in k keeps at least half the limit of a longer clip: twice what surprise needs (68 for V-JEPA 2's
+    64-frame window) leaves enough whole tubelets of any upload that has them."""
     from types import SimpleNamespace
 
     from jepa_demo.explore import MAX_FRAMES
     from jepa_demo.video import strided_frame_indices
 
     def limit(window):
-        needs = JEPAModel.surprise_frames.fget(SimpleNamespace(cfg=SimpleNamespace(num_frames=window, tubelet=2)))
-        return Explorer.max_frames.fget(SimpleNamespace(model=SimpleNamespace(surprise_frames=needs))), needs
+        model = SimpleNamespace(cfg=SimpleNamespace(num_frames=window, tubelet=2), default_future_steps=2)
+        needs = JEPAModel.surprise_frames(model)
+        return Explorer.max_frames.fget(SimpleNamespace(model=SimpleNamespace(surprise_frames=lambda: needs))), needs
 
-    assert limit(16) == (MAX_FRAMES, 18) and limit(64) == (132, 66)
+    assert limit(16) == (MAX_FRAMES, 20) and limit(64) == (136, 68)
     for window in (16, 64):
         most, needs = limit(window)
         assert all(len(strided_frame_indices(n, most)) // 2 * 2 >= needs for n in range(needs, 3000))

@@ -196,12 +196,12 @@ def test_surprise_thins_long_clips_and_refuses_short_ones(model):
     assert result.step_frames.tolist() == list(range(20, 200, 20)) and len(result.per_step) == 9
     # BUG: a clip of exactly one window was scored: its steps differ only in how far ahead they are predicted (with
     # one step predicted, as here, a single step and a score of 0 for every clip)
+    why = r"the model's 4-frame window and 2 more, so that two steps are predicted from every distance ahead"
     for frames in (3, 4, 5):
-        with pytest.raises(ValueError, match=r"at least 6 frames \(the model's 4-frame window at two positions\)"):
+        with pytest.raises(ValueError, match=rf"at least 6 frames \({why}\), got {frames}"):
             model.surprise(_clip(frames=frames))
-    assert len(model.surprise(_clip(frames=6), future_steps=1).per_step) == 2
-    with pytest.raises(ValueError, match=r"max_frames must be at least 6 \(the model's 4-frame window at two "
-                                         r"positions\), got 5"):
+    assert len(model.surprise(_clip(frames=6)).per_step) == 2
+    with pytest.raises(ValueError, match=rf"max_frames must be at least 6 \({why}\), got 5"):
         model.surprise(_clip(frames=200), max_frames=5)
     thinned = r"at least 6 frames .*, got 9 \(one in 2 kept to stay within max_frames=6: 5 left\)"
     with pytest.raises(ValueError, match=thinned):
@@ -216,6 +216,27 @@ def test_surprise_thins_long_clips_and_refuses_short_ones(model):
         with pytest.raises(ValueError, match="batch_size must be at least 1"):
             model.surprise(_clip(), batch_size=batch_size)
     assert len(model.surprise(_clip(), future_steps=np.int64(1)).per_step)  # NumPy's integers are integers
+
+
+def test_surprise_needs_two_steps_predicted_from_every_distance(tiny_preprocess):
+    """With two steps predicted per window, two positions of it were not enough: the reported steps were one step
+    ahead, a mix, and two steps ahead, so the score was still mostly their difference. A window of 4 steps (8 frames)
+    predicting 2 needs 2 more steps: steps 2 to 5 reported, 3 and 4 each from both distances."""
+    import dataclasses
+
+    from jepa_demo.config import model_config_from_preset
+    from jepa_demo.inference import JEPAModel
+    from jepa_demo.model import VideoJEPA
+
+    torch.manual_seed(0)
+    model = JEPAModel(VideoJEPA(model_config_from_preset("tiny", num_frames=8)),
+                      dataclasses.replace(tiny_preprocess, num_frames=8), {"model": {}, "preprocess": {}}, "cpu")
+    assert model.default_future_steps == 2 and model.surprise_frames() == 12 and model.surprise_frames(1) == 10
+    for frames in (8, 10):  # one window; two windows
+        with pytest.raises(ValueError, match=rf"at least 12 frames .*, got {frames}"):
+            model.surprise(_clip(frames=frames))
+    assert model.surprise(_clip(frames=12)).step_frames.tolist() == [4, 6, 8, 10]
+    assert len(model.surprise(_clip(frames=10), future_steps=1).per_step) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
