@@ -50,7 +50,7 @@ def command(script: str, argv: list[str] | None) -> str:
 
 def write(path: Path, report: dict) -> None:
     """`report` as JSON over `path`, atomically: a full disk or Ctrl-C at the end of a long run leaves the recorded
-    run whole, and says so in one line (exit status 1)."""
+    run whole; a failed write says so in one line (exit status 1)."""
     from jepa_demo.checkpoint import atomic_write
 
     text = json.dumps(report, indent=2) + "\n"

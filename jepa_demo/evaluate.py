@@ -478,24 +478,24 @@ def main(argv=None) -> int:
               "less", file=sys.stderr)
         return 2
     # The files first: a stdout that fails (a full disk under it, a reader gone) must not cost the run its outputs
-    failure = None
+    failures = []
     try:
         _write_outputs(report, args, " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
     except OSError as err:  # e.g. the disk filled up during the run
-        failure = f"could not write {err.filename or 'the outputs'}: {err.strerror or err} (the tables are complete)"
+        failures.append(f"could not write {err.filename or 'the outputs'}: {err.strerror or err}")
     try:
         print(show(report), flush=True)
     except BrokenPipeError:  # `... | head`: the reader has what it wanted
         write_nowhere(sys.stdout)
-        return 141 if failure is None else 1
+        if not failures:
+            return 141
     except OSError as err:
         write_nowhere(sys.stdout)
-        failure = f"could not print the tables: {err.strerror or err}" + ("" if failure else
-                                                                           " (the files asked for are written)")
-    if failure:
+        failures.append(f"could not print the tables: {err.strerror or err}"
+                        + ("" if failures else " (the files asked for are written)"))
+    for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failures else 0
 
 
 def _world_suite(args, parser):

@@ -404,7 +404,10 @@ def test_names_that_are_not_utf8_are_printed_and_written(tiny_checkpoint, tmp_pa
         assert result.returncode == 0, result.stderr.decode(errors="replace")
         out[name] = result.stdout
     assert b"caf\xe9" in out["folder"]  # the label's own bytes, as ls prints them
-    assert "r\\udce9sultats" in md.read_text(encoding="utf-8")  # in the command that made it
+    text = md.read_text(encoding="utf-8")
+    assert "r\\udce9sultats.md" in text  # in the command that made it
+    assert "](r%E9sultats/violations.png)" in text  # a link that finds the plots: the folder's own bytes
+    assert Path(os.fsdecode(bytes(tmp_path) + b"/r\xe9sultats/violations.png")).is_file()
     assert json.loads((tmp_path / "folder.json").read_text()) and json.loads((tmp_path / "world.json").read_text())
 
 
@@ -413,6 +416,8 @@ def test_a_stdout_that_fails_costs_no_output_file(tiny_checkpoint, tmp_path, mon
     them, with a traceback."""
     import errno
     import sys
+
+    import jepa_demo.evaluate as evaluate_module
 
     class FullDisk:
         def write(self, text):
@@ -432,6 +437,14 @@ def test_a_stdout_that_fails_costs_no_output_file(tiny_checkpoint, tmp_path, mon
     assert capsys.readouterr().err == ("error: could not print the tables: No space left on device (the files asked "
                                        "for are written)\n")
     assert json.loads(out.read_text())["models"]
+    # both failing: both said (the first version said only the second)
+    argv[-1] = str(tmp_path / "a file" / "report.json")
+    (tmp_path / "a file").mkdir()
+    monkeypatch.setattr(evaluate_module, "write_json", lambda path, report: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device", str(path))))
+    assert main(argv) == 1
+    assert capsys.readouterr().err == (f"error: could not write {argv[-1]}: No space left on device\n"
+                                       "error: could not print the tables: No space left on device\n")
 
 
 def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint, tmp_path, monkeypatch, capsys):
