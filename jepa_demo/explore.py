@@ -56,7 +56,7 @@ MAX_SECONDS = 60.0  # longer uploads are refused: decoding them would hold a wor
 MAX_MEGABYTES = 100
 MAX_FRAMES = 64  # frames decoded from an upload at most (one in k): 4 of our models' clips; see Explorer.max_frames
 DECODE_TIMEOUT = 30.0  # seconds; an upload that takes longer to decode is refused instead of holding a worker
-CLIP_PIXELS = 128  # short side uploads are decoded at, at least (the views show 160-pixel frames of 64-pixel models)
+CLIP_PIXELS = 128  # short side uploads are decoded at, at least (the views show 64-pixel models' frames 128 tall)
 _BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
 _SHOWN_FRAMES = 8
 _SHOWN_PIXELS = 160
@@ -322,7 +322,8 @@ def steps_to_show(count: int, peak: int, num: int = _SHOWN_FRAMES) -> np.ndarray
 
 
 def _strip(frames: np.ndarray) -> np.ndarray:
-    """8 frames side by side, enlarged (nearest neighbour, so tokens stay crisp) to ~_SHOWN_PIXELS tall."""
+    """8 frames side by side, enlarged by the largest whole factor that keeps them at most _SHOWN_PIXELS tall (nearest
+    neighbour, so tokens stay crisp): 64-pixel frames twice, to 128."""
     scale = max(1, _SHOWN_PIXELS // frames.shape[1])
     strip = filmstrip(frames, num=min(_SHOWN_FRAMES, len(frames)))
     return np.repeat(np.repeat(strip, scale, axis=0), scale, axis=1)
