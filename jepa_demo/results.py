@@ -71,8 +71,8 @@ def summary_lines(report: dict) -> list[str]:
     pairs = report["pairs"]
     sure = _enough_for_verdicts(report["settings"])
     lines = [] if sure else [f"- Fewer than {MIN_RESAMPLES_FOR_VERDICTS} resamples, or fewer than "
-                             f"{MIN_ITEMS_FOR_VERDICTS} pairs or probe test clips: no difference below is called "
-                             "clear, whatever its interval."]
+                             f"{MIN_ITEMS_FOR_VERDICTS} pairs, probe test clips or tracking clips (half as many as "
+                             "pairs): no difference below is called clear, whatever its interval."]
     for condition in pairs:
         ranked = sorted(pairs[condition].items(), key=lambda item: -item[1]["accuracy"])
         lines.append(f"- {condition.capitalize()} clips, pairwise accuracy: "
@@ -113,8 +113,9 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def _enough_for_verdicts(settings: dict) -> bool:
+    tracking_clips = max(1, settings["num_pairs"] // 2)  # as jepa_demo.evaluate.evaluate draws them
     return (settings["resamples"] >= MIN_RESAMPLES_FOR_VERDICTS
-            and min(settings["num_pairs"], settings["probe_test"]) >= MIN_ITEMS_FOR_VERDICTS)
+            and min(settings["num_pairs"], settings["probe_test"], tracking_clips) >= MIN_ITEMS_FOR_VERDICTS)
 
 
 def _side(difference: dict, sure: bool = True) -> int:

@@ -220,13 +220,27 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     lead = report["representation"]["tiny"]["vs_random"]["knn"]
     lead["difference"], lead["difference_ci"] = -0.25, [-0.25, -0.25]  # what one test clip or one resample can give
     lines = summary_lines(report)
-    assert lines[0].startswith("- Fewer than 200 resamples, or fewer than 20 pairs or probe test clips")
+    assert lines[0].startswith("- Fewer than 200 resamples, or fewer than 20 pairs, probe test clips or tracking")
     assert not any("**clearly" in line or "[**" in line or "** [" in line for line in lines)
-    report["settings"].update(num_pairs=100, probe_test=200, resamples=1000)
+    # BUG: 20 to 39 pairs were enough, though tracking is measured on half as many clips
+    report["settings"].update(num_pairs=39, probe_test=200, resamples=1000)
+    assert not any("**clearly" in line for line in summary_lines(report))
+    report["settings"].update(num_pairs=40)
     assert any("**clearly behind** the random encoder (-0.250" in line for line in summary_lines(report))
     assert "| kind |" in format_report(report)
     assert any("kNN probe" in line for line in summary_lines(report))
     assert report["settings"]["hardware"].endswith(")") and "CPU threads" in report["settings"]["hardware"]
+
+
+def test_models_score_every_frame_of_the_pairs_as_the_frame_difference_does(tiny_inference, monkeypatch):
+    """BUG: surprise keeps 4 model clips' worth of frames, so a 4-frame model read one frame in two of the 32-frame
+    pairs (steps at frames 4, 8, ..., 28), missing a violation on an odd frame, while the heuristic saw them all."""
+    results, surprise = [], tiny_inference.surprise
+    monkeypatch.setattr(tiny_inference, "surprise", lambda clip, **kwargs: results.append(surprise(clip, **kwargs))
+                        or results[-1])
+    evaluate({"tiny": tiny_inference}, num_pairs=6, probe_train=12, probe_test=6, resamples=5)
+    assert len(results) == 2 * 2 * 6  # two clips a pair, two conditions
+    assert all(result.step_frames.tolist() == list(range(2, 32, 2)) for result in results)
 
 
 def test_a_verdict_follows_the_interval_as_printed():
