@@ -59,6 +59,7 @@ DECODE_TIMEOUT = 30.0  # seconds; an upload that takes longer to decode is refus
 CLIP_PIXELS = 128  # short side uploads are decoded at, at least (the views show 64-pixel models' frames 128 tall)
 _BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
 _SHOWN_FRAMES = 8
+VIEWS = ("masked", "neighbors", "map", "surprise")  # Explorer.load's names for what an upload is decoded for
 _SHOWN_PIXELS = 160
 CURVE_NAMES = {"jepa": "JEPA (latent error)", "jepa-sigreg": "JEPA-SIGReg (latent error)",
                "pixel": "pixel baseline (pixel error)"}
@@ -167,6 +168,8 @@ class Explorer:
         in k; the other views read one model input, picked as the CLI's `embed` and `read_video(path, num_frames)`
         pick it: thinning the clip first and sampling the model's frames from what is left would step through it
         differently (file frames 18 to 108, one in 6, of 130; not 4 to 124, one in 8)."""
+        if view not in VIEWS:  # a misspelt name would read the model input for a view that wanted the whole clip
+            raise ValueError(f"unknown view {view!r}: one of {', '.join(VIEWS)}")
         if view == "surprise":
             return load_clip(path, self.clip_size, self.max_frames)
         return load_clip(path, self.clip_size, self.model.cfg.num_frames, exactly=True)

@@ -200,6 +200,8 @@ def test_views_that_read_one_model_input_read_the_frames_the_cli_and_read_video_
     assert np.array_equal(loaded.source_frames, picked)
     assert explorer.load(path, "map") is loaded and explorer.load(path, "masked") is loaded
     assert len(explorer.load(path, "surprise").frames) == 44  # surprise slides over the thinned clip, one in 3
+    with pytest.raises(ValueError, match="unknown view 'surprize': one of masked, neighbors, map, surprise"):
+        explorer.load(path, "surprize")  # it read one model input, as for any name but "surprise"
     expected = nearest(explorer.gallery, model.embed(read_video(path)), k=3)
     hits = explorer.neighbors(loaded.frames, k=3)
     assert [h["index"] for h in hits] == [i for i, _ in expected]
