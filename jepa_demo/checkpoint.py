@@ -64,7 +64,8 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     path = Path(path)
     # The temporary name is 14 bytes and the suffix longer than the name: a name near the file system's 255 bytes
     # would fail only at the end of the work that made the file, so it is cut (the random part keeps it unique)
-    name = os.fsdecode(os.fsencode(path.name)[:255 - 14 - len(os.fsencode(suffix))])
+    fits = 255 - 14 - len(os.fsencode(suffix))  # whole characters: Windows cannot decode a character cut in two
+    name = next(path.name[:n] for n in range(len(path.name), -1, -1) if len(os.fsencode(path.name[:n])) <= fits)
     tmp = str(path.parent / f".{name}.{uuid.uuid4().hex[:12]}{suffix}")
     # The result should read like any new file: 0o666 narrowed by the umask. Creating the file with that mode lets the
     # kernel apply the umask (os.umask can only read it by setting it, for every thread at once), and the mode is

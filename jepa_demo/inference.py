@@ -84,8 +84,10 @@ class JEPAModel:
     def surprise_frames(self, future_steps: int | None = None) -> int:
         """The fewest frames `surprise` takes: the window and one more time step per step it predicts
         (`future_steps`, default the checkpoint's), so that two steps at least are each predicted from every distance
-        ahead. With fewer, the steps differ in how far ahead they were predicted, and the score (peak minus calmest
-        step) would measure that, for every clip alike, not a surprise."""
+        ahead. With fewer, no two steps are predicted alike, and the score (peak minus calmest step) could only
+        compare steps predicted from different distances, for every clip alike. (The first and last steps of any clip
+        are each predicted from one distance: docs/experiments.md measured scoring without them, and they carry
+        signal as well as that bias.)"""
         steps = self.default_future_steps if future_steps is None else future_steps
         return self.cfg.num_frames + steps * self.cfg.tubelet
 

@@ -276,7 +276,8 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
     # Same folder, so os.replace is an atomic rename; the real suffix last, so ffmpeg picks the right muxer; absolute,
     # so ffmpeg never takes a name like "take:2.mp4" for a protocol (".take:").
     # (the stem cut so that the temporary name fits 255 bytes where the name does: checkpoint.atomic_write does too)
-    stem = os.fsdecode(os.fsencode(path.stem)[:255 - 18 - len(os.fsencode(path.suffix))])
+    fits = 255 - 18 - len(os.fsencode(path.suffix))  # whole characters, as atomic_write cuts them
+    stem = next(path.stem[:n] for n in range(len(path.stem), -1, -1) if len(os.fsencode(path.stem[:n])) <= fits)
     partial = path.absolute().with_name(f".{stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
         _WRITERS[suffix](partial, frames, fps)

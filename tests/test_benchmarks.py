@@ -95,6 +95,8 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
                _run("vjepa2_latency.py", "--frames-per-clip", "2", "--json", out),  # one time step: nothing to predict
                _run("vjepa2_latency.py", "--hidden-size", "100", "--json", out),
                _run("vjepa2_latency.py", "--frames-per-clip", "4", "--clip-frames", "5", "--json", out),  # needs 6
+               # two steps predicted: 16 + 2 x 2 (one window and one step more, 18, was accepted)
+               _run("vjepa2_latency.py", "--frames-per-clip", "16", "--clip-frames", "18", "--json", out),
                # BUG: sizes transformers builds and load_model refuses ended in a traceback after building and saving
                _run("vjepa2_latency.py", "--hidden-size", "64", "--layers", "65", "--json", out),
                # BUG: nan passed the check (it compares false), ran no sweep and wrote NaN, not JSON, over the record
@@ -104,8 +106,8 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
     reasons = ["must be at least 1", "one process", *["--peak-tflops must be a number above 0"] * 4,
                "/no/such/dir: not a folder", "--clip-frames 32 is too short for surprise", "a multiple of the tubelet",
                "two at least", "a multiple of the tubelet", "--clip-frames 5 is too short",
-               "these sizes: depth must be between 1 and 64", "--seconds a finite number",
-               f"{tmp_path / 'nope'}: no checkpoint folder there"]
+               "--clip-frames 18 is too short", "these sizes: depth must be between 1 and 64",
+               "--seconds a finite number", f"{tmp_path / 'nope'}: no checkpoint folder there"]
     for result, reason in zip(refused, reasons, strict=True):
         assert result.returncode == 2 and reason in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not out.exists()

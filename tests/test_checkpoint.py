@@ -75,7 +75,7 @@ def test_a_failed_atomic_write_names_the_file_not_its_temporary_one(tmp_path, er
 def test_atomic_write_takes_any_name_the_file_system_takes(tmp_path):
     """BUG: the temporary name added 18 bytes, so a name of 238 to 255 bytes failed ('File name too long') only
     after the work that made the file (an evaluation's --json, checked writable at the start)."""
-    for name in ("a" * 255, "é" * 125 + ".json"):  # 255 bytes each; the second is cut inside a character
+    for name in ("a" * 255, "é" * 125 + ".json"):  # 255 bytes each; the second's cut would split a character
         path = tmp_path / name
         atomic_write(path, lambda tmp: Path(tmp).write_text("whole"))
         assert path.read_text() == "whole" and os.listdir(tmp_path) == [path.name]
