@@ -224,9 +224,10 @@ def _hub_errors(repo_id: str):
         raise CheckpointError(f"{repo_id}: download failed ({err.__class__.__name__}: {first_line(err)})") from None
 
 
-def first_line(err: BaseException) -> str:
-    """An error as one line: a Hub error's message runs over several (its status, a blank line, a request id)."""
-    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+def first_line(err: BaseException, prefix: str = "") -> str:
+    """An error as one line, less `prefix`: a Hub error's message runs over several (its status, a blank line, a
+    request id)."""
+    return next((line for line in str(err).removeprefix(prefix).splitlines() if line.strip()), type(err).__name__)
 
 
 def _network_errors() -> tuple[type[Exception], ...]:

@@ -156,7 +156,11 @@ def _run(args) -> int:
             if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a model that does not fit the code: not this file's fault, and the traceback says where
             # A VideoError names the file already; the line names it once, by the path given.
-            print(f"{path}: {first_line(err).removeprefix(f'{Path(path).name}: ')}", file=sys.stderr, flush=True)
+            # one line per file, whatever its name holds: the prefix goes before the first line is taken, and a
+            # newline in the name is shown escaped (as ls does)
+            reason = first_line(err, prefix=f"{Path(path).name}: ")
+            shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in path)
+            print(f"{shown}: {reason}", file=sys.stderr, flush=True)
             failed += 1
             continue
         print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)

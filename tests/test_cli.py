@@ -47,6 +47,16 @@ def test_surprise_json_one_line_per_file_and_bad_file_reported(files):
     assert "Traceback" not in result.stderr
 
 
+def test_a_bad_file_whose_name_holds_a_newline_is_still_one_line(tmp_path, capsys):
+    """BUG: the name was cut at its newline before the reason was found: 'bad' on one line, 'name.mp4: bad' on the
+    next, and 'file not found' lost."""
+    from jepa_demo.cli import main
+
+    path = str(tmp_path / "bad\nname.mp4")
+    assert main(["info", path]) == 1
+    assert capsys.readouterr().err == f"{tmp_path}/bad\\nname.mp4: file not found\n"
+
+
 def test_embed_and_info(files):
     result = _cli("embed", files / "a.mp4", "--json", "--checkpoint", files / "ckpt")
     assert result.returncode == 0, result.stderr
