@@ -391,7 +391,7 @@ def build_app() -> gr.Blocks:
                         "and threshold there, not the plot's) is its peak minus its calmest step."
                         + ("" if PIXEL_BASELINE not in SHIPPED else " Beside the curve of a checkpoint that predicts "
                            "representations, a second one is the pixel baseline's, which predicts pixels (when the "
-                           "clip is long enough for its window)."))
+                           "clip is long enough for its surprise too)."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
             surprise_overlay = gr.Image(label="where: surprise heatmap over up to 8 predicted steps, the peak among "

@@ -157,9 +157,9 @@ def _run(args) -> int:
                 raise  # a model that does not fit the code: not this file's fault, and the traceback says where
             # A VideoError names the file already; the line names it once, by the path given.
             # one line per file, whatever its name holds: the prefix goes before the first line is taken, and a
-            # newline in the name is shown escaped (as ls does)
+            # control character in the name (a newline) is shown escaped, as ls does; other bytes print as they are
             reason = first_line(err, prefix=f"{Path(path).name}: ")
-            shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in path)
+            shown = "".join(c if " " <= c != "\x7f" else c.encode("unicode_escape").decode() for c in path)
             print(f"{shown}: {reason}", file=sys.stderr, flush=True)
             failed += 1
             continue

@@ -4,7 +4,7 @@
     one = explorer.load("clip.mp4", "neighbors")             # limits; ClipError with a plain message; one model input
     explorer.masked(one.frames, "multiblock", ratio=0.75, seed=0, source_frames=one.source_frames)
     explorer.neighbors(one.frames, k=8); explorer.embedding_map(one.frames, "num_objects")
-    long = explorer.load("clip.mp4", "surprise")             # uint8 (T, H, W, 3), at most 64 frames spread over it
+    long = explorer.load("clip.mp4", "surprise")             # uint8 (T, H, W, 3), at most max_frames spread over it
     explorer.surprise(long.frames, long.source_frames)       # times given as the file's frame numbers
 
 An `Explorer` is built once per checkpoint and then only read (its patch bank is filled on first use), so every user
@@ -302,9 +302,9 @@ class Explorer:
 
     def _baseline_surprise(self, video, in_file, curves: dict) -> dict | str:
         """The baseline's curve, added to `curves`, and its numbers; a note instead when the clip is too short for
-        the baseline's window (a checkpoint with a shorter one can still answer). It reads the frames the model reads:
-        to its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion than the
-        model's curve sees and than the baseline's threshold was calibrated on."""
+        the baseline's surprise (a checkpoint with a shorter window can still answer). It reads the frames the model
+        reads: to its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion
+        than the model's curve sees and than the baseline's threshold was calibrated on."""
         frames = max(self.model.frames_wanted, self.baseline.surprise_frames())
         try:  # the clip passed the model's own surprise: what is left to refuse is its length
             other = self.baseline.surprise(video, max_frames=frames)
