@@ -55,8 +55,9 @@ demo: install
 
 # Two pytest-xdist workers, one file each at a time: a third of a one-process run's time went to waiting on servers,
 # subprocesses and file lifetimes, with a core idle (tests/conftest.py splits the cores between the workers)
+# Hypothesis keeps its examples and caches in ./.hypothesis unless told otherwise: in .venv, not the project's root
 test: install-test
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	HYPOTHESIS_STORAGE_DIRECTORY=$(VENV)/.hypothesis $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install-test
 	$(VENV)/bin/ruff check .
