@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,11 @@ _BYTES_OR_ESCAPED = "jepa_demo.bytes_or_escaped"
 codecs.register_error(_BYTES_OR_ESCAPED, _bytes_or_escaped)
 
 
+def _breaks_lines(c: str) -> bool:
+    """A control character (C0, DEL, C1: a newline, NEL, a terminal's CSI) or a Unicode line or paragraph separator."""
+    return unicodedata.category(c) == "Cc" or c in "\u2028\u2029"
+
+
 def print_any_name() -> None:
     """Let stdout and stderr print any file name (`_bytes_or_escaped`): a command-line tool's lines name the user's
     files and folders."""
@@ -157,9 +163,9 @@ def _run(args) -> int:
                 raise  # a model that does not fit the code: not this file's fault, and the traceback says where
             # A VideoError names the file already; the line names it once, by the path given.
             # one line per file, whatever its name holds: the prefix goes before the first line is taken, and a
-            # control character in the name (a newline) is shown escaped, as ls does; other bytes print as they are
+            # control character or line separator in the name is shown escaped; other bytes print as they are
             reason = first_line(err, prefix=f"{Path(path).name}: ")
-            shown = "".join(c if " " <= c != "\x7f" else c.encode("unicode_escape").decode() for c in path)
+            shown = "".join(c.encode("unicode_escape").decode() if _breaks_lines(c) else c for c in path)
             print(f"{shown}: {reason}", file=sys.stderr, flush=True)
             failed += 1
             continue

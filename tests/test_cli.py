@@ -52,9 +52,10 @@ def test_a_bad_file_whose_name_holds_a_newline_is_still_one_line(tmp_path, capsy
     next, and 'file not found' lost."""
     from jepa_demo.cli import main
 
-    path = str(tmp_path / "bad\nname.mp4")
-    assert main(["info", path]) == 1
-    assert capsys.readouterr().err == f"{tmp_path}/bad\\nname.mp4: file not found\n"
+    for name, shown in (("bad\nname.mp4", "bad\\nname.mp4"), ("bad\x85name.mp4", "bad\\x85name.mp4"),
+                        ("bad\u2028name.mp4", "bad\\u2028name.mp4")):  # NEL and the line separator split lines too
+        assert main(["info", str(tmp_path / name)]) == 1
+        assert capsys.readouterr().err == f"{tmp_path}/{shown}: file not found\n"
 
 
 def test_embed_and_info(files):
