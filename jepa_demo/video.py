@@ -244,7 +244,7 @@ def video_info(path) -> dict:
 
 def _info(path: Path, deadline: _Deadline | None = None) -> tuple[dict, "_Packets"]:
     with _video(path) as (container, stream):
-        first = next(_decode(container, stream, path))
+        first = next(_decode(container, stream, path, deadline))
         width, height = stream.codec_context.width, stream.codec_context.height
         if _quarter_turns(first) % 2:
             width, height = height, width
@@ -458,14 +458,18 @@ def _decode(container, stream, path: Path, deadline: _Deadline | None = None) ->
     stream.thread_type = "AUTO"
     decoded = 0
     try:
-        for frame in container.decode(stream):
-            decoded += 1
+        # container.decode(stream) packet by packet, to check the deadline at each packet: a packet may decode to no
+        # picture (a hidden VP9 frame, a P-frame before any keyframe), and a stream of millions of them would
+        # otherwise run on unchecked
+        for packet in container.demux(stream):
             if deadline:
                 deadline.check(path, decoded)
-            if frame.width * frame.height > MAX_PIXELS:  # _video_stream checked only the first picture size
-                raise VideoError(f"{path.name}: frame {decoded} is {frame.width}x{frame.height} pixels, over the "
-                                 f"limit of {MAX_PIXELS / 1e6:.0f} million a frame; scale it down first")
-            yield frame if (frame.width, frame.height) == (width, height) else frame.reformat(width, height)
+            for frame in packet.decode():
+                decoded += 1
+                if frame.width * frame.height > MAX_PIXELS:  # _video_stream checked only the first picture size
+                    raise VideoError(f"{path.name}: frame {decoded} is {frame.width}x{frame.height} pixels, over the "
+                                     f"limit of {MAX_PIXELS / 1e6:.0f} million a frame; scale it down first")
+                yield frame if (frame.width, frame.height) == (width, height) else frame.reformat(width, height)
     except av.FFmpegError as err:
         reason = f"decoding failed after {decoded} frames: {err.strerror}"
         raise VideoError(f"{path.name}: damaged video ({reason})") from None

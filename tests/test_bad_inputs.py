@@ -157,6 +157,35 @@ def test_read_video_gives_up_at_its_timeout(corpus):
         read_clip(corpus / "long-3min.mp4", max_frames=64, size=32, timeout=0.001)
 
 
+def test_packets_that_decode_to_no_picture_still_meet_the_timeout(tmp_path):
+    """BUG: the deadline was checked only when a picture came out, so a stream of packets that decode to none (hidden
+    VP9 frames: a one-bit edit each) could hold a worker for hours, far past the 30-s limit. A stand-in container
+    whose packets take 5 ms each and give no picture, as PyAV's decode (demux, then each packet's decode) would."""
+    import time
+    from types import SimpleNamespace
+
+    from jepa_demo.video import _Deadline, _decode
+
+    class Hidden:
+        def decode(self):
+            time.sleep(0.005)
+            return []
+
+    class Container:
+        def demux(self, stream):
+            return (Hidden() for _ in range(200))  # 1 s in all
+
+        def decode(self, stream):
+            for packet in self.demux(stream):
+                yield from packet.decode()
+
+    stream = SimpleNamespace(codec_context=SimpleNamespace(width=64, height=64), thread_type=None)
+    started = time.monotonic()
+    with pytest.raises(VideoError, match=r"^hidden.webm: gave up after 0.1 s of reading \(0 frames decoded\)"):
+        next(_decode(Container(), stream, tmp_path / "hidden.webm", _Deadline(0.1)))
+    assert time.monotonic() - started < 0.5
+
+
 def test_cli_answers_every_file_or_names_it_with_the_reason(corpus):
     files = sorted(corpus.iterdir())
     result = subprocess.run([sys.executable, "-m", "jepa_demo", "surprise", "--json", *files], cwd=ROOT,
