@@ -56,7 +56,7 @@ MAX_SECONDS = 60.0  # longer uploads are refused: decoding them would hold a wor
 MAX_MEGABYTES = 100
 MAX_FRAMES = 64  # frames decoded from an upload at most (one in k): 4 of our models' clips; see Explorer.max_frames
 DECODE_TIMEOUT = 30.0  # seconds; an upload that takes longer to decode is refused instead of holding a worker
-CLIP_PIXELS = 128  # short side uploads are decoded at, at least (the views show 64-pixel models' frames 128 tall)
+CLIP_PIXELS = 128  # load_clip's default short side; an Explorer decodes at its model's input size, as the CLI does
 _BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
 _SHOWN_FRAMES = 8
 VIEWS = ("masked", "neighbors", "map", "surprise")  # Explorer.load's names for what an upload is decoded for
@@ -153,8 +153,10 @@ class Explorer:
 
     @property
     def clip_size(self) -> int:
-        """Short side to decode uploads at: enough for the views' pictures and for the model's own resize."""
-        return max(CLIP_PIXELS, self.model.preprocess.resize_to)
+        """Short side to decode uploads at: the model's own resize, as the CLI and training read files, so that an
+        upload gives the app the model input the CLI gives (decoding larger and letting the model resize again blurs
+        twice). Every picture the views show is of the model's input, so nothing larger is needed."""
+        return self.model.preprocess.resize_to
 
     @property
     def max_frames(self) -> int:

@@ -189,20 +189,22 @@ def test_views_that_read_one_model_input_read_the_frames_the_cli_and_read_video_
     `model.embed(read_video(path))` (of 130, file frames 18 to 108 instead of 4 to 124 for 16 frames)."""
     from jepa_demo.cli import read_for
 
-    frames = np.zeros((130, 128, 128, 3), np.uint8)  # the size the app decodes at: no resize on either side
+    frames = np.zeros((130, 128, 128, 3), np.uint8)  # larger than the model's input: read as the CLI reads it
     frames[..., 0] = np.arange(130)[:, None, None]  # frame i is red i: which frames were read shows in the embedding
     frames[:, :64, :, 1] = (np.arange(130) * 7 % 256)[:, None, None]
     path = tmp_path / "long.mp4"
     write_video(path, frames, fps=25)
     model = explorer.model
     loaded = explorer.load(path, "neighbors")
-    picked = read_for(model, path, "embed").source_frames
-    assert np.array_equal(loaded.source_frames, picked)
+    picked = read_for(model, path, "embed")
+    assert np.array_equal(loaded.source_frames, picked.source_frames)
+    # BUG: decoded at 128 pixels and resized again by the model, so the app's input was not the CLI's (blurred twice)
+    assert np.array_equal(loaded.frames, picked.frames)
     assert explorer.load(path, "map") is loaded and explorer.load(path, "masked") is loaded
     assert len(explorer.load(path, "surprise").frames) == 44  # surprise slides over the thinned clip, one in 3
     with pytest.raises(ValueError, match="unknown view 'surprize': one of masked, neighbors, map, surprise"):
         explorer.load(path, "surprize")  # it read one model input, as for any name but "surprise"
-    expected = nearest(explorer.gallery, model.embed(read_video(path)), k=3)
+    expected = nearest(explorer.gallery, model.embed(read_video(path, size=model.preprocess.resize_to)), k=3)
     hits = explorer.neighbors(loaded.frames, k=3)
     assert [h["index"] for h in hits] == [i for i, _ in expected]
     assert [h["similarity"] for h in hits] == pytest.approx([sim for _, sim in expected], abs=1e-5)
