@@ -246,7 +246,7 @@ def _info(path: Path, deadline: _Deadline | None = None) -> tuple[dict, "_Packet
     with _video(path) as (container, stream):
         first = next(_decode(container, stream, path, deadline))
         width, height = stream.codec_context.width, stream.codec_context.height
-        if _quarter_turns(first) % 2:
+        if _swaps_sides(first):
             width, height = height, width
         # ffmpeg's own choice of output rate; the average rate is off for gifs (delays are whole centiseconds).
         fps = float(stream.guessed_rate or stream.average_rate or 0)
@@ -609,15 +609,35 @@ def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path) -> np.ndarray:
             reason = (f"its colours are stored in a form this reader cannot convert to RGB (colour matrix "
                       f"{frame.colorspace}, e.g. YCgCo or ICtCp); re-encode it with BT.709 colours")
         raise VideoError(f"{path.name}: {reason}") from None
-    rgb = np.ascontiguousarray(np.rot90(rgb, _quarter_turns(frame)))
+    rgb = np.ascontiguousarray(_upright(rgb, frame))
     return _resize_short_side(rgb, size) if size else rgb
 
 
-def _quarter_turns(frame: av.VideoFrame) -> int:
-    """Counter-clockwise quarter turns that make the picture upright (phones store portrait video sideways)."""
+def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    """The picture as ffmpeg shows it, from the frame's display matrix: turned (phones store portrait video sideways)
+    and, where the matrix mirrors it, flipped, as ffmpeg's autorotation does (fftools: transpose, hflip, vflip).
+    PyAV's `rotation` alone ignores a mirror: a left-right flip reads as a half turn."""
     degrees = frame.rotation
     # A degenerate display matrix (all zeros) has no angle: PyAV then gives INT_MIN, and ffmpeg leaves it unturned.
-    return round(degrees / 90) % 4 if -360 <= degrees <= 360 else 0
+    if not -360 <= degrees <= 360:
+        return rgb
+    matrix = next((np.frombuffer(bytes(data), "<i4") for data in frame.side_data
+                   if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
+    theta = -degrees % 360  # ffmpeg's angle, clockwise
+    if matrix is None or not any(abs(theta - angle) < 1 for angle in (0, 90, 180, 270, 360)):
+        return np.rot90(rgb, round(degrees / 90) % 4)  # no matrix to read, or not a quarter turn: the nearest one
+    if abs(theta - 90) < 1:
+        return rgb.transpose(1, 0, 2) if matrix[3] > 0 else np.rot90(rgb, -1)
+    if abs(theta - 270) < 1:
+        return np.rot90(rgb, -1)[::-1] if matrix[3] < 0 else np.rot90(rgb, 1)
+    if abs(theta - 180) < 1 and matrix[0] < 0:
+        rgb = rgb[:, ::-1]
+    return rgb[::-1] if matrix[4] < 0 else rgb
+
+
+def _swaps_sides(frame: av.VideoFrame) -> bool:
+    """Whether `_upright` turns the picture a quarter (its width becomes its height)."""
+    return _upright(np.zeros((1, 2, 1), np.uint8), frame).shape[0] == 2
 
 
 def _resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:

@@ -361,6 +361,24 @@ def test_display_rotation_is_applied(tmp_path):
     assert (info["width"], info["height"]) == (60, 80)
 
 
+@pytest.mark.parametrize("flags", [["-display_hflip"], ["-display_vflip"], ["-display_rotation", 180],
+                                   ["-display_rotation", 90, "-display_hflip"], ["-display_rotation", -90],
+                                   ["-display_rotation", -90, "-display_vflip"]])
+def test_a_mirrored_or_turned_picture_is_shown_as_ffmpeg_shows_it(tmp_path, flags):
+    """BUG: PyAV's rotation ignores a mirror: a display matrix that flips left-right read as a half turn (upside
+    down), one that flips top-bottom as nothing. ffmpeg's own autorotation is the reference: its first frame as PNG."""
+    from PIL import Image
+
+    pattern_clip(tmp_path / "flat.mp4", 1, "80x60", 10)
+    ffmpeg(*flags, "-i", tmp_path / "flat.mp4", "-c", "copy", tmp_path / "shown.mp4")
+    ffmpeg("-i", tmp_path / "shown.mp4", "-frames:v", "1", tmp_path / "first.png")
+    reference = np.asarray(Image.open(tmp_path / "first.png").convert("RGB")).astype(int)
+    first = read_video(tmp_path / "shown.mp4")[0].astype(int)
+    assert first.shape == reference.shape and np.abs(first - reference).mean() < 4  # colour conversions differ a bit
+    info = video_info(tmp_path / "shown.mp4")
+    assert (info["height"], info["width"]) == reference.shape[:2]
+
+
 def test_a_display_matrix_of_zeros_leaves_the_picture_as_stored(tmp_path):
     """A broken muxer can write a track matrix of zeros, which has no angle; ffmpeg plays such a file unturned."""
     flat = pattern_clip(tmp_path / "flat.mp4", 1, "80x60", 10).read_bytes()
