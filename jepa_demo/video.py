@@ -123,6 +123,7 @@ def _read_all(path: Path, size: int | None, deadline: _Deadline) -> np.ndarray:
                 video = np.empty(_within_budget(path, max(expected, 1), rgb.shape), np.uint8)
             elif count == len(video):
                 video = _grown(path, video)
+            _check_same_shape(path, video[0], rgb, count)
             video[count] = rgb
             count += 1
     return video if count == len(video) else video[:count].copy()  # a view would keep the whole buffer alive
@@ -528,7 +529,18 @@ def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, de
             # Sample again over the frames that really exist rather than return a clip cut short or padded.
             # Which timestamps the decoded frames had is unknown then: pick by index.
             return _sample(path, _Packets(last + 1, None, None), num_frames, size, deadline, at_most, span)
+    for number, i in enumerate(indices):
+        _check_same_shape(path, kept[indices[0]], kept[i], number)
     return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
+
+
+def _check_same_shape(path: Path, first: np.ndarray, rgb: np.ndarray, number: int) -> None:
+    """Frames turned differently from the first (a stream whose display orientation changes midway, as joined
+    recordings can) cannot form one clip: a VideoError, not NumPy's shape error (which stopped a training run)."""
+    if rgb.shape != first.shape:
+        raise VideoError(f"{path.name}: frame {number} is turned otherwise than the first ({rgb.shape[1]}x"
+                         f"{rgb.shape[0]}, not {first.shape[1]}x{first.shape[0]}): its display orientation changes "
+                         "midway; re-encode it")
 
 
 def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline) -> tuple[dict, int]:

@@ -379,6 +379,21 @@ def test_a_mirrored_or_turned_picture_is_shown_as_ffmpeg_shows_it(tmp_path, flag
     assert (info["height"], info["width"]) == reference.shape[:2]
 
 
+def test_an_orientation_that_changes_midway_is_a_video_error(tmp_path, monkeypatch):
+    """BUG: frames turned differently (a display orientation changing midway, as in joined recordings) reached
+    np.stack or an array assignment: NumPy's ValueError, which training's folder reader does not catch. Stood in for
+    by turning every other frame."""
+    from jepa_demo import video
+
+    pattern_clip(tmp_path / "joined.mp4", 1, "80x60", 10)
+    upright, turned = video._upright, iter(range(10**6))
+    monkeypatch.setattr(video, "_upright", lambda rgb, frame: np.rot90(upright(rgb, frame), next(turned) % 2))
+    for read in (lambda: read_video(tmp_path / "joined.mp4"), lambda: read_video(tmp_path / "joined.mp4", 4),
+                 lambda: read_clip(tmp_path / "joined.mp4", max_frames=4, size=32)):
+        with pytest.raises(VideoError, match=r"^joined.mp4: frame \d+ is turned otherwise than the first"):
+            read()
+
+
 def test_a_display_matrix_of_zeros_leaves_the_picture_as_stored(tmp_path):
     """A broken muxer can write a track matrix of zeros, which has no angle; ffmpeg plays such a file unturned."""
     flat = pattern_clip(tmp_path / "flat.mp4", 1, "80x60", 10).read_bytes()
