@@ -347,7 +347,9 @@ def _video_stream(container, path: Path, size: int | None = None):
     if not streams:
         only_audio = ", only audio" if container.streams.audio else ""
         raise VideoError(f"{path.name}: not a readable video (no video stream{only_audio})")
-    stream = streams[0]
+    # The largest picture, the first of equals: ffmpeg's own choice of video track when converting a file, so a small
+    # preview track listed first (some cameras and editors add one) is not taken for the video
+    stream = max(streams, key=lambda s: s.codec_context.width * s.codec_context.height if s.codec_context else 0)
     if stream.codec_context is None:  # PyAV gives a stream no codec context when ffmpeg has no decoder for it
         raise VideoError(f"{path.name}: not a readable video (ffmpeg has no decoder for its video codec)")
     width, height = stream.codec_context.width, stream.codec_context.height

@@ -394,6 +394,18 @@ def test_an_orientation_that_changes_midway_is_a_video_error(tmp_path, monkeypat
             read()
 
 
+def test_the_main_video_track_is_read_not_the_first(tmp_path):
+    """BUG: the first video track was read: a small preview track listed before the main one was taken for the
+    video. The largest picture is read now, as ffmpeg picks a video track when converting."""
+    pattern_clip(tmp_path / "preview.mp4", 1, "32x24", 10, "-b:v", "20k")
+    pattern_clip(tmp_path / "main.mp4", 1, "160x120", 10, "-b:v", "400k")
+    ffmpeg("-i", tmp_path / "preview.mp4", "-i", tmp_path / "main.mp4", "-map", "0:v", "-map", "1:v", "-c", "copy",
+           tmp_path / "two.mkv")
+    assert read_video(tmp_path / "two.mkv").shape == (10, 120, 160, 3)
+    assert (video_info(tmp_path / "two.mkv")["width"], read_clip(tmp_path / "two.mkv", 4, 60).frames.shape[2]) == \
+        (160, 80)
+
+
 def test_a_display_matrix_of_zeros_leaves_the_picture_as_stored(tmp_path):
     """A broken muxer can write a track matrix of zeros, which has no angle; ffmpeg plays such a file unturned."""
     flat = pattern_clip(tmp_path / "flat.mp4", 1, "80x60", 10).read_bytes()
