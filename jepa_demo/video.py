@@ -347,8 +347,8 @@ def _video_stream(container, path: Path, size: int | None = None):
     if not streams:
         only_audio = ", only audio" if container.streams.audio else ""
         raise VideoError(f"{path.name}: not a readable video (no video stream{only_audio})")
-    # The largest picture, the first of equals: ffmpeg's own choice of video track when converting a file, so a small
-    # preview track listed first (some cameras and editors add one) is not taken for the video
+    # The largest picture, the first of equals, so that a small preview track listed first (some cameras and editors
+    # add one) is not taken for the video (ffmpeg, converting, also weighs a track marked default; this does not)
     stream = max(streams, key=lambda s: s.codec_context.width * s.codec_context.height if s.codec_context else 0)
     if stream.codec_context is None:  # PyAV gives a stream no codec context when ffmpeg has no decoder for it
         raise VideoError(f"{path.name}: not a readable video (ffmpeg has no decoder for its video codec)")
@@ -531,8 +531,8 @@ def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, de
             # Sample again over the frames that really exist rather than return a clip cut short or padded.
             # Which timestamps the decoded frames had is unknown then: pick by index.
             return _sample(path, _Packets(last + 1, None, None), num_frames, size, deadline, at_most, span)
-    for number, i in enumerate(indices):
-        _check_same_shape(path, kept[indices[0]], kept[i], number)
+    for i in indices:
+        _check_same_shape(path, kept[indices[0]], kept[i], i)
     return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
 
 
@@ -635,8 +635,11 @@ def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
     # A degenerate display matrix (all zeros) has no angle: PyAV then gives INT_MIN, and ffmpeg leaves it unturned.
     if not -360 <= degrees <= 360:
         return rgb
-    matrix = next((np.frombuffer(bytes(data), "<i4") for data in frame.side_data
-                   if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
+    try:
+        matrix = next((np.frombuffer(bytes(data), "<i4") for data in frame.side_data
+                       if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
+    except ValueError:  # side data of a type PyAV 18 has no name for (ffmpeg 8's EXIF, VIEW_ID, ...): not readable
+        matrix = None
     theta = -degrees % 360  # ffmpeg's angle, clockwise
     if matrix is None or not any(abs(theta - angle) < 1 for angle in (0, 90, 180, 270, 360)):
         return np.rot90(rgb, round(degrees / 90) % 4)  # no matrix to read, or not a quarter turn: the nearest one

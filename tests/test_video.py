@@ -363,7 +363,7 @@ def test_display_rotation_is_applied(tmp_path):
 
 @pytest.mark.parametrize("flags", [["-display_hflip"], ["-display_vflip"], ["-display_rotation", 180],
                                    ["-display_rotation", 90, "-display_hflip"], ["-display_rotation", -90],
-                                   ["-display_rotation", -90, "-display_vflip"]])
+                                   ["-display_rotation", 90, "-display_vflip"]])  # (-90 + vflip = 90 + hflip)
 def test_a_mirrored_or_turned_picture_is_shown_as_ffmpeg_shows_it(tmp_path, flags):
     """BUG: PyAV's rotation ignores a mirror: a display matrix that flips left-right read as a half turn (upside
     down), one that flips top-bottom as nothing. ffmpeg's own autorotation is the reference: its first frame as PNG."""
@@ -377,6 +377,20 @@ def test_a_mirrored_or_turned_picture_is_shown_as_ffmpeg_shows_it(tmp_path, flag
     assert first.shape == reference.shape and np.abs(first - reference).mean() < 4  # colour conversions differ a bit
     info = video_info(tmp_path / "shown.mp4")
     assert (info["height"], info["width"]) == reference.shape[:2]
+
+
+def test_side_data_pyav_cannot_name_is_read_past(tmp_path):
+    """BUG: reading the display matrix went through PyAV's side-data types, which end before ffmpeg 8's EXIF: an MJPEG
+    clip whose frames carry Exif raised '31 is not a valid Type', a ValueError, for every read."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"  # Make
+    for i in range(3):
+        Image.fromarray(moving_square(frames=3)[i]).save(tmp_path / f"{i}.jpg", exif=exif)
+    ffmpeg("-framerate", 8, "-i", tmp_path / "%d.jpg", "-c", "copy", tmp_path / "camera.avi")
+    assert read_video(tmp_path / "camera.avi").shape == (3, 64, 64, 3)
+    assert video_info(tmp_path / "camera.avi")["width"] == 64
 
 
 def test_an_orientation_that_changes_midway_is_a_video_error(tmp_path, monkeypatch):
