@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
 from .gallery import (
     DEFAULT_CLIPS,
     THRESHOLD_PERCENTILE,
@@ -266,7 +265,7 @@ class Explorer:
         if not path.is_file():
             self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
             frames = gallery_clip(self.gallery, index, self.model)
-            atomic_write(path, lambda tmp: write_video(tmp, frames), suffix=".gif")
+            write_video(path, frames)  # whole or not at all: a request never serves half a GIF
         return path
 
     def embedding_map(self, video, color_by: str = "num_objects"):

@@ -15,7 +15,6 @@ import math
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
+from .checkpoint import atomic_write
 from .preprocess import positive_int, sample_frame_indices
 
 # A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
@@ -262,8 +262,8 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
 
     H.264 in yuv420p needs even sides: an odd height or width is padded by one row or column repeating the edge
     (so reading the file back gives that padded size) rather than letting ffmpeg rescale the whole picture.
-    The file appears complete or not at all: it is written under a temporary name in the same folder, checked to hold
-    every frame, then renamed; OSError otherwise (a full disk, ffmpeg stopped).
+    The file appears complete or not at all (`checkpoint.atomic_write`): it is written under a temporary name in the
+    same folder, checked to hold every frame, then renamed; OSError otherwise (a full disk, ffmpeg stopped).
     """
     path = Path(path)
     frames = _check_frames(frames)
@@ -274,18 +274,14 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
         raise ValueError(f"{path.name}: can only write {', '.join(_WRITERS)} files, not '{suffix or 'no extension'}'")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: folder does not exist")
-    # Same folder, so os.replace is an atomic rename; the real suffix last, so ffmpeg picks the right muxer; absolute,
-    # so ffmpeg never takes a name like "take:2.mp4" for a protocol (".take:").
-    # (the stem cut so that the temporary name fits 255 bytes where the name does: checkpoint.atomic_write does too)
-    fits = 255 - 18 - len(os.fsencode(path.suffix))  # whole characters, as atomic_write cuts them
-    stem = next(path.stem[:n] for n in range(len(path.stem), -1, -1) if len(os.fsencode(path.stem[:n])) <= fits)
-    partial = path.absolute().with_name(f".{stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-    try:
-        _WRITERS[suffix](partial, frames, fps)
-        _check_written(partial, path, len(frames))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    def write(partial: str) -> None:
+        _WRITERS[suffix](Path(partial), frames, fps)
+        _check_written(Path(partial), path, len(frames))
+
+    # The real suffix last, so ffmpeg picks the right muxer; absolute, so ffmpeg never takes a name like "take:2.mp4"
+    # for a protocol (".take:").
+    atomic_write(path.absolute(), write, suffix=f".partial{path.suffix}")
 
 
 def _check_written(partial: Path, path: Path, num_frames: int) -> None:
