@@ -1,6 +1,5 @@
 """What every benchmark's JSON records besides its figures (the command, the CPU), and writing it."""
 
-import json
 import os
 import platform
 import shlex
@@ -51,10 +50,9 @@ def command(script: str, argv: list[str] | None) -> str:
 def write(path: Path, report: dict) -> None:
     """`report` as JSON over `path`, atomically: a full disk or Ctrl-C at the end of a long run leaves the recorded
     run whole; a failed write says so in one line (exit status 1)."""
-    from jepa_demo.checkpoint import atomic_write
+    from jepa_demo.checkpoint import write_json
 
-    text = json.dumps(report, indent=2) + "\n"
     try:
-        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+        write_json(Path(path), report)
     except OSError as err:
         sys.exit(f"error: could not write {path} ({err.strerror or err}); the file there is unchanged")

@@ -101,6 +101,12 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
+def write_text(path: Path, text: str) -> None:
+    """`text` to `path` atomically, as UTF-8. A file name that is not UTF-8 (Latin-1 from an old camera) comes in as
+    surrogate escapes, which a text for people shows as backslash escapes rather than failing the write."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", errors="backslashreplace"))
+
+
 def check_writable_folder(folder: Path) -> None:
     """Make `folder` if needed and write 1 KB in it (removed again): raises OSError now, where a training run or the
     app would otherwise fail at its first real write (a file in the way, no permission, a full disk)."""

@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .checkpoint import atomic_write  # noqa: E402
+from .checkpoint import atomic_write, write_text  # noqa: E402
 from .evaluate import HELD_OUT_SEED, PROBE_LABELS, RANDOM, SHIFT_READING, format_difference, format_report  # noqa: E402
 from .world import VIOLATIONS  # noqa: E402
 
@@ -54,8 +54,7 @@ def write_results(report: dict, path: Path, command: str) -> None:
     lines += [f"| {name} | {m['objective']} | {m['step']} | {m['trained_params'] / 1e6:.2f} M | "
               f"{m['params'] / 1e6:.2f} M |" for name, m in report["models"].items()]
     lines += ["", "## Tables", "", format_report(report), ""]
-    text = "\n".join(lines)  # names that are not UTF-8 (surrogate escapes) written as backslash escapes, not refused
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", errors="backslashreplace"))
+    write_text(path, "\n".join(lines))  # names not UTF-8 escaped, not refused
 
 
 def _names(report: dict) -> tuple[str, str | None]:

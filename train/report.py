@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jepa_demo.checkpoint import atomic_write  # noqa: E402
+from jepa_demo.checkpoint import atomic_write, write_text  # noqa: E402
 
 CARD_NAME, CURVES_NAME = "README.md", "training_curves.png"
 TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings (train.loop.run_record)
@@ -181,8 +181,4 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
     lines += ["", f"![training curves]({CURVES_NAME})", "", "## Architecture", "", "```json",
               json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
               json.dumps(vars(train_cfg), indent=2), "```", ""]
-    # A file name that is not UTF-8 (Latin-1 from an old camera) comes in as surrogate escapes, which the card, text
-    # for people, writes as backslash escapes rather than failing every save
-    text = "\n".join(lines)
-    atomic_write(folder / CARD_NAME,
-                 lambda tmp: Path(tmp).write_text(text, encoding="utf-8", errors="backslashreplace"))
+    write_text(folder / CARD_NAME, "\n".join(lines))  # names not UTF-8 escaped, rather than failing every save
