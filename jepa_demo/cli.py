@@ -75,13 +75,14 @@ def out_of_memory(err: RuntimeError) -> bool:
 
 
 def human_line(command: str, result: dict) -> str:
+    name = one_line_name(result["file"])
     if command == "info":
-        return (f"{result['file']}: {result['frames']} frames, {result['width']}x{result['height']}, "
+        return (f"{name}: {result['frames']} frames, {result['width']}x{result['height']}, "
                 f"{result['fps']:.2f} fps, {result['duration']:.2f} s")
     if command == "embed":
         head = ", ".join(f"{v:+.3f}" for v in result["embedding"][:4])
-        return f"{result['file']}: embedding of {result['dim']} dims [{head}, ...]"
-    return f"{result['file']}: surprise {result['score']:.4f} (peak at frame {result['peak_frame']})"
+        return f"{name}: embedding of {result['dim']} dims [{head}, ...]"
+    return f"{name}: surprise {result['score']:.4f} (peak at frame {result['peak_frame']})"
 
 
 def main(argv=None) -> int:
@@ -124,6 +125,12 @@ _BYTES_OR_ESCAPED = "jepa_demo.bytes_or_escaped"
 codecs.register_error(_BYTES_OR_ESCAPED, _bytes_or_escaped)
 
 
+def one_line_name(path: str) -> str:
+    """`path` as one line, whatever it holds: a control character or line separator in it is shown escaped (a file
+    may be named `a\\nb.mp4`, and a result line must stay one line); other characters print as they are."""
+    return "".join(c.encode("unicode_escape").decode() if _breaks_lines(c) else c for c in path)
+
+
 def _breaks_lines(c: str) -> bool:
     """A control character (C0, DEL, C1: a newline, NEL, a terminal's CSI) or a Unicode line or paragraph separator."""
     return unicodedata.category(c) == "Cc" or c in "\u2028\u2029"
@@ -162,11 +169,9 @@ def _run(args) -> int:
             if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a model that does not fit the code: not this file's fault, and the traceback says where
             # A VideoError names the file already; the line names it once, by the path given.
-            # one line per file, whatever its name holds: the prefix goes before the first line is taken, and a
-            # control character or line separator in the name is shown escaped; other bytes print as they are
+            # one line per file, whatever its name holds: the prefix goes before the first line is taken
             reason = first_line(err, prefix=f"{Path(path).name}: ")
-            shown = "".join(c.encode("unicode_escape").decode() if _breaks_lines(c) else c for c in path)
-            print(f"{shown}: {reason}", file=sys.stderr, flush=True)
+            print(f"{one_line_name(path)}: {reason}", file=sys.stderr, flush=True)
             failed += 1
             continue
         print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)

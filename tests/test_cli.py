@@ -58,6 +58,15 @@ def test_a_bad_file_whose_name_holds_a_newline_is_still_one_line(tmp_path, capsy
         assert capsys.readouterr().err == f"{tmp_path}/{shown}: file not found\n"
 
 
+def test_a_readable_file_whose_name_holds_a_newline_gives_one_result_line(files, capsys):
+    """BUG: the error line escaped such a name, the result line printed it raw: one file's result on two lines."""
+    from jepa_demo.cli import main
+
+    (files / "take\n2.mp4").write_bytes((files / "a.mp4").read_bytes())
+    assert main(["info", str(files / "take\n2.mp4")]) == 0
+    assert capsys.readouterr().out == f"{files}/take\\n2.mp4: 16 frames, 48x48, 8.00 fps, 2.00 s\n"
+
+
 def test_embed_and_info(files):
     result = _cli("embed", files / "a.mp4", "--json", "--checkpoint", files / "ckpt")
     assert result.returncode == 0, result.stderr
