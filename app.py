@@ -123,9 +123,13 @@ def _load(checkpoint: str):
         raise gr.Error(str(err)) from None
 
 
-@functools.cache
 def _pixel_baseline():
-    """One copy of the pixel baseline, shared by every checkpoint's Explorer."""
+    """One copy of the pixel baseline, shared by every checkpoint's Explorer until its folder is retrained."""
+    return _pixel_baseline_of(_explorer_key(PIXEL_BASELINE))
+
+
+@functools.lru_cache(maxsize=1)
+def _pixel_baseline_of(key: str):
     return _load(PIXEL_BASELINE)
 
 
@@ -146,7 +150,10 @@ def explorer_for(checkpoint: str, progress=None) -> Explorer:
         offered = [*SHIPPED, *ALLOWED_HUB_IDS] if HOSTED else [*SHIPPED, "a folder or a Hub repo id"]
         raise gr.Error(f"Pick a checkpoint: {', '.join(offered)}.")
     report = None if progress is None else lambda f, message: progress(f, desc=message)
-    return EXPLORERS.get(checkpoint, report, key=_explorer_key(checkpoint))
+    key = _explorer_key(checkpoint)
+    if PIXEL_BASELINE in SHIPPED:  # its curve is drawn beside the checkpoint's: retrained, it gives a new Explorer
+        key = f"{key} beside {_explorer_key(PIXEL_BASELINE)}"
+    return EXPLORERS.get(checkpoint, report, key=key)
 
 
 def _explorer_key(checkpoint: str) -> str:

@@ -192,6 +192,23 @@ def test_every_name_of_a_checkpoint_folder_shares_one_explorer_until_its_weights
     assert app._explorer_key(str(copy)) == app._explorer_key(f"{copy}/") != str(copy)
 
 
+def test_a_pixel_baseline_retrained_while_the_app_runs_is_drawn_from_then_on(app_blocks, tmp_path, monkeypatch):
+    """BUG: the baseline was loaded once per process: retrained in place, every curve beside it stayed the old one."""
+    import app
+
+    shipped = app.SHIPPED[app.PIXEL_BASELINE]
+    copy = tmp_path / app.PIXEL_BASELINE
+    copy.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (copy / name).write_bytes((shipped / name).read_bytes())
+    monkeypatch.setitem(app.SHIPPED, app.PIXEL_BASELINE, copy)
+    before = app.explorer_for("default")
+    assert app.explorer_for("default") is before
+    os.utime(copy / "model.safetensors", ns=(1, 1))  # retrained in place
+    after = app.explorer_for("default")
+    assert after is not before and after.baseline is not before.baseline and after.model is not before.model
+
+
 @pytest.mark.parametrize("name, message", [("~nobody-has-this-name/model", "cannot be read .Could not determine home"),
                                            ("model\0.safetensors", "no checkpoint folder there")])
 def test_a_checkpoint_name_that_is_no_path_gets_a_plain_error(app_blocks, name, message):
