@@ -203,6 +203,29 @@ def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path,
     capsys.readouterr()
 
 
+def test_a_run_that_diverges_says_what_to_change_and_what_stands(tmp_path, monkeypatch, capsys):
+    """BUG: it said 'the last complete save stands' when nothing was saved, and offered nothing that could help:
+    --resume replays the same steps into the same NaN, and refuses another lr."""
+    import train.loop
+    from train.__main__ import main
+
+    real_step = train.loop.train_step
+
+    def nan_at_step_3(model, forward, optimizer, batch, step, *rest):
+        if step == 3:
+            def forward(*args, _forward=forward, **kwargs):
+                out = _forward(*args, **kwargs)
+                return {**out, "loss": out["loss"] * float("nan")}
+        return real_step(model, forward, optimizer, batch, step, *rest)
+
+    monkeypatch.setattr(train.loop, "train_step", nan_at_step_3)
+    diverged = ("error: the loss is nan and the gradient norm nan at step 3: training diverged; a lower lr may help, "
+                "as a new run (in another out_dir if this one saved); ")
+    for save_every, stands in ((4, "nothing was saved yet"), (2, f"the last complete save in {tmp_path} stands")):
+        assert main(["--config", TINY, f"out_dir={tmp_path}", "steps=6", f"save_every={save_every}"]) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == diverged + stands  # under the progress bar
+
+
 def test_running_out_of_memory_is_one_line_and_what_to_change(tmp_path, monkeypatch, capsys):
     import train.loop
     from train.__main__ import main
@@ -455,7 +478,7 @@ def test_a_run_that_falls_below_a_collapse_floor_says_so_and_its_card_too(tmp_pa
 
 
 def test_a_loss_that_is_not_finite_stops_before_the_update(tiny_model):
-    from train.loop import Runtime, build_optimizer, train_step
+    from train.loop import Runtime, TrainingDiverged, build_optimizer, train_step
 
     cfg = TrainConfig(model="tiny", steps=10, future_steps=1)
     optimizer = build_optimizer(tiny_model, cfg, torch.device("cpu"))
@@ -466,11 +489,11 @@ def test_a_loss_that_is_not_finite_stops_before_the_update(tiny_model):
         return {**out, "loss": out["loss"] * float("nan")}
 
     batch = torch.randn(2, 3, tiny_model.cfg.num_frames, tiny_model.cfg.img_size, tiny_model.cfg.img_size)
-    with pytest.raises(ValueError, match="the loss is nan and the gradient norm nan at step 3: training diverged"):
+    with pytest.raises(TrainingDiverged, match="the loss is nan and the gradient norm nan at step 3: training"):
         train_step(tiny_model, diverged, optimizer, batch, 3, cfg, Runtime(torch.device("cpu")))
     # A finite loss whose gradients are not (under DDP: another process's NaN, averaged into these)
     tiny_model.predictor.mask_token.register_hook(lambda grad: torch.full_like(grad, float("nan")))
-    with pytest.raises(ValueError, match=r"the loss is [0-9.e-]+ and the gradient norm nan at step 4"):
+    with pytest.raises(TrainingDiverged, match=r"the loss is [0-9.e-]+ and the gradient norm nan at step 4"):
         train_step(tiny_model, tiny_model, optimizer, batch, 4, cfg, Runtime(torch.device("cpu")))
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
 

@@ -21,7 +21,7 @@ from jepa_demo.checkpoint import CheckpointError, push_to_hub
 from jepa_demo.cli import out_of_memory
 
 from .config import load_config
-from .loop import STATE_NAME, run, state_is_this_runs
+from .loop import STATE_NAME, TrainingDiverged, run, state_is_this_runs
 
 
 def main(argv=None) -> int:
@@ -41,6 +41,9 @@ def main(argv=None) -> int:
         if os.environ.get("RANK", "0") == "0":
             print(f"interrupted: {_what_stands(cfg, started)}", file=sys.stderr)
         return 130
+    except TrainingDiverged as err:
+        print(f"error: {err}; {_what_stands(cfg, started, resumable=False)}", file=sys.stderr)
+        return 1
     except ValueError as err:
         print(f"error: {_own_message(err)}", file=sys.stderr)
         return 2
@@ -100,16 +103,18 @@ def _data_worker_died(err: RuntimeError) -> bool:
     return str(err).startswith("DataLoader worker (pid")
 
 
-def _what_stands(cfg, started: float) -> str:
+def _what_stands(cfg, started: float, resumable: bool = True) -> str:
     """What a stopped run leaves. A training state written since this run `started` is its own (even its last step's,
     whose export --resume finishes); an older one is an earlier run's, which --resume continues only when unfinished
-    and with these settings (a new run stopped before it replaced that one)."""
+    and with these settings (a new run stopped before it replaced that one). A run that would only stop the same way
+    again is not `resumable`: its save is not offered to --resume."""
     state = None if cfg is None else Path(cfg.out_dir) / STATE_NAME
     if state is None or not os.path.isfile(state):  # not Path.is_file: a path it cannot look up must not raise here
         return "nothing was saved yet"
     if state.stat().st_mtime < started and not state_is_this_runs(cfg):
         return f"nothing of this run was saved; the earlier run's save in {cfg.out_dir} is as it was"
-    return f"the last complete save in {cfg.out_dir} stands; rerun the same command with --resume to continue"
+    stands = f"the last complete save in {cfg.out_dir} stands"
+    return f"{stands}; rerun the same command with --resume to continue" if resumable else stands
 
 
 def _command_line(argv) -> str:

@@ -124,6 +124,11 @@ def build_optimizer(model: VideoJEPA, cfg: TrainConfig, device: torch.device) ->
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
+class TrainingDiverged(ValueError):
+    """The loss or the gradients stopped being numbers. Resuming would replay the same steps into the same state, and
+    the learning rate cannot change on resume: only a new run helps."""
+
+
 def train_step(model: VideoJEPA, forward, optimizer, batch: torch.Tensor, step: int, cfg: TrainConfig,
                runtime: Runtime) -> dict:
     """One optimisation step: predict the hidden targets, update context encoder + predictor, then EMA the target
@@ -141,8 +146,8 @@ def train_step(model: VideoJEPA, forward, optimizer, batch: torch.Tensor, step: 
     # DDP averaged, the same on every process, so all of them stop here when any one's loss went bad.
     loss, norm = out["loss"].item(), norm.item()
     if not (math.isfinite(loss) and math.isfinite(norm)):
-        raise ValueError(f"the loss is {loss} and the gradient norm {norm} at step {step}: training diverged (a lower "
-                         "lr may help); the last complete save stands")
+        raise TrainingDiverged(f"the loss is {loss} and the gradient norm {norm} at step {step}: training diverged; "
+                               "a lower lr may help, as a new run (in another out_dir if this one saved)")
     optimizer.step()
     model.ema_update(momentum_at(step, cfg))
     return {"loss": loss, "embeddings": out["embeddings"], "mask": mask_name}
