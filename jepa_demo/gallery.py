@@ -269,9 +269,10 @@ def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int,
         warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); set JEPA_LENS_CACHE to a "
                       "writable folder to start faster next time", stacklevel=3)
         return gallery, None
-    # files of an older format are never read again (other checkpoints' current ones stay)
+    # files of an older format are never read again (other checkpoints' current ones stay, and a newer format's: a
+    # newer install may share the cache, and would rebuild its files as this one rebuilt its own)
     for old in _gallery_files(path.parent):
-        if not _current_format(old):
+        if _format_of(old) < GALLERY_FORMAT:
             with contextlib.suppress(OSError):  # gone already (another process), or not ours to remove
                 old.unlink()
     return gallery, path
@@ -279,7 +280,7 @@ def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int,
 
 # The names _gallery_name, _threshold_name and thumbnail_folder give, of any format: the cache folder may be shared
 # ($JEPA_LENS_CACHE=~/.cache), so what is removed as ours must be named as ours
-_OUR_FILE = re.compile(r"(gallery-[0-9a-f]{16}-\d+clips|threshold-[0-9a-f]{16})-seed\d+-v\d+\.(npz|json)")
+_OUR_FILE = re.compile(r"(?:gallery-[0-9a-f]{16}-\d+clips|threshold-[0-9a-f]{16})-seed\d+-v(\d+)\.(?:npz|json)")
 _OUR_THUMBNAILS = re.compile(r"thumbnails-[0-9a-f]{16}-seed\d+-v(\d+)")
 
 
@@ -297,8 +298,9 @@ def remove_old_thumbnails(cache_dir=None) -> None:
             shutil.rmtree(folder, ignore_errors=True)  # or another process's removal got there first
 
 
-def _current_format(path: Path) -> bool:
-    return path.name.endswith(f"-v{GALLERY_FORMAT}{path.suffix}")
+def _format_of(path: Path) -> int:
+    """The gallery format a file of `_gallery_files` was written in."""
+    return int(_OUR_FILE.fullmatch(path.name)[1])
 
 
 def _read(path: Path, fingerprint: str, num_clips: int) -> Gallery:
@@ -338,7 +340,7 @@ def ship(model: JEPAModel, gallery: Gallery) -> list[Path]:
         raise ValueError("the gallery was built for another model")
     current = (_gallery_name(gallery.fingerprint, len(gallery.seeds)), _threshold_name(gallery.fingerprint))
     for old in _gallery_files(model.folder):
-        if not _current_format(old) or f"-{gallery.fingerprint}-" not in old.name:
+        if _format_of(old) != GALLERY_FORMAT or f"-{gallery.fingerprint}-" not in old.name:
             old.unlink()
     _write(model.folder / current[0], gallery)
     _write_threshold(model.folder / current[1], gallery.surprise_threshold)

@@ -226,6 +226,9 @@ def test_building_into_the_cache_removes_files_of_older_formats_only(built, mode
              tmp_path / f"threshold-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}.json"]
     another_checkpoints = [tmp_path / f"gallery-{'1' * 16}-{CLIPS}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.npz",
                            tmp_path / f"threshold-{'1' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json",
+                           # BUG: a newer install's went too, and each install rebuilt its own at every start
+                           tmp_path / f"gallery-{'0' * 16}-{CLIPS}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT + 1}.npz",
+                           tmp_path / f"threshold-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT + 1}.json",
                            tmp_path / "notes.txt",
                            # BUG: another program's files in a shared cache folder ($JEPA_LENS_CACHE=~/.cache) matched
                            # gallery-*.npz or threshold-*.json and went too
