@@ -21,6 +21,7 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from tqdm import tqdm
 
+from .cli import check_finite
 from .evaluate import RANDOM, format_difference, paired_difference, random_twin
 from .inference import JEPAModel
 from .video import VideoError, folder_label, list_videos, read_video, with_path
@@ -135,6 +136,8 @@ def _embed_drawn(paths: list[Path], drawn: dict, scorers: dict[str, JEPAModel]) 
                     continue
                 embeddings[i] = {name: scorers[name].embed(clips[key]) for key, names in inputs.items()
                                  for name in names}
+                for embedding in embeddings[i].values():
+                    check_finite(embedding)  # in its words, not scikit-learn's (two lines, about imputers)
                 taken += 1
                 bar.update()
     return embeddings, unreadable

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, quiet_hub_client
-from .cli import print_any_name
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, first_line, quiet_hub_client
+from .cli import check_finite, out_of_memory, print_any_name
 from .config import to_dict
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
@@ -173,6 +173,7 @@ def _embed_clips(model: JEPAModel, seeds: np.ndarray, report: Progress) -> tuple
         clip = render_clip(int(seed), world)
         labels.append(clip.labels)
         vectors.append(model.embed(clip.frames))
+        check_finite(vectors[-1])  # now, in its words, not after every clip in UMAP's ("Input contains NaN")
         if (i + 1) % every == 0:
             report(_EMBED_SHARE * (i + 1) / len(seeds), f"embedded {i + 1}/{len(seeds)} gallery clips")
     return labels, _unit(np.stack(vectors))  # (N, D)
@@ -433,8 +434,10 @@ def _build_and_ship(args) -> int:
     try:
         with quiet_hub_client():
             model = load_model(args.checkpoint)
-    except CheckpointError as err:
-        print(f"error: cannot load checkpoint: {err}", file=sys.stderr)
+    except (CheckpointError, RuntimeError, MemoryError) as err:
+        if isinstance(err, RuntimeError) and not out_of_memory(err):
+            raise  # a bug, not the checkpoint's fault: the traceback says where
+        print(f"error: cannot load checkpoint: {first_line(err)}", file=sys.stderr)  # or too large for this machine
         return 2
     start = time.perf_counter()
 
@@ -453,6 +456,12 @@ def _build_and_ship(args) -> int:
     except OSError as err:  # a cache folder that cannot be looked up (a name too long, one it may not enter)
         print(f"error: {err.filename or 'the cache folder'}: {err.strerror or err}", file=sys.stderr)
         return 1
+    except (RuntimeError, MemoryError) as err:
+        if isinstance(err, RuntimeError) and not out_of_memory(err):
+            raise
+        print(f"error: out of memory ({first_line(err)}); a smaller model, or a machine with more memory, needs less",
+              file=sys.stderr)
+        return 2
     print(f"{args.checkpoint}: gallery of {len(gallery.seeds)} clips {where} in {time.perf_counter() - start:.1f} s")
     if args.ship:
         try:

@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from jepa_demo.evaluate import main
 from jepa_demo.folder_probe import draw, labelled_videos, leave_one_out_knn, most_common_label
@@ -115,6 +116,21 @@ def test_a_folder_without_two_labels_and_options_for_the_world_are_refused(tiny_
         with pytest.raises(SystemExit):
             main(["--folder", str(tmp_path / "one"), option, value])
         assert message in capsys.readouterr().err
+
+
+def test_a_model_whose_outputs_overflow_is_refused_in_one_line(tiny_model, tiny_preprocess, tmp_path, capsys):
+    """BUG: its NaN embeddings reached scikit-learn, whose message ran over two lines about imputers."""
+    from jepa_demo.checkpoint import save_checkpoint
+
+    for label, shade in (("dark", 30), ("light", 220)):
+        for i in range(4):
+            _write(tmp_path / "clips" / label / f"{i}.mp4", shade)
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.fill_(1e30)  # finite, so loaded; float32 overflows on any clip
+    save_checkpoint(tiny_model, tmp_path / "huge", tiny_preprocess, step=1)
+    assert main(["--folder", str(tmp_path / "clips"), "--checkpoint", str(tmp_path / "huge")]) == 2
+    assert capsys.readouterr().err == "error: the model's output is not a finite number (do its weights overflow?)\n"
 
 
 def test_models_of_other_input_sizes_read_the_same_files_their_own_way(tiny_checkpoint, tmp_path, capsys,

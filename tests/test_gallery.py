@@ -469,6 +469,35 @@ def test_cli_names_a_cache_folder_or_checkpoint_folder_it_cannot_use_in_one_line
     assert stopped.value.code == 2 and "is not one" in capsys.readouterr().err
 
 
+def test_cli_out_of_memory_or_a_model_that_overflows_is_one_line(model, checkpoint, tmp_path, monkeypatch, capsys):
+    """BUG: running out of memory (a V-JEPA 2 on a laptop) was a traceback; so was a model whose outputs overflow,
+    in UMAP's words ("Input contains NaN"), after every clip had been embedded."""
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB.\nMore details")
+
+    argv = ["--checkpoint", str(checkpoint), "--clips", str(CLIPS), "--cache-dir", str(tmp_path)]
+    monkeypatch.setattr(gallery_module, "load_model", no_memory)
+    assert gallery_module.main(argv) == 2
+    assert capsys.readouterr().err == ("error: cannot load checkpoint: DefaultCPUAllocator: not enough memory: you "
+                                       "tried to allocate 9 GB.\n")
+    monkeypatch.setattr(gallery_module, "load_model", lambda path: model)
+    monkeypatch.setattr(gallery_module, "build_gallery", no_memory)
+    assert gallery_module.main(argv) == 2
+    assert capsys.readouterr().err == ("error: out of memory (DefaultCPUAllocator: not enough memory: you tried to "
+                                       "allocate 9 GB.); a smaller model, or a machine with more memory, needs less\n")
+    monkeypatch.undo()
+    huge = load_model(checkpoint, device="cpu")
+    with torch.no_grad():
+        for p in huge.net.parameters():
+            p.fill_(1e30)  # finite, so loaded; float32 overflows on any clip
+    monkeypatch.setattr(gallery_module, "load_model", lambda path: huge)
+    monkeypatch.setattr(gallery_module, "_fit_map", lambda embeddings: pytest.fail("every clip was embedded"))
+    assert gallery_module.main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("error: the model's output is not a finite number (do its "
+                                                        "weights overflow?)")
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_with_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "JEPA_LENS_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "-m", "jepa_demo.gallery", "--checkpoint", str(tmp_path / "nothing")],
