@@ -19,10 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run(script: str, *args, **env) -> subprocess.CompletedProcess:
     """The script in a child process with this one's environment (OMP_NUM_THREADS, HOME, TMPDIR as conftest left
-    them), but none of the app's or Gradio's settings, which would change what it measures."""
+    them), but none of the app's or Gradio's settings, which would change what it measures; nothing asks the network
+    (every gr.Blocks asks api.gradio.app for Gradio's latest version unless analytics are off)."""
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
-                          env={**_report.without_app_settings(), "HF_HUB_OFFLINE": "1", **env})
+                          env={**_report.without_app_settings(), "HF_HUB_OFFLINE": "1",
+                               "GRADIO_ANALYTICS_ENABLED": "False", **env})
 
 
 def _load(script: str):
@@ -102,7 +104,7 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
                # BUG: nan passed the check (it compares false), ran no sweep and wrote NaN, not JSON, over the record
                _run("sweep_race.py", "--seconds", "nan", "--json", out),
                _run("app_views.py", "--checkpoint", tmp_path / "nope", "--json", out,
-                    JEPA_LENS_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False")]
+                    JEPA_LENS_CACHE=str(tmp_path / "cache"))]
     reasons = ["must be at least 1", "one process", *["--peak-tflops must be a number above 0"] * 4,
                "/no/such/dir: not a folder", "--clip-frames 32 is too short for surprise", "a multiple of the tubelet",
                "two at least", "a multiple of the tubelet", "--clip-frames 5 is too short",
@@ -278,7 +280,7 @@ def test_app_views_times_the_apps_own_explorer(tmp_path):
     """The app draws the pixel baseline's surprise beside the default's: the timed view must do that work too."""
     out = tmp_path / "views.json"
     result = _run("app_views.py", "--repeats", "1", "--threads", "2", "--json", out,
-                  JEPA_LENS_CACHE=str(tmp_path / "cache"), GRADIO_ANALYTICS_ENABLED="False", CUDA_VISIBLE_DEVICES="")
+                  JEPA_LENS_CACHE=str(tmp_path / "cache"), CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["surprise_beside"] == "pixel" and report["checkpoint"].endswith("default")
