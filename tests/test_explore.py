@@ -368,7 +368,9 @@ def test_explorer_cache_builds_a_checkpoint_once_while_the_others_go_on():
     slow = [threading.Thread(target=cache.get, args=("slow",)) for _ in range(2)]
     for thread in slow:
         thread.start()
-    while "slow" not in builds:
+    deadline = time.monotonic() + 10
+    while "slow" not in builds:  # a deadline: a build never started must fail the test, not hang the suite
+        assert time.monotonic() < deadline, "the slow build never started"
         time.sleep(0.01)
     other = threading.Thread(target=cache.get, args=("other",))
     other.start()

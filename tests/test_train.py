@@ -786,6 +786,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
     # alone had been logged, the curves of a batch half the size the run trains on)
     cfg = load_config(TINY, ["batch_size=4"])
     shares = [_first_step(cfg, rank, world_size=2) for rank in (0, 1)]
+    assert not torch.equal(shares[0][1], shares[1][1])  # each process its own clips: else the averages prove nothing
     logged = read_metrics(out / "metrics.csv")[0]
     assert logged["loss"] == pytest.approx(np.mean([loss for loss, _ in shares]), rel=1e-5)
     assert logged["target_std"] == pytest.approx(embedding_std(torch.cat([e for _, e in shares])), rel=1e-4)
@@ -998,6 +999,8 @@ def test_folder_batches_draw_other_stretches_of_a_file_and_repeat_at_the_same_st
     batch = batches[0]
     assert batch.shape == (8, 3, 4, 32, 32) and torch.equal(batch, batches[0])
     assert len({clip.numpy().tobytes() for clip in batch}) == 8  # one file, eight different clips of it
+    other_rank = FolderBatches(str(tmp_path), PreprocessConfig(img_size=32, num_frames=4), batch_size=8, seed=0, rank=1)
+    assert not torch.equal(other_rank[0], batch)  # under torchrun each process trains on its own clips
 
 
 def test_folder_batches_skip_a_file_that_fails_past_the_start_check(tmp_path, monkeypatch, capsys):
