@@ -14,6 +14,8 @@ import pytest
 
 from benchmarks import _report
 
+from processes import run_whole
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,10 +23,9 @@ def _run(script: str, *args, **env) -> subprocess.CompletedProcess:
     """The script in a child process with this one's environment (OMP_NUM_THREADS, HOME, TMPDIR as conftest left
     them), but none of the app's or Gradio's settings, which would change what it measures; nothing asks the network
     (every gr.Blocks asks api.gradio.app for Gradio's latest version unless analytics are off)."""
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300,
-                          env={**_report.without_app_settings(), "HF_HUB_OFFLINE": "1",
-                               "GRADIO_ANALYTICS_ENABLED": "False", **env})
+    return run_whole([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], timeout=300, cwd=ROOT,
+                     env={**_report.without_app_settings(), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+                          **env})  # run_whole: the app server load_test.py starts goes too, should it time out
 
 
 def _load(script: str):

@@ -19,6 +19,8 @@ from train.config import TrainConfig, load_config, parse_overrides
 from train.loop import lr_at, momentum_at
 from train.report import read_metrics
 
+from processes import run_whole
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "tiny.yaml")
 CHECKPOINT_FILES = ["model.safetensors", "config.json", "README.md", "metrics.csv", "training_curves.png",
@@ -650,9 +652,11 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     proc = subprocess.Popen([sys.executable, "-m", "train", "--config", TINY, f"out_dir={killed}", *settings],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_step(killed / "metrics.csv", 25, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        _wait_for_step(killed / "metrics.csv", 25, proc)
+    finally:  # killed whether the step came or the wait timed out: a run left going would hold a core
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     interrupted_at = load_model(killed).info()["step"]  # whatever the kill interrupted, the last save loads
     assert 10 <= interrupted_at < 40
 
@@ -776,7 +780,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
            "--config", TINY, f"out_dir={out}", "steps=6", "save_every=3", "batch_size=4", "device=cpu"]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_whole(cmd, timeout=300, cwd=ROOT)  # should it time out, its two workers go too
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_model(out).info()["step"] == 6
     assert len(read_metrics(out / "metrics.csv")) == 6  # only rank 0 logs
