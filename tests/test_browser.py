@@ -141,10 +141,16 @@ def test_four_views_render_in_the_browser(page, screenshots, tmp_path):
     _screenshot(page, screenshots / "screenshot-surprise.png")
 
     # another checkpoint, then another clip: every view is cleared, none shows the previous one's results
+    earlier = ("#masked-hidden img", "#neighbors-gallery img", "#map-plot .js-plotly-plot")
+    for selector in earlier:  # still in the page, in their hidden tabs: so their clearing below can be seen
+        expect(page.locator(selector).first).to_be_attached()
     page.get_by_label("checkpoint").click()
     page.get_by_role("option", name="pixel-baseline").click()
     expect(page.locator("#surprise-plot .js-plotly-plot")).to_have_count(0, timeout=RESULT_MS)
     expect(page.locator("#surprise-numbers")).not_to_contain_text("peak_frame", timeout=RESULT_MS)
+    for selector in earlier:
+        expect(page.locator(selector)).to_have_count(0, timeout=RESULT_MS)
+    expect(page.locator("#masked-numbers")).not_to_contain_text("hidden_tokens")
     _open_and_run(page, "Surprise", "Measure surprise over time", SURPRISE_IDS)
     expect(page.locator("#surprise-numbers")).to_contain_text('"pixel-baseline"', timeout=RESULT_MS)
     page.locator("button", has_text="violation-vanish.mp4").click()  # an example: another clip in the same input
