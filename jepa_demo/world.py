@@ -374,7 +374,10 @@ def _violated_states(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict
     rng = np.random.default_rng((seed, 1))  # violation stream
     if kind == "pass_through":
         pair = _collision_in_view(scene, plausible, t_v)
-        return None if pair is None else _simulate(scene, cfg.num_frames, event_frame=t_v, no_collide=pair)
+        if pair is None:
+            return None
+        states = _simulate(scene, cfg.num_frames, event_frame=t_v, no_collide=pair)
+        return states if _drawn_overlapping(scene, states, pair, t_v) else None
     if kind == "appear":
         return _appear(rng, scene, plausible, cfg, t_v)
     open_objects = [i for i in range(len(scene.radius)) if _in_open(plausible["pos"][t_v, i], scene.radius[i], scene)]
@@ -383,6 +386,19 @@ def _violated_states(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict
     i = int(rng.choice(open_objects))
     event = _EVENTS[kind](rng, scene, i, plausible["pos"][t_v])
     return None if event is None else _simulate(scene, cfg.num_frames, event=event, event_frame=t_v)
+
+
+def _drawn_overlapping(scene: _Scene, states: dict, pair: tuple[int, int], t_v: int) -> bool:
+    """Whether the pair covers a common pixel in view in some frame from t_v on: what a pass-through must show. The
+    physics overlaps their circles, but two squares or triangles drawn inside circles that overlap a little can stay
+    apart, gliding past each other: a missing bounce, not a pass-through."""
+    for t in range(t_v, len(states["pos"])):
+        common = _covers(states, t, pair[0], scene.size) & _covers(states, t, pair[1], scene.size)
+        if scene.occluder is not None:
+            common[:, slice(*_occluder_columns(scene))] = False
+        if common.any():
+            return True
+    return False
 
 
 def _in_open(pos: np.ndarray, radius: float, scene: _Scene) -> bool:
@@ -493,8 +509,7 @@ def _finish(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, states:
     for t in range(cfg.num_frames):
         _draw_objects(frames[t], states, t)
         if scene.occluder is not None:
-            left, right = (int(round(v)) for v in scene.occluder)
-            frames[t, :, left:right] = _OCCLUDER_GREY
+            frames[t, :, slice(*_occluder_columns(scene))] = _OCCLUDER_GREY
     if cfg.noise_std > 0:
         frames += detail.normal(0, cfg.noise_std * 255, size=frames.shape).astype(np.float32)
     pixels = np.clip(frames, 0, 255).round().astype(np.uint8)
@@ -523,20 +538,43 @@ def object_pixels(clip: Clip) -> np.ndarray:
     return frames.any(axis=-1)
 
 
+def _occluder_columns(scene: _Scene) -> tuple[int, int]:
+    """The pixel columns the occluder's bar covers, [left, right)."""
+    left, right = scene.occluder
+    return int(round(left)), int(round(right))
+
+
 def _draw_objects(frame: np.ndarray, states: dict, t: int) -> None:
-    size = frame.shape[0]
     for i in range(states["pos"].shape[1]):
-        if not states["visible"][t, i]:
-            continue
-        x, y = states["pos"][t, i]
-        r = states["radius"][i]
-        top, bottom = max(0, int(y - r - 1)), min(size, int(y + r + 2))
-        left, right = max(0, int(x - r - 1)), min(size, int(x + r + 2))
-        if top >= bottom or left >= right:
-            continue
-        yy, xx = np.mgrid[top:bottom, left:right] + 0.5  # pixel centres
-        inside = _shape_mask(SHAPES[states["shape"][t, i]], xx - x, yy - y, r)
-        frame[top:bottom, left:right][inside] = COLORS[states["color"][t, i]]
+        drawn = _object_mask(states, t, i, frame.shape[0])
+        if drawn is not None:
+            box, inside = drawn
+            frame[box][inside] = COLORS[states["color"][t, i]]
+
+
+def _covers(states: dict, t: int, i: int, size: int) -> np.ndarray:
+    """(H, W) bool: the pixels object i is drawn on in frame t."""
+    pixels = np.zeros((size, size), bool)
+    drawn = _object_mask(states, t, i, size)
+    if drawn is not None:
+        box, inside = drawn
+        pixels[box] = inside
+    return pixels
+
+
+def _object_mask(states: dict, t: int, i: int, size: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """Where object i is drawn in frame t: a box of the frame and which of its pixels the shape covers; None when it
+    is hidden or outside the frame."""
+    if not states["visible"][t, i]:
+        return None
+    x, y = states["pos"][t, i]
+    r = states["radius"][i]
+    top, bottom = max(0, int(y - r - 1)), min(size, int(y + r + 2))
+    left, right = max(0, int(x - r - 1)), min(size, int(x + r + 2))
+    if top >= bottom or left >= right:
+        return None
+    yy, xx = np.mgrid[top:bottom, left:right] + 0.5  # pixel centres
+    return (slice(top, bottom), slice(left, right)), _shape_mask(SHAPES[states["shape"][t, i]], xx - x, yy - y, r)
 
 
 def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
