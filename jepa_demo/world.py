@@ -142,6 +142,8 @@ class _Scene:
 def render_clip(seed: int, cfg: WorldConfig = WorldConfig(), violation: str | None = None,
                 violation_frame: int | None = None) -> Clip:
     """The clip for `seed`; with `violation`, the same clip until `violation_frame`, then the violation."""
+    if violation is None and violation_frame is not None:  # else a plausible clip, as if the frame were heeded
+        raise ValueError(f"violation_frame={violation_frame} needs a violation (one of {', '.join(VIOLATIONS)})")
     scene = _new_scene(seed, cfg)
     plausible = _simulate(scene, cfg.num_frames)
     if violation is None:
@@ -184,7 +186,17 @@ def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
             return (_finish(candidate, cfg, scene, plausible, plausible, None, None),
                     _finish(candidate, cfg, scene, plausible, trajectory, kind, t_v))
     raise ValueError(f"no start found for a {kind!r} pair from seed {seed} in {_MAX_ATTEMPTS} tries with this config "
-                     "(more objects, longer clips or no violation_frame make one easier to find)")
+                     f"({_EASIER[kind]} make one easier to find, as does leaving violation_frame out)")
+
+
+# What makes a start for each kind easier to find, for make_pair's message: more objects crowd out a teleport's landing
+# spot and an appearance's room and colour, but give a pass-through its collisions.
+_EASIER = {"teleport": "fewer or smaller objects (room to land)",
+           "vanish": "a lower occluder_prob (objects in plain view)",
+           "appear": "fewer or smaller objects (room and an unused colour for the newcomer)",
+           "color_change": "fewer objects (an unused colour)",
+           "shape_change": "a lower occluder_prob (objects in plain view)",
+           "pass_through": "more objects or longer clips (collisions in view)"}
 
 
 # ----------------------------------------------------------------------------------------------------------- scene
