@@ -121,6 +121,8 @@ def parse_overrides(items: list[str]) -> dict:
             raise ValueError(f"override {item!r} must look like key=value")
         if key not in types:
             raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(types))}")
+        if key in values:  # the last would win without a word, and the run not be the one asked for
+            raise ValueError(f"{key} is given twice ({key}={values[key]} and {item}); give it once")
         values[key] = _coerce(key, text, types[key])
     return values
 
@@ -133,7 +135,10 @@ def _coerce(key: str, text: str, kind):
     try:
         return kind(text)
     except ValueError:
-        raise ValueError(f"{key} must be a {kind.__name__}, got {text!r}") from None
+        raise ValueError(f"{key} must be {_KIND_NAMES[kind]}, got {text!r}") from None
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 
 
 def _read_recipe(path: str) -> dict:
@@ -170,7 +175,7 @@ def _typed(values: dict, source: str) -> dict:
             value = _coerce(key, value, kind)
         expected = (int, float) if kind is float else kind
         if isinstance(value, bool) and kind is not bool or not isinstance(value, expected):
-            raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}")
+            raise ValueError(f"{key} must be {_KIND_NAMES[kind]}, got {value!r}")
         typed[key] = value
     return typed
 
