@@ -16,6 +16,7 @@ only when such a checkpoint is loaded.
 
 import json
 import math
+import re
 import sys
 import threading
 from pathlib import Path
@@ -43,18 +44,25 @@ def model_config(hf_config: dict) -> ModelConfig:
     """Our architecture record of a VJEPA2Config dict, validated (sizes bounded) before any weight is allocated."""
     _check_other_sizes(hf_config)
     try:
-        cfg = ModelConfig(
-            img_size=hf_config["crop_size"], num_frames=hf_config["frames_per_clip"],
-            patch_size=hf_config["patch_size"], tubelet=hf_config["tubelet_size"], dim=hf_config["hidden_size"],
-            depth=hf_config["num_hidden_layers"], heads=hf_config["num_attention_heads"],
-            mlp_ratio=hf_config.get("mlp_ratio", 4.0), pred_dim=hf_config["pred_hidden_size"],
-            pred_depth=hf_config["pred_num_hidden_layers"], pred_heads=hf_config["pred_num_attention_heads"])
+        cfg = ModelConfig(**{ours: hf_config[theirs] for ours, theirs in _FIELDS.items()},
+                          mlp_ratio=hf_config.get("mlp_ratio", 4.0))
     except KeyError as err:
         raise ValueError(f"a V-JEPA 2 config needs {err.args[0]!r}") from None
+    except ValueError as err:  # in the names config.json uses, not ours ("dim must be between ...")
+        raise ValueError(_OUR_NAMES.sub(lambda name: _FIELDS[name[0]], str(err)).removesuffix(
+            " (3-D sin-cos position embedding)")) from None
     # ModelConfig sized the predictor's MLPs with the encoder's ratio: V-JEPA 2's has its own
     extra = cfg.pred_depth * 2 * (hf_config.get("pred_mlp_ratio", 4.0) - cfg.mlp_ratio) * cfg.pred_dim**2
     check_parameter_count(cfg.approx_parameters + extra)
     return cfg
+
+
+# Our ModelConfig's fields and the VJEPA2Config fields they are read from.
+_FIELDS = {"img_size": "crop_size", "num_frames": "frames_per_clip", "patch_size": "patch_size",
+           "tubelet": "tubelet_size", "dim": "hidden_size", "depth": "num_hidden_layers",
+           "heads": "num_attention_heads", "pred_dim": "pred_hidden_size", "pred_depth": "pred_num_hidden_layers",
+           "pred_heads": "pred_num_attention_heads"}
+_OUR_NAMES = re.compile(rf"\b({'|'.join(_FIELDS)})\b")
 
 
 def _check_other_sizes(hf_config: dict) -> None:
