@@ -109,7 +109,7 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
     reasons = ["must be at least 1", "one process", *["--peak-tflops must be a number above 0"] * 4,
                "/no/such/dir: not a folder", "--clip-frames 32 is too short for surprise", "a multiple of the tubelet",
                "two at least", "a multiple of the tubelet", "--clip-frames 5 is too short",
-               "--clip-frames 18 is too short", "these sizes: depth must be between 1 and 64",
+               "--clip-frames 18 is too short", "these sizes: num_hidden_layers must be between 1 and 64",
                "--seconds a finite number", f"{tmp_path / 'nope'}: no checkpoint folder there"]
     for result, reason in zip(refused, reasons, strict=True):
         assert result.returncode == 2 and reason in result.stderr and "Traceback" not in result.stderr, result.stderr
