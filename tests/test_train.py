@@ -54,6 +54,8 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
     # BUG: the last of the two won without a word
     with pytest.raises(ValueError, match=r"out_dir is given twice \(out_dir=runs/a and out_dir=runs/b\); give it once"):
         parse_overrides(["out_dir=runs/a", "steps=3", "out_dir=runs/b"])
+    with pytest.raises(ValueError, match=r"lr is given twice \(lr=3e-4 and lr=1e-3\)"):  # as typed, not 0.0003
+        parse_overrides(["lr=3e-4", "lr=1e-3"])
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["steps"])
     with pytest.raises(ValueError, match="objective must be one of jepa, jepa-sigreg, pixel"):
@@ -658,7 +660,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     try:
         _wait_for_step(killed / "metrics.csv", 25, proc)
     finally:  # killed whether the step came or the wait timed out: a run left going would hold a core
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()  # SIGKILL; nothing when it has ended (the wait says so)
         proc.wait()
     interrupted_at = load_model(killed).info()["step"]  # whatever the kill interrupted, the last save loads
     assert 10 <= interrupted_at < 40
@@ -783,7 +785,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
            "--config", TINY, f"out_dir={out}", "steps=6", "save_every=3", "batch_size=4", "device=cpu"]
-    result = run_whole(cmd, timeout=300, cwd=ROOT)  # should it time out, its two workers go too
+    result = run_whole(cmd, timeout=300, cwd=ROOT)  # should it time out, its workers go too
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_model(out).info()["step"] == 6
     assert len(read_metrics(out / "metrics.csv")) == 6  # only rank 0 logs
