@@ -42,7 +42,8 @@ def main(argv=None) -> int:
             print(f"interrupted: {_what_stands(cfg, started)}", file=sys.stderr)
         return 130
     except TrainingDiverged as err:
-        print(f"error: {err}; {_what_stands(cfg, started, resumable=False)}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops here, on the same averaged loss
+            print(f"error: {err}; {_what_stands(cfg, started, resumable=False)}", file=sys.stderr)
         return 1
     except ValueError as err:
         print(f"error: {_own_message(err)}", file=sys.stderr)

@@ -114,16 +114,16 @@ def load_config(recipe: str | None, overrides: list[str]) -> TrainConfig:
 def parse_overrides(items: list[str]) -> dict:
     """["lr=3e-4", "compile=true"] -> {"lr": 0.0003, "compile": True}, typed by the TrainConfig field."""
     types = {f.name: f.type for f in fields(TrainConfig)}
-    values = {}
+    values, given = {}, {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} must look like key=value")
         if key not in types:
             raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(types))}")
-        if key in values:  # the last would win without a word, and the run not be the one asked for
-            raise ValueError(f"{key} is given twice ({key}={values[key]} and {item}); give it once")
-        values[key] = _coerce(key, text, types[key])
+        if key in given:  # the last would win without a word, and the run not be the one asked for
+            raise ValueError(f"{key} is given twice ({given[key]} and {item}); give it once")
+        values[key], given[key] = _coerce(key, text, types[key]), item
     return values
 
 
