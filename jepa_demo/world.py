@@ -153,8 +153,8 @@ def render_clip(seed: int, cfg: WorldConfig = WorldConfig(), violation: str | No
     if trajectory is None:
         raise ValueError(f"seed {seed} cannot show a {violation!r} at frame {t_v}: no object in plain view there to "
                          "change (for appear, no free spot, colour and path for a new one; for pass_through, no "
-                         "collision in view), or the change would not show in the pixels; make_pair searches for a "
-                         "start that can")
+                         "collision in view, or none whose pair would be drawn over each other), or the change would "
+                         "not show in the pixels; make_pair searches for a start that can")
     return _finish(seed, cfg, scene, plausible, trajectory, violation, t_v)
 
 
@@ -167,9 +167,10 @@ def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
               violation_frame: int | None = None) -> tuple[Clip, Clip]:
     """(plausible, implausible) from the same start. Tries seed, then derived seeds, until the violation can be shown
     (an object in plain view at the violation frame; for pass_through, a collision in view inside the allowed
-    window; for appear, a free spot and a path clear of the others) and shows in the pixels, at the violation frame or
-    after it: the frame is the event's, and a pass-through's twins can part a frame later (at the collision frame the
-    bounce has moved the pair apart by less than a pixel). Both share their irrelevant detail (noise, background,
+    window whose pair, not bouncing, is drawn over each other; for appear, a free spot and a path clear of the
+    others) and shows in the pixels, at the violation frame or after it: the frame is the event's, and a
+    pass-through's twins can part a frame later (at the collision frame the bounce has moved the pair apart by less
+    than a pixel). Both share their irrelevant detail (noise, background,
     flicker) frame by frame, after the violation too: a scorer comparing them sees the violation, not other noise.
     `labels["seed"]` is the seed used: render_clip(labels["seed"], cfg, kind, frame) gives the twin again."""
     _check_kind(kind, cfg)
@@ -185,8 +186,9 @@ def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
         if trajectory is not None:
             return (_finish(candidate, cfg, scene, plausible, plausible, None, None),
                     _finish(candidate, cfg, scene, plausible, trajectory, kind, t_v))
+    also = "" if violation_frame is None else ", as does leaving violation_frame out"
     raise ValueError(f"no start found for a {kind!r} pair from seed {seed} in {_MAX_ATTEMPTS} tries with this config "
-                     f"({_EASIER[kind]} make one easier to find, as does leaving violation_frame out)")
+                     f"({_EASIER[kind]} make one easier to find{also})")
 
 
 # What makes a start for each kind easier to find, for make_pair's message: more objects crowd out a teleport's landing
