@@ -17,6 +17,7 @@ import errno
 import functools
 import hashlib
 import ipaddress
+import math
 import os
 import re
 import shutil
@@ -315,6 +316,27 @@ def refuse_links(upload: gr.File) -> gr.File:
     return upload
 
 
+def numbers_only(field: gr.Slider | gr.Number, whole: bool = False) -> gr.Slider | gr.Number:
+    """`field`, refusing in words an API value that is not a number, or not a whole one where `whole`. Gradio compares
+    the value with the field's bounds before any handler runs: text or a slider's null there is a TypeError, which
+    reaches the client as a bare "Error"; 7.9 would reach the handler as k. (A Number's null goes on to the handler,
+    which asks for a seed.)"""
+    preprocess = field.preprocess
+
+    def checked(payload):
+        if payload is None and isinstance(field, gr.Number):
+            return preprocess(payload)
+        number = isinstance(payload, (int, float)) and not isinstance(payload, bool) and math.isfinite(payload)
+        if not number or whole and payload != int(payload):
+            low, high = (str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (field.minimum, field.maximum))
+            raise gr.Error(f"{field.label}: expected {'a whole number' if whole else 'a number'} from {low} to {high}, "
+                           f"got {payload!r}")
+        return preprocess(payload)
+
+    field.preprocess = checked
+    return field
+
+
 def build_app() -> gr.Blocks:
     examples = example_clips(served_folder() / "examples")  # in the cache folder main() checked it can write
     formats = ", ".join(suffix.strip(".") for suffix in VIDEO_SUFFIXES)
@@ -340,8 +362,10 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Masked prediction"):
             with gr.Row():
                 mask = gr.Radio(MASKS, value="multiblock", label="mask")
-                ratio = gr.Slider(0.1, 0.95, value=0.75, step=0.05, label="hidden share (random and tube masks only)")
-                seed = gr.Number(0, precision=0, minimum=0, maximum=2**31 - 1, label="seed")  # torch overflows at 2**64
+                ratio = numbers_only(gr.Slider(0.1, 0.95, value=0.75, step=0.05,
+                                               label="hidden share (random and tube masks only)"))
+                # the maximum: torch's generator overflows at 2**64
+                seed = numbers_only(gr.Number(0, precision=0, minimum=0, maximum=2**31 - 1, label="seed"), whole=True)
             run_masked = gr.Button("Predict the hidden latents", variant="primary")
             # PNG, not Gradio's default lossy WebP, whose blur and subsampled colour would blend the tokens' colours
             # and ring at their edges: the PCA strips' point is that one colour is one representation
@@ -365,7 +389,7 @@ def build_app() -> gr.Blocks:
                         "cosine between clip embeddings, each measured from the gallery's mean embedding (so from -1 "
                         "to 1, 0 for an average clip). A real video has no true match here: what it is grouped with "
                         "shows what the embedding keeps.")
-            k = gr.Slider(1, 16, value=8, step=1, label="number of similar clips (k)")
+            k = numbers_only(gr.Slider(1, 16, value=8, step=1, label="number of similar clips (k)"), whole=True)
             run_neighbors = gr.Button("Find similar clips", variant="primary")
             neighbor_gallery = gr.Gallery(label="most similar gallery clips", columns=4, height="auto",
                                           elem_id="neighbors-gallery")

@@ -3,6 +3,7 @@ encoded by ffmpeg, on the shipped checkpoint (the `app_server` fixture in confte
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -76,18 +77,28 @@ def test_predict_masked(client, clips):
     # BUG: served as lossy WebP, which blended the tokens' colours: the target strip, one colour per hidden token and
     # grey elsewhere, had thousands
     assert all(Path(path).suffix == ".png" for path in images)
-    assert len(np.unique(arrays[3].reshape(-1, 3), axis=0)) <= numbers["hidden_tokens"] + 1
+    assert len(np.unique(arrays[3].reshape(-1, 3), axis=0)) <= numbers["hidden_tokens"] + 2  # and grey, white gaps
     with pytest.raises(AppError, match="greater than maximum value"):  # torch's generator overflowed, unexplained
         client.predict(handle_file(clips["plausible"]), "random", 0.5, 2**70, "default", api_name="/predict_masked")
     with pytest.raises(AppError, match="Give a seed"):  # the box emptied: Gradio hands the handler None
         client.predict(handle_file(clips["plausible"]), "random", 0.5, None, "default", api_name="/predict_masked")
-    for checkpoint in (None, ["default"], 7):  # an API null (Gradio itself refuses a null slider), a list, a number
+    # BUG: text or a null where Gradio checks a number's bounds, before any handler, was a bare "Error" (a TypeError),
+    # and a seed of 3.5 was rounded to 4 without a word
+    for ratio, seed, message in ((None, 3, "hidden share .*: expected a number from 0.1 to 0.95, got None"),
+                                 ("0.5", 3, "expected a number from 0.1 to 0.95, got '0.5'"),
+                                 (0.5, "3", "seed: expected a whole number from 0 to 2147483647, got '3'"),
+                                 (0.5, 3.5, "seed: expected a whole number .*, got 3.5")):
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(clips["plausible"]), "random", ratio, seed, "default",
+                           api_name="/predict_masked")
+    for checkpoint in (None, ["default"], 7):  # an API null, a list, a number
         with pytest.raises(AppError, match="Pick a checkpoint"):  # BUG: the last two, a bare "Error" (a TypeError)
             client.predict(handle_file(clips["plausible"]), "random", 0.5, 3, checkpoint, api_name="/predict_masked")
 
 
 def test_neighbors(client, clips):
     from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
 
     gallery, numbers = client.predict(handle_file(clips["plausible"]), 5, "default", api_name="/neighbors")
     assert (numbers["checkpoint"], numbers["clip"]) == ("default", "plausible.mp4")  # what they were computed from
@@ -95,6 +106,10 @@ def test_neighbors(client, clips):
     similarities = [hit["similarity"] for hit in numbers["neighbors"]]
     assert similarities == sorted(similarities, reverse=True) and all(-1 <= s <= 1.0001 for s in similarities)
     assert all("num_objects" in hit["labels"] for hit in numbers["neighbors"])
+    for k in (None, "8", 7.9):  # BUG: a bare "Error" (a TypeError), and 7.9 gave 7 neighbours without a word
+        with pytest.raises(AppError, match=rf"number of similar clips \(k\): expected a whole number from 1 to 16, "
+                                           rf"got {re.escape(repr(k))}"):
+            client.predict(handle_file(clips["plausible"]), k, "default", api_name="/neighbors")
 
 
 def test_embedding_map(client, clips):
