@@ -137,7 +137,7 @@ class JEPAModel:
     def visible_latents(self, video, hidden: np.ndarray) -> np.ndarray:
         """The targets of the visible tokens as the model gives them seeing only those (`hidden`: (t, h, w) bool, True
         = hidden), (t, h, w, D'), NaN at hidden tokens: what a baseline that guesses the hidden targets may look at."""
-        hidden = np.asarray(hidden)
+        hidden = _numpy(hidden)
         if hidden.dtype != bool or hidden.shape != self.cfg.grid:  # another layout would gather the wrong tokens
             raise ValueError(f"hidden must be a bool array of the token grid's shape {self.cfg.grid}, got "
                              f"{hidden.dtype} {hidden.shape}")
@@ -169,9 +169,9 @@ class JEPAModel:
     def _resolve_mask(self, mask, seed: int, ratio: float) -> torch.Tensor:
         grid = self.cfg.grid
         if isinstance(mask, str):
-            return sample_mask(mask, grid, torch.Generator().manual_seed(seed), ratio=ratio,
+            return sample_mask(mask, grid, torch.Generator().manual_seed(whole_number("seed", seed)), ratio=ratio,
                                num_future=self.default_future_steps)
-        array = np.asarray(mask)
+        array = _numpy(mask)
         if array.dtype == bool and array.shape == grid:
             return torch.from_numpy(array.copy())
         if array.ndim == 1 and array.size == 0:  # np.asarray([]) is float: it would read as a wrong kind of mask
@@ -184,13 +184,14 @@ class JEPAModel:
             hidden = torch.zeros(self.cfg.num_tokens, dtype=torch.bool)
             hidden[torch.from_numpy(array.astype(np.int64))] = True
             return hidden.view(grid)
-        raise ValueError(f"mask must be a name, a bool array of shape {grid} or an integer index array")
+        raise ValueError(f"mask must be a name, a bool array of shape {grid} or a 1-D integer array of flat token "
+                         f"indices, got {array.dtype} of shape {array.shape}")
 
     def shown_frames(self, video, num_frames: int | None = None, chunk: int = 32) -> np.ndarray:
         """The clip as the model sees it, uint8 (T, S, S, 3): `num_frames` frames sampled like the model's input, or
         every frame when None (`Surprise.step_frames` index those). Resized `chunk` frames at a time to bound memory."""
         check_video_array(video)
-        video = _numpy_frames(video)
+        video = _numpy(video)
         if num_frames is not None:
             video = video[sample_frame_indices(len(video), num_frames)]
         return np.concatenate([denormalize(preprocess_video(video[i:i + chunk], self.preprocess), self.preprocess)
@@ -235,7 +236,7 @@ class JEPAModel:
         needed = self.surprise_frames(future_steps)
         why = (f"the model's {self.cfg.num_frames}-frame window and {needed - self.cfg.num_frames} more, so that two "
                "steps are predicted from every distance ahead")
-        if max_frames is not None and max_frames < needed:
+        if max_frames is not None and whole_number("max_frames", max_frames) < needed:
             raise ValueError(f"max_frames must be at least {needed} ({why}), got {max_frames}")
         frame_index = strided_frame_indices(len(video), max_frames or self.frames_wanted)
         usable = len(frame_index) // self.cfg.tubelet * self.cfg.tubelet
@@ -244,7 +245,7 @@ class JEPAModel:
                        "left)") if len(frame_index) < len(video) else ""
             raise ValueError(f"surprise needs a clip of at least {needed} frames ({why}), got {len(video)}{thinned}")
         frame_index = frame_index[:usable]
-        x = preprocess_video(_numpy_frames(video)[frame_index], self.preprocess)
+        x = preprocess_video(_numpy(video)[frame_index], self.preprocess)
         return x.unsqueeze(0).to(self.device), frame_index  # (1, 3, T, S, S)
 
     def _window_errors(self, x, starts, context_idx, target_idx) -> torch.Tensor:
@@ -259,9 +260,9 @@ class JEPAModel:
         return latent_error(predicted, target).float().cpu().view(len(starts), -1, h, w)
 
 
-def _numpy_frames(video) -> np.ndarray:
-    """A checked clip as a NumPy array; a torch tensor (on any device) is copied to the CPU first."""
-    return video.cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
+def _numpy(array) -> np.ndarray:
+    """A clip or a mask as a NumPy array; a torch tensor (on any device) is copied to the CPU first."""
+    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
 def surprise_score(per_step: np.ndarray) -> float:

@@ -14,6 +14,7 @@ This module knows nothing about models or pixels.
 """
 
 import math
+import numbers
 
 import torch
 
@@ -100,8 +101,8 @@ def _block_size(h: int, w: int, scale: float, gen: torch.Generator) -> tuple[int
 
 
 def _random_subset(n: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
-    if not 0 < ratio < 1:
-        raise ValueError(f"mask ratio must be strictly between 0 and 1, got {ratio}")
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio < 1:
+        raise ValueError(f"mask ratio must be a number strictly between 0 and 1, got {ratio!r}")
     num_hidden = min(n - 1, max(1, round(ratio * n)))
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.randperm(n, generator=gen)[:num_hidden]] = True

@@ -71,6 +71,21 @@ def test_predict_masked_with_explicit_masks(model):
         model.predict_masked(_clip(), mask=np.array([flat[0], flat[0]]))
     with pytest.raises(ValueError, match="the mask hides no token"):
         model.predict_masked(_clip(), mask=[])
+    # BUG: a (t, h, w) 0/1 integer mask was told to be 'an integer index array', which it is
+    with pytest.raises(ValueError, match=r"a 1-D integer array of flat token indices, got int64 of shape \("):
+        model.predict_masked(_clip(), mask=bool_mask.astype(np.int64))
+    assert np.array_equal(model.predict_masked(_clip(), mask=torch.from_numpy(flat)).error_map, by_index.error_map)
+
+
+def test_predict_masked_refuses_a_seed_or_ratio_that_is_not_a_number(model):
+    """BUG: torch's 'manual_seed expected a long' (a TypeError) for a seed of 1.0 or True, Python's for a ratio of
+    '0.5': neither a ValueError nor naming the argument."""
+    for seed in (1.0, True, "1"):
+        with pytest.raises(ValueError, match=f"seed must be an integer, got {seed!r}"):
+            model.predict_masked(_clip(), mask="random", seed=seed)
+    for ratio in ("0.5", None, float("nan"), 1):
+        with pytest.raises(ValueError, match=f"mask ratio must be a number strictly between 0 and 1, got {ratio!r}"):
+            model.predict_masked(_clip(), mask="random", ratio=ratio)
 
 
 def test_reversed_and_mirrored_views_read_as_their_copies(model):
@@ -209,7 +224,8 @@ def test_surprise_thins_long_clips_and_refuses_short_ones(model):
     for future_steps in (0, model.cfg.grid[0]):  # a window must keep one step to predict from
         with pytest.raises(ValueError, match=f"future_steps must be between 1 and {model.cfg.grid[0] - 1}"):
             model.surprise(_clip(), future_steps=future_steps)
-    for name, wrong in (("future_steps", 1.0), ("future_steps", True), ("batch_size", 2.5)):
+    for name, wrong in (("future_steps", 1.0), ("future_steps", True), ("batch_size", 2.5),
+                        ("max_frames", 20.0), ("max_frames", "64")):  # BUG: the last two, accepted and a TypeError
         with pytest.raises(ValueError, match=f"{name} must be an integer"):
             model.surprise(_clip(), **{name: wrong})
     for batch_size in (0, -1):
