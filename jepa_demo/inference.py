@@ -187,15 +187,20 @@ class JEPAModel:
         raise ValueError(f"mask must be a name, a bool array of shape {grid} or a 1-D integer array of flat token "
                          f"indices, got {array.dtype} of shape {array.shape}")
 
-    def shown_frames(self, video, num_frames: int | None = None, chunk: int = 32) -> np.ndarray:
+    def shown_frames(self, video, num_frames: int | None = None, chunk: int = 8) -> np.ndarray:
         """The clip as the model sees it, uint8 (T, S, S, 3): `num_frames` frames sampled like the model's input, or
         every frame when None (`Surprise.step_frames` index those). Resized `chunk` frames at a time to bound memory."""
         check_video_array(video)
         video = _numpy(video)
-        if num_frames is not None:
-            video = video[sample_frame_indices(len(video), num_frames)]
-        return np.concatenate([denormalize(preprocess_video(video[i:i + chunk], self.preprocess), self.preprocess)
-                               for i in range(0, len(video), chunk)])
+        index = np.arange(len(video)) if num_frames is None else sample_frame_indices(len(video), num_frames)
+        return denormalize(self._preprocessed(video, index, chunk), self.preprocess)
+
+    def _preprocessed(self, video: np.ndarray, frame_index: np.ndarray, chunk: int = 8) -> torch.Tensor:
+        """The frames `frame_index` of `video` through the one preprocessing function, `chunk` at a time: frames
+        become float32 at the file's size before they are resized, and a whole 1080p clip would take gigabytes.
+        (3, T, S, S)."""
+        return torch.cat([preprocess_video(video[frame_index[i:i + chunk]], self.preprocess)
+                          for i in range(0, len(frame_index), chunk)], dim=1)
 
     @torch.inference_mode()
     def surprise(self, video, future_steps: int | None = None, max_frames: int | None = None,
@@ -245,7 +250,7 @@ class JEPAModel:
                        "left)") if len(frame_index) < len(video) else ""
             raise ValueError(f"surprise needs a clip of at least {needed} frames ({why}), got {len(video)}{thinned}")
         frame_index = frame_index[:usable]
-        x = preprocess_video(_numpy(video)[frame_index], self.preprocess)
+        x = self._preprocessed(_numpy(video), frame_index)
         return x.unsqueeze(0).to(self.device), frame_index  # (1, 3, T, S, S)
 
     def _window_errors(self, x, starts, context_idx, target_idx) -> torch.Tensor:
