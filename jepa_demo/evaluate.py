@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import os
 import platform
+import shlex
 import sys
 import time
 from collections import Counter, defaultdict
@@ -37,7 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .checkpoint import SHIPPED_DIR, CheckpointError, quiet_hub_client, write_json
-from .cli import out_of_memory, print_any_name, write_nowhere
+from .cli import check_finite, out_of_memory, print_any_name, write_nowhere
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .preprocess import resize_and_crop
@@ -177,8 +178,8 @@ def representation_scores(embed, train_clips, test_clips,
     """kNN (cosine) and linear (logistic regression on standardised embeddings) probe accuracy per label, and the
     effective rank (RankMe) of the test clips' embeddings; with, per probe, a (labels, test clips) bool array of the
     answers it got right (for `paired_difference`)."""
-    train_x = np.stack([embed(c.frames) for c in train_clips])
-    test_x = np.stack([embed(c.frames) for c in test_clips])
+    train_x = np.stack([_finite(embed(c.frames)) for c in train_clips])
+    test_x = np.stack([_finite(embed(c.frames)) for c in test_clips])
     neighbours = min(k, len(train_x))  # a tiny --probe-clips may give fewer training clips than k
     probes = {"knn": KNeighborsClassifier(n_neighbors=neighbours, metric="cosine"),
               "linear": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))}
@@ -190,6 +191,13 @@ def representation_scores(embed, train_clips, test_clips,
               for name, right in hits.items()}
     scores["effective_rank"] = effective_rank(torch.from_numpy(test_x))
     return scores, hits
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """`values`, refused (`cli.check_finite`) unless every one is a number: NaN would reach scikit-learn (several lines
+    about imputers) or compare false in every pair, a loss counted without a word."""
+    check_finite(values)
+    return values
 
 
 def _probe_hits(probe, train_x, train_y, test_x, test_y) -> np.ndarray:
@@ -309,8 +317,8 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
         kinds = [kind for kind, _, _ in pairs]
         # every frame, as the frame-difference heuristic sees them: a model of fewer than 8 frames would otherwise
         # read one in two (surprise keeps 4 of its clips' worth)
-        curves = {name: [(model.surprise(plausible, max_frames=PAIR_FRAMES).per_step,
-                          model.surprise(implausible, max_frames=PAIR_FRAMES).per_step)
+        curves = {name: [(_finite(model.surprise(plausible, max_frames=PAIR_FRAMES).per_step),
+                          _finite(model.surprise(implausible, max_frames=PAIR_FRAMES).per_step))
                          for _, plausible, implausible in pairs] for name, model in models.items()}
         scores = {name: np.array([[surprise_score(p), surprise_score(i)] for p, i in pair_curves])
                   for name, pair_curves in curves.items()}
@@ -480,11 +488,9 @@ def main(argv=None) -> int:
               "less", file=sys.stderr)
         return 2
     # The files first: a stdout that fails (a full disk under it, a reader gone) must not cost the run its outputs
-    failures = []
-    try:
-        _write_outputs(report, args, " ".join(["python -m jepa_demo.evaluate", *(argv or sys.argv[1:])]))
-    except OSError as err:  # e.g. the disk filled up during the run
-        failures.append(f"could not write {err.filename or 'the outputs'}: {err.strerror or err}")
+    command = shlex.join(["python", "-m", "jepa_demo.evaluate", *(sys.argv[1:] if argv is None else argv)])
+    failures = [f"could not write {err.filename or 'the outputs'}: {err.strerror or err}"  # a disk filled up, say
+                for err in _write_outputs(report, args, command)]
     try:
         print(show(report), flush=True)
     except BrokenPipeError:  # `... | head`: the reader has what it wanted
@@ -540,14 +546,23 @@ def _folder_probe(args, parser):
     return run, format_folder_report
 
 
-def _write_outputs(report: dict, args, command: str) -> None:
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(Path(args.json), report)
-    if args.report:
-        from .results import write_results
+def _write_outputs(report: dict, args, command: str) -> list[OSError]:
+    """Write the files asked for, each tried whatever became of the other; returns the errors."""
+    from .results import write_results
 
-        write_results(report, Path(args.report), command)
+    errors = []
+    if args.json:
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            write_json(Path(args.json), report)
+        except OSError as err:
+            errors.append(err)
+    if args.report:
+        try:
+            write_results(report, Path(args.report), command)
+        except OSError as err:
+            errors.append(err)
+    return errors
 
 
 def _report_problem(report: Path) -> str | None:

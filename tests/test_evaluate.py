@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from jepa_demo.evaluate import (
     FRAME_DIFFERENCE,
@@ -477,6 +478,36 @@ def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint
     captured = capsys.readouterr()
     assert json.loads(out.read_text())["settings"] and "| teleport |" in captured.out  # what was done stands
     assert captured.err.count("\n") == 1 and "No space left on device" in captured.err and "results.md" in captured.err
+
+
+def test_a_json_that_cannot_be_written_does_not_cost_the_report(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """BUG: both files were written in one try: a failed --json (its disk full) left --report unwritten, unsaid."""
+    import errno
+
+    import jepa_demo.evaluate as evaluate_module
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(evaluate_module, "write_json", disk_full)
+    report = tmp_path / "my results.md"  # BUG too: the command it records to rerun was not quoted
+    argv = ["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS)), "--probe-clips", "4",
+            "--resamples", "5", "--json", str(tmp_path / "r.json"), "--report", str(report)]
+    assert main(argv) == 1
+    assert capsys.readouterr().err == f"error: could not write {tmp_path / 'r.json'}: No space left on device\n"
+    assert f"--report '{report}'" in report.read_text()
+
+
+def test_a_model_whose_outputs_overflow_is_one_line(tiny_model, tiny_preprocess, tmp_path, capsys):
+    """BUG: its NaN embeddings reached scikit-learn's kNN, whose message ran over several lines about imputers."""
+    from jepa_demo.checkpoint import save_checkpoint
+
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.fill_(1e30)  # finite, so loaded; float32 overflows on any clip
+    save_checkpoint(tiny_model, tmp_path / "huge", tiny_preprocess, step=1)
+    assert main(["--checkpoint", str(tmp_path / "huge"), "--pairs", str(len(VIOLATIONS)), "--probe-clips", "4"]) == 2
+    assert capsys.readouterr().err == "error: the model's output is not a finite number (do its weights overflow?)\n"
 
 
 def test_checkpoints_of_different_input_sizes_or_encoders_are_refused(tiny_checkpoint, tmp_path, capsys):
