@@ -138,7 +138,10 @@ def _breaks_lines(c: str) -> bool:
 
 def print_any_name() -> None:
     """Let stdout and stderr print any file name (`_bytes_or_escaped`): a command-line tool's lines name the user's
-    files and folders."""
+    files and folders. A closed stderr (`2>&-`, no sys.stderr) is pointed at /dev/null: print(file=None) writes to
+    stdout, and error lines would land among the results (`--json` lines that are not JSON)."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # open for the process's life, as stderr would be
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # not a StringIO a caller swapped in
             stream.reconfigure(errors=_BYTES_OR_ESCAPED)

@@ -111,6 +111,16 @@ def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
     assert process.wait(timeout=120) == 141
 
 
+def test_a_closed_stderr_keeps_error_lines_out_of_the_results(files):
+    """`... --json 2>&- > out.jsonl`: Python then has no sys.stderr, and print(file=None) writes to stdout, so the bad
+    file's line landed among the JSON lines."""
+    result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", files / "broken.mp4", files / "a.mp4",
+                             "--json"], cwd=ROOT, stdout=subprocess.PIPE, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin"}, preexec_fn=lambda: os.close(2))
+    assert result.returncode == 1
+    assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == [str(files / "a.mp4")]
+
+
 def test_a_closed_stdout_is_an_error_not_a_silent_success(files):
     """`python -m jepa_demo info a.mp4 >&-`: Python then has no sys.stdout, and every print did nothing, status 0."""
     result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", files / "a.mp4"], cwd=ROOT,
