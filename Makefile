@@ -66,7 +66,7 @@ lint: install-test
 # where there is a GPU: the recipe is the CPU one, and a GPU's gallery (bfloat16) is not the one CPUs look for
 train: install
 	$(PY) -m train --config train/configs/cpu.yaml out_dir=checkpoints/default device=cpu
-	CUDA_VISIBLE_DEVICES= $(PY) -m jepa_demo.gallery --checkpoint checkpoints/default --ship
+	$(PY) -m jepa_demo.gallery --checkpoint checkpoints/default --ship
 
 clean:  # caches only: runs/ holds trained models
 	rm -rf .pytest_cache .ruff_cache

@@ -415,7 +415,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of gallery clips")
     parser.add_argument("--cache-dir", help="default: $JEPA_LENS_CACHE, else ~/.cache/jepa-lens")
     parser.add_argument("--ship", action="store_true",
-                        help="also write the gallery into the (local) checkpoint folder, to commit or push with it")
+                        help="also write the gallery into the (local) checkpoint folder, to commit or push with it "
+                             "(computed on the CPU, in float32, as the CPUs that read it compute)")
     args = parser.parse_args(argv)
     if args.clips < MIN_CLIPS:
         parser.error(f"--clips must be at least {MIN_CLIPS}")
@@ -432,8 +433,8 @@ def main(argv=None) -> int:
 
 def _build_and_ship(args) -> int:
     try:
-        with quiet_hub_client():
-            model = load_model(args.checkpoint)
+        with quiet_hub_client():  # a shipped gallery is for CPUs: a GPU's bf16 would give other files, named so
+            model = load_model(args.checkpoint, device="cpu" if args.ship else None)
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
