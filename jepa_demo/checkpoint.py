@@ -193,7 +193,12 @@ def _download_from_hub(repo_id: str) -> Path:
     patterns = _HUB_FILES if _check_config(snapshot, repo_id) is not None else _VJEPA2_HUB_FILES
     with _hub_errors(repo_id):
         # the commit of the config.json checked (its snapshot folder's name): a push in between brings nothing unchecked
-        return Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=patterns))
+        folder = Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=patterns))
+    # A download cut short, or failing before the Hub listed the repo's files (a rate limit, an error 5xx), can leave
+    # the snapshot with its config alone, which the client then returns as it is: not the checkpoint's fault
+    if not any(folder.glob("*.safetensors")):
+        raise CheckpointError(f"{repo_id}: its download is incomplete (no weights in {folder}); run it again online")
+    return folder
 
 
 @contextlib.contextmanager

@@ -337,6 +337,16 @@ def test_hub_repo_id_loads_from_the_local_hub_cache(saved, hub_cache, hub_reques
     assert "model.safetensors" in patterns and "model-*.safetensors" not in patterns
 
 
+def test_a_hub_download_cut_short_is_called_incomplete_not_a_checkpoint_without_weights(saved, hub_cache):
+    """BUG: a snapshot holding config.json alone (a download that failed before the Hub listed the files: offline, the
+    client hands the folder back as it is) was reported as 'model.safetensors: missing (every checkpoint folder needs
+    model.safetensors)', blaming the checkpoint."""
+    _cache_repo(hub_cache, "someone/tiny-jepa", {"config.json": (saved / "config.json").read_bytes()})
+    with pytest.raises(CheckpointError, match=r"^someone/tiny-jepa: its download is incomplete \(no weights in .*"
+                                              r"\); run it again online$"):
+        load_model("someone/tiny-jepa")
+
+
 @pytest.mark.parametrize("config, message", [
     ({"model_type": "qwen2"}, "not a jepa-lens checkpoint config"),
     ({"model_type": "vjepa2", "pred_mlp_ratio": 2000}, r"pred_mlp_ratio must be a number in \[0.5, 16\]"),
