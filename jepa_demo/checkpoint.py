@@ -374,14 +374,14 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: {not_float} holds {state[not_float].dtype} values, not "
                               "floating-point weights")
     try:
-        check_finite_weights(state)
-    except ValueError as err:
-        raise CheckpointError(f"{folder / WEIGHTS_NAME}: {err}") from None
-    try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} "
                               f"({_first_detail(err)})") from None
+    try:  # as loaded: a float64 tensor finite in the file can overflow to inf in the model's float32
+        check_finite_weights(model.state_dict())
+    except ValueError as err:
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: {err}") from None
     return model.eval(), preprocess, config
 
 
