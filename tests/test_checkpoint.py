@@ -488,6 +488,9 @@ def test_push_cli_offline_is_one_line_and_exit_2(saved, capsys):
     assert main(["push", str(saved), "--repo-id", "someone/offline"]) == 2  # HF_HUB_OFFLINE=1 in conftest
     err = capsys.readouterr().err
     assert err.startswith("error: someone/offline: upload failed") and err.count("\n") == 1
+    too_long = saved / ("x" * 300)  # BUG: Path.is_dir raised ENAMETOOLONG: a traceback
+    assert main(["push", str(too_long), "--repo-id", "someone/offline"]) == 2
+    assert capsys.readouterr().err == f"error: {too_long}: cannot be read (File name too long)\n"
 
 
 def test_an_unreachable_hub_is_one_line_and_exit_2(saved):

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from jepa_demo.checkpoint import CheckpointError, push_to_hub
+from jepa_demo.checkpoint import CheckpointError, push_to_hub, quiet_hub_client
 from jepa_demo.cli import out_of_memory
 
 from .config import load_config
@@ -77,9 +77,16 @@ def push(argv) -> int:
     parser.add_argument("--private", action="store_true", help="create the repo private")
     args = parser.parse_args(argv)
     try:
-        url = push_to_hub(args.folder, args.repo_id, private=args.private)
+        with quiet_hub_client():  # its retries' warnings would come before the one line that says why it failed
+            url = push_to_hub(args.folder, args.repo_id, private=args.private)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder name too long, or one it may not enter
+        print(f"error: {args.folder}: cannot be read ({err.strerror or err})", file=sys.stderr)
         return 2
     print(f"pushed {args.folder} to {url}; load it with jepa_demo.load_model({args.repo_id!r})")
     return 0
