@@ -612,10 +612,11 @@ def test_sigkill_during_a_save_keeps_the_previous_one_and_resume_goes_back_one_i
     assert [p.name.split(".")[1] for p in out.glob(".*.tmp")] == ["train_state"]  # killed mid-write
     assert load_model(out).info()["step"] == 10  # the previous save, whole
 
+    (out / ".notes.tmp").write_text("mine")  # BUG: a user's own hidden .tmp file was removed with the leftovers
     result = _train(*settings, "--resume")
     assert result.returncode == 0, result.stderr
     assert "| 10/30 " in result.stderr and "| 0/30 " not in result.stderr  # it went on from step 10, not from 0
-    assert not list(out.glob(".*.tmp"))
+    assert [p.name for p in out.glob(".*.tmp")] == [".notes.tmp"]
     assert load_model(out).info()["step"] == 30
     steps = [int(row["step"]) for row in read_metrics(out / "metrics.csv")]
     assert steps == list(range(30))  # steps 10-19 redone once, not logged twice
@@ -677,6 +678,24 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         assert (a["loss"], a["lr"], a["momentum"]) == (b["loss"], b["lr"], b["momentum"]), a["step"]
     ref_weights, res_weights = load_file(reference / "model.safetensors"), load_file(killed / "model.safetensors")
     assert all((ref_weights[k] == res_weights[k]).all() for k in ref_weights)
+
+
+def test_ctrl_c_during_the_last_step_leaves_a_finished_run(tmp_path, monkeypatch, capsys):
+    """BUG: the last step's saves and export were written, and then the run stopped anyway: status 130 and 'rerun
+    the same command with --resume to continue', for a run with nothing left to do."""
+    import train.loop
+    from train.__main__ import main
+
+    class PressedDuringTheStep(train.loop.CtrlC):
+        def __init__(self):
+            super().__init__()
+            self.requested = True
+
+    monkeypatch.setattr(train.loop, "CtrlC", PressedDuringTheStep)
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=1"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"checkpoint written to {tmp_path / 'run'}")
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'longer'}", "steps=3", "save_every=1"]) == 130  # it stops
+    assert load_model(tmp_path / "longer").info()["step"] == 1
 
 
 def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path):

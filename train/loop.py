@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -391,9 +392,11 @@ def check_disk_space(out: Path, model: VideoJEPA) -> None:
 
 
 def remove_interrupted_writes(out: Path) -> None:
-    """A process killed mid-save leaves its temporary file behind (the real file is intact): delete those."""
+    """A process killed mid-save leaves its temporary file behind (the real file is intact): delete those, named as
+    `atomic_write` names them (.NAME.<12 hex digits>.tmp), and no other hidden file (a user's own .notes.tmp)."""
     for leftover in out.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+        if re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", leftover.name):
+            leftover.unlink(missing_ok=True)
 
 
 def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
@@ -498,7 +501,7 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                 seconds = time.perf_counter() - started
                 _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, seconds)
                 tick, clips = time.perf_counter(), 0  # clips/s measures training, not the save
-            if stop_together(ctrl_c.requested, runtime):
+            if step + 1 < cfg.steps and stop_together(ctrl_c.requested, runtime):  # after the last: a finished run
                 raise KeyboardInterrupt
 
 
