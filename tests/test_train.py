@@ -587,6 +587,9 @@ def test_a_resumed_optimizer_steps_as_its_own_device_does_and_keeps_the_saved_ru
     resumed = torch.optim.AdamW(params, lr=0.01, betas=(0.9, 0.95), foreach=True)  # another device's choice
     load_optimizer(resumed, tensors, meta)
     assert resumed.param_groups[0]["foreach"] is True and resumed.param_groups[0]["lr"] == 0.003
+    fused = torch.optim.AdamW(params, lr=0.01, betas=(0.9, 0.95), fused=True)  # a GPU's (fused AdamW runs on CPUs too)
+    load_optimizer(fused, tensors, meta)  # the setting the bug was about, which the run begun here saved as None
+    assert fused.param_groups[0]["fused"] is True and fused.param_groups[0]["lr"] == 0.003
 
 
 @pytest.mark.slow
