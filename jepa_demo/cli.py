@@ -33,12 +33,25 @@ def read_for(model, path, command: str = "surprise"):
     return read_clip(path, max_frames=model.frames_wanted, size=model.preprocess.resize_to)
 
 
+class Once(argparse.Action):
+    """An option that may be given once: argparse keeps the last of two without a word (`--checkpoint a --checkpoint
+    b` would read as a comparison, and answer for b alone)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_once", set())
+        if self.dest in given:
+            parser.error(f"{option_string} is given twice; give it once")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo", description="Inspect clips with a video JEPA.")
     parser.add_argument("command", choices=["info", "embed", "surprise"],
                         help="info: video facts; embed: one embedding per clip; surprise: prediction-error score")
     parser.add_argument("files", nargs="+", metavar="FILE")
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder or Hub repo id")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), action=Once,
+                        help="checkpoint folder or Hub repo id")
     parser.add_argument("--json", action="store_true", help="one JSON object per file and line")
     return parser
 

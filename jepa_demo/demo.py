@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, quiet_hub_client
-from .cli import check_finite, out_of_memory, read_for, write_nowhere
+from .cli import Once, check_finite, out_of_memory, read_for, write_nowhere
 from .inference import load_model
 from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
@@ -31,7 +31,7 @@ def sparkline(values: np.ndarray, low: float, high: float) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), action=Once)
     parser.add_argument("--kind", choices=VIOLATIONS, action="append",
                         help="violation kind to show (repeatable; default: every kind)")
     parser.add_argument("--seed", type=int, default=2026)

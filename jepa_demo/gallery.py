@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, first_line, quiet_hub_client
-from .cli import check_finite, out_of_memory, print_any_name
+from .cli import Once, check_finite, out_of_memory, print_any_name
 from .config import to_dict
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
@@ -411,7 +411,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo.gallery",
                                      description="Build the reference gallery of a checkpoint into its disk cache "
                                      "(or, with --ship, into the checkpoint folder).")
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder or Hub repo id")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), action=Once,
+                        help="checkpoint folder or Hub repo id")
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of gallery clips")
     parser.add_argument("--cache-dir", help="default: $JEPA_LENS_CACHE, else ~/.cache/jepa-lens")
     parser.add_argument("--ship", action="store_true",

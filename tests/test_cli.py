@@ -58,6 +58,17 @@ def test_a_bad_file_whose_name_holds_a_newline_is_still_one_line(tmp_path, capsy
         assert capsys.readouterr().err == f"{tmp_path}/{shown}: file not found\n"
 
 
+@pytest.mark.parametrize("module", ["jepa_demo.cli", "jepa_demo.demo", "jepa_demo.gallery"])
+def test_a_checkpoint_given_twice_is_refused_not_the_last_taken(module, capsys):
+    """BUG: '--checkpoint a --checkpoint b' reads as a comparison (evaluate takes several) and answered for b alone."""
+    import importlib
+
+    args = ["--checkpoint", "a", "--checkpoint", "b"]
+    with pytest.raises(SystemExit) as refused:
+        importlib.import_module(module).main(["info", "clip.mp4", *args] if module.endswith("cli") else args)
+    assert refused.value.code == 2 and "--checkpoint is given twice; give it once" in capsys.readouterr().err
+
+
 def test_a_readable_file_whose_name_holds_a_newline_gives_one_result_line(files, capsys):
     """BUG: the error line escaped such a name, the result line printed it raw: one file's result on two lines."""
     from jepa_demo.cli import main

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from jepa_demo.checkpoint import CheckpointError, push_to_hub, quiet_hub_client
-from jepa_demo.cli import out_of_memory
+from jepa_demo.cli import Once, out_of_memory
 
 from .config import load_config
 from .loop import STATE_NAME, TrainingDiverged, run, state_is_this_runs
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     if words[:1] == ["push"]:
         return push(words[1:])
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="recipe YAML (only what differs from the defaults)")
+    parser.add_argument("--config", action=Once, help="recipe YAML (only what differs from the defaults)")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir's last save")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)  # key=value pairs may come before and after --resume
