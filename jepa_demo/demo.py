@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, quiet_hub_client
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, first_line, quiet_hub_client
 from .cli import Once, check_finite, out_of_memory, read_for, write_nowhere
 from .inference import load_model
 from .video import write_video
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
-        print(f"error: {err}", file=sys.stderr)  # missing, broken, or too large for this machine
+        print(f"error: cannot load checkpoint: {first_line(err)}", file=sys.stderr)  # missing, broken, too large
         return 2
     wins = 0
     try:

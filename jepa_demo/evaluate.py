@@ -37,7 +37,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .checkpoint import SHIPPED_DIR, CheckpointError, quiet_hub_client, write_json
+from .checkpoint import SHIPPED_DIR, CheckpointError, first_line, quiet_hub_client, write_json
 from .cli import check_finite, out_of_memory, print_any_name, write_nowhere
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
@@ -480,12 +480,12 @@ def main(argv=None) -> int:
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
-        if not out_of_memory(err):
+    except (RuntimeError, MemoryError) as err:  # MemoryError: NumPy's, for the statistics of very many pairs
+        if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise
         fewer = "--max-clips" if args.folder is not None else "--pairs or --probe-clips"
-        print(f"error: out of memory ({str(err).strip().splitlines()[0]}); fewer {fewer}, or a smaller model, need "
-              "less", file=sys.stderr)
+        print(f"error: out of memory ({first_line(err)}); fewer {fewer}, or a smaller model, need less",
+              file=sys.stderr)
         return 2
     # The files first: a stdout that fails (a full disk under it, a reader gone) must not cost the run its outputs
     command = shlex.join(["python", "-m", "jepa_demo.evaluate", *(sys.argv[1:] if argv is None else argv)])

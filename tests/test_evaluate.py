@@ -380,6 +380,13 @@ def test_running_out_of_memory_is_one_line_and_a_bug_is_not(tiny_checkpoint, mon
     assert main(["--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); fewer "
                                        "--pairs or --probe-clips, or a smaller model, need less\n")
+
+    def numpy_runs_out(*args, **kwargs):  # BUG: NumPy's MemoryError (the statistics of very many pairs): a traceback
+        raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)")
+
+    monkeypatch.setattr(evaluate_module, "evaluate", numpy_runs_out)
+    assert main(["--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err.startswith("error: out of memory (Unable to allocate 74.5 GiB")
     import jepa_demo.folder_probe as folder_probe_module
 
     monkeypatch.setattr(folder_probe_module, "folder_probe", runs_out)  # it refuses --pairs: its own option is named
