@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, first_line, quiet_hub_client
-from .cli import Once, check_finite, out_of_memory, print_any_name
+from .cli import Once, check_finite, out_of_memory, print_any_name, write_nowhere
 from .config import to_dict
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
@@ -464,14 +464,20 @@ def _build_and_ship(args) -> int:
         print(f"error: out of memory ({first_line(err)}); a smaller model, or a machine with more memory, needs less",
               file=sys.stderr)
         return 2
-    print(f"{args.checkpoint}: gallery of {len(gallery.seeds)} clips {where} in {time.perf_counter() - start:.1f} s")
+    lines = [f"{args.checkpoint}: gallery of {len(gallery.seeds)} clips {where} in {time.perf_counter() - start:.1f} s"]
     if args.ship:
         try:
-            print("shipped:", *ship(model, gallery))
+            lines.append(" ".join(["shipped:", *map(str, ship(model, gallery))]))
         except OSError as err:  # a read-only checkpoint folder, a full disk: each file is written whole or not at all
             print(f"error: could not write {err.filename or 'into the checkpoint folder'}: {err.strerror or err}",
                   file=sys.stderr)
             return 1
+    try:  # the files are written: a stdout that fails (`> /dev/full`) says so, not Python's 'Exception ignored'
+        print("\n".join(lines), flush=True)
+    except OSError as err:
+        write_nowhere(sys.stdout)
+        print(f"error: could not print the result: {err.strerror or err} (the files stand)", file=sys.stderr)
+        return 1
     return 0
 
 

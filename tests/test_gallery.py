@@ -377,6 +377,18 @@ def test_label_names_are_the_scalar_labels_that_vary(gallery):
 # ---------------------------------------------------------------------------------------------------- command line
 
 
+def test_cli_with_a_stdout_that_fails_says_so_in_one_line(built, checkpoint):
+    """`... > /dev/full`: the line sat in stdout's buffer until exit, whose failed flush Python reported as 'Exception
+    ignored' with status 120."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "jepa_demo.gallery", "--checkpoint", str(checkpoint), "--clips",
+                                 str(CLIPS), "--cache-dir", str(built[1])], cwd=ROOT, stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=120,
+                                env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 1
+    assert result.stderr == "error: could not print the result: No space left on device (the files stand)\n"
+
+
 def test_cli_reports_the_cache_file(built, checkpoint, monkeypatch, capsys):
     gallery, cache_dir, _ = built
     monkeypatch.setenv("JEPA_LENS_CACHE", str(cache_dir))

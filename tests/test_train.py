@@ -242,6 +242,18 @@ def test_a_run_that_diverges_says_what_to_change_and_what_stands(tmp_path, monke
         assert capsys.readouterr().err.splitlines()[-1] == diverged + stands  # under the progress bar
 
 
+def test_a_stdout_that_fails_after_the_run_says_so_in_one_line(tmp_path):
+    """`... > /dev/full`: 'checkpoint written to' sat in stdout's buffer until exit, whose failed flush Python reported
+    as 'Exception ignored' with status 120."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "train", "--config", TINY, f"out_dir={tmp_path / 'run'}",
+                                 "steps=2"], cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == ("error: could not print the result: No space left on device (the "
+                                              "checkpoint is written)")
+    assert load_model(tmp_path / "run").info()["step"] == 2
+
+
 def test_running_out_of_memory_is_one_line_and_what_to_change(tmp_path, monkeypatch, capsys):
     import train.loop
     from train.__main__ import main
