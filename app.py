@@ -326,7 +326,9 @@ def numbers_only(field: gr.Slider | gr.Number, whole: bool = False) -> gr.Slider
     def checked(payload):
         if payload is None and isinstance(field, gr.Number):
             return preprocess(payload)
-        number = isinstance(payload, (int, float)) and not isinstance(payload, bool) and math.isfinite(payload)
+        # an int as it is: JSON's digits can exceed a float (10**400), and the bounds check compares ints exactly
+        number = not isinstance(payload, bool) and (isinstance(payload, int) or
+                                                    isinstance(payload, float) and math.isfinite(payload))
         if not number or whole and payload != int(payload):
             low, high = (str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (field.minimum, field.maximum))
             raise gr.Error(f"{field.label}: expected {'a whole number' if whole else 'a number'} from {low} to {high}, "

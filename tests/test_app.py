@@ -87,7 +87,9 @@ def test_predict_masked(client, clips):
     for ratio, seed, message in ((None, 3, "hidden share .*: expected a number from 0.1 to 0.95, got None"),
                                  ("0.5", 3, "expected a number from 0.1 to 0.95, got '0.5'"),
                                  (0.5, "3", "seed: expected a whole number from 0 to 2147483647, got '3'"),
-                                 (0.5, 3.5, "seed: expected a whole number .*, got 3.5")):
+                                 (0.5, 3.5, "seed: expected a whole number .*, got 3.5"),
+                                 # too large for a float: refused by its bounds, in words (no OverflowError)
+                                 (0.5, 10**400, "greater than maximum value 2147483647")):
         with pytest.raises(AppError, match=message):
             client.predict(handle_file(clips["plausible"]), "random", ratio, seed, "default",
                            api_name="/predict_masked")
