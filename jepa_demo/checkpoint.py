@@ -194,10 +194,11 @@ def _download_from_hub(repo_id: str) -> Path:
     with _hub_errors(repo_id):
         # the commit of the config.json checked (its snapshot folder's name): a push in between brings nothing unchecked
         folder = Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=patterns))
-    # A download cut short, or failing before the Hub listed the repo's files (a rate limit, an error 5xx), can leave
-    # the snapshot with its config alone, which the client then returns as it is: not the checkpoint's fault
+    # Only safetensors are fetched: a snapshot without them is a repo that has none, or a download that failed before
+    # the Hub listed the repo's files (a rate limit, an error 5xx), which the client returns as it is, config alone
     if not any(folder.glob("*.safetensors")):
-        raise CheckpointError(f"{repo_id}: its download is incomplete (no weights in {folder}); run it again online")
+        raise CheckpointError(f"{repo_id}: no safetensors weights came with its config.json: the repo has none (JEPA "
+                              "Lens reads no other format), or the download was cut short (run it again online)")
     return folder
 
 

@@ -343,13 +343,14 @@ def test_hub_repo_id_loads_from_the_local_hub_cache(saved, hub_cache, hub_reques
     assert "model.safetensors" in patterns and "model-*.safetensors" not in patterns
 
 
-def test_a_hub_download_cut_short_is_called_incomplete_not_a_checkpoint_without_weights(saved, hub_cache):
+def test_a_hub_download_without_weights_says_why_not_blame_a_missing_file(saved, hub_cache):
     """BUG: a snapshot holding config.json alone (a download that failed before the Hub listed the files: offline, the
     client hands the folder back as it is) was reported as 'model.safetensors: missing (every checkpoint folder needs
     model.safetensors)', blaming the checkpoint."""
     _cache_repo(hub_cache, "someone/tiny-jepa", {"config.json": (saved / "config.json").read_bytes()})
-    with pytest.raises(CheckpointError, match=r"^someone/tiny-jepa: its download is incomplete \(no weights in .*"
-                                              r"\); run it again online$"):
+    with pytest.raises(CheckpointError, match=r"^someone/tiny-jepa: no safetensors weights came with its config.json: "
+                                              r"the repo has none .*, or the download was cut short \(run it again "
+                                              r"online\)$"):
         load_model("someone/tiny-jepa")
 
 
