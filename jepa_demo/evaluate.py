@@ -21,6 +21,7 @@ sub-folders (jepa_demo.folder_probe). This module knows nothing about training l
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import platform
@@ -193,6 +194,15 @@ def representation_scores(embed, train_clips, test_clips,
     return scores, hits
 
 
+@contextlib.contextmanager
+def _named(model_name: str):
+    """A model's ValueError (outputs that are not numbers) names the model: several may be compared."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"{model_name}: {err}") from None
+
+
 def _finite(values: np.ndarray) -> np.ndarray:
     """`values`, refused (`cli.check_finite`) unless every one is a number: NaN would reach scikit-learn (several lines
     about imputers) or compare false in every pair, a loss counted without a word."""
@@ -300,8 +310,10 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     plain = [render_clip(first_seed + TRACKING_SEEDS + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
              for i in range(max(1, num_pairs // 2))]
     neighbours = min(KNN_NEIGHBOURS, probe_train)  # fewer training clips than k: the k the kNN probe can use
-    representation = {name: representation_scores(model.embed, train_clips, test_clips, neighbours)
-                      for name, model in models.items()}
+    representation = {}
+    for name, model in models.items():
+        with _named(name):
+            representation[name] = representation_scores(model.embed, train_clips, test_clips, neighbours)
     random_hits = representation[RANDOM][1]
     for name, (scores, hits) in representation.items():
         if name != RANDOM:
@@ -317,9 +329,12 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
         kinds = [kind for kind, _, _ in pairs]
         # every frame, as the frame-difference heuristic sees them: a model of fewer than 8 frames would otherwise
         # read one in two (surprise keeps 4 of its clips' worth)
-        curves = {name: [(_finite(model.surprise(plausible, max_frames=PAIR_FRAMES).per_step),
-                          _finite(model.surprise(implausible, max_frames=PAIR_FRAMES).per_step))
-                         for _, plausible, implausible in pairs] for name, model in models.items()}
+        curves = {}
+        for name, model in models.items():
+            with _named(name):
+                curves[name] = [(_finite(model.surprise(plausible, max_frames=PAIR_FRAMES).per_step),
+                                 _finite(model.surprise(implausible, max_frames=PAIR_FRAMES).per_step))
+                                for _, plausible, implausible in pairs]
         scores = {name: np.array([[surprise_score(p), surprise_score(i)] for p, i in pair_curves])
                   for name, pair_curves in curves.items()}
         scores[FRAME_DIFFERENCE] = score_pairs(frame_difference_score, pairs)

@@ -514,7 +514,8 @@ def test_a_model_whose_outputs_overflow_is_one_line(tiny_model, tiny_preprocess,
             p.fill_(1e30)  # finite, so loaded; float32 overflows on any clip
     save_checkpoint(tiny_model, tmp_path / "huge", tiny_preprocess, step=1)
     assert main(["--checkpoint", str(tmp_path / "huge"), "--pairs", str(len(VIOLATIONS)), "--probe-clips", "4"]) == 2
-    assert capsys.readouterr().err == "error: the model's output is not a finite number (do its weights overflow?)\n"
+    assert capsys.readouterr().err == ("error: huge: the model's output is not a finite number (do its weights "
+                                       "overflow?)\n")  # named: several checkpoints may be compared
 
 
 def test_checkpoints_of_different_input_sizes_or_encoders_are_refused(tiny_checkpoint, tmp_path, capsys):
