@@ -9,27 +9,27 @@ from pathlib import Path
 
 def run_whole(command: list, timeout: float, **kwargs) -> subprocess.CompletedProcess:
     """`subprocess.run(command, capture_output=True, text=True, timeout=timeout)`, except that when it stops early (a
-    timeout, Ctrl-C) every process the command started is killed with it: subprocess.run kills only the command, and
+    timeout, Ctrl-C) the processes below the command are killed with it: subprocess.run kills only the command, and
     the rest would outlive the test, holding a port, memory and files for the rest of the suite (and torchrun's
-    workers, which write to the command's pipes, would keep the test waiting on them)."""
+    workers, which write to the command's pipes, would keep the test waiting on them). Those it can find at that
+    moment: one already handed to init is out of reach."""
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as process:
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except BaseException:
-            kill_with_descendants(process.pid)
+            if process.poll() is None:  # a reaped command's number may already be another process's
+                kill_with_descendants(process.pid)
             raise
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def kill_with_descendants(pid: int) -> None:
-    """SIGKILL `pid` and every process below it, found through /proc (Linux). Its descendants first: killed first, it
-    would leave them to init, out of reach. (torchrun starts each worker in a session of its own, so killing a process
-    group would miss them.)"""
-    for below in reversed(_descendants(pid)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(below, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    """SIGKILL the processes below `pid`, found through /proc (Linux), then `pid`: killed first, it would leave them
+    to init, out of reach. (torchrun starts each worker in a session of its own, so killing a process group would
+    miss them.) A process gone or not ours meanwhile is passed over, so that `pid` is always reached."""
+    for target in [*reversed(_descendants(pid)), pid]:
+        with contextlib.suppress(OSError):  # ProcessLookupError: gone; PermissionError: a number reused by another
+            os.kill(target, signal.SIGKILL)
 
 
 def _descendants(pid: int) -> list[int]:

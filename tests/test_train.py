@@ -56,15 +56,6 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
         parse_overrides(["out_dir=runs/a", "steps=3", "out_dir=runs/b"])
     with pytest.raises(ValueError, match=r"lr is given twice \(lr=3e-4 and lr=1e-3\)"):  # as typed, not 0.0003
         parse_overrides(["lr=3e-4", "lr=1e-3"])
-
-
-def test_a_recipe_given_twice_is_refused(capsys):
-    """BUG: --config a.yaml --config b.yaml trained with b.yaml without a word."""
-    from train.__main__ import main
-
-    with pytest.raises(SystemExit) as refused:
-        main(["--config", TINY, "steps=3", "--config", TINY])
-    assert refused.value.code == 2 and "--config is given twice; give it once" in capsys.readouterr().err
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["steps"])
     with pytest.raises(ValueError, match="objective must be one of jepa, jepa-sigreg, pixel"):
@@ -80,6 +71,15 @@ def test_a_recipe_given_twice_is_refused(capsys):
         with pytest.raises(ValueError, match=message):
             load_config(TINY, [override])
     assert load_config(TINY, ["seed=99"]).seed == 99 and load_config(TINY, ["seed=100", "data=clips/"]).seed == 100
+
+
+def test_a_recipe_given_twice_is_refused(capsys):
+    """BUG: --config a.yaml --config b.yaml trained with b.yaml without a word."""
+    from train.__main__ import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--config", TINY, "steps=3", "--config", TINY])
+    assert refused.value.code == 2 and "--config is given twice; give it once" in capsys.readouterr().err
 
 
 def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
