@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
+from jepa_demo.checkpoint import first_line  # noqa: E402
+from jepa_demo.cli import out_of_memory  # noqa: E402
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
 from jepa_demo.masks import mask_to_indices  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
@@ -95,7 +97,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--steps", type=int, default=30, help="timed steps (after --warmup untimed ones)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (torch.compile compiles in them)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed steps first (torch.compile compiles in them), and two more per data worker: "
+                             "batches made ahead during the compilation are used up before the clock starts")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
     parser.add_argument("--json", help="default: benchmarks/train_throughput_<recipe>.json")
@@ -111,16 +115,30 @@ def main(argv=None) -> int:
     out = _report.check_output(parser, args.json or recipe_json)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if any(override.partition("=")[0] == "steps" for override in args.overrides):
+        parser.error("steps is set by --warmup and --steps here")
     try:  # the recipe, a setting or the data folder, as `python -m train` reports them
-        cfg = load_config(args.config, [*args.overrides, f"steps={args.warmup + args.steps}"])
+        cfg = load_config(args.config, args.overrides)
+        warmup = args.warmup + 2 * cfg.num_workers  # DataLoader's default prefetch: two batches a worker
+        cfg = load_config(args.config, [*args.overrides, f"steps={warmup + args.steps}"])
         runtime = setup_runtime(cfg)
         model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
         preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
         dataset = build_dataset(cfg, preprocess, runtime)
     except ValueError as err:
         parser.error(str(err))
+    try:
+        measured = measure(cfg, runtime, model_cfg, dataset, warmup, args.steps)
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    except (RuntimeError, ValueError) as err:  # out of memory, a data worker killed, a loss gone NaN: one line
+        if isinstance(err, RuntimeError) and not (out_of_memory(err) or "DataLoader worker" in str(err)):
+            raise  # a bug: the traceback says where
+        print(f"error: {first_line(err)}; nothing written", file=sys.stderr)
+        return 1
     result = {"command": _report.command(__file__, argv), "config": args.config, "overrides": args.overrides,
-              **measure(cfg, runtime, model_cfg, dataset, args.warmup, args.steps)}
+              **measured}
     result.update(mfu(result["achieved_tflops"], result["device"], args.peak_tflops, runtime.device.type == "cuda"))
     print_table(result)
     _report.write(out, result)
@@ -133,11 +151,12 @@ def measure(cfg, runtime, model_cfg, dataset, warmup: int, steps: int) -> dict:
     torch.manual_seed(0)
     model = VideoJEPA(model_cfg).to(runtime.device)
     optimizer = build_optimizer(model, cfg, runtime.device)
-    batches = iter(make_loader(dataset, 0, cfg.steps, cfg.num_workers, pin_memory=cuda))
     timed = range(warmup, warmup + steps)
-    # FLOPs depend on the shapes alone: a blank clip counts as a real one
+    # FLOPs depend on the shapes alone: a blank clip counts as a real one. Counted before the data workers start, or
+    # they would make batches ahead meanwhile, which the timed steps would then take for free
     clip = torch.zeros(1, 3, model_cfg.num_frames, model_cfg.img_size, model_cfg.img_size, device=runtime.device)
     counted = [step_flops(model, clip, step, cfg, runtime) for step in timed]
+    batches = iter(make_loader(dataset, 0, cfg.steps, cfg.num_workers, pin_memory=cuda))
     forward = wrap_for_speed(model, cfg, runtime)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
