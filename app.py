@@ -73,7 +73,7 @@ import gradio as gr
 from gradio_client.utils import is_http_url_like
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.checkpoint import SHIPPED_DIR, is_hub_repo_id
+from jepa_demo.checkpoint import SHIPPED_DIR, first_line, is_hub_repo_id
 from jepa_demo.cli import out_of_memory
 from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
@@ -481,8 +481,9 @@ def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
                     files.discard(path)
                 except OSError:  # e.g. a permission error: leave the file to the next round rather than stop
                     continue
-        _remove_leftovers(app.GRADIO_CACHE, age, stopping)
+        # the files first: a content folder they empty then goes with the others
         _remove_upload_files(app.GRADIO_CACHE, set().union(*(paths for _, paths in snapshots)), age)
+        _remove_leftovers(app.GRADIO_CACHE, age, stopping)
 
 
 def _expire(path: str, files: set, age: float) -> None:
@@ -691,8 +692,8 @@ def check_can_serve(host: str, port: int) -> None:
         with socket.socket(family, kind) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Gradio binds: a closed port is free
             probe.bind(address)
-    except OSError as err:
-        sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err.strerror or err}")
+    except (OSError, UnicodeError) as err:  # UnicodeError: a name no DNS label can hold (127.0.0..1, .localhost)
+        sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {getattr(err, 'strerror', None) or err}")
 
 
 def warn_if_open_to_others(host: str) -> None:
@@ -718,7 +719,7 @@ def _only_loopback(host: str) -> bool:
     check_can_serve has stopped the app already)."""
     try:
         infos = socket.getaddrinfo(host.strip("[]"), None)
-    except OSError:
+    except (OSError, UnicodeError):
         return True
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]  # the scope of fe80::1%eth0
     return all((getattr(address, "ipv4_mapped", None) or address).is_loopback for address in addresses)
@@ -734,10 +735,13 @@ def warm_up_offered() -> None:
     for name in [*others, "default"]:
         try:
             explorer_for(name).warm_up()
-        except gr.Error as err:
-            if name == "default":
-                raise
-            print(f"JEPA Lens: {name} not warmed up ({err.message}); its first request loads it", file=sys.stderr)
+        except (gr.Error, ValueError, RuntimeError, MemoryError) as err:  # ValueError: a collapsed model's threshold
+            if isinstance(err, RuntimeError) and not out_of_memory(err):
+                raise  # a bug: the traceback says where
+            reason = err.message if isinstance(err, gr.Error) else first_line(err)
+            if name == "default":  # every page opens on it
+                sys.exit(f"JEPA Lens cannot start: the default checkpoint does not load ({reason})")
+            print(f"JEPA Lens: {name} not warmed up ({reason}); its first request loads it", file=sys.stderr)
 
 
 def main() -> None:
@@ -755,8 +759,15 @@ def main() -> None:
         return
     try:
         launch(ui, server_name=host, server_port=port)
-    except OSError as err:  # taken during the warm-up
-        sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err}")
+    except OSError as err:
+        if not ui.is_running:  # the port, taken during the warm-up
+            sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err}")
+        # Gradio's 'Keyboard interruption' line failed (a terminal closed: SIGHUP) before it closed the server
+        ui.close()
+    finally:
+        # Gradio waits 5 s for the server to stop, which first waits for open requests: one still running leaves the
+        # server's own last sweep (sweep_files_while_serving) to a thread the exit ends; the files go here in any case
+        sweep_files(ui, age=-1, stopping=True)
 
 
 if __name__ == "__main__":
