@@ -12,6 +12,7 @@ frames at one step and a short-side resize when asked); resizing, cropping and n
 
 import errno
 import math
+import numbers
 import os
 import threading
 import time
@@ -104,6 +105,8 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
     size = None if size is None else positive_int("size", size, " pixel")
     if not 0 <= span[0] <= span[1] <= 1:
         raise ValueError(f"span must be (start, end) with 0 <= start <= end <= 1, got {span}")
+    if num_frames is None and tuple(span) != (0, 1):  # every frame is read: a span would be ignored without a word
+        raise ValueError(f"span needs num_frames, the frames to spread over it, got span={span} alone")
     deadline = _Deadline(timeout)
     if num_frames is None:
         return _read_all(path, size, deadline)
@@ -267,8 +270,9 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
     """
     path = Path(path)
     frames = _check_frames(frames)
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps}")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    fps = float(fps)  # imageio asserts a float or a Fraction: NumPy's float32 or int64 failed its bare assert
     suffix = path.suffix.lower()
     if suffix not in _WRITERS:
         raise ValueError(f"{path.name}: can only write {', '.join(_WRITERS)} files, not '{suffix or 'no extension'}'")

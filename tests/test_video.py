@@ -109,6 +109,18 @@ def test_a_span_samples_only_that_part_of_the_clip(tmp_path):
     for bad in ((0.5, 0.4), (-0.1, 0.5), (0.0, 1.5)):
         with pytest.raises(ValueError, match="span must be"):
             read_video(tmp_path / "a.mp4", num_frames=4, span=bad)
+    with pytest.raises(ValueError, match="span needs num_frames"):  # BUG: every frame came back, the span ignored
+        read_video(tmp_path / "a.mp4", span=(0.5, 1.0))
+
+
+def test_write_video_takes_numpy_numbers_for_fps(tmp_path):
+    """BUG: fps=np.float32(8) passed the check and failed imageio's bare 'assert isinstance(fps, float)'."""
+    for fps in (np.float32(8), np.int64(8)):
+        write_video(tmp_path / "a.mp4", moving_square(frames=4), fps=fps)
+        assert video_info(tmp_path / "a.mp4")["fps"] == 8
+    for bad in (True, "8", 0, float("nan")):
+        with pytest.raises(ValueError, match="fps must be a positive number"):
+            write_video(tmp_path / "b.mp4", moving_square(frames=4), fps=bad)
 
 
 @pytest.mark.parametrize("height, width, size, expected", [(48, 96, 24, (24, 48)), (96, 48, 24, (48, 24)),
