@@ -74,7 +74,7 @@ from gradio_client.utils import is_http_url_like
 
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, first_line, is_hub_repo_id
-from jepa_demo.cli import out_of_memory
+from jepa_demo.cli import out_of_memory, write_nowhere
 from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES, Clip
@@ -760,14 +760,17 @@ def main() -> None:
     try:
         launch(ui, server_name=host, server_port=port)
     except OSError as err:
-        if not ui.is_running:  # the port, taken during the warm-up
+        if not ui.is_running:  # the port, taken during the warm-up (by a second app, whose files must stay)
             sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err}")
-        # Gradio's 'Keyboard interruption' line failed (a terminal closed: SIGHUP) before it closed the server
+        # Gradio's lines failed to print once it served (a terminal closed: SIGHUP before its 'Keyboard interruption'
+        # line, or a stdout that refuses writes), before it closed the server
         ui.close()
-    finally:
-        # Gradio waits 5 s for the server to stop, which first waits for open requests: one still running leaves the
-        # server's own last sweep (sweep_files_while_serving) to a thread the exit ends; the files go here in any case
-        sweep_files(ui, age=-1, stopping=True)
+        write_nowhere(sys.stdout)
+        with contextlib.suppress(OSError):
+            print(f"JEPA Lens stopped: its output could not be written ({err.strerror or err})", file=sys.stderr)
+    # Gradio waits 5 s for the server to stop, which first waits for open requests: one still running leaves the
+    # server's own last sweep (sweep_files_while_serving) to a thread the exit ends; the files go here in any case
+    sweep_files(ui, age=-1, stopping=True)
 
 
 if __name__ == "__main__":

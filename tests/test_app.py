@@ -793,12 +793,15 @@ def test_a_port_in_use_ends_the_app_with_one_line(taken, tmp_path, monkeypatch):
     monkeypatch.setattr(app, "explorer_for", lambda name: Ready())
     monkeypatch.setattr(app, "build_app", empty_page)
     monkeypatch.setattr(app, "stop_on_signals_as_on_ctrl_c", lambda: None)  # pytest's own signal handling stays
+    swept = []  # the other app may be a second JEPA Lens on the same Gradio folder: its files must stay
+    monkeypatch.setattr(app, "sweep_files", lambda *args, **kwargs: swept.append(kwargs))
     if taken == "before the start":
         take_the_port()
     with other, pytest.raises(SystemExit) as stopped:
         app.main()
     message = str(stopped.value.code)
     assert message.startswith(f"JEPA Lens cannot serve on 127.0.0.1:{port}: ") and "\n" not in message
+    assert swept == []
 
 
 @pytest.mark.parametrize("port", ["abc", "", "0", "65536"])
