@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
-from jepa_demo.checkpoint import first_line  # noqa: E402
 from jepa_demo.cli import out_of_memory  # noqa: E402
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
 from jepa_demo.masks import mask_to_indices  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
+from train.__main__ import data_worker_died, own_message  # noqa: E402
 from train.config import load_config  # noqa: E402
 from train.data import make_loader  # noqa: E402
 from train.loop import (  # noqa: E402
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     if any(override.partition("=")[0] == "steps" for override in args.overrides):
         parser.error("steps is set by --warmup and --steps here")
     try:  # the recipe, a setting or the data folder, as `python -m train` reports them
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, [*args.overrides, "steps=1"])  # for num_workers: steps are set below
         warmup = args.warmup + 2 * cfg.num_workers  # DataLoader's default prefetch: two batches a worker
         cfg = load_config(args.config, [*args.overrides, f"steps={warmup + args.steps}"])
         runtime = setup_runtime(cfg)
@@ -132,10 +132,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing written", file=sys.stderr)
         return 130
-    except (RuntimeError, ValueError) as err:  # out of memory, a data worker killed, a loss gone NaN: one line
-        if isinstance(err, RuntimeError) and not (out_of_memory(err) or "DataLoader worker" in str(err)):
-            raise  # a bug: the traceback says where
-        print(f"error: {first_line(err)}; nothing written", file=sys.stderr)
+    except (RuntimeError, ValueError) as err:  # out of memory, a data worker killed, a loss gone NaN: as training says
+        if isinstance(err, RuntimeError) and not (out_of_memory(err) or data_worker_died(err)):
+            raise  # a bug (one in a data worker too): the traceback says where
+        print(f"error: {own_message(err).strip().splitlines()[0]}; nothing written", file=sys.stderr)
         return 1
     result = {"command": _report.command(__file__, argv), "config": args.config, "overrides": args.overrides,
               **measured}

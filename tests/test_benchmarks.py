@@ -63,11 +63,22 @@ def test_train_throughput_out_of_memory_or_a_loss_gone_nan_is_one_line(monkeypat
     ended in a traceback, where `python -m train` says it in one line."""
     bench = _load("train_throughput.py")
     argv = ["--config", "train/configs/tiny.yaml", "--steps", "1", "--warmup", "0", "--json", str(tmp_path / "o.json")]
-    for error in (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"),
-                  ValueError("the loss is nan and the gradient norm nan at step 0: training diverged")):
+    for error, said in ((RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"),
+                         "CUDA out of memory. Tried to allocate 2.00 GiB"),
+                        (ValueError("the loss is nan and the gradient norm nan at step 0: training diverged"),
+                         "the loss is nan and the gradient norm nan at step 0: training diverged"),
+                        # raised in a data worker: its own message, not torch's 'Caught ValueError in ...'
+                        (ValueError("Caught ValueError in DataLoader worker process 3.\nOriginal Traceback (most "
+                                    "recent call last):\n  File \"x.py\", line 1\nValueError: data: none of the 9 "
+                                    "video files can be read any more\n"),
+                         "data: none of the 9 video files can be read any more")):
         monkeypatch.setattr(bench, "measure", lambda *args, error=error: (_ for _ in ()).throw(error))
         assert bench.main(argv) == 1
-        assert capsys.readouterr().err == f"error: {str(error).splitlines()[0]}; nothing written\n"
+        assert capsys.readouterr().err == f"error: {said}; nothing written\n"
+    bug = RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback ...")
+    monkeypatch.setattr(bench, "measure", lambda *args: (_ for _ in ()).throw(bug))
+    with pytest.raises(RuntimeError, match="Caught RuntimeError"):  # a bug, in a worker too: its traceback
+        bench.main(argv)
     assert not (tmp_path / "o.json").exists()
 
 

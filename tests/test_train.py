@@ -959,7 +959,7 @@ def test_a_data_workers_message_is_found_at_the_end_of_its_traceback():
     from torch._utils import ExceptionWrapper
 
     from jepa_demo.video import VideoError
-    from train.__main__ import _own_message
+    from train.__main__ import own_message
 
     cases = ((ValueError("data: gone"), "data: gone"), (VideoError("a.mp4: bad\nsee b"), "a.mp4: bad\nsee b"),
              (ValueError("plain: not from a worker"), None))
@@ -969,11 +969,11 @@ def test_a_data_workers_message_is_found_at_the_end_of_its_traceback():
         except ValueError:
             wrapped = ExceptionWrapper(sys.exc_info(), where="in DataLoader worker process 0")
         if message is None:
-            assert _own_message(error) == str(error)
+            assert own_message(error) == str(error)
             continue
         with pytest.raises(ValueError) as raised:
             wrapped.reraise()
-        assert "Original Traceback" in str(raised.value) and _own_message(raised.value) == message
+        assert "Original Traceback" in str(raised.value) and own_message(raised.value) == message
 
 
 def test_tensorboard_hides_what_a_resumed_run_redoes_and_gets_every_event(tmp_path, monkeypatch):

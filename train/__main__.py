@@ -46,21 +46,21 @@ def main(argv=None) -> int:
             print(f"error: {err}; {_what_stands(cfg, started, resumable=False)}", file=sys.stderr)
         return 1
     except ValueError as err:
-        print(f"error: {_own_message(err)}", file=sys.stderr)
+        print(f"error: {own_message(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
-        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or _own_message(err)}; "
+        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or own_message(err)}; "
               f"{_what_stands(cfg, started)}", file=sys.stderr)
         return 1
     except RuntimeError as err:
-        if _data_worker_died(err):  # killed by the kernel's OOM killer, or a bus error on a full /dev/shm
-            print(f"error: {_own_message(err).strip().splitlines()[0]} (often out of memory or shared memory, "
+        if data_worker_died(err):  # killed by the kernel's OOM killer, or a bus error on a full /dev/shm
+            print(f"error: {own_message(err).strip().splitlines()[0]} (often out of memory or shared memory, "
                   f"/dev/shm): fewer num_workers or a smaller batch_size needs less; {_what_stands(cfg, started)}",
                   file=sys.stderr)
             return 1
         if not out_of_memory(err):
             raise
-        reason = _own_message(err).strip().splitlines()[0]
+        reason = own_message(err).strip().splitlines()[0]
         # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
               f"out_dir if this one saved); {_what_stands(cfg, started)}", file=sys.stderr)
@@ -97,7 +97,7 @@ def push(argv) -> int:
     return 0
 
 
-def _own_message(err: Exception) -> str:
+def own_message(err: Exception) -> str:
     """The error's message. One raised in a data worker (num_workers > 0) comes back with its whole traceback in
     the message ("Caught ValueError in DataLoader worker process 0. Original Traceback ..."), the message last."""
     text = str(err)
@@ -110,7 +110,7 @@ def _own_message(err: Exception) -> str:
     return "\n".join([lines[start].split(": ", 1)[-1], *lines[start + 1:]])
 
 
-def _data_worker_died(err: RuntimeError) -> bool:
+def data_worker_died(err: RuntimeError) -> bool:
     """torch's words for a DataLoader worker process that is gone ("... is killed by signal: Killed.", "... exited
     unexpectedly with exit code 1. ..."); an error raised inside a worker comes back as "Caught ValueError in ..."."""
     return str(err).startswith("DataLoader worker (pid")
