@@ -20,6 +20,12 @@ import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI (.ci/run) draws the same examples every run, so that a rare one cannot fail an unrelated change there; elsewhere
+# Hypothesis draws new ones each run, and keeps those that failed
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
