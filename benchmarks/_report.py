@@ -19,7 +19,7 @@ def check_output(parser, path) -> Path:
         parser.error(f"--json {path}: a folder, not a file")
     if not os.access(folder, os.W_OK | os.X_OK):
         parser.error(f"--json {path}: cannot write in {folder}")
-    if path.exists() and not os.access(path, os.W_OK):  # a recorded run kept read-only: the write would fail at the end
+    if path.exists() and not os.access(path, os.W_OK):  # a record kept read-only on purpose: not replaced
         parser.error(f"--json {path}: the file is read-only")
     return path
 

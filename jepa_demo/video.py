@@ -167,7 +167,8 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     sampled, never held whole in memory, and the time between frames stays constant), short side scaled to `size`.
     `exactly`: `max_frames` frames picked as `read_video(path, max_frames)` and the model pick them (k as large as
     fits), for a call that uses one model input's worth of frames.
-    Refused with a VideoError that says which limit, before any frame is decoded: a file over `max_megabytes`, a clip
+    Refused with a VideoError that says which limit, before more than the first frame (read for the picture's size
+    and rotation) is decoded: a file over `max_megabytes`, a clip
     over `max_seconds`, a picture more than `max_aspect` times wider than high or the reverse (models see a centred
     square of it, and the short-side resize would blow up the long side).
     `timeout`: as in `read_video`.
