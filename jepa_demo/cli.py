@@ -72,11 +72,13 @@ def describe(command: str, path: str, model) -> dict:
             "step_frames": step_frames.tolist(), "peak_frame": int(step_frames[result.peak_step])}
 
 
-def check_finite(values: np.ndarray) -> None:
-    """NaN is not JSON (jq and browsers reject it) and not an answer. Loading refuses weights that are not finite,
-    but finite ones can still overflow float32 on a clip."""
+def check_finite(values: np.ndarray) -> np.ndarray:
+    """`values`, refused unless every one is a number. NaN is not JSON (jq and browsers reject it) and not an answer;
+    scikit-learn and UMAP would refuse it in words about imputers, and a score comparison would count it a loss without
+    a word. Loading refuses weights that are not finite, but finite ones can still overflow float32 on a clip."""
     if not np.isfinite(values).all():
         raise ValueError("the model's output is not a finite number (do its weights overflow?)")
+    return values
 
 
 def out_of_memory(err: RuntimeError) -> bool:
@@ -158,6 +160,19 @@ def print_any_name() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # not a StringIO a caller swapped in
             stream.reconfigure(errors=_BYTES_OR_ESCAPED)
+
+
+def print_result(text: str, standing: str) -> int:
+    """Print a tool's closing `text` and flush it now: a stdout that fails (`> /dev/full`) is one line on stderr saying
+    what stands anyway (`standing`) and status 1, not Python's 'Exception ignored' at exit (status 120). Returns 0
+    or 1."""
+    try:
+        print(text, flush=True)
+    except OSError as err:
+        write_nowhere(sys.stdout)
+        print(f"error: could not print the result: {err.strerror or err} ({standing})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def write_nowhere(*streams) -> None:

@@ -179,8 +179,8 @@ def representation_scores(embed, train_clips, test_clips,
     """kNN (cosine) and linear (logistic regression on standardised embeddings) probe accuracy per label, and the
     effective rank (RankMe) of the test clips' embeddings; with, per probe, a (labels, test clips) bool array of the
     answers it got right (for `paired_difference`)."""
-    train_x = np.stack([_finite(embed(c.frames)) for c in train_clips])
-    test_x = np.stack([_finite(embed(c.frames)) for c in test_clips])
+    train_x = np.stack([check_finite(embed(c.frames)) for c in train_clips])
+    test_x = np.stack([check_finite(embed(c.frames)) for c in test_clips])
     neighbours = min(k, len(train_x))  # a tiny --probe-clips may give fewer training clips than k
     probes = {"knn": KNeighborsClassifier(n_neighbors=neighbours, metric="cosine"),
               "linear": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))}
@@ -201,13 +201,6 @@ def _named(model_name: str):
         yield
     except ValueError as err:
         raise ValueError(f"{model_name}: {err}") from None
-
-
-def _finite(values: np.ndarray) -> np.ndarray:
-    """`values`, refused (`cli.check_finite`) unless every one is a number: NaN would reach scikit-learn (several lines
-    about imputers) or compare false in every pair, a loss counted without a word."""
-    check_finite(values)
-    return values
 
 
 def _probe_hits(probe, train_x, train_y, test_x, test_y) -> np.ndarray:
@@ -332,8 +325,8 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
         curves = {}
         for name, model in models.items():
             with _named(name):
-                curves[name] = [(_finite(model.surprise(plausible, max_frames=PAIR_FRAMES).per_step),
-                                 _finite(model.surprise(implausible, max_frames=PAIR_FRAMES).per_step))
+                curves[name] = [(check_finite(model.surprise(plausible, max_frames=PAIR_FRAMES).per_step),
+                                 check_finite(model.surprise(implausible, max_frames=PAIR_FRAMES).per_step))
                                 for _, plausible, implausible in pairs]
         scores = {name: np.array([[surprise_score(p), surprise_score(i)] for p, i in pair_curves])
                   for name, pair_curves in curves.items()}

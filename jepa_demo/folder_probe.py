@@ -134,10 +134,8 @@ def _embed_drawn(paths: list[Path], drawn: dict, scorers: dict[str, JEPAModel]) 
                 except VideoError as err:
                     unreadable.append(with_path(err, paths[i]))
                     continue
-                embeddings[i] = {name: scorers[name].embed(clips[key]) for key, names in inputs.items()
-                                 for name in names}
-                for embedding in embeddings[i].values():
-                    check_finite(embedding)  # in its words, not scikit-learn's (two lines, about imputers)
+                embeddings[i] = {name: check_finite(scorers[name].embed(clips[key]))  # not in scikit-learn's words
+                                 for key, names in inputs.items() for name in names}
                 taken += 1
                 bar.update()
     return embeddings, unreadable

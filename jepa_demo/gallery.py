@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, first_line, quiet_hub_client
-from .cli import Once, check_finite, out_of_memory, print_any_name, write_nowhere
+from .cli import Once, check_finite, out_of_memory, print_any_name, print_result
 from .config import to_dict
 from .inference import JEPAModel, load_model
 from .world import WorldConfig, render_clip
@@ -172,8 +172,7 @@ def _embed_clips(model: JEPAModel, seeds: np.ndarray, report: Progress) -> tuple
     for i, seed in enumerate(seeds):
         clip = render_clip(int(seed), world)
         labels.append(clip.labels)
-        vectors.append(model.embed(clip.frames))
-        check_finite(vectors[-1])  # now, in its words, not after every clip in UMAP's ("Input contains NaN")
+        vectors.append(check_finite(model.embed(clip.frames)))  # now, not after every clip in UMAP's words
         if (i + 1) % every == 0:
             report(_EMBED_SHARE * (i + 1) / len(seeds), f"embedded {i + 1}/{len(seeds)} gallery clips")
     return labels, _unit(np.stack(vectors))  # (N, D)
@@ -472,13 +471,7 @@ def _build_and_ship(args) -> int:
             print(f"error: could not write {err.filename or 'into the checkpoint folder'}: {err.strerror or err}",
                   file=sys.stderr)
             return 1
-    try:  # the files are written: a stdout that fails (`> /dev/full`) says so, not Python's 'Exception ignored'
-        print("\n".join(lines), flush=True)
-    except OSError as err:
-        write_nowhere(sys.stdout)
-        print(f"error: could not print the result: {err.strerror or err} (the files stand)", file=sys.stderr)
-        return 1
-    return 0
+    return print_result("\n".join(lines), "the files stand")
 
 
 if __name__ == "__main__":

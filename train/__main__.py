@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from jepa_demo.checkpoint import CheckpointError, push_to_hub, quiet_hub_client
-from jepa_demo.cli import Once, out_of_memory, write_nowhere
+from jepa_demo.cli import Once, out_of_memory, print_result
 
 from .config import load_config
 from .loop import STATE_NAME, TrainingDiverged, run, state_is_this_runs
@@ -65,13 +65,7 @@ def main(argv=None) -> int:
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
               f"out_dir if this one saved); {_what_stands(cfg, started)}", file=sys.stderr)
         return 1
-    try:  # a stdout that fails (`> /dev/full`) says so, not Python's 'Exception ignored' at exit (status 120)
-        print(f"checkpoint written to {out}", flush=True)
-    except OSError as err:
-        write_nowhere(sys.stdout)
-        print(f"error: could not print the result: {err.strerror or err} (the checkpoint is written)", file=sys.stderr)
-        return 1
-    return 0
+    return print_result(f"checkpoint written to {out}", "the checkpoint is written")
 
 
 def push(argv) -> int:
