@@ -58,6 +58,12 @@ def _strip_wrappers(key: str) -> str:
     return key
 
 
+def is_temporary_name(name: str) -> bool:
+    """Whether `name` is one `atomic_write` gives its temporary file (with the default suffix): what a process killed
+    mid-write leaves behind, and nothing a user named."""
+    return re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", name) is not None
+
+
 def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half.
     `suffix` ends the temporary name, for writers that choose a format by extension."""
@@ -66,7 +72,7 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     # would fail only at the end of the work that made the file, so it is cut (the random part keeps it unique)
     fits = 255 - 14 - len(os.fsencode(suffix))  # whole characters: Windows cannot decode a character cut in two
     name = next(path.name[:n] for n in range(len(path.name), -1, -1) if len(os.fsencode(path.name[:n])) <= fits)
-    tmp = str(path.parent / f".{name}.{uuid.uuid4().hex[:12]}{suffix}")
+    tmp = str(path.parent / f".{name}.{uuid.uuid4().hex[:12]}{suffix}")  # is_temporary_name knows this shape
     # The result should read like any new file: 0o666 narrowed by the umask. Creating the file with that mode lets the
     # kernel apply the umask (os.umask can only read it by setting it, for every thread at once), and the mode is
     # applied again after `write`, as some writers (safetensors) replace the file with a private one.

@@ -9,7 +9,6 @@ import csv
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -28,6 +27,7 @@ from jepa_demo.checkpoint import (
     CheckpointError,
     atomic_write,
     check_writable_folder,
+    is_temporary_name,
     load_tensors,
     read_config,
     save_checkpoint,
@@ -392,10 +392,10 @@ def check_disk_space(out: Path, model: VideoJEPA) -> None:
 
 
 def remove_interrupted_writes(out: Path) -> None:
-    """A process killed mid-save leaves its temporary file behind (the real file is intact): delete those, named as
-    `atomic_write` names them (.NAME.<12 hex digits>.tmp), and no other hidden file (a user's own .notes.tmp)."""
+    """A process killed mid-save leaves its temporary file behind (the real file is intact): delete those, and no
+    other hidden file (a user's own .notes.tmp)."""
     for leftover in out.glob(".*.tmp"):
-        if re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", leftover.name):
+        if is_temporary_name(leftover.name):
             leftover.unlink(missing_ok=True)
 
 
