@@ -183,14 +183,22 @@ def write_nowhere(*streams) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
-def _run(args) -> int:
+def load_or_say_why(source, device: str | None = None):
+    """The tools' loading: the model, or None once one line on stderr has said why it cannot be loaded (missing,
+    broken, or too large for this machine)."""
     try:
-        with quiet_hub_client():
-            model = None if args.command == "info" else load_model(args.checkpoint)
+        with quiet_hub_client():  # its retries' warnings would come before the one line that says why
+            return load_model(source, device=device)
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
-        print(f"error: cannot load checkpoint: {first_line(err)}", file=sys.stderr)  # too large for this machine, too
+        print(f"error: cannot load checkpoint: {first_line(err)}", file=sys.stderr)
+        return None
+
+
+def _run(args) -> int:
+    model = None  # `info` reads files only
+    if args.command != "info" and (model := load_or_say_why(args.checkpoint)) is None:
         return 2
     failed = 0
     for path in args.files:

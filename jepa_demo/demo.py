@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, first_line, quiet_hub_client
-from .cli import Once, check_finite, out_of_memory, read_for, write_nowhere
-from .inference import load_model
+from .checkpoint import DEFAULT_CHECKPOINT, first_line
+from .cli import Once, check_finite, load_or_say_why, out_of_memory, read_for, write_nowhere
 from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
 
@@ -42,14 +41,10 @@ def main(argv=None) -> int:
         print("error: standard output is closed; nowhere to write the tour", file=sys.stderr)
         return 2
     try:
-        with quiet_hub_client():
-            model = load_model(args.checkpoint)
+        model = load_or_say_why(args.checkpoint)
     except KeyboardInterrupt:  # loading is the slow part with a Hub id (retries) or V-JEPA 2 on a CPU
         return _stop("interrupted", 130)
-    except (CheckpointError, RuntimeError, MemoryError) as err:
-        if isinstance(err, RuntimeError) and not out_of_memory(err):
-            raise  # a bug, not the checkpoint's fault: the traceback says where
-        print(f"error: cannot load checkpoint: {first_line(err)}", file=sys.stderr)  # missing, broken, too large
+    if model is None:
         return 2
     wins = 0
     try:
@@ -74,8 +69,8 @@ def main(argv=None) -> int:
     except (RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug: the traceback says where
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return _stop(f"error: out of memory ({reason}); try a smaller checkpoint or a machine with more memory", 2)
+        return _stop(f"error: out of memory ({first_line(err)}); try a smaller checkpoint or a machine with more "
+                     "memory", 2)
     except KeyboardInterrupt:  # Ctrl-C: the pairs printed so far stand, as with the CLI
         return _stop("interrupted", 130)
     except BrokenPipeError:  # the reader went away (`... | head -1`): quietly, as the CLI

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, first_line, quiet_hub_client
-from .cli import Once, check_finite, out_of_memory, print_any_name, print_result
+from .checkpoint import DEFAULT_CHECKPOINT, atomic_write, first_line
+from .cli import Once, check_finite, load_or_say_why, out_of_memory, print_any_name, print_result
 from .config import to_dict
-from .inference import JEPAModel, load_model
+from .inference import JEPAModel
 from .world import WorldConfig, render_clip
 
 # jepa_demo.evaluate.HELD_OUT_SEED + 2_000_000: above training seeds and the evaluation's blocks (up to +1_700_000).
@@ -432,13 +432,8 @@ def main(argv=None) -> int:
 
 
 def _build_and_ship(args) -> int:
-    try:
-        with quiet_hub_client():  # a shipped gallery is for CPUs: a GPU's bf16 would give other files, named so
-            model = load_model(args.checkpoint, device="cpu" if args.ship else None)
-    except (CheckpointError, RuntimeError, MemoryError) as err:
-        if isinstance(err, RuntimeError) and not out_of_memory(err):
-            raise  # a bug, not the checkpoint's fault: the traceback says where
-        print(f"error: cannot load checkpoint: {first_line(err)}", file=sys.stderr)  # or too large for this machine
+    # a shipped gallery is for CPUs: a GPU's bf16 would give other files, named so
+    if (model := load_or_say_why(args.checkpoint, device="cpu" if args.ship else None)) is None:
         return 2
     start = time.perf_counter()
 

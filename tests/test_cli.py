@@ -250,7 +250,7 @@ def test_a_file_that_fails_to_read_is_its_own_line_not_a_failed_write_of_the_res
 def test_a_checkpoint_that_fails_to_load_is_one_line_and_exit_2(files, monkeypatch, capsys, error):
     from jepa_demo import cli
 
-    monkeypatch.setattr(cli, "load_model", lambda source: (_ for _ in ()).throw(error))
+    monkeypatch.setattr(cli, "load_model", lambda source, device=None: (_ for _ in ()).throw(error))
     assert cli.main(["embed", str(files / "a.mp4"), "--checkpoint", "user/model"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: cannot load checkpoint: ")
@@ -277,16 +277,16 @@ def test_the_terminal_demo_on_a_full_disk_is_one_line(files):
 
 
 def test_the_terminal_demo_out_of_memory_at_load_is_one_line_and_a_bug_is_not(monkeypatch, capsys):
-    from jepa_demo import demo
+    from jepa_demo import cli, demo
 
-    def too_large(path):  # BUG: a message of several lines was printed whole
+    def too_large(path, device=None):  # BUG: a message of several lines was printed whole
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9000000000 bytes.\nMore")
 
-    monkeypatch.setattr(demo, "load_model", too_large)
+    monkeypatch.setattr(cli, "load_model", too_large)
     assert demo.main(["--kind", "vanish"]) == 2
     assert capsys.readouterr().err == ("error: cannot load checkpoint: DefaultCPUAllocator: can't allocate memory: you "
                                        "tried to allocate 9000000000 bytes.\n")
-    monkeypatch.setattr(demo, "load_model", lambda path: 1 / 0)
+    monkeypatch.setattr(cli, "load_model", lambda path, device=None: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         demo.main([])
 
@@ -306,9 +306,9 @@ def test_the_terminal_demo_out_of_memory_midway_is_one_line(tiny_checkpoint, mon
 
 def test_the_terminal_demo_refuses_a_negative_seed_before_loading(monkeypatch, capsys):
     """BUG: NumPy refused it ('expected non-negative integer', not naming --seed) after the checkpoint had loaded."""
-    from jepa_demo import demo
+    from jepa_demo import cli, demo
 
-    monkeypatch.setattr(demo, "load_model", lambda path: pytest.fail("loaded before the check"))
+    monkeypatch.setattr(cli, "load_model", lambda path, device=None: pytest.fail("loaded before the check"))
     with pytest.raises(SystemExit) as stopped:
         demo.main(["--seed", "-1"])
     assert stopped.value.code == 2 and "--seed must be a whole number of at least 0, got -1" in capsys.readouterr().err
@@ -316,7 +316,7 @@ def test_the_terminal_demo_refuses_a_negative_seed_before_loading(monkeypatch, c
 
 def test_the_terminal_demo_stopped_with_ctrl_c_says_so_in_one_line(tiny_checkpoint, monkeypatch, capsys):
     """BUG: Ctrl-C during the tour (a minute, far longer with V-JEPA 2 on a CPU) printed a traceback."""
-    from jepa_demo import demo
+    from jepa_demo import cli, demo
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -324,7 +324,7 @@ def test_the_terminal_demo_stopped_with_ctrl_c_says_so_in_one_line(tiny_checkpoi
     monkeypatch.setattr(demo, "make_pair", interrupted)
     assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
-    monkeypatch.setattr(demo, "load_model", interrupted)  # loading: the slow part with a Hub id or V-JEPA 2
+    monkeypatch.setattr(cli, "load_model", interrupted)  # loading: the slow part with a Hub id or V-JEPA 2
     assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import jepa_demo.gallery as gallery_module
+from jepa_demo import cli
 from jepa_demo.checkpoint import save_checkpoint
 from jepa_demo.config import PreprocessConfig, model_config_from_preset
 from jepa_demo.evaluate import HELD_OUT_SEED
@@ -270,7 +271,7 @@ def test_an_unwritable_cache_folder_is_named_once_and_the_gallery_still_built(bu
     monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(built[0], calls := []))
     with pytest.warns(UserWarning, match=f"cannot cache the gallery in {blocker}/cache"):
         assert load_or_build_gallery(model, blocker / "cache", num_clips=CLIPS) is built[0]
-    monkeypatch.setattr(gallery_module, "load_model", lambda path, device=None: model)
+    monkeypatch.setattr(cli, "load_model", lambda path, device=None: model)
     with pytest.warns(UserWarning, match="cannot cache"):
         assert gallery_module.main(["--clips", str(CLIPS), "--cache-dir", str(blocker / "cache")]) == 0
     out = capsys.readouterr().out
@@ -407,8 +408,8 @@ def test_cli_ship_puts_the_gallery_beside_the_weights_where_it_is_read_before_an
     for path in stale:
         path.write_text("stale")
     monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)  # the cached gallery is what ships
-    devices, load = [], gallery_module.load_model
-    monkeypatch.setattr(gallery_module, "load_model",
+    devices, load = [], cli.load_model
+    monkeypatch.setattr(cli, "load_model",
                         lambda path, device=None: devices.append(device) or load(path, device=device))
     assert gallery_module.main(["--checkpoint", str(folder), "--clips", str(CLIPS), "--cache-dir", str(cache_dir),
                                 "--ship"]) == 0
@@ -466,7 +467,7 @@ def test_cli_names_a_cache_folder_or_checkpoint_folder_it_cannot_use_in_one_line
                                                                                 monkeypatch, capsys):
     """BUG: a cache folder whose name is too long (or one it may not enter) raised from Path.exists, a folder it could
     not ship into raised from the write: tracebacks; --ship with a checkpoint name too long raised from is_dir."""
-    monkeypatch.setattr(gallery_module, "load_model", lambda path, device=None: model)
+    monkeypatch.setattr(cli, "load_model", lambda path, device=None: model)
     too_long = tmp_path / ("c" * 300)
     assert gallery_module.main(["--clips", str(CLIPS + 1), "--cache-dir", str(too_long)]) == 1
     err = capsys.readouterr().err
@@ -492,11 +493,11 @@ def test_cli_out_of_memory_or_a_model_that_overflows_is_one_line(model, checkpoi
         raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB.\nMore details")
 
     argv = ["--checkpoint", str(checkpoint), "--clips", str(CLIPS), "--cache-dir", str(tmp_path)]
-    monkeypatch.setattr(gallery_module, "load_model", no_memory)
+    monkeypatch.setattr(cli, "load_model", no_memory)
     assert gallery_module.main(argv) == 2
     assert capsys.readouterr().err == ("error: cannot load checkpoint: DefaultCPUAllocator: not enough memory: you "
                                        "tried to allocate 9 GB.\n")
-    monkeypatch.setattr(gallery_module, "load_model", lambda path, device=None: model)
+    monkeypatch.setattr(cli, "load_model", lambda path, device=None: model)
     monkeypatch.setattr(gallery_module, "build_gallery", no_memory)
     assert gallery_module.main(argv) == 2
     assert capsys.readouterr().err == ("error: out of memory (DefaultCPUAllocator: not enough memory: you tried to "
@@ -506,7 +507,7 @@ def test_cli_out_of_memory_or_a_model_that_overflows_is_one_line(model, checkpoi
     with torch.no_grad():
         for p in huge.net.parameters():
             p.fill_(1e30)  # finite, so loaded; float32 overflows on any clip
-    monkeypatch.setattr(gallery_module, "load_model", lambda path, device=None: huge)
+    monkeypatch.setattr(cli, "load_model", lambda path, device=None: huge)
     monkeypatch.setattr(gallery_module, "_fit_map", lambda embeddings: pytest.fail("every clip was embedded"))
     assert gallery_module.main(argv) == 2
     assert capsys.readouterr().err.splitlines()[-1] == ("error: the model's output is not a finite number (do its "
