@@ -676,6 +676,9 @@ def _check_frames(frames) -> np.ndarray:
         raise ValueError(f"frames must be uint8, got dtype {frames.dtype}")
     if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape) < 1:
         raise ValueError(f"frames must have shape (T, H, W, 3) with T, H, W >= 1, got {frames.shape}")
+    if frames.shape[1] * frames.shape[2] > MAX_PIXELS:  # a file read_video would refuse, and so the written check
+        raise ValueError(f"frames of {frames.shape[2]}x{frames.shape[1]} pixels are over the limit of "
+                         f"{MAX_PIXELS / 1e6:.0f} million a frame; scale them down first")
     return frames
 
 

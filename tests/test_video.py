@@ -542,7 +542,10 @@ def test_truncated_mp4_gives_an_error_or_only_real_frames(tmp_path, keep):
 @pytest.mark.parametrize("frames, message", [(np.zeros((2, 8, 8, 3), np.float32), "uint8"),
                                              (np.zeros((8, 8, 3), np.uint8), "shape"),
                                              (np.zeros((2, 8, 8, 4), np.uint8), "shape"),
-                                             (np.zeros((0, 8, 8, 3), np.uint8), "shape")])
+                                             (np.zeros((0, 8, 8, 3), np.uint8), "shape"),
+                                             # BUG: encoded, then deleted as "is the disk full?" (the check reads
+                                             # the file back, and refuses frames over the limit)
+                                             (np.zeros((1, 6400, 6401, 3), np.uint8), "6401x6400 pixels are over")])
 def test_write_rejects_bad_arrays(tmp_path, frames, message):
     with pytest.raises(ValueError, match=message):
         write_video(tmp_path / "x.mp4", frames)
