@@ -7,6 +7,7 @@ the run wrote (metrics.csv), never from memory.
 import csv
 import json
 import math
+import shlex
 import statistics
 from pathlib import Path
 
@@ -74,9 +75,10 @@ def plot_curves(metrics_path: Path, png_path: Path, objective: str = "jepa") -> 
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (key, title) in zip(axes.flat, panels):
-        ax.plot(steps, [r[key] for r in rows], lw=1)
+        marker = "o" if len(rows) == 1 else None  # a line through one point draws nothing
+        ax.plot(steps, [r[key] for r in rows], lw=1, marker=marker)
         if key == "target_std":
-            ax.plot(steps, [r["clip_std"] for r in rows], lw=1, ls="--")
+            ax.plot(steps, [r["clip_std"] for r in rows], lw=1, ls="--", marker=marker)
         ax.set_title(f"{title} ({_LOSSES[objective]})" if key == "loss" else title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
@@ -144,7 +146,8 @@ def _folder_data(folder: Path, root: str) -> str:
         text += f"; its sub-folders label them: {counts}"
         if enough_labels(labels):
             text += (". How well the embeddings tell them apart: "
-                     f"`python -m jepa_demo.evaluate --folder {root} --checkpoint {folder}`")
+                     f"`python -m jepa_demo.evaluate --folder {shlex.quote(root)} --checkpoint "
+                     f"{shlex.quote(str(folder))}`")  # quoted, as the card's command is: pasted into a shell
         else:  # what the probe would refuse
             text += f" (too few to probe: that needs two labels of at least {MIN_PER_LABEL} videos)"
     return text
