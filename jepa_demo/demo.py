@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     wins = 0
     try:
         info = model.info()
-        print(f"checkpoint: step {info['step']}, {info['params'] / 1e6:.1f} M parameters, on {info['device']}")
+        step = "" if info["step"] is None else f"step {info['step']}, "  # V-JEPA 2 records none
+        print(f"checkpoint: {step}{info['params'] / 1e6:.1f} M parameters, on {info['device']}")
         print("each block: a clip and its twin with a physics violation; surprise per time step (higher = more "
               "surprised)")
         # clips of two model windows at least: V-JEPA 2's window alone is 64 frames

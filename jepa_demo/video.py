@@ -212,8 +212,8 @@ def _video_files(root: Path, what: str) -> list[Path]:
     """Sub-folders that are links are followed (a probe folder of links to where each label's videos live; rglob
     skipped them, and their labels with them), except a link back to a folder above it, which would loop. A file
     reached by two paths counts once, under the shorter (then the first in order): root/dogs/a.mp4 rather than
-    root/cats/friends/a.mp4 through a link to ../dogs. A folder that cannot be listed is an error rather than a label
-    silently missing."""
+    root/cats/friends/a.mp4 through a link to ../dogs. A folder that cannot be listed, or a link to something missing
+    (a label folder on a drive not mounted), is an error rather than a label or a file silently missing."""
     def refuse(err: OSError):
         raise ValueError(f"{what}: cannot read the folder {err.filename} ({err.strerror or err})")
 
@@ -225,6 +225,8 @@ def _video_files(root: Path, what: str) -> list[Path]:
             continue
         for name in names:
             path = Path(folder) / name
+            if path.is_symlink() and not path.exists():  # os.walk lists a link to a missing folder as a file
+                raise ValueError(f"{what}: {path} is a link to {os.readlink(path)}, which is missing")
             if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
                 by_file.setdefault(os.path.realpath(path), []).append(path)
     return [min(paths, key=lambda path: (len(path.parts), str(path))) for paths in by_file.values()]

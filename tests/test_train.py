@@ -1069,6 +1069,20 @@ def test_folder_batches_draw_other_stretches_of_a_file_and_repeat_at_the_same_st
     assert not torch.equal(other_rank[0], batch)  # under torchrun each process trains on its own clips
 
 
+def test_folder_batches_label_the_sub_folders_beside_files_in_the_root(tmp_path):
+    """BUG: a file in the root (label None) beside a sub-folder's ('cats') failed the sort of the labels, a
+    TypeError traceback at the start of training."""
+    from jepa_demo.config import PreprocessConfig
+    from jepa_demo.video import write_video
+    from train.data import FolderBatches
+
+    (tmp_path / "cats").mkdir()
+    for path in (tmp_path / "intro.mp4", tmp_path / "cats" / "a.mp4", tmp_path / "cats" / "b.mp4"):
+        write_video(path, np.zeros((8, 32, 32, 3), np.uint8))
+    batches = FolderBatches(str(tmp_path), PreprocessConfig(img_size=32, num_frames=4), batch_size=2, seed=0, rank=0)
+    assert batches.label_counts == {"cats": 2} and len(batches.files) == 3
+
+
 def test_folder_batches_skip_a_file_that_fails_past_the_start_check(tmp_path, monkeypatch, capsys):
     """The start check decodes each file's first frame only; a stream damaged further in must not stop the run, and
     the batches stay a function of the step: a file damaged near its end still gives its earlier stretches, to this

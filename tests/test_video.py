@@ -273,6 +273,13 @@ def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_o
     monkeypatch.setattr(os, "scandir", unreadable_dogs)
     with pytest.raises(ValueError, match=f"^{probe}: cannot read the folder {probe / 'dogs'} .Permission denied.$"):
         list_videos(probe)
+    monkeypatch.undo()
+    # BUG: a link to a folder (or a file) that is missing, a drive not mounted, dropped its label without a word
+    for name, target in (("birds", tmp_path / "unmounted" / "birds"), ("c.mp4", elsewhere / "gone.mp4")):
+        (probe / name).symlink_to(target)
+        with pytest.raises(ValueError, match=f"^{probe}: {probe / name} is a link to {target}, which is missing$"):
+            list_videos(probe)
+        (probe / name).unlink()
 
 
 @pytest.mark.parametrize("name, extra", [("b-frames.mp4", ["-bf", "3", "-g", "12"]), ("clip.gif", []),

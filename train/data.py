@@ -64,7 +64,8 @@ class FolderBatches(Dataset):
         # name gives other clips too
         self.sizes_fingerprint = f"sha256 {_digest(str(path.stat().st_size) for path in self.files)}"
         labels = Counter(folder_label(path, root) for path in self.files)
-        self.label_counts = {label: n for label, n in sorted(labels.items()) if label is not None}  # sub-folders
+        # sub-folders only (files in the root itself have none), before sorting: None and a name do not compare
+        self.label_counts = dict(sorted((label, n) for label, n in labels.items() if label is not None))
         self.preprocess, self.batch_size, self.seed, self.rank = preprocess, batch_size, seed, rank
         self.reported: set[Path] = set()  # files found damaged past the start check, each reported once a process
 
