@@ -19,7 +19,8 @@ def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
     """`num_frames` indices one frame in k apart, k as large as fits (the middle of the clip when they do not span
     it): 32 frames to 16 gives 0, 2, ..., 30. Rounded evenly spread indices would mix steps of k and k + 1 (0, 2, ...,
     14, 17, ...), and an object seeming to speed up is a motion the model reads. A clip shorter than `num_frames`
-    has frames repeated, as evenly as they can be."""
+    has frames repeated: each step shows the frame nearest its time, so the first and last frames are shown about
+    half as often as the others (3 frames to 16: 4, 8 and 4 times)."""
     if num_available < 1:
         raise ValueError("the clip has no frames")
     if num_available < num_frames:
