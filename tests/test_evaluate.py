@@ -329,6 +329,19 @@ def test_an_absurd_number_of_resamples_is_refused_at_start(tiny_checkpoint, monk
     assert stopped.value.code == 2 and "--resamples can be at most 100000" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["runs|a", "a`b", "$x$", "_scratch", "line\nbreak"])
+def test_a_checkpoint_name_the_report_cannot_show_is_refused_before_loading(name, tiny_checkpoint, tmp_path,
+                                                                           monkeypatch, capsys):
+    """BUG: a '|' in a name added a column to every table row naming it, a '`' ended its code span early, and
+    matplotlib left a name starting with '_' out of the plots' legends (and drew '$x$' as maths)."""
+    import jepa_demo.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "load_model", lambda *args: pytest.fail("loaded before the check"))
+    assert main(["--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: a checkpoint is named {name!r}: the report cannot show") and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("name", [RANDOM, FRAME_DIFFERENCE])
 def test_a_checkpoint_named_like_one_of_the_suites_scorers_is_refused_before_loading(name, tiny_checkpoint, tmp_path,
                                                                                       monkeypatch, capsys):
