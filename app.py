@@ -200,13 +200,16 @@ def _check_upload(video_file) -> None:
 def _plain_errors(handler):
     """What the library refuses (ClipError, a clip too short for surprise, an unknown label: all ValueErrors) reaches
     the user as a gr.Error with its message, and so do running out of memory (a large checkpoint on a laptop) and a
-    full disk while a view writes; Gradio would otherwise show a bare 'Error'. Each gr.Error is chained to its cause:
+    full disk while a view writes (the neighbours' thumbnails: the pictures a view returns Gradio writes after it, out
+    of reach here); Gradio would otherwise show a bare 'Error'. Each gr.Error is chained to its cause:
     Gradio prints it to the server's log, so a ValueError that is a bug, not the user's input, says where it came
     from."""
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
+        except gr.Error:  # a ValueError too, whose str() is its message quoted
+            raise
         except ValueError as err:
             raise gr.Error(str(err)) from err
         except (MemoryError, RuntimeError) as err:
@@ -239,6 +242,8 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
                    progress=gr.Progress()):  # noqa: B008
     if seed is None:  # an emptied seed box (or an API null): int(None) would end in a bare "Error"
         raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
+    if mask is None:  # an API null, which Gradio's choices check lets through: refused before the work, in its words
+        raise gr.Error(f"Pick a mask: {', '.join(MASKS)}.")
     explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "masked")  # a bad upload before the bank
     if not explorer.is_built("bank"):  # the first masked prediction of a checkpoint the app did not warm up
         progress(0.2, desc="first use of this checkpoint: encoding gallery patches for the decoded view")
