@@ -283,7 +283,7 @@ class Explorer:
         def in_file(indices: np.ndarray) -> np.ndarray:
             return indices if source_frames is None else np.asarray(source_frames)[indices]
 
-        result = self.model.surprise(video)
+        result = self.model.surprise(video, max_frames=self._frames_for(self.model, video))
         steps = in_file(result.step_frames)
         curves = {CURVE_NAMES[self.model.objective]: (steps, result.per_step / self.threshold)}
         shown_steps = steps_to_show(len(steps), result.peak_step)
@@ -301,14 +301,20 @@ class Explorer:
                                    vmax=float(result.heatmap.max()))  # the clip's largest, shown or not
         return SurpriseView(figure=figure, overlay=_strip(overlay), numbers=numbers)
 
+    def _frames_for(self, model: JEPAModel, video) -> int:
+        """What a model's surprise may read of `video`: all of it up to `max_frames` (`load` thinned an upload to
+        that already). A model's own limit (4 of its clips) would thin it again, to one frame in 4 of an upload for
+        a 4-frame window, and a baseline that needs more frames than that limit would be refused a clip long enough
+        for it."""
+        return max(min(len(video), self.max_frames), model.surprise_frames())
+
     def _baseline_surprise(self, video, in_file, curves: dict) -> dict | str:
         """The baseline's curve, added to `curves`, and its numbers; a note instead when the clip is too short for
         the baseline's surprise (a checkpoint with a shorter window can still answer). It reads the frames the model
         reads: to its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion
         than the model's curve sees and than the baseline's threshold was calibrated on."""
-        frames = max(self.model.frames_wanted, self.baseline.surprise_frames())
         try:  # the clip passed the model's own surprise: what is left to refuse is its length
-            other = self.baseline.surprise(video, max_frames=frames)
+            other = self.baseline.surprise(video, max_frames=self._frames_for(self.baseline, video))
         except ValueError as err:
             return f"no {self.baseline.objective} baseline curve: {err}"
         other_steps = in_file(other.step_frames)
