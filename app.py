@@ -136,8 +136,13 @@ def _pixel_baseline_of(key: str):
 
 def _explorer(checkpoint: str, progress) -> Explorer:
     model = _load(checkpoint)
-    compare = PIXEL_BASELINE in SHIPPED and model.objective != "pixel"
-    return Explorer(model, progress=progress, baseline=_pixel_baseline() if compare else None)
+    baseline, because = None, None
+    if PIXEL_BASELINE in SHIPPED and model.objective != "pixel":
+        try:
+            baseline = _pixel_baseline()
+        except gr.Error as err:  # its folder retrained, emptied until the first save: only the extra curve is lost
+            because = err.message
+    return Explorer(model, progress=progress, baseline=baseline, no_baseline_because=because)
 
 
 # Models and galleries, shared read-only by every session: a cache, not per-user state.

@@ -140,9 +140,10 @@ class Explorer:
     surprise curve drawn beside this one's."""
 
     def __init__(self, model: JEPAModel, cache_dir=None, progress=None, num_clips: int = DEFAULT_CLIPS,
-                 baseline: JEPAModel | None = None):
+                 baseline: JEPAModel | None = None, no_baseline_because: str | None = None):
         self.model = model
         self.baseline = baseline
+        self.no_baseline_because = no_baseline_because  # a baseline meant to be there that could not be loaded
         self.gallery = load_or_build_gallery(model, cache_dir, num_clips=num_clips, progress=progress)
         self.cache_dir = cache_folder(cache_dir)
         self.thumbnail_dir = thumbnail_folder(self.cache_dir, self.gallery.fingerprint)
@@ -293,6 +294,8 @@ class Explorer:
                    "heatmap_frames": steps[shown_steps].tolist()}
         if self.baseline is not None:
             numbers["baseline"] = self._baseline_surprise(video, in_file, curves)
+        elif self.no_baseline_because:
+            numbers["baseline"] = f"no baseline curve: {self.no_baseline_because}"
         figure = surprise_figure(curves, threshold=1.0, y_title="surprise ÷ its own model's threshold",
                                  threshold_label=f"threshold: each model's {THRESHOLD_PERCENTILE}th percentile "
                                                  "per step, plausible clips")

@@ -2,9 +2,10 @@
 
 Training, the CLI and the app all call `preprocess_video`, with the `PreprocessConfig` stored in the checkpoint, so
 they can never drift apart. (Reading a file, they decode it at the model's size already, with Pillow's antialiased
-bilinear resize, within one grey level of this one; the resize here then changes nothing.) Steps: sample frames at one step in time, resize the short side to `resize` (default
-`img_size`), centre-crop an `img_size` square, scale to [0, 1], normalise with the config's mean/std, lay out as
-(C, T, H, W). It knows nothing about files (see `jepa_demo.video`) or models.
+bilinear resize, within one grey level of this one; the resize here then changes nothing.) Steps: sample frames at
+one step in time, resize the short side to `resize` (default `img_size`), centre-crop an `img_size` square, scale to
+[0, 1], normalise with the config's mean/std, lay out as (C, T, H, W). It knows nothing about files (see
+`jepa_demo.video`) or models.
 """
 
 import numbers
