@@ -6,7 +6,14 @@ network, and an unknown repo id fails at once instead of retrying for ~30 s.
 
 import os
 
+APP_SETTINGS = ("JEPA_LENS_HOSTED", "JEPA_LENS_ALLOWED_MODELS", "JEPA_LENS_CACHE", "JEPA_LENS_FILE_LIFETIME",
+                "SPACE_ID")
+
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The app's settings in the developer's shell (hosted mode, a server name, a file lifetime) would make the app the tests
+# import another one than they describe: the tests that want a setting set it themselves.
+for name in [name for name in os.environ if name in APP_SETTINGS or name.startswith("GRADIO_")]:
+    del os.environ[name]
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # else each gr.Blocks asks api.gradio.app for its latest version
 # make test runs two pytest-xdist workers: each gets its share of the cores (read by torch at import, and by the
 # processes tests start with this environment), so two compute-bound tests do not fight over every core; 2 threads

@@ -1,4 +1,7 @@
 """The install files agree: `make install` installs requirements*.txt at the versions constraints.txt records."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -33,3 +36,29 @@ def test_every_requirement_is_pinned_to_a_version_it_allows():
 
 def test_constraints_leave_torch_to_requirements():
     assert "torch" not in _constraints()
+
+
+def test_bare_pytest_finds_the_package_from_any_folder(tmp_path):
+    """BUG: the README's `pytest ...` commands (the console script, whose sys.path starts at .venv/bin) stopped at
+    conftest's 'No module named jepa_demo'; only `python -m pytest` from the root worked."""
+    command = [Path(sys.executable).with_name("pytest"), "--collect-only", "-q", "-p", "no:cacheprovider",
+               ROOT / "tests" / "test_masks.py"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_no_app_setting_of_the_shell_reaches_the_tests():
+    from conftest import APP_SETTINGS
+
+    assert not [name for name in os.environ if name in APP_SETTINGS or name.startswith("GRADIO_")
+                and name != "GRADIO_ANALYTICS_ENABLED"]
+
+
+def test_app_settings_exported_in_the_shell_are_cleared_for_the_tests(tmp_path):
+    """BUG: `export JEPA_LENS_HOSTED=1` (trying hosted mode) and then `make test` tested the hosted app, failing
+    tests of the local one."""
+    test = f"{ROOT / 'tests' / 'test_setup.py'}::test_no_app_setting_of_the_shell_reaches_the_tests"
+    env = {**os.environ, "JEPA_LENS_HOSTED": "1", "SPACE_ID": "user/space", "GRADIO_SERVER_NAME": "0.0.0.0"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
