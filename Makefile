@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 # file torch ships in Python 3.12 syntax, which pip leaves out silently: hence the || true.
 # constraints.txt holds the versions the suite last passed with, so a clone installs those, not whatever is newest.
 $(VENV)/.installed: requirements.txt constraints.txt | venv-works
+	test -e $@ || rm -rf $(VENV)  # a half-made one (an install that failed): venv over it keeps its bin/python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -r requirements.txt
@@ -35,6 +36,11 @@ constraints:
 # another version now (a python3 upgraded from 3.11 to 3.12 looks for packages in lib/python3.12) cannot be repaired
 # in place: say so, instead of a bare "No such file or directory" or "No module named torch" from every command.
 venv-works:
+	@if [ ! -e $(VENV)/.installed ] && ! $(PYTHON) -c "import sys; raise SystemExit(sys.version_info < (3, 11))" \
+		2>/dev/null; then \
+		echo "$(PYTHON) ($$($(PYTHON) --version 2>/dev/null || echo not found)) is not Python 3.11 or newer: install" \
+			"python3.11 (or name one: make PYTHON=/path/to/python3.11 ...), then rerun"; \
+		exit 1; fi
 	@if [ ! -e $(VENV)/.installed ] && ! $(PYTHON) -c "import ensurepip" 2>/dev/null; then \
 		echo "$(PYTHON) cannot make a virtual environment here: install its venv module (on Debian or Ubuntu:" \
 			"sudo apt install $$($(PYTHON) -c 'import sys; print("python3.%d-venv" % sys.version_info[1])'))," \
