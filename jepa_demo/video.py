@@ -33,8 +33,8 @@ from .preprocess import positive_int, sample_frame_indices
 # A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
 # of a few kilobytes can claim it. 8K video (7680 x 4320) has 33 million pixels.
 MAX_PIXELS = 40_000_000
-# read_video without num_frames holds every frame at once: a clip that would take more is refused rather than
-# exhausting memory (a minute of 1080p at 30 fps takes 11 GB).
+# read_video holds the frames it returns at once (every frame without num_frames): a clip that would take more is
+# refused rather than exhausting memory (a minute of 1080p at 30 fps takes 11 GB).
 MAX_READ_ALL_BYTES = 2 * 2**30
 
 
@@ -92,8 +92,8 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
 
     num_frames: that many frames, one in k, k as large as fits (`jepa_demo.preprocess.sample_frame_indices`: the
         model's own sampling; frames repeat when the clip is shorter; with a variable frame rate, one step of time
-        apart instead: see `_sample`); only the selected frames are kept in memory. None: every frame (a VideoError
-        when they would take over MAX_READ_ALL_BYTES, 2 GiB: pass num_frames or size).
+        apart instead: see `_sample`); only the selected frames are kept in memory. None: every frame. Either way, a
+        VideoError when they would take over MAX_READ_ALL_BYTES, 2 GiB (pass fewer num_frames or a size).
     size: scale each frame so its shorter side is `size` pixels (aspect kept, antialiased bilinear). None: as stored.
     timeout: give up (VideoError) once decoding has taken this many seconds. None: no limit.
     span: with `num_frames`, spread them over this part of the clip instead, (start, end) as fractions of its length
@@ -555,10 +555,18 @@ def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline
     with _video(path, size) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):
             if index in wanted:
-                kept[index] = _to_rgb(frame, size, path)
+                _keep(kept, index, _to_rgb(frame, size, path), path, len(indices))
             if index == indices[-1]:
                 break
     return kept, index
+
+
+def _keep(kept: dict, index: int, rgb: np.ndarray, path: Path, num_frames: int) -> None:
+    """kept[index] = rgb; the first frame kept tells the clip's size: `num_frames` of it over MAX_READ_ALL_BYTES is a
+    VideoError, as reading every frame is (100 frames of a 4K file without size= take 2.3 GiB), before the rest."""
+    if not kept:
+        _within_budget(path, num_frames, rgb.shape)
+    kept[index] = rgb
 
 
 def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: int | None,
@@ -596,7 +604,7 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
                         continue
                     done = index
                     if index in picks and index not in kept:
-                        kept[index] = _to_rgb(frame, size, path)
+                        _keep(kept, index, _to_rgb(frame, size, path), path, len(indices))
                     if index >= pick:
                         break
     except av.FFmpegError:

@@ -150,6 +150,12 @@ def test_reading_every_frame_is_refused_over_the_memory_budget_and_otherwise_giv
         read_video(tmp_path / "a.mp4")
     assert read_video(tmp_path / "a.mp4", size=32).shape == (16, 32, 32, 3)
     assert len(read_video(tmp_path / "a.mp4", num_frames=4)) == 4
+    # BUG: a sampled read had no limit: 100 frames of a 4K file, without size=, took 2.3 GiB (or the process)
+    with pytest.raises(VideoError, match=r"^a.mp4: holding 16 frames of 64x64 pixels would take .+ GiB"):
+        read_video(tmp_path / "a.mp4", num_frames=16)
+    with pytest.raises(VideoError, match=r"^a.mp4: holding 32 frames of 64x64 pixels"):  # repeated: 32 in the clip
+        read_video(tmp_path / "a.mp4", num_frames=32, span=(0.0, 0.5))
+    assert read_video(tmp_path / "a.mp4", num_frames=32, size=32).shape == (32, 32, 32, 3)
     real_scan = video._scan
     for claimed in (1, 40):  # packets that promise fewer or more frames than the decoder gives
         monkeypatch.setattr(video, "_scan", lambda *args, claimed=claimed: real_scan(*args)._replace(frames=claimed))
