@@ -364,12 +364,10 @@ def check_names(names: list[str]) -> None:
         raise ValueError(f"two checkpoints share a name ({', '.join(names)}): the report could not tell them apart")
     if taken := [name for name in names if name in (RANDOM, FRAME_DIFFERENCE)]:
         raise ValueError(f"a checkpoint is named '{taken[0]}', like one of the suite's own scorers: rename its folder")
-    # a '|' splits a Markdown table's column, a '`' ends a code span; matplotlib leaves a label starting with '_' out
-    # of the legend and reads one with '$'s as maths
-    if odd := [name for name in names if any(c in name for c in "|`$") or name.startswith("_")
-               or not name.isprintable()]:
-        raise ValueError(f"a checkpoint is named {odd[0]!r}: the report cannot show a name with '|', '`', '$', a "
-                         "leading '_' or a control character as it is: rename its folder")
+    # a '|' splits a Markdown table's column, a '`' ends the report's code span, a control character breaks a line
+    if odd := [name for name in names if "|" in name or "`" in name or not name.isprintable()]:
+        raise ValueError(f"a checkpoint is named {odd[0]!r}: the tables cannot show a name with '|', '`' or a control "
+                         "character: rename its folder")
 
 
 def _hardware(device: torch.device) -> str:

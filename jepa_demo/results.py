@@ -172,7 +172,7 @@ def plot_violations(report: dict, png: Path) -> None:
             low, high = stats["accuracy_ci"]
             errors = np.zeros((2, len(groups)))
             errors[:, -1] = [stats["accuracy"] - low, high - stats["accuracy"]]
-            ax.bar(np.arange(len(groups)) + i * width, values, width, yerr=errors, capsize=2, label=name)
+            ax.bar(np.arange(len(groups)) + i * width, values, width, yerr=errors, capsize=2, label=_label(name))
         ax.axhline(0.5, color="k", lw=0.8, ls="--")
         ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups, rotation=30, fontsize=8)
         ax.set_title(f"{condition} clips", fontsize=10)
@@ -190,7 +190,7 @@ def plot_probes(report: dict, png: Path) -> None:
     width = 0.8 / len(rep)
     for ax, probe in zip(axes, ("knn", "linear")):
         for i, (name, scores) in enumerate(rep.items()):
-            ax.bar(np.arange(len(labels)) + i * width, [scores[probe][k] for k in labels], width, label=name)
+            ax.bar(np.arange(len(labels)) + i * width, [scores[probe][k] for k in labels], width, label=_label(name))
         ax.scatter(np.arange(len(labels)) + 0.4 - width / 2, [report["majority"][k] for k in labels], marker="_",
                    s=400, color="k", label="most common value", zorder=3)
         ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, fontsize=8)
@@ -204,6 +204,12 @@ def plot_probes(report: dict, png: Path) -> None:
 def _seeds(report: dict) -> str:
     """Which clips the report measured: "held-out" (the results) or "validation" (where recipes are compared)."""
     return "held-out" if report["settings"].get("first_seed", HELD_OUT_SEED) == HELD_OUT_SEED else "validation"
+
+
+def _label(name: str) -> str:
+    """`name` for a legend, shown as it is: matplotlib leaves out a label starting with '_', and draws '$x$' as
+    maths."""
+    return ("\u200b" + name if name.startswith("_") else name).replace("$", r"\$")  # a zero-width space first
 
 
 def _legend_below(fig, ax) -> None:
