@@ -14,6 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # import another one than they describe: the tests that want a setting set it themselves.
 for name in [name for name in os.environ if name in APP_SETTINGS or name.startswith("GRADIO_")]:
     del os.environ[name]
+APP_SETTINGS_LEFT = [name for name in os.environ if name in APP_SETTINGS or name.startswith("GRADIO_")]  # a test reads
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # else each gr.Blocks asks api.gradio.app for its latest version
 # make test runs two pytest-xdist workers: each gets its share of the cores (read by torch at import, and by the
 # processes tests start with this environment), so two compute-bound tests do not fight over every core; 2 threads
