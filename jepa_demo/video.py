@@ -225,11 +225,23 @@ def _video_files(root: Path, what: str) -> list[Path]:
             continue
         for name in names:
             path = Path(folder) / name
-            if path.is_symlink() and not path.exists():  # os.walk lists a link to a missing folder as a file
-                raise ValueError(f"{what}: {path} is a link to {os.readlink(path)}, which is missing")
+            _check_link(path, what)
             if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
                 by_file.setdefault(os.path.realpath(path), []).append(path)
     return [min(paths, key=lambda path: (len(path.parts), str(path))) for paths in by_file.values()]
+
+
+def _check_link(path: Path, what: str) -> None:
+    """ValueError for a link that could be a video or a folder of them (a video's suffix or none; os.walk lists a
+    link to a missing folder among the files) and cannot be followed: missing, looping, or where one may not look.
+    Hidden names and other files are left alone (an editor's lock file is a link to nowhere)."""
+    if path.name.startswith(".") or path.suffix.lower() not in (*VIDEO_SUFFIXES, "") or not path.is_symlink():
+        return
+    try:
+        path.stat()
+    except OSError as err:
+        raise ValueError(f"{what}: {path} is a link to {os.readlink(path)} that cannot be followed "
+                         f"({err.strerror or err})") from None
 
 
 def folder_label(path, root) -> str | None:
@@ -279,6 +291,11 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
     suffix = path.suffix.lower()
     if suffix not in _WRITERS:
         raise ValueError(f"{path.name}: can only write {', '.join(_WRITERS)} files, not '{suffix or 'no extension'}'")
+    height, width = frames.shape[1:3]
+    written = (height + height % 2) * (width + width % 2) if suffix == ".mp4" else height * width  # _write_mp4 pads
+    if written > MAX_PIXELS:  # a file read_video would refuse, and so would the check of what was written
+        raise ValueError(f"frames of {width}x{height} pixels{' (padded to even sides)' if suffix == '.mp4' else ''} "
+                         f"are over the limit of {MAX_PIXELS / 1e6:.0f} million a frame; scale them down first")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: folder does not exist")
 
@@ -686,9 +703,6 @@ def _check_frames(frames) -> np.ndarray:
         raise ValueError(f"frames must be uint8, got dtype {frames.dtype}")
     if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape) < 1:
         raise ValueError(f"frames must have shape (T, H, W, 3) with T, H, W >= 1, got {frames.shape}")
-    if frames.shape[1] * frames.shape[2] > MAX_PIXELS:  # a file read_video would refuse, and so the written check
-        raise ValueError(f"frames of {frames.shape[2]}x{frames.shape[1]} pixels are over the limit of "
-                         f"{MAX_PIXELS / 1e6:.0f} million a frame; scale them down first")
     return frames
 
 

@@ -283,9 +283,13 @@ def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_o
     # BUG: a link to a folder (or a file) that is missing, a drive not mounted, dropped its label without a word
     for name, target in (("birds", tmp_path / "unmounted" / "birds"), ("c.mp4", elsewhere / "gone.mp4")):
         (probe / name).symlink_to(target)
-        with pytest.raises(ValueError, match=f"^{probe}: {probe / name} is a link to {target}, which is missing$"):
+        with pytest.raises(ValueError, match=f"^{probe}: {probe / name} is a link to {target} that cannot be "
+                                             "followed .No such file or directory.$"):
             list_videos(probe)
         (probe / name).unlink()
+    (probe / ".#notes.txt").symlink_to("user@host.1234:1700000000")  # an editor's lock file: not a video
+    (probe / "notes.txt").symlink_to(tmp_path / "gone.txt")
+    assert list_videos(probe) == [probe / "also-cats" / "a.mp4", probe / "dogs" / "a.mp4"]
 
 
 @pytest.mark.parametrize("name, extra", [("b-frames.mp4", ["-bf", "3", "-g", "12"]), ("clip.gif", []),
@@ -558,7 +562,9 @@ def test_truncated_mp4_gives_an_error_or_only_real_frames(tmp_path, keep):
                                              (np.zeros((0, 8, 8, 3), np.uint8), "shape"),
                                              # BUG: encoded, then deleted as "is the disk full?" (the check reads
                                              # the file back, and refuses frames over the limit)
-                                             (np.zeros((1, 6400, 6401, 3), np.uint8), "6401x6400 pixels are over")])
+                                             (np.zeros((1, 6400, 6401, 3), np.uint8), "6401x6400 pixels .+ over"),
+                                             # 39,992,975 pixels, 40,005,624 once padded to even sides
+                                             (np.zeros((1, 6325, 6323, 3), np.uint8), "6323x6325 pixels .padded")])
 def test_write_rejects_bad_arrays(tmp_path, frames, message):
     with pytest.raises(ValueError, match=message):
         write_video(tmp_path / "x.mp4", frames)
