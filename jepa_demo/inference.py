@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import build_model, device_for, input_mismatch, resolve_checkpoint
-from .config import PreprocessConfig
+from .config import PreprocessConfig, to_dict
 from .masks import mask_to_indices, sample_mask
 from .model import VideoJEPA, latent_error
 from .preprocess import (
@@ -97,7 +97,9 @@ class JEPAModel:
         return 4 * self.cfg.num_frames
 
     def info(self) -> dict:
-        return {"model": self.config["model"], "preprocess": self.config["preprocess"],
+        # a model built in memory has no config.json's entries: its own settings stand for them
+        return {"model": self.config["model"] if "model" in self.config else to_dict(self.cfg),
+                "preprocess": self.config["preprocess"] if "preprocess" in self.config else to_dict(self.preprocess),
                 "step": self.config.get("step"), "device": str(self.device),
                 "params": sum(p.numel() for p in self.net.parameters())}
 
@@ -192,7 +194,9 @@ class JEPAModel:
         every frame when None (`Surprise.step_frames` index those). Resized `chunk` frames at a time to bound memory."""
         check_video_array(video)
         video = _numpy(video)
-        index = np.arange(len(video)) if num_frames is None else sample_frame_indices(len(video), num_frames)
+        chunk = positive_int("chunk", chunk)
+        index = np.arange(len(video)) if num_frames is None else sample_frame_indices(
+            len(video), positive_int("num_frames", num_frames))
         return denormalize(self._preprocessed(video, index, chunk), self.preprocess)
 
     def _preprocessed(self, video: np.ndarray, frame_index: np.ndarray, chunk: int = 8) -> torch.Tensor:

@@ -37,7 +37,7 @@ DERIVED_SEED_STEP = 7_919_003  # make_pair's n-th derived start: seed + n * this
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """What kind of clips to draw. Lengths are in pixels at `size`; speeds in pixels per frame."""
+    """What kind of clips to draw. Radii, speeds and gravity are fractions of `size` (per frame, per frame^2)."""
 
     size: int = 64  # square frames
     num_frames: int = 16
@@ -607,7 +607,7 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
 def _labels(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, background: str, violation, t_v) -> dict:
     n = len(scene.radius)
     return {"num_objects": n, "shapes": sorted({SHAPES[k] for k in scene.shape}),
-            "main_shape": SHAPES[scene.shape[int(np.argmax(_drawn_area(scene)))]], "gravity": scene.gravity > 0,
+            "main_shape": SHAPES[scene.shape[int(np.argmax(_drawn_area(scene)))]], "gravity": bool(scene.gravity > 0),
             "direction": main_direction(plausible["pos"]), "occluder": scene.occluder is not None,
             "background": background, "noise_std": float(cfg.noise_std), "violation": violation,
             "violation_frame": t_v, "seed": int(seed)}

@@ -104,6 +104,23 @@ def test_a_model_built_in_memory_must_fit_its_preprocessing(tiny_model):
         JEPAModel(tiny_model, PreprocessConfig(img_size=64, num_frames=4), {}, "cpu")
 
 
+def test_a_model_built_in_memory_describes_itself_and_refuses_bad_frame_counts(tiny_model):
+    """BUG: info() read config.json's entries, a KeyError for a model built in memory; shown_frames took 0, 8.0 or
+    -1 frames and a chunk of 0 to torch's and NumPy's errors."""
+    from jepa_demo.config import PreprocessConfig
+    from jepa_demo.inference import JEPAModel
+
+    model = JEPAModel(tiny_model, PreprocessConfig(img_size=32, num_frames=4), {}, "cpu")
+    info = model.info()
+    assert info["model"]["dim"] == tiny_model.cfg.dim and info["preprocess"]["img_size"] == 32
+    video = np.zeros((6, 32, 32, 3), np.uint8)
+    assert model.shown_frames(video, num_frames=4, chunk=3).shape == (4, 32, 32, 3)
+    for kwargs, message in (({"num_frames": 0}, "num_frames must be"), ({"num_frames": 8.0}, "num_frames must be"),
+                            ({"num_frames": -1}, "num_frames must be"), ({"chunk": 0}, "chunk must be")):
+        with pytest.raises(ValueError, match=message):
+            model.shown_frames(video, **kwargs)
+
+
 def test_a_device_that_is_not_there_is_named(tiny_checkpoint):
     from jepa_demo.inference import load_model
 

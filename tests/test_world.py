@@ -146,6 +146,9 @@ def test_labels_are_complete_typed_and_json():
     _, implausible = make_pair(0, "vanish", LONG)
     assert json.loads(json.dumps(implausible.labels)) == implausible.labels
     assert type(implausible.labels["violation_frame"]) is int and implausible.labels["violation"] == "vanish"
+    # BUG: NumPy numbers in the config (an np.linspace sweep) gave gravity as np.bool_, which json refuses
+    swept = render_clip(1, WorldConfig(size=np.int64(64), gravity=np.float64(0.004), gravity_prob=1.0)).labels
+    assert swept["gravity"] is True and json.loads(json.dumps(swept)) == swept
 
 
 @pytest.mark.parametrize("low, high", [(1, 1), (3, 3), (1, 5), (4, 7)])
