@@ -23,8 +23,17 @@ OBJECTIVES = ("jepa", "jepa-sigreg", "pixel")
 
 def check_parameter_count(count: float) -> None:
     if count > _MAX_PARAMETERS:
-        raise ValueError(f"about {count / 1e9:.0f} billion parameters, more than the limit "
-                         f"{_MAX_PARAMETERS / 1e9:.0f} billion")
+        raise ValueError(f"about {shown_above(count / 1e9, _MAX_PARAMETERS / 1e9)} billion parameters, more than the "
+                         f"limit {_MAX_PARAMETERS / 1e9:g} billion")
+
+
+def shown_above(value: float, limit: float) -> str:
+    """`value` (over `limit`) with as many decimals as it takes to read as over it, one at least: a clip of 60.03 s
+    against a limit of 60 s reads '60.03', where '60.0' would contradict the refusal it is in."""
+    decimals = 1
+    while decimals < 6 and float(f"{value:.{decimals}f}") <= limit:
+        decimals += 1
+    return f"{value:.{decimals}f}"
 
 
 @dataclass(frozen=True)

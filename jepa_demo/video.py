@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .checkpoint import atomic_write
+from .config import shown_above
 from .preprocess import positive_int, sample_frame_indices
 
 # A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
@@ -177,12 +178,14 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     max_frames, size = positive_int("max_frames", max_frames), positive_int("size", size, " pixel")
     megabytes = path.stat().st_size / 2**20
     if max_megabytes is not None and megabytes > max_megabytes:
-        raise VideoError(f"{path.name}: the file is {megabytes:.1f} MB; the limit is {max_megabytes:g} MB. "
+        raise VideoError(f"{path.name}: the file is {shown_above(megabytes, max_megabytes)} MB; the limit is "
+                         f"{max_megabytes:g} MB. "
                          "Trim or compress it.")
     deadline = _Deadline(timeout)  # counts from here: a file of millions of packets is slow to scan, too
     info, packets = _info(path, deadline)
     if max_seconds is not None and info["duration"] > max_seconds:
-        raise VideoError(f"{path.name}: the clip lasts {info['duration']:.1f} s; the limit is {max_seconds:g} s. "
+        raise VideoError(f"{path.name}: the clip lasts {shown_above(info['duration'], max_seconds)} s; the limit is "
+                         f"{max_seconds:g} s. "
                          "Trim it to the moment you want to inspect.")
     width, height = info["width"], info["height"]
     if max(width, height) > max_aspect * min(width, height):

@@ -66,6 +66,10 @@ def test_a_clip_just_over_the_limit_is_not_told_it_lasts_the_limit(tmp_path):
     write_video(tmp_path / "phone.mp4", np.zeros((181, 16, 16, 3), np.uint8), fps=3)  # 60.33 s
     with pytest.raises(ClipError, match=r"the clip lasts 60\.3 s; the limit is 60 s"):
         load_clip(tmp_path / "phone.mp4")
+    # BUG: one frame over at 30 fps, 60.03 s, read 'the clip lasts 60.0 s; the limit is 60 s'
+    write_video(tmp_path / "trim.mp4", np.zeros((1801, 16, 16, 3), np.uint8), fps=30)
+    with pytest.raises(ClipError, match=r"the clip lasts 60\.03 s; the limit is 60 s"):
+        load_clip(tmp_path / "trim.mp4")
 
 
 def test_load_clip_keeps_every_kth_frame_of_a_long_clip(tmp_path):
