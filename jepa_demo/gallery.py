@@ -266,8 +266,9 @@ def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int,
     try:
         _write(path, gallery)
     except OSError as err:  # e.g. a read-only home on a hosted server: work without the cache, say so once
-        warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); set JEPA_LENS_CACHE to a "
-                      "writable folder to start faster next time", stacklevel=3)
+        where = "a writable cache folder" if cache_dir else "JEPA_LENS_CACHE set to a writable folder"  # cache_folder
+        warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); {where} would start "
+                      "faster next time", stacklevel=3)
         return gallery, None
     # files of an older format are never read again (other checkpoints' current ones stay, and a newer format's: a
     # newer install may share the cache, and would rebuild its files as this one rebuilt its own)
@@ -425,7 +426,9 @@ def main(argv=None) -> int:
         parser.error(f"--ship writes into a local checkpoint folder; {args.checkpoint} is not one")
     print_any_name()
     try:
-        return _build_and_ship(args)
+        with warnings.catch_warnings():  # the library's warnings (a cache it cannot write), one line each as ours
+            warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
+            return _build_and_ship(args)
     except KeyboardInterrupt:  # files are written whole or not at all
         print("interrupted", file=sys.stderr)
         return 130

@@ -284,7 +284,9 @@ def test_a_data_worker_killed_midway_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith("error: DataLoader worker (pid")
     assert "killed by signal" in err or "exited unexpectedly" in err  # which torch sees first
-    assert err.endswith("fewer num_workers or a smaller batch_size needs less; nothing was saved yet")
+    # BUG: it offered a smaller batch_size beside --resume, which refuses one
+    assert err.endswith("fewer num_workers (which --resume takes) or a smaller batch_size (a new run, in another "
+                        "out_dir if this one saved) needs less; nothing was saved yet")
 
 
 def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):

@@ -54,9 +54,10 @@ def main(argv=None) -> int:
         return 1
     except RuntimeError as err:
         if data_worker_died(err):  # killed by the kernel's OOM killer, or a bus error on a full /dev/shm
+            # --resume keeps the run's batch_size (as below) but takes another num_workers
             print(f"error: {own_message(err).strip().splitlines()[0]} (often out of memory or shared memory, "
-                  f"/dev/shm): fewer num_workers or a smaller batch_size needs less; {_what_stands(cfg, started)}",
-                  file=sys.stderr)
+                  "/dev/shm): fewer num_workers (which --resume takes) or a smaller batch_size (a new run, in another "
+                  f"out_dir if this one saved) needs less; {_what_stands(cfg, started)}", file=sys.stderr)
             return 1
         if not out_of_memory(err):
             raise
