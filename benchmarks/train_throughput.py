@@ -117,6 +117,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if any(override.partition("=")[0] == "steps" for override in args.overrides):
         parser.error("steps is set by --warmup and --steps here")
+    if not args.config.strip():  # load_config's own message offers to leave --config out, which is required here
+        parser.error("--config is empty: give a recipe file, e.g. train/configs/cpu.yaml")
     try:  # the recipe, a setting or the data folder, as `python -m train` reports them
         cfg = load_config(args.config, [*args.overrides, "steps=1"])  # for num_workers: steps are set below
         warmup = args.warmup + 2 * cfg.num_workers  # DataLoader's default prefetch: two batches a worker

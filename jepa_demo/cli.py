@@ -210,7 +210,8 @@ def _run(args) -> int:
             # A VideoError names the file already; the line names it once, by the path given.
             # one line per file, whatever its name holds: the prefix goes before the first line is taken
             reason = first_line(err, prefix=f"{Path(path).name}: ")
-            print(f"{one_line_name(path)}: {reason}", file=sys.stderr, flush=True)
+            name = one_line_name(path) or '""'  # an empty name, shown as one
+            print(f"{name}: {reason}", file=sys.stderr, flush=True)
             failed += 1
             continue
         print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)

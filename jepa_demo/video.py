@@ -324,6 +324,8 @@ def _check_written(partial: Path, path: Path, num_frames: int) -> None:
 
 
 def _check_file(path) -> Path:
+    if not str(path).strip():  # `info "$CLIP"` with CLIP unset: Path("") is the working folder, whose name is ""
+        raise VideoError("no file given (an empty name)")
     path = Path(path)
     try:
         if not path.exists():

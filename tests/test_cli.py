@@ -243,6 +243,19 @@ def test_a_file_that_fails_to_read_is_its_own_line_not_a_failed_write_of_the_res
     assert out.startswith(f"{files / 'b.mp4'}: 16 frames")
 
 
+def test_an_empty_name_is_said_to_be_one(files, capsys):
+    """BUG: `info "$CLIP"` with CLIP unset read the working folder: ': is a folder, not a video file'; an empty
+    --checkpoint loaded the working folder (or said its config.json was missing)."""
+    from jepa_demo import cli
+
+    assert cli.main(["info", "", str(files / "b.mp4")]) == 1
+    out, err = capsys.readouterr()
+    assert err == '"": no file given (an empty name)\n' and out.startswith(f"{files / 'b.mp4'}: 16 frames")
+    assert cli.main(["embed", str(files / "b.mp4"), "--checkpoint", " "]) == 2
+    assert capsys.readouterr().err == ("error: cannot load checkpoint: no checkpoint given (an empty name): a folder "
+                                       "or a Hub repo id like user/name\n")
+
+
 @pytest.mark.parametrize("error", [
     CheckpointError("cannot download user/model: 429 Too Many Requests\n\nRequest ID: abc"),  # a Hub error's lines
     RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),  # a model too large for this machine

@@ -90,6 +90,11 @@ def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
     recipe.write_text("model: tiny\nfuture_steps: 1\nlr: fast\n")
     with pytest.raises(ValueError, match="lr must be a number, got 'fast'"):
         load_config(str(recipe), [])
+    # BUG: a quoted boolean was refused with "compile must be true or false, got 'true'"; compile=true is taken
+    recipe.write_text('model: tiny\nfuture_steps: 1\ncompile: "true"\n')
+    assert load_config(str(recipe), []).compile is True
+    with pytest.raises(ValueError, match=f"^recipe {tmp_path} is a folder: give a recipe file in it"):
+        load_config(str(tmp_path), [])  # BUG: "recipe ... not found", of a folder that is there
 
 
 def test_training_clips_stay_below_the_evaluations_seeds(monkeypatch):

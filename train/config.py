@@ -144,6 +144,8 @@ _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", 
 def _read_recipe(path: str) -> dict:
     path = Path(path)
     try:  # is_file too: a name too long or a folder one may not enter raises rather than answer False
+        if path.is_dir():
+            raise ValueError(f"recipe {path} is a folder: give a recipe file in it, e.g. {path / 'cpu.yaml'}")
         if not path.is_file():
             raise ValueError(f"recipe {path} not found")
         values = yaml.safe_load(path.read_text()) or {}
@@ -171,7 +173,7 @@ def _typed(values: dict, source: str) -> dict:
         if key not in types:
             raise ValueError(f"unknown setting {key!r} in {source}; known: {', '.join(sorted(types))}")
         kind = types[key]
-        if isinstance(value, str) and kind in (int, float):
+        if isinstance(value, str) and kind in (int, float, bool):  # as on the command line: compile: "true"
             value = _coerce(key, value, kind)
         expected = (int, float) if kind is float else kind
         if isinstance(value, bool) and kind is not bool or not isinstance(value, expected):
