@@ -71,10 +71,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.frames_per_clip, args.clip_frames, args.threads, args.hidden_size, args.layers) < 1:
         parser.error("every size and count must be at least 1")
-    if (args.frames_per_clip % VITL["tubelet_size"] or args.frames_per_clip < 2 * VITL["tubelet_size"]
-            or args.hidden_size % VITL["num_attention_heads"]):
-        parser.error(f"--frames-per-clip must be a multiple of the tubelet ({VITL['tubelet_size']}), two at least, "
-                     f"and --hidden-size of the heads ({VITL['num_attention_heads']})")
+    if args.frames_per_clip % VITL["tubelet_size"] or args.frames_per_clip < 2 * VITL["tubelet_size"]:
+        parser.error(f"--frames-per-clip must be a multiple of the tubelet ({VITL['tubelet_size']}) and at least two "
+                     f"of them ({2 * VITL['tubelet_size']})")
+    if args.hidden_size % VITL["num_attention_heads"]:
+        parser.error(f"--hidden-size must be a multiple of the heads ({VITL['num_attention_heads']})")
     # JEPAModel.surprise_frames: the window and a time step more per step predicted (2, or 1 in a 2-step window)
     steps = min(2, args.frames_per_clip // VITL["tubelet_size"] - 1)
     needs = args.frames_per_clip + steps * VITL["tubelet_size"]

@@ -195,7 +195,7 @@ def representation_scores(embed, train_clips, test_clips,
 
 
 @contextlib.contextmanager
-def _named(model_name: str):
+def errors_named(model_name: str):
     """A model's ValueError (outputs that are not numbers) names the model: several may be compared."""
     try:
         yield
@@ -305,7 +305,7 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     neighbours = min(KNN_NEIGHBOURS, probe_train)  # fewer training clips than k: the k the kNN probe can use
     representation = {}
     for name, model in models.items():
-        with _named(name):
+        with errors_named(name):
             representation[name] = representation_scores(model.embed, train_clips, test_clips, neighbours)
     random_hits = representation[RANDOM][1]
     for name, (scores, hits) in representation.items():
@@ -324,7 +324,7 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
         # read one in two (surprise keeps 4 of its clips' worth)
         curves = {}
         for name, model in models.items():
-            with _named(name):
+            with errors_named(name):
                 curves[name] = [(check_finite(model.surprise(plausible, max_frames=PAIR_FRAMES).per_step),
                                  check_finite(model.surprise(implausible, max_frames=PAIR_FRAMES).per_step))
                                 for _, plausible, implausible in pairs]

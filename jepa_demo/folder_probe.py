@@ -22,7 +22,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from tqdm import tqdm
 
 from .cli import check_finite
-from .evaluate import RANDOM, format_difference, paired_difference, random_twin
+from .evaluate import RANDOM, errors_named, format_difference, paired_difference, random_twin
 from .inference import JEPAModel
 from .video import VideoError, folder_label, list_videos, read_video, with_path
 
@@ -114,6 +114,11 @@ def _input(model: JEPAModel) -> tuple[int, int]:
     return model.cfg.num_frames, model.preprocess.resize_to
 
 
+def _embedding(name: str, model: JEPAModel, clip: np.ndarray) -> np.ndarray:
+    with errors_named(name):  # outputs that are not numbers, said for this model, not in scikit-learn's words
+        return check_finite(model.embed(clip))
+
+
 def _embed_drawn(paths: list[Path], drawn: dict, scorers: dict[str, JEPAModel]) -> tuple[dict, list[str]]:
     """File index -> {scorer name: embedding} for the files `draw` asks for, read one at a time for each input the
     scorers take (only the embeddings are kept); a file that fails for any input is replaced by the next of its
@@ -134,7 +139,7 @@ def _embed_drawn(paths: list[Path], drawn: dict, scorers: dict[str, JEPAModel]) 
                 except VideoError as err:
                     unreadable.append(with_path(err, paths[i]))
                     continue
-                embeddings[i] = {name: check_finite(scorers[name].embed(clips[key]))  # not in scikit-learn's words
+                embeddings[i] = {name: _embedding(name, scorers[name], clips[key])
                                  for key, names in inputs.items() for name in names}
                 taken += 1
                 bar.update()

@@ -1076,6 +1076,22 @@ def test_folder_batches_draw_other_stretches_of_a_file_and_repeat_at_the_same_st
     assert not torch.equal(other_rank[0], batch)  # under torchrun each process trains on its own clips
 
 
+def test_a_file_name_holding_a_line_break_keeps_the_data_lines_one_line_each(tmp_path, capsys):
+    """BUG: the 'leaving out' line (and the others naming files) printed a name's newline as it is, over two lines."""
+    from jepa_demo.video import write_video
+    from train.data import readable_videos
+
+    write_video(tmp_path / "good.mp4", np.zeros((8, 32, 32, 3), np.uint8))
+    (tmp_path / "bad\nname.mp4").write_bytes(b"not a video")
+    assert readable_videos(str(tmp_path)) == [tmp_path / "good.mp4"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad\\nname.mp4" in err
+    (tmp_path / "good.mp4").unlink()
+    with pytest.raises(ValueError, match="none of the 1 video files") as refused:
+        readable_videos(str(tmp_path))
+    assert "\n" not in str(refused.value)
+
+
 def test_folder_batches_label_the_sub_folders_beside_files_in_the_root(tmp_path):
     """BUG: a file in the root (label None) beside a sub-folder's ('cats') failed the sort of the labels, a
     TypeError traceback at the start of training."""

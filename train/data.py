@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from jepa_demo.cli import one_line_name
 from jepa_demo.config import PreprocessConfig
 from jepa_demo.preprocess import preprocess_batch, preprocess_video
 from jepa_demo.video import VideoError, folder_label, list_videos, read_video, video_info, with_path
@@ -95,7 +96,7 @@ class FolderBatches(Dataset):
             except VideoError as err:
                 if path not in self.reported:
                     self.reported.add(path)
-                    print(f"data: skipping {path} where it cannot be read ({err})", file=sys.stderr)
+                    print(one_line_name(f"data: skipping {path} where it cannot be read ({err})"), file=sys.stderr)
         raise ValueError(f"data: none of the {len(self.files)} video files can be read any more")
 
 
@@ -116,11 +117,12 @@ def readable_videos(root: str, report: bool = True) -> list[Path]:
             reasons.append(with_path(err, path))
             continue
         readable.append(path)
-    if not readable:
-        raise ValueError(f"data={root}: none of the {len(files)} video files can be read ({reasons[0]})")
+    if not readable:  # one line whatever the names hold (a\nb.mp4), as the CLI's
+        raise ValueError(one_line_name(f"data={root}: none of the {len(files)} video files can be read "
+                                       f"({reasons[0]})"))
     if reasons and report:
-        print(f"data={root}: leaving out {len(reasons)} of {len(files)} video files that cannot be read "
-              f"(first: {reasons[0]})", file=sys.stderr)
+        print(one_line_name(f"data={root}: leaving out {len(reasons)} of {len(files)} video files that cannot be "
+                            f"read (first: {reasons[0]})"), file=sys.stderr)
     return readable
 
 
