@@ -136,7 +136,8 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
     reasons = ["must be at least 1", "one process", *["--peak-tflops must be a number above 0"] * 4,
                "/no/such/dir: not a folder", "steps is set by --warmup and --steps here",
                "--clip-frames 32 is too short for surprise", "a multiple of the tubelet",
-               "two at least", "a multiple of the tubelet", "--clip-frames 5 is too short",
+               "at least two of them (4)", "--hidden-size must be a multiple of the heads",
+               "--clip-frames 5 is too short",
                "--clip-frames 18 is too short", "these sizes: num_hidden_layers must be between 1 and 64",
                "--seconds a finite number", f"{tmp_path / 'nope'}: no checkpoint folder there"]
     for result, reason in zip(refused, reasons, strict=True):
