@@ -6,6 +6,8 @@ for data=FOLDER, which files the run draws from).
 """
 
 import math
+import os
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -89,6 +91,8 @@ class TrainConfig:
                              f"{time_steps} time steps")
         if not self.out_dir.strip():
             raise ValueError("out_dir must name a folder")
+        # ~ as load_model reads it: a recipe's is never expanded by a shell, nor zsh's out_dir=~/x
+        self.out_dir, self.data = os.path.expanduser(self.out_dir), os.path.expanduser(self.data)
         if not self.data.strip():  # Path("") is the working folder: an unset $VIDEOS would train on whatever is there
             raise ValueError("data must be world or name a folder of video files")
         if not 0 <= self.seed < 2**32:  # seeds torch's and numpy's generators with the step mixed in
@@ -141,6 +145,22 @@ def _coerce(key: str, text: str, kind):
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice: the last would win without a word (lr: 0.001 near the top
+    and an lr: 0.01 added further down), as the overrides refuse a key given twice."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it below, in its words
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_recipe(path: str) -> dict:
     path = Path(path)
     try:  # is_file too: a name too long or a folder one may not enter raises rather than answer False
@@ -148,7 +168,7 @@ def _read_recipe(path: str) -> dict:
             raise ValueError(f"recipe {path} is a folder: give a recipe file in it, e.g. {path / 'cpu.yaml'}")
         if not path.is_file():
             raise ValueError(f"recipe {path} not found")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
     except UnicodeDecodeError:
         raise ValueError(f"recipe {path} is not a text file") from None
     except OSError as err:  # not "could not write": nothing has been written yet
