@@ -47,9 +47,10 @@ GALLERY_SEED = 1_002_000_000
 # The app's example clips, a million above: shown as clips the model never saw, so never a training seed either. The
 # 8th seed of that block, a scene of three objects under gravity in which every kind of violation fits one start.
 EXAMPLE_SEED = GALLERY_SEED + 1_000_007
-GALLERY_FORMAT = 6  # bump when what is stored or how it is computed (the world's clips and labels too) changes: older
+GALLERY_FORMAT = 7  # bump when what is stored or how it is computed (the world's clips and labels too) changes: older
 # cache files are then ignored. 4: collisions at walls and the direction label (world.py); 5: the fingerprint covers
-# the settings the model runs with; 6: shapes drawn inside the circle they collide as, main_shape by drawn area
+# the settings the model runs with; 6: shapes drawn inside the circle they collide as, main_shape by drawn area;
+# 7: bounces under gravity keep the height they fall from
 DEFAULT_CLIPS = 300
 MIN_CLIPS = 10  # UMAP's spectral start fails below 4 points, and a map of a handful of clips says nothing
 _EMBED_SHARE = 0.35  # of the progress bar: the map (import, numba compilation, fit) takes ~2/3 of a cold build

@@ -307,9 +307,15 @@ def _bounce_off_walls(s: _Scene) -> None:
     # Height (y grows downwards) the mirror adds: twice the depth past the floor, minus twice that past the ceiling.
     rise = 2 * np.where(over[:, 1], s.pos[:, 1] - high[:, 0], np.where(under[:, 1], s.pos[:, 1] - low[:, 0], 0.0))
     s.pos = np.where(under, 2 * low - s.pos, np.where(over, 2 * high - s.pos, s.pos))
+    before = s.vel[:, 1].copy()
     s.vel = np.where(under, np.abs(s.vel), np.where(over, -np.abs(s.vel), s.vel))
     if s.gravity:  # pay for that height in speed, or every bounce would add energy and speeds would keep growing
-        s.vel[:, 1] = np.sign(s.vel[:, 1]) * np.sqrt(np.maximum(s.vel[:, 1] ** 2 - 2 * s.gravity * rise, 0))
+        # What `_step`'s rule (v += g, then y += v) keeps between bounces is (v + g/2)^2 / 2 - g y, not v^2 / 2 - g y:
+        # kept with v alone, each floor bounce lost about g v of it (a tenth of a drop's height) and each ceiling
+        # bounce gained as much.
+        half, hit = s.gravity / 2, under[:, 1] | over[:, 1]
+        kept = np.sqrt(np.maximum((before + half) ** 2 - 2 * s.gravity * rise, 0))
+        s.vel[:, 1] = np.where(hit, np.sign(s.vel[:, 1]) * kept - half, s.vel[:, 1])
     s.pos = np.clip(s.pos, low, high)  # a step longer than the free width would mirror past the other wall
 
 
@@ -370,15 +376,18 @@ def _violate(seed: int, cfg: WorldConfig, scene: _Scene, plausible: dict, kind: 
     """The implausible trajectory, or None when no object can show this violation at t_v, or when it would not
     show in the pixels (a small shape changed at a small size can cover the same pixels)."""
     trajectory = _violated_states(seed, cfg, scene, plausible, kind, t_v)
-    return trajectory if trajectory is not None and _shows(plausible, trajectory, t_v, cfg.size) else None
+    return trajectory if trajectory is not None and _shows(plausible, trajectory, t_v, scene) else None
 
 
-def _shows(plausible: dict, trajectory: dict, t_v: int, size: int) -> bool:
-    """Whether the objects look different in some frame from t_v on."""
+def _shows(plausible: dict, trajectory: dict, t_v: int, scene: _Scene) -> bool:
+    """Whether the objects look different in some frame from t_v on, outside the occluder (a change behind it,
+    alone, leaves the twins' frames the same)."""
     for t in range(t_v, len(plausible["pos"])):
-        frames = np.zeros((2, size, size, 3), np.float32)
+        frames = np.zeros((2, scene.size, scene.size, 3), np.float32)
         _draw_objects(frames[0], plausible, t)
         _draw_objects(frames[1], trajectory, t)
+        if scene.occluder is not None:
+            frames[:, :, slice(*_occluder_columns(scene))] = 0
         if not np.array_equal(frames[0], frames[1]):
             return True
     return False
