@@ -235,10 +235,10 @@ def _video_files(root: Path, what: str) -> list[Path]:
 
 
 def _check_link(path: Path, what: str) -> None:
-    """ValueError for a link that could be a video or a folder of them (a video's suffix or none; os.walk lists a
-    link to a missing folder among the files) and cannot be followed: missing, looping, or where one may not look.
-    Hidden names and other files are left alone (an editor's lock file is a link to nowhere)."""
-    if path.name.startswith(".") or path.suffix.lower() not in (*VIDEO_SUFFIXES, "") or not path.is_symlink():
+    """ValueError for a link that cannot be followed (missing, looping, or where one may not look): it may be a video,
+    or a folder of them (os.walk lists a link to a missing folder among the files; a label folder's name may hold a
+    dot, 'St. Bernard'). Hidden names are left alone (an editor's lock file, .#notes.txt, is a link to nowhere)."""
+    if path.name.startswith(".") or not path.is_symlink():
         return
     try:
         path.stat()

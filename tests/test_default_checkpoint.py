@@ -32,7 +32,9 @@ MIN_CLEAN_ACCURACY = 0.65  # pairwise accuracy over all kinds, clean clips: meas
 # the default was trained on bounces that lose it, and held out it fell from 0.76 to 0.68 there, README). Set from
 # that measurement, not from what the check should mean: more than chance (12 of 24) by at least one pair.
 MIN_DETAIL_ACCURACY = 0.54
-MIN_MARGIN_OVER_RANDOM = 0.2  # clean clips, over a random encoder of the same shape: measured +0.21 (0.75 vs 0.54)
+# Clean clips, over a random encoder of the same shape: measured +0.21 (0.75 vs 0.54; +0.29, 0.75 vs 0.46, before the
+# bounces kept their height), set so that one pair (0.04) may turn on another machine's float sums
+MIN_MARGIN_OVER_RANDOM = 0.16
 # The probe and rank checks guard against a broken or collapsed embedding only: an untrained encoder passes them too
 # (held out, a random encoder's probes are 0.499 and 0.511 against the most common value's 0.424, its rank 2.9), and
 # the default's probes do not beat a random encoder's (README, Results)

@@ -99,6 +99,8 @@ def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
     recipe.write_text("model: tiny\nlr: 0.001\nfuture_steps: 1\nlr: 0.01\n")
     with pytest.raises(ValueError, match=f"^recipe {recipe} is not valid YAML at line 4: 'lr' is given twice$"):
         load_config(str(recipe), [])
+    recipe.write_text("<<: {model: tiny, future_steps: 1}\nlr: 0.01\n")  # a YAML merge key still merges
+    assert (load_config(str(recipe), []).model, load_config(str(recipe), []).lr) == ("tiny", 0.01)
 
 
 def test_a_home_folder_in_out_dir_or_data_is_expanded_as_loading_expands_it(tmp_path, monkeypatch):
