@@ -332,6 +332,8 @@ def _check_file(path) -> Path:
             raise VideoError(f"{path.name}: file not found")
         if path.is_dir():
             raise VideoError(f"{path.name}: is a folder, not a video file")
+        if not path.is_file():  # /dev/zero, a pipe (<(...)): no size to check, no seeking back to read it again
+            raise VideoError(f"{path.name}: not a regular file (a device or a pipe); save the video to a file first")
         if path.stat().st_size == 0:
             raise VideoError(f"{path.name}: the file is empty")
     except OSError as err:  # a folder we may not enter, a name too long for the file system

@@ -536,6 +536,8 @@ def test_unreadable_files_raise_video_error_naming_the_file(tmp_path):
             with pytest.raises(VideoError, match=reason) as err:
                 read(tmp_path / name)
             assert str(err.value).startswith(f"{name}: ")
+    with pytest.raises(VideoError, match=r"^zero: not a regular file \(a device or a pipe\)"):
+        read_video("/dev/zero")  # BUG: "the file is empty"
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9])
