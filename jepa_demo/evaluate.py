@@ -27,6 +27,7 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -606,6 +607,10 @@ def _unwritable(path: Path) -> str | None:
         return f"{existing} is a file, not a folder"
     if not os.access(existing, os.W_OK):
         return f"cannot write in {existing}"
+    try:  # root passes os.access where nobody can write (/proc); a file without a name, gone when closed, says
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        return f"cannot write in {existing} ({err.strerror or err})"
     return None
 
 
