@@ -4,6 +4,7 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +20,12 @@ def check_output(parser, path) -> Path:
         parser.error(f"--json {path}: a folder, not a file")
     if not os.access(folder, os.W_OK | os.X_OK):
         parser.error(f"--json {path}: cannot write in {folder}")
-    if path.exists() and not os.access(path, os.W_OK):  # a record kept read-only on purpose: not replaced
+    try:  # root passes os.access where nobody can write (/proc); a file without a name, gone when closed, says
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        parser.error(f"--json {path}: cannot write in {folder} ({err.strerror or err})")
+    # a record kept read-only on purpose is not replaced: by its mode too, as root may write anything
+    if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
         parser.error(f"--json {path}: the file is read-only")
     return path
 

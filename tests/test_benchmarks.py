@@ -165,18 +165,20 @@ def test_benchmarks_check_where_they_write_before_measuring(tmp_path, script, ar
     assert not out.parent.exists()
 
 
-def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_path, capsys, monkeypatch):
+def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _report.check_output(argparse.ArgumentParser(prog="bench"), tmp_path)
     assert "a folder, not a file" in capsys.readouterr().err
     assert _report.check_output(argparse.ArgumentParser(), tmp_path / "out.json") == tmp_path / "out.json"
     kept = tmp_path / "kept.json"
     kept.write_text("{}")
-    writable = os.access  # as root every file is writable: this stands for a user whose recorded run is read-only
-    monkeypatch.setattr(_report.os, "access", lambda path, mode: path != kept and writable(path, mode))
+    kept.chmod(0o444)  # BUG: as root (os.access says yes to root) it was replaced after the run
     with pytest.raises(SystemExit):  # BUG: refused only after the run, by a PermissionError's traceback
         _report.check_output(argparse.ArgumentParser(prog="bench"), kept)
     assert f"--json {kept}: the file is read-only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # BUG: as root, os.access says /proc is writable too
+        _report.check_output(argparse.ArgumentParser(prog="bench"), Path("/proc/out.json"))
+    assert "--json /proc/out.json: cannot write in /proc" in capsys.readouterr().err
     script = str(ROOT / "benchmarks" / "load_test.py")
     rerun = "python benchmarks/load_test.py --json 'my runs/out.json'"  # quoted: it runs as recorded
     assert _report.command(script, ["--json", "my runs/out.json"]) == rerun
