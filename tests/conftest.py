@@ -5,16 +5,27 @@ network, and an unknown repo id fails at once instead of retrying for ~30 s.
 """
 
 import os
+import sys
+import tempfile
 
-APP_SETTINGS = ("JEPA_LENS_HOSTED", "JEPA_LENS_ALLOWED_MODELS", "JEPA_LENS_CACHE", "JEPA_LENS_FILE_LIFETIME",
-                "SPACE_ID")
+TEST_SETTINGS = ("JEPA_LENS_SCREENSHOTS", "JEPA_LENS_REQUIRE_BROWSER")  # read by tests, not by the app
+
+
+def is_app_setting(name: str) -> bool:
+    """The app's and Gradio's settings (any JEPA_LENS_* but the tests' own, GRADIO_*, SPACE_ID for hosted mode)."""
+    return name.startswith(("JEPA_LENS_", "GRADIO_")) and name not in TEST_SETTINGS or name == "SPACE_ID"
+
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Hypothesis keeps its examples in ./.hypothesis unless told otherwise (read when first needed, after this): beside the
+# virtual environment's packages, as make test has it, or in the temp folder, rather than in the repository
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(
+    sys.prefix if sys.prefix != sys.base_prefix else tempfile.gettempdir(), ".hypothesis"))
 # The app's settings in the developer's shell (hosted mode, a server name, a file lifetime) would make the app the tests
 # import another one than they describe: the tests that want a setting set it themselves.
-for name in [name for name in os.environ if name in APP_SETTINGS or name.startswith("GRADIO_")]:
+for name in [name for name in os.environ if is_app_setting(name)]:
     del os.environ[name]
-APP_SETTINGS_LEFT = [name for name in os.environ if name in APP_SETTINGS or name.startswith("GRADIO_")]  # a test reads
+APP_SETTINGS_LEFT = [name for name in os.environ if is_app_setting(name)]  # a test reads it
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # else each gr.Blocks asks api.gradio.app for its latest version
 # make test runs two pytest-xdist workers: each gets its share of the cores (read by torch at import, and by the
 # processes tests start with this environment), so two compute-bound tests do not fight over every core; 2 threads
@@ -24,7 +35,6 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.env
 
 import signal  # noqa: E402
 import socket  # noqa: E402
-import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

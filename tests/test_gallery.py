@@ -396,6 +396,8 @@ def test_cli_reports_the_cache_file(built, checkpoint, monkeypatch, capsys):
     gallery, cache_dir, _ = built
     monkeypatch.setenv("JEPA_LENS_CACHE", str(cache_dir))
     monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)
+    load = cli.load_model  # the cached gallery is the CPU's: on a GPU (bf16) the fingerprint, and the file, differ
+    monkeypatch.setattr(cli, "load_model", lambda path, device=None: load(path, device="cpu"))
     assert gallery_module.main(["--checkpoint", str(checkpoint), "--clips", str(CLIPS)]) == 0
     out = capsys.readouterr().out
     assert f"read from {cache_dir}/gallery-{gallery.fingerprint}" in out

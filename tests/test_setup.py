@@ -58,7 +58,8 @@ def test_app_settings_exported_in_the_shell_are_cleared_for_the_tests(tmp_path):
     """BUG: `export JEPA_LENS_HOSTED=1` (trying hosted mode) and then `make test` tested the hosted app, failing
     tests of the local one."""
     test = f"{ROOT / 'tests' / 'test_setup.py'}::test_no_app_setting_of_the_shell_reaches_the_tests"
-    env = {**os.environ, "JEPA_LENS_HOSTED": "1", "SPACE_ID": "user/space", "GRADIO_SERVER_NAME": "0.0.0.0"}
+    env = {**os.environ, "JEPA_LENS_HOSTED": "1", "SPACE_ID": "user/space", "GRADIO_SERVER_NAME": "0.0.0.0",
+           "JEPA_LENS_SETTING_ADDED_LATER": "1"}  # one the app may read one day: cleared too
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
