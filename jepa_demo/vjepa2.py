@@ -112,6 +112,8 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
     mean, std = settings.get("image_mean", IMAGENET_MEAN), settings.get("image_std", IMAGENET_STD)
     if not (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple))):
         raise ValueError(f"{saved.name}: image_mean and image_std must be lists of three numbers")
+    if isinstance(crop, bool) or not isinstance(crop, int):  # "256" would read 'crop size 256 differs from ... 256'
+        raise ValueError(f"{saved.name}: crop_size must be a whole number of pixels, got {crop!r}")
     if crop != cfg.img_size:
         raise ValueError(f"{saved.name}: crop size {crop} differs from the model's crop_size {cfg.img_size}")
     # transformers' VJEPA2VideoProcessor (5.x) sets the short side from the crop and ignores a saved size: so do we
@@ -220,12 +222,18 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
         try:
             # float32 as our checkpoints (CUDA gets bf16 by autocast): by default transformers 5 takes the dtype
             # config.json records, and a model saved in half precision would run in it on CPU
+            # ignore_mismatched_sizes: a weight of another shape than config.json makes is then in the loading info,
+            # refused below by name, rather than raised as 'look at the above report' of the log hidden here
             hf_model, loading = VJEPA2Model.from_pretrained(folder, use_safetensors=True, output_loading_info=True,
-                                                            dtype=torch.float32)
+                                                            dtype=torch.float32, ignore_mismatched_sizes=True)
         finally:
             hf_logging.set_verbosity(verbosity)
             if hide_bar:
                 hf_logging.enable_progress_bar()
+    if mismatched := sorted(loading["mismatched_keys"]):
+        (key, stored, made), more = mismatched[0], len(mismatched) - 1
+        raise ValueError(f"the weights do not fit config.json: {key} is {tuple(stored)} in the file, {tuple(made)} "
+                         f"in the model config.json makes{f' ({more} more)' if more else ''}")
     if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
         raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): they would be random")

@@ -253,6 +253,19 @@ def test_weights_missing_from_the_file_are_refused_and_extra_ones_ignored_quietl
         load_model(damaged)
 
 
+def test_weights_of_other_shapes_than_the_config_makes_are_named(folder, tmp_path):
+    """BUG: transformers raised 'You set `ignore_mismatched_sizes` to `False` ... look at the above report!', a report
+    its logging, quietened here, never showed; and a crop_size saved as text read 'crop size 256 differs from 256'."""
+    other = _copy(folder, tmp_path / "other", {"pred_num_mask_tokens": 4})  # the file holds 2
+    with pytest.raises(CheckpointError, match=r"the weights do not fit config.json: predictor\.embeddings\.mask_tokens "
+                                              r"is \(2, 1, 1, 32\) in the file, \(4, 1, 1, 32\) in the model"):
+        load_model(other)
+    text = _copy(folder, tmp_path / "text")
+    (text / "video_preprocessor_config.json").write_text(json.dumps({"crop_size": "32"}))
+    with pytest.raises(CheckpointError, match="crop_size must be a whole number of pixels, got '32'"):
+        load_model(text)
+
+
 @pytest.mark.parametrize("weights", ["adapter_model.bin", "index-of-bin-shards"])
 def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_path, weights):
     if weights == "adapter_model.bin":
