@@ -25,7 +25,6 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(
 # import another one than they describe: the tests that want a setting set it themselves.
 for name in [name for name in os.environ if is_app_setting(name)]:
     del os.environ[name]
-APP_SETTINGS_LEFT = [name for name in os.environ if is_app_setting(name)]  # a test reads it
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # else each gr.Blocks asks api.gradio.app for its latest version
 # make test runs two pytest-xdist workers: each gets its share of the cores (read by torch at import, and by the
 # processes tests start with this environment), so two compute-bound tests do not fight over every core; 2 threads

@@ -477,7 +477,7 @@ def _files(folder: Path, prefix: str, count: int) -> list[str]:
     return paths
 
 
-def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path):
+def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path, tmp_path_factory, monkeypatch):
     """Gradio 6.31's own sweep raises 'Set changed size during iteration' here nearly every round (and its task then
     stops for good); the app's sweep must remove every expired file and nothing else, however the set changes."""
     import threading
@@ -486,6 +486,8 @@ def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path):
 
     import app
 
+    # a folder of these Blocks' own: in the session app server's, these sweeps would remove its uploads too
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
     with gr.Blocks() as ui:
         gr.File()
     uploads = ui.upload_file_set
