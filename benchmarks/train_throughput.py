@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
+from jepa_demo.checkpoint import first_line  # noqa: E402
 from jepa_demo.cli import out_of_memory  # noqa: E402
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
 from jepa_demo.masks import mask_to_indices  # noqa: E402
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     except (RuntimeError, ValueError) as err:  # out of memory, a data worker killed, a loss gone NaN: as training says
         if isinstance(err, RuntimeError) and not (out_of_memory(err) or data_worker_died(err)):
             raise  # a bug (one in a data worker too): the traceback says where
-        print(f"error: {own_message(err).strip().splitlines()[0]}; nothing written", file=sys.stderr)
+        print(f"error: {first_line(err, message=own_message(err))}; nothing written", file=sys.stderr)
         return 1
     result = {"command": _report.command(__file__, argv), "config": args.config, "overrides": args.overrides,
               **measured}

@@ -244,10 +244,11 @@ def _hub_errors(repo_id: str):
         raise CheckpointError(f"{repo_id}: download failed ({err.__class__.__name__}: {first_line(err)})") from None
 
 
-def first_line(err: BaseException, prefix: str = "") -> str:
+def first_line(err: BaseException, prefix: str = "", message: str | None = None) -> str:
     """An error as one line, less `prefix`: a Hub error's message runs over several (its status, a blank line, a
-    request id)."""
-    return next((line for line in str(err).removeprefix(prefix).splitlines() if line.strip()), type(err).__name__)
+    request id). `message`: the part of it to take instead (a DataLoader worker's error, less its traceback)."""
+    text = str(err) if message is None else message
+    return next((line for line in text.removeprefix(prefix).splitlines() if line.strip()), type(err).__name__)
 
 
 def _network_errors() -> tuple[type[Exception], ...]:

@@ -1015,6 +1015,11 @@ def test_a_data_workers_message_is_found_at_the_end_of_its_traceback():
         with pytest.raises(ValueError) as raised:
             wrapped.reraise()
         assert "Original Traceback" in str(raised.value) and own_message(raised.value) == message
+    from jepa_demo.checkpoint import first_line
+
+    # the tools' one line of it: an empty message gives the error's name (.strip().splitlines()[0] raised IndexError)
+    assert first_line(raised.value, message=own_message(raised.value)) == "a.mp4: bad"
+    assert first_line(ValueError(""), message=own_message(ValueError(""))) == "ValueError"
 
 
 def test_tensorboard_hides_what_a_resumed_run_redoes_and_gets_every_event(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from jepa_demo.checkpoint import CheckpointError, push_to_hub, quiet_hub_client
+from jepa_demo.checkpoint import CheckpointError, first_line, push_to_hub, quiet_hub_client
 from jepa_demo.cli import Once, out_of_memory, print_result
 
 from .config import load_config
@@ -55,13 +55,13 @@ def main(argv=None) -> int:
     except RuntimeError as err:
         if data_worker_died(err):  # killed by the kernel's OOM killer, or a bus error on a full /dev/shm
             # --resume keeps the run's batch_size (as below) but takes another num_workers
-            print(f"error: {own_message(err).strip().splitlines()[0]} (often out of memory or shared memory, "
+            print(f"error: {first_line(err, message=own_message(err))} (often out of memory or shared memory, "
                   "/dev/shm): fewer num_workers (which --resume takes) or a smaller batch_size (a new run, in another "
                   f"out_dir if this one saved) needs less; {_what_stands(cfg, started)}", file=sys.stderr)
             return 1
         if not out_of_memory(err):
             raise
-        reason = own_message(err).strip().splitlines()[0]
+        reason = first_line(err, message=own_message(err))
         # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
               f"out_dir if this one saved); {_what_stands(cfg, started)}", file=sys.stderr)
