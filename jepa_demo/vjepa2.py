@@ -143,6 +143,19 @@ def check_safetensors_only(folder: Path, hf_config: dict) -> None:
                              "unpickled)")
 
 
+def check_floating(folder: Path, used: set[str]) -> None:
+    """ValueError naming a tensor of the model's (`used`) that its safetensors files hold as integers
+    (headers only): loaded as float32, they would become weights without a word. Tensors the model does not use (a
+    file's extra counters, say) are not its weights, and are left alone, as transformers leaves them."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(path, framework="pt") as weights:
+            for key in used.intersection(weights.keys()):
+                if not (dtype := weights.get_slice(key).get_dtype()).startswith(("F", "BF")):  # F32, BF16, F8_E4M3
+                    raise ValueError(f"{path.name}: {key} holds {dtype} values, not floating-point weights")
+
+
 def _query_with_a_trained_mask_token(hf_model) -> None:
     """transformers' predictor always fills the hidden positions with mask token 1 (the default of Meta's predictor
     too), while Meta's training picks the token by the clip-length group of the batch: a model trained on one clip
@@ -237,6 +250,7 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
     if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
         raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): they would be random")
+    check_floating(folder, set(hf_model.state_dict()))
     check_finite_weights(hf_model.state_dict())
     _query_with_a_trained_mask_token(hf_model)
     record = {"format": MODEL_TYPE, "source": source, "step": None, "model": to_dict(cfg),

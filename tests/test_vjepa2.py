@@ -260,6 +260,15 @@ def test_weights_of_other_shapes_than_the_config_makes_are_named(folder, tmp_pat
     with pytest.raises(CheckpointError, match=r"the weights do not fit config.json: predictor\.embeddings\.mask_tokens "
                                               r"is \(2, 1, 1, 32\) in the file, \(4, 1, 1, 32\) in the model"):
         load_model(other)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    integers = _copy(folder, tmp_path / "integers")  # BUG: cast to float32 by transformers, loaded without a word
+    layernorm = {"encoder.layernorm.weight": torch.ones(64, dtype=torch.int32)}
+    save_file({**weights, **layernorm}, integers / "model.safetensors")
+    with pytest.raises(CheckpointError, match="model.safetensors: encoder.layernorm.weight holds I32 values, not "
+                                              "floating-point weights"):
+        load_model(integers)
     text = _copy(folder, tmp_path / "text")
     (text / "video_preprocessor_config.json").write_text(json.dumps({"crop_size": "32"}))
     with pytest.raises(CheckpointError, match="crop_size must be a whole number of pixels, got '32'"):
