@@ -80,7 +80,7 @@ def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, log
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the app exited with status {server.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"the app exited with status {server.returncode}; its log ends: {_last_line(log)}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
             return server
@@ -88,7 +88,13 @@ def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, log
             time.sleep(0.5)
     server.kill()
     server.wait()
-    raise RuntimeError(f"the app did not answer within {timeout:.0f} s: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"the app did not answer within {timeout:.0f} s; its log ends: {_last_line(log)}")
+
+
+def _last_line(log: Path) -> str:
+    """The log's last line that holds anything: the error an app that stopped ends it with."""
+    return next((line.strip() for line in reversed(log.read_text(errors="replace").splitlines()) if line.strip()),
+                "(empty)")
 
 
 def stop(server: subprocess.Popen, timeout: float = 60) -> bool:
@@ -287,7 +293,10 @@ def main(argv=None) -> int:
     if min(args.users, args.requests, args.rounds, args.file_lifetime) < 1:
         parser.error("--users, --requests, --rounds and --file-lifetime must be at least 1")
     out = _report.check_output(parser, args.json)
-    report = run(args.users, args.requests, args.rounds, args.file_lifetime)
+    try:
+        report = run(args.users, args.requests, args.rounds, args.file_lifetime)
+    except RuntimeError as err:  # the app would not start or answer: its log's last lines are in the message
+        sys.exit(f"error: {err}")
     report.update(command=_report.command(__file__, argv), file_lifetime=args.file_lifetime,
                   machine=_report.machine(), cpus=os.cpu_count())
     print_table(report)

@@ -56,6 +56,8 @@ GPU_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200 N
 def gpu_peak_tflops(name: str) -> float | None:
     """The longest listed model named as a whole word in `name` ("NVIDIA L40S" is an L40S, not an L4; "NVIDIA H100
     NVL" an H100 NVL, not an H100)."""
+    if re.search(r"\bMIG\b", name):  # a slice of the GPU ("... MIG 1g.10gb"): the whole GPU's peak would not be its
+        return None
     found = [key for key in GPU_PEAK_TFLOPS if re.search(rf"\b{re.escape(key)}\b", name)]
     return GPU_PEAK_TFLOPS[max(found, key=len)] if found else None
 
@@ -99,8 +101,9 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--steps", type=int, default=30, help="timed steps (after --warmup untimed ones)")
     parser.add_argument("--warmup", type=int, default=5,
-                        help="untimed steps first (torch.compile compiles in them), and two more per data worker: "
-                             "batches made ahead during the compilation are used up before the clock starts")
+                        help="untimed steps first (torch.compile compiles in them), and two more per data worker, "
+                             "for the batches made ahead during the compilation (a pipeline nearly as fast as the "
+                             "device refills them meanwhile: compare with the clips/s training logs)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
     parser.add_argument("--json", help="default: benchmarks/train_throughput_<recipe>.json")
@@ -125,6 +128,11 @@ def main(argv=None) -> int:
         warmup = args.warmup + 2 * cfg.num_workers  # DataLoader's default prefetch: two batches a worker
         cfg = load_config(args.config, [*args.overrides, f"steps={warmup + args.steps}"])
         runtime = setup_runtime(cfg)
+        recorded_for = {"cpu": "cpu", "gpu": "cuda"}.get(Path(args.config).stem)
+        if args.json is None and recorded_for and runtime.device.type != recorded_for:  # device=auto took the other
+            where = {"cpu": "the CPU", "cuda": "a GPU"}
+            raise ValueError(f"{recipe_json.name} records {args.config} on {where[recorded_for]}, and this run would "
+                             f"be on {where[runtime.device.type]}: give --json for another record")
         model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
         preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
         dataset = build_dataset(cfg, preprocess, runtime)

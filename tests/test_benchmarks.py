@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import _report
 
@@ -288,8 +289,24 @@ def test_load_test_starts_the_app_on_loopback_whatever_this_shell_sets(tmp_path,
     assert not {"GRADIO_SHARE", "JEPA_LENS_HOSTED", "SPACE_ID"} & set(started)
 
 
+def test_train_throughput_refuses_to_record_a_recipe_on_the_other_device(tmp_path):
+    """BUG: device=auto took the CPU for gpu.yaml (or a GPU for cpu.yaml), and the run overwrote the recipe's record
+    with the other device's figures, an hour of CPU for the ViT-S recipe."""
+    recipe = "gpu" if not torch.cuda.is_available() else "cpu"
+    result = _run("train_throughput.py", "--config", f"train/configs/{recipe}.yaml", "--steps", "1")
+    assert result.returncode == 2 and f"train_throughput_{recipe}.json records train/configs/{recipe}.yaml on" \
+        in result.stderr and result.stderr.strip().endswith("give --json for another record")
+
+
+def test_a_gpu_slice_gets_no_data_sheet_peak():
+    """A MIG slice is named after its GPU: the whole H100's peak understated its MFU about sevenfold."""
+    peak = _load("train_throughput.py").gpu_peak_tflops
+    assert peak("NVIDIA H100 80GB HBM3") == 989.0 and peak("NVIDIA H100 80GB HBM3 MIG 1g.10gb") is None
+
+
 def test_load_test_shows_the_apps_log_when_it_fails_to_start(tmp_path):
-    """The app's stderr goes to a file (a pipe nobody read filled up and blocked the app): its tail is the message."""
+    """The app's stderr goes to a file (a pipe nobody read filled up and blocked the app): its last line is in the
+    message."""
     log = tmp_path / "app.log"
     with pytest.raises(RuntimeError, match="GRADIO_SERVER_PORT='0': expected a whole number"):
         _load("load_test.py").start_server(0, tmp_path / "gradio", tmp_path / "cache", 10, log)
