@@ -336,7 +336,8 @@ def steps_to_show(count: int, peak: int, num: int = _SHOWN_FRAMES) -> np.ndarray
 
 def _strip(frames: np.ndarray) -> np.ndarray:
     """8 frames side by side, enlarged by the largest whole factor that keeps them at most _SHOWN_PIXELS tall (nearest
-    neighbour, so tokens stay crisp): 64-pixel frames twice, to 128."""
+    neighbour, so tokens stay crisp): 64-pixel frames twice, to 128; frames taller than that as they are (V-JEPA 2's
+    256), never shrunk."""
     scale = max(1, _SHOWN_PIXELS // frames.shape[1])
     strip = filmstrip(frames, num=min(_SHOWN_FRAMES, len(frames)))
     return np.repeat(np.repeat(strip, scale, axis=0), scale, axis=1)
