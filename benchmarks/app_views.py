@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import _report  # noqa: E402
 
 # the app is imported here, and reads its settings then: a shell's hosted mode would refuse the checkpoint's path
-for name in set(os.environ) - set(_report.without_app_settings()):
-    del os.environ[name]
+# (its cache folder, JEPA_LENS_CACHE, stays: the app's galleries are read from there)
+for name in ("JEPA_LENS_HOSTED", "JEPA_LENS_ALLOWED_MODELS", "SPACE_ID"):
+    os.environ.pop(name, None)
 import app  # noqa: E402
 from jepa_demo import write_video  # noqa: E402
 from jepa_demo.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402

@@ -80,7 +80,7 @@ def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, log
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the app exited with status {server.returncode}; its log ends: {_last_line(log)}")
+            raise AppDidNotStart(f"the app exited with status {server.returncode}; its log ends: {_last_line(log)}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
             return server
@@ -88,7 +88,11 @@ def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, log
             time.sleep(0.5)
     server.kill()
     server.wait()
-    raise RuntimeError(f"the app did not answer within {timeout:.0f} s; its log ends: {_last_line(log)}")
+    raise AppDidNotStart(f"the app did not answer within {timeout:.0f} s; its log ends: {_last_line(log)}")
+
+
+class AppDidNotStart(RuntimeError):
+    """The app exited or did not answer at start: said in one line (any other RuntimeError is a bug, a traceback)."""
 
 
 def _last_line(log: Path) -> str:
@@ -295,7 +299,7 @@ def main(argv=None) -> int:
     out = _report.check_output(parser, args.json)
     try:
         report = run(args.users, args.requests, args.rounds, args.file_lifetime)
-    except RuntimeError as err:  # the app would not start or answer: its log's last lines are in the message
+    except AppDidNotStart as err:
         sys.exit(f"error: {err}")
     report.update(command=_report.command(__file__, argv), file_lifetime=args.file_lifetime,
                   machine=_report.machine(), cpus=os.cpu_count())

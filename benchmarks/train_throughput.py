@@ -132,7 +132,8 @@ def main(argv=None) -> int:
         if args.json is None and recorded_for and runtime.device.type != recorded_for:  # device=auto took the other
             where = {"cpu": "the CPU", "cuda": "a GPU"}
             raise ValueError(f"{recipe_json.name} records {args.config} on {where[recorded_for]}, and this run would "
-                             f"be on {where[runtime.device.type]}: give --json for another record")
+                             f"be on {where[runtime.device.type]}: add device={recorded_for} to measure it there, or "
+                             "give --json for another record")
         model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
         preprocess = PreprocessConfig(img_size=model_cfg.img_size, num_frames=model_cfg.num_frames)
         dataset = build_dataset(cfg, preprocess, runtime)

@@ -125,9 +125,10 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
         raise ValueError(f"{saved.name if saved else 'preprocessing'}: {err}") from None
 
 
-def check_safetensors_only(folder: Path, hf_config: dict) -> None:
+def check_safetensors_only(folder: Path, hf_config: dict) -> list[str]:
     """Refuse a folder that would make transformers unpickle: `use_safetensors=True` does not stop a config's
-    "transformers_weights": "adapter_model.bin", nor an index whose shards are .bin files."""
+    "transformers_weights": "adapter_model.bin", nor an index whose shards are .bin files. The weight files it loads,
+    as named there (model.safetensors when nothing names them)."""
     named = hf_config.get("transformers_weights")
     files = [] if named is None else [named]
     for index in {folder / "model.safetensors.index.json", *([folder / named] if isinstance(named, str) and
@@ -141,19 +142,23 @@ def check_safetensors_only(folder: Path, hf_config: dict) -> None:
         if not isinstance(name, str) or not name.endswith((".safetensors", ".safetensors.index.json")):
             raise ValueError(f"weights {name!r} are not safetensors; only safetensors are loaded (nothing is "
                              "unpickled)")
+    return sorted({name for name in files if name.endswith(".safetensors")} or {"model.safetensors"})
 
 
-def check_floating(folder: Path, used: set[str]) -> None:
-    """ValueError naming a tensor of the model's (`used`) that its safetensors files hold as integers
-    (headers only): loaded as float32, they would become weights without a word. Tensors the model does not use (a
-    file's extra counters, say) are not its weights, and are left alone, as transformers leaves them."""
+def check_floating(folder: Path, files: list[str], used: set[str], prefix: str) -> None:
+    """ValueError naming a tensor of the model's (`used`; in the file perhaps under `prefix`., as a task model saves
+    it) that the weight `files` it was loaded from hold as integers (headers only): loaded as float32, they would
+    become weights without a word. Tensors the model does not use (a file's extra counters, say) are left alone, as
+    transformers leaves them."""
     from safetensors import safe_open
 
-    for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(path, framework="pt") as weights:
-            for key in used.intersection(weights.keys()):
+    for name in files:
+        with safe_open(folder / name, framework="pt") as weights:
+            for key in weights.keys():
+                if key.removeprefix(f"{prefix}.") not in used:
+                    continue
                 if not (dtype := weights.get_slice(key).get_dtype()).startswith(("F", "BF")):  # F32, BF16, F8_E4M3
-                    raise ValueError(f"{path.name}: {key} holds {dtype} values, not floating-point weights")
+                    raise ValueError(f"{name}: {key} holds {dtype} values, not floating-point weights")
 
 
 def _query_with_a_trained_mask_token(hf_model) -> None:
@@ -220,7 +225,7 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
     except ValueError as err:
         raise ValueError(f"config.json: {err}") from None
     preprocess = preprocess_config(folder, cfg)
-    check_safetensors_only(folder, hf_config)
+    files = check_safetensors_only(folder, hf_config)
     from transformers import VJEPA2Model
     from transformers.utils import logging as hf_logging
 
@@ -250,7 +255,7 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
     if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
         raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): they would be random")
-    check_floating(folder, set(hf_model.state_dict()))
+    check_floating(folder, files, set(hf_model.state_dict()), hf_model.base_model_prefix)
     check_finite_weights(hf_model.state_dict())
     _query_with_a_trained_mask_token(hf_model)
     record = {"format": MODEL_TYPE, "source": source, "step": None, "model": to_dict(cfg),

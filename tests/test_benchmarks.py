@@ -295,7 +295,7 @@ def test_train_throughput_refuses_to_record_a_recipe_on_the_other_device(tmp_pat
     recipe = "gpu" if not torch.cuda.is_available() else "cpu"
     result = _run("train_throughput.py", "--config", f"train/configs/{recipe}.yaml", "--steps", "1")
     assert result.returncode == 2 and f"train_throughput_{recipe}.json records train/configs/{recipe}.yaml on" \
-        in result.stderr and result.stderr.strip().endswith("give --json for another record")
+        in result.stderr and result.stderr.strip().endswith("to measure it there, or give --json for another record")
 
 
 def test_a_gpu_slice_gets_no_data_sheet_peak():
