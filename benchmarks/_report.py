@@ -4,7 +4,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,12 +17,10 @@ def check_output(parser, path) -> Path:
         parser.error(f"--json {path}: no folder {folder}")
     if path.is_dir():
         parser.error(f"--json {path}: a folder, not a file")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        parser.error(f"--json {path}: cannot write in {folder}")
-    try:  # root passes os.access where nobody can write (/proc); a file without a name, gone when closed, says
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        parser.error(f"--json {path}: cannot write in {folder} ({err.strerror or err})")
+    from jepa_demo.checkpoint import cannot_write_in
+
+    if problem := cannot_write_in(folder):
+        parser.error(f"--json {path}: {problem}")
     # a record kept read-only on purpose is not replaced: by its mode too, as root may write anything
     if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
         parser.error(f"--json {path}: the file is read-only")

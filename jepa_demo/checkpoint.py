@@ -58,6 +58,18 @@ def _strip_wrappers(key: str) -> str:
     return key
 
 
+def cannot_write_in(folder: Path) -> str | None:
+    """Why no file can be made in the existing `folder`, or None: found before a long run, not at its end. os.access
+    says yes to root even where nobody can write (/proc), so a file without a name, gone when closed, is made too."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder}"
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        return f"cannot write in {folder} ({err.strerror or err})"
+    return None
+
+
 def is_temporary_name(name: str) -> bool:
     """Whether `name` is one `atomic_write` gives its temporary file (with the default suffix): what a process killed
     mid-write leaves behind, and nothing a user named."""

@@ -27,7 +27,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -39,7 +38,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .checkpoint import SHIPPED_DIR, CheckpointError, first_line, quiet_hub_client, write_json
+from .checkpoint import SHIPPED_DIR, CheckpointError, cannot_write_in, first_line, quiet_hub_client, write_json
 from .cli import check_finite, out_of_memory, print_any_name, write_nowhere
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
@@ -605,13 +604,7 @@ def _unwritable(path: Path) -> str | None:
         return f"cannot be looked up ({err.strerror or err})"
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
-    if not os.access(existing, os.W_OK):
-        return f"cannot write in {existing}"
-    try:  # root passes os.access where nobody can write (/proc); a file without a name, gone when closed, says
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as err:
-        return f"cannot write in {existing} ({err.strerror or err})"
-    return None
+    return cannot_write_in(existing)
 
 
 if __name__ == "__main__":
