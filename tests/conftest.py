@@ -8,13 +8,9 @@ import os
 import sys
 import tempfile
 
+from benchmarks._report import without_app_settings
+
 TEST_SETTINGS = ("JEPA_LENS_SCREENSHOTS", "JEPA_LENS_REQUIRE_BROWSER")  # read by tests, not by the app
-
-
-def is_app_setting(name: str) -> bool:
-    """The app's and Gradio's settings (any JEPA_LENS_* but the tests' own, GRADIO_*, SPACE_ID for hosted mode)."""
-    return name.startswith(("JEPA_LENS_", "GRADIO_")) and name not in TEST_SETTINGS or name == "SPACE_ID"
-
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 # Hypothesis keeps its examples in ./.hypothesis unless told otherwise (read when first needed, after this): beside the
@@ -22,8 +18,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(
     sys.prefix if sys.prefix != sys.base_prefix else tempfile.gettempdir(), ".hypothesis"))
 # The app's settings in the developer's shell (hosted mode, a server name, a file lifetime) would make the app the tests
-# import another one than they describe: the tests that want a setting set it themselves.
-for name in [name for name in os.environ if is_app_setting(name)]:
+# import another one than they describe: the tests that want a setting set it themselves. The same settings as the
+# benchmarks leave out of the apps they start, but the tests' own.
+for name in set(os.environ) - set(without_app_settings()) - set(TEST_SETTINGS):
     del os.environ[name]
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # else each gr.Blocks asks api.gradio.app for its latest version
 # make test runs two pytest-xdist workers: each gets its share of the cores (read by torch at import, and by the
