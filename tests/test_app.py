@@ -477,7 +477,15 @@ def _files(folder: Path, prefix: str, count: int) -> list[str]:
     return paths
 
 
-def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path, tmp_path_factory, monkeypatch):
+@pytest.fixture
+def own_gradio_folder(tmp_path_factory, monkeypatch):
+    """A Gradio folder for the test's own Blocks: in the session app server's, their sweeps would remove its uploads
+    too (they are swept by folder)."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
+
+
+@pytest.mark.usefixtures("own_gradio_folder")
+def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path):
     """Gradio 6.31's own sweep raises 'Set changed size during iteration' here nearly every round (and its task then
     stops for good); the app's sweep must remove every expired file and nothing else, however the set changes."""
     import threading
@@ -486,8 +494,6 @@ def test_the_file_sweep_keeps_going_while_uploads_arrive(tmp_path, tmp_path_fact
 
     import app
 
-    # a folder of these Blocks' own: in the session app server's, these sweeps would remove its uploads too
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
     with gr.Blocks() as ui:
         gr.File()
     uploads = ui.upload_file_set
@@ -875,7 +881,8 @@ def test_the_examples_outlive_every_sweep_but_the_last(tmp_path, monkeypatch):
     assert not list(gradio.iterdir())
 
 
-def test_the_last_sweep_waits_for_a_pass_under_way(tmp_path, tmp_path_factory, monkeypatch):
+@pytest.mark.usefixtures("own_gradio_folder")
+def test_the_last_sweep_waits_for_a_pass_under_way(tmp_path, monkeypatch):
     """The server's stop cancels the sweeping task, but a pass already in its worker thread runs on: the last sweep
     must not run beside it (the pass could rename back a file the last sweep had just removed)."""
     import threading
@@ -884,8 +891,6 @@ def test_the_last_sweep_waits_for_a_pass_under_way(tmp_path, tmp_path_factory, m
 
     import app
 
-    # a folder of these Blocks' own: in the session app server's, this stop would sweep its uploads too
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
     with gr.Blocks() as ui:
         gr.File()
     ui.upload_file_set.update(_files(tmp_path, "upload", 2))
@@ -913,7 +918,8 @@ def test_the_last_sweep_waits_for_a_pass_under_way(tmp_path, tmp_path_factory, m
     assert order == ["pass", "last"] and not list(tmp_path.iterdir())
 
 
-def test_a_stopping_server_removes_every_file_it_kept(tmp_path, tmp_path_factory, monkeypatch):
+@pytest.mark.usefixtures("own_gradio_folder")
+def test_a_stopping_server_removes_every_file_it_kept(tmp_path):
     import asyncio
     from types import SimpleNamespace
 
@@ -921,8 +927,6 @@ def test_a_stopping_server_removes_every_file_it_kept(tmp_path, tmp_path_factory
 
     import app
 
-    # a folder of these Blocks' own: in the session app server's, this stop would sweep its uploads too
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
     with gr.Blocks() as ui:
         clip = gr.File()
     ui.upload_file_set.update(_files(tmp_path, "upload", 3))
