@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -58,6 +59,10 @@ def make_clips(folder: Path) -> list[Path]:
     return paths
 
 
+class AppDidNotStart(RuntimeError):
+    """The app exited or did not answer at start: said in one line (any other RuntimeError is a bug, a traceback)."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,22 +82,27 @@ def start_server(port: int, temp_dir: Path, cache: Path, file_lifetime: int, log
     with log.open("w") as stderr:
         server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                   stderr=stderr)
+    try:
+        _wait_for_answer(server, port, log, timeout)
+    except BaseException:  # this script stopped meanwhile (Ctrl-C, SIGTERM) too: the app must not outlive it
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        raise
+    return server
+
+
+def _wait_for_answer(server: subprocess.Popen, port: int, log: Path, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
             raise AppDidNotStart(f"the app exited with status {server.returncode}; its log ends: {_last_line(log)}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-            return server
+            return
         except OSError:
             time.sleep(0.5)
-    server.kill()
-    server.wait()
     raise AppDidNotStart(f"the app did not answer within {timeout:.0f} s; its log ends: {_last_line(log)}")
-
-
-class AppDidNotStart(RuntimeError):
-    """The app exited or did not answer at start: said in one line (any other RuntimeError is a bug, a traceback)."""
 
 
 def _last_line(log: Path) -> str:
@@ -280,6 +290,12 @@ def print_table(report: dict) -> None:
         print("  ", error)
 
 
+def _exit_on_sigterm(signum, frame):
+    """A plain `kill` of this script ends it as Ctrl-C does, through the `finally` that stops the app it started and
+    the temporary folder's removal: by default SIGTERM ends Python at once and left the app running."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=32)
@@ -297,6 +313,7 @@ def main(argv=None) -> int:
     if min(args.users, args.requests, args.rounds, args.file_lifetime) < 1:
         parser.error("--users, --requests, --rounds and --file-lifetime must be at least 1")
     out = _report.check_output(parser, args.json)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         report = run(args.users, args.requests, args.rounds, args.file_lifetime)
     except AppDidNotStart as err:

@@ -1,6 +1,7 @@
 """The benchmark scripts run and write what they promise (tiny sizes: these check the scripts, not the speed)."""
 
 import argparse
+import contextlib
 import errno
 import importlib.util
 import json
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import torch
 
 from benchmarks import _report
 
-from processes import run_whole
+from processes import kill_with_descendants, run_whole
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -324,6 +326,44 @@ def test_load_test_kills_an_app_that_ignores_sigterm():
     assert stays.stdout.readline() == "ignoring\n"
     assert stop(stays, timeout=0.5) is True and stays.returncode == -signal.SIGKILL
     stays.stdout.close()
+
+
+def test_load_test_stopped_with_sigterm_stops_its_app_and_removes_its_folder(tmp_path):
+    """A plain `kill` ended the script at once (Python's default for SIGTERM): the app it had started ran on, holding
+    a port and memory, and the temporary folder with its clips stayed."""
+    script = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "load_test.py"), "--json",
+                               str(tmp_path / "out.json")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env={**_report.without_app_settings(), "TMPDIR": str(tmp_path / "tmp"),
+                                              "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    (tmp_path / "tmp").mkdir()
+    app = None
+    try:
+        app = _child_running(script.pid, "app.py", timeout=120)
+        time.sleep(1)  # into the wait for the app's answer, which takes it seconds more to import Gradio and torch
+        assert Path(f"/proc/{app}").exists() and not (tmp_path / "out.json").exists()
+        script.send_signal(signal.SIGTERM)
+        status = script.wait(timeout=60)
+        assert not Path(f"/proc/{app}").exists() and os.listdir(tmp_path / "tmp") == []
+        assert status == 128 + signal.SIGTERM, script.stderr.read()
+    finally:
+        kill_with_descendants(script.pid)
+        if app is not None:  # left to init when the script died first
+            with contextlib.suppress(OSError):
+                os.kill(app, signal.SIGKILL)
+        script.wait()
+        script.stderr.close()
+
+
+def _child_running(pid: int, argument: str, timeout: float) -> int:
+    """The first process below `pid` with `argument` on its command line (before it, ffmpeg writes the clips)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                if argument in Path(f"/proc/{child}/cmdline").read_text().split("\0"):
+                    return int(child)
+        time.sleep(0.05)
+    raise AssertionError(f"no process with {argument} below {pid} after {timeout} s")
 
 
 def test_app_views_times_the_apps_own_explorer(tmp_path):
