@@ -56,7 +56,8 @@ SEED_BLOCK = 100_000
 PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
 SHIPPED = ("default", "pixel-baseline", "jepa-sigreg")
 PAIR_FRAMES = 32  # frames of each violation pair's clips (see pair_world)
-RANDOM, FRAME_DIFFERENCE = "random encoder", "frame difference"
+# The scorers the suites add themselves (the folder probe adds the third): no checkpoint may take their names
+RANDOM, FRAME_DIFFERENCE, MAJORITY = "random encoder", "frame difference", "always the most common label"
 KNN_NEIGHBOURS = 5
 MAX_RESAMPLES = 100_000  # resamples x clips bootstrap indices are drawn at once
 
@@ -362,7 +363,9 @@ def check_names(names: list[str]) -> None:
     suite adds itself (its entry would replace the model's, or get its scores)."""
     if len(set(names)) < len(names):
         raise ValueError(f"two checkpoints share a name ({', '.join(names)}): the report could not tell them apart")
-    if taken := [name for name in names if name in (RANDOM, FRAME_DIFFERENCE)]:
+    if "" in names:  # "/" has no name of its own: the tables' column and the JSON key would be blank
+        raise ValueError("a checkpoint has no name (the root folder?): give its folder a name")
+    if taken := [name for name in names if name in (RANDOM, FRAME_DIFFERENCE, MAJORITY)]:
         raise ValueError(f"a checkpoint is named '{taken[0]}', like one of the suite's own scorers: rename its folder")
     # a '|' splits a Markdown table's column, a '`' ends the report's code span, a control character breaks a line
     if odd := [name for name in names if "|" in name or "`" in name or not name.isprintable()]:
@@ -445,7 +448,8 @@ def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
     paths = given or [str(SHIPPED_DIR / name) for name in SHIPPED if (SHIPPED_DIR / name).is_dir()]
     if not paths:
         raise ValueError("no checkpoint given and none shipped under checkpoints/")
-    names = [Path(path).name for path in paths]
+    # abspath: "." or ".." is named after the folder it stands for (without following links, as the user named it)
+    names = [Path(os.path.abspath(path)).name if Path(path).is_dir() else Path(path).name for path in paths]
     check_names(names)
     with quiet_hub_client():  # a Hub id that cannot be fetched: its CheckpointError's one line, no retry warnings
         return {name: load_model(path) for name, path in zip(names, paths)}

@@ -21,12 +21,11 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from tqdm import tqdm
 
-from .cli import check_finite
-from .evaluate import RANDOM, errors_named, format_difference, paired_difference, random_twin
+from .cli import check_finite, one_line_name
+from .evaluate import MAJORITY, RANDOM, errors_named, format_difference, paired_difference, random_twin
 from .inference import JEPAModel
 from .video import VideoError, folder_label, list_videos, read_video, with_path
 
-MAJORITY = "always the most common label"
 # Left one out, a clip of a label with c videos has at most c - 1 neighbours of its own: with k = 5, a label of 3 or
 # fewer would be wrong every time, whatever the embeddings
 MIN_PER_LABEL = 4
@@ -146,6 +145,12 @@ def _embed_drawn(paths: list[Path], drawn: dict, scorers: dict[str, JEPAModel]) 
     return embeddings, unreadable
 
 
+def _cell(label: str) -> str:
+    """A sub-folder's name as one Markdown table cell: a '|' in it would split the row (every figure after it under
+    the wrong model), a newline end it."""
+    return one_line_name(label).replace("|", "\\|")
+
+
 def format_folder_report(report: dict) -> str:
     """A Markdown table: accuracy per label and in all, per model; the first one's lead over the random encoder."""
     scorers = list(report["accuracy"])
@@ -158,7 +163,7 @@ def format_folder_report(report: dict) -> str:
         lines += [f"Left out, labels with fewer than {MIN_PER_LABEL} readable videos: {few}", ""]
     lines += ["| label (clips) | " + " | ".join(scorers) + " |", "|---" * (len(scorers) + 1) + "|"]
     for label, count in report["labels"].items():
-        lines.append(f"| {label} ({count}) | "
+        lines.append(f"| {_cell(label)} ({count}) | "
                      + " | ".join(f"{report['accuracy'][s]['per_label'][label]:.3f}" for s in scorers) + " |")
     lines.append("| **all** | " + " | ".join(f"{report['accuracy'][s]['all']:.3f}" for s in scorers) + " |")
     lines += ["", f"{scorers[0]} minus the {RANDOM} [95 % interval]: {format_difference(report['vs_random'])}"]

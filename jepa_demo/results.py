@@ -15,7 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .checkpoint import atomic_write, write_text  # noqa: E402
-from .evaluate import HELD_OUT_SEED, PROBE_LABELS, RANDOM, SHIFT_READING, format_difference, format_report  # noqa: E402
+from .evaluate import (  # noqa: E402
+    HELD_OUT_SEED,
+    PROBE_LABELS,
+    RANDOM,
+    SHIFT_READING,
+    VALIDATION_SEED,
+    format_difference,
+    format_report,
+)
 from .world import VIOLATIONS  # noqa: E402
 
 # The goals issue 4 set for the default checkpoint.
@@ -170,7 +178,7 @@ def plot_violations(report: dict, png: Path) -> None:
         for i, (name, stats) in enumerate(scorers.items()):
             values = [stats["per_kind"][k]["accuracy"] for k in VIOLATIONS] + [stats["accuracy"]]
             low, high = stats["accuracy_ci"]
-            errors = np.zeros((2, len(groups)))
+            errors = np.full((2, len(groups)), np.nan)  # not 0: matplotlib draws a zero interval's caps
             errors[:, -1] = [stats["accuracy"] - low, high - stats["accuracy"]]
             ax.bar(np.arange(len(groups)) + i * width, values, width, yerr=errors, capsize=2, label=_label(name))
         ax.axhline(0.5, color="k", lw=0.8, ls="--")
@@ -202,8 +210,10 @@ def plot_probes(report: dict, png: Path) -> None:
 
 
 def _seeds(report: dict) -> str:
-    """Which clips the report measured: "held-out" (the results) or "validation" (where recipes are compared)."""
-    return "held-out" if report["settings"].get("first_seed", HELD_OUT_SEED) == HELD_OUT_SEED else "validation"
+    """Which clips the report measured: "held-out" (the results), "validation" (where recipes are compared) or, for
+    `evaluate(first_seed=...)` called with another seed, which."""
+    first = report["settings"].get("first_seed", HELD_OUT_SEED)
+    return {HELD_OUT_SEED: "held-out", VALIDATION_SEED: "validation"}.get(first, f"other (from {first})")
 
 
 def _label(name: str) -> str:

@@ -8,6 +8,7 @@ import torch
 from jepa_demo.evaluate import (
     FRAME_DIFFERENCE,
     HELD_OUT_SEED,
+    MAJORITY,
     RANDOM,
     VALIDATION_SEED,
     evaluate,
@@ -359,7 +360,7 @@ def test_the_plots_name_a_checkpoint_whose_name_starts_with_an_underscore(tmp_pa
         assert "_scratch" in [text.get_text().lstrip("\u200b") for text in figure.legends[0].get_texts()]
 
 
-@pytest.mark.parametrize("name", [RANDOM, FRAME_DIFFERENCE])
+@pytest.mark.parametrize("name", [RANDOM, FRAME_DIFFERENCE, MAJORITY])
 def test_a_checkpoint_named_like_one_of_the_suites_scorers_is_refused_before_loading(name, tiny_checkpoint, tmp_path,
                                                                                       monkeypatch, capsys):
     """BUG: a second checkpoint named "random encoder" was replaced by the random twin, a first one crashed the report
@@ -374,6 +375,45 @@ def test_a_checkpoint_named_like_one_of_the_suites_scorers_is_refused_before_loa
     (tmp_path / "other").mkdir()  # two folders of one name: each would overwrite the other's results
     assert main(["--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tmp_path / "other" / "tiny")]) == 2
     assert "two checkpoints share a name" in capsys.readouterr().err
+
+
+def test_a_checkpoint_given_as_a_dot_is_named_after_its_folder(tiny_checkpoint, monkeypatch):
+    """BUG: `--checkpoint .` named the model "" (Path(".").name): blank table headers, "## Goals for ``", a JSON key
+    "" and no legend entry."""
+    import jepa_demo.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "load_model", lambda path: path)
+    monkeypatch.chdir(tiny_checkpoint)
+    assert list(evaluate_module._load_all(["."])) == [tiny_checkpoint.name]
+    assert list(evaluate_module._load_all([f"../{tiny_checkpoint.name}/"])) == [tiny_checkpoint.name]
+    with pytest.raises(ValueError, match="a checkpoint has no name"):
+        evaluate_module._load_all(["/"])
+
+
+def test_the_violation_plot_draws_interval_caps_on_the_overall_bars_only(monkeypatch):
+    """BUG: the per-kind bars got zero-length error bars, whose caps read as intervals of no width (each kind's
+    interval is about +-0.2)."""
+    from matplotlib.container import BarContainer
+
+    from jepa_demo import results
+
+    report = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results.json").read_text())
+    figures = []
+    monkeypatch.setattr(results, "_save", lambda fig, png: figures.append(fig))
+    results.plot_violations(report, Path("unused.png"))
+    bars = [c for ax in figures[0].axes for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 2 * len(report["pairs"]["clean"])
+    for container in bars:
+        _, caps, _ = container.errorbar.lines
+        assert [np.isfinite(np.asarray(cap.get_ydata(), float)).sum() for cap in caps] == [1, 1]
+
+
+def test_a_report_from_other_seeds_is_not_called_validation():
+    """BUG: evaluate(first_seed=...) with any seed but the held-out one was labelled "validation"."""
+    from jepa_demo.results import _seeds
+
+    assert [_seeds({"settings": {"first_seed": seed}}) for seed in (HELD_OUT_SEED, VALIDATION_SEED, 5)] == [
+        "held-out", "validation", "other (from 5)"]
 
 
 def test_evaluate_called_directly_refuses_what_the_command_line_refuses(tiny_inference, monkeypatch):

@@ -159,3 +159,20 @@ def test_models_of_other_input_sizes_read_the_same_files_their_own_way(tiny_chec
     assert main(argv) == 0
     assert "| label (clips) | tiny | wide | random encoder | always the most common label |" in capsys.readouterr().out
     assert reads == {(4, 32): 8, (4, 48): 8}  # each file once at each model's own input
+
+
+def test_a_label_with_a_bar_or_a_newline_keeps_its_table_row_whole():
+    """BUG: labels went into the table as they are: a sub-folder `a|b` split its row, putting every figure after it
+    under the wrong model, and one with a newline broke the row in two."""
+    from jepa_demo.evaluate import MAJORITY, RANDOM, paired_difference
+    from jepa_demo.folder_probe import format_folder_report
+
+    labels = {"a|b": 4, "c\nd": 4}
+    accuracy = {"per_label": dict.fromkeys(labels, 0.5), "all": 0.5}
+    report = {"folder": "clips", "k": 5, "clips": 8, "unreadable": [], "too_few": {}, "labels": labels,
+              "accuracy": dict.fromkeys(["tiny", RANDOM, MAJORITY], accuracy),
+              "vs_random": paired_difference(np.ones(8, bool), np.zeros(8, bool), 100)}
+    rows = [line for line in format_folder_report(report).splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + len(labels) + 1  # the header, its rule, a row per label and the total
+    assert {row.replace("\\|", "").count("|") for row in rows} == {5}  # four cells each
+    assert rows[2].startswith("| a\\|b (4) |") and rows[3].startswith("| c\\nd (4) |")
