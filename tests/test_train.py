@@ -561,6 +561,25 @@ def test_a_loss_that_is_not_finite_stops_before_the_update(tiny_model):
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
 
 
+def test_a_training_step_moves_the_teacher_towards_the_updated_student_by_the_steps_momentum(tiny_model):
+    """The ghost teacher is the step's EMA of the student after its update: no other test would notice a training
+    loop that never updated it (or used 1 - momentum), since a frozen teacher passes every other training check."""
+    from train.loop import Runtime, build_optimizer, momentum_at, train_step
+
+    assert tiny_model.cfg.objective == "jepa"
+    cfg = TrainConfig(model="tiny", steps=10, future_steps=1, ema_start=0.5, ema_end=0.9)
+    optimizer = build_optimizer(tiny_model, cfg, torch.device("cpu"))
+    teacher = [p.detach().clone() for p in tiny_model.target_encoder.parameters()]
+    batch = torch.randn(2, 3, tiny_model.cfg.num_frames, tiny_model.cfg.img_size, tiny_model.cfg.img_size)
+    train_step(tiny_model, tiny_model, optimizer, batch, 4, cfg, Runtime(torch.device("cpu")))
+    momentum = momentum_at(4, cfg)
+    assert 0.5 < momentum < 0.9  # mid-schedule: the step's own momentum, not either end's
+    for before, after, student in zip(teacher, tiny_model.target_encoder.parameters(),
+                                      tiny_model.context_encoder.parameters(), strict=True):
+        torch.testing.assert_close(after, momentum * before + (1 - momentum) * student.detach())
+    assert not all(torch.equal(a, b) for a, b in zip(teacher, tiny_model.target_encoder.parameters()))
+
+
 def test_resume_refuses_another_number_of_processes(tmp_path, tiny_model):
     from train.loop import build_optimizer, load_training_state, save_training_state
 
