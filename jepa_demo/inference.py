@@ -36,8 +36,8 @@ from .video import strided_frame_indices
 @dataclass
 class MaskedPrediction:
     mask: np.ndarray  # (t, h, w) bool, True = hidden
-    predicted: np.ndarray  # (M, D) predicted latents at the hidden tokens (flattened grid order)
-    target: np.ndarray  # (M, D) normalised target-encoder latents there
+    predicted: np.ndarray  # (M, D') predictions at the hidden tokens (flattened grid order)
+    target: np.ndarray  # (M, D') their targets (`JEPAModel.target_latents`: normalised latents, or pixels)
     error_map: np.ndarray  # (t, h, w) per-token L1 error; 0 at visible tokens
     error: float  # mean error over hidden tokens
     frames: np.ndarray  # (T, S, S, 3) uint8: the frames the model saw
@@ -54,6 +54,15 @@ class Surprise:
     def peak_step(self) -> int:
         """Index into `per_step` / `step_frames` of the most surprising step."""
         return int(np.argmax(self.per_step))
+
+
+def _mask_seed(seed) -> int:
+    """`seed` checked against what a torch generator takes: outside it torch raises a RuntimeError that names no
+    argument, and it maps a negative seed onto a positive one (-1 drew 2**64 - 2's mask)."""
+    seed = whole_number("seed", seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be from 0 to 2**64 - 1, got {seed}")
+    return seed
 
 
 class JEPAModel:
@@ -93,7 +102,8 @@ class JEPAModel:
 
     @property
     def frames_wanted(self) -> int:
-        """The most frames any call uses (surprise slides over up to 4 clips' worth); longer clips are thinned out."""
+        """The most frames any call uses unless told otherwise (surprise slides over up to 4 clips' worth, or its
+        `max_frames`); longer clips are thinned out."""
         return 4 * self.cfg.num_frames
 
     def info(self) -> dict:
@@ -171,7 +181,7 @@ class JEPAModel:
     def _resolve_mask(self, mask, seed: int, ratio: float) -> torch.Tensor:
         grid = self.cfg.grid
         if isinstance(mask, str):
-            return sample_mask(mask, grid, torch.Generator().manual_seed(whole_number("seed", seed)), ratio=ratio,
+            return sample_mask(mask, grid, torch.Generator().manual_seed(_mask_seed(seed)), ratio=ratio,
                                num_future=self.default_future_steps)
         array = _numpy(mask)
         if array.dtype == bool and array.shape == grid:

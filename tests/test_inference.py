@@ -83,6 +83,10 @@ def test_predict_masked_refuses_a_seed_or_ratio_that_is_not_a_number(model):
     for seed in (1.0, True, "1"):
         with pytest.raises(ValueError, match=f"seed must be an integer, got {seed!r}"):
             model.predict_masked(_clip(), mask="random", seed=seed)
+    for seed in (-1, 2**64):  # torch: a RuntimeError naming no argument, or -1 read as 2**64 - 2
+        with pytest.raises(ValueError, match=rf"seed must be from 0 to 2\*\*64 - 1, got {seed}"):
+            model.predict_masked(_clip(), mask="random", seed=seed)
+    assert model.predict_masked(_clip(), mask="random", seed=2**64 - 1).mask.any()
     for ratio in ("0.5", None, float("nan"), 1):
         with pytest.raises(ValueError, match=f"mask ratio must be a number strictly between 0 and 1, got {ratio!r}"):
             model.predict_masked(_clip(), mask="random", ratio=ratio)
