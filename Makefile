@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt constraints.txt | venv-works
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -r requirements.txt
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
-	$(PY) -m jepa_demo.gallery --checkpoint checkpoints/default  # reads its shipped gallery (a stale one: rebuilt)
+	$(PY) -m jepa_demo.gallery --checkpoint checkpoints/default  # reads its shipped gallery (a stale one or a GPU's: built)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt

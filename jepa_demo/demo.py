@@ -55,14 +55,15 @@ def main(argv=None) -> int:
               "surprised)")
         # clips of two model windows at least: V-JEPA 2's window alone is 64 frames
         cfg = WorldConfig(size=model.preprocess.img_size, num_frames=max(32, 2 * model.cfg.num_frames))
-        for kind in args.kind or VIOLATIONS:
+        kinds = list(dict.fromkeys(args.kind or VIOLATIONS))  # `--kind vanish --kind vanish` is one pair
+        for kind in kinds:
             plausible, implausible = make_pair(args.seed, kind, cfg)
             clips = _through_mp4(plausible, implausible, kind, model)
             results = {name: model.surprise(clip.frames) for name, clip in clips.items()}
             for result in results.values():
                 check_finite(result.per_step)  # weights that overflow: one line, not a failed sparkline
             wins += _print_pair(results, clips, implausible.labels["violation_frame"], kind)
-        print(f"\nThe violating twin was more surprising in {wins} of {len(args.kind or VIOLATIONS)} pairs "
+        print(f"\nThe violating twin was more surprising in {wins} of {len(kinds)} pairs "
               "(README: what the shipped model has and has not learned).")
         sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe under stdout is then caught below
     except ValueError as err:  # a model the synthetic world cannot feed (e.g. under 16 px), or overflowing weights

@@ -11,7 +11,8 @@ re-renders them from their seed. A new clip is searched exactly (`nearest`) and 
 gallery clips (`place_on_map`), never by running UMAP again. Everything is numpy; this module knows nothing about
 Gradio, plots or how the app lays out its views.
 
-Precompute the cache (what `make install` runs; a no-op when the checkpoint carries its gallery), or with `--ship`
+Precompute the cache (what `make install` runs; a no-op when the checkpoint carries its gallery and the model runs on
+the CPU: a GPU computes in bf16, whose gallery is its own), or with `--ship`
 write the gallery into the checkpoint folder itself (how the shipped ones got theirs; stale ones there are removed):
 
     python -m jepa_demo.gallery [--checkpoint checkpoints/default] [--clips 300] [--cache-dir DIR] [--ship]
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, atomic_write, first_line
-from .cli import Once, check_finite, load_or_say_why, out_of_memory, print_any_name, print_result
+from .cli import Once, check_finite, load_or_say_why, out_of_memory, print_any_name, print_result, write_nowhere
 from .config import to_dict
 from .inference import JEPAModel
 from .world import WorldConfig, render_clip
@@ -422,17 +423,28 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.clips < MIN_CLIPS:
         parser.error(f"--clips must be at least {MIN_CLIPS}")
+    if args.cache_dir is not None and not args.cache_dir.strip():  # an unset $DIR: not the default cache, silently
+        parser.error("--cache-dir needs a folder")
     # never into the Hub's download cache; os.path.isdir, as a name too long must be refused, not raise
     if args.ship and not os.path.isdir(os.path.expanduser(args.checkpoint)):
         parser.error(f"--ship writes into a local checkpoint folder; {args.checkpoint} is not one")
     print_any_name()
     try:
         with warnings.catch_warnings():  # the library's warnings (a cache it cannot write), one line each as ours
-            warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
+            warnings.showwarning = lambda message, *args, **kwargs: _say(f"warning: {message}")
             return _build_and_ship(args)
     except KeyboardInterrupt:  # files are written whole or not at all
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _say(line: str) -> None:
+    """A progress or warning line on stderr, best effort: a stderr that fails (`2>/dev/full`, `2>&1 | head -1`)
+    silences the rest rather than abandoning minutes of building (its error was taken for the cache folder's)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        write_nowhere(sys.stderr)
 
 
 def _build_and_ship(args) -> int:
@@ -442,7 +454,7 @@ def _build_and_ship(args) -> int:
     start = time.perf_counter()
 
     def progress(fraction: float, message: str) -> None:
-        print(f"{fraction:4.0%} {message}", file=sys.stderr, flush=True)
+        _say(f"{fraction:4.0%} {message}")
 
     try:
         if found := find_gallery(model, args.cache_dir, args.clips):

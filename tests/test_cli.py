@@ -327,6 +327,18 @@ def test_the_terminal_demo_refuses_a_negative_seed_before_loading(monkeypatch, c
     assert stopped.value.code == 2 and "--seed must be a whole number of at least 0, got -1" in capsys.readouterr().err
 
 
+def test_the_terminal_demo_counts_a_kind_given_twice_once(tiny_checkpoint, monkeypatch, capsys):
+    """BUG: `--kind vanish --kind vanish` ran the same pair twice: 'more surprising in 2 of 2 pairs'."""
+    from jepa_demo import demo
+
+    pairs = []
+    make_pair = demo.make_pair
+    monkeypatch.setattr(demo, "make_pair", lambda seed, kind, cfg: pairs.append(kind) or make_pair(seed, kind, cfg))
+    assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish", "--kind", "appear", "--kind",
+                      "vanish"]) == 0
+    assert pairs == ["vanish", "appear"] and " of 2 pairs " in capsys.readouterr().out
+
+
 def test_the_terminal_demo_stopped_with_ctrl_c_says_so_in_one_line(tiny_checkpoint, monkeypatch, capsys):
     """BUG: Ctrl-C during the tour (a minute, far longer with V-JEPA 2 on a CPU) printed a traceback."""
     from jepa_demo import cli, demo

@@ -392,6 +392,22 @@ def test_cli_with_a_stdout_that_fails_says_so_in_one_line(built, checkpoint):
     assert result.stderr == "error: could not print the result: No space left on device (the files stand)\n"
 
 
+def test_cli_whose_stderr_fails_builds_all_the_same(built, model, tmp_path, monkeypatch, capsys):
+    """BUG: `2>/dev/full` (or `2>&1 | head -1`): the first progress line's error was taken for the cache folder's,
+    whose message then failed too: a traceback, status 1, and the build abandoned."""
+    def build_saying_how_far(model, num_clips, progress=None):
+        progress(0.5, "clips embedded")
+        return built[0]
+
+    monkeypatch.setattr(cli, "load_model", lambda path, device=None: model)
+    monkeypatch.setattr(gallery_module, "build_gallery", build_saying_how_far)
+    with open("/dev/full", "w") as full:
+        monkeypatch.setattr(sys, "stderr", full)
+        assert gallery_module.main(["--clips", str(CLIPS), "--cache-dir", str(tmp_path)]) == 0
+    assert f"built into {gallery_cache_path(model, tmp_path, CLIPS)} in" in capsys.readouterr().out
+    assert gallery_cache_path(model, tmp_path, CLIPS).is_file()
+
+
 def test_cli_reports_the_cache_file(built, checkpoint, monkeypatch, capsys):
     gallery, cache_dir, _ = built
     monkeypatch.setenv("JEPA_LENS_CACHE", str(cache_dir))
@@ -488,6 +504,9 @@ def test_cli_names_a_cache_folder_or_checkpoint_folder_it_cannot_use_in_one_line
     with pytest.raises(SystemExit) as stopped:
         gallery_module.main(["--checkpoint", str(too_long), "--ship"])
     assert stopped.value.code == 2 and "is not one" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # `--cache-dir "$DIR"` with DIR unset: not the default cache
+        gallery_module.main(["--cache-dir", ""])
+    assert stopped.value.code == 2 and "--cache-dir needs a folder" in capsys.readouterr().err
 
 
 def test_cli_out_of_memory_or_a_model_that_overflows_is_one_line(model, checkpoint, tmp_path, monkeypatch, capsys):
