@@ -47,8 +47,11 @@ MAX_REORDER = 16
 # decoding them costs less.
 SEEK_FROM = 120
 
-# The containers uploads and data=FOLDER may be (PyAV reads more; these are the ones the tests write).
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".gif")
+# The containers uploads and data=FOLDER may be, each written and read by the tests: phones' and cameras' (.3gp of
+# older phones, .mts/.m2ts of camcorders, .ts recordings) and older formats too, since a folder's files of any other
+# suffix are passed over without a word.
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".gif", ".3gp", ".mts", ".m2ts", ".ts", ".mpg",
+                  ".mpeg", ".wmv", ".flv", ".ogv")
 # The demuxers ffmpeg may pick for a file, whatever its name. ffmpeg chooses one from the first bytes, and some read
 # other files or the network: a text file that starts "ffconcat version 1.0" is a concat script that can play the other
 # files next to it (or itself, until no file can be opened), and HLS, DASH and SDP files name further sources. Still
@@ -350,12 +353,15 @@ def _video(path: Path, size: int | None = None):
         container = av.open(str(path.absolute()), metadata_errors="ignore",
                             container_options={"format_whitelist": _DEMUXERS})
     except av.FFmpegError as err:
-        raise VideoError(f"{path.name}: not a readable video ({_open_failure(err)})") from None
+        raise VideoError(f"{path.name}: not a readable video ({_open_failure(err, path)})") from None
     with container:
         yield container, _video_stream(container, path, size)
 
 
-def _open_failure(err: av.FFmpegError) -> str:
+def _open_failure(err: av.FFmpegError, path: Path) -> str:
+    if isinstance(err, av.InvalidDataError) and _starts_like_mp4(path):
+        return ("an MP4 or MOV file whose index (its moov atom) is missing or damaged: often a recording, copy or "
+                "download cut short; copy or export it again")
     if isinstance(err, av.InvalidDataError):
         return "its contents are not a video format ffmpeg knows"
     if isinstance(err, av.EOFError):
@@ -363,6 +369,16 @@ def _open_failure(err: av.FFmpegError) -> str:
     if isinstance(err, av.ArgumentError):  # what ffmpeg answers for a format that is not on the list above
         return "its contents are a kind of file this program does not read as a video"
     return err.strerror or type(err).__name__
+
+
+def _starts_like_mp4(path: Path) -> bool:
+    """Whether the file opens with an MP4/MOV header (a box typed 'ftyp', QuickTime's 'wide', 'free' or 'mdat'). Phones
+    and ffmpeg write the index last, so a file cut short has none, and ffmpeg then says only 'invalid data'."""
+    try:
+        with path.open("rb") as file:
+            return file.read(8)[4:] in (b"ftyp", b"wide", b"free", b"mdat")
+    except OSError:
+        return False
 
 
 def _video_stream(container, path: Path, size: int | None = None):

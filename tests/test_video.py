@@ -244,7 +244,9 @@ def test_formats_written_by_ffmpeg(tmp_path, name, extra):
 
 
 def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
-    codec = {".webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"]}
+    codec = {".webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"], ".3gp": ["-c:v", "libx264"],  # not H.263
+             ".mpg": ["-c:v", "mpeg2video"], ".mpeg": ["-c:v", "mpeg2video"],  # MPEG-1 takes no 10 fps
+             ".mts": ["-f", "mpegts"], ".m2ts": ["-f", "mpegts"]}
     for suffix in VIDEO_SUFFIXES:
         path = pattern_clip(tmp_path / f"clip{suffix}", 1, "80x60", 10, *codec.get(suffix, []))
         assert read_video(path, num_frames=4).shape == (4, 60, 80, 3), suffix
@@ -538,6 +540,21 @@ def test_unreadable_files_raise_video_error_naming_the_file(tmp_path):
             assert str(err.value).startswith(f"{name}: ")
     with pytest.raises(VideoError, match=r"^zero: not a regular file \(a device or a pipe\)"):
         read_video("/dev/zero")  # BUG: "the file is empty"
+
+
+def test_an_mp4_cut_short_before_its_index_is_said_to_be_cut_short(tmp_path):
+    """BUG: an MP4 written as phones and ffmpeg write it, index (moov) last, and cut short by an interrupted copy or
+    recording was 'not a video format ffmpeg knows'."""
+    data = pattern_clip(tmp_path / "whole.mp4", 2, "64x48", 10).read_bytes()  # no +faststart: the index last
+    (tmp_path / "cut.mp4").write_bytes(data[:int(len(data) * 0.6)])
+    (tmp_path / "text.mp4").write_text("not a video at all\n" * 20)
+    for read in (read_video, video_info):
+        with pytest.raises(VideoError, match=r"^cut\.mp4: not a readable video \(an MP4 or MOV file whose index \(its "
+                           r"moov atom\) is missing or damaged: often a recording, copy or download cut short"):
+            read(tmp_path / "cut.mp4")
+        with pytest.raises(VideoError, match=r"^text\.mp4: not a readable video \(its contents are not a video format "
+                           r"ffmpeg knows\)$"):
+            read(tmp_path / "text.mp4")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9])
