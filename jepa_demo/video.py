@@ -419,7 +419,7 @@ class _Packets(NamedTuple):
 # The last scans, kept: training draws clip after clip from the same files, and an hour-long file takes about half a
 # second to scan (9000 packets: 0.04 s) before each draw's few frames are decoded. Bounded by their packets, about 16
 # bytes each, and a file's own cost (its record, arrays and key, about 1 KB: counted as 64 packets): 4 million, some
-# 64 MB a process, hold 37 hours of 30 fps video in 2000 clips of a minute, or 26000 two-second clips.
+# 64 MB a process, hold about 2100 one-minute clips at 30 fps (1864 packets each: 35 hours), or 32000 of two seconds.
 _SCANS: OrderedDict[tuple, _Packets] = OrderedDict()
 _SCANS_MAX_PACKETS = 4_000_000
 _SCAN_OVERHEAD = 64  # packets' worth
