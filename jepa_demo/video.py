@@ -146,12 +146,16 @@ def _grown(path: Path, video: np.ndarray) -> np.ndarray:
     return grown
 
 
+class _OverBudget(VideoError):
+    """Frames that would take more memory than MAX_READ_ALL_BYTES: the same however they are reached."""
+
+
 def _within_budget(path: Path, frames: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of `frames` frames of `shape`; VideoError when they would take more than MAX_READ_ALL_BYTES."""
     nbytes = frames * math.prod(shape)
     if nbytes > MAX_READ_ALL_BYTES:
         height, width = shape[:2]
-        raise VideoError(f"{path.name}: holding {frames} frames of {width}x{height} pixels would take "
+        raise _OverBudget(f"{path.name}: holding {frames} frames of {width}x{height} pixels would take "
                          f"{nbytes / 2**30:.3g} GiB, over the limit of {MAX_READ_ALL_BYTES / 2**30:.3g} GiB; pass "
                          "num_frames= to sample fewer frames or size= to scale them down")
     return (frames, *shape)
@@ -649,9 +653,9 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
                         break
     except av.FFmpegError:
         return None
-    except VideoError:
-        if deadline and deadline.passed():
-            raise  # out of time: decoding from the start would be later still
+    except VideoError as err:
+        if isinstance(err, _OverBudget) or (deadline and deadline.passed()):
+            raise  # decoding from the start would refuse the same frames (or be later still), after decoding more
         return None  # nothing decoded after a seek, or damage there: decoding from the start will say
     return kept if len(kept) == len(picks) else None
 

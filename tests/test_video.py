@@ -315,6 +315,21 @@ def test_a_stretch_far_in_is_reached_by_seeking_and_gives_the_frames_decoding_fr
         assert not calls, f"{span}: decoded from the start, not after a seek"
 
 
+def test_frames_over_the_memory_limit_found_after_a_seek_are_refused_without_decoding_from_the_start(tmp_path,
+                                                                                                      monkeypatch):
+    """BUG: the refusal, raised for the first frame kept after a seek, sent the read back to decode the file from its
+    first frame, only to refuse the same frames there (a whole decode of a long file on the way to an error)."""
+    import jepa_demo.video as video
+
+    path = pattern_clip(tmp_path / "long.mp4", 30, "32x24", 10, "-g", "50", "-keyint_min", "50")
+    monkeypatch.setattr(video, "SEEK_FROM", 120)
+    monkeypatch.setattr(video, "_picks_from_start", lambda *args: pytest.fail("decoded from the start"))
+    assert len(read_video(path, num_frames=4, span=(0.8, 1.0))) == 4  # reached by seeking
+    monkeypatch.setattr(video, "MAX_READ_ALL_BYTES", 3 * 32 * 24 * 3)  # one frame short of the four
+    with pytest.raises(VideoError, match=r"^long.mp4: holding 4 frames of 32x24 pixels would take"):
+        read_video(path, num_frames=4, span=(0.8, 1.0))
+
+
 def test_seeking_decodes_from_the_keyframe_before_a_pick_and_never_decodes_a_frame_twice(tmp_path, monkeypatch):
     import jepa_demo.video as video
 
