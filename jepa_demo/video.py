@@ -122,10 +122,10 @@ def _read_all(path: Path, size: int | None, deadline: _Deadline) -> np.ndarray:
     single copy. A decoder may give fewer frames than the packets (a damaged file) or more: only decoded ones are
     returned, copied out of the larger array (two copies for a moment)."""
     expected = _scan(path, deadline).frames
-    video, count = None, 0
+    video, count, matrices = None, 0, {}
     with _video(path, size) as (container, stream):
         for frame in _decode(container, stream, path, deadline):
-            rgb = _to_rgb(frame, size, path)
+            rgb = _to_rgb(frame, size, path, matrices)
             if video is None:
                 video = np.empty(_within_budget(path, max(expected, 1), rgb.shape), np.uint8)
             elif count == len(video):
@@ -580,7 +580,20 @@ def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, de
             return _sample(path, _Packets(last + 1, None, None), num_frames, size, deadline, at_most, span)
     for i in indices:
         _check_same_shape(path, kept[indices[0]], kept[i], i)
-    return Clip(np.stack([kept[i] for i in indices]), np.array(indices))
+    return Clip(_stacked(kept, indices), np.array(indices))
+
+
+def _stacked(kept: dict, indices: list[int]) -> np.ndarray:
+    """np.stack([kept[i] for i in indices]), each frame let go once copied for the last time: the clip's memory is
+    then held about once, where stacking held the frames and their copy at once (twice the limit, MAX_READ_ALL_BYTES,
+    for a read just under it). `kept` is emptied."""
+    last_use = {index: position for position, index in enumerate(indices)}
+    out = np.empty((len(indices), *kept[indices[0]].shape), dtype=np.uint8)  # pages taken as they are written
+    for position, index in enumerate(indices):
+        out[position] = kept[index]
+        if last_use[index] == position:
+            del kept[index]
+    return out
 
 
 def _check_same_shape(path: Path, first: np.ndarray, rgb: np.ndarray, number: int) -> None:
@@ -595,11 +608,11 @@ def _check_same_shape(path: Path, first: np.ndarray, rgb: np.ndarray, number: in
 def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline) -> tuple[dict, int]:
     """Frame index -> RGB picture for the wanted `indices` (sorted), decoding from the first frame; and the index of
     the last frame decoded."""
-    wanted, kept, index = set(indices), {}, -1
+    wanted, kept, index, matrices = set(indices), {}, -1, {}
     with _video(path, size) as (container, stream):
         for index, frame in enumerate(_decode(container, stream, path, deadline)):
             if index in wanted:
-                _keep(kept, index, _to_rgb(frame, size, path), path, len(indices))
+                _keep(kept, index, _to_rgb(frame, size, path, matrices), path, len(indices))
             if index == indices[-1]:
                 break
     return kept, index
@@ -627,7 +640,7 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
     if pts is None or keyframes is None:
         return None
     index_of = {int(stamp): i for i, stamp in enumerate(pts)}
-    picks, kept, done, synced = sorted(set(indices)), {}, -1, True
+    picks, kept, done, synced, matrices = sorted(set(indices)), {}, -1, True, {}
     try:
         with _video(path, size) as (container, stream):
             frames = _decode(container, stream, path, deadline)  # one decoder: a seek flushes it and demuxes on there
@@ -648,7 +661,7 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
                         continue
                     done = index
                     if index in picks and index not in kept:
-                        _keep(kept, index, _to_rgb(frame, size, path), path, len(indices))
+                        _keep(kept, index, _to_rgb(frame, size, path, matrices), path, len(indices))
                     if index >= pick:
                         break
     except av.FFmpegError:
@@ -669,7 +682,7 @@ def nearest_in_time(indices: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.where(before_is_nearer, after - 1, after).astype(np.int64)
 
 
-def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path, matrices: dict | None = None) -> np.ndarray:
     try:
         rgb = frame.to_ndarray(format="rgb24")
     except av.FFmpegError as err:
@@ -678,23 +691,25 @@ def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path) -> np.ndarray:
             reason = (f"its colours are stored in a form this reader cannot convert to RGB (colour matrix "
                       f"{frame.colorspace}, e.g. YCgCo or ICtCp); re-encode it with BT.709 colours")
         raise VideoError(f"{path.name}: {reason}") from None
-    rgb = np.ascontiguousarray(_upright(rgb, frame))
+    rgb = np.ascontiguousarray(_upright(rgb, frame, matrices))
     return _resize_short_side(rgb, size) if size else rgb
 
 
-def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+def _upright(rgb: np.ndarray, frame: av.VideoFrame, matrices: dict | None = None) -> np.ndarray:
     """The picture as ffmpeg shows it, from the frame's display matrix: turned (phones store portrait video sideways)
     and, where the matrix mirrors it, flipped, as ffmpeg's autorotation does (fftools: transpose, hflip, vflip).
-    PyAV's `rotation` alone ignores a mirror: a left-right flip reads as a half turn."""
+    PyAV's `rotation` alone ignores a mirror: a left-right flip reads as a half turn.
+    `matrices` (rotation -> matrix) keeps what earlier frames of one read gave, so that a frame's side data is read
+    only when its rotation is new: reading it ties the frame in a reference cycle (PyAV 18) that only the garbage
+    collector frees, and a whole read held its decoded frames until then (a 1.2 GiB read of 1080p peaked at 2.6 GiB)."""
     degrees = frame.rotation
     # A degenerate display matrix (all zeros) has no angle: PyAV then gives INT_MIN, and ffmpeg leaves it unturned.
     if not -360 <= degrees <= 360:
         return rgb
-    try:
-        matrix = next((np.frombuffer(bytes(data), "<i4") for data in frame.side_data
-                       if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
-    except ValueError:  # side data of a type PyAV 18 has no name for (ffmpeg 8's EXIF, VIEW_ID, ...): not readable
-        matrix = None
+    matrices = {} if matrices is None else matrices
+    if degrees not in matrices:
+        matrices[degrees] = _display_matrix(frame)
+    matrix = matrices[degrees]
     theta = -degrees % 360  # ffmpeg's angle, clockwise
     if matrix is None or not any(abs(theta - angle) < 1 for angle in (0, 90, 180, 270, 360)):
         return np.rot90(rgb, round(degrees / 90) % 4)  # no matrix to read, or not a quarter turn: the nearest one
@@ -705,6 +720,14 @@ def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
     if abs(theta - 180) < 1 and matrix[0] < 0:
         rgb = rgb[:, ::-1]
     return rgb[::-1] if matrix[4] < 0 else rgb
+
+
+def _display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
+    try:
+        return next((np.frombuffer(bytes(data), "<i4") for data in frame.side_data
+                     if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
+    except ValueError:  # side data of a type PyAV 18 has no name for (ffmpeg 8's EXIF, VIEW_ID, ...): not readable
+        return None
 
 
 def _swaps_sides(frame: av.VideoFrame) -> bool:
