@@ -41,6 +41,10 @@ _HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.csv", "training_c
               "threshold-*.json"]
 # A V-JEPA 2 repo pushed by `python -m train push` carries ours as well.
 _VJEPA2_HUB_FILES = sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})
+# Files of an earlier push that this one's folder lacks are removed from the repo: galleries and thresholds are named
+# for the weights' fingerprint (each retrained push would add two more), weight shards for their count, and a run's
+# metrics and curves describe its own model. A README is left alone: it may be the owner's own.
+_REPLACED_ON_PUSH = ["gallery-*.npz", "threshold-*.json", "metrics.csv", "training_curves.png", "model-*.safetensors"]
 
 
 class CheckpointError(ValueError):
@@ -275,7 +279,8 @@ def _network_errors() -> tuple[type[Exception], ...]:
 
 def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     """Upload a checkpoint folder to a Hub model repo (created if needed): the files `load_model` reads plus the model
-    card, metrics, curves and the app's prebuilt gallery files, never the training state. The folder is loaded first,
+    card, metrics, curves and the app's prebuilt gallery files, never the training state; such files an earlier push
+    left that the folder no longer has are removed (`_REPLACED_ON_PUSH`). The folder is loaded first,
     so a broken checkpoint is never pushed. `api` defaults to `huggingface_hub.HfApi()` (token from `hf auth login` or
     HF_TOKEN). Returns the URL."""
     if not is_hub_repo_id(repo_id):
@@ -292,7 +297,7 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none
-        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
+        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, delete_patterns=_REPLACED_ON_PUSH,
                           commit_message=f"JEPA Lens checkpoint {folder.name}{step}")
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {first_line(err)})") from None

@@ -428,17 +428,21 @@ class FolderHub:
         self.calls.append(("create_repo", repo_id, private, exist_ok))
         return f"https://huggingface.co/{repo_id}"
 
-    def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message):
+    def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message, delete_patterns=()):
         import fnmatch
 
         self.calls.append(("upload_folder", repo_id, commit_message))
         repo = self.cache / f"models--{repo_id.replace('/', '--')}"
         snapshot = repo / "snapshots" / ("1" * 40)
-        snapshot.mkdir(parents=True)
-        for path in sorted(folder_path.iterdir()):
-            if any(fnmatch.fnmatch(path.name, pattern) for pattern in allow_patterns):
-                (snapshot / path.name).write_bytes(path.read_bytes())
-        (repo / "refs").mkdir()
+        snapshot.mkdir(parents=True, exist_ok=True)
+        added = [path for path in sorted(folder_path.iterdir())
+                 if any(fnmatch.fnmatch(path.name, pattern) for pattern in allow_patterns)]
+        for old in snapshot.iterdir():  # as HfApi: remote files matching delete_patterns go, unless uploaded again
+            if any(fnmatch.fnmatch(old.name, pattern) for pattern in delete_patterns):
+                old.unlink()
+        for path in added:
+            (snapshot / path.name).write_bytes(path.read_bytes())
+        (repo / "refs").mkdir(exist_ok=True)
         (repo / "refs" / "main").write_text("1" * 40)
 
 
@@ -467,6 +471,18 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
     assert pulled.info()["step"] == 5 and original.folder == folder
     assert all((pulled.folder / name).read_bytes() == b"prebuilt" for name in carried)  # where galleries are looked for
     assert all(torch.equal(a, b) for a, b in zip(original.net.state_dict().values(), pulled.net.state_dict().values()))
+
+    # BUG: a second push (the model retrained: new gallery fingerprints, a run without metrics) left the first's
+    # galleries and metrics in the repo, two stale files more at each retrain
+    for name in carried:
+        (folder / name).unlink()
+    (folder / "README.md").unlink()
+    (folder / "gallery-fedcba9876543210-300clips-seed1-v3.npz").write_bytes(b"retrained")
+    (tmp_path / "hub" / "models--someone--mine" / "snapshots" / ("1" * 40) / "metrics.csv").write_text("step,loss\n")
+    push_to_hub(folder, "someone/mine", api=hub)
+    uploaded = {p.name for p in (tmp_path / "hub").rglob("*") if p.is_file() and "snapshots" in p.parts}
+    assert uploaded == {"config.json", "model.safetensors", "README.md",  # a README may be the owner's: it stays
+                        "gallery-fedcba9876543210-300clips-seed1-v3.npz"}
 
 
 def test_push_refuses_broken_checkpoints_and_bad_ids_before_any_upload(saved, tmp_path):
