@@ -280,7 +280,8 @@ def _network_errors() -> tuple[type[Exception], ...]:
 def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     """Upload a checkpoint folder to a Hub model repo (created if needed): the files `load_model` reads plus the model
     card, metrics, curves and the app's prebuilt gallery files, never the training state; such files an earlier push
-    left that the folder no longer has are removed (`_REPLACED_ON_PUSH`). The folder is loaded first,
+    left that the folder no longer has are removed (`_REPLACED_ON_PUSH`). `private` makes the repo private, one that
+    existed too (never the other way: left False, a private repo stays private). The folder is loaded first,
     so a broken checkpoint is never pushed. `api` defaults to `huggingface_hub.HfApi()` (token from `hf auth login` or
     HF_TOKEN). Returns the URL."""
     if not is_hub_repo_id(repo_id):
@@ -296,6 +297,8 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     api = api or HfApi()
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
+        if private:  # create_repo leaves a repo that exists as it is: a public one would get the files
+            api.update_repo_settings(repo_id, private=True)
         step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none
         api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, delete_patterns=_REPLACED_ON_PUSH,
                           commit_message=f"JEPA Lens checkpoint {folder.name}{step}")

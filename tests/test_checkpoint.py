@@ -428,6 +428,9 @@ class FolderHub:
         self.calls.append(("create_repo", repo_id, private, exist_ok))
         return f"https://huggingface.co/{repo_id}"
 
+    def update_repo_settings(self, repo_id, private=None):
+        self.calls.append(("update_repo_settings", repo_id, private))
+
     def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message, delete_patterns=()):
         import fnmatch
 
@@ -461,7 +464,9 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
     hub = FolderHub(tmp_path / "hub")
     url = push_to_hub(folder, "someone/mine", private=True, api=hub)
     assert url == "https://huggingface.co/someone/mine"
-    assert hub.calls[0] == ("create_repo", "someone/mine", True, True) and "step 5" in hub.calls[1][2]
+    # BUG: --private on a repo that already existed, public, uploaded into it as it was (create_repo, exist_ok)
+    assert hub.calls[:2] == [("create_repo", "someone/mine", True, True),
+                             ("update_repo_settings", "someone/mine", True)] and "step 5" in hub.calls[2][2]
     uploaded = {p.name for p in (tmp_path / "hub").rglob("*") if p.is_file() and "snapshots" in p.parts}
     assert uploaded == {"config.json", "model.safetensors", "README.md", *carried}
 

@@ -74,7 +74,7 @@ def push(argv) -> int:
                                      description="Upload a checkpoint folder, with its model card, to the Hub.")
     parser.add_argument("folder", help="a checkpoint folder, e.g. checkpoints/default")
     parser.add_argument("--repo-id", required=True, help="USER/NAME of the Hub model repo (created if needed)")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--private", action="store_true", help="make the repo private (one that exists already too)")
     args = parser.parse_args(argv)
     try:
         with quiet_hub_client():  # its retries' warnings would come before the one line that says why it failed
