@@ -42,9 +42,12 @@ _HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.csv", "training_c
 # A V-JEPA 2 repo pushed by `python -m train push` carries ours as well.
 _VJEPA2_HUB_FILES = sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})
 # Files of an earlier push that this one's folder lacks are removed from the repo: galleries and thresholds are named
-# for the weights' fingerprint (each retrained push would add two more), weight shards for their count, and a run's
-# metrics and curves describe its own model. A README is left alone: it may be the owner's own.
-_REPLACED_ON_PUSH = ["gallery-*.npz", "threshold-*.json", "metrics.csv", "training_curves.png", "model-*.safetensors"]
+# for the weights' fingerprint (each retrained push would add two more), a run's metrics and curves describe its own
+# model, and weights change layout: after a sharded push, a single file left the old index, which loading follows to
+# shards no longer there; after a single file, sharded weights left it, which transformers loads first. A README is
+# left alone: it may be the owner's own.
+_REPLACED_ON_PUSH = ["gallery-*.npz", "threshold-*.json", "metrics.csv", "training_curves.png", WEIGHTS_NAME,
+                     "model-*.safetensors", "model.safetensors.index.json"]
 
 
 class CheckpointError(ValueError):
@@ -281,9 +284,9 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     """Upload a checkpoint folder to a Hub model repo (created if needed): the files `load_model` reads plus the model
     card, metrics, curves and the app's prebuilt gallery files, never the training state; such files an earlier push
     left that the folder no longer has are removed (`_REPLACED_ON_PUSH`). `private` makes the repo private, one that
-    existed too (never the other way: left False, a private repo stays private). The folder is loaded first,
-    so a broken checkpoint is never pushed. `api` defaults to `huggingface_hub.HfApi()` (token from `hf auth login` or
-    HF_TOKEN). Returns the URL."""
+    existed too; left False, a new repo gets its owner's default visibility and an existing one keeps its own. The
+    folder is loaded first, so a broken checkpoint is never pushed. `api` defaults to `huggingface_hub.HfApi()` (token
+    from `hf auth login` or HF_TOKEN). Returns the URL."""
     if not is_hub_repo_id(repo_id):
         raise CheckpointError(f"{repo_id!r} is not a Hub repo id (expected user/name)")
     folder = Path(folder)
@@ -296,7 +299,8 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
 
     api = api or HfApi()
     try:
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        # None, not False: a new repo then takes its owner's default (an organisation's may be private)
+        url = api.create_repo(repo_id, private=private or None, exist_ok=True)
         if private:  # create_repo leaves a repo that exists as it is: a public one would get the files
             api.update_repo_settings(repo_id, private=True)
         step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none

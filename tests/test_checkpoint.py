@@ -484,7 +484,9 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
     (folder / "README.md").unlink()
     (folder / "gallery-fedcba9876543210-300clips-seed1-v3.npz").write_bytes(b"retrained")
     (tmp_path / "hub" / "models--someone--mine" / "snapshots" / ("1" * 40) / "metrics.csv").write_text("step,loss\n")
+    hub.calls.clear()
     push_to_hub(folder, "someone/mine", api=hub)
+    assert hub.calls[0] == ("create_repo", "someone/mine", None, True)  # BUG: False made a new repo public
     uploaded = {p.name for p in (tmp_path / "hub").rglob("*") if p.is_file() and "snapshots" in p.parts}
     assert uploaded == {"config.json", "model.safetensors", "README.md",  # a README may be the owner's: it stays
                         "gallery-fedcba9876543210-300clips-seed1-v3.npz"}
