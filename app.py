@@ -45,6 +45,17 @@ def whole_number_setting(name: str, default: int, low: int, high: int | None = N
     return value
 
 
+def switch_setting(name: str) -> bool:
+    """An on/off setting from the environment: 1/true/yes/on or 0/false/no/off (any case), unset or empty for off; any
+    other value stops the app at start, in one line (JEPA_LENS_HOSTED=false turned hosted mode on, silently)."""
+    text = os.environ.get(name, "")
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("", "0", "false", "no", "off"):
+        return False
+    sys.exit(f"{name}={text!r}: expected 1 or 0 (true or false)")
+
+
 def server_port() -> int:
     """Gradio's own setting for the port the app serves on."""
     return whole_number_setting("GRADIO_SERVER_PORT", 7860, low=1, high=65535)
@@ -81,7 +92,7 @@ from jepa_demo.video import VIDEO_SUFFIXES, Clip
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
 SHIPPED = {path.name: path for path in sorted(SHIPPED_DIR.iterdir()) if (path / "config.json").is_file()}
-HOSTED = bool(os.environ.get("JEPA_LENS_HOSTED") or os.environ.get("SPACE_ID"))
+HOSTED = switch_setting("JEPA_LENS_HOSTED") or bool(os.environ.get("SPACE_ID"))  # a Space is hosted whatever it says
 # Hub repo ids a hosted deployment may load besides the shipped checkpoints (comma-separated); never a local path.
 ALLOWED_HUB_IDS = [name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MODELS", "").split(",") if name.strip()]
 if bad := [name for name in ALLOWED_HUB_IDS if not is_hub_repo_id(name)]:

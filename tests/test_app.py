@@ -398,6 +398,21 @@ def test_an_allow_list_entry_that_is_a_path_stops_the_app_at_start():
         "JEPA_LENS_ALLOWED_MODELS: ../secrets is not a Hub repo id (USER/NAME)")
 
 
+def test_hosted_mode_is_on_for_true_and_off_for_false_and_anything_else_stops_the_app(monkeypatch):
+    """BUG: any value turned it on, JEPA_LENS_HOSTED=false or =0 included, without a word."""
+    import app
+
+    for text, hosted in {"1": True, "true": True, " ON ": True, "0": False, "false": False, "No": False,
+                         "": False}.items():
+        monkeypatch.setenv("JEPA_LENS_HOSTED", text)
+        assert app.switch_setting("JEPA_LENS_HOSTED") is hosted, text
+    monkeypatch.delenv("JEPA_LENS_HOSTED")
+    assert app.switch_setting("JEPA_LENS_HOSTED") is False
+    result = _import_app({"JEPA_LENS_HOSTED": "maybe", "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == "JEPA_LENS_HOSTED='maybe': expected 1 or 0 (true or false)"
+
+
 @pytest.mark.parametrize("text", ["-1", "0", "15m", ""])
 def test_a_bad_file_lifetime_stops_the_app_at_start_in_one_line(text, monkeypatch):
     import app
