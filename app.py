@@ -84,14 +84,23 @@ import gradio as gr
 from gradio_client.utils import is_http_url_like
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.checkpoint import SHIPPED_DIR, first_line, is_hub_repo_id
+from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, is_hub_repo_id
 from jepa_demo.cli import out_of_memory, write_nowhere
 from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES, Clip
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip, with_detail
 
-SHIPPED = {path.name: path for path in sorted(SHIPPED_DIR.iterdir()) if (path / "config.json").is_file()}
+
+def shipped_checkpoints(folder: Path) -> dict[str, Path]:
+    """Name -> folder of the checkpoints under `folder`: each holding a config.json, and a shipped one that has none
+    while it is retrained (until its first save): read once, at start, it would be missing until a restart (the
+    baseline's curve without a word, or `default` looked for in the working folder); offered, loading it says why."""
+    return {path.name: path for path in sorted(folder.iterdir())
+            if (path / "config.json").is_file() or (path.name in SHIPPED_NAMES and path.is_dir())}
+
+
+SHIPPED = shipped_checkpoints(SHIPPED_DIR)
 HOSTED = switch_setting("JEPA_LENS_HOSTED") or bool(os.environ.get("SPACE_ID"))  # a Space is hosted whatever it says
 # Hub repo ids a hosted deployment may load besides the shipped checkpoints (comma-separated); never a local path.
 ALLOWED_HUB_IDS = [name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MODELS", "").split(",") if name.strip()]

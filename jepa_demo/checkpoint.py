@@ -33,6 +33,7 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 # The checkpoints shipped in the repository, and the one every command and the app start with.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+SHIPPED_NAMES = ("default", "pixel-baseline", "jepa-sigreg")  # the checkpoints the repository ships there
 DEFAULT_CHECKPOINT = SHIPPED_DIR / "default"
 CONFIG_NAME = "config.json"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")

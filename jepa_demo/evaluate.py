@@ -38,7 +38,15 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .checkpoint import SHIPPED_DIR, CheckpointError, cannot_write_in, first_line, quiet_hub_client, write_json
+from .checkpoint import (
+    SHIPPED_DIR,
+    SHIPPED_NAMES,
+    CheckpointError,
+    cannot_write_in,
+    first_line,
+    quiet_hub_client,
+    write_json,
+)
 from .cli import check_finite, out_of_memory, print_any_name, write_nowhere
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
@@ -54,7 +62,6 @@ VALIDATION_SEED = HELD_OUT_SEED + 900_000  # for choosing recipes and scores; it
 PROBE_TRAIN_SEEDS, PROBE_TEST_SEEDS, TRACKING_SEEDS = 500_000, 600_000, 700_000
 SEED_BLOCK = 100_000
 PROBE_LABELS = ("num_objects", "gravity", "direction", "main_shape")
-SHIPPED = ("default", "pixel-baseline", "jepa-sigreg")
 PAIR_FRAMES = 32  # frames of each violation pair's clips (see pair_world)
 # The scorers the suites add themselves (the folder probe adds the third): no checkpoint may take their names
 RANDOM, FRAME_DIFFERENCE, MAJORITY = "random encoder", "frame difference", "always the most common label"
@@ -445,7 +452,7 @@ def format_report(report: dict) -> str:
 
 def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
     """Name (the folder's or repo's last part) -> model, for the given checkpoints or every shipped one."""
-    paths = given or [str(SHIPPED_DIR / name) for name in SHIPPED if (SHIPPED_DIR / name).is_dir()]
+    paths = given or [str(SHIPPED_DIR / name) for name in SHIPPED_NAMES if (SHIPPED_DIR / name).is_dir()]
     if not paths:
         raise ValueError("no checkpoint given and none shipped under checkpoints/")
     # abspath: "." or ".." is named after the folder it stands for (without following links, as the user named it)
@@ -463,7 +470,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_demo.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", action="append",
                         help="a checkpoint folder or Hub id (repeat for several; the first gets the random twin); "
-                             f"default: the shipped ones ({', '.join(SHIPPED)})")
+                             f"default: the shipped ones ({', '.join(SHIPPED_NAMES)})")
     parser.add_argument("--pairs", type=int, help=f"violation pairs per condition (default {DEFAULT_PAIRS})")
     parser.add_argument("--probe-clips", type=int,
                         help=f"probe training clips, and 2/3 as many to test (default {DEFAULT_PROBE_CLIPS})")

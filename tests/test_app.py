@@ -213,6 +213,20 @@ def test_every_name_of_a_checkpoint_folder_shares_one_explorer_until_its_weights
     assert app._explorer_key(str(copy)) == app._explorer_key(f"{copy}/") != str(copy)
 
 
+def test_a_shipped_checkpoint_being_retrained_when_the_app_starts_is_offered_and_says_why_it_cannot_load(tmp_path):
+    """BUG: the list was read once, at start, of folders holding a config.json: started while the pixel baseline
+    was retrained (no config.json until its first save), the app drew no baseline curve and never said why, until a
+    restart; `default` was looked for in the working folder."""
+    import app
+
+    for name in ("default", "pixel-baseline", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "default" / "config.json").write_text("{}")
+    (tmp_path / "loose.json").write_text("{}")
+    assert app.shipped_checkpoints(tmp_path) == {"default": tmp_path / "default",
+                                                 "pixel-baseline": tmp_path / "pixel-baseline"}
+
+
 def test_a_pixel_baseline_retrained_while_the_app_runs_is_drawn_from_then_on(app_blocks, tmp_path, monkeypatch):
     """BUG: the baseline was loaded once per process: retrained in place, every curve beside it stayed the old one."""
     import app
