@@ -475,12 +475,17 @@ def _save_safetensors(tensors: dict, path: str, metadata: dict) -> None:
 
 
 def load_tensors(path: Path, metadata_only: bool = False) -> tuple[dict, dict]:
-    """Inverse of `save_tensors`: (tensors, metadata); `metadata_only` reads no tensor (the header alone)."""
+    """Inverse of `save_tensors`: (tensors, metadata); `metadata_only` reads no tensor (the header alone). A training
+    state records its step: a file whose header does not (another tool's, a hand-edited one) is a CheckpointError."""
     tensors, header = _read_safetensors(Path(path), "training state", metadata_only)
     try:
-        return tensors, json.loads(header.get("json", "{}"))
+        metadata = json.loads(header.get("json", "{}"))
     except ValueError as err:  # a header that is not the JSON save_tensors writes
         raise CheckpointError(f"{path}: not a readable training state ({err})") from None
+    if not isinstance(metadata, dict) or isinstance(metadata.get("step"), bool) \
+            or not isinstance(metadata.get("step"), int):
+        raise CheckpointError(f"{path}: not a training state this program wrote (it records no step)")
+    return tensors, metadata
 
 
 def device_for(preferred: str | None = None) -> torch.device:

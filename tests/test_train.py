@@ -99,6 +99,15 @@ def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
     recipe.write_text("model: tiny\nlr: 0.001\nfuture_steps: 1\nlr: 0.01\n")
     with pytest.raises(ValueError, match=f"^recipe {recipe} is not valid YAML at line 4: 'lr' is given twice$"):
         load_config(str(recipe), [])
+    # BUG: YAML 1.1 read seed: 010 as octal (8) and steps: 25:00 as base 60 (1500); seed=010 is 10
+    recipe.write_text("model: tiny\nfuture_steps: 1\nseed: 010\nsteps: 1_000\n")
+    assert (load_config(str(recipe), []).seed, load_config(str(recipe), []).steps) == (10, 1000)
+    recipe.write_text("model: tiny\nfuture_steps: 1\nsteps: 25:00\n")
+    with pytest.raises(ValueError, match="steps must be a whole number, got '25:00'"):
+        load_config(str(recipe), [])
+    recipe.write_text("model: tiny\nfuture_steps: 1\nlr: 1:30.0\n")
+    with pytest.raises(ValueError, match="lr must be a number, got '1:30.0'"):
+        load_config(str(recipe), [])
     recipe.write_text("<<: {model: tiny, future_steps: 1}\nlr: 0.01\n")  # a YAML merge key still merges
     assert (load_config(str(recipe), []).model, load_config(str(recipe), []).lr) == ("tiny", 0.01)
 
@@ -319,9 +328,23 @@ def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model=small (the run has tiny), lr=0.5 (the run has 0.001)" in err
     assert main(["--config", TINY, f"out_dir={out}", "--resume", "steps=4", "log_every=1"]) == 0  # logging may change
+    record = (out / "train_config.json").read_text()
     (out / "train_config.json").unlink()
     assert main(["--config", TINY, f"out_dir={out}", "steps=4", "--resume"]) == 2
     assert "so the run's settings are unknown" in capsys.readouterr().err
+    (out / "train_config.json").write_text("[]")  # BUG: JSON but not a record: an AttributeError's traceback
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "--resume"]) == 2
+    assert "so the run's settings are unknown" in capsys.readouterr().err
+    # BUG: a state file whose header records no step (another tool's): a KeyError's traceback, with or without --resume
+    from jepa_demo.checkpoint import save_tensors
+
+    (out / "train_config.json").write_text(record)
+    save_tensors(out / "train_state.safetensors", {"x": torch.zeros(1)}, {"world_size": 1})
+    for resume in ([], ["--resume"]):
+        assert main(["--config", TINY, f"out_dir={out}", "steps=4", *resume]) == 2
+        err = capsys.readouterr().err
+        assert err.endswith("train_state.safetensors: not a training state this program wrote (it records no step)\n")
+        assert err.count("\n") == 1
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 def test_device_cuda_without_a_gpu_is_one_line(capsys):
@@ -700,6 +723,46 @@ def test_sigkill_during_a_save_keeps_the_previous_one_and_resume_goes_back_one_i
     assert steps == list(range(30))  # steps 10-19 redone once, not logged twice
 
 
+def test_a_second_run_in_a_folder_a_run_holds_is_refused_and_leaves_its_save_in_progress(tmp_path, capsys):
+    """BUG: nothing stopped two runs in one out_dir: the second rewrote metrics.csv under the first, both saved over
+    each other's files, and a second command, even one then refused, deleted the first's save in progress as a
+    killed save's leftover."""
+    import multiprocessing
+    import time
+
+    from train.__main__ import main
+    from train.loop import only_run_in
+
+    out = tmp_path / "run"
+    out.mkdir()
+    saving = out / ".train_state.safetensors.0123456789ab.tmp"
+    saving.write_bytes(b"the running run's save in progress")
+    with only_run_in(out):  # as another process's run holds it (a lock on a second descriptor conflicts the same)
+        assert main(["--config", TINY, f"out_dir={out}", "steps=2"]) == 2
+        assert saving.exists() and sorted(p.name for p in out.iterdir()) == [saving.name]
+        # a data worker forked during the run must not hold the folder after it
+        worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        worker.start()
+    try:
+        assert capsys.readouterr().err.endswith(f"out_dir {out} is in use by another training run, still running; "
+                                                "wait for it to end, or choose another out_dir\n")
+        assert main(["--config", TINY, f"out_dir={out}", "steps=2", "save_every=1"]) == 0  # free once it ended
+        assert not saving.exists()  # a killed save's leftover, now that no run holds the folder
+    finally:
+        worker.kill()
+        worker.join()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a run on the CPU")
+def test_compile_asked_for_on_the_cpu_is_said_to_be_left_out(tmp_path, capsys):
+    """BUG: compile=true on the CPU ran eager without a word, recorded in config.json and the card as compiled."""
+    from train.__main__ import main
+
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=1", "compile=true"]) == 0
+    assert "note: compile=true is for CUDA (on the CPU, compiled training ran slower than eager): this run on cpu " \
+           "runs eager\n" in capsys.readouterr().err
+
+
 def test_cli_run_writes_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "run"
     result = _train("--config", TINY, f"out_dir={out}", "steps=12", "save_every=6")
@@ -1004,15 +1067,23 @@ def test_an_error_in_a_data_worker_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "clips").mkdir()
     write_video(tmp_path / "clips" / "a.mp4", np.full((12, 32, 32, 3), 90, np.uint8))
 
-    def damaged(path, **kwargs):  # past the start check, as a drive unmounted mid-run
-        raise VideoError(f"{path.name}: invalid data found when processing input")
+    reads, read_video = [], data.read_video
 
-    monkeypatch.setattr(data, "read_video", damaged)  # the worker is forked from this process, patch included
-    out = f"out_dir={tmp_path / 'run'}"
-    assert main(["--config", TINY, out, f"data={tmp_path / 'clips'}", "num_workers=1", "steps=2"]) == 2
+    def unmounted_after_two_steps(path, **kwargs):  # past the start check, as a drive unmounted mid-run
+        reads.append(path)  # in the worker, forked from this process with the patch
+        if len(reads) > 2 * 4:  # tiny.yaml: 4 clips a batch
+            raise VideoError(f"{path.name}: invalid data found when processing input")
+        return read_video(path, **kwargs)
+
+    monkeypatch.setattr(data, "read_video", unmounted_after_two_steps)
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", f"data={tmp_path / 'clips'}", "num_workers=1", "steps=6",
+                 "save_every=1"]) == 1
     err = capsys.readouterr().err
-    assert err.splitlines()[-1] == "error: data: none of the 1 video files can be read any more"
-    assert "Traceback" not in err and "worker" not in err
+    # BUG: said as a bad setting (status 2), without what stands: the save a --resume continues once the files are back
+    assert err.splitlines()[-1] == ("error: data: none of the 1 video files can be read any more; the last complete "
+                                    f"save in {out} stands; rerun the same command with --resume to continue")
+    assert "Traceback" not in err and "DataLoader worker" not in err  # torch's "Caught ValueError in DataLoader ..."
 
 
 def test_a_data_workers_message_is_found_at_the_end_of_its_traceback():

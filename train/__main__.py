@@ -21,6 +21,7 @@ from jepa_demo.checkpoint import CheckpointError, first_line, push_to_hub, quiet
 from jepa_demo.cli import Once, out_of_memory, print_result
 
 from .config import load_config
+from .data import DataLost
 from .loop import STATE_NAME, TrainingDiverged, run, state_is_this_runs
 
 
@@ -44,6 +45,9 @@ def main(argv=None) -> int:
     except TrainingDiverged as err:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops here, on the same averaged loss
             print(f"error: {err}; {_what_stands(cfg, started, resumable=False)}", file=sys.stderr)
+        return 1
+    except DataLost as err:  # raised in a data worker too: DataLoader raises the worker's error type again
+        print(f"error: {own_message(err)}; {_what_stands(cfg, started)}", file=sys.stderr)
         return 1
     except ValueError as err:
         print(f"error: {own_message(err)}", file=sys.stderr)

@@ -162,6 +162,28 @@ class _RecipeLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node):
+        """A number as an override reads it (Python's int): YAML 1.1 read `seed: 010` as octal 8 and `steps: 25:00`
+        as 1500 (base 60), where seed=010 is 10. Text Python does not read as a whole number stays text, which
+        `_typed` then refuses by name."""
+        text = self.construct_scalar(node)
+        try:
+            return int(text)
+        except ValueError:
+            return text
+
+    def construct_yaml_float(self, node):
+        """As `construct_yaml_int`, with Python's float (YAML 1.1 read `1:30.0` as 90.0)."""
+        text = self.construct_scalar(node)
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _RecipeLoader.construct_yaml_int)
+_RecipeLoader.add_constructor("tag:yaml.org,2002:float", _RecipeLoader.construct_yaml_float)
+
 
 def _read_recipe(path: str) -> dict:
     path = Path(path)

@@ -97,7 +97,12 @@ class FolderBatches(Dataset):
                 if path not in self.reported:
                     self.reported.add(path)
                     print(one_line_name(f"data: skipping {path} where it cannot be read ({err})"), file=sys.stderr)
-        raise ValueError(f"data: none of the {len(self.files)} video files can be read any more")
+        raise DataLost(f"data: none of the {len(self.files)} video files can be read any more")
+
+
+class DataLost(ValueError):
+    """Every file of a folder that read at the start fails mid-run (a drive unmounted): not a setting to change, and
+    what the run saved stands for --resume once the files are back."""
 
 
 def _digest(lines) -> str:

@@ -5,7 +5,9 @@ mask), so `--resume` only needs the weights and the optimiser state to continue 
 Run it through `python -m train` (see `train/__main__.py`).
 """
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
@@ -206,6 +208,8 @@ def check_same_run(out: Path, record: dict) -> None:
     saved_path = out / TRAIN_CONFIG_NAME
     try:
         saved = json.loads(saved_path.read_text())
+        if not isinstance(saved, dict):  # `[]` or `null`: JSON, but no run's record
+            raise ValueError
     except (OSError, ValueError):
         raise ValueError(f"cannot resume: {saved_path} is missing or unreadable, so the run's settings are "
                          "unknown") from None
@@ -334,9 +338,10 @@ def _tensorboard_writer(folder: Path, start_step: int):
     return SummaryWriter(str(folder / "tensorboard"), purge_step=start_step)
 
 
-def check_output_folder(out: Path) -> None:
+def check_output_folder(out: Path, held: contextlib.ExitStack) -> None:
     """Fail before training, not after an hour, when the outputs cannot be written or would overwrite files that are
-    not a run's: a run writes README.md, config.json and more (out_dir=. once replaced the project's README)."""
+    not a run's: a run writes README.md, config.json and more (out_dir=. once replaced the project's README). Then
+    take the folder for this run (`held` keeps it until the run ends) and only then clear what killed saves left."""
     if others := _files_of_something_else(out):
         listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise ValueError(f"out_dir {out} already holds other files ({listed}); choose a new or empty folder, or the "
@@ -345,7 +350,42 @@ def check_output_folder(out: Path) -> None:
         check_writable_folder(out)
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
+    held.enter_context(only_run_in(out))
     remove_interrupted_writes(out)
+
+
+# Lock descriptors this process holds (only_run_in). A forked data worker closes its copies: each copy would hold
+# the lock for as long as the worker lived, past the end of the run.
+_HELD_FOLDERS: list[int] = []
+
+
+def _let_go_of_folders_in_child() -> None:
+    for fd in _HELD_FOLDERS:
+        os.close(fd)
+    _HELD_FOLDERS.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_of_folders_in_child)
+
+
+@contextlib.contextmanager
+def only_run_in(out: Path):
+    """Hold `out` for this run (an exclusive flock on the folder, which ends with the process however it ends):
+    a second run in the same folder is refused. Two runs there mixed their metrics.csv, saves and cards, and a
+    second command, even one then refused, deleted the first's save in progress as a killed save's leftover."""
+    fd = os.open(out, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"out_dir {out} is in use by another training run, still running; wait for it to end, or "
+                         "choose another out_dir") from None
+    _HELD_FOLDERS.append(fd)
+    try:
+        yield
+    finally:
+        _HELD_FOLDERS.remove(fd)
+        os.close(fd)
 
 
 def _files_of_something_else(out: Path) -> list[str]:
@@ -401,6 +441,11 @@ def remove_interrupted_writes(out: Path) -> None:
 
 def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     """Train according to `cfg`; returns the checkpoint folder."""
+    with contextlib.ExitStack() as held:  # out_dir, held by the main process from its checks to the run's end
+        return _run(cfg, resume, command, held)
+
+
+def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStack) -> Path:
     runtime = setup_runtime(cfg)
     out = Path(cfg.out_dir)
     model_cfg = model_config_from_preset(cfg.model, objective=cfg.objective)
@@ -410,7 +455,7 @@ def run(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     model = VideoJEPA(model_cfg).to(runtime.device)
     if runtime.is_main:
         check_disk_space(out, model)
-        check_output_folder(out)
+        check_output_folder(out, held)
         warn_if_warmup_outlasts_the_run(cfg)
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
@@ -582,6 +627,9 @@ def wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
         forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.compile and runtime.device.type == "cuda":
         forward = torch.compile(forward)
+    elif cfg.compile and runtime.is_main:  # recorded as asked (config.json, the card): said here, not passed over
+        print(f"note: compile=true is for CUDA (on the CPU, compiled training ran slower than eager): this run on "
+              f"{runtime.device.type} runs eager", file=sys.stderr)
     return forward
 
 
