@@ -740,7 +740,7 @@ def warn_if_open_to_others(host: str) -> None:
         where = f"on {host}, which other machines can reach"
     else:
         return
-    print(f"JEPA Lens: serving {where}, and JEPA_LENS_HOSTED is not set: any visitor can load any checkpoint folder on "
+    print(f"JEPA Lens: serving {where}, and JEPA_LENS_HOSTED is off: any visitor can load any checkpoint folder on "
           "this machine and any Hub repo (JEPA_LENS_HOSTED=1 offers only the shipped checkpoints)", file=sys.stderr)
 
 

@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -158,6 +159,9 @@ def _error(where: str, err: Exception) -> str:
     return f"{where}: {type(err).__name__}: {err}"[:300]
 
 
+_STOPPING = threading.Event()  # the script is stopping: users make no more requests
+
+
 def user(url: str, index: int, clips: list[Path], requests: int, references: dict, downloads: Path) -> dict:
     """One user: its own client and clip, `requests` calls going round the endpoints. Tallies the outcomes."""
     from gradio_client import Client
@@ -172,6 +176,8 @@ def user(url: str, index: int, clips: list[Path], requests: int, references: dic
         return tally
     endpoints = list(ENDPOINTS)
     for r in range(requests):
+        if _STOPPING.is_set():
+            break
         endpoint = endpoints[(index + r) % len(endpoints)]
         start = time.perf_counter()
         try:
@@ -189,8 +195,14 @@ def user(url: str, index: int, clips: list[Path], requests: int, references: dic
 
 def load_round(url: str, clips: list[Path], users: int, requests: int, references: dict, downloads: Path) -> dict:
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=users) as pool:
+    pool = ThreadPoolExecutor(max_workers=users)
+    try:
         tallies = list(pool.map(lambda i: user(url, i, clips, requests, references, downloads), range(users)))
+    except BaseException:  # stopped (Ctrl-C, SIGTERM): the users end after their request in flight, and the app is
+        _STOPPING.set()  # stopped now (run's finally), not once every user has made all its requests
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     seconds = sorted(s for t in tallies for s in t["seconds"])
     return {"requests": users * requests, "served": sum(t["served"] for t in tallies),
             "wrong": sum(t["wrong"] for t in tallies), "failed": sum(t["failed"] for t in tallies),

@@ -48,7 +48,7 @@ _VJEPA2_HUB_FILES = sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})
 # shards no longer there; after a single file, sharded weights left it, which transformers loads first. A README is
 # left alone: it may be the owner's own.
 _REPLACED_ON_PUSH = ["gallery-*.npz", "threshold-*.json", "metrics.csv", "training_curves.png", WEIGHTS_NAME,
-                     "model-*.safetensors", "model.safetensors.index.json"]
+                     "model-?????-of-?????.safetensors", "model.safetensors.index.json"]  # shards only, as named
 
 
 class CheckpointError(ValueError):
@@ -302,7 +302,9 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     try:
         # None, not False: a new repo then takes its owner's default (an organisation's may be private)
         url = api.create_repo(repo_id, private=private or None, exist_ok=True)
-        if private:  # create_repo leaves a repo that exists as it is: a public one would get the files
+        # create_repo leaves a repo that exists as it is: a public one would get the files (asked only when it is
+        # public, as changing settings may take more rights than pushing)
+        if private and not api.repo_info(repo_id).private:
             api.update_repo_settings(repo_id, private=True)
         step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none
         api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, delete_patterns=_REPLACED_ON_PUSH,

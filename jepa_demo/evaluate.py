@@ -456,7 +456,8 @@ def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
     if not paths:
         raise ValueError("no checkpoint given and none shipped under checkpoints/")
     # abspath: "." or ".." is named after the folder it stands for (without following links, as the user named it)
-    names = [Path(os.path.abspath(path)).name if Path(path).is_dir() else Path(path).name for path in paths]
+    # (os.path.isdir: a name too long or a folder one may not enter answers False, for loading to say why, not raise)
+    names = [Path(os.path.abspath(path)).name if os.path.isdir(path) else Path(path).name for path in paths]
     check_names(names)
     with quiet_hub_client():  # a Hub id that cannot be fetched: its CheckpointError's one line, no retry warnings
         return {name: load_model(path) for name, path in zip(names, paths)}

@@ -701,7 +701,9 @@ def _upright(rgb: np.ndarray, frame: av.VideoFrame, matrices: dict | None = None
     PyAV's `rotation` alone ignores a mirror: a left-right flip reads as a half turn.
     `matrices` (rotation -> matrix) keeps what earlier frames of one read gave, so that a frame's side data is read
     only when its rotation is new: reading it ties the frame in a reference cycle (PyAV 18) that only the garbage
-    collector frees, and a whole read held its decoded frames until then (a 1.2 GiB read of 1080p peaked at 2.6 GiB)."""
+    collector frees, and a whole read held its decoded frames until then (a 1.2 GiB read of 1080p peaked at 2.6 GiB).
+    The cost: a mirror that comes or goes midway without a change of angle (per-frame orientation messages, which
+    MP4's one matrix per track cannot carry) is not seen, and those frames keep the first matrix's flip."""
     degrees = frame.rotation
     # A degenerate display matrix (all zeros) has no angle: PyAV then gives INT_MIN, and ffmpeg leaves it unturned.
     if not -360 <= degrees <= 360:

@@ -372,8 +372,8 @@ def test_hosted_the_app_warms_up_every_checkpoint_it_offers_and_a_failing_one_is
 
 
 @pytest.mark.parametrize("host, share, hosted, says", [
-    ("0.0.0.0", "", False, "serving on 0.0.0.0, which other machines can reach, and JEPA_LENS_HOSTED is not set"),
-    ("127.0.0.1", "True", False, "serving through a share link, and JEPA_LENS_HOSTED is not set"),
+    ("0.0.0.0", "", False, "serving on 0.0.0.0, which other machines can reach, and JEPA_LENS_HOSTED is off"),
+    ("127.0.0.1", "True", False, "serving through a share link, and JEPA_LENS_HOSTED is off"),
     ("127.0.0.1", "", False, ""), ("localhost", "", False, ""), ("[::1]", "", False, ""),
     ("::ffff:127.0.0.1", "", False, ""), ("0.0.0.0", "", True, ""), ("127.0.0.1", "kaggle", False, "share link")])
 def test_serving_beyond_this_machine_without_the_hosted_limits_is_said_at_start(host, share, hosted, says, monkeypatch,

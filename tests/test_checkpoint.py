@@ -4,6 +4,7 @@ import os
 import pickle
 import re
 import stat
+import types
 from pathlib import Path
 
 import pytest
@@ -422,14 +423,19 @@ class FolderHub:
     would leave it, so `load_model(repo_id)` then reads it offline like any user's machine."""
 
     def __init__(self, cache):
-        self.cache, self.calls = cache, []
+        self.cache, self.calls, self.private = cache, [], {}
 
     def create_repo(self, repo_id, private=False, exist_ok=False):
         self.calls.append(("create_repo", repo_id, private, exist_ok))
+        self.private.setdefault(repo_id, bool(private))  # an existing repo keeps its visibility, as on the Hub
         return f"https://huggingface.co/{repo_id}"
+
+    def repo_info(self, repo_id):
+        return types.SimpleNamespace(private=self.private[repo_id])
 
     def update_repo_settings(self, repo_id, private=None):
         self.calls.append(("update_repo_settings", repo_id, private))
+        self.private[repo_id] = private
 
     def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message, delete_patterns=()):
         import fnmatch
@@ -464,9 +470,7 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
     hub = FolderHub(tmp_path / "hub")
     url = push_to_hub(folder, "someone/mine", private=True, api=hub)
     assert url == "https://huggingface.co/someone/mine"
-    # BUG: --private on a repo that already existed, public, uploaded into it as it was (create_repo, exist_ok)
-    assert hub.calls[:2] == [("create_repo", "someone/mine", True, True),
-                             ("update_repo_settings", "someone/mine", True)] and "step 5" in hub.calls[2][2]
+    assert hub.calls[0] == ("create_repo", "someone/mine", True, True) and "step 5" in hub.calls[1][2]
     uploaded = {p.name for p in (tmp_path / "hub").rglob("*") if p.is_file() and "snapshots" in p.parts}
     assert uploaded == {"config.json", "model.safetensors", "README.md", *carried}
 
@@ -483,13 +487,32 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
         (folder / name).unlink()
     (folder / "README.md").unlink()
     (folder / "gallery-fedcba9876543210-300clips-seed1-v3.npz").write_bytes(b"retrained")
-    (tmp_path / "hub" / "models--someone--mine" / "snapshots" / ("1" * 40) / "metrics.csv").write_text("step,loss\n")
+    remote = tmp_path / "hub" / "models--someone--mine" / "snapshots" / ("1" * 40)
+    (remote / "metrics.csv").write_text("step,loss\n")
+    (remote / "model-fp16.safetensors").write_bytes(b"the owner's own")  # not a shard: kept
     hub.calls.clear()
     push_to_hub(folder, "someone/mine", api=hub)
     assert hub.calls[0] == ("create_repo", "someone/mine", None, True)  # BUG: False made a new repo public
     uploaded = {p.name for p in (tmp_path / "hub").rglob("*") if p.is_file() and "snapshots" in p.parts}
     assert uploaded == {"config.json", "model.safetensors", "README.md",  # a README may be the owner's: it stays
-                        "gallery-fedcba9876543210-300clips-seed1-v3.npz"}
+                        "gallery-fedcba9876543210-300clips-seed1-v3.npz", "model-fp16.safetensors"}
+
+
+def test_push_private_makes_an_existing_public_repo_private_before_uploading(tmp_path, tiny_model, tiny_preprocess):
+    """BUG: create_repo(exist_ok=True) leaves a repo as it is: --private uploaded into a public one."""
+    from jepa_demo.checkpoint import push_to_hub
+
+    folder = tmp_path / "mine"
+    save_checkpoint(tiny_model, folder, tiny_preprocess, step=5)
+    hub = FolderHub(tmp_path / "hub")
+    push_to_hub(folder, "someone/mine", api=hub)
+    assert hub.private["someone/mine"] is False and hub.calls[0] == ("create_repo", "someone/mine", None, True)
+    hub.calls.clear()
+    push_to_hub(folder, "someone/mine", private=True, api=hub)
+    assert [call[0] for call in hub.calls] == ["create_repo", "update_repo_settings", "upload_folder"]
+    hub.calls.clear()
+    push_to_hub(folder, "someone/mine", private=True, api=hub)  # private already: its settings are left alone
+    assert [call[0] for call in hub.calls] == ["create_repo", "upload_folder"]
 
 
 def test_push_refuses_broken_checkpoints_and_bad_ids_before_any_upload(saved, tmp_path):

@@ -390,6 +390,13 @@ def test_a_checkpoint_given_as_a_dot_is_named_after_its_folder(tiny_checkpoint, 
         evaluate_module._load_all(["/"])
 
 
+def test_a_checkpoint_name_too_long_to_look_up_is_one_line(tmp_path, capsys):
+    """BUG (of the naming above): Path.is_dir raised 'File name too long', a traceback, before loading could say so."""
+    assert main(["--checkpoint", str(tmp_path / ("x" * 300))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith("(File name too long)")
+
+
 def test_the_violation_plot_draws_interval_caps_on_the_overall_bars_only(monkeypatch):
     """BUG: the per-kind bars got zero-length error bars, whose caps read as intervals of no width (each kind's
     interval is about +-0.2)."""

@@ -105,6 +105,8 @@ def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
     recipe.write_text("model: tiny\nfuture_steps: 1\nsteps: 25:00\n")
     with pytest.raises(ValueError, match="steps must be a whole number, got '25:00'"):
         load_config(str(recipe), [])
+    recipe.write_text("model: tiny\nfuture_steps: 1\ngrad_clip: .inf\n")  # YAML's infinity: no clipping
+    assert load_config(str(recipe), []).grad_clip == float("inf")
     recipe.write_text("model: tiny\nfuture_steps: 1\nlr: 1:30.0\n")
     with pytest.raises(ValueError, match="lr must be a number, got '1:30.0'"):
         load_config(str(recipe), [])

@@ -145,6 +145,9 @@ def _coerce(key: str, text: str, kind):
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 
 
+_YAML_INF_NAN = {".inf": "inf", "+.inf": "inf", "-.inf": "-inf", ".nan": "nan"}  # YAML's spellings, Python's
+
+
 class _RecipeLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice: the last would win without a word (lr: 0.001 near the top
     and an lr: 0.01 added further down), as the overrides refuse a key given twice."""
@@ -173,10 +176,11 @@ class _RecipeLoader(yaml.SafeLoader):
             return text
 
     def construct_yaml_float(self, node):
-        """As `construct_yaml_int`, with Python's float (YAML 1.1 read `1:30.0` as 90.0)."""
+        """As `construct_yaml_int`, with Python's float (YAML 1.1 read `1:30.0` as 90.0); YAML's own .inf and .nan
+        stay readable (`grad_clip: .inf`)."""
         text = self.construct_scalar(node)
         try:
-            return float(text)
+            return float(_YAML_INF_NAN.get(text.lower(), text))
         except ValueError:
             return text
 
