@@ -13,16 +13,17 @@ def check_output(parser, path) -> Path:
     """`path` as a Path once it can be written; else the script stops now, in one line, not after minutes of work."""
     path = Path(path)
     folder = path.parent
-    if not folder.is_dir():
-        parser.error(f"--json {path}: no folder {folder}")
-    if path.is_dir():
+    # os.path, not Path's methods: those raise for a name too long or a folder one may not enter (Python 3.11)
+    if not os.path.isdir(folder):
+        parser.error(f"--json {path}: no folder {folder} (or one this user may not enter)")
+    if os.path.isdir(path):
         parser.error(f"--json {path}: a folder, not a file")
     from jepa_demo.checkpoint import cannot_write_in
 
     if problem := cannot_write_in(folder):
         parser.error(f"--json {path}: {problem}")
     # a record kept read-only on purpose is not replaced: by its mode too, as root may write anything
-    if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
+    if os.path.exists(path) and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
         parser.error(f"--json {path}: the file is read-only")
     return path
 

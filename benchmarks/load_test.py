@@ -60,8 +60,9 @@ def make_clips(folder: Path) -> list[Path]:
     return paths
 
 
-class AppDidNotStart(RuntimeError):
-    """The app exited or did not answer at start: said in one line (any other RuntimeError is a bug, a traceback)."""
+class AppFailed(RuntimeError):
+    """The app exited or did not answer at start, did not answer one user alone, or exited during the load: said in
+    one line (any other RuntimeError is a bug, a traceback)."""
 
 
 def free_port() -> int:
@@ -97,13 +98,13 @@ def _wait_for_answer(server: subprocess.Popen, port: int, log: Path, timeout: fl
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
-            raise AppDidNotStart(f"the app exited with status {server.returncode}; its log ends: {_last_line(log)}")
+            raise AppFailed(f"the app exited with status {server.returncode}; its log ends: {_last_line(log)}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
             return
         except OSError:
             time.sleep(0.5)
-    raise AppDidNotStart(f"the app did not answer within {timeout:.0f} s; its log ends: {_last_line(log)}")
+    raise AppFailed(f"the app did not answer within {timeout:.0f} s; its log ends: {_last_line(log)}")
 
 
 def _last_line(log: Path) -> str:
@@ -242,8 +243,7 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
         tempfile.tempdir = str(tmp)  # gradio_client leaves an empty folder in the temp dir per download: keep them here
         try:
             alone = Client(url, verbose=False, download_files=str(tmp / "alone"))
-            references = {(clip.name, endpoint): call(alone, endpoint, clip)
-                          for clip in clips for endpoint in ENDPOINTS}
+            references = _references(alone, clips, tmp / "app-stderr.log")
             # the numbers alone: each answer also names its clip (app._labelled), which would make every one distinct
             distinct = len({json.dumps({key: value for key, value in references[clip.name, "/surprise"].items()
                                         if key not in ("checkpoint", "clip")}) for clip in clips})
@@ -253,10 +253,16 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
                       "rounds": []}
             for _ in range(rounds):
                 outcome = load_round(url, clips, users, requests, references, tmp / "downloads")
+                if server.poll() is not None:  # killed under the load (the OOM killer): its memory is gone too
+                    raise AppFailed(f"the app exited with status {server.returncode} during the load; its log "
+                                    f"ends: {_last_line(tmp / 'app-stderr.log')}")
                 outcome.update(memory_mib(server.pid))  # resident now (rss_mib) and the high-water mark (peak_mib)
                 report["rounds"].append(outcome)
             start = time.perf_counter()
-            responsive = same(call(alone, "/surprise", clips[0]), references[clips[0].name, "/surprise"])
+            try:
+                responsive = same(call(alone, "/surprise", clips[0]), references[clips[0].name, "/surprise"])
+            except Exception:  # refused or lost after the load: not answered, as the table says
+                responsive = False
             report["after_load"] = {"correct": responsive, "seconds": time.perf_counter() - start}
             report["uploads_in_temp_dir"] = uploads_left(temp_dir, clips)
             report["uploads_left_after_lifetime"] = _wait_for_cleanup(temp_dir, clips, file_lifetime)
@@ -266,6 +272,16 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
         report["stop_status"], report["killed_after_sigterm"] = server.returncode, killed
         report["left_after_stop"] = left_in(temp_dir)
     return report
+
+
+def _references(client, clips: list[Path], log: Path) -> dict:
+    """Every (clip, endpoint) answer to one user alone, what the load's answers must equal; AppFailed when the app
+    does not give them (a checkpoint it cannot load): nothing could be compared."""
+    try:
+        return {(clip.name, endpoint): call(client, endpoint, clip) for clip in clips for endpoint in ENDPOINTS}
+    except Exception as err:  # gradio_client's errors: a refused request (AppError), a lost connection
+        said = _error("a reference request", err).splitlines()[0]
+        raise AppFailed(f"the app did not answer one user alone ({said}); its log ends: {_last_line(log)}") from None
 
 
 def left_in(temp_dir: Path) -> list[str]:
@@ -328,14 +344,15 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         report = run(args.users, args.requests, args.rounds, args.file_lifetime)
-    except AppDidNotStart as err:
+    except AppFailed as err:
         sys.exit(f"error: {err}")
     report.update(command=_report.command(__file__, argv), file_lifetime=args.file_lifetime,
                   machine=_report.machine(), cpus=os.cpu_count())
     print_table(report)
     _report.write(out, report)
     ok = (all(r["served"] == r["requests"] for r in report["rounds"]) and report["after_load"]["correct"]
-          and report["stop_status"] == 0 and not report["left_after_stop"])
+          and report["uploads_left_after_lifetime"] == 0 and report["stop_status"] == 0
+          and not report["left_after_stop"])
     return 0 if ok else 1
 
 

@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     # would overwrite the recorded run with zeros; nan compares false with everything, so it is named
     if not 0 < args.seconds < math.inf or min(args.threads, args.pictures) < 1:
         parser.error("--seconds, --threads and --pictures must be above 0 (--seconds a finite number)")
+    if args.pictures > 256:  # each picture is one grey level of 8 bits
+        parser.error("--pictures can be at most 256: each is one shade of grey")
     out = _report.check_output(parser, args.json)
     import app
 

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     if "RANK" in os.environ:  # under torchrun every process would divide the whole batch's FLOPs by one GPU's peak
         parser.error("run it as one process (python, not torchrun): it measures one device")
     recipe_json = ROOT / "benchmarks" / f"train_throughput_{Path(args.config).stem}.json"
-    out = _report.check_output(parser, args.json or recipe_json)
+    out = _report.check_output(parser, recipe_json if args.json is None else args.json)  # "" is no record's name
     if args.threads:
         torch.set_num_threads(args.threads)
     if any(override.partition("=")[0] == "steps" for override in args.overrides):

@@ -82,6 +82,9 @@ def main(argv=None) -> int:
     if args.clip_frames < needs:  # found out only after minutes of building and timing otherwise
         parser.error(f"--clip-frames {args.clip_frames} is too short for surprise, which slides the model's clip "
                      f"(--frames-per-clip {args.frames_per_clip}) over {needs} frames at least")
+    if args.clip_frames > 4 * args.frames_per_clip:  # JEPAModel.frames_wanted: surprise would thin it to another clip
+        parser.error(f"--clip-frames {args.clip_frames} is more than surprise reads of a clip (4 x --frames-per-clip "
+                     f"{args.frames_per_clip} = {4 * args.frames_per_clip}): it would time fewer frames than it says")
     config = random_model_config(args.frames_per_clip, hidden_size=args.hidden_size, num_hidden_layers=args.layers)
     try:  # the sizes load_model accepts, checked before minutes of building and saving a model it would refuse
         vjepa2_model_config(config.to_dict())

@@ -183,6 +183,10 @@ def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_pa
     with pytest.raises(SystemExit):  # BUG: as root, os.access says /proc is writable too
         _report.check_output(argparse.ArgumentParser(prog="bench"), Path("/proc/out.json"))
     assert "--json /proc/out.json: cannot write in /proc" in capsys.readouterr().err
+    too_long = tmp_path / ("x" * 300) / "out.json"  # BUG: Path.is_dir raised 'File name too long', a traceback
+    with pytest.raises(SystemExit):
+        _report.check_output(argparse.ArgumentParser(prog="bench"), too_long)
+    assert f"--json {too_long}: no folder {too_long.parent}" in capsys.readouterr().err
     script = str(ROOT / "benchmarks" / "load_test.py")
     rerun = "python benchmarks/load_test.py --json 'my runs/out.json'"  # quoted: it runs as recorded
     assert _report.command(script, ["--json", "my runs/out.json"]) == rerun
@@ -291,6 +295,25 @@ def test_load_test_starts_the_app_on_loopback_whatever_this_shell_sets(tmp_path,
     assert not {"GRADIO_SHARE", "JEPA_LENS_HOSTED", "SPACE_ID"} & set(started)
 
 
+def test_benchmarks_refuse_sizes_that_would_measure_something_else_than_they_say(tmp_path):
+    """BUG: vjepa2_latency timed a 65-frame clip thinned to 33 frames (surprise reads 4 model clips at most) and
+    recorded 65; sweep_race made pictures of grey levels past 255."""
+    result = _run("vjepa2_latency.py", "--hidden-size", "64", "--layers", "2", "--frames-per-clip", "4",
+                  "--clip-frames", "17", "--json", tmp_path / "latency.json")
+    assert result.returncode == 2 and "--clip-frames 17 is more than surprise reads of a clip (4 x --frames-per-clip " \
+        "4 = 16)" in result.stderr, result.stderr
+    result = _run("sweep_race.py", "--pictures", "257", "--seconds", "0.1", "--json", tmp_path / "race.json")
+    assert result.returncode == 2 and "--pictures can be at most 256" in result.stderr, result.stderr
+
+
+def test_train_throughput_refuses_an_empty_json_rather_than_the_recipes_record():
+    """BUG: `--json "$OUT"` with OUT unset fell back to the recipe's record, past the other-device check: an hour of
+    gpu.yaml on a CPU overwrote train_throughput_gpu.json."""
+    result = _run("train_throughput.py", "--config", "train/configs/tiny.yaml", "--steps", "1", "--json", "",
+                  "colour=blue")  # should the check ever go, the run stops at this setting, before writing a record
+    assert result.returncode == 2 and "--json .: a folder, not a file" in result.stderr, result.stderr
+
+
 def test_train_throughput_refuses_to_record_a_recipe_on_the_other_device(tmp_path):
     """BUG: device=auto took the CPU for gpu.yaml (or a GPU for cpu.yaml), and the run overwrote the recipe's record
     with the other device's figures, an hour of CPU for the ViT-S recipe."""
@@ -313,6 +336,25 @@ def test_load_test_shows_the_apps_log_when_it_fails_to_start(tmp_path):
     with pytest.raises(RuntimeError, match="GRADIO_SERVER_PORT='0': expected a whole number"):
         _load("load_test.py").start_server(0, tmp_path / "gradio", tmp_path / "cache", 10, log)
     assert "GRADIO_SERVER_PORT='0'" in log.read_text()
+
+
+def test_load_test_says_in_one_line_when_the_app_does_not_answer_one_user_alone(tmp_path):
+    """BUG: an app that refused every request (a checkpoint it cannot load) ended the run in gradio_client's
+    traceback, before any table or record."""
+    load_test = _load("load_test.py")
+
+    class Refusing:  # stands for gradio_client.Client
+        def predict(self, *args, api_name):
+            raise ValueError(f"{api_name}: cannot load checkpoint\nTraceback ...")
+
+    log = tmp_path / "app.log"
+    log.write_text("Traceback ...\ncheckpoints/default/config.json: missing\n")
+    (tmp_path / "clip.mp4").write_bytes(b"a clip")
+    with pytest.raises(load_test.AppFailed) as failed:
+        load_test._references(Refusing(), [tmp_path / "clip.mp4"], log)
+    assert str(failed.value) == ("the app did not answer one user alone (a reference request: ValueError: "
+                                 "/predict_masked: cannot load checkpoint); its log ends: checkpoints/default/"
+                                 "config.json: missing")
 
 
 def test_load_test_kills_an_app_that_ignores_sigterm():
