@@ -225,7 +225,7 @@ class Explorer:
         frame's number in the uploaded file, so the numbers say which of its frames the model read and the strips
         show (None: the frames of `video`)."""
         patch, tubelet = self.model.cfg.patch_size, self.model.cfg.tubelet
-        result = self.model.predict_masked(video, mask=mask, seed=int(seed), ratio=float(ratio))
+        result = self.model.predict_masked(video, mask=mask, seed=seed, ratio=ratio)  # it checks both, by name
         hidden, frames = result.mask, result.frames
         pred_rgb, target_rgb = latent_pca_images(result.predicted, result.target, hidden)
         decoded = paste_patches(frames, hidden, decode_nearest(self.bank, result.predicted), patch, tubelet)
@@ -321,7 +321,10 @@ class Explorer:
         except ValueError as err:
             return f"no {self.baseline.objective} baseline curve: {err}"
         other_steps = in_file(other.step_frames)
-        curves[CURVE_NAMES[self.baseline.objective]] = (other_steps, other.per_step / self.baseline_threshold)
+        name = CURVE_NAMES[self.baseline.objective]
+        if name in curves:  # a baseline of the model's own objective: its curve must not replace the model's
+            name = f"baseline: {name}"
+        curves[name] = (other_steps, other.per_step / self.baseline_threshold)
         return {"objective": self.baseline.objective, "score": other.score, "threshold": self.baseline_threshold,
                 "per_step": other.per_step.tolist(), "step_frames": other_steps.tolist()}
 

@@ -153,6 +153,15 @@ def test_masked_view(explorer, clip):
     assert not np.array_equal(view.error[hidden == 1], frames[hidden == 1])
 
 
+def test_masked_view_checks_seed_and_ratio_as_predict_masked_does(explorer, clip):
+    """BUG: the view turned them into numbers first: seed 1.7 drew seed 1's mask, '3' and True were taken, and a
+    ratio of None (which multiblock does not use) was a TypeError."""
+    for seed in (1.7, "3", True):
+        with pytest.raises(ValueError, match=f"seed must be an integer, got {seed!r}"):
+            explorer.masked(clip, mask="random", seed=seed)
+    assert explorer.masked(clip, mask="multiblock", ratio=None, seed=2).numbers["seed"] == 2
+
+
 def test_masked_view_pictures_are_those_of_the_models_prediction(explorer, clip):
     view = explorer.masked(clip, "random", ratio=0.5, seed=1)
     result = explorer.model.predict_masked(clip, mask="random", ratio=0.5, seed=1)
@@ -308,6 +317,10 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
     np.testing.assert_allclose(curves["JEPA (latent error)"],
                                np.array(view.numbers["per_step"]) / view.numbers["threshold"], rtol=1e-6)
     assert "baseline" not in explorer.surprise(clip).numbers
+    # BUG: a baseline of the model's own objective (the Explorer takes any second model) replaced the model's curve
+    twin = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=explorer.model).surprise(clip)
+    lines = [trace.name for trace in twin.figure.data if trace.mode == "lines"]
+    assert lines[:2] == ["JEPA (latent error)", "baseline: JEPA (latent error)"] and lines[2].startswith("threshold")
     # A baseline whose window is longer than the clip: the model's curve still comes, with a note for the baseline's
     short = _with_pixel_baseline(explorer, 32).surprise(clip)
     assert short.numbers["baseline"] == ("no pixel baseline curve: surprise needs a clip of at least 36 frames (the "
