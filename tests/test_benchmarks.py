@@ -318,7 +318,8 @@ def test_train_throughput_refuses_to_record_a_recipe_on_the_other_device(tmp_pat
     """BUG: device=auto took the CPU for gpu.yaml (or a GPU for cpu.yaml), and the run overwrote the recipe's record
     with the other device's figures, an hour of CPU for the ViT-S recipe."""
     recipe = "gpu" if not torch.cuda.is_available() else "cpu"
-    result = _run("train_throughput.py", "--config", f"train/configs/{recipe}.yaml", "--steps", "1")
+    # data= an empty folder: should the check go, the run stops there, before overwriting the recorded figures
+    result = _run("train_throughput.py", "--config", f"train/configs/{recipe}.yaml", "--steps", "1", f"data={tmp_path}")
     assert result.returncode == 2 and f"train_throughput_{recipe}.json records train/configs/{recipe}.yaml on" \
         in result.stderr and result.stderr.strip().endswith("to measure it there, or give --json for another record")
 
@@ -383,6 +384,7 @@ def test_load_test_stopped_with_sigterm_stops_its_app_and_removes_its_folder(tmp
         app = _child_running(script.pid, "app.py", timeout=120)
         time.sleep(1)  # into the wait for the app's answer, which takes it seconds more to import Gradio and torch
         assert Path(f"/proc/{app}").exists() and not (tmp_path / "out.json").exists()
+        assert os.listdir(tmp_path / "tmp")  # its temporary folder, there to be removed
         script.send_signal(signal.SIGTERM)
         status = script.wait(timeout=60)
         assert not Path(f"/proc/{app}").exists() and os.listdir(tmp_path / "tmp") == []

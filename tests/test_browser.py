@@ -52,9 +52,10 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(browser, app_server):
-    """The shared app server (conftest.py), requested after the browser so a machine without one skips first."""
-    return app_server
+def server(browser, request):
+    """The shared app server (conftest.py), asked for once the browser is there, so a machine without one skips
+    first: named as an argument, the session-scoped server would start first (pytest sets up wider scopes first)."""
+    return request.getfixturevalue("app_server")
 
 
 @pytest.fixture

@@ -356,6 +356,7 @@ def test_the_plots_name_a_checkpoint_whose_name_starts_with_an_underscore(tmp_pa
     monkeypatch.setattr(results, "_save", lambda fig, png: figures.append(fig))
     results.plot_violations(report, tmp_path / "v.png")
     results.plot_probes(report, tmp_path / "p.png")
+    assert len(figures) == 2
     for figure in figures:
         assert "_scratch" in [text.get_text().lstrip("\u200b") for text in figure.legends[0].get_texts()]
 

@@ -488,6 +488,7 @@ def test_cli_names_a_cache_folder_or_checkpoint_folder_it_cannot_use_in_one_line
     """BUG: a cache folder whose name is too long (or one it may not enter) raised from Path.exists, a folder it could
     not ship into raised from the write: tracebacks; --ship with a checkpoint name too long raised from is_dir."""
     monkeypatch.setattr(cli, "load_model", lambda path, device=None: model)
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path / "default cache"))  # where a refusal that regressed builds
     too_long = tmp_path / ("c" * 300)
     assert gallery_module.main(["--clips", str(CLIPS + 1), "--cache-dir", str(too_long)]) == 1
     err = capsys.readouterr().err

@@ -411,7 +411,7 @@ def test_with_detail():
     (lambda: WorldConfig(min_objects=0), "min_objects"),
     (lambda: WorldConfig(gravity_prob=1.5), "gravity_prob"),
     (lambda: WorldConfig(radius=(0.2, 0.1)), "radius"),
-    (lambda: WorldConfig(speed=(0.0, 0.9)), "speed"),
+    (lambda: WorldConfig(speed=(0.0, 0.9)), "speed is a .min, max. pair"),  # not the speed-radius check's "speed"
     (lambda: WorldConfig(radius=(0.01, 0.02), speed=(0.1, 0.2)), "could pass through each other between two frames"),
     (lambda: WorldConfig(gravity=-0.01), "gravity"),
     (lambda: render_clip(0, WorldConfig(num_frames=7), "vanish"), "too short"),
