@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def check_output(parser, path) -> Path:
     """`path` as a Path once it can be written; else the script stops now, in one line, not after minutes of work."""
+    if not str(path).strip():  # `--json "$OUT"` with OUT unset: Path("") is the working folder
+        parser.error("--json is empty: give a file name")
     path = Path(path)
     folder = path.parent
     # os.path, not Path's methods: those raise for a name too long or a folder one may not enter (Python 3.11)
@@ -22,8 +24,14 @@ def check_output(parser, path) -> Path:
 
     if problem := cannot_write_in(folder):
         parser.error(f"--json {path}: {problem}")
+    try:  # a name too long is found here, not at the final rename after the whole run
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as err:
+        parser.error(f"--json {path}: {err.strerror or err}")
     # a record kept read-only on purpose is not replaced: by its mode too, as root may write anything
-    if os.path.exists(path) and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
+    if not (os.access(path, os.W_OK) and mode & 0o222):
         parser.error(f"--json {path}: the file is read-only")
     return path
 

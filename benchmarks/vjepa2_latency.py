@@ -85,6 +85,9 @@ def main(argv=None) -> int:
     if args.clip_frames > 4 * args.frames_per_clip:  # JEPAModel.frames_wanted: surprise would thin it to another clip
         parser.error(f"--clip-frames {args.clip_frames} is more than surprise reads of a clip (4 x --frames-per-clip "
                      f"{args.frames_per_clip} = {4 * args.frames_per_clip}): it would time fewer frames than it says")
+    if args.clip_frames % VITL["tubelet_size"]:  # surprise drops the frames short of a whole tubelet
+        parser.error(f"--clip-frames must be a multiple of the tubelet ({VITL['tubelet_size']}): surprise would time "
+                     f"{args.clip_frames - args.clip_frames % VITL['tubelet_size']} frames")
     config = random_model_config(args.frames_per_clip, hidden_size=args.hidden_size, num_hidden_layers=args.layers)
     try:  # the sizes load_model accepts, checked before minutes of building and saving a model it would refuse
         vjepa2_model_config(config.to_dict())
