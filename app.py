@@ -49,9 +49,10 @@ def switch_setting(name: str) -> bool:
     """An on/off setting from the environment: 1/true/yes/on or 0/false/no/off (any case), unset or empty for off; any
     other value stops the app at start, in one line (JEPA_LENS_HOSTED=false turned hosted mode on, silently)."""
     text = os.environ.get(name, "")
-    if text.strip().lower() in ("1", "true", "yes", "on"):
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
         return True
-    if text.strip().lower() in ("", "0", "false", "no", "off"):
+    if word in ("", "0", "false", "no", "off"):
         return False
     sys.exit(f"{name}={text!r}: expected 1 or 0 (true or false)")
 

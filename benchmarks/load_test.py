@@ -234,16 +234,16 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
         tmp = Path(tmp)
         (tmp / "clips").mkdir()
         clips = make_clips(tmp / "clips")
-        port, temp_dir, cache = free_port(), tmp / "gradio", tmp / "cache"
+        port, temp_dir, cache, log = free_port(), tmp / "gradio", tmp / "cache", tmp / "app-stderr.log"
         launched = time.perf_counter()
-        server = start_server(port, temp_dir, cache, file_lifetime, tmp / "app-stderr.log")
+        server = start_server(port, temp_dir, cache, file_lifetime, log)
         start_s = time.perf_counter() - launched
         cached = sorted(str(path.relative_to(cache)) for path in cache.rglob("*")) if cache.is_dir() else []
         url = f"http://127.0.0.1:{port}/"
         tempfile.tempdir = str(tmp)  # gradio_client leaves an empty folder in the temp dir per download: keep them here
         try:
             alone = Client(url, verbose=False, download_files=str(tmp / "alone"))
-            references = _references(alone, clips, tmp / "app-stderr.log")
+            references = _references(alone, clips, log)
             # the numbers alone: each answer also names its clip (app._labelled), which would make every one distinct
             distinct = len({json.dumps({key: value for key, value in references[clip.name, "/surprise"].items()
                                         if key not in ("checkpoint", "clip")}) for clip in clips})
@@ -255,7 +255,7 @@ def run(users: int, requests: int, rounds: int, file_lifetime: int) -> dict:
                 outcome = load_round(url, clips, users, requests, references, tmp / "downloads")
                 if server.poll() is not None:  # killed under the load (the OOM killer): its memory is gone too
                     raise AppFailed(f"the app exited with status {server.returncode} during the load; its log "
-                                    f"ends: {_last_line(tmp / 'app-stderr.log')}")
+                                    f"ends: {_last_line(log)}")
                 outcome.update(memory_mib(server.pid))  # resident now (rss_mib) and the high-water mark (peak_mib)
                 report["rounds"].append(outcome)
             start = time.perf_counter()

@@ -186,14 +186,12 @@ def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = N
     megabytes = path.stat().st_size / 2**20
     if max_megabytes is not None and megabytes > max_megabytes:
         raise VideoError(f"{path.name}: the file is {shown_above(megabytes, max_megabytes)} MB; the limit is "
-                         f"{max_megabytes:g} MB. "
-                         "Trim or compress it.")
+                         f"{max_megabytes:g} MB. Trim or compress it.")
     deadline = _Deadline(timeout)  # counts from here: a file of millions of packets is slow to scan, too
     info, packets = _info(path, deadline)
     if max_seconds is not None and info["duration"] > max_seconds:
         raise VideoError(f"{path.name}: the clip lasts {shown_above(info['duration'], max_seconds)} s; the limit is "
-                         f"{max_seconds:g} s. "
-                         "Trim it to the moment you want to inspect.")
+                         f"{max_seconds:g} s. Trim it to the moment you want to inspect.")
     width, height = info["width"], info["height"]
     if max(width, height) > max_aspect * min(width, height):
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, more than {max_aspect:g} times wider "

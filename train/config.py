@@ -165,28 +165,19 @@ class _RecipeLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
-    def construct_yaml_int(self, node):
-        """A number as an override reads it (Python's int): YAML 1.1 read `seed: 010` as octal 8 and `steps: 25:00`
-        as 1500 (base 60), where seed=010 is 10. Text Python does not read as a whole number stays text, which
-        `_typed` then refuses by name."""
+    def construct_number(self, node, kind: type):
+        """A number as an override reads it (Python's `kind`, int or float): YAML 1.1 read `seed: 010` as octal 8,
+        `steps: 25:00` as 1500 (base 60) and `1:30.0` as 90.0, where seed=010 is 10. YAML's own .inf and .nan stay
+        readable (`grad_clip: .inf`). Text Python does not read stays text, which `_typed` then refuses by name."""
         text = self.construct_scalar(node)
         try:
-            return int(text)
-        except ValueError:
-            return text
-
-    def construct_yaml_float(self, node):
-        """As `construct_yaml_int`, with Python's float (YAML 1.1 read `1:30.0` as 90.0); YAML's own .inf and .nan
-        stay readable (`grad_clip: .inf`)."""
-        text = self.construct_scalar(node)
-        try:
-            return float(_YAML_INF_NAN.get(text.lower(), text))
+            return kind(_YAML_INF_NAN.get(text.lower(), text))
         except ValueError:
             return text
 
 
-_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _RecipeLoader.construct_yaml_int)
-_RecipeLoader.add_constructor("tag:yaml.org,2002:float", _RecipeLoader.construct_yaml_float)
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: loader.construct_number(node, int))
+_RecipeLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: loader.construct_number(node, float))
 
 
 def _read_recipe(path: str) -> dict:
