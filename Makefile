@@ -22,9 +22,10 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-test.txt
 	touch $@
 
-# After changing requirements*.txt (and the constraints.txt line of a package whose pin no longer fits) and passing
-# `make test`: record what was installed. Not torch, pinned already (and installed as 2.13.0+cpu here, a version PyPI
-# does not have). Replaced only when a version changed: a newer file would make the next make reinstall everything.
+# After changing requirements*.txt (and the constraints.txt line of a package whose pin no longer fits) and `make
+# install-test`: record what was installed, then `make test` (it fails on a requirement constraints.txt lacks). Not
+# torch, pinned already (and installed as 2.13.0+cpu here, a version PyPI does not have). Replaced only when a version
+# changed: a newer file would make the next make reinstall everything.
 constraints:
 	@test -x $(PY) || { echo "no $(VENV) to read versions from: make install-test first"; exit 1; }
 	{ echo "# Written by make constraints: the versions make test last passed with. make install installs these."; \

@@ -29,7 +29,7 @@ def test_every_requirement_is_pinned_to_a_version_it_allows():
             assert str(req.specifier) == "==2.13.0"
             continue
         name = canonicalize_name(req.name)
-        assert name in pins, f"{req.name} is not in constraints.txt: run make constraints after make test"
+        assert name in pins, f"{req.name} is not in constraints.txt: run make install-test, then make constraints"
         assert req.specifier.contains(pins[name], prereleases=True), \
             f"constraints.txt pins {req.name} {pins[name]}, which {req} does not allow"
 
