@@ -629,14 +629,14 @@ def _file_store(folder: Path) -> str:
     return f"file://{folder / 'gloo-store'}"
 
 
-def _resume_from(rank: int, starts: list, store: str) -> None:
+def _start_from(rank: int, starts: list, records: list, store: str) -> None:
     import torch.distributed as dist
 
-    from train.loop import Runtime, check_processes_resume_together
+    from train.loop import Runtime, check_processes_start_alike
 
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=len(starts))
     try:
-        check_processes_resume_together(starts[rank], Runtime(torch.device("cpu"), rank, len(starts)))
+        check_processes_start_alike(starts[rank], records[rank], Runtime(torch.device("cpu"), rank, len(starts)))
     finally:
         dist.destroy_process_group()
 
@@ -669,11 +669,25 @@ def test_processes_that_would_resume_from_different_steps_stop_instead_of_waitin
     while the others resumed: their collectives then waited on each other."""
     import torch.multiprocessing as mp
 
+    records = [{"data": "world"}] * 2
     if starts[0] == starts[1]:
-        mp.spawn(_resume_from, args=(starts, _file_store(tmp_path)), nprocs=2)
+        mp.spawn(_start_from, args=(starts, records, _file_store(tmp_path)), nprocs=2)
         return
     with pytest.raises(Exception, match=r"would start from different steps \(\[250, 0\]\): out_dir must be on a"):
-        mp.spawn(_resume_from, args=(starts, _file_store(tmp_path)), nprocs=2)
+        mp.spawn(_start_from, args=(starts, records, _file_store(tmp_path)), nprocs=2)
+
+
+def test_processes_that_see_different_files_in_the_data_folder_stop_before_training(tmp_path):
+    """BUG: each process lists data=FOLDER's files itself and only the main one's list was recorded: one that could
+    not read a file (or another machine's copy of the folder) trained on batches the record did not describe."""
+    import torch.multiprocessing as mp
+
+    seen = {"data": "clips", "data_files": "3 files, sha256 ab", "data_sizes": "sha256 cd"}
+    one_short = {**seen, "data_files": "2 files, sha256 ef"}
+    with pytest.raises(Exception, match=r"the 2 processes see different files in data=clips \(a file one of them"):
+        mp.spawn(_start_from, args=([0, 0], [seen, one_short], _file_store(tmp_path)), nprocs=2)
+    (tmp_path / "same").mkdir()
+    mp.spawn(_start_from, args=([0, 0], [seen, dict(seen)], _file_store(tmp_path / "same")), nprocs=2)
 
 
 def test_a_resumed_optimizer_steps_as_its_own_device_does_and_keeps_the_saved_run_settings(tmp_path, tiny_model):
