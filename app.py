@@ -266,10 +266,11 @@ def _labelled(numbers: dict, video_file: str, checkpoint: str) -> dict:
 @_plain_errors
 def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint="default",
                    progress=gr.Progress()):  # noqa: B008
-    if seed is None:  # an emptied seed box (or an API null): int(None) would end in a bare "Error"
-        raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
     if mask is None:  # an API null, which Gradio's choices check lets through: refused before the work, in its words
         raise gr.Error(f"Pick a mask: {', '.join(MASKS)}.")
+    if seed is None and mask != "future":  # an emptied seed box (or an API null): a bare "Error" further on
+        raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
+    seed = 0 if seed is None else seed  # the future mask hides the last steps, whatever the seed
     explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "masked")  # a bad upload before the bank
     if not explorer.is_built("bank"):  # the first masked prediction of a checkpoint the app did not warm up
         progress(0.2, desc="first use of this checkpoint: encoding gallery patches for the decoded view")
@@ -465,7 +466,9 @@ def build_app() -> gr.Blocks:
             surprise_numbers = gr.JSON(label="numbers", elem_id="surprise-numbers")
         # One concurrency group for the four views: Gradio's limit holds per group, and each event is its own group
         # unless named, so the views would run MODEL_CALLS each at once (8 in all), not MODEL_CALLS together.
-        together = {"concurrency_id": "model"}
+        # A click while its view runs is kept, and runs once that run ends, on the inputs shown then: Gradio's default
+        # for a click drops it, so a click made for a newly chosen clip or checkpoint was lost without a word
+        together = {"concurrency_id": "model", "trigger_mode": "always_last"}
         run_masked.click(predict_masked, [video, mask, ratio, seed, checkpoint], [*masked_images, masked_numbers],
                          api_name="predict_masked", **together)
         run_neighbors.click(neighbors, [video, k, checkpoint], [neighbor_gallery, neighbor_numbers],
@@ -475,7 +478,8 @@ def build_app() -> gr.Blocks:
         run_surprise.click(surprise, [video, checkpoint], [surprise_plot, surprise_overlay, surprise_numbers],
                            api_name="surprise", **together)
         # Another clip or checkpoint clears every view, so that none shows the previous one's results beside it (a
-        # run still going lands afterwards: its numbers name what they are of)
+        # run still going lands afterwards, its numbers naming what they are of, and is not cancelled: its thread
+        # would compute on, outside the concurrency limit)
         shown = [*masked_images, masked_numbers, neighbor_gallery, neighbor_numbers, map_plot, map_numbers,
                  surprise_plot, surprise_overlay, surprise_numbers]
         for changed in (video.change, checkpoint.change):

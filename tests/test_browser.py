@@ -205,3 +205,36 @@ def test_an_upload_swept_while_the_page_was_open_asks_for_it_again(page, app_blo
     expect(toast).to_be_visible(timeout=RESULT_MS)
     expect(toast).to_contain_text(f"{clip.name} is no longer on the server")
     expect(toast).to_contain_text("Upload it again")
+
+
+def test_a_click_while_a_view_runs_on_the_previous_clip_runs_it_again_on_the_new_one(page, monkeypatch, tmp_path):
+    """BUG: a run's button ignored clicks while the run was pending (Gradio's default for clicks), so after another
+    clip was chosen, its click was dropped without a word and the previous clip's results landed as the answer."""
+    import threading
+
+    from playwright.sync_api import expect
+
+    import app
+
+    explorer = app.explorer_for("default")
+    entered, release = threading.Event(), threading.Event()
+    measure = explorer.surprise
+
+    def held_first_time(*args, **kwargs):  # the first run stays pending until the new clip is chosen and clicked
+        if not entered.is_set():
+            entered.set()
+            release.wait(RESULT_MS / 1000)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(explorer, "surprise", held_first_time)
+    clip = tmp_path / "chosen-first.mp4"
+    write_video(clip, make_pair(11, "appear", WorldConfig(size=64, num_frames=32))[1].frames)
+    _upload(page, clip)
+    _open_and_run(page, "Surprise", "Measure surprise over time", SURPRISE_IDS)
+    assert entered.wait(RESULT_MS / 1000)
+    page.locator("button", has_text="violation-vanish.mp4").click()
+    expect(page.locator('a[download="violation-vanish.mp4"]')).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Measure surprise over time", exact=True).click()
+    release.set()
+    expect(page.locator("#surprise-numbers")).to_contain_text("violation-vanish.mp4", timeout=RESULT_MS)
+    _assert_plot(page, "surprise-plot", RESULT_MS)
