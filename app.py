@@ -371,6 +371,16 @@ def numbers_only(field: gr.Slider | gr.Number, whole: bool = False) -> gr.Slider
     return field
 
 
+def build_app_at_start() -> gr.Blocks:
+    """`build_app`, which writes the example clips into the cache folder at the first start (or after a change to the
+    world): a disk that fills up then (main checked that a small file could be written) stops the app in one line."""
+    try:
+        return build_app()
+    except OSError as err:
+        sys.exit(f"JEPA Lens cannot start: its example clips could not be written in {served_folder() / 'examples'} "
+                 f"({err.strerror or err})")
+
+
 def build_app() -> gr.Blocks:
     examples = example_clips(served_folder() / "examples")  # in the cache folder main() checked it can write
     formats = ", ".join(suffix.strip(".") for suffix in VIDEO_SUFFIXES)
@@ -788,7 +798,7 @@ def main() -> None:
     stop_on_signals_as_on_ctrl_c()
     try:
         warm_up_offered()
-        ui = build_app()
+        ui = build_app_at_start()
     except KeyboardInterrupt:  # Ctrl-C or a stop signal before the server runs: no user file exists yet
         print("JEPA Lens stopped before it started serving.", file=sys.stderr)
         return

@@ -378,6 +378,23 @@ def test_hosted_the_app_warms_up_every_checkpoint_it_offers_and_a_failing_one_is
     assert "pixel-baseline not warmed up (CUDA out of memory. Tried to allocate 2.00 GiB)" in err
 
 
+def test_a_disk_that_fills_up_while_the_example_clips_are_written_stops_the_app_in_one_line(tmp_path, monkeypatch):
+    """BUG: a traceback (main checks only that a small file can be written in the cache folder)."""
+    import errno
+
+    import app
+
+    def full_disk(path, frames, fps=8.0):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path))  # no example clips there yet
+    monkeypatch.setattr(app, "write_video", full_disk)
+    examples = re.escape(str(tmp_path / "jepa-lens-served" / "examples"))
+    with pytest.raises(SystemExit, match=rf"^JEPA Lens cannot start: its example clips could not be written in "
+                                         rf"{examples} \(No space left on device\)$"):
+        app.build_app_at_start()
+
+
 @pytest.mark.parametrize("host, share, hosted, says", [
     ("0.0.0.0", "", False, "serving on 0.0.0.0, which other machines can reach, and JEPA_LENS_HOSTED is off"),
     ("127.0.0.1", "True", False, "serving through a share link, and JEPA_LENS_HOSTED is off"),
