@@ -88,7 +88,9 @@ class ModelConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        _check_int("img_size", self.img_size, 8, 1024)
+        # 16: the smallest synthetic world, which draws every checkpoint's gallery at its model's size (the app and
+        # the CLI's neighbours failed on a smaller model, blaming the world's size)
+        _check_int("img_size", self.img_size, 16, 1024)
         _check_int("num_frames", self.num_frames, 1, 1024)
         _check_int("patch_size", self.patch_size, 1, 256)
         _check_int("tubelet", self.tubelet, 1, 64)

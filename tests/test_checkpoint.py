@@ -244,6 +244,18 @@ def test_hostile_or_wrong_config_values_are_refused_before_allocation(saved, cha
         build_model(saved)
 
 
+def test_a_model_smaller_than_the_smallest_synthetic_world_is_refused(tmp_path):
+    """BUG: 8 px models loaded, and the app and the CLI's neighbours then failed building their gallery, on "size must
+    be between 16 and 1024 pixels": the world's size, which a user reads as their clip's."""
+    from jepa_demo.config import PreprocessConfig
+
+    cfg = model_config_from_preset("tiny", img_size=16, patch_size=4)
+    object.__setattr__(cfg, "img_size", 8)  # as a config.json written by hand, or by a version that allowed it
+    save_checkpoint(VideoJEPA(cfg), tmp_path / "small", PreprocessConfig(img_size=8, num_frames=cfg.num_frames), step=1)
+    with pytest.raises(CheckpointError, match="img_size must be between 16 and 1024, got 8"):
+        build_model(tmp_path / "small")
+
+
 @pytest.mark.parametrize("key, value", [("img_size", 48), ("num_frames", 8)])
 def test_preprocessing_that_does_not_fit_the_model_is_refused(saved, key, value):
     config = json.loads((saved / "config.json").read_text())
