@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import check_finite
 from .gallery import (
     DEFAULT_CLIPS,
     THRESHOLD_PERCENTILE,
@@ -226,6 +227,8 @@ class Explorer:
         show (None: the frames of `video`)."""
         patch, tubelet = self.model.cfg.patch_size, self.model.cfg.tubelet
         result = self.model.predict_masked(video, mask=mask, seed=seed, ratio=ratio)  # it checks both, by name
+        for latents in (result.predicted, result.target):  # NaN: flat grey strips and an arbitrary decoding
+            check_finite(latents)
         hidden, frames = result.mask, result.frames
         pred_rgb, target_rgb = latent_pca_images(result.predicted, result.target, hidden)
         decoded = paste_patches(frames, hidden, decode_nearest(self.bank, result.predicted), patch, tubelet)
@@ -285,6 +288,7 @@ class Explorer:
             return indices if source_frames is None else np.asarray(source_frames)[indices]
 
         result = self.model.surprise(video, max_frames=self._frames_for(self.model, video))
+        check_finite(result.heatmap)  # NaN: a peak at the first NaN step and a black heatmap, as if an answer
         steps = in_file(result.step_frames)
         curves = {CURVE_NAMES[self.model.objective]: (steps, result.per_step / self.threshold)}
         shown_steps = steps_to_show(len(steps), result.peak_step)
@@ -316,8 +320,9 @@ class Explorer:
         the baseline's surprise (a checkpoint with a shorter window can still answer). It reads the frames the model
         reads: to its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion
         than the model's curve sees and than the baseline's threshold was calibrated on."""
-        try:  # the clip passed the model's own surprise: what is left to refuse is its length
+        try:  # the clip passed the model's own surprise: what is left to refuse is its length, or an overflow
             other = self.baseline.surprise(video, max_frames=self._frames_for(self.baseline, video))
+            check_finite(other.heatmap)
         except ValueError as err:
             return f"no {self.baseline.objective} baseline curve: {err}"
         other_steps = in_file(other.step_frames)

@@ -338,6 +338,30 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
             assert set(np.diff(steps)) == {2} and steps[-1] == len(clip) - 2
 
 
+def test_views_refuse_a_model_output_that_is_not_finite(explorer, clip, monkeypatch):
+    """BUG: weights that overflow on one clip (not on the gallery's, which is checked) gave NaN, shown as an answer:
+    a surprise peak at the first NaN step over a black heatmap, flat grey latent strips, an arbitrary decoding."""
+    model = explorer.model
+    surprise, predict_masked = model.surprise, model.predict_masked
+
+    def overflowing(result, field):
+        return dataclasses.replace(result, **{field: np.full_like(getattr(result, field), np.nan)})
+
+    monkeypatch.setattr(model, "surprise", lambda *a, **k: overflowing(surprise(*a, **k), "heatmap"))
+    monkeypatch.setattr(model, "predict_masked", lambda *a, **k: overflowing(predict_masked(*a, **k), "predicted"))
+    with pytest.raises(ValueError, match="the model's output is not a finite number"):
+        explorer.surprise(clip)
+    with pytest.raises(ValueError, match="the model's output is not a finite number"):
+        explorer.masked(clip)
+    compared = _with_pixel_baseline(explorer, explorer.model.cfg.num_frames)
+    baseline_surprise = compared.baseline.surprise
+    monkeypatch.setattr(compared.baseline, "surprise",
+                        lambda *a, **k: overflowing(baseline_surprise(*a, **k), "heatmap"))
+    monkeypatch.setattr(model, "surprise", surprise)  # the model's own curve is fine; the baseline's is noted missing
+    assert compared.surprise(clip).numbers["baseline"] == ("no pixel baseline curve: the model's output is not a "
+                                                         "finite number (do its weights overflow?)")
+
+
 def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_recently_used():
     from jepa_demo.explore import ExplorerCache
 
