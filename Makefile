@@ -10,8 +10,13 @@ PY := $(VENV)/bin/python
 # file torch ships in Python 3.12 syntax, which pip leaves out silently: hence the || true.
 # constraints.txt holds the versions the suite last passed with, so a clone installs those, not whatever is newest.
 $(VENV)/.installed: requirements.txt constraints.txt | venv-works
+	@if [ -d $(VENV) ] && [ ! -e $@ ] && [ ! -e $(VENV)/.made-by-make ]; then \
+		echo "$(VENV) is not one make made (uv, an IDE or python -m venv make one there too): move it away or" \
+			"rm -rf $(VENV), then rerun"; \
+		exit 1; fi
 	test -e $@ || rm -rf $(VENV)  # a half-made one (an install that failed): venv over it keeps its bin/python
 	$(PYTHON) -m venv $(VENV)
+	touch $(VENV)/.made-by-make
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -r requirements.txt
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true

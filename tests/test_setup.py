@@ -1,9 +1,11 @@
 """The install files agree: `make install` installs requirements*.txt at the versions constraints.txt records."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -64,3 +66,22 @@ def test_app_settings_exported_in_the_shell_are_cleared_for_the_tests(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_make_leaves_a_virtual_environment_it_did_not_make_alone(tmp_path):
+    """BUG: any .venv without make's install marker was taken for a failed install and removed without a word: one
+    that uv, an IDE or `python -m venv .venv` made, with whatever was installed in it."""
+    if shutil.which("make") is None:  # a bare pytest on a machine without make (`make test` has it)
+        pytest.skip("no make on this machine")
+    own = tmp_path / "venv"
+    (own / "bin").mkdir(parents=True)
+    (own / "bin" / "tool").write_text("installed by hand\n")
+    # a Python that passes make's checks (`-c ...`) and makes nothing: a regression cannot start an install here
+    python = tmp_path / "python3"
+    python.write_text('#!/bin/sh\n[ "$1" = -c ] && exit 0\necho "asked to $*"; exit 3\n')
+    python.chmod(0o755)
+    done = subprocess.run(["make", "-C", str(ROOT), f"VENV={own}", f"PYTHON={python}", "install"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "asked to" not in done.stdout
+    assert f"{own} is not one make made" in done.stdout
+    assert (own / "bin" / "tool").read_text() == "installed by hand\n"
