@@ -153,6 +153,15 @@ def test_training_clips_stay_below_the_evaluations_seeds(monkeypatch):
         load_config(TINY, ["steps=100000000", "batch_size=16"])
 
 
+def test_the_help_names_the_push_command(capsys):
+    """BUG: `push` is read before argparse, so --help listed training's options only: no word of uploading."""
+    from train.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0 and "python -m train push --help" in capsys.readouterr().out
+
+
 def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, monkeypatch, capsys):
     from train.__main__ import main
 

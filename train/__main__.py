@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["push"]:
         return push(words[1:])
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0],
+                                     epilog="python -m train push --help: upload a checkpoint folder to the Hub")
     parser.add_argument("--config", action=Once, help="recipe YAML (only what differs from the defaults)")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir's last save")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
