@@ -56,11 +56,13 @@ def enough_labels(counts) -> bool:
     return sum(count >= MIN_PER_LABEL for count in counts.values()) >= 2
 
 
-def check_labels(root, counts: Counter, what: str) -> None:
+def check_labels(root, counts: Counter, what: str, unreadable: list[str] = ()) -> None:
+    """`unreadable`: why files could not be read, the reason so few are left (named: the first of them)."""
     if not enough_labels(counts):
         found = ", ".join(f"{label} ({count})" for label, count in sorted(counts.items()))
+        why = f"; {len(unreadable)} could not be read (first: {unreadable[0]})" if unreadable else ""
         raise ValueError(f"{root}: the probe needs two sub-folders (labels) holding at least {MIN_PER_LABEL} {what} "
-                         f"each; found {found or 'no sub-folder holding videos'}")
+                         f"each; found {found or 'none'}{why}")
 
 
 def leave_one_out_knn(embeddings: np.ndarray, labels: list[str], k: int = 5) -> np.ndarray:
@@ -89,7 +91,7 @@ def folder_probe(models: dict[str, JEPAModel], root, max_clips: int = 300, k: in
     drawn = draw(labels, max_clips)
     embeddings, unreadable = _embed_drawn(paths, drawn, scorers)
     readable = Counter(labels[i] for i in embeddings)
-    check_labels(root, readable, "readable videos")
+    check_labels(root, readable, "readable videos", unreadable)
     too_few = {label: readable[label] for label in drawn if readable[label] < MIN_PER_LABEL}
     kept = [i for i in sorted(embeddings) if labels[i] not in too_few]
     labels = [labels[i] for i in kept]

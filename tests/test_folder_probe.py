@@ -103,7 +103,15 @@ def test_a_folder_without_two_labels_and_options_for_the_world_are_refused(tiny_
     assert main(["--folder", str(tmp_path / "one"), "--checkpoint", str(tiny_checkpoint)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ")
-    assert err.endswith("at least 4 readable videos each; found broken (3), only (4)")
+    # BUG: why the files were left out was not said, and with none readable "found no sub-folder holding videos"
+    assert err.endswith("at least 4 readable videos each; found broken (3), only (4); 1 could not be read (first: "
+                        f"{tmp_path / 'one' / 'broken' / '0.mp4'}: not a readable video (its contents are not a "
+                        "video format ffmpeg knows))")
+    for i in range(4):
+        (tmp_path / "one" / "only" / f"{i}.mp4").write_text("not a video either")
+        (tmp_path / "one" / "broken" / f"{i}.mp4").write_text("not a video either")
+    assert main(["--folder", str(tmp_path / "one"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "at least 4 readable videos each; found none; 8 could not be read (first: " in capsys.readouterr().err
     assert main(["--folder", str(tmp_path / "nothing"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: not a folder"
     for option, value in (("--report", str(tmp_path / "r.md")), ("--pairs", "50"), ("--probe-clips", "50")):
