@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_dict
 from .model import VideoJEPA, check_finite_weights
 from .vjepa2 import HUB_FILES as VJEPA2_HUB_FILES
-from .vjepa2 import build_vjepa2, is_vjepa2_config
+from .vjepa2 import PROCESSOR_FILES, build_vjepa2, is_vjepa2_config
 from .vjepa2 import model_config as vjepa2_model_config
 
 FORMAT = "jepa-lens"
@@ -45,10 +45,12 @@ _VJEPA2_HUB_FILES = sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})
 # Files of an earlier push that this one's folder lacks are removed from the repo: galleries and thresholds are named
 # for the weights' fingerprint (each retrained push would add two more), a run's metrics and curves describe its own
 # model, and weights change layout: after a sharded push, a single file left the old index, which loading follows to
-# shards no longer there; after a single file, sharded weights left it, which transformers loads first. A README is
-# left alone: it may be the owner's own.
+# shards no longer there; after a single file, sharded weights left it, which transformers loads first. So do V-JEPA
+# 2's processor settings, read in place of the defaults of a folder without them. A README is left alone: it may be
+# the owner's own.
 _REPLACED_ON_PUSH = ["gallery-*.npz", "threshold-*.json", "metrics.csv", "training_curves.png", WEIGHTS_NAME,
-                     "model-?????-of-?????.safetensors", "model.safetensors.index.json"]  # shards only, as named
+                     "model-?????-of-?????.safetensors", "model.safetensors.index.json",  # shards only, as named
+                     *PROCESSOR_FILES]
 
 
 class CheckpointError(ValueError):
@@ -215,13 +217,22 @@ def _download_from_hub(repo_id: str) -> Path:
     """`config.json` alone first, checked as `build_model` checks it; then the files of that format, and only of
     that format: a mistyped id of another model (say a 15 GB language model) never fetches its weights."""
     import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     with _hub_errors(repo_id):
         snapshot = Path(huggingface_hub.hf_hub_download(repo_id, CONFIG_NAME)).parent
     patterns = _HUB_FILES if _check_config(snapshot, repo_id) is not None else _VJEPA2_HUB_FILES
     with _hub_errors(repo_id):
-        # the commit of the config.json checked (its snapshot folder's name): a push in between brings nothing unchecked
-        folder = Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=patterns))
+        try:  # the commit of the config.json checked (its snapshot's name): a push in between brings nothing unchecked
+            folder = Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=patterns))
+        except LocalEntryNotFoundError:
+            # Offline, or the Hub out of reach. Once the commit's file list is cached (any earlier snapshot_download
+            # wrote it), the client asks for each file it lists and fails on the first one missing, an optional one
+            # (the model card, a gallery) as readily as the weights: the snapshot may hold what loading needs
+            if not any(snapshot.glob("*.safetensors")):
+                raise CheckpointError(f"{repo_id}: only part of it is in the local Hub cache (its {CONFIG_NAME}, no "
+                                      "weights), and the Hub cannot be reached now to complete it (offline?)") from None
+            folder = snapshot
     # Only safetensors are fetched: a snapshot without them is a repo that has none, or a download that failed before
     # the Hub listed the repo's files (a rate limit, an error 5xx), which the client returns as it is, config alone
     if not any(folder.glob("*.safetensors")):
@@ -233,7 +244,6 @@ def _download_from_hub(repo_id: str) -> Path:
 @contextlib.contextmanager
 def _hub_errors(repo_id: str):
     """The Hub client's failures as a CheckpointError naming the repo."""
-    import huggingface_hub.errors
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -249,12 +259,7 @@ def _hub_errors(repo_id: str):
                               "log in (hf auth login) or set HF_TOKEN") from None
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
-    except LocalEntryNotFoundError as err:
-        incomplete = getattr(huggingface_hub.errors, "IncompleteSnapshotError", ())  # 2.4+: a download cut short
-        if incomplete and isinstance(err, incomplete):
-            detail = str(err).strip().splitlines()[0]  # it names the missing files; the Hub's error may follow
-            raise CheckpointError(f"{repo_id}: only part of it is in the local Hub cache, and it cannot be completed "
-                                  f"now ({detail})") from None
+    except LocalEntryNotFoundError:
         raise CheckpointError(f"{repo_id}: not in the local Hub cache and the Hub cannot be reached "
                               "(offline?)") from None
     except EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass: the Hub answered, without the file

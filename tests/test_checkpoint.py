@@ -407,27 +407,33 @@ def test_the_hubs_refusals_are_named_as_such(monkeypatch, error, message):
         resolve_checkpoint("someone/gguf")
 
 
-def test_a_download_cut_short_is_not_called_missing_from_the_cache(saved, hub_cache, monkeypatch):
-    """BUG: huggingface_hub 2.4 reports a partly cached snapshot, offline, with a LocalEntryNotFoundError subclass
-    naming the missing files: it was reported as 'not in the local Hub cache'. Here its config.json came, not its
-    weights."""
-    import huggingface_hub
-    import huggingface_hub.errors
+def _cache_file_list(cache: Path, repo_id: str, names: list[str]) -> None:
+    """The commit's file list as huggingface_hub (2.4) caches it at the start of every snapshot_download, online."""
+    from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
 
-    if not hasattr(huggingface_hub.errors, "IncompleteSnapshotError"):
-        pytest.skip("huggingface_hub before 2.4 has no such error")
-    IncompleteSnapshotError = huggingface_hub.errors.IncompleteSnapshotError  # noqa: N806
+    folder = cache / f"models--{repo_id.replace('/', '--')}"
+    write_tree_cache(str(folder), COMMIT, {name: TreeCacheEntry(size=1, blob_id=f"{i:040x}")
+                                           for i, name in enumerate(names)})
 
-    def cut_short(repo_id, **kwargs):
-        raise IncompleteSnapshotError(f"The cached snapshot for '{repo_id}' is incomplete: 1 file(s) are missing "
-                                      "(model.safetensors).", snapshot_path="/nowhere")
 
+def test_a_download_cut_short_is_not_called_missing_from_the_cache(saved, hub_cache):
+    """BUG: a snapshot whose config.json came, not its weights, was reported offline as 'not in the local Hub cache'
+    (the client asks for each file of the cached file list, and the weights' request fails)."""
     _cache_repo(hub_cache, "someone/tiny", {"config.json": (saved / "config.json").read_bytes()})
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", cut_short)
-    with pytest.raises(CheckpointError, match=r"^someone/tiny: only part of it is in the local Hub cache, and it "
-                                              r"cannot be completed now \(.*1 file\(s\) are missing "
-                                              r"\(model.safetensors\)"):
+    _cache_file_list(hub_cache, "someone/tiny", ["config.json", "model.safetensors"])
+    with pytest.raises(CheckpointError, match=r"^someone/tiny: only part of it is in the local Hub cache \(its "
+                                              r"config.json, no weights\), and the Hub cannot be reached now"):
         resolve_checkpoint("someone/tiny")
+
+
+def test_a_cached_model_loads_offline_without_the_optional_files_its_repo_lists(saved, hub_cache):
+    """BUG: with the commit's file list cached, offline, the client asked for each file it lists: a cache holding the
+    config and weights but not the model card or a gallery (fetched by `hf download REPO config.json
+    model.safetensors`, or by an older JEPA Lens) refused the whole model as 'not in the local Hub cache'."""
+    _cache_repo(hub_cache, "someone/tiny", {name: (saved / name).read_bytes()
+                                            for name in ("config.json", "model.safetensors")})
+    _cache_file_list(hub_cache, "someone/tiny", ["config.json", "model.safetensors", "README.md", "metrics.csv"])
+    assert load_model("someone/tiny").info()["step"] == 7
 
 
 class FolderHub:

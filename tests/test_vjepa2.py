@@ -176,16 +176,18 @@ def test_a_pushed_folder_pulls_back_whole_with_sharded_weights_and_its_processor
     assert all(torch.equal(a, b) for a, b in zip(original.net.state_dict().values(), pulled.net.state_dict().values()))
 
     # BUG: pushed again in the other layout, the repo kept the old one: a single file after shards left the index,
-    # which loading followed to shards no longer there; shards after a single file left it, loaded instead of them
+    # which loading followed to shards no longer there; shards after a single file left it, loaded instead of them.
+    # And a folder without processor settings (save_pretrained writes none) left the earlier push's, read instead
+    # of the defaults
     single = tmp_path / "single"
     torch.manual_seed(1)
     transformers.VJEPA2Model(transformers.VJEPA2Config(**TINY)).save_pretrained(single)
-    (single / "video_preprocessor_config.json").write_text(json.dumps(processor))
     for pushed in (single, folder):
         push_to_hub(pushed, "someone/vjepa2", api=hub)
         pulled, original = load_model("someone/vjepa2", device="cpu"), load_model(pushed, device="cpu")
         assert all(torch.equal(a, b) for a, b in zip(original.net.state_dict().values(),
                                                      pulled.net.state_dict().values())), pushed.name
+        assert pulled.preprocess == original.preprocess, pushed.name
 
 
 @pytest.mark.parametrize("change, message", [({"hidden_size": 10**7}, "hidden_size must be between"),
