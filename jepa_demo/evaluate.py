@@ -471,6 +471,11 @@ def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
         return {name: load_model(path) for name, path in zip(names, paths)}
 
 
+# Below these, an interval is too rough to call anything "clear": one resample gives an interval of zero width, and a
+# handful of pairs or test clips can all agree by chance
+MIN_RESAMPLES_FOR_VERDICTS = 200
+MIN_ITEMS_FOR_VERDICTS = 20
+
 # The options' defaults: None in the parser, so that one given where it does not apply can be refused.
 DEFAULT_PAIRS, DEFAULT_PROBE_CLIPS, DEFAULT_MAX_CLIPS = 100, 300, 300
 
@@ -502,8 +507,12 @@ def main(argv=None) -> int:
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")
-    run, show = _folder_probe(args, parser) if args.folder is not None else _world_suite(args, parser)
     print_any_name()  # the tables name checkpoints, folders and files
+    try:
+        run, show = _folder_probe(args, parser) if args.folder is not None else _world_suite(args, parser)
+    except ValueError as err:  # the folder, checked before any checkpoint loads (a Hub one downloads first)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         report = run(_load_all(args.checkpoint))
     except KeyboardInterrupt:  # nothing is written before the run ends
@@ -512,7 +521,7 @@ def main(argv=None) -> int:
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (RuntimeError, MemoryError) as err:  # MemoryError: NumPy's, for the statistics of very many pairs
+    except (RuntimeError, MemoryError) as err:  # MemoryError: NumPy's (very many pairs or clips)
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise
         fewer = "--max-clips" if args.folder is not None else "--pairs or --probe-clips"
@@ -561,8 +570,8 @@ def _world_suite(args, parser):
 
 
 def _folder_probe(args, parser):
-    """As `_world_suite`, for --folder."""
-    from .folder_probe import MIN_PER_LABEL, folder_probe, format_folder_report
+    """As `_world_suite`, for --folder; a ValueError for a folder the probe cannot use."""
+    from .folder_probe import MIN_PER_LABEL, folder_probe, format_folder_report, labelled_videos
 
     if not args.folder.strip():  # an unset $DIR: not the world's suite, nor the working folder
         parser.error("--folder needs a folder of videos")
@@ -572,6 +581,8 @@ def _folder_probe(args, parser):
     args.max_clips = DEFAULT_MAX_CLIPS if args.max_clips is None else args.max_clips
     if args.max_clips < 2 * MIN_PER_LABEL:  # two labels of MIN_PER_LABEL videos each
         parser.error(f"--max-clips must be at least {2 * MIN_PER_LABEL}")
+
+    labelled_videos(args.folder)
 
     def run(models):
         return folder_probe(models, args.folder, args.max_clips, resamples=args.resamples)

@@ -22,7 +22,16 @@ from sklearn.neighbors import KNeighborsClassifier
 from tqdm import tqdm
 
 from .cli import check_finite, one_line_name
-from .evaluate import MAJORITY, RANDOM, errors_named, format_difference, paired_difference, random_twin
+from .evaluate import (
+    MAJORITY,
+    MIN_ITEMS_FOR_VERDICTS,
+    MIN_RESAMPLES_FOR_VERDICTS,
+    RANDOM,
+    errors_named,
+    format_difference,
+    paired_difference,
+    random_twin,
+)
 from .inference import JEPAModel
 from .video import VideoError, folder_label, list_videos, read_video, with_path
 
@@ -98,7 +107,8 @@ def folder_probe(models: dict[str, JEPAModel], root, max_clips: int = 300, k: in
     hits = {name: leave_one_out_knn(np.stack([embeddings[i][name] for i in kept]), labels, k) for name in scorers}
     hits[MAJORITY] = most_common_label(labels)
     under_test = next(iter(models))
-    return {"folder": str(root), "k": k, "clips": len(labels), "unreadable": unreadable, "too_few": too_few,
+    return {"folder": str(root), "k": k, "clips": len(labels), "resamples": resamples, "unreadable": unreadable,
+            "too_few": too_few,
             "labels": dict(sorted(Counter(labels).items())),
             "accuracy": {name: _per_label(right, labels) for name, right in hits.items()},
             "vs_random": paired_difference(hits[under_test], hits[RANDOM], resamples)}
@@ -169,4 +179,7 @@ def format_folder_report(report: dict) -> str:
                      + " | ".join(f"{report['accuracy'][s]['per_label'][label]:.3f}" for s in scorers) + " |")
     lines.append("| **all** | " + " | ".join(f"{report['accuracy'][s]['all']:.3f}" for s in scorers) + " |")
     lines += ["", f"{scorers[0]} minus the {RANDOM} [95 % interval]: {format_difference(report['vs_random'])}"]
+    if report["resamples"] < MIN_RESAMPLES_FOR_VERDICTS or report["clips"] < MIN_ITEMS_FOR_VERDICTS:
+        lines[-1] += (f" (from {report['resamples']} resamples of {report['clips']} clips: too few for the interval "
+                      "to mean much)")
     return "\n".join(lines)

@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 from .checkpoint import atomic_write, write_text  # noqa: E402
 from .evaluate import (  # noqa: E402
     HELD_OUT_SEED,
+    MIN_ITEMS_FOR_VERDICTS,
+    MIN_RESAMPLES_FOR_VERDICTS,
     PROBE_LABELS,
     RANDOM,
     SHIFT_READING,
@@ -30,10 +32,6 @@ from .world import VIOLATIONS  # noqa: E402
 GOAL_CLEAN_ACCURACY = 0.97
 GOAL_DETAIL_MARGIN = 0.15
 GOAL_KNN_MARGIN = 0.2
-# Below these, an interval is too rough to call anything "clear": one resample gives an interval of zero width, and a
-# handful of pairs or test clips can all agree by chance
-MIN_RESAMPLES_FOR_VERDICTS = 200
-MIN_ITEMS_FOR_VERDICTS = 20
 
 
 def write_results(report: dict, path: Path, command: str) -> None:

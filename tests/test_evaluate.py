@@ -472,7 +472,7 @@ def test_running_out_of_memory_is_one_line_and_a_bug_is_not(tiny_checkpoint, mon
     assert capsys.readouterr().err == ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); fewer "
                                        "--pairs or --probe-clips, or a smaller model, need less\n")
 
-    def numpy_runs_out(*args, **kwargs):  # BUG: NumPy's MemoryError (the statistics of very many pairs): a traceback
+    def numpy_runs_out(*args, **kwargs):  # BUG: NumPy's MemoryError (very many pairs or clips): a traceback
         raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)")
 
     monkeypatch.setattr(evaluate_module, "evaluate", numpy_runs_out)
@@ -481,6 +481,7 @@ def test_running_out_of_memory_is_one_line_and_a_bug_is_not(tiny_checkpoint, mon
     import jepa_demo.folder_probe as folder_probe_module
 
     monkeypatch.setattr(folder_probe_module, "folder_probe", runs_out)  # it refuses --pairs: its own option is named
+    monkeypatch.setattr(folder_probe_module, "labelled_videos", lambda root: ([], []))  # no folder is read
     assert main(["--checkpoint", str(tiny_checkpoint), "--folder", "videos"]) == 2
     assert "fewer --max-clips, or a smaller model" in capsys.readouterr().err
     def bug(*args, **kwargs):

@@ -78,6 +78,8 @@ def test_the_probe_from_the_command_line(tiny_checkpoint, tmp_path, capsys):
     assert report["accuracy"]["random encoder"]["all"] >= 0.75  # dark and light clips: even random features differ
     low, high = report["vs_random"]["difference_ci"]
     assert low <= report["vs_random"]["difference"] <= high
+    # BUG: an interval from 50 resamples of 8 clips was printed as any other (one resample: zero width, as if certain)
+    assert "(from 50 resamples of 8 clips: too few for the interval to mean much)" in out
 
 
 def test_an_unreadable_file_is_replaced_by_the_next_of_its_label(tiny_checkpoint, tmp_path):
@@ -113,6 +115,9 @@ def test_a_folder_without_two_labels_and_options_for_the_world_are_refused(tiny_
     assert main(["--folder", str(tmp_path / "one"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert "at least 4 readable videos each; found none; 8 could not be read (first: " in capsys.readouterr().err
     assert main(["--folder", str(tmp_path / "nothing"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: not a folder"
+    # BUG: said only once every checkpoint had loaded, a Hub one downloaded first (this one cannot be)
+    assert main(["--folder", str(tmp_path / "nothing"), "--checkpoint", "someone/not-in-the-cache"]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: not a folder"
     for option, value in (("--report", str(tmp_path / "r.md")), ("--pairs", "50"), ("--probe-clips", "50")):
         with pytest.raises(SystemExit) as refused:  # --pairs and --probe-clips were ignored without a word
@@ -177,8 +182,8 @@ def test_a_label_with_a_bar_or_a_newline_keeps_its_table_row_whole():
 
     labels = {"a|b": 4, "c\nd": 4}
     accuracy = {"per_label": dict.fromkeys(labels, 0.5), "all": 0.5}
-    report = {"folder": "clips", "k": 5, "clips": 8, "unreadable": [], "too_few": {}, "labels": labels,
-              "accuracy": dict.fromkeys(["tiny", RANDOM, MAJORITY], accuracy),
+    report = {"folder": "clips", "k": 5, "clips": 8, "resamples": 100, "unreadable": [], "too_few": {},
+              "labels": labels, "accuracy": dict.fromkeys(["tiny", RANDOM, MAJORITY], accuracy),
               "vs_random": paired_difference(np.ones(8, bool), np.zeros(8, bool), 100)}
     rows = [line for line in format_folder_report(report).splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(labels) + 1  # the header, its rule, a row per label and the total
