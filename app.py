@@ -725,7 +725,11 @@ def use_own_gradio_folder(host: str, port: int) -> None:
 def check_cache_folder() -> None:
     """Gallery thumbnails are written to the cache folder when a visitor first asks for them: an unwritable one must
     stop the app at start, not fail the neighbours view later with a bare 'Error'."""
-    stop_unless_writable(cache_folder(), "its cache folder", "JEPA_LENS_CACHE")
+    try:
+        folder = cache_folder()
+    except ValueError as err:
+        sys.exit(f"JEPA Lens cannot use {err}; set JEPA_LENS_CACHE to a folder it can write")
+    stop_unless_writable(folder, "its cache folder", "JEPA_LENS_CACHE")
 
 
 def check_can_serve(host: str, port: int) -> None:

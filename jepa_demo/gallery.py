@@ -200,7 +200,11 @@ def _fit_map(embeddings: np.ndarray) -> np.ndarray:
 def cache_folder(cache_dir=None) -> Path:
     """`cache_dir` if given, else $JEPA_LENS_CACHE if set, else ~/.cache/jepa-lens, with `~` expanded (the variable
     is read at each call: tests and apps may set it late)."""
-    return Path(cache_dir or os.environ.get("JEPA_LENS_CACHE") or Path.home() / ".cache" / "jepa-lens").expanduser()
+    given = cache_dir or os.environ.get("JEPA_LENS_CACHE")
+    try:
+        return Path(given or Path.home() / ".cache" / "jepa-lens").expanduser()
+    except RuntimeError:  # ~nosuchuser (a docker or systemd setting: no shell expands it), or no home to be found
+        raise ValueError(f"cache folder {given or '~/.cache/jepa-lens'}: no home folder to expand ~ to") from None
 
 
 def gallery_cache_path(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIPS) -> Path:

@@ -198,6 +198,20 @@ def test_cache_folder_follows_the_environment_and_expands_the_home(monkeypatch, 
     assert cache_folder() == Path.home() / ".cache" / "jepa-lens"
 
 
+def test_a_cache_folder_under_an_unknown_users_home_is_one_line(built, model, monkeypatch, capsys):
+    """BUG: ~nosuchuser raised Python's RuntimeError 'Could not determine home directory', a traceback once the
+    model had loaded (and from the app, at start)."""
+    import app
+
+    assert gallery_module.main(["--clips", str(CLIPS), "--cache-dir", "~nobody-has-this-name/cache"]) == 2
+    assert capsys.readouterr().err == ("error: cache folder ~nobody-has-this-name/cache: no home folder to expand ~ "
+                                       "to\n")
+    monkeypatch.setenv("JEPA_LENS_CACHE", "~nobody-has-this-name/cache")
+    with pytest.raises(SystemExit, match="^JEPA Lens cannot use cache folder ~nobody-has-this-name/cache: no home "
+                                         "folder to expand ~ to; set JEPA_LENS_CACHE to a folder it can write$"):
+        app.check_cache_folder()
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other_model", "no_threshold"])
 def test_damaged_cache_file_is_rebuilt_and_overwritten(built, model, tmp_path, monkeypatch, damage):
     gallery, cache_dir, _ = built
