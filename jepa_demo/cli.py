@@ -164,10 +164,13 @@ def print_any_name() -> None:
 
 def print_result(text: str, standing: str) -> int:
     """Print a tool's closing `text` and flush it now: a stdout that fails (`> /dev/full`) is one line on stderr saying
-    what stands anyway (`standing`) and status 1, not Python's 'Exception ignored' at exit (status 120). Returns 0
-    or 1."""
+    what stands anyway (`standing`) and status 1, not Python's 'Exception ignored' at exit (status 120); a reader that
+    went away (`| true`) ends it quietly with status 141, as the CLI's. Returns 0, 1 or 141."""
     try:
         print(text, flush=True)
+    except BrokenPipeError:
+        write_nowhere(sys.stdout)
+        return 141
     except OSError as err:
         write_nowhere(sys.stdout)
         print(f"error: could not print the result: {err.strerror or err} ({standing})", file=sys.stderr)

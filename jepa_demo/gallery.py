@@ -419,7 +419,9 @@ def main(argv=None) -> int:
                                      "(or, with --ship, into the checkpoint folder).")
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), action=Once,
                         help="checkpoint folder or Hub repo id")
-    parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of gallery clips")
+    parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS,
+                        help=f"number of gallery clips (the app reads the {DEFAULT_CLIPS}-clip gallery: another "
+                             "count is for the library's Explorer(num_clips=...))")
     parser.add_argument("--cache-dir", help="default: $JEPA_LENS_CACHE, else ~/.cache/jepa-lens")
     parser.add_argument("--ship", action="store_true",
                         help="also write the gallery into the (local) checkpoint folder, to commit or push with it "
@@ -438,7 +440,7 @@ def main(argv=None) -> int:
             warnings.showwarning = lambda message, *args, **kwargs: _say(f"warning: {message}")
             return _build_and_ship(args)
     except KeyboardInterrupt:  # files are written whole or not at all
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")  # best effort: `... 2>&1 | head` ends its reader with the same Ctrl-C
         return 130
 
 

@@ -413,3 +413,19 @@ def test_terminal_demo_runs_pairs_through_mp4_and_leaves_nothing_behind(files, t
     missing = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", str(tmp_path / "none")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
+
+
+def test_a_tools_closing_line_to_a_reader_that_went_away_ends_quietly_with_141(monkeypatch, capsys):
+    """BUG: `python -m jepa_demo.gallery | true` (and train's last line) said "could not print the result: Broken
+    pipe" with status 1, where the CLI and the tour end quietly with 141, as SIGPIPE ends a Unix tool."""
+    import io
+
+    from jepa_demo.cli import print_result
+
+    class GoneReader(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", GoneReader())
+    assert print_result("the gallery is built", "the files stand") == 141
+    assert capsys.readouterr().err == ""
