@@ -483,7 +483,9 @@ def _scan_packets(path: Path, deadline: _Deadline | None = None) -> _Packets:
     if count == 0:
         raise VideoError(f"{path.name}: not a readable video (the video stream has no frames)")
     times = display_times(stamps, time_base)
-    if times is None or not keys:
+    if times is None:  # timestamps that repeat or restart (recordings joined byte by byte): their span is no duration
+        return _Packets(count, None, times)
+    if not keys:
         return _Packets(count, seconds, times)
     return _Packets(count, seconds, times, np.sort(np.array(stamps, dtype=np.int64)), np.sort(np.array(keys, np.int64)))
 

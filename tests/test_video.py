@@ -514,6 +514,8 @@ def test_resolution_change_midway(tmp_path):
     video = read_video(tmp_path / "joined.ts")
     assert video.shape[1:] == (60, 80, 3) and 18 <= len(video) <= 20  # the decoder may drop a frame at the seam
     assert distinct(video) == len(video)
+    # BUG: 1 s, the span of timestamps both halves repeat (the app's 60 s limit took three 50 s recordings for 50 s)
+    assert video_info(tmp_path / "joined.ts")["duration"] == pytest.approx(2.0, abs=0.15)
 
 
 def test_pixel_limit_holds_for_a_picture_size_that_changes_midway(tmp_path, monkeypatch):
