@@ -308,7 +308,10 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
         raise FileNotFoundError(f"{path.parent}: folder does not exist")
 
     def write(partial: str) -> None:
-        _WRITERS[suffix](Path(partial), frames, fps)
+        try:
+            _WRITERS[suffix](Path(partial), frames, fps)
+        except _EncoderStopped as err:
+            raise OSError(f"{path.name}: {err}; nothing was written") from None
         _check_written(Path(partial), path, len(frames))
 
     # The real suffix last, so ffmpeg picks the right muxer; absolute, so ffmpeg never takes a name like "take:2.mp4"
@@ -779,6 +782,10 @@ def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
     _encode(path, frames, fps, "gif", "pal8", ["-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"])
 
 
+class _EncoderStopped(OSError):
+    """ffmpeg ended while frames were still being sent to it."""
+
+
 def _encode(path: Path, frames: np.ndarray, fps: float, codec: str, pix_fmt: str, output_params: list[str]) -> None:
     height, width = frames.shape[1:3]
     # macro_block_size=1: imageio-ffmpeg would otherwise rescale sizes that are not multiples of 16.
@@ -786,8 +793,14 @@ def _encode(path: Path, frames: np.ndarray, fps: float, codec: str, pix_fmt: str
                                          quality=None, macro_block_size=1, output_params=output_params,
                                          ffmpeg_log_level="error")
     writer.send(None)  # start ffmpeg
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
+    sent = 0
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+            sent += 1
+    except OSError as err:  # a full disk midway: imageio's message runs on with the whole ffmpeg command
+        reason = next((line for line in str(err).splitlines() if line.strip()), "no reason given")
+        raise _EncoderStopped(f"ffmpeg stopped after {sent} of {len(frames)} frames ({reason})") from None
     writer.close()
 
 

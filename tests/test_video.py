@@ -666,6 +666,28 @@ def test_write_rejects_bad_extension_and_fps(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_ffmpeg_stopping_midway_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
+    """BUG: a disk filling up while frames were still being sent raised imageio's error, which runs over many lines
+    with the whole ffmpeg command (the hidden partial file's name in it), into the app's and the tour's messages."""
+    import imageio_ffmpeg
+
+    write_frames = imageio_ffmpeg.write_frames
+
+    def stops_after_two(path, *args, **kwargs):
+        real = write_frames(path, *args, **kwargs)
+        yield next(real)  # ffmpeg started
+        for _ in range(2):
+            real.send((yield))
+        real.close()
+        raise OSError("[Errno 32] Broken pipe\n\nFFMPEG COMMAND:\nffmpeg -y -f rawvideo ... .x.partial.mp4\n")
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", stops_after_two)
+    with pytest.raises(OSError, match=r"^x\.mp4: ffmpeg stopped after 2 of 16 frames \(\[Errno 32\] Broken pipe\); "
+                                      r"nothing was written$"):
+        write_video(tmp_path / "x.mp4", moving_square())
+    assert not list(tmp_path.iterdir())
+
+
 def test_at_a_constant_frame_rate_picks_by_time_are_the_picks_by_index():
     """Timestamps rounded to the container's clock (here up to 0.4 of a frame off) must not move any pick."""
     rng = np.random.default_rng(0)
