@@ -419,6 +419,9 @@ class _Packets(NamedTuple):
     times: np.ndarray | None
     pts: np.ndarray | None = None  # (frames,) the same in the stream's time base: how a decoded frame is recognised
     keyframes: np.ndarray | None = None  # sorted pts of the packets the container marks as keyframes (seek targets)
+    # (keyframes,) the decoding time of each, earlier than its pts with B-frames: where to seek instead when a seek to
+    # the pts lands past the keyframe (MPEG-TS has no index, and its demuxer seeks by decoding time)
+    keyframe_dts: np.ndarray | None = None
 
 
 # The last scans, kept: training draws clip after clip from the same files, and an hour-long file takes about half a
@@ -463,7 +466,7 @@ def _scan_packets(path: Path, deadline: _Deadline | None = None) -> _Packets:
     `stream.frames` is not used: it is read from headers, which are 0 in webm/mkv, promise frames that a truncated
     file lacks, and include the frames an edit list hides (clips trimmed without re-encoding).
     """
-    count, start, end, stamps, keys = 0, math.inf, -math.inf, [], []
+    count, start, end, stamps, keys, key_dts = 0, math.inf, -math.inf, [], [], []
     with _video(path) as (container, stream):
         try:
             for packet in container.demux(stream):
@@ -474,6 +477,7 @@ def _scan_packets(path: Path, deadline: _Deadline | None = None) -> _Packets:
                 stamps.append(packet.pts)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
+                    key_dts.append(packet.pts if packet.dts is None else packet.dts)
                 if packet.pts is not None:
                     start, end = min(start, packet.pts), max(end, packet.pts + (packet.duration or 0))
                 if deadline and count % 256 == 0:
@@ -490,7 +494,9 @@ def _scan_packets(path: Path, deadline: _Deadline | None = None) -> _Packets:
         return _Packets(count, None, times)
     if not keys:
         return _Packets(count, seconds, times)
-    return _Packets(count, seconds, times, np.sort(np.array(stamps, dtype=np.int64)), np.sort(np.array(keys, np.int64)))
+    order = np.argsort(keys, kind="stable")  # keys are pts, so not None (display_times checked every stamp)
+    return _Packets(count, seconds, times, np.sort(np.array(stamps, dtype=np.int64)),
+                    np.array(keys, np.int64)[order], np.array(key_dts, np.int64)[order])
 
 
 def display_times(stamps: list, time_base: float) -> np.ndarray | None:
@@ -638,35 +644,51 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
     cannot seek, a frame whose timestamp the scan did not see or that comes out of order, no frame the decoder marks
     a keyframe between a seek and the pick), for `_picks_from_start` to do it. After a seek, frames count from the
     first sound one the decoder marks a keyframe: a container that marks every frame as one (no sync-sample table)
-    must not give frames decoded without their references."""
+    must not give frames decoded without their references. A seek whose first such frame is past the keyframe sought
+    is made again to the keyframe's decoding time."""
     pts, keyframes = packets.pts, packets.keyframes
     if pts is None or keyframes is None:
         return None
     index_of = {int(stamp): i for i, stamp in enumerate(pts)}
     picks, kept, done, synced, matrices = sorted(set(indices)), {}, -1, True, {}
+    by_dts = False  # set once a seek to a keyframe's pts lands past it: this demuxer seeks by decoding time
     try:
         with _video(path, size) as (container, stream):
             frames = _decode(container, stream, path, deadline)  # one decoder: a seek flushes it and demuxes on there
             for pick in picks:
                 before = np.searchsorted(keyframes, pts[pick], side="right") - 1  # the keyframe before the pick
                 # (every keyframe's pts is a frame's: the scan records both)
+                landing = None  # the keyframe sought by its pts, until the first keyframe decoded after the seek
                 if before >= 0 and index_of[int(keyframes[before])] - done >= SEEK_FROM:
-                    container.seek(int(keyframes[before]), stream=stream, backward=True)
-                    synced = False
-                for frame in frames:
-                    index = index_of.get(frame.pts)
-                    if index is None or (synced and index <= done):
-                        return None  # not a frame the scan saw, or out of order: decoding from the start is sure
-                    synced = synced or (frame.key_frame and not frame.is_corrupt)
-                    if not synced:
-                        if index >= pick:  # no keyframe the decoder recognises before the pick
-                            return None
-                        continue
-                    done = index
-                    if index in picks and index not in kept:
-                        _keep(kept, index, _to_rgb(frame, size, path, matrices), path, len(indices))
-                    if index >= pick:
-                        break
+                    landing, synced = _seek(container, stream, packets, before, by_dts), False
+                while True:
+                    for frame in frames:
+                        index = index_of.get(frame.pts)
+                        if index is None or (synced and index <= done):
+                            return None  # not a frame the scan saw, or out of order: decoding from the start is sure
+                        if landing is not None and frame.key_frame:
+                            sought, landing = landing, None
+                            if index > index_of[int(keyframes[sought])]:  # landed past it
+                                by_dts = True
+                                _seek(container, stream, packets, sought, by_dts)
+                                continue
+                        synced = synced or (frame.key_frame and not frame.is_corrupt)
+                        if not synced:
+                            if index >= pick:  # no keyframe the decoder recognises before the pick
+                                return None
+                            continue
+                        done = index
+                        if index in picks and index not in kept:
+                            _keep(kept, index, _to_rgb(frame, size, path, matrices), path, len(indices))
+                        if index >= pick:
+                            break
+                    else:
+                        if landing is not None:  # a seek to the last keyframe's pts landed past every frame
+                            by_dts, landing = True, None
+                            _seek(container, stream, packets, before, by_dts)
+                            frames = _decode(container, stream, path, deadline)
+                            continue
+                    break
     except av.FFmpegError:
         return None
     except VideoError as err:
@@ -674,6 +696,14 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
             raise  # decoding from the start would refuse the same frames (or be later still), after decoding more
         return None  # nothing decoded after a seek, or damage there: decoding from the start will say
     return kept if len(kept) == len(picks) else None
+
+
+def _seek(container, stream, packets: _Packets, key: int, by_dts: bool) -> int | None:
+    """Seek to keyframe `key` (of `packets.keyframes`) by its pts, or by its decoding time when `by_dts`. Returns `key`
+    when the seek went by a pts later than the decoding time: should it land past the keyframe, it is made again."""
+    at, decoding = int(packets.keyframes[key]), int(packets.keyframe_dts[key])
+    container.seek(decoding if by_dts else at, stream=stream, backward=True)
+    return key if not by_dts and decoding < at else None
 
 
 def nearest_in_time(indices: np.ndarray, times: np.ndarray) -> np.ndarray:
