@@ -584,6 +584,21 @@ def test_unreadable_files_raise_video_error_naming_the_file(tmp_path):
         read_video("/dev/zero")  # BUG: "the file is empty"
 
 
+def test_cover_art_is_not_taken_for_the_video(tmp_path):
+    """Cover art is a video stream marked as an attached picture: a song with one is no one-frame video, and a clip
+    carrying a cover larger than its picture is read from its video stream (the largest stream is taken otherwise)."""
+    pattern_clip(tmp_path / "clip.mp4", 1, "64x48", 10)
+    ffmpeg("-f", "lavfi", "-i", "color=red:size=400x400", "-frames:v", "1", tmp_path / "cover.png")
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-i", tmp_path / "cover.png", "-map", "0", "-map", "1",
+           "-c:a", "aac", "-c:v", "png", "-disposition:v:0", "attached_pic", tmp_path / "song.m4a")
+    ffmpeg("-i", tmp_path / "clip.mp4", "-i", tmp_path / "cover.png", "-map", "0", "-map", "1", "-c:v:0", "copy",
+           "-c:v:1", "png", "-disposition:v:1", "attached_pic", tmp_path / "with-cover.mp4")
+    with pytest.raises(VideoError, match=r"^song.m4a: not a readable video \(no video stream, only audio\)$"):
+        read_video(tmp_path / "song.m4a")
+    assert video_info(tmp_path / "with-cover.mp4") == video_info(tmp_path / "clip.mp4")
+    assert np.array_equal(read_video(tmp_path / "with-cover.mp4"), read_video(tmp_path / "clip.mp4"))
+
+
 def test_an_mp4_cut_short_before_its_index_is_said_to_be_cut_short(tmp_path):
     """BUG: an MP4 written as phones and ffmpeg write it, index (moov) last, and cut short by an interrupted copy or
     recording was 'not a video format ffmpeg knows'."""
