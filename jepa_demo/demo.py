@@ -21,11 +21,17 @@ from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
 
 _BARS = " ▁▂▃▄▅▆▇█"
+_ASCII_BARS = " _.-=+*#@"  # for a stdout that cannot print block characters (Windows' cp1252, redirected)
 
 
 def sparkline(values: np.ndarray, low: float, high: float) -> str:
+    try:
+        _BARS.encode(sys.stdout.encoding or "utf-8")
+        bars = _BARS
+    except (UnicodeEncodeError, LookupError, AttributeError):  # AttributeError: a stream without an encoding
+        bars = _ASCII_BARS
     scaled = (np.asarray(values) - low) / max(high - low, 1e-9)
-    return "".join(_BARS[int(round(v * (len(_BARS) - 1)))] for v in np.clip(scaled, 0, 1))
+    return "".join(bars[int(round(v * (len(bars) - 1)))] for v in np.clip(scaled, 0, 1))
 
 
 def main(argv=None) -> int:

@@ -410,6 +410,12 @@ def test_terminal_demo_runs_pairs_through_mp4_and_leaves_nothing_behind(files, t
     assert "pass_through at frame 10:" in early.stdout and re.search(r"frames\s+12 \.\. ", early.stdout), early.stdout
     assert "(the violation comes before the first predicted frame: only what follows it is scored)" in early.stdout
 
+    # BUG: a stdout without block characters (Windows' cp1252, redirected) stopped the tour at its first curve
+    legacy = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", str(files / "ckpt"), "--kind",
+                             "vanish"], cwd=ROOT, capture_output=True, timeout=120,
+                            env={**env, "PYTHONIOENCODING": "cp1252"})
+    assert legacy.returncode == 0 and b"vanish at frame" in legacy.stdout, legacy.stderr
+
     missing = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--checkpoint", str(tmp_path / "none")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
