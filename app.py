@@ -477,7 +477,8 @@ def build_app() -> gr.Blocks:
         # One concurrency group for the four views: Gradio's limit holds per group, and each event is its own group
         # unless named, so the views would run MODEL_CALLS each at once (8 in all), not MODEL_CALLS together.
         # A click while its view runs is kept, and runs once that run ends, on the inputs shown then: Gradio's default
-        # for a click drops it, so a click made for a newly chosen clip or checkpoint was lost without a word
+        # for a click drops it, so a click made for a newly chosen clip or checkpoint was lost without a word. (Gradio
+        # 6.31 still drops it after a run that ends in an error, whose message at least says something happened.)
         together = {"concurrency_id": "model", "trigger_mode": "always_last"}
         run_masked.click(predict_masked, [video, mask, ratio, seed, checkpoint], [*masked_images, masked_numbers],
                          api_name="predict_masked", **together)
