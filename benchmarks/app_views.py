@@ -6,8 +6,8 @@ Times the same calls the app's handlers make, on the app's own Explorer (`app.ex
 pixel baseline beside any other checkpoint), without Gradio's transport: a fresh upload is decoded twice, for surprise
 and for the other views (each then finds its decoding remembered, as in the app), then each view does its own work. The
 neighbours' thumbnails go to a fresh folder in each run, so that view renders them as it does for a new clip's
-neighbours. Prints a table (median of the repeats, seconds) and writes JSON. Set --threads to match the machine you
-report.
+neighbours. Prints a table (median of the repeats, seconds) and writes JSON. --threads sets torch's threads only:
+decoding (PyAV) uses every core, so run it on a machine of the size you report (the recorded run: 2 cores).
 """
 
 import argparse

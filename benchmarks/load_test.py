@@ -132,12 +132,18 @@ def memory_mib(pid: int) -> dict:
     return {"rss_mib": int(fields["VmRSS"].split()[0]) / 1024, "peak_mib": int(fields["VmHWM"].split()[0]) / 1024}
 
 
+# A request not answered in this long is counted as failed: an app that takes connections and never answers must not
+# hang the script (the slowest answer of the recorded run took 13.3 s)
+REQUEST_TIMEOUT_S = 300
+
+
 def call(client, endpoint: str, clip: Path):
-    """The numbers part of one endpoint's answer for `clip`."""
+    """The numbers part of one endpoint's answer for `clip`; TimeoutError after REQUEST_TIMEOUT_S."""
     from gradio_client import handle_file
 
     inputs, numbers_at = ENDPOINTS[endpoint]
-    return client.predict(handle_file(str(clip)), *inputs, api_name=endpoint)[numbers_at]
+    job = client.submit(handle_file(str(clip)), *inputs, api_name=endpoint)
+    return job.result(timeout=REQUEST_TIMEOUT_S)[numbers_at]
 
 
 def same(a, b, rel: float = 1e-5) -> bool:
@@ -305,9 +311,10 @@ def print_table(report: dict) -> None:
     print(f"{'round':<7}{'requests':>9}{'served':>8}{'wrong':>7}{'failed':>8}{'wall s':>8}{'median s':>10}"
           f"{'max s':>8}{'RSS MiB':>8}{'peak MiB':>9}")
     for i, r in enumerate(report["rounds"], 1):
+        median, slowest = (f"{r[key]:.2f}" if r[key] is not None else "n/a"  # none answered: no latency, not 0 s
+                           for key in ("median_latency_s", "max_latency_s"))
         print(f"{i:<7}{r['requests']:>9}{r['served']:>8}{r['wrong']:>7}{r['failed']:>8}{r['wall_s']:>8.1f}"
-              f"{r['median_latency_s'] or 0:>10.2f}{r['max_latency_s'] or 0:>8.2f}{r['rss_mib']:>8.0f}"
-              f"{r['peak_mib']:>9.0f}")
+              f"{median:>10}{slowest:>8}{r['rss_mib']:>8.0f}{r['peak_mib']:>9.0f}")
     after = report["after_load"]
     print(f"after the load: one request {after['seconds']:.2f} s, correct: {after['correct']}; uploads in Gradio's "
           f"folder {report['uploads_in_temp_dir']}, after their lifetime {report['uploads_left_after_lifetime']}")
