@@ -859,16 +859,24 @@ def test_a_port_in_use_ends_the_app_with_one_line(taken, tmp_path, monkeypatch):
                 pytest.fail("warmed up for a port it cannot serve on")
             take_the_port()
 
+    pages = []
+
     def empty_page():  # the real launch is what is tested
         with gr.Blocks() as page:
             gr.Markdown("nothing")
+        pages.append(page)
         return page
 
     monkeypatch.setattr(app, "explorer_for", lambda name: Ready())
     monkeypatch.setattr(app, "build_app", empty_page)
     monkeypatch.setattr(app, "stop_on_signals_as_on_ctrl_c", lambda: None)  # pytest's own signal handling stays
     swept = []  # the other app may be a second JEPA Lens on the same Gradio folder: its files must stay
-    monkeypatch.setattr(app, "sweep_files", lambda *args, **kwargs: swept.append(kwargs))
+    sweep = app.sweep_files  # the shared app server's own sweep, every 5 s, must neither count nor stop
+
+    def recorded(blocks, *args, **kwargs):
+        return swept.append(kwargs) if any(blocks is page for page in pages) else sweep(blocks, *args, **kwargs)
+
+    monkeypatch.setattr(app, "sweep_files", recorded)
     if taken == "before the start":
         take_the_port()
     with other, pytest.raises(SystemExit) as stopped:
@@ -951,7 +959,7 @@ def test_the_last_sweep_waits_for_a_pass_under_way(tmp_path, monkeypatch):
     expire = app._expire
 
     def slow_expire(path, files, age):
-        if not inside.is_set():
+        if path.startswith(str(tmp_path)) and not inside.is_set():  # this test's pass, not the shared server's
             inside.set()
             release.wait(10)
             order.append("pass")
@@ -1002,8 +1010,11 @@ def test_a_sweep_pass_that_fails_does_not_end_the_sweeping(monkeypatch, capsys):
     import app
 
     passes = []
+    sweep = app.sweep_files  # the shared app server's own sweep (its loop reads these globals too) goes on as it was
 
     def fails_twice(blocks, age, stopping=False):
+        if blocks is not None:
+            return sweep(blocks, age, stopping)
         if not stopping:
             passes.append(age)
             if len(passes) <= 2:

@@ -407,6 +407,7 @@ def test_terminal_demo_runs_pairs_through_mp4_and_leaves_nothing_behind(files, t
     # tour says so
     early = subprocess.run([sys.executable, "-m", "jepa_demo.demo", "--kind", "pass_through", "--seed", "2008"],
                            cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert early.returncode == 0, early.stderr
     assert "pass_through at frame 10:" in early.stdout and re.search(r"frames\s+12 \.\. ", early.stdout), early.stdout
     assert "(the violation comes before the first predicted frame: only what follows it is scored)" in early.stdout
 

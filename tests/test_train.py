@@ -650,6 +650,35 @@ def _start_from(rank: int, starts: list, records: list, store: str) -> None:
         dist.destroy_process_group()
 
 
+def _save_with_weights(rank: int, nudged: bool, store: str) -> None:
+    import torch.distributed as dist
+
+    from jepa_demo.config import model_config_from_preset
+    from jepa_demo.model import VideoJEPA
+    from train.loop import Runtime, check_processes_agree
+
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = VideoJEPA(model_config_from_preset("tiny"))
+        if nudged and rank == 1:  # a process that drifted: a module outside DDP, a collective it missed
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] += 1e-3
+        check_processes_agree(model, 30, Runtime(torch.device("cpu"), rank, 2))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_save_is_refused_when_the_processes_hold_different_weights(tmp_path):
+    """The check made at each save under DDP (only the main process saves): it had run only where weights agree."""
+    import torch.multiprocessing as mp
+
+    (tmp_path / "same").mkdir()
+    mp.spawn(_save_with_weights, args=(False, _file_store(tmp_path / "same")), nprocs=2)
+    with pytest.raises(Exception, match=r"at step 30 the 2 processes hold different weights \(checksums"):
+        mp.spawn(_save_with_weights, args=(True, _file_store(tmp_path)), nprocs=2)
+
+
 def _stop_when_one_asks(rank: int, store: str) -> None:
     import torch.distributed as dist
 
