@@ -250,7 +250,7 @@ class JEPAModel:
     def _surprise_input(self, video, max_frames: int | None,
                         future_steps: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
         """Preprocess the whole clip (thinned to at most `max_frames`, one frame in k) and cut it to whole tubelets:
-        `surprise_frames` of them at least."""
+        `surprise_frames` frames at least."""
         check_video_array(video)
         needed = self.surprise_frames(future_steps)
         why = (f"the model's {self.cfg.num_frames}-frame window and {needed - self.cfg.num_frames} more, so that two "

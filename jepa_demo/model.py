@@ -65,8 +65,9 @@ def clip_spread(targets: torch.Tensor) -> float:
 
 
 def effective_rank(targets: torch.Tensor, max_rows: int = 4096) -> float:
-    """Collapse monitor, RankMe (Garrido et al. 2023): exp(entropy) of the normalised singular values, in [1, D]; 1
-    for all-zero targets (tokens each constant across features, which layer norm maps to zeros), not NaN. At most
+    """Collapse monitor, RankMe (Garrido et al. 2023): exp(entropy) of the normalised singular values, from 1 to the
+    rank the rows allow (at most their count, and D - 1 for layer-normed targets, whose rows each sum to 0); 1 for
+    all-zero targets (tokens each constant across features, which layer norm maps to zeros), not NaN. At most
     `max_rows` rows, spread evenly over all of them: the first ones would be the first clips' (under DDP, rank 0's)."""
     rows = targets.detach().float().flatten(0, -2)
     if len(rows) > max_rows:
