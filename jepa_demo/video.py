@@ -264,7 +264,8 @@ def video_info(path) -> dict:
 
     Frames are counted from the file's packets (no full decode); width and height are those `read_video` returns
     (rotation applied); duration spans the frames' timestamps, right for a variable frame rate too (frames / fps when
-    they have none). Decodes one frame, so a file whose pictures cannot be decoded raises `VideoError` here too.
+    they have none, or ones that repeat or restart). Decodes one frame, so a file whose pictures cannot be decoded
+    raises `VideoError` here too.
     """
     return _info(_check_file(path))[0]
 
@@ -414,7 +415,7 @@ def _video_stream(container, path: Path, size: int | None = None):
 
 class _Packets(NamedTuple):
     frames: int
-    seconds: float | None  # first frame's start to the last one's end; None without timestamps
+    seconds: float | None  # first frame's start to the last one's end; None without timestamps that say it
     # (frames,) each frame's start in seconds, in display order; None when the packets' timestamps cannot say it
     times: np.ndarray | None
     pts: np.ndarray | None = None  # (frames,) the same in the stream's time base: how a decoded frame is recognised
@@ -661,34 +662,26 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
                 landing = None  # the keyframe sought by its pts, until the first keyframe decoded after the seek
                 if before >= 0 and index_of[int(keyframes[before])] - done >= SEEK_FROM:
                     landing, synced = _seek(container, stream, packets, before, by_dts), False
-                while True:
-                    for frame in frames:
-                        index = index_of.get(frame.pts)
-                        if index is None or (synced and index <= done):
-                            return None  # not a frame the scan saw, or out of order: decoding from the start is sure
-                        if landing is not None and frame.key_frame:
-                            sought, landing = landing, None
-                            if index > index_of[int(keyframes[sought])]:  # landed past it
-                                by_dts = True
-                                _seek(container, stream, packets, sought, by_dts)
-                                continue
-                        synced = synced or (frame.key_frame and not frame.is_corrupt)
-                        if not synced:
-                            if index >= pick:  # no keyframe the decoder recognises before the pick
-                                return None
+                for frame in frames:
+                    index = index_of.get(frame.pts)
+                    if index is None or (synced and index <= done):
+                        return None  # not a frame the scan saw, or out of order: decoding from the start is sure
+                    if landing is not None and frame.key_frame:
+                        sought, landing = landing, None
+                        if index > index_of[int(keyframes[sought])]:  # landed past it
+                            by_dts = True
+                            _seek(container, stream, packets, sought, by_dts)
                             continue
-                        done = index
-                        if index in picks and index not in kept:
-                            _keep(kept, index, _to_rgb(frame, size, path, matrices), path, len(indices))
-                        if index >= pick:
-                            break
-                    else:
-                        if landing is not None:  # a seek to the last keyframe's pts landed past every frame
-                            by_dts, landing = True, None
-                            _seek(container, stream, packets, before, by_dts)
-                            frames = _decode(container, stream, path, deadline)
-                            continue
-                    break
+                    synced = synced or (frame.key_frame and not frame.is_corrupt)
+                    if not synced:
+                        if index >= pick:  # no keyframe the decoder recognises before the pick
+                            return None
+                        continue
+                    done = index
+                    if index in picks and index not in kept:
+                        _keep(kept, index, _to_rgb(frame, size, path, matrices), path, len(indices))
+                    if index >= pick:
+                        break
     except av.FFmpegError:
         return None
     except VideoError as err:
@@ -699,9 +692,12 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
 
 
 def _seek(container, stream, packets: _Packets, key: int, by_dts: bool) -> int | None:
-    """Seek to keyframe `key` (of `packets.keyframes`) by its pts, or by its decoding time when `by_dts`. Returns `key`
-    when the seek went by a pts later than the decoding time: should it land past the keyframe, it is made again."""
+    """Seek to keyframe `key` (of `packets.keyframes`) by its pts, or by its decoding time when `by_dts` or when it is
+    the last keyframe (a demuxer that seeks by decoding time would land past every frame, with no keyframe after it
+    to tell; a demuxer that seeks by pts lands a keyframe early, a group of frames more to decode). Returns `key` when
+    the seek went by a pts later than the decoding time: should it land past the keyframe, it is made again."""
     at, decoding = int(packets.keyframes[key]), int(packets.keyframe_dts[key])
+    by_dts = by_dts or key == len(packets.keyframes) - 1
     container.seek(decoding if by_dts else at, stream=stream, backward=True)
     return key if not by_dts and decoding < at else None
 
@@ -830,7 +826,8 @@ def _encode(path: Path, frames: np.ndarray, fps: float, codec: str, pix_fmt: str
             sent += 1
     except OSError as err:  # a full disk midway: imageio's message runs on with the whole ffmpeg command
         reason = next((line for line in str(err).splitlines() if line.strip()), "no reason given")
-        raise _EncoderStopped(f"ffmpeg stopped after {sent} of {len(frames)} frames ({reason})") from None
+        raise _EncoderStopped(f"ffmpeg stopped after {sent} of {len(frames)} frames ({reason}: is the disk "
+                              "full?)") from None
     writer.close()
 
 
