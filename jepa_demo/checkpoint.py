@@ -38,8 +38,9 @@ DEFAULT_CHECKPOINT = SHIPPED_DIR / "default"
 CONFIG_NAME = "config.json"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # The app's gallery and threshold files travel too (jepa_demo.gallery: prebuilt, named by the weights' fingerprint).
-_HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.csv", "training_curves.png", "gallery-*.npz",
-              "threshold-*.json"]
+# Fetched with a checkpoint when the repo has them, not needed to load it: offline, a cache without them still loads
+_OPTIONAL_HUB_FILES = ["README.md", "metrics.csv", "training_curves.png", "gallery-*.npz", "threshold-*.json"]
+_HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, *_OPTIONAL_HUB_FILES]
 # A V-JEPA 2 repo pushed by `python -m train push` carries ours as well.
 _VJEPA2_HUB_FILES = sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})
 # Files of an earlier push that this one's folder lacks are removed from the repo: galleries and thresholds are named
@@ -222,17 +223,21 @@ def _download_from_hub(repo_id: str) -> Path:
     with _hub_errors(repo_id):
         snapshot = Path(huggingface_hub.hf_hub_download(repo_id, CONFIG_NAME)).parent
     patterns = _HUB_FILES if _check_config(snapshot, repo_id) is not None else _VJEPA2_HUB_FILES
+    def download(allowed: list[str]) -> Path:  # the commit of the config.json checked: a push since brings nothing
+        return Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=allowed))
+
     with _hub_errors(repo_id):
-        try:  # the commit of the config.json checked (its snapshot's name): a push in between brings nothing unchecked
-            folder = Path(huggingface_hub.snapshot_download(repo_id, revision=snapshot.name, allow_patterns=patterns))
+        try:
+            folder = download(patterns)
         except LocalEntryNotFoundError:
             # Offline, or the Hub out of reach. Once the commit's file list is cached (any earlier snapshot_download
             # wrote it), the client asks for each file it lists and fails on the first one missing, an optional one
-            # (the model card, a gallery) as readily as the weights: the snapshot may hold what loading needs
-            if not any(snapshot.glob("*.safetensors")):
-                raise CheckpointError(f"{repo_id}: only part of it is in the local Hub cache (its {CONFIG_NAME}, no "
-                                      "weights), and the Hub cannot be reached now to complete it (offline?)") from None
-            folder = snapshot
+            # (the model card, a gallery) as readily as the weights: asked again for the files loading needs
+            try:
+                folder = download([name for name in patterns if name not in _OPTIONAL_HUB_FILES])
+            except LocalEntryNotFoundError:
+                raise CheckpointError(f"{repo_id}: only part of it is in the local Hub cache, and the Hub cannot be "
+                                      "reached now to complete it (offline?)") from None
     # Only safetensors are fetched: a snapshot without them is a repo that has none, or a download that failed before
     # the Hub listed the repo's files (a rate limit, an error 5xx), which the client returns as it is, config alone
     if not any(folder.glob("*.safetensors")):
