@@ -513,6 +513,9 @@ def main(argv=None) -> int:
     except ValueError as err:  # the folder, checked before any checkpoint loads (a Hub one downloads first)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # listing a large or network folder
+        print("interrupted", file=sys.stderr)
+        return 130
     try:
         report = run(_load_all(args.checkpoint))
     except KeyboardInterrupt:  # nothing is written before the run ends

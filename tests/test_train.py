@@ -641,11 +641,13 @@ def _file_store(folder: Path) -> str:
 def _start_from(rank: int, starts: list, records: list, store: str) -> None:
     import torch.distributed as dist
 
-    from train.loop import Runtime, check_processes_start_alike
+    from train.loop import Runtime, check_processes_resume_together, check_processes_see_the_same_files
 
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=len(starts))
     try:
-        check_processes_start_alike(starts[rank], records[rank], Runtime(torch.device("cpu"), rank, len(starts)))
+        runtime = Runtime(torch.device("cpu"), rank, len(starts))
+        check_processes_see_the_same_files(records[rank], runtime)
+        check_processes_resume_together(starts[rank], runtime)
     finally:
         dist.destroy_process_group()
 

@@ -461,6 +461,8 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
     record = run_record(cfg, dataset)
+    if runtime.world_size > 1:  # before a finished run in out_dir is replaced
+        check_processes_see_the_same_files(record, runtime)
     if resume and (out / STATE_NAME).exists():
         check_same_run(out, record)
         start, seconds_before = load_training_state(out, model, optimizer, runtime.world_size)
@@ -469,7 +471,7 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
             print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
         replace_finished_run(out)
     if runtime.world_size > 1:
-        check_processes_start_alike(start, record, runtime)
+        check_processes_resume_together(start, runtime)
     forward = wrap_for_speed(model, cfg, runtime)
     loader = make_loader(dataset, start, cfg.steps, cfg.num_workers, pin_memory=runtime.device.type == "cuda")
     if runtime.is_main:  # first: it is what marks the folder as a run's, should the next line fail
@@ -610,20 +612,23 @@ def check_processes_agree(model: VideoJEPA, step: int, runtime: Runtime) -> None
                            f"{[float(x) for x in sums]}); this save is not written")
 
 
-def check_processes_start_alike(start: int, record: dict, runtime: Runtime) -> None:
+def check_processes_resume_together(start: int, runtime: Runtime) -> None:
     """Each process decides from what it sees in out_dir whether to resume: one that cannot see the training state
     (another machine's, out_dir not on a disk they share) would start from step 0 while the others resume, and their
-    collectives would wait on each other until a timeout, or for ever. Each lists data=FOLDER's files on its own too,
-    and only the main process's list is recorded: one that sees other files (a file it could not read, another
-    machine's copy of the folder) would train on batches the record does not describe."""
-    files = f"{record.get('data_files')} {record.get('data_sizes')}"
-    files_digest = int.from_bytes(hashlib.sha256(files.encode()).digest()[:7], "big")  # fits an int64
-    found = gathered(torch.tensor([start, files_digest], device=runtime.device), runtime)
-    starts = [int(seen[0]) for seen in found]
-    if len(set(starts)) > 1:
-        raise ValueError(f"the {runtime.world_size} processes would start from different steps ({starts}): out_dir "
+    collectives would wait on each other until a timeout, or for ever."""
+    found = [int(step) for step in gathered(torch.tensor([start], device=runtime.device), runtime)]
+    if len(set(found)) > 1:
+        raise ValueError(f"the {runtime.world_size} processes would start from different steps ({found}): out_dir "
                          "must be on a disk every machine of the run sees")
-    if len({int(seen[1]) for seen in found}) > 1:
+
+
+def check_processes_see_the_same_files(record: dict, runtime: Runtime) -> None:
+    """Each process lists data=FOLDER's files on its own, and only the main process's list is recorded: one that sees
+    other files (a file it could not read, another machine's copy of the folder) would train on batches the record
+    does not describe."""
+    files = f"{record.get('data_files')} {record.get('data_sizes')}"
+    digest = int.from_bytes(hashlib.sha256(files.encode()).digest()[:7], "big")  # fits an int64
+    if len({int(seen) for seen in gathered(torch.tensor([digest], device=runtime.device), runtime)}) > 1:
         raise ValueError(f"the {runtime.world_size} processes see different files in data={record['data']} (a file "
                          "one of them could not read, or machines with different copies of the folder): each must "
                          "see the same files")
