@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -353,9 +354,11 @@ def test_load_test_says_in_one_line_when_the_app_does_not_answer_one_user_alone(
     traceback, before any table or record."""
     load_test = _load("load_test.py")
 
-    class Refusing:  # stands for gradio_client.Client
-        def predict(self, *args, api_name):
-            raise ValueError(f"{api_name}: cannot load checkpoint\nTraceback ...")
+    class Refusing:  # stands for gradio_client.Client: a submitted job whose result is the app's error
+        def submit(self, *args, api_name):
+            def result(timeout):
+                raise ValueError(f"{api_name}: cannot load checkpoint\nTraceback ...")
+            return SimpleNamespace(result=result)
 
     log = tmp_path / "app.log"
     log.write_text("Traceback ...\ncheckpoints/default/config.json: missing\n")
