@@ -112,6 +112,14 @@ def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
         load_config(str(recipe), [])
     recipe.write_text("<<: {model: tiny, future_steps: 1}\nlr: 0.01\n")  # a YAML merge key still merges
     assert (load_config(str(recipe), []).model, load_config(str(recipe), []).lr) == ("tiny", 0.01)
+    # BUG: an integer too large for a float (lr=1e400 from the command line is infinite, refused) was a traceback
+    recipe.write_text(f"model: tiny\nfuture_steps: 1\nlr: 1{'0' * 400}\n")
+    with pytest.raises(ValueError, match="^lr must be a finite number, got an integer of 401 digits$"):
+        load_config(str(recipe), [])
+    # BUG: "need warmup_steps >= 0 and min_lr <= lr", for a small fine-tuning lr below min_lr's default
+    recipe.write_text("model: tiny\nfuture_steps: 1\nlr: 5e-6\n")
+    with pytest.raises(ValueError, match=r"^min_lr \(1e-05\) must not be above lr \(5e-06\): set min_lr too$"):
+        load_config(str(recipe), [])
 
 
 def test_a_home_folder_in_out_dir_or_data_is_expanded_as_loading_expands_it(tmp_path, monkeypatch):
@@ -120,6 +128,9 @@ def test_a_home_folder_in_out_dir_or_data_is_expanded_as_loading_expands_it(tmp_
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = load_config(None, ["model=tiny", "future_steps=1", "out_dir=~/runs/x", "data=~/videos"])
     assert (cfg.out_dir, cfg.data) == (str(tmp_path / "runs" / "x"), str(tmp_path / "videos"))
+    # BUG: --config=~/r.yaml (no shell expands ~ after the =) was "not found"
+    (tmp_path / "r.yaml").write_text("model: tiny\nfuture_steps: 1\nsteps: 9\n")
+    assert load_config("~/r.yaml", []).steps == 9
 
 
 def test_training_clips_stay_below_the_evaluations_seeds(monkeypatch):

@@ -62,19 +62,22 @@ class TrainConfig:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not 0 <= self.sigreg_weight < 1:
-            raise ValueError("sigreg_weight must be in [0, 1)")
+            raise ValueError(f"sigreg_weight must be in [0, 1), got {self.sigreg_weight}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for name in ("steps", "batch_size", "log_every", "save_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("detail_prob", "future_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
         if not 0 <= self.ema_start <= self.ema_end <= 1:
-            raise ValueError("need 0 <= ema_start <= ema_end <= 1")
-        if self.warmup_steps < 0 or self.min_lr > self.lr:
-            raise ValueError("need warmup_steps >= 0 and min_lr <= lr")
+            raise ValueError(f"need 0 <= ema_start <= ema_end <= 1, got ema_start={self.ema_start} and "
+                             f"ema_end={self.ema_end}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be at least 0, got {self.warmup_steps}")
+        if self.min_lr > self.lr:  # min_lr's default, 1e-5, is above a small fine-tuning lr: said, as is the fix
+            raise ValueError(f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g}): set min_lr too")
         for name in ("lr", "grad_clip"):  # a negative clip norm would flip every gradient, silently
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
@@ -181,7 +184,10 @@ _RecipeLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: lo
 
 
 def _read_recipe(path: str) -> dict:
-    path = Path(path)
+    try:
+        path = Path(path).expanduser()  # --config=~/r.yaml: no shell expands ~ after the =
+    except RuntimeError:  # ~nosuchuser
+        raise ValueError(f"recipe {path}: no home folder to expand ~ to") from None
     try:  # is_file too: a name too long or a folder one may not enter raises rather than answer False
         if path.is_dir():
             raise ValueError(f"recipe {path} is a folder: give a recipe file in it, e.g. {path / 'cpu.yaml'}")
@@ -217,6 +223,11 @@ def _typed(values: dict, source: str) -> dict:
         expected = (int, float) if kind is float else kind
         if isinstance(value, bool) and kind is not bool or not isinstance(value, expected):
             raise ValueError(f"{key} must be {_KIND_NAMES[kind]}, got {value!r}")
+        if kind is float and isinstance(value, int):  # a whole number in a float setting: as an override reads it
+            try:
+                value = float(value)
+            except OverflowError:  # 309 digits or more; math.isfinite would raise it, not answer
+                raise ValueError(f"{key} must be a finite number, got an integer of {len(str(value))} digits") from None
         typed[key] = value
     return typed
 
