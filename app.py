@@ -85,7 +85,7 @@ import gradio as gr
 from gradio_client.utils import is_http_url_like
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, is_hub_repo_id
+from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, is_hub_repo_id, quiet_hub_client
 from jepa_demo.cli import out_of_memory, write_nowhere
 from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
@@ -104,7 +104,8 @@ def shipped_checkpoints(folder: Path) -> dict[str, Path]:
 SHIPPED = shipped_checkpoints(SHIPPED_DIR)
 HOSTED = switch_setting("JEPA_LENS_HOSTED") or bool(os.environ.get("SPACE_ID"))  # a Space is hosted whatever it says
 # Hub repo ids a hosted deployment may load besides the shipped checkpoints (comma-separated); never a local path.
-ALLOWED_HUB_IDS = [name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MODELS", "").split(",") if name.strip()]
+ALLOWED_HUB_IDS = list(dict.fromkeys(  # each once: a repeated id was offered, warmed up and counted twice
+    name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MODELS", "").split(",") if name.strip()))
 if bad := [name for name in ALLOWED_HUB_IDS if not is_hub_repo_id(name)]:
     sys.exit(f"JEPA_LENS_ALLOWED_MODELS: {', '.join(bad)} is not a Hub repo id (USER/NAME)")
 PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every other checkpoint's
@@ -784,7 +785,8 @@ def warm_up_offered() -> None:
     EXPLORERS.max_size = max(EXPLORERS.max_size, len(others) + 1)
     for name in [*others, "default"]:
         try:
-            explorer_for(name).warm_up()
+            with quiet_hub_client():  # a Hub id that cannot be fetched: its one line below, not the client's retries
+                explorer_for(name).warm_up()
         except (gr.Error, ValueError, RuntimeError, MemoryError) as err:  # ValueError: a collapsed model's threshold
             if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a bug: the traceback says where

@@ -436,6 +436,15 @@ def test_an_allow_list_entry_that_is_a_path_stops_the_app_at_start():
         "JEPA_LENS_ALLOWED_MODELS: ../secrets is not a Hub repo id (USER/NAME)")
 
 
+def test_an_allow_list_entry_given_twice_is_offered_once():
+    """BUG: kept twice: offered twice in the picker, warmed up twice and counted twice among the models kept."""
+    listed = subprocess.run([sys.executable, "-c", "import app; print(app.ALLOWED_HUB_IDS)"],
+                            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "TMPDIR": tempfile.gettempdir(), "HF_HUB_OFFLINE": "1",
+                                 "JEPA_LENS_ALLOWED_MODELS": "a/b, c/d,a/b,"})
+    assert listed.returncode == 0 and listed.stdout.strip() == "['a/b', 'c/d']", listed.stderr
+
+
 def test_hosted_mode_is_on_for_true_and_off_for_false_and_anything_else_stops_the_app(monkeypatch):
     """BUG: any value turned it on, JEPA_LENS_HOSTED=false or =0 included, without a word."""
     import app
