@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import urllib.request
 from pathlib import Path
 from unittest import mock
@@ -840,6 +841,42 @@ def test_an_unwritable_cache_folder_stops_the_app_at_start(tmp_path, monkeypatch
         app.main()
     assert str(stopped.value.code).startswith(f"JEPA Lens cannot write its cache folder {blocker / 'cache'} (")
     assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_a_second_stop_while_the_server_closes_still_sweeps_every_file(tmp_path, monkeypatch):
+    """BUG: Gradio takes the first Ctrl-C (or SIGTERM) and waits up to 5 s for open requests while its server closes;
+    a second one then escaped launch as a traceback, before the last sweep: uploads stayed on disk."""
+    import socket
+
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setenv("JEPA_LENS_CACHE", str(tmp_path))
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "127.0.0.1")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("GRADIO_SERVER_PORT", str(free.getsockname()[1]))
+    with gr.Blocks() as page:
+        gr.Markdown("nothing")
+    swept, sweep = [], app.sweep_files  # the shared app server's own sweep goes on as it was
+
+    def recorded(blocks, *args, **kwargs):
+        return swept.append(kwargs) if blocks is page else sweep(blocks, *args, **kwargs)
+
+    def stopped_twice(ui, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "explorer_for", lambda name: types.SimpleNamespace(warm_up=lambda: None))
+    monkeypatch.setattr(app, "build_app_at_start", lambda: page)
+    monkeypatch.setattr(app, "stop_on_signals_as_on_ctrl_c", lambda: None)  # pytest's own signal handling stays
+    monkeypatch.setattr(app, "launch", stopped_twice)
+    monkeypatch.setattr(app, "sweep_files", recorded)
+    try:
+        app.main()
+    except KeyboardInterrupt:  # not let through: pytest would take it for its own and stop the whole run
+        pytest.fail("a second stop escaped main, before its last sweep")
+    assert swept == [{"age": -1, "stopping": True}]
 
 
 @pytest.mark.parametrize("taken", ["before the start", "during the warm-up"])
