@@ -88,16 +88,22 @@ class FolderBatches(Dataset):
         A failed file is tried again in later batches: a file damaged in one stretch reads in others, and skipping it
         from then on would make the batches depend on what this process read before, not on the step alone (a
         resumed run, or another data worker, would draw others)."""
+        failed = []
         for offset in range(len(self.files)):
             path = self.files[(pick + offset) % len(self.files)]
             try:  # decoded straight to the model's short side: a 1080p file is never held at full size
-                return read_video(path, num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
+                clip = read_video(path, num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
                                   span=span)
             except VideoError as err:
+                failed.append((path, err))
+                continue
+            for path, err in failed:  # said once some file reads: a lost drive is one line (below), not one a file
                 if path not in self.reported:
                     self.reported.add(path)
                     print(one_line_name(f"data: skipping {path} where it cannot be read ({err})"), file=sys.stderr)
-        raise DataLost(f"data: none of the {len(self.files)} video files can be read any more")
+            return clip
+        raise DataLost(one_line_name(f"data: none of the {len(self.files)} video files can be read any more (first: "
+                                     f"{failed[0][1]})"))
 
 
 class DataLost(ValueError):
