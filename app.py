@@ -812,7 +812,8 @@ def main() -> None:
     try:
         launch(ui, server_name=host, server_port=port)
     except KeyboardInterrupt:  # a second Ctrl-C or stop signal while Gradio waited up to 5 s for its server to close
-        ui.close()
+        with contextlib.suppress(KeyboardInterrupt):  # a third, while this close waits as long again
+            ui.close()
     except OSError as err:
         if not ui.is_running:  # the port, taken during the warm-up (by a second app, whose files must stay)
             sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err}")

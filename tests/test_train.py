@@ -121,6 +121,8 @@ def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
     recipe.write_text("model: tiny\nfuture_steps: 1\nlr: 5e-6\n")
     with pytest.raises(ValueError, match=r"^min_lr \(1e-05\) must not be above lr \(5e-06\): set min_lr too$"):
         load_config(str(recipe), [])
+    with pytest.raises(ValueError, match=r"^lr must be above 0, got 0.0$"):  # not told to set min_lr
+        load_config(str(recipe), ["lr=0"])
 
 
 def test_a_home_folder_in_out_dir_or_data_is_expanded_as_loading_expands_it(tmp_path, monkeypatch):
@@ -1152,10 +1154,10 @@ def test_an_error_in_a_data_worker_is_one_line(tmp_path, monkeypatch, capsys):
                  "save_every=1"]) == 1
     err = capsys.readouterr().err
     # BUG: said as a bad setting (status 2), without what stands: the save a --resume continues once the files are back
-    assert re.fullmatch(r"error: data: none of the 3 video files can be read any more \(first: [abc]\.mp4: invalid "
-                        rf"data found when processing input\); the last complete save in {re.escape(str(out))} "
+    clips = re.escape(str(tmp_path / "clips"))
+    assert re.fullmatch(rf"error: data: none of the 3 video files can be read any more \(first: {clips}/[abc]\.mp4: "
+                        rf"invalid data found when processing input\); the last complete save in {re.escape(str(out))} "
                         r"stands; rerun the same command with --resume to continue", err.splitlines()[-1])
-    assert "data: skipping" not in err  # BUG: a line for every file of the lost drive first (5000 for 5000 clips)
     assert "Traceback" not in err and "DataLoader worker" not in err  # torch's "Caught ValueError in DataLoader ..."
 
 
@@ -1324,3 +1326,14 @@ def test_folder_batches_skip_a_file_that_fails_past_the_start_check(tmp_path, mo
     err = capsys.readouterr().err  # once, however often it fails
     assert err.count("skipping") == 1 and f"skipping {tmp_path / 'a.mp4'} where it cannot be read" in err
     assert torch.equal(batches()[5], seen[5]) and torch.equal(running[0], seen[0])  # as a resumed run draws them
+
+    def unmounted(path, span, **kwargs):
+        raise VideoError(f"{path.name}: file not found")
+
+    monkeypatch.setattr(data, "read_video", unmounted)
+    capsys.readouterr()  # the lines of the batches above
+    with pytest.raises(data.DataLost, match=r"^data: none of the 2 video files can be read any more \(first: "
+                                             rf"{re.escape(str(tmp_path))}/[ab]\.mp4: file not found\)$"):
+        batches()[0]
+    # BUG: a line for every file of a lost drive before that error (5000 lines for 5000 clips)
+    assert "skipping" not in capsys.readouterr().err

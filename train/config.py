@@ -76,11 +76,11 @@ class TrainConfig:
                              f"ema_end={self.ema_end}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be at least 0, got {self.warmup_steps}")
-        if self.min_lr > self.lr:  # min_lr's default, 1e-5, is above a small fine-tuning lr: said, as is the fix
-            raise ValueError(f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g}): set min_lr too")
         for name in ("lr", "grad_clip"):  # a negative clip norm would flip every gradient, silently
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
+        if self.min_lr > self.lr:  # min_lr's default, 1e-5, is above a small fine-tuning lr: said, as is the fix
+            raise ValueError(f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g}): set min_lr too")
         if not (self.min_lr >= 0 and self.weight_decay >= 0):
             raise ValueError("min_lr and weight_decay must be at least 0")
         for name in ("lr", "weight_decay"):  # an infinite one makes every weight NaN at the first step

@@ -103,7 +103,7 @@ class FolderBatches(Dataset):
                     print(one_line_name(f"data: skipping {path} where it cannot be read ({err})"), file=sys.stderr)
             return clip
         raise DataLost(one_line_name(f"data: none of the {len(self.files)} video files can be read any more (first: "
-                                     f"{failed[0][1]})"))
+                                     f"{with_path(failed[0][1], failed[0][0])})"))
 
 
 class DataLost(ValueError):
