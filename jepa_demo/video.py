@@ -27,7 +27,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, first_line
 from .config import shown_above
 from .preprocess import positive_int, sample_frame_indices
 
@@ -825,9 +825,8 @@ def _encode(path: Path, frames: np.ndarray, fps: float, codec: str, pix_fmt: str
             writer.send(np.ascontiguousarray(frame))
             sent += 1
     except OSError as err:  # a full disk midway: imageio's message runs on with the whole ffmpeg command
-        reason = next((line for line in str(err).splitlines() if line.strip()), "no reason given")
-        raise _EncoderStopped(f"ffmpeg stopped after {sent} of {len(frames)} frames ({reason}: is the disk "
-                              "full?)") from None
+        raise _EncoderStopped(f"ffmpeg stopped after {sent} of {len(frames)} frames ({first_line(err)}: is the "
+                              "disk full?)") from None
     writer.close()
 
 

@@ -184,10 +184,7 @@ _RecipeLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: lo
 
 
 def _read_recipe(path: str) -> dict:
-    try:
-        path = Path(path).expanduser()  # --config=~/r.yaml: no shell expands ~ after the =
-    except RuntimeError:  # ~nosuchuser
-        raise ValueError(f"recipe {path}: no home folder to expand ~ to") from None
+    path = Path(os.path.expanduser(path))  # --config=~/r.yaml: no shell expands ~ after the = (as out_dir and data)
     try:  # is_file too: a name too long or a folder one may not enter raises rather than answer False
         if path.is_dir():
             raise ValueError(f"recipe {path} is a folder: give a recipe file in it, e.g. {path / 'cpu.yaml'}")
