@@ -585,10 +585,10 @@ def _folder_probe(args, parser):
     if args.max_clips < 2 * MIN_PER_LABEL:  # two labels of MIN_PER_LABEL videos each
         parser.error(f"--max-clips must be at least {2 * MIN_PER_LABEL}")
 
-    labelled_videos(args.folder)
+    listed = labelled_videos(args.folder)  # before any checkpoint loads, to refuse the folder early
 
     def run(models):
-        return folder_probe(models, args.folder, args.max_clips, resamples=args.resamples)
+        return folder_probe(models, args.folder, args.max_clips, resamples=args.resamples, listed=listed)
     return run, format_folder_report
 
 

@@ -91,11 +91,12 @@ def most_common_label(labels: list[str]) -> np.ndarray:
 
 
 def folder_probe(models: dict[str, JEPAModel], root, max_clips: int = 300, k: int = 5,
-                 resamples: int = 1000) -> dict:
+                 resamples: int = 1000, listed: tuple[list[Path], list[str]] | None = None) -> dict:
     """The probe for `models` (name -> model; the first one gets a random twin). Files are taken label by label
     (`draw`); one that cannot be read for every model's input is left out for all, so that all answer the same clips,
-    and replaced by the next of its label."""
-    paths, labels = labelled_videos(root)
+    and replaced by the next of its label. `listed`: `labelled_videos(root)` when the caller has it already (a large
+    or network folder is then listed once)."""
+    paths, labels = labelled_videos(root) if listed is None else listed
     scorers = {**models, RANDOM: random_twin(next(iter(models.values())))}
     drawn = draw(labels, max_clips)
     embeddings, unreadable = _embed_drawn(paths, drawn, scorers)

@@ -9,7 +9,7 @@ import torch
 
 from jepa_demo.evaluate import main
 from jepa_demo.folder_probe import draw, labelled_videos, leave_one_out_knn, most_common_label
-from jepa_demo.video import write_video
+from jepa_demo.video import list_videos, write_video
 
 
 def _write(path, shade: int, frames: int = 8) -> None:
@@ -54,7 +54,7 @@ def test_the_knn_probe_leaves_each_clip_out_and_the_floor_is_the_most_common_lab
     assert most_common_label(["b", "a"]).tolist() == [False, True]  # a tie goes to the first alphabetically
 
 
-def test_the_probe_from_the_command_line(tiny_checkpoint, tmp_path, capsys):
+def test_the_probe_from_the_command_line(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     for label, shade, count in (("dark", 30, 4), ("light", 220, 6), ("grey", 120, 3)):
         for i in range(count):
             _write(tmp_path / "clips" / label / f"{i}.mp4", shade + 5 * i)
@@ -63,7 +63,12 @@ def test_the_probe_from_the_command_line(tiny_checkpoint, tmp_path, capsys):
     # 15 files, at most 8: 4 of each label, read in a random order, an unreadable file replaced by another of its label
     argv = ["--folder", str(tmp_path / "clips"), "--checkpoint", str(tiny_checkpoint), "--json",
             str(tmp_path / "probe.json"), "--resamples", "50", "--max-clips", "8"]
+    import jepa_demo.folder_probe as module
+
+    listings = []
+    monkeypatch.setattr(module, "list_videos", lambda root: listings.append(root) or list_videos(root))
     assert main(argv) == 0
+    assert len(listings) == 1  # BUG: the folder was listed twice (a large network folder: minutes each)
     out = capsys.readouterr().out
     assert "| label (clips) | tiny | random encoder | always the most common label |" in out
     assert "| dark (4) |" in out and "| light (4) |" in out  # 4 of light's 6 readable videos
