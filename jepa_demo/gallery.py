@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, atomic_write, first_line
+from .checkpoint import DEFAULT_CHECKPOINT, atomic_write, check_writable_folder, first_line
 from .cli import Once, check_finite, load_or_say_why, out_of_memory, print_any_name, print_result, write_nowhere
 from .config import to_dict
 from .inference import JEPAModel
@@ -453,6 +453,18 @@ def _say(line: str) -> None:
         write_nowhere(sys.stderr)
 
 
+def _cannot_keep(model: JEPAModel, args) -> str | None:
+    """Why the folder the command writes its product into (the checkpoint's with --ship, else the cache) cannot be
+    written, or None."""
+    folder, what, hint = (model.folder, "the checkpoint folder", "") if args.ship else \
+        (cache_folder(args.cache_dir), "the cache folder", "; --cache-dir can name one it can write")
+    try:
+        check_writable_folder(folder)
+    except OSError as err:
+        return f"cannot write {what} {folder} ({err.strerror or err}){hint}"
+    return None
+
+
 def _build_and_ship(args) -> int:
     # a shipped gallery is for CPUs: a GPU's bf16 would give other files, named so
     if (model := load_or_say_why(args.checkpoint, device="cpu" if args.ship else None)) is None:
@@ -466,7 +478,13 @@ def _build_and_ship(args) -> int:
         if found := find_gallery(model, args.cache_dir, args.clips):
             gallery, where = found[0], f"read from {found[1]}"
         else:
+            if why := _cannot_keep(model, args):  # the build takes minutes, an hour for V-JEPA 2: refused before it
+                print(f"error: {why}", file=sys.stderr)
+                return 1
             gallery, written = _build_into_cache(model, args.cache_dir, args.clips, progress)
+            if written is None and not args.ship:  # e.g. the disk filled during the build: the command made nothing
+                print("error: the gallery was built but not cached (see the warning above)", file=sys.stderr)
+                return 1
             where = f"built into {written}" if written else "built, not cached"
     except ValueError as err:  # a model the gallery cannot be built for (a collapsed one's threshold)
         print(f"error: {err}", file=sys.stderr)
