@@ -22,6 +22,7 @@ from jepa_demo.evaluate import (
     violation_pairs,
 )
 from jepa_demo.inference import load_model
+from jepa_demo.world import render_clip
 from train.report import COLLAPSE_FLOORS, read_metrics
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -69,6 +70,11 @@ def test_shipped_checkpoints_carry_their_current_gallery_and_threshold(name, tmp
     for index in (0, 150, 299):  # its embeddings are this model's: each clip, embedded anew, finds itself first
         (nearest, similarity), *_ = gallery.nearest(shipped, model.embed(gallery.gallery_clip(shipped, index, model)))
         assert nearest == index and similarity > 0.9999
+    # and its labels the world's as it labels them now (the map's colours): a change of labels alone leaves frames and
+    # embeddings as they were, so only this finds such a stale file (which --ship alone would find valid and keep)
+    world = gallery._world(model)
+    assert [render_clip(int(seed), world).labels for seed in shipped.seeds] == shipped.labels, \
+        f"labels {rebuild.replace('stale or missing: ', 'stale: bump GALLERY_FORMAT (jepa_demo/gallery.py), then ')}"
     assert not any(tmp_path.iterdir())
 
 
