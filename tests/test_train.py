@@ -342,6 +342,24 @@ def test_a_data_worker_killed_midway_is_one_line(tmp_path, monkeypatch, capsys):
                         "out_dir if this one saved) needs less; nothing was saved yet")
 
 
+class _SigintHandlers(torch.utils.data.Dataset):
+    """Each item: whether the process that makes it ignores SIGINT."""
+
+    def __getitem__(self, step):
+        return torch.tensor(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+
+
+def test_data_workers_leave_ctrl_c_to_the_training_process():
+    """A terminal's Ctrl-C reaches the data workers too. BUG: a worker started by spawn or forkserver (macOS's and
+    Python 3.14's default) kept Python's handler and died of a first Ctrl-C, which training takes between steps: the
+    run ended as if a worker had run out of memory. Here a forked worker, which would have kept the suite's handler."""
+    from train.data import make_loader
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert [bool(ignored) for ignored in make_loader(_SigintHandlers(), 0, 3, num_workers=1, pin_memory=False)] == \
+        [True] * 3
+
+
 def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):
     from train.__main__ import main
 

@@ -8,6 +8,7 @@ indices gives worker processes and pinned memory for free when `num_workers > 0`
 import dataclasses
 import hashlib
 import os
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -140,4 +141,12 @@ def readable_videos(root: str, report: bool = True) -> list[Path]:
 def make_loader(dataset: Dataset, start_step: int, steps: int, num_workers: int, pin_memory: bool) -> DataLoader:
     """Iterate batches for steps start_step .. steps-1 in order (each item is already a whole batch)."""
     return DataLoader(dataset, batch_size=None, sampler=range(start_step, steps), num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      pin_memory=pin_memory, persistent_workers=False, worker_init_fn=_ignore_ctrl_c)
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """A terminal's Ctrl-C reaches every process of the run. The training process takes a first one between steps
+    (loop.CtrlC) and stops its data workers itself; a worker started by spawn or forkserver (macOS's and Python
+    3.14's default), with Python's own handler, would die of it, and the run end as if a worker had run out of
+    memory."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
