@@ -461,6 +461,18 @@ def test_hosted_mode_is_on_for_true_and_off_for_false_and_anything_else_stops_th
     assert result.stderr.strip() == "JEPA_LENS_HOSTED='maybe': expected 1 or 0 (true or false)"
 
 
+def test_a_hugging_face_space_is_hosted_whatever_jepa_lens_hosted_says():
+    """SPACE_ID, which the Space sets, is all that turns hosted mode on there (the README's front matter sets nothing
+    else): without it any visitor could load any folder of the machine or download any Hub repo."""
+    for hosted in ("0", None):
+        env = {"SPACE_ID": "someone/jepa-lens", "HF_HUB_OFFLINE": "1", "JEPA_LENS_HOSTED": hosted}
+        result = subprocess.run([sys.executable, "-c", "import app; print(app.HOSTED)"],
+                                cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                                timeout=120, env={"PATH": "/usr/bin:/bin", "TMPDIR": tempfile.gettempdir(),
+                                                  **{k: v for k, v in env.items() if v is not None}})
+        assert (result.returncode, result.stdout) == (0, "True\n"), result.stderr
+
+
 @pytest.mark.parametrize("text", ["-1", "0", "15m", ""])
 def test_a_bad_file_lifetime_stops_the_app_at_start_in_one_line(text, monkeypatch):
     import app
@@ -485,6 +497,15 @@ def test_the_four_views_share_one_limit_on_model_calls(app_blocks):
     assert len(views) == 4 and len(groups) == 1  # Gradio's limit holds per group: one group per view ran 8 at once
     assert {fn.concurrency_limit for fn in views} == {"default"}  # the queue's, which the group then takes
     assert app_blocks._queue.default_concurrency_limit == app.MODEL_CALLS
+    # a click while its view runs is kept (the browser tests show it; they are skipped where Chromium is missing)
+    assert {fn.trigger_mode for fn in views} == {"always_last"}
+
+
+def test_gradio_refuses_uploads_over_the_apps_size_limit(app_blocks):
+    """Without Gradio's limit a 10 GB upload is written whole into its folder, for the view to refuse afterwards."""
+    import app
+
+    assert app_blocks.max_file_size == app.MAX_MEGABYTES * 1024**2
 
 
 def test_the_app_keeps_only_the_latest_sessions_outputs(app_blocks):
@@ -758,19 +779,24 @@ def test_an_upload_gradio_parses_and_then_ignores_or_refuses_is_swept(tmp_path, 
         ui.close()
 
 
-def test_sigterm_stops_the_app_as_ctrl_c_does_but_an_ignored_sighup_stays_ignored():
+def test_sigterm_and_a_closed_terminal_stop_the_app_as_ctrl_c_does_but_an_ignored_sighup_stays_ignored():
     import signal
 
     import app
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        for sig in saved:
+            signal.signal(sig, signal.SIG_DFL)
+        app.stop_on_signals_as_on_ctrl_c()
+        for sig in saved:  # (checked before it is raised: at its default, a SIGHUP would end the suite)
+            assert signal.getsignal(sig) is signal.default_int_handler, sig
+            with pytest.raises(KeyboardInterrupt):  # what Gradio's launch catches to close the server
+                signal.raise_signal(sig)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
         app.stop_on_signals_as_on_ctrl_c()
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-        with pytest.raises(KeyboardInterrupt):  # what Gradio's launch catches to close the server
-            signal.raise_signal(signal.SIGTERM)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
