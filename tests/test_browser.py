@@ -58,6 +58,12 @@ def server(browser, request):
     return request.getfixturevalue("app_server")
 
 
+@pytest.fixture(scope="module")
+def blocks(server, request):
+    """The shared app's gr.Blocks, after the browser as `server` is (named as an argument, it would start first)."""
+    return request.getfixturevalue("app_blocks")
+
+
 @pytest.fixture
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -176,14 +182,14 @@ def test_a_text_file_named_mp4_gets_an_error_toast(page, tmp_path):
     expect(page.locator("#surprise-numbers")).not_to_contain_text("score")
 
 
-def test_an_example_still_runs_once_the_uploads_are_swept(page, app_blocks):
+def test_an_example_still_runs_once_the_uploads_are_swept(page, blocks):
     """Gradio 6.31 caches the example clips as ordinary temporary files: the sweep removed them with the uploads, and
     from FILE_LIFETIME (15 min) after the start every example ended in an error."""
     from playwright.sync_api import expect
 
     import app
 
-    app.sweep_files(app_blocks, age=-1)  # as it sweeps once every file is FILE_LIFETIME old
+    app.sweep_files(blocks, age=-1)  # as it sweeps once every file is FILE_LIFETIME old
     page.locator("button", has_text="violation-appear.mp4").click()
     expect(page.locator('a[download="violation-appear.mp4"]')).to_be_visible(timeout=30_000)
     _open_and_run(page, "Surprise", "Measure surprise over time", SURPRISE_IDS)
@@ -191,7 +197,7 @@ def test_an_example_still_runs_once_the_uploads_are_swept(page, app_blocks):
     expect(page.locator("#surprise-numbers")).to_contain_text("peak_frame")
 
 
-def test_an_upload_swept_while_the_page_was_open_asks_for_it_again(page, app_blocks, tmp_path):
+def test_an_upload_swept_while_the_page_was_open_asks_for_it_again(page, blocks, tmp_path):
     from playwright.sync_api import expect
 
     import app
@@ -199,7 +205,7 @@ def test_an_upload_swept_while_the_page_was_open_asks_for_it_again(page, app_blo
     clip = tmp_path / "left-open.mp4"
     write_video(clip, make_pair(7, "vanish", WorldConfig(size=64, num_frames=32))[1].frames)
     _upload(page, clip)
-    app.sweep_files(app_blocks, age=-1)  # FILE_LIFETIME later
+    app.sweep_files(blocks, age=-1)  # FILE_LIFETIME later
     _open_and_run(page, "Surprise", "Measure surprise over time", SURPRISE_IDS)
     toast = page.locator("[data-testid=toast-body].error")
     expect(toast).to_be_visible(timeout=RESULT_MS)
