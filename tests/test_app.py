@@ -1,6 +1,7 @@
 """The app launched for real (a Gradio server on a free port) and called through `gradio_client`, with mp4 files
 encoded by ffmpeg, on the shipped checkpoint (the `app_server` fixture in conftest.py). Slow tier."""
 
+import errno
 import json
 import os
 import re
@@ -869,9 +870,13 @@ def test_an_unwritable_cache_folder_stops_the_app_at_start(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == [blocker]
 
 
-def test_a_second_stop_while_the_server_closes_still_sweeps_every_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stops", [2, 3, "output lost"])
+def test_a_second_or_third_stop_or_lost_output_still_closes_the_server_and_sweeps_every_file(
+        stops, tmp_path, monkeypatch, capsys):
     """BUG: Gradio takes the first Ctrl-C (or SIGTERM) and waits up to 5 s for open requests while its server closes;
-    a second one then escaped launch as a traceback, before the last sweep: uploads stayed on disk."""
+    a second one then escaped launch as a traceback, before the last sweep: uploads stayed on disk. A third lands in
+    the app's own close, which waits as long again. Or Gradio's own lines fail to print while it serves (a closed
+    terminal), which ends its launch with an OSError before it closes the server."""
     import socket
 
     import gradio as gr
@@ -891,8 +896,18 @@ def test_a_second_stop_while_the_server_closes_still_sweeps_every_file(tmp_path,
         return swept.append(kwargs) if blocks is page else sweep(blocks, *args, **kwargs)
 
     def stopped_twice(ui, **kwargs):
+        if stops == "output lost":
+            ui.is_running = True
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         raise KeyboardInterrupt
 
+    def stopped_again():
+        closes.append(stops)
+        if stops == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(page, "close", stopped_again, raising=False)
+    closes = []
     monkeypatch.setattr(app, "explorer_for", lambda name: types.SimpleNamespace(warm_up=lambda: None))
     monkeypatch.setattr(app, "build_app_at_start", lambda: page)
     monkeypatch.setattr(app, "stop_on_signals_as_on_ctrl_c", lambda: None)  # pytest's own signal handling stays
@@ -901,8 +916,10 @@ def test_a_second_stop_while_the_server_closes_still_sweeps_every_file(tmp_path,
     try:
         app.main()
     except KeyboardInterrupt:  # not let through: pytest would take it for its own and stop the whole run
-        pytest.fail("a second stop escaped main, before its last sweep")
-    assert swept == [{"age": -1, "stopping": True}]
+        pytest.fail("a stop escaped main, before its last sweep")
+    assert swept == [{"age": -1, "stopping": True}] and closes == [stops]
+    if stops == "output lost":
+        assert capsys.readouterr().err == "JEPA Lens stopped: its output could not be written (Input/output error)\n"
 
 
 @pytest.mark.parametrize("taken", ["before the start", "during the warm-up"])
