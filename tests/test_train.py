@@ -447,6 +447,33 @@ def test_too_little_disk_space_is_refused_before_training(tmp_path, monkeypatch,
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_a_resumed_run_needs_free_space_for_its_saves_less_the_files_they_replace(tmp_path, monkeypatch, capsys):
+    """BUG: the check asked the same free space of a resumed run as of a new one, counting the state and checkpoint
+    its saves replace as if they were to be written beside them: a run that started with room was refused its
+    --resume after its first save, with nothing else on the disk changed."""
+    import shutil
+
+    import train.loop
+    from train.__main__ import main
+
+    out, fresh = tmp_path / "run", tmp_path / "fresh"
+    _interrupt_after(monkeypatch, 2)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 130
+    monkeypatch.undo()
+    model = load_model(out).net
+    saved = sum((out / name).stat().st_size for name in ("train_state.safetensors", "model.safetensors"))
+    needed = train.loop.disk_space_needed(out, model)
+    assert needed == train.loop.disk_space_needed(fresh, model) - saved
+    real = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real._replace(free=needed))
+    capsys.readouterr()
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2", "--resume"]) == 0, \
+        capsys.readouterr().err
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real._replace(free=needed - 1))
+    assert main(["--config", TINY, f"out_dir={fresh}", "steps=4", "save_every=2"]) == 2
+    assert "not enough disk space" in capsys.readouterr().err
+
+
 def test_disk_full_during_a_save_is_one_line_and_the_last_save_stands(tmp_path, monkeypatch, capsys):
     """safetensors reports a full disk as its own SafetensorError, with this message (0.8.0 on a full tmpfs), not as an
     OSError: a test raising OSError here passed while a real full disk ended the run in a traceback."""

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -417,12 +418,23 @@ def _is_checkpoint(folder: Path) -> bool:
     return True
 
 
-def check_disk_space(out: Path, model: VideoJEPA) -> None:
-    """Refuse to start when the disk cannot hold the saves: the training state (weights and Adam's two moments) and
-    the checkpoint, twice over, because an atomic save keeps the old file until the new one is complete."""
+def disk_space_needed(out: Path, model: VideoJEPA) -> int:
+    """Bytes the saves need free: the training state (weights and Adam's two moments) and the checkpoint, twice over,
+    because an atomic save keeps the old file until the new one is complete; less the state and checkpoint files
+    already in `out`, which these replace (a resumed run's own, or a finished run's, removed at start)."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    needed = 2 * (2 * weights + moments) + 16 * 2**20  # + metrics, curves, card
+    replaced = 0
+    for name in (STATE_NAME, WEIGHTS_NAME):
+        with contextlib.suppress(OSError):  # none there (a new folder), or a name too long: check_disk_space says
+            found = os.lstat(out / name)
+            replaced += found.st_size if stat.S_ISREG(found.st_mode) else 0  # a link's target is not freed
+    return max(2 * (2 * weights + moments) - replaced, 0) + 16 * 2**20  # + metrics, curves, card
+
+
+def check_disk_space(out: Path, model: VideoJEPA) -> None:
+    """Refuse to start when the disk cannot hold the saves (`disk_space_needed`)."""
+    needed = disk_space_needed(out, model)
     try:  # the first look at out_dir: a name too long or a folder one may not enter raises here
         free = shutil.disk_usage(next(folder for folder in (out, *out.parents) if folder.exists())).free
     except OSError as err:
