@@ -1018,6 +1018,11 @@ def test_a_new_run_stopped_before_replacing_an_earlier_one_does_not_offer_to_res
     monkeypatch.setattr(train.loop, "build_dataset", pressed)
     assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 130
     assert capsys.readouterr().err.endswith(earlier)
+    # BUG: a --resume of a finished run's state (one whose export failed: --resume redoes it) stopped before writing
+    # called that run "the earlier run" and offered nothing
+    assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2", "--resume"]) == 130
+    assert capsys.readouterr().err.endswith(f"the last complete save in {out} stands; rerun the same command with "
+                                            "--resume to continue\n")
 
 
 def test_ctrl_c_is_not_lost_when_it_lands_in_a_finaliser(tmp_path):

@@ -36,40 +36,44 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)  # key=value pairs may come before and after --resume
     cfg, started = None, time.time()
+
+    def stands(resumable: bool = True) -> str:
+        return _what_stands(cfg, started, args.resume, resumable)
+
     try:
         cfg = load_config(args.config, args.overrides)
         out = run(cfg, resume=args.resume, command=_command_line(argv))
     except KeyboardInterrupt:  # Ctrl-C: saves are atomic, so the last complete one stands
         if os.environ.get("RANK", "0") == "0":
-            print(f"interrupted: {_what_stands(cfg, started)}", file=sys.stderr)
+            print(f"interrupted: {stands()}", file=sys.stderr)
         return 130
     except TrainingDiverged as err:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops here, on the same averaged loss
-            print(f"error: {err}; {_what_stands(cfg, started, resumable=False)}", file=sys.stderr)
+            print(f"error: {err}; {stands(resumable=False)}", file=sys.stderr)
         return 1
     except DataLost as err:  # raised in a data worker too: DataLoader raises the worker's error type again
-        print(f"error: {own_message(err)}; {_what_stands(cfg, started)}", file=sys.stderr)
+        print(f"error: {own_message(err)}; {stands()}", file=sys.stderr)
         return 1
     except ValueError as err:
         print(f"error: {own_message(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
         print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or own_message(err)}; "
-              f"{_what_stands(cfg, started)}", file=sys.stderr)
+              f"{stands()}", file=sys.stderr)
         return 1
     except RuntimeError as err:
         if data_worker_died(err):  # killed by the kernel's OOM killer, or a bus error on a full /dev/shm
             # --resume keeps the run's batch_size (as below) but takes another num_workers
             print(f"error: {first_line(err, message=own_message(err))} (often out of memory or shared memory, "
                   "/dev/shm): fewer num_workers (which --resume takes) or a smaller batch_size (a new run, in another "
-                  f"out_dir if this one saved) needs less; {_what_stands(cfg, started)}", file=sys.stderr)
+                  f"out_dir if this one saved) needs less; {stands()}", file=sys.stderr)
             return 1
         if not out_of_memory(err):
             raise
         reason = first_line(err, message=own_message(err))
         # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
-              f"out_dir if this one saved); {_what_stands(cfg, started)}", file=sys.stderr)
+              f"out_dir if this one saved); {stands()}", file=sys.stderr)
         return 1
     return print_result(f"checkpoint written to {out}", "the checkpoint is written")
 
@@ -116,15 +120,16 @@ def data_worker_died(err: RuntimeError) -> bool:
     return str(err).startswith("DataLoader worker (pid")
 
 
-def _what_stands(cfg, started: float, resumable: bool = True) -> str:
+def _what_stands(cfg, started: float, resumed: bool, resumable: bool = True) -> str:
     """What a stopped run leaves. A training state written since this run `started` is its own (even its last step's,
-    whose export --resume finishes); an older one is an earlier run's, which --resume continues only when unfinished
-    and with these settings (a new run stopped before it replaced that one). A run that would only stop the same way
-    again is not `resumable`: its save is not offered to --resume."""
+    whose export --resume finishes), and so is the one a --resume started from; another older one is an earlier
+    run's, which --resume continues only when unfinished and with these settings (a new run stopped before it
+    replaced that one). A run that would only stop the same way again is not `resumable`: its save is not offered to
+    --resume."""
     state = None if cfg is None else Path(cfg.out_dir) / STATE_NAME
     if state is None or not os.path.isfile(state):  # not Path.is_file: a path it cannot look up must not raise here
         return "nothing was saved yet"
-    if state.stat().st_mtime < started and not state_is_this_runs(cfg):
+    if state.stat().st_mtime < started and not state_is_this_runs(cfg, resumed):
         return f"nothing of this run was saved; the earlier run's save in {cfg.out_dir} is as it was"
     stands = f"the last complete save in {cfg.out_dir} stands"
     return f"{stands}; rerun the same command with --resume to continue" if resumable else stands

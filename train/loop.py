@@ -221,14 +221,17 @@ def check_same_run(out: Path, record: dict) -> None:
                          "another out_dir to change them")
 
 
-def state_is_this_runs(cfg: TrainConfig) -> bool:
-    """Whether out_dir's training state is an unfinished run with `cfg`'s settings (those a resume keeps), which
-    --resume would continue."""
+def state_is_this_runs(cfg: TrainConfig, resumed: bool = False) -> bool:
+    """Whether out_dir's training state is a run with `cfg`'s settings (those a resume keeps) that --resume would
+    continue: an unfinished one, or, when this run is that --resume, a finished one whose export it redoes (a last
+    save whose export failed)."""
     try:
         _, meta = load_tensors(Path(cfg.out_dir) / STATE_NAME, metadata_only=True)
     except CheckpointError:
         return False
-    return int(meta.get("step", 0)) < cfg.steps and not _changed(meta.get("train", {}), config_to_dict(cfg))
+    step = int(meta.get("step", 0))
+    return (step < cfg.steps or resumed and step == cfg.steps) and not _changed(meta.get("train", {}),
+                                                                                 config_to_dict(cfg))
 
 
 def _changed(saved: dict, record: dict) -> dict:
