@@ -288,7 +288,8 @@ def surprise_score(per_step: np.ndarray) -> float:
     """How far the clip's most surprising step stands above its most predictable one. Not the plain peak: a clip's
     level of error grows with how much moves in it (more objects, more texture), which says nothing about physics;
     with the plain peak an object appearing always scored higher and one vanishing always lower, whatever the
-    model had learned. Chosen among peak-based scores on validation seeds, not on the evaluation's (docs/results.md)."""
+    model had learned. Chosen among peak-based scores on validation seeds, not on the evaluation's
+    (docs/experiments.md)."""
     return float(per_step.max() - per_step.min())
 
 

@@ -44,9 +44,9 @@ def latent_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def prediction_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Smooth-L1 (Huber, beta 1): quadratic for the small per-channel errors of unit-variance targets, so a prediction
     that is partly sure where a moving object will be gets credit (plain L1's optimum is the per-patch median, i.e.
-    background wherever an object is less than half likely). On the synthetic world it made no clear difference to
-    object tracking: after the default recipe, object-patch error stays above that of copying the last latent with
-    either loss (docs/results.md)."""
+    background wherever an object is less than half likely). On the synthetic world plain L1 did no better
+    (docs/experiments.md), and neither makes the predictor track objects: after the default recipe, its error on
+    object tokens is not clearly below that of copying the last visible latent (docs/results.md)."""
     return F.smooth_l1_loss(predicted.float(), target.float())
 
 
