@@ -61,13 +61,18 @@ def check_video_array(video) -> None:
 def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (3, T', S, S); T' = `num_frames` (`sample_frame_indices`) or T when None."""
     check_video_array(video)
-    if isinstance(video, np.ndarray) and (not video.flags.writeable or min(video.strides) < 0):
-        # torch cannot share a view with negative strides (video[::-1], np.flip) and warns on a read-only one
-        # (np.broadcast_to, a cached upload)
-        video = video.copy()
-    frames = torch.as_tensor(video)
-    if num_frames is not None:
-        frames = frames[torch.from_numpy(sample_frame_indices(frames.shape[0], num_frames))]
+    picked = None if num_frames is None else sample_frame_indices(video.shape[0], num_frames)
+    if isinstance(video, np.ndarray):
+        # the frames used, picked first: a copy of those only (a memory-mapped or np.broadcast_to clip of hours was
+        # copied whole); torch cannot share a view with negative strides (video[::-1], np.flip) and warns on a
+        # read-only one (np.broadcast_to, a cached upload)
+        if picked is not None:
+            video = video[picked]
+        elif not video.flags.writeable or min(video.strides) < 0:
+            video = video.copy()
+        frames = torch.as_tensor(video)
+    else:
+        frames = video if picked is None else video[torch.from_numpy(picked).to(video.device)]
     x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
     x = resize_and_crop(x, cfg.img_size, cfg.resize_to) / 255.0
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)  # the frames' device: a CUDA tensor may come in

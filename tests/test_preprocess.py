@@ -53,6 +53,26 @@ def test_a_larger_short_side_crops_the_centre_like_v_jepa_2():
         PreprocessConfig(img_size=32, num_frames=1, resize=16)
 
 
+def test_a_long_read_only_clip_is_not_copied_whole_for_the_frames_it_samples():
+    """BUG: a read-only array (memory-mapped, np.broadcast_to) or a reversed view was copied whole before its frames
+    were sampled: 20000 frames of 64 px, 245 MB here, 3.5 GB at 256 px, to embed 16 of them."""
+    import tracemalloc
+
+    cfg = PreprocessConfig(img_size=32, num_frames=4)
+    clip = render_clip(0, WorldConfig(size=64, num_frames=8)).frames
+    long = np.broadcast_to(clip[:1], (20000, *clip.shape[1:]))  # read-only, one frame's memory
+    tracemalloc.start()
+    try:
+        x = preprocess_video(long, cfg, num_frames=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20 and torch.equal(x, preprocess_video(np.repeat(clip[:1], 4, axis=0), cfg))
+    for view in (clip[::-1], np.flip(clip, axis=2)):  # negative strides: sampled, or copied when all are used
+        assert torch.equal(preprocess_video(view, cfg, num_frames=4), preprocess_video(view.copy(), cfg, num_frames=4))
+        assert torch.equal(preprocess_video(view, cfg), preprocess_video(view.copy(), cfg))
+
+
 def test_output_layout_and_normalisation():
     cfg = PreprocessConfig(img_size=16, num_frames=4)
     video = np.full((10, 24, 30, 3), 128, dtype=np.uint8)
