@@ -130,6 +130,12 @@ def check_safetensors_only(folder: Path, hf_config: dict) -> list[str]:
     "transformers_weights": "adapter_model.bin", nor an index whose shards are .bin files. The weight files it loads,
     as named there (model.safetensors when nothing names them)."""
     named = hf_config.get("transformers_weights")
+    layouts = ("model.safetensors", "model.safetensors.index.json")
+    if named is None and all((folder / name).is_file() for name in layouts):
+        # two saves in different layouts (save_pretrained removes only shards): transformers loads the single file,
+        # while its index may name other weights, or shards no longer there
+        raise ValueError("holds both model.safetensors and model.safetensors.index.json, the weights of two saves: "
+                         "remove the older layout")
     files = [] if named is None else [named]
     for index in {folder / "model.safetensors.index.json", *([folder / named] if isinstance(named, str) and
                                                              named.endswith(".index.json") else [])}:

@@ -302,6 +302,18 @@ def test_a_folder_that_would_make_transformers_unpickle_is_refused(folder, tmp_p
         load_model(bad)
 
 
+def test_a_folder_with_weights_in_both_layouts_is_refused(folder, tmp_path):
+    """BUG: saved once as shards and once as a single file, a folder held both: the shards' index was checked while
+    transformers loaded the single file (older weights, answered without a word), or an index left over named shards
+    no longer there (refused, blaming a missing file)."""
+    both = _copy(folder, tmp_path / "both")
+    index = {"metadata": {}, "weight_map": {"encoder.layernorm.weight": "model-00001-of-00002.safetensors"}}
+    (both / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="holds both model.safetensors and model.safetensors.index.json, the "
+                                              "weights of two saves: remove the older layout"):
+        load_model(both)
+
+
 @pytest.mark.parametrize("change, processor, message", [
     ({"mlp_ratio": None}, None, "config.json: mlp_ratio must be a number, got None"),
     ({"hidden_act": "nope"}, None, "cannot load the V-JEPA 2 checkpoint"),
