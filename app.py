@@ -308,7 +308,8 @@ def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa:
     explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "surprise")
     if explorer.baseline is not None and not explorer.is_built("baseline_threshold"):
         progress(0.2, desc="first use: calibrating the pixel baseline's threshold on plausible clips")
-        _ = explorer.baseline_threshold
+        with contextlib.suppress(ValueError):  # a baseline without one (collapsed) loses its curve; its note says why
+            _ = explorer.baseline_threshold
     progress(0.5, desc="sliding the window over the clip")
     view = explorer.surprise(clip.frames, clip.source_frames)
     return view.figure, view.overlay, _labelled(view.numbers, video_file, checkpoint)

@@ -12,6 +12,7 @@ of a server can share it. This module composes `inference`, `gallery` and `views
 (`app.py` turns its results into components) and holds no per-user state.
 """
 
+import contextlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -187,8 +188,17 @@ class Explorer:
 
     @property
     def baseline_threshold(self) -> float:
-        """The baseline's threshold, calibrated like the gallery's (once per model and cache folder)."""
-        return self._once("baseline_threshold", lambda: cached_surprise_threshold(self.baseline, self.cache_dir))
+        """The baseline's threshold, calibrated like the gallery's (once per model and cache folder); a ValueError,
+        from that one calibration, for a baseline that has none (a collapsed one)."""
+        def calibrate() -> float | str:
+            try:
+                return cached_surprise_threshold(self.baseline, self.cache_dir)
+            except ValueError as err:  # kept: calibrating again at every request would say the same, seconds later
+                return str(err)
+        threshold = self._once("baseline_threshold", calibrate)
+        if isinstance(threshold, str):
+            raise ValueError(threshold)
+        return threshold
 
     def _once(self, name: str, build):
         """`build()` on the first call for `name`, then its result; concurrent first calls wait for one build. Each
@@ -210,7 +220,8 @@ class Explorer:
         """Build now what the first masked prediction and surprise comparison would otherwise wait for."""
         _ = self.bank
         if self.baseline is not None:
-            _ = self.baseline_threshold
+            with contextlib.suppress(ValueError):  # a baseline without a threshold costs its curve; the view says why
+                _ = self.baseline_threshold
         return self
 
     @property
@@ -320,7 +331,8 @@ class Explorer:
         the baseline's surprise (a checkpoint with a shorter window can still answer). It reads the frames the model
         reads: to its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion
         than the model's curve sees and than the baseline's threshold was calibrated on."""
-        try:  # the clip passed the model's own surprise: what is left to refuse is its length, or an overflow
+        try:  # the clip passed the model's own surprise: what is left to refuse is its length, an overflow, or a
+            threshold = self.baseline_threshold  # baseline without a threshold
             other = self.baseline.surprise(video, max_frames=self._frames_for(self.baseline, video))
             check_finite(other.heatmap)
         except ValueError as err:
@@ -329,8 +341,8 @@ class Explorer:
         name = CURVE_NAMES[self.baseline.objective]
         if name in curves:  # a baseline of the model's own objective: its curve must not replace the model's
             name = f"baseline: {name}"
-        curves[name] = (other_steps, other.per_step / self.baseline_threshold)
-        return {"objective": self.baseline.objective, "score": other.score, "threshold": self.baseline_threshold,
+        curves[name] = (other_steps, other.per_step / threshold)
+        return {"objective": self.baseline.objective, "score": other.score, "threshold": threshold,
                 "per_step": other.per_step.tolist(), "step_frames": other_steps.tolist()}
 
 

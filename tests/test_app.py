@@ -260,6 +260,16 @@ def test_a_pixel_baseline_retrained_while_the_app_runs_is_drawn_from_then_on(app
     assert numbers["baseline"].endswith("config.json: missing (every checkpoint folder needs config.json)")
     (copy / "config.json").write_bytes((shipped / "config.json").read_bytes())  # its first save
     assert isinstance(app.explorer_for("default").surprise(frames).numbers["baseline"], dict)
+    # BUG: a baseline without a threshold (a collapsed one: 0) failed the view, blaming the checkpoint asked for
+    import jepa_demo.explore as explore_module
+    from jepa_demo.gallery import _checked_threshold
+
+    monkeypatch.setattr(explore_module, "cached_surprise_threshold", lambda model, folder: _checked_threshold(0.0))
+    os.utime(copy / "model.safetensors", ns=(2, 2))  # a new Explorer, whose baseline calibrates anew
+    write_video(clip := tmp_path / "clip.mp4", frames)
+    numbers = app.surprise(str(clip), "default")[2]
+    assert numbers["score"] > 0 and numbers["baseline"].startswith("no pixel baseline curve: the model's surprise "
+                                                                   "threshold on plausible clips is 0.0")
 
 
 @pytest.mark.parametrize("name, message", [("~nobody-has-this-name/model", "cannot be read .Could not determine home"),

@@ -362,6 +362,30 @@ def test_views_refuse_a_model_output_that_is_not_finite(explorer, clip, monkeypa
                                                          "finite number (do its weights overflow?)")
 
 
+def test_a_baseline_without_a_threshold_costs_its_curve_not_the_view_or_the_start(explorer, clip, monkeypatch):
+    """BUG: a pixel baseline whose calibration fails (a collapsed one: threshold 0 or NaN) failed the warm-up, which
+    stopped the app at start as if the default did not load, and every checkpoint's surprise view, blaming its model."""
+    import jepa_demo.explore as explore_module
+    from jepa_demo.gallery import _checked_threshold
+
+    compared = _with_pixel_baseline(explorer, explorer.model.cfg.num_frames)
+    calibrations = []
+
+    def collapsed(model, cache_dir):
+        calibrations.append(model)
+        return _checked_threshold(0.0)
+
+    monkeypatch.setattr(explore_module, "cached_surprise_threshold", collapsed)
+    compared.warm_up()
+    for _ in range(2):
+        view = compared.surprise(clip)
+        assert view.numbers["baseline"] == ("no pixel baseline curve: the model's surprise threshold on plausible "
+                                            "clips is 0.0, not a positive number: its predictions are exact or not "
+                                            "numbers (a collapsed model, or weights that overflow)")
+        assert view.numbers["score"] == explorer.surprise(clip).numbers["score"]  # the model's own curve stands
+    assert calibrations == [compared.baseline]  # once, not at every request
+
+
 def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_recently_used():
     from jepa_demo.explore import ExplorerCache
 
