@@ -398,7 +398,8 @@ def build_app() -> gr.Blocks:
                                          info="a shipped checkpoint" + (
                                              (" or a Hub model this server allows" if ALLOWED_HUB_IDS else "")
                                              if HOSTED else ", a local folder or a Hub repo id: ours, or V-JEPA 2 "
-                                                            "(facebook/vjepa2-...)"))
+                                                            "(facebook/vjepa2-..., whose surprise needs longer clips "
+                                                            "than the 32-frame examples)"))
         gr.Examples(examples, inputs=video, label="examples: one synthetic scene the model never trained on; "
                     "plausible is the twin of every violation clip, whose violation comes at frame 16 of 32 (a "
                     "pass-through's at its first collision in view from frame 10)")
@@ -457,7 +458,9 @@ def build_app() -> gr.Blocks:
                         f"{100 - THRESHOLD_PERCENTILE} % of their moments'; on other footage it is a yardstick, not "
                         f"what is ordinary there. A long clip is read one frame in k, {MAX_FRAMES} frames at most "
                         "(twice what the model's surprise needs where that is more, as for V-JEPA 2; the x axis gives "
-                        "the file's frame numbers), so a brief event can fall between them. **What to look "
+                        "the file's frame numbers), so a brief event can fall between them. The first frames are "
+                        "context only: the curve starts at the first frame the model predicts (step_frames in the "
+                        "numbers), so an event before it is not scored. **What to look "
                         "for:** a model that has learned the world's physics jumps at a violation and stays near or "
                         "below 1 elsewhere (a JEPA's curve may rise one step before it: the target of each predicted "
                         "step was encoded with the next step in view). The shipped checkpoints have not learned it "
