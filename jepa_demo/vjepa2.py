@@ -132,8 +132,10 @@ def check_safetensors_only(folder: Path, hf_config: dict) -> list[str]:
     named = hf_config.get("transformers_weights")
     layouts = ("model.safetensors", "model.safetensors.index.json")
     if named is None and all((folder / name).is_file() for name in layouts):
-        # two saves in different layouts (save_pretrained removes only shards): transformers loads the single file,
-        # while its index may name other weights, or shards no longer there
+        # transformers loads the single file, while the index may name other weights, or shards no longer there
+        if _in_hub_cache(folder):  # a Hub repo that publishes both: not the user's to fix; checked as loaded
+            return ["model.safetensors"]
+        # a local folder saved twice in different layouts (save_pretrained removes only shards)
         raise ValueError("holds both model.safetensors and model.safetensors.index.json, the weights of two saves: "
                          "remove the older layout")
     files = [] if named is None else [named]
@@ -149,6 +151,13 @@ def check_safetensors_only(folder: Path, hf_config: dict) -> list[str]:
             raise ValueError(f"weights {name!r} are not safetensors; only safetensors are loaded (nothing is "
                              "unpickled)")
     return sorted({name for name in files if name.endswith(".safetensors")} or {"model.safetensors"})
+
+
+def _in_hub_cache(folder: Path) -> bool:
+    """Whether `folder` is a download of a Hub repo (a snapshot in the Hub's cache)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE).resolve() in folder.resolve().parents
 
 
 def check_floating(folder: Path, files: list[str], used: set[str], prefix: str) -> None:

@@ -314,6 +314,24 @@ def test_a_folder_with_weights_in_both_layouts_is_refused(folder, tmp_path):
         load_model(both)
 
 
+def test_a_hub_repo_with_weights_in_both_layouts_loads_the_single_file_as_transformers_does(folder, tmp_path,
+                                                                                            monkeypatch):
+    """Not the user's to fix, unlike a local folder (the refusal asked to remove a file from the Hub's cache)."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--someone--both"  # a download's layout, read offline
+    snapshot = repo / "snapshots" / ("1" * 40)
+    snapshot.parent.mkdir(parents=True)
+    _copy(folder, snapshot)
+    index = {"metadata": {}, "weight_map": {"encoder.layernorm.weight": "model-00001-of-00002.safetensors"}}
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(index))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("1" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    pulled, local = load_model("someone/both", device="cpu"), load_model(folder, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(local.net.state_dict().values(), pulled.net.state_dict().values()))
+
+
 @pytest.mark.parametrize("change, processor, message", [
     ({"mlp_ratio": None}, None, "config.json: mlp_ratio must be a number, got None"),
     ({"hidden_act": "nope"}, None, "cannot load the V-JEPA 2 checkpoint"),
