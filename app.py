@@ -822,8 +822,10 @@ def main() -> None:
         if not ui.is_running:  # the port, taken during the warm-up (by a second app, whose files must stay)
             sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err}")
         # Gradio's lines failed to print once it served (a terminal closed: SIGHUP before its 'Keyboard interruption'
-        # line, or a stdout that refuses writes), before it closed the server
-        ui.close()
+        # line, or a stdout that refuses writes), before it closed the server; a closed terminal's shell sends the
+        # second SIGHUP while this close waits
+        with contextlib.suppress(KeyboardInterrupt):
+            ui.close()
         write_nowhere(sys.stdout)
         with contextlib.suppress(OSError):
             print(f"JEPA Lens stopped: its output could not be written ({err.strerror or err})", file=sys.stderr)
