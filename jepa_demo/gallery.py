@@ -264,14 +264,17 @@ def find_gallery(model: JEPAModel, cache_dir=None, num_clips: int = DEFAULT_CLIP
     return None
 
 
-def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int,
-                      progress: Progress | None) -> tuple[Gallery, Path | None]:
-    """A new gallery, and the cache file it was written to (None when the cache folder is not writable)."""
+def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int, progress: Progress | None,
+                      must_cache: bool = False) -> tuple[Gallery, Path | None]:
+    """A new gallery, and the cache file it was written to (None when the cache folder is not writable, which
+    `must_cache` makes an OSError instead)."""
     gallery = build_gallery(model, num_clips, progress)
     path = _cache_path(cache_dir, gallery.fingerprint, num_clips)
     try:
         _write(path, gallery)
     except OSError as err:  # e.g. a read-only home on a hosted server: work without the cache, say so once
+        if must_cache:
+            raise
         where = "a writable cache folder" if cache_dir else "JEPA_LENS_CACHE set to a writable folder"  # cache_folder
         warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); {where} would start "
                       "faster next time", stacklevel=3)
@@ -481,9 +484,12 @@ def _build_and_ship(args) -> int:
             if why := _cannot_keep(model, args):  # the build takes minutes, an hour for V-JEPA 2: refused before it
                 print(f"error: {why}", file=sys.stderr)
                 return 1
-            gallery, written = _build_into_cache(model, args.cache_dir, args.clips, progress)
-            if written is None and not args.ship:  # e.g. the disk filled during the build: the command made nothing
-                print("error: the gallery was built but not cached (see the warning above)", file=sys.stderr)
+            try:  # without --ship the cache file is what the command makes: no file, no success
+                gallery, written = _build_into_cache(model, args.cache_dir, args.clips, progress,
+                                                     must_cache=not args.ship)
+            except OSError as err:  # e.g. the disk filled during the build
+                print(f"error: the gallery was built but could not be cached in {cache_folder(args.cache_dir)} "
+                      f"({err.strerror or err})", file=sys.stderr)
                 return 1
             where = f"built into {written}" if written else "built, not cached"
     except ValueError as err:  # a model the gallery cannot be built for (a collapsed one's threshold)
