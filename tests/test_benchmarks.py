@@ -460,6 +460,7 @@ def test_vjepa2_latency_stopped_with_sigterm_removes_the_model_it_saved(tmp_path
         deadline = time.monotonic() + 120
         while not list((tmp_path / "tmp").rglob("model.safetensors")) and time.monotonic() < deadline:
             time.sleep(0.05)  # saved: the timings, a 64-frame surprise among them, take seconds more
+        assert list((tmp_path / "tmp").rglob("model.safetensors")), "not saved in 120 s: the removal goes untested"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
