@@ -47,7 +47,7 @@ from .checkpoint import (
     quiet_hub_client,
     write_json,
 )
-from .cli import check_finite, out_of_memory, print_any_name, write_nowhere
+from .cli import check_finite, one_line_name, out_of_memory, print_any_name, write_nowhere
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .preprocess import resize_and_crop
@@ -511,7 +511,7 @@ def main(argv=None) -> int:
     try:
         run, show = _folder_probe(args, parser) if args.folder is not None else _world_suite(args, parser)
     except ValueError as err:  # the folder, checked before any checkpoint loads (a Hub one downloads first)
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line_name(str(err))}", file=sys.stderr)  # it may name a file called a\nb.mp4
         return 2
     except KeyboardInterrupt:  # listing a large or network folder
         print("interrupted", file=sys.stderr)
@@ -522,7 +522,7 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line_name(str(err))}", file=sys.stderr)
         return 2
     except (RuntimeError, MemoryError) as err:  # MemoryError: NumPy's (very many pairs or clips)
         if isinstance(err, RuntimeError) and not out_of_memory(err):

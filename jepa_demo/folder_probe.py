@@ -170,9 +170,10 @@ def format_folder_report(report: dict) -> str:
     lines = [f"### kNN probe (k={report['k']}, cosine, leave-one-out) of the sub-folder labels of {report['folder']}: "
              f"{report['clips']} clips", ""]
     if report["unreadable"]:
-        lines += [f"Left out, cannot be read: {len(report['unreadable'])} (first: {report['unreadable'][0]})", ""]
+        first = one_line_name(report["unreadable"][0])
+        lines += [f"Left out, cannot be read: {len(report['unreadable'])} (first: {first})", ""]
     if report["too_few"]:
-        few = ", ".join(f"{label} ({count})" for label, count in report["too_few"].items())
+        few = ", ".join(f"{one_line_name(label)} ({count})" for label, count in report["too_few"].items())
         lines += [f"Left out, labels with fewer than {MIN_PER_LABEL} readable videos: {few}", ""]
     lines += ["| label (clips) | " + " | ".join(scorers) + " |", "|---" * (len(scorers) + 1) + "|"]
     for label, count in report["labels"].items():

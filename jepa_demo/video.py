@@ -217,11 +217,12 @@ def list_videos(root, what: str | None = None, hint: str = "") -> list[Path]:
 
 
 def _video_files(root: Path, what: str) -> list[Path]:
-    """Sub-folders that are links are followed (a probe folder of links to where each label's videos live; rglob
-    skipped them, and their labels with them), except a link back to a folder above it, which would loop. A file
-    reached by two paths counts once, under the shorter (then the first in order): root/dogs/a.mp4 rather than
-    root/cats/friends/a.mp4 through a link to ../dogs. A folder that cannot be listed, or a link to something missing
-    (a label folder on a drive not mounted), is an error rather than a label or a file silently missing."""
+    """Files and folders whose names start with a dot are left out. Sub-folders that are links are followed (a probe
+    folder of links to where each label's videos live; rglob skipped them, and their labels with them), except a link
+    back to a folder above it, which would loop. A file reached by two paths counts once, under the shorter (then the
+    first in order): root/dogs/a.mp4 rather than root/cats/friends/a.mp4 through a link to ../dogs. A folder that
+    cannot be listed, or a link to something missing (a label folder on a drive not mounted), is an error rather than
+    a label or a file silently missing."""
     def refuse(err: OSError):
         raise ValueError(f"{what}: cannot read the folder {err.filename} ({err.strerror or err})")
 
@@ -231,7 +232,12 @@ def _video_files(root: Path, what: str) -> list[Path]:
         if any(real_folders.get(parent) == real for parent in Path(folder).parents):
             subfolders.clear()  # a link to a folder above: its files are reached there
             continue
+        # hidden names are not the user's videos: a Mac's ._clip.mp4 beside each clip copied to a FAT or exFAT
+        # drive, a drive's .Trash-1000 folder
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         for name in names:
+            if name.startswith("."):
+                continue
             path = Path(folder) / name
             _check_link(path, what)
             if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
@@ -242,8 +248,8 @@ def _video_files(root: Path, what: str) -> list[Path]:
 def _check_link(path: Path, what: str) -> None:
     """ValueError for a link that cannot be followed (missing, looping, or where one may not look): it may be a video,
     or a folder of them (os.walk lists a link to a missing folder among the files; a label folder's name may hold a
-    dot, 'St. Bernard'). Hidden names are left alone (an editor's lock file, .#notes.txt, is a link to nowhere)."""
-    if path.name.startswith(".") or not path.is_symlink():
+    dot, 'St. Bernard')."""
+    if not path.is_symlink():
         return
     try:
         path.stat()

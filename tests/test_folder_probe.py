@@ -121,6 +121,12 @@ def test_a_folder_without_two_labels_and_options_for_the_world_are_refused(tiny_
     assert "at least 4 readable videos each; found none; 8 could not be read (first: " in capsys.readouterr().err
     assert main(["--folder", str(tmp_path / "nothing"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: not a folder"
+    (tmp_path / "one" / "only" / "gone\n.mp4").symlink_to(tmp_path / "unmounted.mp4")  # BUG: said in two lines
+    assert main(["--folder", str(tmp_path / "one"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'one'}: {tmp_path / 'one' / 'only'}/gone\\n.mp4 is a "
+                                       f"link to {tmp_path / 'unmounted.mp4'} that cannot be followed (No such file "
+                                       "or directory)\n")
+    (tmp_path / "one" / "only" / "gone\n.mp4").unlink()
     # BUG: said only once every checkpoint had loaded, a Hub one downloaded first (this one cannot be)
     assert main(["--folder", str(tmp_path / "nothing"), "--checkpoint", "someone/not-in-the-cache"]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: not a folder"
@@ -194,3 +200,8 @@ def test_a_label_with_a_bar_or_a_newline_keeps_its_table_row_whole():
     assert len(rows) == 2 + len(labels) + 1  # the header, its rule, a row per label and the total
     assert {row.replace("\\|", "").count("|") for row in rows} == {5}  # four cells each
     assert rows[2].startswith("| a\\|b (4) |") and rows[3].startswith("| c\\nd (4) |")
+    # and the lines above the table, naming a file or a label left out
+    report.update(unreadable=["clips/e\nf.mp4: not a readable video"], too_few={"g\nh": 3})
+    lines = format_folder_report(report).splitlines()
+    assert "Left out, cannot be read: 1 (first: clips/e\\nf.mp4: not a readable video)" in lines
+    assert "Left out, labels with fewer than 4 readable videos: g\\nh (3)" in lines

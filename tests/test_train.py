@@ -435,6 +435,12 @@ def test_bad_settings_exit_with_one_line(tmp_path, capsys):
     assert "--config is empty" in capsys.readouterr().err
     assert main(["--config", TINY, f"data={tmp_path / 'no-videos'}", f"out_dir={tmp_path / 'run'}"]) == 2
     assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "gone\n.mp4").symlink_to(tmp_path / "unmounted.mp4")  # BUG: said in two lines
+    assert main(["--config", TINY, f"data={tmp_path / 'videos'}", f"out_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("/gone\\n.mp4 is a link to " f"{tmp_path / 'unmounted.mp4'} that "
+                                                  "cannot be followed (No such file or directory)\n")
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 

@@ -294,6 +294,17 @@ def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_o
     assert list_videos(probe) == [probe / "also-cats" / "a.mp4", probe / "dogs" / "a.mp4"]
 
 
+def test_hidden_names_are_left_out_and_a_cameras_capital_suffixes_listed(tmp_path):
+    """BUG: a Mac's AppleDouble file beside each clip copied to a FAT or exFAT drive (._a.mp4, 4 KB, no video) and a
+    drive's .Trash-1000 were listed: half the files 'cannot be read' in training, a trash label in the probe."""
+    for name in ("cats/IMG_0001.MOV", "cats/._IMG_0001.MOV", "dogs/GOPR0001.MP4", ".Trash-1000/files/c.mp4",
+                 "dogs/.hidden/d.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "dogs" / ".#notes.txt").symlink_to("user@host.1234:1700000000")  # an editor's lock: a link nowhere
+    assert list_videos(tmp_path) == [tmp_path / "cats" / "IMG_0001.MOV", tmp_path / "dogs" / "GOPR0001.MP4"]
+
+
 @pytest.mark.parametrize("name, extra", [("b-frames.mp4", ["-bf", "3", "-g", "12"]), ("clip.gif", []),
                                          ("open-gop.mp4", ["-bf", "3", "-g", "12", "-x264-params", "open-gop=1"]),
                                          ("clip.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-g", "8"]),

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from jepa_demo.checkpoint import CheckpointError, first_line, push_to_hub, quiet_hub_client
-from jepa_demo.cli import Once, out_of_memory, print_result
+from jepa_demo.cli import Once, one_line_name, out_of_memory, print_result
 
 from .config import load_config
 from .data import DataLost
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         print(f"error: {own_message(err)}; {stands()}", file=sys.stderr)
         return 1
     except ValueError as err:
-        print(f"error: {own_message(err)}", file=sys.stderr)
+        print(f"error: {one_line_name(own_message(err))}", file=sys.stderr)  # it may name a file called a\nb.mp4
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
         print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or own_message(err)}; "
