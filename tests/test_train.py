@@ -1398,3 +1398,31 @@ def test_folder_batches_skip_a_file_that_fails_past_the_start_check(tmp_path, mo
         batches()[0]
     # BUG: a line for every file of a lost drive before that error (5000 lines for 5000 clips)
     assert "skipping" not in capsys.readouterr().err
+
+
+def test_a_label_folder_lost_mid_run_spreads_its_share_and_is_said_in_a_few_lines(tmp_path, monkeypatch, capsys):
+    """BUG: a failed pick fell back to the next file in sorted order: a label's folder lost mid-run (its linked drive
+    unmounted) gave all its share to the one file after it, 5 times its own here; each lost file had its own line."""
+    import train.data as data
+    from jepa_demo.config import PreprocessConfig
+    from jepa_demo.video import VideoError, write_video
+
+    for name, shade in (("keep/x.mp4", 60), ("keep/y.mp4", 200), *((f"lost/{i}.mp4", 120) for i in range(8))):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        write_video(tmp_path / name, np.full((8, 32, 32, 3), shade, np.uint8))
+    batches = data.FolderBatches(str(tmp_path), PreprocessConfig(img_size=32, num_frames=4), batch_size=10, seed=0,
+                                 rank=0)
+    read = data.read_video
+
+    def lost(path, **kwargs):
+        if path.parent.name == "lost":
+            raise VideoError(f"{path.name}: file not found")
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(data, "read_video", lost)
+    clips = torch.cat([batches[step] for step in range(20)])
+    shades = torch.tensor([float(clip.mean()) for clip in clips])
+    from_x = int((shades < (shades.min() + shades.max()) / 2).sum())  # x is the darker of the two that read
+    assert 0.35 < from_x / len(clips) < 0.65  # x's share and y's alike, each about half
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4 and lines[-1].endswith("; 8 files skipped so far")  # the 1st, 2nd, 4th and 8th

@@ -80,18 +80,20 @@ class FolderBatches(Dataset):
         lengths = rng.uniform(self.MIN_SPAN, 1.0, self.batch_size)
         starts = rng.uniform(0.0, 1.0 - lengths)
         spans = [(start, min(1.0, start + length)) for start, length in zip(starts, lengths)]
-        clips = [self._read(int(i), span) for i, span in zip(picks, spans)]
+        clips = [self._read(int(pick), span, (step, i)) for i, (pick, span) in enumerate(zip(picks, spans))]
         return torch.stack([preprocess_video(c, self.preprocess) for c in clips])  # (B, 3, T, S, S)
 
-    def _read(self, pick: int, span: tuple[float, float]) -> np.ndarray:
-        """The stretch `span` of file `pick`, or of the next file that reads: the start check decoded only each file's
+    def _read(self, pick: int, span: tuple[float, float], draw: tuple[int, int]) -> np.ndarray:
+        """The stretch `span` of file `pick`, or of another that reads: the start check decoded only each file's
         first frame, and one damaged stream should not stop a run hours in (nor its --resume, at the same step).
-        A failed file is tried again in later batches: a file damaged in one stretch reads in others, and skipping it
-        from then on would make the batches depend on what this process read before, not on the step alone (a
-        resumed run, or another data worker, would draw others)."""
+        Another file is drawn at random for the `draw` (step, clip) as the pick was, not the next in order: a label's
+        folder that fails (its linked drive gone) would give all its share to the file after it. A failed file is
+        tried again in later batches: a file damaged in one stretch reads in others, and skipping it from then on
+        would make the batches depend on what this process read before, not on the step alone (a resumed run, or
+        another data worker, would draw others)."""
         failed = []
-        for offset in range(len(self.files)):
-            path = self.files[(pick + offset) % len(self.files)]
+        for index in self._in_order_of_trial(pick, draw):
+            path = self.files[index]
             try:  # decoded straight to the model's short side: a 1080p file is never held at full size
                 clip = read_video(path, num_frames=self.preprocess.num_frames, size=self.preprocess.resize_to,
                                   span=span)
@@ -101,10 +103,25 @@ class FolderBatches(Dataset):
             for path, err in failed:  # said once some file reads: a lost drive is one line (below), not one a file
                 if path not in self.reported:
                     self.reported.add(path)
-                    print(one_line_name(f"data: skipping {path} where it cannot be read ({err})"), file=sys.stderr)
+                    self._say_skipped(path, err)
             return clip
         raise DataLost(one_line_name(f"data: none of the {len(self.files)} video files can be read any more (first: "
                                      f"{with_path(failed[0][1], failed[0][0])})"))
+
+
+    def _in_order_of_trial(self, pick: int, draw: tuple[int, int]):
+        """`pick`, then every other file in an order drawn for this clip (only when the pick fails)."""
+        yield pick
+        others = np.random.default_rng((self.seed, *draw, self.rank, 1)).permutation(len(self.files))
+        yield from (int(index) for index in others if index != pick)
+
+    def _say_skipped(self, path: Path, err: VideoError) -> None:
+        """A line for the 1st, 2nd, 4th, 8th... file found unreadable in this process: a label's folder lost
+        mid-run is a few lines, not one a file."""
+        count = len(self.reported)
+        if count & (count - 1) == 0:
+            so_far = f"; {count} files skipped so far" if count > 1 else ""
+            print(one_line_name(f"data: skipping {path} where it cannot be read ({err}){so_far}"), file=sys.stderr)
 
 
 class DataLost(ValueError):
