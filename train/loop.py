@@ -243,9 +243,10 @@ def _changed(saved: dict, record: dict) -> dict:
 
 
 def _same_setting(key: str, saved, value) -> bool:
-    """data=clips/ and data=./clips name the folder data=clips did (its files are compared apart: data_files)."""
+    """data=clips/, data=./clips and data=/home/me/clips (from /home/me) name the folder data=clips did (its files
+    are compared apart: data_files)."""
     if key == "data" and isinstance(saved, str) and value != "world" and saved != "world":
-        return os.path.normpath(saved) == os.path.normpath(value)
+        return os.path.realpath(saved) == os.path.realpath(value)
     return saved == value
 
 
