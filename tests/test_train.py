@@ -363,6 +363,16 @@ def test_data_workers_leave_ctrl_c_to_the_training_process():
         signal.signal(signal.SIGINT, saved)
 
 
+def test_resume_without_a_save_says_it_starts_over_on_stderr(tmp_path, capsys):
+    """BUG: on stdout, among the results: `> train.log` (or a mistyped out_dir) hid that nothing was continued."""
+    from train.__main__ import main
+
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=1", "--resume"]) == 0
+    out, err = capsys.readouterr()
+    assert f"--resume: no train_state.safetensors in {tmp_path / 'run'}, starting from step 0\n" in err
+    assert "starting from step 0" not in out
+
+
 def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):
     from train.__main__ import main
 
@@ -431,6 +441,12 @@ def test_bad_settings_exit_with_one_line(tmp_path, capsys):
     assert main(["--config", str(not_yaml)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not valid YAML: unacceptable character #x0007" in err
+    not_yaml.write_text("lr: " + "[" * 5000 + "]" * 5000 + "\n")  # BUG: PyYAML's RecursionError, a traceback
+    assert main(["--config", str(not_yaml)]) == 2
+    assert capsys.readouterr().err == f"error: recipe {not_yaml} is not valid YAML: nested too deeply\n"
+    not_yaml.write_bytes(b"\0" * (3 * 2**20))  # --config clip.mp4: it was read whole first
+    assert main(["--config", str(not_yaml)]) == 2
+    assert capsys.readouterr().err == f"error: recipe {not_yaml} is 3 MB, not a recipe (a few lines of key: value)\n"
     assert main(["--config", " ", f"out_dir={tmp_path / 'run'}"]) == 2  # --config "$RECIPE" with RECIPE unset
     assert "--config is empty" in capsys.readouterr().err
     assert main(["--config", TINY, f"data={tmp_path / 'no-videos'}", f"out_dir={tmp_path / 'run'}"]) == 2

@@ -190,9 +190,13 @@ def _read_recipe(path: str) -> dict:
             raise ValueError(f"recipe {path} is a folder: give a recipe file in it, e.g. {path / 'cpu.yaml'}")
         if not path.is_file():
             raise ValueError(f"recipe {path} not found")
+        if (size := path.stat().st_size) > 2**20:  # --config clip.mp4: not read whole into memory to find out
+            raise ValueError(f"recipe {path} is {size / 2**20:.0f} MB, not a recipe (a few lines of key: value)")
         values = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
     except UnicodeDecodeError:
         raise ValueError(f"recipe {path} is not a text file") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ValueError(f"recipe {path} is not valid YAML: nested too deeply") from None
     except OSError as err:  # not "could not write": nothing has been written yet
         raise ValueError(f"cannot read recipe {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:

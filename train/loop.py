@@ -484,7 +484,7 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
         start, seconds_before = load_training_state(out, model, optimizer, runtime.world_size)
     elif runtime.is_main:
         if resume:
-            print(f"--resume: no {STATE_NAME} in {out}, starting from step 0")
+            print(f"--resume: no {STATE_NAME} in {out}, starting from step 0", file=sys.stderr)  # not a result
         replace_finished_run(out)
     if runtime.world_size > 1:
         check_processes_resume_together(start, runtime)
