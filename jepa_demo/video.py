@@ -239,9 +239,12 @@ def _video_files(root: Path, what: str) -> list[Path]:
             if name.startswith("."):
                 continue
             path = Path(folder) / name
-            _check_link(path, what)
-            if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-                by_file.setdefault(os.path.realpath(path), []).append(path)
+            try:  # a folder that lists but cannot be entered (chmod 644: no x) raises from is_symlink and is_file
+                _check_link(path, what)
+                if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+                    by_file.setdefault(os.path.realpath(path), []).append(path)
+            except OSError as err:
+                raise ValueError(f"{what}: cannot read {path} ({err.strerror or err})") from None
     return [min(paths, key=lambda path: (len(path.parts), str(path))) for paths in by_file.values()]
 
 

@@ -292,6 +292,17 @@ def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_o
         (probe / name).unlink()
     (probe / ".#notes.txt").symlink_to("user@host.1234:1700000000")  # an editor's lock file: not a video
     assert list_videos(probe) == [probe / "also-cats" / "a.mp4", probe / "dogs" / "a.mp4"]
+    # BUG: a folder that can be listed but not entered (chmod -R 644, not root) raised PermissionError: a traceback
+    real_stat = os.stat
+
+    def unenterable_dogs(path, *args, **kwargs):  # pathlib's is_symlink and is_file both stat
+        if Path(path).parent.name == "dogs":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", unenterable_dogs)
+    with pytest.raises(ValueError, match=f"^{probe}: cannot read {probe / 'dogs' / 'a.mp4'} .Permission denied.$"):
+        list_videos(probe)
 
 
 def test_hidden_names_are_left_out_and_a_cameras_capital_suffixes_listed(tmp_path):
