@@ -192,7 +192,8 @@ def probe_clips(train: int, test: int, first_seed: int, size: int, num_frames: i
 
 def representation_scores(embed, train_clips, test_clips,
                           k: int = KNN_NEIGHBOURS) -> tuple[dict, dict[str, np.ndarray]]:
-    """kNN (cosine) and linear (logistic regression on standardised embeddings) probe accuracy per label, and the
+    """kNN (cosine; a tied vote goes to the value first in sorted order, scikit-learn's rule, for every encoder
+    alike) and linear (logistic regression on standardised embeddings) probe accuracy per label, and the
     effective rank (RankMe) of the test clips' embeddings; with, per probe, a (labels, test clips) bool array of the
     answers it got right (for `paired_difference`)."""
     train_x = np.stack([check_finite(embed(c.frames)) for c in train_clips])
@@ -415,7 +416,12 @@ def format_difference(stats: dict) -> str:
 
 def format_report(report: dict) -> str:
     """Markdown tables (they read fine in a terminal too)."""
-    lines = []
+    settings = report["settings"]
+    lines = [] if enough_for_verdicts(settings) else [
+        f"(Too few for the intervals below to mean much: {settings['resamples']} resamples, {settings['num_pairs']} "
+        f"pairs, {settings['probe_test']} probe test clips, {max(1, settings['num_pairs'] // 2)} tracking clips; "
+        f"at least {MIN_RESAMPLES_FOR_VERDICTS} resamples and {MIN_ITEMS_FOR_VERDICTS} of each make them meaningful.)",
+        ""]
     for condition, scorers in report["pairs"].items():
         lines += [f"### Violation pairs, {condition} clips ({report['settings']['num_pairs']} pairs)", "",
                   "Pairwise accuracy: share of pairs where the implausible twin scores higher (a tie counts half) "
@@ -475,6 +481,13 @@ def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
 # handful of pairs or test clips can all agree by chance
 MIN_RESAMPLES_FOR_VERDICTS = 200
 MIN_ITEMS_FOR_VERDICTS = 20
+
+
+def enough_for_verdicts(settings: dict) -> bool:
+    """Whether a report's intervals rest on enough resamples and items to call a difference clear."""
+    tracking_clips = max(1, settings["num_pairs"] // 2)  # as `evaluate` draws them (format_report says so too)
+    return (settings["resamples"] >= MIN_RESAMPLES_FOR_VERDICTS
+            and min(settings["num_pairs"], settings["probe_test"], tracking_clips) >= MIN_ITEMS_FOR_VERDICTS)
 
 # The options' defaults: None in the parser, so that one given where it does not apply can be refused.
 DEFAULT_PAIRS, DEFAULT_PROBE_CLIPS, DEFAULT_MAX_CLIPS = 100, 300, 300

@@ -23,6 +23,7 @@ from .evaluate import (  # noqa: E402
     RANDOM,
     SHIFT_READING,
     VALIDATION_SEED,
+    enough_for_verdicts,
     format_difference,
     format_report,
 )
@@ -74,7 +75,7 @@ def _names(report: dict) -> tuple[str, str | None]:
 def summary_lines(report: dict) -> list[str]:
     jepa, pixel = _names(report)
     pairs = report["pairs"]
-    sure = _enough_for_verdicts(report["settings"])
+    sure = enough_for_verdicts(report["settings"])
     lines = [] if sure else [f"- Fewer than {MIN_RESAMPLES_FOR_VERDICTS} resamples, or fewer than "
                              f"{MIN_ITEMS_FOR_VERDICTS} pairs, probe test clips or tracking clips (half as many as "
                              "pairs): no difference below is called clear, whatever its interval."]
@@ -115,12 +116,6 @@ def summary_lines(report: dict) -> list[str]:
                  f"({format_difference(track['objects_minus_copy'])}, 95 % interval of the difference, resampling "
                  f"clips): it {finding}.")
     return lines
-
-
-def _enough_for_verdicts(settings: dict) -> bool:
-    tracking_clips = max(1, settings["num_pairs"] // 2)  # as jepa_demo.evaluate.evaluate draws them
-    return (settings["resamples"] >= MIN_RESAMPLES_FOR_VERDICTS
-            and min(settings["num_pairs"], settings["probe_test"], tracking_clips) >= MIN_ITEMS_FOR_VERDICTS)
 
 
 def _side(difference: dict, sure: bool = True) -> int:

@@ -244,6 +244,12 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     assert any("**clearly behind** the random encoder (-0.250" in line for line in summary_lines(report))
     assert "| kind |" in format_report(report)
     assert any("kNN probe" in line for line in summary_lines(report))
+    # BUG: the tables printed in the terminal gave no such caution (one resample: intervals of zero width)
+    assert not format_report(report).startswith("(Too few")
+    report["settings"].update(resamples=1)
+    assert format_report(report).startswith("(Too few for the intervals below to mean much: 1 resamples, 40 pairs, 200 "
+                                            "probe test clips, 20 tracking clips; at least 200 resamples and 20 of "
+                                            "each make them meaningful.)\n")
     assert report["settings"]["hardware"].endswith(")") and "CPU threads" in report["settings"]["hardware"]
 
 
