@@ -36,7 +36,7 @@ from .inference import JEPAModel
 from .video import VideoError, folder_label, list_videos, read_video, with_path
 
 # Left one out, a clip of a label with c videos has at most c - 1 neighbours of its own: with k = 5, a label of 3 or
-# fewer would be wrong every time, whatever the embeddings
+# fewer would never win the vote outright, whatever the embeddings (at best a 2-2-1 tie, which goes by name)
 MIN_PER_LABEL = 4
 
 
@@ -75,7 +75,9 @@ def check_labels(root, counts: Counter, what: str, unreadable: list[str] = ()) -
 
 
 def leave_one_out_knn(embeddings: np.ndarray, labels: list[str], k: int = 5) -> np.ndarray:
-    """(clips,) bool: whether the majority label of each clip's k nearest other clips (cosine) is its own."""
+    """(clips,) bool: whether the majority label of each clip's k nearest other clips (cosine) is its own. A tied
+    vote goes to the label first in sorted order (scikit-learn's rule): the same rule for every encoder compared, so
+    the lead over the random one stands, but a label's own row gains or loses by its name."""
     neighbours = min(k, len(embeddings) - 1)
     probe = KNeighborsClassifier(n_neighbors=neighbours, metric="cosine")
     return cross_val_predict(probe, embeddings, labels, cv=LeaveOneOut()) == np.asarray(labels)
@@ -167,7 +169,8 @@ def _cell(label: str) -> str:
 def format_folder_report(report: dict) -> str:
     """A Markdown table: accuracy per label and in all, per model; the first one's lead over the random encoder."""
     scorers = list(report["accuracy"])
-    lines = [f"### kNN probe (k={report['k']}, cosine, leave-one-out) of the sub-folder labels of {report['folder']}: "
+    lines = [f"### kNN probe (k={report['k']}, cosine, leave-one-out) of the sub-folder labels of "
+             f"{one_line_name(report['folder'])}: "
              f"{report['clips']} clips", ""]
     if report["unreadable"]:
         first = one_line_name(report["unreadable"][0])

@@ -201,7 +201,8 @@ def test_a_label_with_a_bar_or_a_newline_keeps_its_table_row_whole():
     assert {row.replace("\\|", "").count("|") for row in rows} == {5}  # four cells each
     assert rows[2].startswith("| a\\|b (4) |") and rows[3].startswith("| c\\nd (4) |")
     # and the lines above the table, naming a file or a label left out
-    report.update(unreadable=["clips/e\nf.mp4: not a readable video"], too_few={"g\nh": 3})
+    report.update(unreadable=["clips/e\nf.mp4: not a readable video"], too_few={"g\nh": 3}, folder="my\nclips")
     lines = format_folder_report(report).splitlines()
+    assert lines[0].startswith("### kNN probe (k=5, cosine, leave-one-out) of the sub-folder labels of my\\nclips: ")
     assert "Left out, cannot be read: 1 (first: clips/e\\nf.mp4: not a readable video)" in lines
     assert "Left out, labels with fewer than 4 readable videos: g\\nh (3)" in lines
