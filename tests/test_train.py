@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -243,7 +244,7 @@ def test_resume_in_a_checkpoint_folder_without_a_training_state_replaces_its_mod
     (out / "train_state.safetensors").unlink()  # what a shipped checkpoint folder holds
     _interrupt_after(monkeypatch, 1)
     assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=4", "--resume"]) == 130
-    assert "no train_state.safetensors" in capsys.readouterr().out
+    assert "no train_state.safetensors" in capsys.readouterr().err
     assert not (out / "model.safetensors").exists() and not (out / "README.md").exists()
 
 
@@ -262,7 +263,7 @@ def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path,
     assert not any((out / name).exists() for name in CHECKPOINT_FILES if name not in written_at_start)
     _interrupt_after(monkeypatch, 3)  # this time it stops after its save at step 2
     assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002", "--resume"]) == 130
-    assert "no train_state.safetensors" in capsys.readouterr().out
+    assert "no train_state.safetensors" in capsys.readouterr().err
     monkeypatch.undo()
     unfinished = (out / "train_state.safetensors").read_bytes()
     assert main(["--config", TINY, f"out_dir={out}", "steps=6"]) == 2
@@ -1192,6 +1193,12 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys, monkeypatch):
     assert main(spelled_otherwise) == 0, capsys.readouterr().err  # the same folder (it was refused as another)
     monkeypatch.chdir(tmp_path)  # BUG: and relative to where the run resumes, it was refused as another setting
     assert main([a if not a.startswith("data=") else "data=clips" for a in resume]) == 0, capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # and back from another folder: the record now says "clips"
+    assert main(resume) == 0, capsys.readouterr().err
+    copy = shutil.copytree(tmp_path / "clips", tmp_path / "elsewhere" / "copy")  # a copy, the same files
+    assert main([a if not a.startswith("data=") else f"data={copy}" for a in resume]) == 0, capsys.readouterr().err
+    assert main(resume) == 0, capsys.readouterr().err  # the record names the original again, for what follows
     record = json.loads((out / "train_config.json").read_text())
     for left_out in (("data_sizes", "data_labels"), ("data_files", "data_sizes", "data_labels")):  # older records
         (out / "train_config.json").write_text(json.dumps({k: v for k, v in record.items() if k not in left_out}))

@@ -238,15 +238,16 @@ def _changed(saved: dict, record: dict) -> dict:
     """The settings of `record` that a resume may not change and `saved` holds otherwise (those recorded later only
     where `saved` has them)."""
     return {key: value for key, value in record.items()
-            if key not in MAY_CHANGE_ON_RESUME and not _same_setting(key, saved.get(key), value)
+            if key not in MAY_CHANGE_ON_RESUME and not _same_setting(key, saved.get(key), value, "data_files" in saved)
             and (key in saved or key not in RECORDED_LATER)}
 
 
-def _same_setting(key: str, saved, value) -> bool:
-    """data=clips/, data=./clips and data=/home/me/clips (from /home/me) name the folder data=clips did (its files
-    are compared apart: data_files)."""
+def _same_setting(key: str, saved, value, files_recorded: bool) -> bool:
+    """A data folder is the same data when its files are (data_files, data_sizes, compared apart), however it is
+    named: data=clips from /home/me, data=/home/me/clips from anywhere, a copy on another drive. A run recorded
+    before its files were is compared by the folder's real path."""
     if key == "data" and isinstance(saved, str) and value != "world" and saved != "world":
-        return os.path.realpath(saved) == os.path.realpath(value)
+        return files_recorded or os.path.realpath(saved) == os.path.realpath(value)
     return saved == value
 
 
