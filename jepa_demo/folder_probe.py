@@ -36,7 +36,8 @@ from .inference import JEPAModel
 from .video import VideoError, folder_label, list_videos, read_video, with_path
 
 # Left one out, a clip of a label with c videos has at most c - 1 neighbours of its own: with k = 5, a label of 3 or
-# fewer would never win the vote outright, whatever the embeddings (at best a 2-2-1 tie, which goes by name)
+# fewer never holds a majority of the vote, whatever the embeddings (it can win only a plurality, as the other labels
+# happen to split the rest)
 MIN_PER_LABEL = 4
 
 
