@@ -9,17 +9,24 @@ PY := $(VENV)/bin/python
 # pip byte-compiles one file at a time (78 of its 114 s on 2 cores); compileall uses every core. It fails on the one
 # file torch ships in Python 3.12 syntax, which pip leaves out silently: hence the || true.
 # constraints.txt holds the versions the suite last passed with, so a clone installs those, not whatever is newest.
-$(VENV)/.installed: requirements.txt constraints.txt | venv-works
-	@if [ -d $(VENV) ] && [ ! -e $@ ] && [ ! -e $(VENV)/.made-by-make ]; then \
+# Marked as make's before venv runs (a venv stopped halfway is still make's to redo); a half-made one (an install that
+# failed) is removed, as venv over it keeps its bin/python (.installed alone: one made before .packages existed, which
+# is installed over). Installed (.packages) apart from the gallery step after it, whose failure (a cache folder it
+# cannot write: JEPA_LENS_CACHE names another) then reruns alone, not the whole download.
+$(VENV)/.packages: requirements.txt constraints.txt | venv-works
+	@if [ -d $(VENV) ] && [ ! -e $@ ] && [ ! -e $(VENV)/.installed ] && [ ! -e $(VENV)/.made-by-make ]; then \
 		echo "$(VENV) is not one make made (uv, an IDE or python -m venv make one there too): move it away or" \
 			"rm -rf $(VENV), then rerun"; \
 		exit 1; fi
-	test -e $@ || rm -rf $(VENV)  # a half-made one (an install that failed): venv over it keeps its bin/python
+	test -e $@ || test -e $(VENV)/.installed || rm -rf $(VENV)  # half-made (see above)
+	mkdir -p $(VENV) && touch $(VENV)/.made-by-make
 	$(PYTHON) -m venv $(VENV)
-	touch $(VENV)/.made-by-make
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -r requirements.txt
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.packages
 	$(PY) -m jepa_demo.gallery --checkpoint checkpoints/default  # reads its shipped gallery (a stale one or a GPU's: built)
 	touch $@
 
@@ -32,7 +39,8 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 # torch, pinned already (and installed as 2.13.0+cpu here, a version PyPI does not have). Replaced only when a version
 # changed: a newer file would make the next make reinstall everything.
 constraints:
-	@test -x $(PY) || { echo "no $(VENV) to read versions from: make install-test first"; exit 1; }
+	@test -e $(VENV)/.installed-test || \
+		{ echo "no $(VENV) with the test needs to read versions from: make install-test first"; exit 1; }
 	{ echo "# Written by make constraints: the versions make test last passed with. make install installs these."; \
 	  $(PY) -m pip freeze --exclude torch; } > constraints.txt.new || { rm -f constraints.txt.new; exit 1; }
 	if cmp -s constraints.txt.new constraints.txt; then rm constraints.txt.new; else mv constraints.txt.new constraints.txt; fi
@@ -42,17 +50,17 @@ constraints:
 # another version now (a python3 upgraded from 3.11 to 3.12 looks for packages in lib/python3.12) cannot be repaired
 # in place: say so, instead of a bare "No such file or directory" or "No module named torch" from every command.
 venv-works:
-	@if [ ! -e $(VENV)/.installed ] && ! $(PYTHON) -c "import sys; raise SystemExit(sys.version_info < (3, 11))" \
+	@if [ ! -e $(VENV)/.packages ] && ! $(PYTHON) -c "import sys; raise SystemExit(sys.version_info < (3, 11))" \
 		2>/dev/null; then \
 		echo "$(PYTHON) ($$($(PYTHON) --version 2>/dev/null || echo not found)) is not Python 3.11 or newer: install" \
 			"python3.11 (or name one: make PYTHON=/path/to/python3.11 ...), then rerun"; \
 		exit 1; fi
-	@if [ ! -e $(VENV)/.installed ] && ! $(PYTHON) -c "import ensurepip" 2>/dev/null; then \
+	@if [ ! -e $(VENV)/.packages ] && ! $(PYTHON) -c "import ensurepip" 2>/dev/null; then \
 		echo "$(PYTHON) cannot make a virtual environment here: install its venv module (on Debian or Ubuntu:" \
 			"sudo apt install $$($(PYTHON) -c 'import sys; print("python3.%d-venv" % sys.version_info[1])'))," \
 			"then rerun"; \
 		exit 1; fi
-	@if [ -e $(VENV)/.installed ] && ! $(PY) -c "import os, sysconfig; \
+	@if [ -e $(VENV)/.packages ] && ! $(PY) -c "import os, sysconfig; \
 		raise SystemExit(not os.path.isdir(sysconfig.get_paths()['purelib']))" 2>/dev/null; then \
 		echo "$(VENV) no longer works (its Python is gone, or is another version now): rm -rf $(VENV), then rerun"; \
 		exit 1; fi

@@ -460,7 +460,7 @@ def _cannot_keep(model: JEPAModel, args) -> str | None:
     """Why the folder the command writes its product into (the checkpoint's with --ship, else the cache) cannot be
     written, or None."""
     folder, what, hint = (model.folder, "the checkpoint folder", "") if args.ship else \
-        (cache_folder(args.cache_dir), "the cache folder", "; --cache-dir can name one it can write")
+        (cache_folder(args.cache_dir), "the cache folder", "; --cache-dir or JEPA_LENS_CACHE can name one it can write")
     try:
         check_writable_folder(folder)
     except OSError as err:

@@ -292,7 +292,7 @@ def test_an_unwritable_cache_folder_is_named_once_the_library_builds_and_the_com
     assert gallery_module.main(["--clips", str(CLIPS), "--cache-dir", str(blocker / "cache")]) == 1
     out, err = capsys.readouterr()
     assert (out, err) == ("", f"error: cannot write the cache folder {blocker / 'cache'} (Not a directory); "
-                              "--cache-dir can name one it can write\n")
+                              "--cache-dir or JEPA_LENS_CACHE can name one it can write\n")
     assert calls == [CLIPS]  # refused before the build
     assert [p.name for p in tmp_path.iterdir()] == ["a file"]
 

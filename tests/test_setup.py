@@ -85,3 +85,24 @@ def test_make_leaves_a_virtual_environment_it_did_not_make_alone(tmp_path):
     assert done.returncode != 0 and "asked to" not in done.stdout
     assert f"{own} is not one make made" in done.stdout
     assert (own / "bin" / "tool").read_text() == "installed by hand\n"
+
+
+def test_make_reruns_only_the_step_that_failed_after_a_finished_package_install(tmp_path):
+    """BUG: the install marker came after the gallery step: when that step failed (a cache folder it cannot write),
+    the next make removed the whole .venv and downloaded everything again, at every retry."""
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls"
+    fake = f'#!/bin/sh\n[ "$1" = -c ] && exit 0\necho "$*" >> {calls}\nexit 0\n'  # records what it is asked to run
+    for python in (venv / "bin" / "python", tmp_path / "python3"):
+        python.write_text(fake)
+        python.chmod(0o755)
+    for marker in (".made-by-make", ".packages"):  # the packages went in; the gallery step after them failed
+        (venv / marker).touch()
+    done = subprocess.run(["make", "-C", str(ROOT), f"VENV={venv}", f"PYTHON={tmp_path / 'python3'}", "install"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert calls.read_text().splitlines() == ["-m jepa_demo.gallery --checkpoint checkpoints/default"]
+    assert (venv / "bin" / "python").exists() and (venv / ".installed").exists()
