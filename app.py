@@ -21,7 +21,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -86,7 +85,7 @@ from gradio_client.utils import is_http_url_like
 
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, is_hub_repo_id, quiet_hub_client
-from jepa_demo.cli import out_of_memory, write_nowhere
+from jepa_demo.cli import out_of_memory, stop_on_signals_as_on_ctrl_c, write_nowhere
 from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
 from jepa_demo.video import VIDEO_SUFFIXES, Clip
@@ -704,16 +703,6 @@ def launch(app: gr.Blocks, **kwargs):
                       **kwargs)
 
 
-def stop_on_signals_as_on_ctrl_c() -> None:
-    """`kill`, `docker stop` (SIGTERM) and a closed terminal (SIGHUP) stop the app as Ctrl-C does: Gradio closes the
-    server on KeyboardInterrupt, so the last sweep runs. Their default action ends the process and leaves every file.
-    A signal already ignored (SIGHUP under nohup) stays ignored."""
-    for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
-        stop = getattr(signal, name, None)
-        if stop is not None and signal.getsignal(stop) is signal.SIG_DFL:
-            signal.signal(stop, signal.default_int_handler)
-
-
 def use_own_gradio_folder(host: str, port: int) -> None:
     """Unless GRADIO_TEMP_DIR names a folder, keep Gradio's files in one of the app's own for its address,
     <tmp>/gradio/jepa-lens-HOST-PORT. No other program writes there, nor another JEPA Lens while this one holds the
@@ -806,7 +795,7 @@ def main() -> None:
     check_can_serve(host, port)
     warn_if_open_to_others(host)
     use_own_gradio_folder(host, port)
-    stop_on_signals_as_on_ctrl_c()
+    stop_on_signals_as_on_ctrl_c()  # Gradio closes its server on KeyboardInterrupt, so the last sweep runs
     try:
         warm_up_offered()
         ui = build_app_at_start()

@@ -11,6 +11,7 @@ import codecs
 import contextlib
 import json
 import os
+import signal
 import sys
 import unicodedata
 from pathlib import Path
@@ -109,15 +110,13 @@ def main(argv=None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:  # Ctrl-C: the lines printed so far stand
-        with contextlib.suppress(OSError):  # `... 2>&1 | head`: Ctrl-C ended the reader too
-            print("interrupted", file=sys.stderr)
+        say("interrupted")
         return 130
     except BrokenPipeError:  # the reader of stdout or stderr went away (`... 2>&1 | head -1`)
         write_nowhere(sys.stdout, sys.stderr)
         return 141  # 128 + SIGPIPE
     except OSError as err:  # stdout's disk is full (`... > /dev/full`)
-        with contextlib.suppress(OSError):
-            print(f"error: could not write the results: {err.strerror or err}", file=sys.stderr)
+        say(f"error: could not write the results: {err.strerror or err}")
         write_nowhere(sys.stdout)
         return 1
 
@@ -178,6 +177,40 @@ def print_result(text: str, standing: str) -> int:
     return 0
 
 
+def stop_on_signals_as_on_ctrl_c() -> dict:
+    """`kill`, `timeout`, `docker stop` (SIGTERM) and a closed terminal (SIGHUP) stop the process as Ctrl-C does, so
+    that what it cleans up on KeyboardInterrupt is cleaned up (the app's last sweep of uploads, the tour's temporary
+    clips); their default action ends it at once and leaves every file. A signal already ignored (SIGHUP under nohup)
+    stays ignored. Returns the handlers replaced, for `restore_signals`."""
+    replaced = {}
+    for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
+        stop = getattr(signal, name, None)
+        if stop is not None and signal.getsignal(stop) is signal.SIG_DFL:
+            replaced[stop] = signal.signal(stop, signal.default_int_handler)
+    return replaced
+
+
+@contextlib.contextmanager
+def signals_as_ctrl_c():
+    """`stop_on_signals_as_on_ctrl_c` for the block, the handlers as they were after it."""
+    replaced = stop_on_signals_as_on_ctrl_c()
+    try:
+        yield
+    finally:
+        for stop, handler in replaced.items():
+            signal.signal(stop, handler)
+
+
+def say(line: str) -> None:
+    """`line` on stderr, best effort: a stderr that fails (`2>/dev/full`, or a reader gone with the same Ctrl-C,
+    `... 2>&1 | head`) is pointed nowhere, silencing the rest rather than failing what is under way or its exit
+    status."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        write_nowhere(sys.stderr)
+
+
 def write_nowhere(*streams) -> None:
     """Point streams that can no longer be written at /dev/null: Python flushes them again at exit, and that would
     fail with a second error."""
@@ -219,3 +252,7 @@ def _run(args) -> int:
             continue
         print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)
     return 1 if failed else 0
+
+
+if __name__ == "__main__":  # python -m jepa_demo.cli, as python -m jepa_demo
+    sys.exit(main())

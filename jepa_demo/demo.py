@@ -8,7 +8,6 @@ prints the model's surprise over time for each: a model that understands the wor
 """
 
 import argparse
-import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import DEFAULT_CHECKPOINT, first_line
-from .cli import Once, check_finite, load_or_say_why, out_of_memory, read_for, write_nowhere
+from .cli import (
+    Once,
+    check_finite,
+    load_or_say_why,
+    out_of_memory,
+    read_for,
+    say,
+    signals_as_ctrl_c,
+    write_nowhere,
+)
 from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
 
@@ -46,6 +54,11 @@ def main(argv=None) -> int:
     if sys.stdout is None:  # started with stdout closed (`>&-`): a tour nobody sees, as the CLI refuses its results
         print("error: standard output is closed; nowhere to write the tour", file=sys.stderr)
         return 2
+    with signals_as_ctrl_c():  # `kill`, `timeout`, a closed terminal: the temporary clips go, as on Ctrl-C
+        return _tour(args)
+
+
+def _tour(args) -> int:
     try:
         model = load_or_say_why(args.checkpoint)
     except KeyboardInterrupt:  # loading is the slow part with a Hub id (retries) or V-JEPA 2 on a CPU
@@ -96,8 +109,7 @@ def _stop(message: str | None, status: int) -> int:
     except OSError:
         write_nowhere(sys.stdout)
     if message:
-        with contextlib.suppress(OSError):  # stderr gone too (`... 2>&1 | head -1`)
-            print(message, file=sys.stderr)
+        say(message)  # stderr gone too (`... 2>&1 | head -1`): best effort
     return status
 
 

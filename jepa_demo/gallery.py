@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, atomic_write, check_writable_folder, first_line
-from .cli import Once, check_finite, load_or_say_why, out_of_memory, print_any_name, print_result, write_nowhere
+from .cli import Once, check_finite, load_or_say_why, out_of_memory, print_any_name, print_result, say
 from .config import to_dict
 from .inference import JEPAModel
 from .world import WorldConfig, render_clip
@@ -440,20 +440,11 @@ def main(argv=None) -> int:
     print_any_name()
     try:
         with warnings.catch_warnings():  # the library's warnings (a cache it cannot write), one line each as ours
-            warnings.showwarning = lambda message, *args, **kwargs: _say(f"warning: {message}")
+            warnings.showwarning = lambda message, *args, **kwargs: say(f"warning: {message}")
             return _build_and_ship(args)
     except KeyboardInterrupt:  # files are written whole or not at all
-        _say("interrupted")  # best effort: `... 2>&1 | head` ends its reader with the same Ctrl-C
+        say("interrupted")  # best effort: `... 2>&1 | head` ends its reader with the same Ctrl-C
         return 130
-
-
-def _say(line: str) -> None:
-    """A progress or warning line on stderr, best effort: a stderr that fails (`2>/dev/full`, `2>&1 | head -1`)
-    silences the rest rather than abandoning minutes of building (its error was taken for the cache folder's)."""
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except OSError:
-        write_nowhere(sys.stderr)
 
 
 def _cannot_keep(model: JEPAModel, args) -> str | None:
@@ -475,7 +466,7 @@ def _build_and_ship(args) -> int:
     start = time.perf_counter()
 
     def progress(fraction: float, message: str) -> None:
-        _say(f"{fraction:4.0%} {message}")
+        say(f"{fraction:4.0%} {message}")  # best effort: a stderr that fails must not abandon minutes of building
 
     try:
         if found := find_gallery(model, args.cache_dir, args.clips):

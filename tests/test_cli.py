@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -354,6 +355,36 @@ def test_the_terminal_demo_stopped_with_ctrl_c_says_so_in_one_line(tiny_checkpoi
     assert capsys.readouterr().err == "interrupted\n"
 
 
+def test_the_terminal_demo_stopped_by_a_signal_removes_its_clips_and_says_so(tiny_checkpoint, monkeypatch, capsys,
+                                                                             tmp_path):
+    """BUG: `kill`, `timeout` or a closed terminal ended the tour at once, its temporary mp4 files left behind."""
+    import signal
+
+    from jepa_demo import demo
+
+    (temporary := tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    before = signal.getsignal(signal.SIGTERM)
+
+    def killed_while_writing(path, frames):
+        assert path.parent.parent == temporary and path.parent.name.startswith("jepa-demo-")
+        if signal.getsignal(signal.SIGTERM) is not signal.default_int_handler:  # unhandled, it would end the suite
+            pytest.fail("SIGTERM is not taken as Ctrl-C during the tour")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(demo, "write_video", killed_while_writing)
+    assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert not any(temporary.iterdir()) and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_cli_module_runs_as_the_other_tools_do():
+    """BUG: `python -m jepa_demo.cli surprise clip.mp4` (the form the other tools take) did nothing and exited 0."""
+    result = subprocess.run([sys.executable, "-m", "jepa_demo.cli", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m jepa_demo")
+
+
 @pytest.mark.parametrize("tool", ["jepa_demo.cli", "jepa_demo.demo", "jepa_demo.gallery", "jepa_demo.evaluate"])
 def test_a_hub_id_that_cannot_be_fetched_is_one_line_without_the_hub_clients_retry_warnings(tool):
     """BUG: with the Hub unreachable, the Hub client's warning at each retry (12 lines over 25 s for a refused
@@ -361,6 +392,7 @@ def test_a_hub_id_that_cannot_be_fetched_is_one_line_without_the_hub_clients_ret
     then fails: no network is used. The client's verbosity, global, is as it was after."""
     script = f"""
 import sys
+import tempfile
 from huggingface_hub.utils import logging as hub_logging
 from jepa_demo import checkpoint
 from {tool} import main
