@@ -60,7 +60,7 @@ venv-works:
 			"sudo apt install $$($(PYTHON) -c 'import sys; print("python3.%d-venv" % sys.version_info[1])'))," \
 			"then rerun"; \
 		exit 1; fi
-	@if [ -e $(VENV)/.packages ] && ! $(PY) -c "import os, sysconfig; \
+	@if { [ -e $(VENV)/.packages ] || [ -e $(VENV)/.installed ]; } && ! $(PY) -c "import os, sysconfig; \
 		raise SystemExit(not os.path.isdir(sysconfig.get_paths()['purelib']))" 2>/dev/null; then \
 		echo "$(VENV) no longer works (its Python is gone, or is another version now): rm -rf $(VENV), then rerun"; \
 		exit 1; fi

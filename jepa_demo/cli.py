@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import unicodedata
 from pathlib import Path
 
@@ -181,8 +182,11 @@ def stop_on_signals_as_on_ctrl_c() -> dict:
     """`kill`, `timeout`, `docker stop` (SIGTERM) and a closed terminal (SIGHUP) stop the process as Ctrl-C does, so
     that what it cleans up on KeyboardInterrupt is cleaned up (the app's last sweep of uploads, the tour's temporary
     clips); their default action ends it at once and leaves every file. A signal already ignored (SIGHUP under nohup)
-    stays ignored. Returns the handlers replaced, for `restore_signals`."""
+    stays ignored. Off the main thread, where Python takes no handler, nothing changes. Returns the handlers
+    replaced (`signals_as_ctrl_c` puts them back)."""
     replaced = {}
+    if threading.current_thread() is not threading.main_thread():
+        return replaced
     for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
         stop = getattr(signal, name, None)
         if stop is not None and signal.getsignal(stop) is signal.SIG_DFL:

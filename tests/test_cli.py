@@ -376,6 +376,24 @@ def test_the_terminal_demo_stopped_by_a_signal_removes_its_clips_and_says_so(tin
     assert demo.main(["--checkpoint", str(tiny_checkpoint), "--kind", "vanish"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
     assert not any(temporary.iterdir()) and signal.getsignal(signal.SIGTERM) is before
+    # off the main thread (a library user's worker) Python takes no handler: the tour runs, as it did before
+    import threading
+
+    from jepa_demo.cli import signals_as_ctrl_c
+
+    errors = []
+
+    def enter_from_a_thread():
+        try:
+            with signals_as_ctrl_c():
+                pass
+        except ValueError as err:  # "signal only works in main thread"
+            errors.append(err)
+
+    worker = threading.Thread(target=enter_from_a_thread)
+    worker.start()
+    worker.join()
+    assert errors == []
 
 
 def test_the_cli_module_runs_as_the_other_tools_do():

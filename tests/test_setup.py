@@ -106,3 +106,19 @@ def test_make_reruns_only_the_step_that_failed_after_a_finished_package_install(
     assert done.returncode == 0, done.stdout + done.stderr
     assert calls.read_text().splitlines() == ["-m jepa_demo.gallery --checkpoint checkpoints/default"]
     assert (venv / "bin" / "python").exists() and (venv / ".installed").exists()
+
+
+@pytest.mark.parametrize("marker", [".packages", ".installed"])  # .installed alone: made before .packages existed
+def test_make_says_an_installed_venv_whose_python_is_gone_no_longer_works(tmp_path, marker):
+    """BUG: a .venv installed before .packages existed was installed over, a dangling bin/python kept by venv: pip
+    failed with a bare 'No such file or directory' at every retry, instead of saying what to do."""
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(tmp_path / "python3.11-uninstalled")
+    (venv / marker).touch()
+    (venv / ".made-by-make").touch()
+    done = subprocess.run(["make", "-C", str(ROOT), f"VENV={venv}", "install"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and f"{venv} no longer works (its Python is gone" in done.stdout, done.stdout

@@ -1425,6 +1425,29 @@ def test_folder_batches_skip_a_file_that_fails_past_the_start_check(tmp_path, mo
     assert "skipping" not in capsys.readouterr().err
 
 
+def test_a_resume_from_a_copy_of_the_data_stopped_before_its_first_save_offers_to_resume_again(tmp_path, monkeypatch,
+                                                                                                 capsys):
+    """BUG: the save's own record of the settings holds no data files, so the copy was taken for another folder:
+    'nothing of this run was saved; the earlier run's save is as it was', though that --resume is accepted."""
+    from jepa_demo.video import write_video
+    from jepa_demo.world import WorldConfig, render_clip
+    from train.__main__ import main
+
+    for i in range(2):
+        (tmp_path / "clips").mkdir(exist_ok=True)
+        write_video(tmp_path / "clips" / f"{i}.mp4", render_clip(i, WorldConfig(size=40, num_frames=10)).frames)
+    copy = shutil.copytree(tmp_path / "clips", tmp_path / "copy")
+    out = tmp_path / "run"
+    _interrupt_after(monkeypatch, 2)
+    assert main(["--config", TINY, f"out_dir={out}", f"data={tmp_path / 'clips'}", "steps=4", "save_every=2"]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    _interrupt_after(monkeypatch, 0)  # stopped before its first step, and so before any save
+    assert main(["--config", TINY, f"out_dir={out}", f"data={copy}", "steps=4", "save_every=2", "--resume"]) == 130
+    assert capsys.readouterr().err.endswith(f"the last complete save in {out} stands; rerun the same command with "
+                                            "--resume to continue\n")
+
+
 def test_a_label_folder_lost_mid_run_spreads_its_share_and_is_said_in_a_few_lines(tmp_path, monkeypatch, capsys):
     """BUG: a failed pick fell back to the next file in sorted order: a label's folder lost mid-run (its linked drive
     unmounted) gave all its share to the one file after it, 5 times its own here; each lost file had its own line."""

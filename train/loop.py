@@ -229,16 +229,24 @@ def state_is_this_runs(cfg: TrainConfig, resumed: bool = False) -> bool:
         _, meta = load_tensors(Path(cfg.out_dir) / STATE_NAME, metadata_only=True)
     except CheckpointError:
         return False
+    try:  # the state records the settings, the run's record its data files too (what a data folder is compared by)
+        recorded = json.loads((Path(cfg.out_dir) / TRAIN_CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    files_recorded = isinstance(recorded, dict) and "data_files" in recorded
     step = int(meta.get("step", 0))
     return (step < cfg.steps or resumed and step == cfg.steps) and not _changed(meta.get("train", {}),
-                                                                                 config_to_dict(cfg))
+                                                                                 config_to_dict(cfg), files_recorded)
 
 
-def _changed(saved: dict, record: dict) -> dict:
+def _changed(saved: dict, record: dict, files_recorded: bool | None = None) -> dict:
     """The settings of `record` that a resume may not change and `saved` holds otherwise (those recorded later only
-    where `saved` has them)."""
+    where `saved` has them). `files_recorded`: whether the run recorded its data files, by which a data folder is
+    then compared (default: whether `saved` holds them)."""
     return {key: value for key, value in record.items()
-            if key not in MAY_CHANGE_ON_RESUME and not _same_setting(key, saved.get(key), value, "data_files" in saved)
+            if key not in MAY_CHANGE_ON_RESUME
+            and not _same_setting(key, saved.get(key), value, "data_files" in saved if files_recorded is None
+                                  else files_recorded)
             and (key in saved or key not in RECORDED_LATER)}
 
 
