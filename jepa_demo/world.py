@@ -139,6 +139,15 @@ class _Scene:
     size: int
 
 
+# Why a violation may not be possible at a given frame of a given start
+_CANNOT_SHOW = {"teleport": "no object in plain view there, or no free spot far enough away to move one to",
+                "vanish": "no object in plain view there",
+                "appear": "no free spot, colour and path for a new object",
+                "color_change": "no object in plain view there, or no colour left that no object has",
+                "shape_change": "no object in plain view there",
+                "pass_through": "no collision in view, or none whose pair would be drawn over each other"}
+
+
 def render_clip(seed: int, cfg: WorldConfig = WorldConfig(), violation: str | None = None,
                 violation_frame: int | None = None) -> Clip:
     """The clip for `seed`; with `violation`, the same clip until `violation_frame`, then the violation."""
@@ -151,10 +160,8 @@ def render_clip(seed: int, cfg: WorldConfig = WorldConfig(), violation: str | No
     t_v = _check_violation(violation, violation_frame, cfg, scene, plausible)
     trajectory = _violate(seed, cfg, scene, plausible, violation, t_v)
     if trajectory is None:
-        raise ValueError(f"seed {seed} cannot show a {violation!r} at frame {t_v}: no object in plain view there to "
-                         "change (for appear, no free spot, colour and path for a new one; for pass_through, no "
-                         "collision in view, or none whose pair would be drawn over each other), or the change would "
-                         "not show in the pixels; make_pair searches for a start that can")
+        raise ValueError(f"seed {seed} cannot show a {violation!r} at frame {t_v}: {_CANNOT_SHOW[violation]}, or the "
+                         "change would not show in the pixels; make_pair searches for a start that can")
     return _finish(seed, cfg, scene, plausible, trajectory, violation, t_v)
 
 

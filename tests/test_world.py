@@ -609,6 +609,14 @@ def test_a_violation_that_would_not_show_in_the_pixels_is_refused():
     assert implausible.labels["seed"] != 0 and not np.array_equal(plausible.frames[t_v:], implausible.frames[t_v:])
 
 
+def test_render_clip_names_why_a_violation_cannot_be_shown_for_its_kind():
+    """BUG: a colour change with every colour taken (seed 0 has 7 objects) was said to have no object in plain view."""
+    assert set(world._CANNOT_SHOW) == set(VIOLATIONS)
+    with pytest.raises(ValueError, match="^seed 0 cannot show a 'color_change' at frame 8: no object in plain view "
+                                         "there, or no colour left that no object has, or the change would not show"):
+        render_clip(0, WorldConfig(min_objects=6, max_objects=7), "color_change", 8)
+
+
 @pytest.mark.parametrize("kind", ["appear", "color_change"])
 def test_a_new_colour_with_every_colour_taken_is_refused_at_once(kind):
     """BUG: with seven objects every colour is taken; make_pair tried a thousand starts, then suggested more objects."""
