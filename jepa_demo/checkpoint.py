@@ -87,10 +87,25 @@ def is_temporary_name(name: str) -> bool:
     return re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", name) is not None
 
 
+def is_stream(path) -> bool:
+    """Whether `path` names what is written as a stream rather than replaced: a device (/dev/null), a terminal or
+    pipe (/dev/stdout), a named pipe."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # none there yet; ValueError: a NUL in the name
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half.
-    `suffix` ends the temporary name, for writers that choose a format by extension."""
-    path = Path(path)
+    `suffix` ends the temporary name, for writers that choose a format by extension. A stream (`is_stream`) is
+    written straight: the rename would replace the device or pipe itself with a file (`--json /dev/null`, as root,
+    for every process of the machine). A link's file is replaced, the link kept."""
+    if is_stream(path):
+        write(os.fspath(path))
+        return
+    path = Path(os.path.realpath(path) if os.path.islink(path) else path)
     # The temporary name is 14 bytes and the suffix longer than the name: a name near the file system's 255 bytes
     # would fail only at the end of the work that made the file, so it is cut (the random part keeps it unique)
     fits = 255 - 14 - len(os.fsencode(suffix))  # whole characters: Windows cannot decode a character cut in two

@@ -44,6 +44,7 @@ from .checkpoint import (
     CheckpointError,
     cannot_write_in,
     first_line,
+    is_stream,
     quiet_hub_client,
     write_json,
 )
@@ -643,6 +644,8 @@ def _same_path(path: str, *others: str | Path) -> bool:
 
 def _unwritable(path: Path) -> str | None:
     """Why `path` cannot be written (its folders are made as needed), or None."""
+    if is_stream(path):  # /dev/null, /dev/stdout: written straight, whoever may make files beside it
+        return None if os.access(path, os.W_OK) else "cannot be written"
     try:  # a name too long, a folder one may not enter: Path.exists raises rather than answer
         if path.is_dir():
             return "is a folder"

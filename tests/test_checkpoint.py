@@ -83,6 +83,32 @@ def test_atomic_write_takes_any_name_the_file_system_takes(tmp_path):
         path.unlink()
 
 
+def test_atomic_write_writes_a_pipe_as_a_stream_and_keeps_a_link(tmp_path):
+    """BUG: the final rename replaced whatever the name was: `--json /dev/null` as root turned the machine's
+    /dev/null into a JSON file (every process's writes to it then failed), a named pipe became a file, and a link
+    to a record kept elsewhere became a plain file, the record itself never updated."""
+    import threading
+
+    from jepa_demo.checkpoint import write_json
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    # a daemon: should the pipe be replaced, its reader waits for a writer that never comes
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()), daemon=True)
+    reader.start()
+    write_json(pipe, {"a": 1})
+    reader.join(timeout=30)
+    assert received == ['{\n  "a": 1\n}\n'] and stat.S_ISFIFO(os.stat(pipe).st_mode)
+    record, link = tmp_path / "records" / "r.json", tmp_path / "r.json"
+    record.parent.mkdir()
+    record.write_text("{}")
+    link.symlink_to(record)
+    write_json(link, {"b": 2})
+    assert link.is_symlink() and json.loads(record.read_text()) == {"b": 2}
+    assert sorted(os.listdir(record.parent)) == ["r.json"]  # no temporary file left beside it
+
+
 def test_a_failed_atomic_write_keeps_a_message_only_error_as_it_is(tmp_path):
     """An OSError of a message alone (video._check_written's 'ffmpeg wrote 0 of 16 frames') given a file name would
     print as '[Errno None] None: PATH'."""
