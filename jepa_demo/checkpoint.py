@@ -101,11 +101,12 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half.
     `suffix` ends the temporary name, for writers that choose a format by extension. A stream (`is_stream`) is
     written straight: the rename would replace the device or pipe itself with a file (`--json /dev/null`, as root,
-    for every process of the machine). A link's file is replaced, the link kept."""
+    for every process of the machine). A link is replaced like a file, never written through: the file it names may
+    be shared (a Hugging Face cache's blob, a git-annex object)."""
     if is_stream(path):
         write(os.fspath(path))
         return
-    path = Path(os.path.realpath(path) if os.path.islink(path) else path)
+    path = Path(path)
     # The temporary name is 14 bytes and the suffix longer than the name: a name near the file system's 255 bytes
     # would fail only at the end of the work that made the file, so it is cut (the random part keeps it unique)
     fits = 255 - 14 - len(os.fsencode(suffix))  # whole characters: Windows cannot decode a character cut in two
