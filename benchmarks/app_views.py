@@ -102,7 +102,8 @@ def main(argv=None) -> int:
               "surprise_beside": explorer.baseline and explorer.baseline.objective,
               "clip": "10 s, 640x480, 30 fps mp4", "device": device, "threads": args.threads,
               "repeats": args.repeats,
-              "median_seconds": medians, "torch": torch.__version__, "machine": _report.machine()}
+              "median_seconds": medians, "torch": torch.__version__, "machine": _report.machine(),
+              "cpus": os.cpu_count()}  # decoding uses every core: --threads alone does not say the machine's size
     _report.write(out, report)
     return 0
 

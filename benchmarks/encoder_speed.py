@@ -9,6 +9,7 @@ median of the repeats. Prints a table and writes JSON. Weights are random: speed
 """
 
 import argparse
+import importlib.metadata
 import statistics
 import sys
 import time
@@ -81,8 +82,9 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['preset']} | {r['tokens']} | {r['dim']} x {r['depth']} | {r['ours_s']:.3f} | "
               f"{r['vjepa2_s']:.3f} | {r['ratio_vjepa2_over_ours']:.2f} |")
-    _report.write(out, {"command": _report.command(__file__, argv), "threads": args.threads, "batch": args.batch,
-                        "repeats": args.repeats, "torch": torch.__version__, "machine": machine, "rows": rows})
+    _report.write(out, {"command": _report.command(__file__, argv), "device": "cpu", "threads": args.threads,
+                        "batch": args.batch, "repeats": args.repeats, "torch": torch.__version__,
+                        "transformers": importlib.metadata.version("transformers"), "machine": machine, "rows": rows})
     return 0
 
 

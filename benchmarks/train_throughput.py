@@ -36,7 +36,7 @@ from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa:
 from jepa_demo.masks import mask_to_indices  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
 from train.__main__ import data_worker_died, own_message  # noqa: E402
-from train.config import load_config  # noqa: E402
+from train.config import config_to_dict, load_config  # noqa: E402
 from train.data import make_loader  # noqa: E402
 from train.loop import (  # noqa: E402
     build_dataset,
@@ -149,8 +149,9 @@ def main(argv=None) -> int:
             raise  # a bug (one in a data worker too): the traceback says where
         print(f"error: {first_line(err, message=own_message(err))}; nothing written", file=sys.stderr)
         return 1
+    # the resolved settings too: the recipe file may change after the run, its command then measuring another
     result = {"command": _report.command(__file__, argv), "config": args.config, "overrides": args.overrides,
-              **measured}
+              "settings": config_to_dict(cfg), **measured}
     result.update(mfu(result["achieved_tflops"], result["device"], args.peak_tflops, runtime.device.type == "cuda"))
     print_table(result)
     _report.write(out, result)

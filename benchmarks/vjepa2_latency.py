@@ -11,6 +11,7 @@ grows with the square of the tokens). Prints a table and writes JSON.
 """
 
 import argparse
+import importlib.metadata
 import signal
 import sys
 import tempfile
@@ -118,7 +119,8 @@ def main(argv=None) -> int:
     report = {"command": _report.command(__file__, argv), "model": "V-JEPA 2, random weights",
               "hidden_size": args.hidden_size, "layers": args.layers, "parameters": params,
               "frames_per_clip": args.frames_per_clip, "clip_frames": args.clip_frames, "device": device,
-              "seconds": seconds, "torch": torch.__version__, "machine": _report.machine()}
+              "seconds": seconds, "torch": torch.__version__,
+              "transformers": importlib.metadata.version("transformers"), "machine": _report.machine()}
     _report.write(out, report)
     return 0
 
