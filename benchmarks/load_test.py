@@ -2,10 +2,11 @@
 
     python benchmarks/load_test.py [--users 32] [--requests 5] [--rounds 6] [--json benchmarks/load_test.json]
 
-Each user is its own `gradio_client.Client` in its own thread, with its own clip (synthetic clips: plausible and
-one per violation kind), and goes round the four endpoints. Before the load, every (clip, endpoint) answer is
-recorded with one user alone; under load each answer must equal the one for *its* clip, so a lost request, a failed
-one, or an answer computed on another user's upload is counted. Memory: the server's resident set before the load
+Each user is its own `gradio_client.Client` in its own thread, with one of 7 synthetic clips (plausible and one per
+violation kind; users 7 apart share one, which Gradio then stores once), and goes round the four endpoints. Before
+the load, every (clip, endpoint) answer is recorded with one user alone; under load each answer must equal the one
+for *its* clip, so a lost request, a failed one, or an answer computed on another clip is counted (not one computed
+for another user of the same clip, which is the same answer). Memory: the server's resident set before the load
 and, after each round, its resident set and peak (VmRSS, VmHWM), so that memory that keeps growing shows round
 after round.
 Afterwards: the time one more request takes, whether the uploads were removed from Gradio's folder once their
@@ -49,7 +50,7 @@ ENDPOINTS = {
 
 
 def make_clips(folder: Path) -> list[Path]:
-    """One plausible clip and one per violation kind (64 px, 32 frames): every user's upload differs."""
+    """One plausible clip and one per violation kind (64 px, 32 frames), each with answers of its own."""
     cfg = WorldConfig(size=64, num_frames=32)
     clips = {"plausible": make_pair(100, VIOLATIONS[0], cfg)[0]}
     clips.update({kind: make_pair(100 + i, kind, cfg)[1] for i, kind in enumerate(VIOLATIONS)})
