@@ -107,6 +107,16 @@ def test_train_throughput_counts_each_steps_own_mask():
     future, multiblock = (bench.step_flops(model, clip, steps[kind], cfg, runtime) for kind in ("future", "multiblock"))
     assert future[0] != multiblock[0] and future[1] > 0 and multiblock[1] > 0
     assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients behind
+    # the backward is counted: about twice the forward of what trains (the context encoder and the predictor) on top
+    # of the forward of everything, the EMA teacher's included; the forward alone would give a ratio of 1
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from jepa_demo.masks import mask_to_indices
+
+    _, mask = mask_for_step(steps["future"], cfg, model.cfg.grid)
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=bench.CPU_ATTENTION_FLOPS) as forward:
+        model(clip, *mask_to_indices(mask, 1), sigreg_weight=cfg.sigreg_weight)
+    assert future[0] > 1.5 * forward.get_total_flops()
     assert bench.gpu_peak_tflops("NVIDIA L40S") == 362.0 and bench.gpu_peak_tflops("NVIDIA L4") == 121.0
     assert bench.gpu_peak_tflops("NVIDIA H100 PCIe") == 756.0 and bench.gpu_peak_tflops("NVIDIA A10G") is None
     assert bench.gpu_peak_tflops("NVIDIA H100 80GB HBM3") == bench.gpu_peak_tflops("NVIDIA H200") == 989.0
