@@ -9,6 +9,7 @@ This module knows nothing about training loops, optimisers or the app.
 """
 
 import contextlib
+import errno
 import importlib.util
 import json
 import os
@@ -88,13 +89,16 @@ def is_temporary_name(name: str) -> bool:
 
 
 def is_stream(path) -> bool:
-    """Whether `path` names what is written as a stream rather than replaced: a device (/dev/null), a terminal or
-    pipe (/dev/stdout), a named pipe."""
+    """Whether `path` names what is written as a stream rather than replaced: a character device (/dev/null, a
+    terminal), a pipe, or a link in /dev (/dev/stdout names the process's own output, a file too when it is
+    redirected to one)."""
     try:
+        if os.path.islink(path) and os.path.realpath(os.path.dirname(os.path.abspath(path))) == "/dev":
+            return True
         mode = os.stat(path).st_mode
     except (OSError, ValueError):  # none there yet; ValueError: a NUL in the name
         return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
@@ -106,6 +110,8 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     if is_stream(path):
         write(os.fspath(path))
         return
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, a socket, a block device: never replaced
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
     path = Path(path)
     # The temporary name is 14 bytes and the suffix longer than the name: a name near the file system's 255 bytes
     # would fail only at the end of the work that made the file, so it is cut (the random part keeps it unique)

@@ -27,7 +27,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-from .checkpoint import atomic_write, first_line
+from .checkpoint import atomic_write, first_line, is_stream
 from .config import shown_above
 from .preprocess import positive_int, sample_frame_indices
 
@@ -316,6 +316,8 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
                          f"are over the limit of {MAX_PIXELS / 1e6:.0f} million a frame; scale them down first")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: folder does not exist")
+    if is_stream(path):  # ffmpeg would write it, and the check of what was written find no file
+        raise ValueError(f"{path}: not a regular file (a video is written as a file, then checked)")
 
     def write(partial: str) -> None:
         try:

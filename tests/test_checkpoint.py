@@ -106,6 +106,13 @@ def test_atomic_write_writes_a_pipe_as_a_stream_and_replaces_a_link_not_what_it_
     link.symlink_to(record)
     write_json(link, {"b": 2})
     assert not link.is_symlink() and json.loads(link.read_text()) == {"b": 2} and record.read_text() == "{}"
+    import socket  # neither a stream nor a file: refused before the work, never replaced by a file
+
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket"))
+        with pytest.raises(OSError, match="not a regular file"):
+            write_json(tmp_path / "socket", {"c": 3})
+        assert stat.S_ISSOCK(os.stat(tmp_path / "socket").st_mode)
 
 
 def test_a_failed_atomic_write_keeps_a_message_only_error_as_it_is(tmp_path):

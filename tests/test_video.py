@@ -305,6 +305,18 @@ def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_o
         list_videos(probe)
 
 
+def test_a_video_is_not_written_into_a_pipe(tmp_path):
+    """BUG: ffmpeg wrote into it, then the check of what was written found no file: 'ffmpeg wrote 0 of 4 frames (is
+    the disk full?)'."""
+    import threading
+
+    os.mkfifo(tmp_path / "clip.mp4")
+    # a reader, so that a regression fails rather than hangs: ffmpeg's open of a pipe waits for one
+    threading.Thread(target=(tmp_path / "clip.mp4").read_bytes, daemon=True).start()
+    with pytest.raises(ValueError, match="clip.mp4: not a regular file"):
+        write_video(tmp_path / "clip.mp4", np.zeros((4, 16, 16, 3), np.uint8))
+
+
 def test_hidden_names_are_left_out_and_a_cameras_capital_suffixes_listed(tmp_path):
     """BUG: a Mac's AppleDouble file beside each clip copied to a FAT or exFAT drive (._a.mp4, 4 KB, no video) and a
     drive's .Trash-1000 were listed: half the files 'cannot be read' in training, a trash label in the probe."""
