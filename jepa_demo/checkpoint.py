@@ -340,7 +340,8 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
             api.update_repo_settings(repo_id, private=True)
         step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none
         api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, delete_patterns=_REPLACED_ON_PUSH,
-                          commit_message=f"JEPA Lens checkpoint {folder.name}{step}")
+                          # abspath: "." is named after the folder it stands for, as evaluate names it
+                          commit_message=f"JEPA Lens checkpoint {Path(os.path.abspath(folder)).name}{step}")
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {first_line(err)})") from None
     return str(url)

@@ -547,6 +547,9 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
     uploaded = {p.name for p in (tmp_path / "hub").rglob("*") if p.is_file() and "snapshots" in p.parts}
     assert uploaded == {"config.json", "model.safetensors", "README.md",  # a README may be the owner's: it stays
                         "gallery-fedcba9876543210-300clips-seed1-v3.npz", "model-fp16.safetensors"}
+    monkeypatch.chdir(folder)  # BUG: `python -m train push .` committed "JEPA Lens checkpoint  (step 5)"
+    push_to_hub(".", "someone/mine", api=hub)
+    assert hub.calls[-1] == ("upload_folder", "someone/mine", "JEPA Lens checkpoint mine (step 5)")
 
 
 def test_push_private_makes_an_existing_public_repo_private_before_uploading(tmp_path, tiny_model, tiny_preprocess):

@@ -364,6 +364,16 @@ def test_data_workers_leave_ctrl_c_to_the_training_process():
         signal.signal(signal.SIGINT, saved)
 
 
+def test_a_run_in_the_working_folder_names_its_card_after_it(tmp_path, monkeypatch):
+    """BUG: out_dir=. titled the card "# JEPA Lens checkpoint ``" (Path('.').name is empty)."""
+    from train.__main__ import main
+
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    assert main(["--config", TINY, "out_dir=.", "steps=1"]) == 0
+    assert "\n# JEPA Lens checkpoint `run`\n" in (tmp_path / "run" / "README.md").read_text()
+
+
 def test_resume_without_a_save_says_it_starts_over_on_stderr(tmp_path, capsys):
     """BUG: on stdout, among the results: `> train.log` (or a mistyped out_dir) hid that nothing was continued."""
     from train.__main__ import main
@@ -636,6 +646,13 @@ def test_the_collapse_alarm_speaks_once_per_monitor_and_never_for_the_pixel_base
     assert "std across clips 0.02 is below its collapse floor 0.1: the clips get nearly the same" in clips
     assert alarm.warnings(row(580, 0.01, 1.0, 0.0)) == []
     assert CollapseAlarm("pixel").warnings(row(0, 0.01, 1.0, 0.0)) == []  # pixels cannot collapse
+    # BUG: a value just below its floor was printed rounded up to it: "RankMe 5 is below its collapse floor 5"
+    [rank, std] = CollapseAlarm("jepa").warnings(row(0, 0.09996, 4.996))
+    assert "(RankMe) 4.996 is below its collapse floor 5" in rank
+    assert "std 0.09996 is below its collapse floor 0.1" in std
+    from train.report import _shown  # and the card's minimum, as it rounds: to one decimal, more where needed
+
+    assert [_shown(rank, "rankme", 1, "f") for rank in (4.97, 5.04, 12.23)] == ["4.97", "5.0", "12.2"]
 
 
 @pytest.mark.parametrize("objective", ["jepa", "pixel"])

@@ -7,6 +7,7 @@ the run wrote (metrics.csv), never from memory.
 import csv
 import json
 import math
+import os
 import shlex
 import statistics
 from pathlib import Path
@@ -114,7 +115,8 @@ class CollapseAlarm:
     def warnings(self, row: dict) -> list[str]:
         crossed = sorted(key for key in self._unsaid if row[key] < COLLAPSE_FLOORS[key])
         self._unsaid -= set(crossed)
-        return [f"warning: step {row['step']:.0f}: {_MONITORS[key]} {row[key]:.3g} is below its collapse floor "
+        return [f"warning: step {row['step']:.0f}: {_MONITORS[key]} {_shown(row[key], key, 3, 'g')} is below its "
+                f"collapse floor "
                 f"{COLLAPSE_FLOORS[key]:g}: {_BELOW_FLOOR[key]} (README, 'No collapse')" for key in crossed]
 
 
@@ -122,7 +124,18 @@ def _clip_spread_line(stats: dict, objective: str) -> list[str]:
     if stats["min_clip_std"] is None:
         return []
     note = _floor_note("clip_std", stats["min_clip_std"], objective)
-    return [f"- its spread across clips at each token: minimum over the run {stats['min_clip_std']:.3f}{note}"]
+    return [f"- its spread across clips at each token: minimum over the run "
+            f"{_shown(stats['min_clip_std'], 'clip_std', 3, 'f')}{note}"]
+
+
+def _shown(value: float, key: str, digits: int, kind: str) -> str:
+    """Monitor `key`'s `value` to `digits` (`kind` "f": decimals, "g": significant digits), more where that many would
+    print a value below the collapse floor as the floor itself ("4.97" rather than "5.0, below its floor of 5")."""
+    floor, text = COLLAPSE_FLOORS[key], f"{value:.{digits}{kind}}"
+    while value < floor <= float(text) and digits < 12:
+        digits += 1
+        text = f"{value:.{digits}{kind}}"
+    return text
 
 
 def _floor_note(key: str, minimum: float, objective: str) -> str:
@@ -161,7 +174,7 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
             else _folder_data(folder, train_cfg.data))
     lines = [
         "---", "library_name: jepa-lens", "tags: [jepa, video, self-supervised]", "---", "",
-        f"# JEPA Lens checkpoint `{folder.name}`", "",
+        f"# JEPA Lens checkpoint `{Path(os.path.abspath(folder)).name}`", "",  # out_dir=. names its folder
         _DESCRIPTIONS[train_cfg.objective] + " Trained with JEPA Lens.",
         "Load it with `jepa_demo.load_model(path_or_repo_id)`.", "",
         f"- **Data**: {data}",
@@ -176,10 +189,10 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
         rank_note = _floor_note("rankme", stats["min_rankme"], train_cfg.objective)
         lines += [f"- loss ({_LOSSES[train_cfg.objective]}): {final['loss']:.4f}",
                   f"- target-embedding std: {final['target_std']:.3f} "
-                  f"(minimum over the run {stats['min_target_std']:.3f}{std_note})",
+                  f"(minimum over the run {_shown(stats['min_target_std'], 'target_std', 3, 'f')}{std_note})",
                   *_clip_spread_line(stats, train_cfg.objective),
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
-                  f"(minimum over the run {stats['min_rankme']:.1f}{rank_note})",
+                  f"(minimum over the run {_shown(stats['min_rankme'], 'rankme', 1, 'f')}{rank_note})",
                   f"- throughput: {final['clips_per_s']:.1f} clips/s (median)"]
     lines += ["", f"![training curves]({CURVES_NAME})", "", "## Architecture", "", "```json",
               json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
