@@ -126,10 +126,10 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
         mode = stat.S_IMODE(os.stat(tmp).st_mode)
         write(tmp)
         os.chmod(tmp, mode)
-        _flush_to_disk(tmp)  # else a power cut soon after the rename can leave an empty file under the real name
+        flush_to_disk(tmp)  # else a power cut soon after the rename can leave an empty file under the real name
         os.replace(tmp, path)
         with contextlib.suppress(OSError):  # the rename itself; some file systems refuse to sync a folder
-            _flush_to_disk(path.parent)
+            flush_to_disk(path.parent)
     except OSError as err:  # a full disk: say which file could not be written, not its hidden temporary name
         # a failed write or close names no file; an OSError of a message only (no errno) would lose its message
         if err.errno is not None and (err.filename is None or os.fspath(err.filename) == tmp):
@@ -140,7 +140,7 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
             os.remove(tmp)
 
 
-def _flush_to_disk(path) -> None:
+def flush_to_disk(path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -31,6 +31,7 @@ from jepa_demo.checkpoint import (
     CheckpointError,
     atomic_write,
     check_writable_folder,
+    flush_to_disk,
     is_temporary_name,
     load_tensors,
     read_config,
@@ -618,6 +619,9 @@ def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, second
     if runtime.world_size > 1:
         check_processes_agree(model, step, runtime)
     if runtime.is_main:
+        # the rows logged so far first: appended without a sync, a power cut after this save could lose the last
+        # ones, which the resumed run, starting after them, would never log again
+        flush_to_disk(out / METRICS_NAME)
         save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size)
         save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
         plot_curves(out / METRICS_NAME, out / CURVES_NAME, cfg.objective)
