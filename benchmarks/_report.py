@@ -20,12 +20,14 @@ def check_output(parser, path) -> Path:
         parser.error(f"--json {path}: no folder {folder} (or one this user may not enter)")
     if os.path.isdir(path):
         parser.error(f"--json {path}: a folder, not a file")
-    from jepa_demo.checkpoint import cannot_write_in, is_stream
+    from jepa_demo.checkpoint import cannot_replace, cannot_write_in, is_stream
 
     if is_stream(path):  # /dev/null, /dev/stdout: written straight, whoever may make files beside it
         if not os.access(path, os.W_OK):
             parser.error(f"--json {path}: cannot be written")
         return path
+    if problem := cannot_replace(path):
+        parser.error(f"--json {path}: {problem}")
 
     if problem := cannot_write_in(folder):
         parser.error(f"--json {path}: {problem}")

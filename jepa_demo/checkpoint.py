@@ -90,28 +90,40 @@ def is_temporary_name(name: str) -> bool:
 
 def is_stream(path) -> bool:
     """Whether `path` names what is written as a stream rather than replaced: a character device (/dev/null, a
-    terminal), a pipe, or a link in /dev (/dev/stdout names the process's own output, a file too when it is
-    redirected to one)."""
+    terminal) or a pipe, links followed (/dev/stdout to a terminal or a pipe)."""
     try:
-        if os.path.islink(path) and os.path.realpath(os.path.dirname(os.path.abspath(path))) == "/dev":
-            return True
         mode = os.stat(path).st_mode
     except (OSError, ValueError):  # none there yet; ValueError: a NUL in the name
         return False
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
+def cannot_replace(path) -> str | None:
+    """Why `atomic_write` refuses `path`, neither a stream nor a file it may replace, or None."""
+    if is_stream(path):
+        return None
+    try:
+        in_dev = os.path.realpath(os.path.dirname(os.path.abspath(path))) == "/dev"
+    except ValueError:  # a NUL in the name: the write says so
+        return None
+    if in_dev:  # /dev/stdout redirected to a file: reopened, it would be emptied under the process's own output
+        return "in /dev and not a device or pipe (output redirected to a file? give that file's name)"
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, a socket, a block device
+        return "not a regular file"
+    return None
+
+
 def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half.
     `suffix` ends the temporary name, for writers that choose a format by extension. A stream (`is_stream`) is
     written straight: the rename would replace the device or pipe itself with a file (`--json /dev/null`, as root,
-    for every process of the machine). A link is replaced like a file, never written through: the file it names may
-    be shared (a Hugging Face cache's blob, a git-annex object)."""
+    for every process of the machine); what `cannot_replace` names is refused. A link to a file is replaced like a
+    file, not written through: the file it names may be shared (a Hugging Face cache's blob, a git-annex object)."""
     if is_stream(path):
         write(os.fspath(path))
         return
-    if os.path.exists(path) and not os.path.isfile(path):  # a folder, a socket, a block device: never replaced
-        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    if why := cannot_replace(path):
+        raise OSError(errno.EINVAL, why, os.fspath(path))
     path = Path(path)
     # The temporary name is 14 bytes and the suffix longer than the name: a name near the file system's 255 bytes
     # would fail only at the end of the work that made the file, so it is cut (the random part keeps it unique)

@@ -42,6 +42,7 @@ from .checkpoint import (
     SHIPPED_DIR,
     SHIPPED_NAMES,
     CheckpointError,
+    cannot_replace,
     cannot_write_in,
     first_line,
     is_stream,
@@ -649,6 +650,8 @@ def _unwritable(path: Path) -> str | None:
     try:  # a name too long, a folder one may not enter: Path.exists raises rather than answer
         if path.is_dir():
             return "is a folder"
+        if problem := cannot_replace(path):
+            return problem
         existing = next(folder for folder in path.absolute().parents if folder.exists())
     except OSError as err:
         return f"cannot be looked up ({err.strerror or err})"

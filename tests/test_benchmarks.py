@@ -198,6 +198,13 @@ def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_pa
     assert "--json /proc/out.json: cannot write in /proc" in capsys.readouterr().err
     # a device is written straight (atomic_write), whoever may make files in its folder: only the table wanted
     assert _report.check_output(argparse.ArgumentParser(), "/dev/null") == Path("/dev/null")
+    import socket  # neither a stream nor a file: refused now, not at the run's end
+
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket"))
+        with pytest.raises(SystemExit):
+            _report.check_output(argparse.ArgumentParser(prog="bench"), tmp_path / "socket")
+    assert f"--json {tmp_path / 'socket'}: not a regular file" in capsys.readouterr().err
     too_long = tmp_path / ("x" * 300) / "out.json"  # BUG: Path.is_dir raised 'File name too long', a traceback
     with pytest.raises(SystemExit):
         _report.check_output(argparse.ArgumentParser(prog="bench"), too_long)
