@@ -107,7 +107,8 @@ def cannot_replace(path) -> str | None:
     except ValueError:  # a NUL in the name: the write says so
         return None
     if in_dev:  # /dev/stdout redirected to a file: reopened, it would be emptied under the process's own output
-        return "in /dev and not a device or pipe (output redirected to a file? give that file's name)"
+        redirected = " (output redirected to a file? give that file's name)" if os.path.isfile(path) else ""
+        return f"in /dev and not a device or pipe{redirected}"
     if os.path.exists(path) and not os.path.isfile(path):  # a folder, a socket, a block device
         return "not a regular file"
     return None

@@ -306,6 +306,13 @@ def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monke
         with pytest.raises(SystemExit) as stopped:
             main(["--checkpoint", str(tiny_checkpoint), option, str(path)])
         assert stopped.value.code == 2 and f"error: {option} {path}: " in capsys.readouterr().err
+    import socket  # BUG: accepted up front, to fail once the whole run had ended
+
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket"))
+        with pytest.raises(SystemExit) as stopped:
+            main(["--checkpoint", str(tiny_checkpoint), "--json", str(tmp_path / "socket")])
+    assert stopped.value.code == 2 and f"--json {tmp_path / 'socket'}: not a regular file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
         main(["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS) - 1)])
     assert stopped.value.code == 2 and "one pair per violation kind" in capsys.readouterr().err
