@@ -9,7 +9,6 @@ import contextlib
 import csv
 import fcntl
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -53,6 +52,7 @@ from .report import (
     CollapseAlarm,
     parse_metrics_row,
     plot_curves,
+    read_run_record,
     write_model_card,
 )
 
@@ -208,15 +208,11 @@ def check_same_run(out: Path, record: dict) -> None:
     """--resume continues the saved run exactly, so every setting that shapes its result must be the run's own (a
     different model failed deep in load_state_dict; a different lr or steps would have bent the schedules silently),
     and so must the data folder's files (others, added or gone, would draw other batches)."""
-    saved_path = out / TRAIN_CONFIG_NAME
-    try:
-        saved = json.loads(saved_path.read_text())
-        if not isinstance(saved, dict):  # `[]` or `null`: JSON, but no run's record
-            raise ValueError
-    except (OSError, ValueError):
-        raise ValueError(f"cannot resume: {saved_path} is missing or unreadable, so the run's settings are "
-                         "unknown") from None
-    changed = [f"{key}={value} (the run has {saved.get(key)})" for key, value in _changed(saved, record).items()]
+    if (saved := read_run_record(out)) is None:
+        raise ValueError(f"cannot resume: {out / TRAIN_CONFIG_NAME} is missing or unreadable, so the run's settings "
+                         "are unknown")
+    changed = [f"{key}={value} (the run has {saved.get(key)})"
+               for key, value in _changed(saved, record, "data_files" in saved).items()]
     if changed:
         raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}; start a new run in "
                          "another out_dir to change them")
@@ -230,24 +226,19 @@ def state_is_this_runs(cfg: TrainConfig, resumed: bool = False) -> bool:
         _, meta = load_tensors(Path(cfg.out_dir) / STATE_NAME, metadata_only=True)
     except CheckpointError:
         return False
-    try:  # the state records the settings, the run's record its data files too (what a data folder is compared by)
-        recorded = json.loads((Path(cfg.out_dir) / TRAIN_CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        recorded = {}
-    files_recorded = isinstance(recorded, dict) and "data_files" in recorded
+    # the state records the settings, the run's record its data files too (what a data folder is compared by)
+    files_recorded = "data_files" in (read_run_record(Path(cfg.out_dir)) or {})
     step = int(meta.get("step", 0))
     return (step < cfg.steps or resumed and step == cfg.steps) and not _changed(meta.get("train", {}),
                                                                                  config_to_dict(cfg), files_recorded)
 
 
-def _changed(saved: dict, record: dict, files_recorded: bool | None = None) -> dict:
+def _changed(saved: dict, record: dict, files_recorded: bool) -> dict:
     """The settings of `record` that a resume may not change and `saved` holds otherwise (those recorded later only
     where `saved` has them). `files_recorded`: whether the run recorded its data files, by which a data folder is
-    then compared (default: whether `saved` holds them)."""
+    then compared."""
     return {key: value for key, value in record.items()
-            if key not in MAY_CHANGE_ON_RESUME
-            and not _same_setting(key, saved.get(key), value, "data_files" in saved if files_recorded is None
-                                  else files_recorded)
+            if key not in MAY_CHANGE_ON_RESUME and not _same_setting(key, saved.get(key), value, files_recorded)
             and (key in saved or key not in RECORDED_LATER)}
 
 
@@ -416,12 +407,9 @@ def _files_of_something_else(out: Path) -> list[str]:
 def _holds_run_record(folder: Path) -> bool:
     """Whether folder/train_config.json is one a run of ours wrote, not another tool's file of that common name (its
     folder's README.md, config.json and weights would be replaced as an earlier run's)."""
-    try:
-        record = json.loads((folder / TRAIN_CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        return False
+    record = read_run_record(folder)
     ours = {field.name for field in fields(TrainConfig)} | RECORDED_LATER
-    return isinstance(record, dict) and {"model", "steps", "out_dir"} <= record.keys() <= ours
+    return record is not None and {"model", "steps", "out_dir"} <= record.keys() <= ours
 
 
 def _is_checkpoint(folder: Path) -> bool:

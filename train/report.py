@@ -143,12 +143,18 @@ def _floor_note(key: str, minimum: float, objective: str) -> str:
     return f", below its collapse floor of {COLLAPSE_FLOORS[key]:g}" if below else ""
 
 
+def read_run_record(folder: Path) -> dict | None:
+    """`folder`'s train_config.json, or None when it is missing, unreadable, or JSON that is no record (`[]`)."""
+    try:
+        record = json.loads((Path(folder) / TRAIN_CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _folder_data(folder: Path, root: str) -> str:
     """The card's data line for data=FOLDER, from the run's train_config.json."""
-    try:
-        record = json.loads((folder / TRAIN_CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        record = {}
+    record = read_run_record(folder) or {}
     files = record.get("data_files", "").partition(" files,")[0]  # train.data.FolderBatches: "N files, sha256 ..."
     text = f"{files or 'the'} video files under `{root}`"
     if labels := record.get("data_labels"):
