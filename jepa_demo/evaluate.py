@@ -320,7 +320,7 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     described[RANDOM]["step"] = 0
     train_clips, test_clips = probe_clips(probe_train, probe_test, first_seed, size, frames)
     plain = [render_clip(first_seed + TRACKING_SEEDS + i, WorldConfig(size=size, num_frames=frames, occluder_prob=0))
-             for i in range(max(1, num_pairs // 2))]
+             for i in range(tracking_clips(num_pairs))]
     neighbours = min(KNN_NEIGHBOURS, probe_train)  # fewer training clips than k: the k the kNN probe can use
     representation = {}
     for name, model in models.items():
@@ -421,7 +421,7 @@ def format_report(report: dict) -> str:
     settings = report["settings"]
     lines = [] if enough_for_verdicts(settings) else [
         f"(Too few for the intervals below to mean much: {settings['resamples']} resamples, {settings['num_pairs']} "
-        f"pairs, {settings['probe_test']} probe test clips, {max(1, settings['num_pairs'] // 2)} tracking clips; "
+        f"pairs, {settings['probe_test']} probe test clips, {tracking_clips(settings['num_pairs'])} tracking clips; "
         f"at least {MIN_RESAMPLES_FOR_VERDICTS} resamples and {MIN_ITEMS_FOR_VERDICTS} of each make them meaningful.)",
         ""]
     for condition, scorers in report["pairs"].items():
@@ -485,11 +485,16 @@ MIN_RESAMPLES_FOR_VERDICTS = 200
 MIN_ITEMS_FOR_VERDICTS = 20
 
 
+def tracking_clips(num_pairs: int) -> int:
+    """How many plain clips the future-prediction (tracking) check draws for a suite of `num_pairs` pairs."""
+    return max(1, num_pairs // 2)
+
+
 def enough_for_verdicts(settings: dict) -> bool:
     """Whether a report's intervals rest on enough resamples and items to call a difference clear."""
-    tracking_clips = max(1, settings["num_pairs"] // 2)  # as `evaluate` draws them (format_report says so too)
     return (settings["resamples"] >= MIN_RESAMPLES_FOR_VERDICTS
-            and min(settings["num_pairs"], settings["probe_test"], tracking_clips) >= MIN_ITEMS_FOR_VERDICTS)
+            and min(settings["num_pairs"], settings["probe_test"], tracking_clips(settings["num_pairs"]))
+            >= MIN_ITEMS_FOR_VERDICTS)
 
 # The options' defaults: None in the parser, so that one given where it does not apply can be refused.
 DEFAULT_PAIRS, DEFAULT_PROBE_CLIPS, DEFAULT_MAX_CLIPS = 100, 300, 300
@@ -524,20 +529,14 @@ def main(argv=None) -> int:
             parser.error(f"{option} {path}: {problem}")
     print_any_name()  # the tables name checkpoints, folders and files
     try:
+        # the folder first, checked before any checkpoint loads (a Hub one downloads first)
         run, show = _folder_probe(args, parser) if args.folder is not None else _world_suite(args, parser)
-    except ValueError as err:  # the folder, checked before any checkpoint loads (a Hub one downloads first)
-        print(f"error: {one_line_name(str(err))}", file=sys.stderr)  # it may name a file called a\nb.mp4
-        return 2
-    except KeyboardInterrupt:  # listing a large or network folder
-        print("interrupted", file=sys.stderr)
-        return 130
-    try:
         report = run(_load_all(args.checkpoint))
-    except KeyboardInterrupt:  # nothing is written before the run ends
+    except KeyboardInterrupt:  # listing a large or network folder, or the run: nothing is written before it ends
         print("interrupted", file=sys.stderr)
         return 130
     except (CheckpointError, ValueError) as err:
-        print(f"error: {one_line_name(str(err))}", file=sys.stderr)
+        print(f"error: {one_line_name(str(err))}", file=sys.stderr)  # it may name a file called a\nb.mp4
         return 2
     except (RuntimeError, MemoryError) as err:  # MemoryError: NumPy's (very many pairs or clips)
         if isinstance(err, RuntimeError) and not out_of_memory(err):
