@@ -270,9 +270,14 @@ class Explorer:
 
     def neighbors(self, video, k: int = 8) -> list[dict]:
         """The k most similar gallery clips: index, cosine similarity, labels and a looping GIF of the clip."""
-        found = nearest(self.gallery, self.model.embed(video), k=k)
+        found = nearest(self.gallery, self._embedding(video), k=k)
         return [{"index": i, "similarity": similarity, "labels": self.gallery.labels[i],
                  "thumbnail": self.thumbnail(i)} for i, similarity in found]
+
+    def _embedding(self, video) -> np.ndarray:
+        """The clip's embedding, refused in the views' words when not finite (the gallery's own check would say only
+        that an embedding must be finite, naming neither the model nor the cause)."""
+        return check_finite(self.model.embed(video))
 
     def thumbnail(self, index: int) -> Path:
         """A GIF of gallery clip `index`, rendered on first request and kept beside the gallery cache."""
@@ -287,7 +292,7 @@ class Explorer:
         """(plotly figure, the clip's (x, y)): the gallery's UMAP coloured by a label, with the clip placed on it."""
         if color_by not in self.label_names():
             raise ValueError(f"cannot colour the map by {color_by!r}; choose one of {', '.join(self.label_names())}")
-        point = place_on_map(self.gallery, self.model.embed(video))
+        point = place_on_map(self.gallery, self._embedding(video))
         return map_figure(self.gallery.coords, self.gallery.labels, color_by, highlight=point), point
 
     def surprise(self, video, source_frames: np.ndarray | None = None) -> SurpriseView:

@@ -21,6 +21,7 @@ from jepa_demo.views import (
     latent_pca_images,
     paste_patches,
     shade_hidden,
+    surprise_overlay,
     upsample_tokens,
 )
 from jepa_demo.world import WorldConfig, make_pair
@@ -182,12 +183,14 @@ def test_masked_view_pictures_are_those_of_the_models_prediction(explorer, clip)
     assert not np.array_equal(explorer.masked(clip, "random", ratio=0.5, seed=2).hidden, view.hidden)
 
 
-@pytest.mark.parametrize("length", [24, 5])  # 5: shorter than the model's frames, some of which repeat
+@pytest.mark.parametrize("length", [24, 3])  # 3: shorter than the tiny model's 4 frames, one of which repeats
 def test_masked_view_says_which_frames_of_the_file_the_model_read_and_the_strips_show(explorer, clip, length):
     clip = clip[:length]
+    assert (length < explorer.model.cfg.num_frames) == (length == 3)  # else the short case tests nothing
     in_file = 3 * np.arange(len(clip)) + 1  # a long upload, thinned: frame i of the clip is the file's frame 3i + 1
     numbers = explorer.masked(clip, "random", ratio=0.5, seed=1, source_frames=in_file).numbers
     read = (np.array(numbers["model_frames"]) - 1) // 3  # back to the clip's own frames
+    assert len(set(read.tolist())) == min(length, len(read))  # each frame read once, or repeated in a short clip
     # those are the frames the model's prediction was made from
     model = explorer.model
     frames = model.predict_masked(clip, mask="random", ratio=0.5, seed=1).frames
@@ -271,6 +274,29 @@ def test_surprise_view_marks_exactly_the_steps_above_the_threshold(explorer, cli
     assert numbers["peak_frame"] in numbers["heatmap_frames"]
 
 
+def test_the_heatmap_strip_shows_the_listed_steps_coloured_on_the_whole_clips_scale(explorer, clip, monkeypatch):
+    """The strip's pictures are the heatmaps of `heatmap_frames`' steps (the peak's among them, though spreading alone
+    would leave it out), coloured so that yellow is the largest error of the whole clip, shown or not."""
+    model = explorer.model
+    real = model.surprise(clip, max_frames=len(clip))
+    steps = len(real.per_step)
+    peak = 2
+    hottest = next(step for step in range(steps) if step not in steps_to_show(steps, peak))
+    assert steps > 8 and peak not in steps_to_show(steps, peak=0)
+    heatmap = np.full_like(real.heatmap, 0.1)
+    heatmap[peak] = 0.5  # the highest mean: the curve's peak
+    heatmap[hottest, 0, 0] = 4.0  # the clip's hottest token, in a step the strip leaves out
+    crafted = dataclasses.replace(real, heatmap=heatmap, per_step=heatmap.mean(axis=(1, 2)))
+    assert crafted.peak_step == peak
+    monkeypatch.setattr(model, "surprise", lambda *a, **k: crafted)
+    view = explorer.surprise(clip)
+    shown = [real.step_frames.tolist().index(frame) for frame in view.numbers["heatmap_frames"]]
+    assert peak in shown and hottest not in shown
+    expected = surprise_overlay(model.shown_frames(clip), heatmap[shown], real.step_frames[shown],
+                                model.cfg.patch_size, vmax=4.0)
+    assert np.array_equal(view.overlay, _strip(expected))
+
+
 @pytest.mark.parametrize("count", [1, 5, 8, 9, 10, 24])
 def test_the_heatmap_strip_spreads_its_steps_over_the_clip_and_always_shows_the_peak(count):
     for peak in range(count):
@@ -342,10 +368,15 @@ def test_views_refuse_a_model_output_that_is_not_finite(explorer, clip, monkeypa
     """BUG: weights that overflow on one clip (not on the gallery's, which is checked) gave NaN, shown as an answer:
     a surprise peak at the first NaN step over a black heatmap, flat grey latent strips, an arbitrary decoding."""
     model = explorer.model
-    surprise, predict_masked = model.surprise, model.predict_masked
+    surprise, predict_masked, embed = model.surprise, model.predict_masked, model.embed
 
     def overflowing(result, field):
         return dataclasses.replace(result, **{field: np.full_like(getattr(result, field), np.nan)})
+
+    monkeypatch.setattr(model, "embed", lambda *a, **k: np.full_like(embed(*a, **k), np.inf))
+    for view in (explorer.neighbors, explorer.embedding_map):  # they said "embedding must be finite and not all zeros"
+        with pytest.raises(ValueError, match=r"the model's output is not a finite number \(do its weights overflow"):
+            view(clip)
 
     monkeypatch.setattr(model, "surprise", lambda *a, **k: overflowing(surprise(*a, **k), "heatmap"))
     monkeypatch.setattr(model, "predict_masked", lambda *a, **k: overflowing(predict_masked(*a, **k), "predicted"))

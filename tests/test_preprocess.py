@@ -23,8 +23,8 @@ def test_training_and_app_preprocessing_give_identical_tensors(tiny_model, tiny_
 
 
 def test_frame_sampling_keeps_one_step_and_repeats_when_short():
-    assert sample_frame_indices(32, 16).tolist() == list(range(0, 32, 2))  # evenly spread: 0, 2, ..., 14, 17, ...
-    assert sample_frame_indices(100, 5).tolist() == [1, 25, 49, 73, 97]  # centred: 0, 25, 50, 74, 99 mixed steps
+    assert sample_frame_indices(32, 16).tolist() == list(range(0, 32, 2))  # one step of 2, not 0, 2, ..., 14, 17, ...
+    assert sample_frame_indices(100, 5).tolist() == [1, 25, 49, 73, 97]  # centred steps of 24, not 0, 25, 50, 74, 99
     assert sample_frame_indices(20, 16).tolist() == list(range(2, 18))
     assert sample_frame_indices(16, 1).tolist() == [7]
     assert sample_frame_indices(2, 4).tolist() == [0, 0, 1, 1]
