@@ -59,6 +59,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with a message naming the file and the problem."""
 
 
+class _NotOnHub(CheckpointError):
+    """No such Hub repo, or none in the local Hub cache offline: the name may have meant a local folder."""
+
+
 def clean_state_dict(state: dict) -> dict:
     """Strip the prefixes DDP (`module.`) and torch.compile (`_orig_mod.`) add: the only place this is done."""
     return {_strip_wrappers(key): value for key, value in state.items()}
@@ -224,9 +228,10 @@ def resolve_checkpoint(path_or_repo_id) -> Path:
     try:
         return _download_from_hub(text)
     except CheckpointError as err:
-        if not path.parent.is_dir():
+        # "checkpoints/pixel_baseline" reads as a Hub id too: a local folder mistyped, or named from another working
+        # folder, is as likely a mistake as a Hub id, and the Hub's answer alone would hide it
+        if not (isinstance(err, _NotOnHub) or path.parent.is_dir()):
             raise
-        # "checkpoints/pixel_baseline" reads as a Hub id too, but a local folder mistyped is the likelier mistake.
         raise CheckpointError(f"{text}: no checkpoint folder there, and as a Hub repo id: "
                               f"{str(err).removeprefix(f'{text}: ')}") from None
 
@@ -298,9 +303,9 @@ def _hub_errors(repo_id: str):
         raise CheckpointError(f"{repo_id}: a gated model on the Hugging Face Hub: accept its terms on its page, then "
                               "log in (hf auth login) or set HF_TOKEN") from None
     except RepositoryNotFoundError:
-        raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
+        raise _NotOnHub(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from None
     except LocalEntryNotFoundError:
-        raise CheckpointError(f"{repo_id}: not in the local Hub cache and the Hub cannot be reached "
+        raise _NotOnHub(f"{repo_id}: not in the local Hub cache and the Hub cannot be reached "
                               "(offline?)") from None
     except EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass: the Hub answered, without the file
         raise CheckpointError(f"{repo_id}: no {CONFIG_NAME} in this Hub repo (every checkpoint folder needs "

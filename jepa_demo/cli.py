@@ -205,14 +205,16 @@ def signals_as_ctrl_c():
             signal.signal(stop, handler)
 
 
-def say(line: str) -> None:
+def say(line: str, reader_gone_stops: bool = False) -> None:
     """`line` on stderr, best effort: a stderr that fails (`2>/dev/full`, or a reader gone with the same Ctrl-C,
     `... 2>&1 | head`) is pointed nowhere, silencing the rest rather than failing what is under way or its exit
-    status."""
+    status. `reader_gone_stops`: a reader gone (BrokenPipeError) still ends the run, as SIGPIPE ends a Unix tool."""
     try:
         print(line, file=sys.stderr, flush=True)
-    except OSError:
+    except OSError as err:
         write_nowhere(sys.stderr)
+        if reader_gone_stops and isinstance(err, BrokenPipeError):
+            raise
 
 
 def write_nowhere(*streams) -> None:
@@ -232,7 +234,7 @@ def load_or_say_why(source, device: str | None = None):
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
-        print(f"error: cannot load checkpoint: {first_line(err)}", file=sys.stderr)
+        say(f"error: cannot load checkpoint: {first_line(err)}", reader_gone_stops=True)
         return None
 
 
@@ -251,7 +253,8 @@ def _run(args) -> int:
             # one line per file, whatever its name holds: the prefix goes before the first line is taken
             reason = first_line(err, prefix=f"{Path(path).name}: ")
             name = one_line_name(path) or '""'  # an empty name, shown as one
-            print(f"{name}: {reason}", file=sys.stderr, flush=True)
+            # a stderr on a full disk must not end the run: the files after this one are still read
+            say(f"{name}: {reason}", reader_gone_stops=True)
             failed += 1
             continue
         print(json.dumps(result) if args.json else human_line(args.command, result), flush=True)

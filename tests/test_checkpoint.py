@@ -335,7 +335,8 @@ def test_missing_folder_and_unknown_hub_id_fail_fast(tmp_path):
             resolve_checkpoint(not_a_repo_id)
     with pytest.raises(CheckpointError, match="cannot be read .File name too long"):
         resolve_checkpoint(tmp_path / ("x" * 300))
-    with pytest.raises(CheckpointError, match="^someone/not-a-real-model: not in the local Hub cache"):
+    with pytest.raises(CheckpointError, match="^someone/not-a-real-model: no checkpoint folder there, and as a Hub "
+                                              "repo id: not in the local Hub cache"):
         resolve_checkpoint("someone/not-a-real-model")
 
 
@@ -347,6 +348,11 @@ def test_a_mistyped_local_folder_is_not_reported_as_a_hub_model_only(tmp_path, m
     with pytest.raises(CheckpointError, match=r"^checkpoints/pixel_baseline: no checkpoint folder there, and as a "
                                               r"Hub repo id: not in the local Hub cache"):
         resolve_checkpoint("checkpoints/pixel_baseline")
+    # BUG: named from another working folder (no checkpoints/ here), it read as a Hub model only
+    monkeypatch.chdir(tmp_path / "checkpoints")
+    with pytest.raises(CheckpointError, match=r"^checkpoints/default: no checkpoint folder there, and as a "
+                                              r"Hub repo id: not in the local Hub cache"):
+        resolve_checkpoint("checkpoints/default")
 
 
 COMMIT = "0" * 40
@@ -436,7 +442,9 @@ def test_a_hub_repo_whose_config_is_refused_never_has_its_weights_requested(hub_
     ("EntryNotFoundError", r"no config.json in this Hub repo \(every checkpoint folder needs config.json\)$"),
     # BUG: a gated repo (GatedRepoError is a RepositoryNotFoundError) was called missing, not behind its terms
     ("GatedRepoError", r"a gated model on the Hugging Face Hub: accept its terms on its page, then log in"),
-    ("RepositoryNotFoundError", r"no such model on the Hugging Face Hub \(or it is private\)$"),
+    # it may have meant a local folder, named from another working folder
+    ("RepositoryNotFoundError", r"no checkpoint folder there, and as a Hub repo id: no such model on the Hugging Face "
+                                r"Hub \(or it is private\)$"),
     # BUG: a Hub error's message runs over several lines (status, blank line, the server's words), and so did ours
     ("HfHubHTTPError", r"download failed \(HfHubHTTPError: 4xx Client Error for url: .*config.json.\)$")])
 def test_the_hubs_refusals_are_named_as_such(monkeypatch, error, message):
@@ -609,6 +617,30 @@ def test_push_cli_offline_is_one_line_and_exit_2(saved, capsys):
     too_long = saved / ("x" * 300)  # BUG: Path.is_dir raised ENAMETOOLONG: a traceback
     assert main(["push", str(too_long), "--repo-id", "someone/offline"]) == 2
     assert capsys.readouterr().err == f"error: {too_long}: cannot be read (File name too long)\n"
+
+
+def test_push_cli_takes_one_repo_id_and_its_closing_line_follows_the_tools_rules(saved, monkeypatch, capsys):
+    """BUG: `--repo-id me/scratch --repo-id me/public` pushed to the last without a word (a line edited from the
+    shell's history); the closing line, printed bare, failed at exit on a reader gone (`| true`) with status 120."""
+    import io
+
+    import train.__main__
+    from train.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["push", str(saved), "--repo-id", "me/scratch", "--repo-id", "me/public"])
+    assert stopped.value.code == 2 and "--repo-id is given twice; give it once" in capsys.readouterr().err
+    pushed = []
+    monkeypatch.setattr(train.__main__, "push_to_hub", lambda folder, repo_id, private: pushed.append(repo_id)
+                        or f"https://huggingface.co/{repo_id}")
+
+    class GoneReader(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", GoneReader())
+    assert main(["push", str(saved), "--repo-id", "me/public"]) == 141 and pushed == ["me/public"]
+    assert capsys.readouterr().err == ""
 
 
 def test_an_unreachable_hub_is_one_line_and_exit_2(saved):

@@ -123,6 +123,17 @@ def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
     assert process.wait(timeout=120) == 141
 
 
+def test_a_stderr_on_a_full_disk_does_not_end_the_run(files):
+    """BUG: `... --json > out.jsonl 2>/dev/full`: the bad file's error line failed to print, which ended the run there
+    (the next files never read) with "could not write the results", itself lost."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "jepa_demo", "info", files / "broken.mp4", files / "a.mp4",
+                                 "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=full, text=True, timeout=120,
+                                env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1  # a file failed
+    assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == [str(files / "a.mp4")]
+
+
 def test_a_closed_stderr_keeps_error_lines_out_of_the_results(files):
     """`... --json 2>&- > out.jsonl`: Python then has no sys.stderr, and print(file=None) writes to stdout, so the bad
     file's line landed among the JSON lines."""

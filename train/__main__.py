@@ -82,7 +82,8 @@ def push(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m train push",
                                      description="Upload a checkpoint folder, with its model card, to the Hub.")
     parser.add_argument("folder", help="a checkpoint folder, e.g. checkpoints/default")
-    parser.add_argument("--repo-id", required=True, help="USER/NAME of the Hub model repo (created if needed)")
+    parser.add_argument("--repo-id", required=True, action=Once,
+                        help="USER/NAME of the Hub model repo (created if needed)")
     parser.add_argument("--private", action="store_true", help="make the repo private (one that exists already too)")
     args = parser.parse_args(argv)
     try:
@@ -97,8 +98,8 @@ def push(argv) -> int:
     except OSError as err:  # a folder name too long, or one it may not enter
         print(f"error: {args.folder}: cannot be read ({err.strerror or err})", file=sys.stderr)
         return 2
-    print(f"pushed {args.folder} to {url}; load it with jepa_demo.load_model({args.repo_id!r})")
-    return 0
+    return print_result(f"pushed {args.folder} to {url}; load it with jepa_demo.load_model({args.repo_id!r})",
+                        "the push is done")
 
 
 def own_message(err: Exception) -> str:
