@@ -10,6 +10,7 @@ This module knows nothing about training loops, optimisers or the app.
 
 import contextlib
 import errno
+import fnmatch
 import importlib.util
 import json
 import os
@@ -26,7 +27,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_dict
 from .model import VideoJEPA, check_finite_weights
 from .vjepa2 import HUB_FILES as VJEPA2_HUB_FILES
-from .vjepa2 import PROCESSOR_FILES, build_vjepa2, is_vjepa2_config
+from .vjepa2 import PROCESSOR_FILES, build_vjepa2, check_safetensors_only, is_vjepa2_config
 from .vjepa2 import model_config as vjepa2_model_config
 
 FORMAT = "jepa-lens"
@@ -345,6 +346,8 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
         raise CheckpointError(f"{folder}: no such folder (push uploads a local checkpoint folder)")
     _, _, config = build_model(folder)
     files = _HUB_FILES if config["format"] == FORMAT else _VJEPA2_HUB_FILES  # V-JEPA 2: its shards and processor
+    if config["format"] != FORMAT:
+        _check_pulled_whole(folder, files)
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -363,6 +366,19 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {first_line(err)})") from None
     return str(url)
+
+
+def _check_pulled_whole(folder: Path, files: list[str]) -> None:
+    """Refuse a V-JEPA 2 folder whose weights a pull would leave behind: its config.json may name them anything
+    ("transformers_weights", or an index's shards), and a pull fetches only the usual names, `files`, so the repo
+    would never load."""
+    hf_config = json.loads((folder / CONFIG_NAME).read_text())  # read and checked by build_model already
+    named = hf_config.get("transformers_weights")
+    weights = [*check_safetensors_only(folder, hf_config), *([named] if named else [])]
+    if left := [name for name in weights if not any(fnmatch.fnmatch(name, pattern) for pattern in files)]:
+        raise CheckpointError(f"{folder}: its weights {left[0]} would not come with a pull, which fetches only "
+                              "model.safetensors, or model-*.safetensors shards and their model.safetensors.index.json "
+                              "(save_pretrained's names): save the model again with save_pretrained")
 
 
 def _read_json(path: Path):

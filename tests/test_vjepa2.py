@@ -190,6 +190,30 @@ def test_a_pushed_folder_pulls_back_whole_with_sharded_weights_and_its_processor
         assert pulled.preprocess == original.preprocess, pushed.name
 
 
+@pytest.mark.parametrize("named", ["weights.safetensors", "shards"])
+def test_push_refuses_weights_a_pull_would_leave_behind(folder, tmp_path, named):
+    """BUG: weights named other than save_pretrained names them (by config.json's transformers_weights, or an index's
+    shards) loaded here and were pushed, but a pull fetches only the usual names: the repo never loaded."""
+    from test_checkpoint import FolderHub
+
+    from jepa_demo.checkpoint import push_to_hub
+
+    if named == "weights.safetensors":
+        odd = _copy(folder, tmp_path / "odd", {"transformers_weights": named})
+        (odd / "model.safetensors").rename(odd / named)
+    else:
+        odd = _copy(folder, tmp_path / "odd")
+        (odd / "model.safetensors").rename(odd / (named := "encoder-part-1.safetensors"))
+        with safetensors.safe_open(odd / named, "pt") as weights:
+            index = {"metadata": {}, "weight_map": {key: named for key in weights.keys()}}
+        (odd / "model.safetensors.index.json").write_text(json.dumps(index))
+    load_model(odd, device="cpu")  # it loads here
+    hub = FolderHub(tmp_path / "hub")
+    with pytest.raises(CheckpointError, match=rf"odd: its weights {named} would not come with a pull"):
+        push_to_hub(odd, "someone/odd", api=hub)
+    assert hub.calls == []
+
+
 @pytest.mark.parametrize("change, message", [({"hidden_size": 10**7}, "hidden_size must be between"),
                                              # BUG: named by our fields, which that config.json does not have
                                              ({"crop_size": 30}, "crop_size 30 must be a multiple of patch_size"),
