@@ -1133,6 +1133,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_checkpoint(tmp_path):
            "--config", TINY, f"out_dir={out}", "steps=6", "save_every=3", "batch_size=4", "device=cpu"]
     result = run_whole(cmd, timeout=300, cwd=ROOT)  # should it time out, its workers go too
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("checkpoint written to") == 1  # BUG: once per process
     assert load_model(out).info()["step"] == 6
     assert len(read_metrics(out / "metrics.csv")) == 6  # only rank 0 logs
     assert "**Command**: `torchrun --nproc_per_node 2 -m train --config" in (out / "README.md").read_text()

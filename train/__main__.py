@@ -75,6 +75,8 @@ def main(argv=None) -> int:
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
               f"out_dir if this one saved); {stands()}", file=sys.stderr)
         return 1
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: one line for the run, not one per process
+        return 0
     return print_result(f"checkpoint written to {out}", "the checkpoint is written")
 
 
