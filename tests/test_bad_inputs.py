@@ -29,7 +29,8 @@ UNREADABLE = {
     "truncated.mp4": "damaged video",  # the first 40 % of a 4 s clip: the index promises frames that are not there
     "still.png": "is an image, not a video",
     "still-named.mp4": "is an image, not a video",  # a PNG named .mp4
-    "huge-6400x6400.mp4": "over the limit of 40 million",  # refused before any frame is decoded
+    # refused before any frame is decoded: a frame refused after decoding says "frame 1 is 6400x6400 pixels"
+    "huge-6400x6400.mp4": "the picture is 6400x6400 pixels, over the limit of 40 million",
 }
 # Files video_info reads whose frames cannot be turned into RGB, and why (swscale has no YCgCo matrix).
 UNCONVERTIBLE = {"colour-ycgco.mp4": "cannot convert to RGB"}

@@ -367,7 +367,8 @@ def test_load_test_shows_the_apps_log_when_it_fails_to_start(tmp_path):
     message."""
     log = tmp_path / "app.log"
     with pytest.raises(RuntimeError, match="GRADIO_SERVER_PORT='0': expected a whole number"):
-        _load("load_test.py").start_server(0, tmp_path / "gradio", tmp_path / "cache", 10, log)
+        # timeout: an app that took the port would be waited for on port 0 for the default 10 minutes
+        _load("load_test.py").start_server(0, tmp_path / "gradio", tmp_path / "cache", 10, log, timeout=60)
     assert "GRADIO_SERVER_PORT='0'" in log.read_text()
 
 
@@ -396,23 +397,29 @@ def test_load_test_kills_an_app_that_ignores_sigterm():
     """server.wait(timeout=60) raised TimeoutExpired and left the app running."""
     stop = _load("load_test.py").stop
     quits = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    assert stop(quits, timeout=30) is False and quits.returncode == -signal.SIGTERM
     stays = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
                               "signal.SIG_IGN); print('ignoring', flush=True); time.sleep(60)"],
                              stdout=subprocess.PIPE, text=True)
-    assert stays.stdout.readline() == "ignoring\n"
-    assert stop(stays, timeout=0.5) is True and stays.returncode == -signal.SIGKILL
-    stays.stdout.close()
+    try:
+        assert stop(quits, timeout=30) is False and quits.returncode == -signal.SIGTERM
+        assert stays.stdout.readline() == "ignoring\n"
+        assert stop(stays, timeout=0.5) is True and stays.returncode == -signal.SIGKILL
+    finally:  # a stop that regressed must not leave them sleeping through the suite
+        for process in (quits, stays):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        stays.stdout.close()
 
 
 def test_load_test_stopped_with_sigterm_stops_its_app_and_removes_its_folder(tmp_path):
     """A plain `kill` ended the script at once (Python's default for SIGTERM): the app it had started ran on, holding
     a port and memory, and the temporary folder with its clips stayed."""
+    (tmp_path / "tmp").mkdir()
     script = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "load_test.py"), "--json",
                                str(tmp_path / "out.json")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, env={**_report.without_app_settings(), "TMPDIR": str(tmp_path / "tmp"),
                                               "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
-    (tmp_path / "tmp").mkdir()
     app = None
     try:
         app = _child_running(script.pid, "app.py", timeout=120)
@@ -424,8 +431,9 @@ def test_load_test_stopped_with_sigterm_stops_its_app_and_removes_its_folder(tmp
         assert not Path(f"/proc/{app}").exists() and os.listdir(tmp_path / "tmp") == []
         assert status == 128 + signal.SIGTERM, script.stderr.read()
     finally:
-        kill_with_descendants(script.pid)
-        if app is not None:  # left to init when the script died first
+        if script.poll() is None:  # a reaped script's number may already be another process's
+            kill_with_descendants(script.pid)
+        if app is not None and Path(f"/proc/{app}").exists():  # left to init when the script died first
             with contextlib.suppress(OSError):
                 os.kill(app, signal.SIGKILL)
         script.wait()
@@ -488,7 +496,8 @@ def test_vjepa2_latency_stopped_with_sigterm_removes_the_model_it_saved(tmp_path
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
-        kill_with_descendants(process.pid)
+        if process.poll() is None:  # a reaped process's number may already be another process's
+            kill_with_descendants(process.pid)
     assert not (tmp_path / "v.json").exists() and not list((tmp_path / "tmp").rglob("*.safetensors"))
 
 

@@ -110,7 +110,11 @@ def test_a_reader_that_goes_away_stops_it_quietly(files):
     process = subprocess.Popen([sys.executable, "-m", "jepa_demo", "info", files / "a.mp4", files / "b.mp4"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
     process.stdout.close()
-    _, stderr = process.communicate(timeout=120)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:  # a run that hangs must not outlive the test
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 141 and stderr == b""  # 128 + SIGPIPE, as a Unix tool; no traceback
 
 
@@ -120,7 +124,12 @@ def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
     process = subprocess.Popen([sys.executable, "-m", "jepa_demo", "info", broken, broken, files / "a.mp4"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
     process.stderr.close()
-    assert process.wait(timeout=120) == 141
+    try:
+        assert process.wait(timeout=120) == 141
+    finally:  # a run that hangs must not outlive the test
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_a_stderr_on_a_full_disk_does_not_end_the_run(files):

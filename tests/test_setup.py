@@ -119,6 +119,11 @@ def test_make_says_an_installed_venv_whose_python_is_gone_no_longer_works(tmp_pa
     (venv / "bin" / "python").symlink_to(tmp_path / "python3.11-uninstalled")
     (venv / marker).touch()
     (venv / ".made-by-make").touch()
-    done = subprocess.run(["make", "-C", str(ROOT), f"VENV={venv}", "install"], capture_output=True, text=True,
-                          timeout=60)
+    # without .packages, make first checks the Python it would make a venv with: one that passes (`-c ...`), as this
+    # machine's own may not (3.10, or one without its venv module, would fail there with another message)
+    python = tmp_path / "python3"
+    python.write_text('#!/bin/sh\n[ "$1" = -c ] && exit 0\necho "asked to $*"; exit 3\n')
+    python.chmod(0o755)
+    done = subprocess.run(["make", "-C", str(ROOT), f"VENV={venv}", f"PYTHON={python}", "install"],
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and f"{venv} no longer works (its Python is gone" in done.stdout, done.stdout
