@@ -234,7 +234,7 @@ def load_or_say_why(source, device: str | None = None):
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
-        say(f"error: cannot load checkpoint: {first_line(err)}", reader_gone_stops=True)
+        say(f"error: cannot load checkpoint: {first_line(err)}")  # the tour and gallery exit 2 after it, as the CLI
         return None
 
 

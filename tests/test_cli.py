@@ -132,6 +132,21 @@ def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
             process.wait()
 
 
+@pytest.mark.parametrize("tool", ["jepa_demo.demo", "jepa_demo.gallery"])
+def test_a_checkpoint_refused_to_a_reader_gone_is_exit_2(files, tool):
+    """BUG: `python -m jepa_demo.demo --checkpoint nope 2>&1 | true`: the refusal's line raised BrokenPipeError, which
+    the tour and the gallery did not catch: a traceback (lost with the reader) and status 1."""
+    process = subprocess.Popen([sys.executable, "-m", tool, "--checkpoint", files / "nope"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+    process.stderr.close()
+    try:
+        assert process.wait(timeout=120) == 2
+    finally:  # a run that hangs must not outlive the test
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_a_stderr_on_a_full_disk_does_not_end_the_run(files):
     """BUG: `... --json > out.jsonl 2>/dev/full`: the bad file's error line failed to print, which ended the run there
     (the next files never read) with "could not write the results", itself lost."""
