@@ -2,14 +2,14 @@
 
 A gallery is `num_clips` clips of the synthetic world (seeds from `GALLERY_SEED` up), their L2-normalised embeddings
 under one model, a 2-D UMAP map of those embeddings, and the surprise threshold calibrated on plausible clips (the
-per-step surprise they exceed only 5 % of the time). Building one takes from seconds to a minute, so
-`load_or_build_gallery` keeps it on disk, in a file named for a fingerprint of the model's weights and config and for
-the gallery settings: another checkpoint or setting never reads a stale file, and a damaged file is rebuilt. A local
-checkpoint folder can also carry its own gallery and threshold files (`--ship`), read before the cache: the shipped
-checkpoints do, so a fresh clone's app starts without building anything. Frames are not stored; `gallery_clip`
-re-renders them from their seed. A new clip is searched exactly (`nearest`) and placed on the map from its nearest
-gallery clips (`place_on_map`), never by running UMAP again. Everything is numpy; this module knows nothing about
-Gradio, plots or how the app lays out its views.
+per-step surprise they exceed only 5 % of the time). Building one takes seconds to minutes (V-JEPA 2 on a CPU: an hour
+or more), so `load_or_build_gallery` keeps it on disk, in a file named for a fingerprint of the model's weights and
+config and for the gallery settings: another checkpoint or setting never reads a stale file, and a damaged file is
+rebuilt. A local checkpoint folder can also carry its own gallery and threshold files (`--ship`), read before the
+cache: the shipped checkpoints do, so a fresh clone's app starts without building anything. Frames are not stored;
+`gallery_clip` re-renders them from their seed. A new clip is searched exactly (`nearest`) and placed on the map from
+its nearest gallery clips (`place_on_map`), never by running UMAP again. Everything is numpy; this module knows nothing
+about Gradio, plots or how the app lays out its views.
 
 Precompute the cache (what `make install` runs; a no-op when the checkpoint carries its gallery and the model runs on
 the CPU: a GPU computes in bf16, whose gallery is its own), or with `--ship`

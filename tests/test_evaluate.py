@@ -9,7 +9,11 @@ from jepa_demo.evaluate import (
     FRAME_DIFFERENCE,
     HELD_OUT_SEED,
     MAJORITY,
+    PROBE_TEST_SEEDS,
+    PROBE_TRAIN_SEEDS,
     RANDOM,
+    SEED_BLOCK,
+    TRACKING_SEEDS,
     VALIDATION_SEED,
     evaluate,
     format_report,
@@ -20,6 +24,7 @@ from jepa_demo.evaluate import (
     pair_statistics,
     pair_world,
     paired_difference,
+    probe_clips,
     surprise_shift,
     tracking_errors,
     violation_pairs,
@@ -465,6 +470,17 @@ def test_evaluate_called_directly_refuses_what_the_command_line_refuses(tiny_inf
             evaluate(models, **counts)
 
 
+def test_each_set_of_clips_draws_from_its_own_block_of_seeds():
+    """Probe test clips that were also its training clips would score the probes on what they were fitted to (an
+    inflated kNN and linear accuracy): the pairs (+0), the probes' training and test clips and the tracking clips each
+    have a block of SEED_BLOCK seeds, as large as check_counts lets a set of clips be."""
+    starts = [0, PROBE_TRAIN_SEEDS, PROBE_TEST_SEEDS, TRACKING_SEEDS]
+    assert all(later - earlier >= SEED_BLOCK for earlier, later in zip(starts, starts[1:]))
+    train, test = probe_clips(4, 3, HELD_OUT_SEED, size=32, num_frames=8)
+    assert [clip.labels["seed"] for clip in train] == [HELD_OUT_SEED + PROBE_TRAIN_SEEDS + i for i in range(4)]
+    assert [clip.labels["seed"] for clip in test] == [HELD_OUT_SEED + PROBE_TEST_SEEDS + i for i in range(3)]
+
+
 def test_the_knn_title_gives_the_k_the_probe_used(tiny_inference):
     """BUG: it said k=5 whatever the probe used, and with 3 training clips it used 3."""
     report = evaluate({"tiny": tiny_inference}, num_pairs=6, probe_train=3, probe_test=2, resamples=5)
@@ -693,6 +709,27 @@ def test_tracking_errors_compare_the_predictor_with_copying_the_last_latent(tiny
     one = tracking_errors(model, clips[:1])
     assert one["persistence_objects"] == pytest.approx(copied[objects].mean(), rel=1e-5)
     assert one["model_objects"] == pytest.approx(result.error_map[1][objects].mean(), rel=1e-5)
+
+
+def test_the_readmes_results_table_and_knn_line_are_the_committed_reports():
+    """The README quotes docs/results.json: an evaluation rerun (after a retrain) that changes them shows here until the
+    README says the new figures."""
+    root = Path(__file__).resolve().parent.parent
+    report = json.loads((root / "docs" / "results.json").read_text())
+    readme = (root / "README.md").read_text()
+    scorers = ["default", "pixel-baseline", "jepa-sigreg", RANDOM, FRAME_DIFFERENCE]
+    assert f"| pairwise accuracy, {report['settings']['num_pairs']} pairs [95 % Wilson interval] | " in readme
+    for condition, row in (("clean", "clean clips"), ("detail", "with irrelevant detail")):
+        expected = [f"{pair['accuracy']:.2f} [{pair['accuracy_ci'][0]:.2f}, {pair['accuracy_ci'][1]:.2f}]"
+                    for pair in (report["pairs"][condition][name] for name in scorers)]
+        line = next(line for line in readme.splitlines() if line.startswith(f"| {row} | "))
+        assert [cell.replace("**", "").strip() for cell in line.strip("|").split("|")[1:]] == expected
+    knn = report["representation"]
+    low, high = knn["default"]["vs_random"]["knn"]["difference_ci"]
+    quoted = (f"kNN probe means {knn['default']['knn']['mean']:.3f} against {knn[RANDOM]['knn']['mean']:.3f} "
+              f"({knn['default']['vs_random']['knn']['difference']:+.3f}, 95 % interval of the difference "
+              f"[{low:+.3f}, {high:+.3f}])")
+    assert quoted in " ".join(readme.split())
 
 
 def test_the_committed_results_page_is_what_the_code_writes_from_the_committed_report(tmp_path):

@@ -314,6 +314,16 @@ def test_the_command_says_so_when_its_gallery_could_not_be_written_after_the_bui
     assert calls == [CLIPS] and not any((tmp_path / "cache").iterdir())
 
 
+def test_plausible_clips_exceed_the_surprise_threshold_5_percent_of_the_time(model):
+    """What the app and the README say the threshold is: the per-step surprise plausible gallery clips (no violation)
+    exceed only 5 % of the time. Counted here over the clips surprise_threshold calibrates on, rendered again."""
+    world = WorldConfig(size=model.preprocess.img_size, num_frames=2 * model.cfg.num_frames)
+    seeds = GALLERY_SEED + np.arange(gallery_module._THRESHOLD_CLIPS)
+    steps = np.concatenate([model.surprise(render_clip(int(seed), world).frames).per_step for seed in seeds])
+    assert len(steps) >= 40 and len(np.unique(steps)) == len(steps)  # 5 % of them is a count that can be wrong
+    assert np.mean(steps > surprise_threshold(model)) == pytest.approx(0.05, abs=1 / len(steps))
+
+
 def test_surprise_threshold_is_calibrated_once_per_model_and_a_damaged_file_again(model, tmp_path, monkeypatch):
     calibrated = []
     with pytest.raises(ValueError, match="threshold on plausible clips is nan, not a positive number"):
