@@ -314,6 +314,10 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
     if written > MAX_PIXELS:  # a file read_video would refuse, and so would the check of what was written
         raise ValueError(f"frames of {width}x{height} pixels{' (padded to even sides)' if suffix == '.mp4' else ''} "
                          f"are over the limit of {MAX_PIXELS / 1e6:.0f} million a frame; scale them down first")
+    encoder, most = _MAX_SIDE[suffix]
+    if max(height, width) > most:  # else ffmpeg refuses, and its empty file reads as a full disk
+        raise ValueError(f"frames of {width}x{height} pixels: {encoder} takes sides of at most {most} pixels; scale "
+                         "them down first")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: folder does not exist")
     if is_stream(path):  # ffmpeg would write it, and the check of what was written find no file
@@ -798,19 +802,24 @@ def _check_frames(frames) -> np.ndarray:
     return frames
 
 
+# The matrix and range of ffmpeg's RGB-to-YUV conversion (BT.601, limited), said in the file: untagged, a browser takes
+# HD video for BT.709 and shows it with shifted colours (our reading assumes BT.601 either way).
+_BT601_TAGS = ["-colorspace", "bt470bg", "-color_range", "tv"]
+
+
 def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     # crf 12: close to the input, as written clips are often read back as model input; faststart: the index goes
     # first, so browsers start playing before the whole file has arrived.
-    _encode(path, frames, fps, "libx264", "yuv420p", ["-crf", "12", "-movflags", "+faststart"])
+    _encode(path, frames, fps, "libx264", "yuv420p", ["-crf", "12", "-movflags", "+faststart", *_BT601_TAGS])
 
 
 def _write_webm(path: Path, frames: np.ndarray, fps: float) -> None:
     # Constant quality (crf with zero bitrate); realtime speed settings, as VP9's default is very slow.
     _encode(path, frames, fps, "libvpx-vp9", "yuv420p",
-            ["-crf", "20", "-b:v", "0", "-deadline", "realtime", "-cpu-used", "8"])
+            ["-crf", "20", "-b:v", "0", "-deadline", "realtime", "-cpu-used", "8", *_BT601_TAGS])
 
 
 def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -842,3 +851,5 @@ def _encode(path: Path, frames: np.ndarray, fps: float, codec: str, pix_fmt: str
 
 
 _WRITERS = {".mp4": _write_mp4, ".gif": _write_gif, ".webm": _write_webm}
+# The longest side each encoder takes (ffmpeg's limits)
+_MAX_SIDE = {".mp4": ("H.264 (libx264)", 16384), ".gif": ("GIF", 65535), ".webm": ("VP9 (libvpx)", 65536)}

@@ -222,6 +222,16 @@ def test_webm_round_trip(tmp_path):
     assert source_frames(read_video(tmp_path / "a.webm"), clip) == list(range(16))
 
 
+@pytest.mark.parametrize("name", ["a.mp4", "a.webm"])
+def test_written_video_says_its_colour_matrix_and_range(tmp_path, name):
+    """BUG: untagged, a browser shows HD video as BT.709, while ffmpeg converted the RGB frames with BT.601 (limited
+    range): colours shifted (pure red gained 23 of green)."""
+    write_video(tmp_path / name, moving_square())
+    with av.open(str(tmp_path / name)) as container:
+        codec = container.streams.video[0].codec_context
+        assert (codec.colorspace, codec.color_range) == (5, 1)  # AVCOL_SPC_BT470BG, AVCOL_RANGE_MPEG
+
+
 def test_odd_sizes_are_padded_for_mp4_and_kept_for_gif(tmp_path):
     clip = moving_square(frames=6, height=45, width=63)
     write_video(tmp_path / "a.mp4", clip)
@@ -681,6 +691,18 @@ def test_write_rejects_bad_arrays(tmp_path, frames, message):
     with pytest.raises(ValueError, match=message):
         write_video(tmp_path / "x.mp4", frames)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name, width, encoder", [("strip.mp4", 16386, "H.264"), ("strip.gif", 65536, "GIF"),
+                                                  ("strip.webm", 65538, "VP9")])
+def test_write_refuses_a_side_its_encoder_cannot_take(tmp_path, name, width, encoder):
+    """BUG: under the pixel limit, but over the encoder's longest side: ffmpeg refused it, and the empty file it left
+    read as 'ffmpeg wrote 0 of 2 frames (is the disk full?)'."""
+    with pytest.raises(ValueError, match=rf"frames of {width}x2 pixels: {encoder}( \(\w+\))? takes sides of at most"):
+        write_video(tmp_path / name, np.zeros((2, 2, width, 3), np.uint8))
+    assert not list(tmp_path.iterdir())
+    write_video(tmp_path / name, np.zeros((2, 2, width - 2, 3), np.uint8))  # the longest side it takes
+    assert read_video(tmp_path / name).shape == (2, 2, width - 2, 3)
 
 
 def test_a_write_that_ffmpeg_cannot_finish_leaves_no_file(tmp_path):
