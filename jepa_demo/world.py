@@ -13,6 +13,7 @@ files (`jepa_demo.video.write_video` writes mp4/gif).
 """
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,6 +154,7 @@ def render_clip(seed: int, cfg: WorldConfig = WorldConfig(), violation: str | No
     """The clip for `seed`; with `violation`, the same clip until `violation_frame`, then the violation."""
     if violation is None and violation_frame is not None:  # else a plausible clip, as if the frame were heeded
         raise ValueError(f"violation_frame={violation_frame} needs a violation (one of {', '.join(VIOLATIONS)})")
+    seed = _check_seed(seed)
     scene = _new_scene(seed, cfg)
     plausible = _simulate(scene, cfg.num_frames)
     if violation is None:
@@ -181,6 +183,7 @@ def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
     flicker) frame by frame, after the violation too: a scorer comparing them sees the violation, not other noise.
     `labels["seed"]` is the seed used: render_clip(labels["seed"], cfg, kind, frame) gives the twin again."""
     _check_kind(kind, cfg)
+    seed = _check_seed(seed)
     for attempt in range(_MAX_ATTEMPTS):
         candidate = seed + attempt * DERIVED_SEED_STEP
         scene = _new_scene(candidate, cfg)
@@ -196,6 +199,14 @@ def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
     also = "" if violation_frame is None else ", as does leaving violation_frame out"
     raise ValueError(f"no start found for a {kind!r} pair from seed {seed} in {_MAX_ATTEMPTS} tries with this config "
                      f"({_EASIER[kind]} make one easier to find{also})")
+
+
+def _check_seed(seed) -> int:
+    """`seed` as an int, refused unless a whole number of at least 0: NumPy's words for -1 name no argument, 1.5 is
+    its TypeError, and True was seed 1."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r}")
+    return int(seed)
 
 
 # What makes a start for each kind easier to find, for make_pair's message: more objects crowd out a teleport's landing
