@@ -49,7 +49,7 @@ def main(argv=None) -> int:
                         help="violation kind to show (repeatable; default: every kind)")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args(argv)
-    if args.seed < 0:  # found now, not after the model has loaded, by NumPy's words ('expected non-negative integer')
+    if args.seed < 0:  # found now, not after the model has loaded (make_pair would refuse it only then)
         parser.error(f"--seed must be a whole number of at least 0, got {args.seed}")
     if sys.stdout is None:  # started with stdout closed (`>&-`): a tour nobody sees, as the CLI refuses its results
         print("error: standard output is closed; nowhere to write the tour", file=sys.stderr)

@@ -638,8 +638,9 @@ def test_push_cli_takes_one_repo_id_and_its_closing_line_follows_the_tools_rules
         def write(self, text):
             raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(sys, "stdout", GoneReader())
-    assert main(["push", str(saved), "--repo-id", "me/public"]) == 141 and pushed == ["me/public"]
+    with monkeypatch.context() as patch:  # put back before capsys ends: not its closed stream, at the end of the test
+        patch.setattr(sys, "stdout", GoneReader())
+        assert main(["push", str(saved), "--repo-id", "me/public"]) == 141 and pushed == ["me/public"]
     assert capsys.readouterr().err == ""
 
 

@@ -572,22 +572,23 @@ def test_a_stdout_that_fails_costs_no_output_file(tiny_checkpoint, tmp_path, mon
         def fileno(self):
             raise OSError("no file behind it")
 
-    monkeypatch.setattr(sys, "stdout", FullDisk())
-    out = tmp_path / "report.json"
-    argv = ["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS)), "--probe-clips", "4",
-            "--resamples", "5", "--json", str(out)]
-    assert main(argv) == 1
-    assert capsys.readouterr().err == ("error: could not print the tables: No space left on device (the files asked "
-                                       "for are written)\n")
-    assert json.loads(out.read_text())["models"]
-    # both failing: both said (the first version said only the second)
-    argv[-1] = str(tmp_path / "a file" / "report.json")
-    (tmp_path / "a file").mkdir()
-    monkeypatch.setattr(evaluate_module, "write_json", lambda path, report: (_ for _ in ()).throw(
-        OSError(errno.ENOSPC, "No space left on device", str(path))))
-    assert main(argv) == 1
-    assert capsys.readouterr().err == (f"error: could not write {argv[-1]}: No space left on device\n"
-                                       "error: could not print the tables: No space left on device\n")
+    with monkeypatch.context() as patch:  # stdout put back before capsys ends, not to its closed stream
+        patch.setattr(sys, "stdout", FullDisk())
+        out = tmp_path / "report.json"
+        argv = ["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS)), "--probe-clips", "4",
+                "--resamples", "5", "--json", str(out)]
+        assert main(argv) == 1
+        assert capsys.readouterr().err == ("error: could not print the tables: No space left on device (the files "
+                                           "asked for are written)\n")
+        assert json.loads(out.read_text())["models"]
+        # both failing: both said (the first version said only the second)
+        argv[-1] = str(tmp_path / "a file" / "report.json")
+        (tmp_path / "a file").mkdir()
+        monkeypatch.setattr(evaluate_module, "write_json", lambda path, report: (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, "No space left on device", str(path))))
+        assert main(argv) == 1
+        assert capsys.readouterr().err == (f"error: could not write {argv[-1]}: No space left on device\n"
+                                           "error: could not print the tables: No space left on device\n")
 
 
 def test_a_write_that_fails_after_the_run_is_one_line_and_exit_1(tiny_checkpoint, tmp_path, monkeypatch, capsys):
@@ -723,7 +724,11 @@ def test_the_readmes_results_table_and_knn_line_are_the_committed_reports():
         expected = [f"{pair['accuracy']:.2f} [{pair['accuracy_ci'][0]:.2f}, {pair['accuracy_ci'][1]:.2f}]"
                     for pair in (report["pairs"][condition][name] for name in scorers)]
         line = next(line for line in readme.splitlines() if line.startswith(f"| {row} | "))
-        assert [cell.replace("**", "").strip() for cell in line.strip("|").split("|")[1:]] == expected
+        cells = [cell.strip() for cell in line.strip("|").split("|")[1:]]
+        assert [cell.replace("**", "") for cell in cells] == expected
+        accuracies = [report["pairs"][condition][name]["accuracy"] for name in scorers]
+        leaders = [i for i, accuracy in enumerate(accuracies) if accuracy == max(accuracies)]
+        assert [i for i, cell in enumerate(cells) if cell.startswith("**")] == leaders  # the row's best in bold
     knn = report["representation"]
     low, high = knn["default"]["vs_random"]["knn"]["difference_ci"]
     quoted = (f"kNN probe means {knn['default']['knn']['mean']:.3f} against {knn[RANDOM]['knn']['mean']:.3f} "

@@ -320,8 +320,9 @@ def test_plausible_clips_exceed_the_surprise_threshold_5_percent_of_the_time(mod
     world = WorldConfig(size=model.preprocess.img_size, num_frames=2 * model.cfg.num_frames)
     seeds = GALLERY_SEED + np.arange(gallery_module._THRESHOLD_CLIPS)
     steps = np.concatenate([model.surprise(render_clip(int(seed), world).frames).per_step for seed in seeds])
-    assert len(steps) >= 40 and len(np.unique(steps)) == len(steps)  # 5 % of them is a count that can be wrong
-    assert np.mean(steps > surprise_threshold(model)) == pytest.approx(0.05, abs=1 / len(steps))
+    assert len(np.unique(steps)) == len(steps)  # no ties: the count above the 95th percentile is exact
+    above = int(np.sum(steps > surprise_threshold(model)))
+    assert above == len(steps) - 1 - int(np.floor(0.95 * (len(steps) - 1)))  # 4 of 72: the 94th or 96th give 5 or 3
 
 
 def test_surprise_threshold_is_calibrated_once_per_model_and_a_damaged_file_again(model, tmp_path, monkeypatch):
@@ -444,8 +445,8 @@ def test_cli_whose_stderr_fails_builds_all_the_same(built, model, tmp_path, monk
 
     monkeypatch.setattr(cli, "load_model", lambda path, device=None: model)
     monkeypatch.setattr(gallery_module, "build_gallery", build_saying_how_far)
-    with open("/dev/full", "w") as full:
-        monkeypatch.setattr(sys, "stderr", full)
+    with open("/dev/full", "w") as full, monkeypatch.context() as patch:  # stderr put back before capsys ends
+        patch.setattr(sys, "stderr", full)
         assert gallery_module.main(["--clips", str(CLIPS), "--cache-dir", str(tmp_path)]) == 0
     assert f"built into {gallery_cache_path(model, tmp_path, CLIPS)} in" in capsys.readouterr().out
     assert gallery_cache_path(model, tmp_path, CLIPS).is_file()

@@ -110,6 +110,23 @@ def test_kept_tokens_keep_their_own_positions(model, video):
                                    rtol=1e-5)
 
 
+def test_the_predictor_reads_the_visible_tokens_where_they_are_and_answers_in_the_targets_order(model, video):
+    """No other test places the predictor's tokens: reading its context from the grid's first K positions, or asking
+    for the targets at positions 0..M-1, passed them all. The context here is the grid's second half, so a predictor
+    reading the first half (hidden, zeros) would not depend on the visible pixels."""
+    x = model._input(video, model.cfg.num_frames)
+    half = model.cfg.num_tokens // 2  # time steps 2 and 3 of 4: the input's last 4 frames
+    context, target = torch.arange(half, 2 * half)[None], torch.arange(half)[None]
+    order = torch.randperm(half, generator=torch.Generator().manual_seed(0))
+    changed = x.clone()
+    changed[:, :, -1] = torch.randn_like(changed[:, :, -1])  # the last frame: visible
+    with torch.no_grad():
+        predicted = model.net.predict(x, context, target)
+        torch.testing.assert_close(model.net.predict(x, context, target[:, order]), predicted[:, order], atol=1e-5,
+                                   rtol=1e-5)
+        assert not torch.allclose(model.net.predict(changed, context, target), predicted, atol=1e-4)
+
+
 def test_a_model_saved_in_half_precision_runs_in_float32(folder, tmp_path):
     loaded = load_model(_copy(folder, tmp_path / "bf16", {"dtype": "bfloat16"}), device="cpu")
     assert {p.dtype for p in loaded.net.parameters()} == {torch.float32}

@@ -86,6 +86,9 @@ class TrainConfig:
         for name in ("lr", "weight_decay"):  # an infinite one makes every weight NaN at the first step
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if not math.isfinite(self.grad_clip):  # recorded in config.json and the card, and JSON has no infinity
+            raise ValueError(f"grad_clip must be a finite number, got {self.grad_clip} (a large one, such as 1e9, "
+                             "leaves the gradients unclipped)")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be at least 0, got {self.num_workers}")
         time_steps = model_config_from_preset(self.model).grid[0]
@@ -171,7 +174,7 @@ class _RecipeLoader(yaml.SafeLoader):
     def construct_number(self, node, kind: type):
         """A number as an override reads it (Python's `kind`, int or float): YAML 1.1 read `seed: 010` as octal 8,
         `steps: 25:00` as 1500 (base 60) and `1:30.0` as 90.0, where seed=010 is 10. YAML's own .inf and .nan stay
-        readable (`grad_clip: .inf`). Text Python does not read stays text, which `_typed` then refuses by name."""
+        numbers (the checks refuse them by name). Text Python does not read stays text, which `_typed` refuses."""
         text = self.construct_scalar(node)
         try:
             return kind(_YAML_INF_NAN.get(text.lower(), text))
