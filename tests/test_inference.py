@@ -282,3 +282,19 @@ def test_a_clip_on_the_gpu_works_like_the_same_clip_on_the_cpu(model):
     on_gpu = torch.from_numpy(clip).cuda()
     assert np.array_equal(model.shown_frames(on_gpu), model.shown_frames(clip))
     assert np.array_equal(model.surprise(on_gpu).per_step, model.surprise(clip).per_step)
+
+
+def test_one_model_input_is_preprocessed_a_few_frames_at_a_time(model, monkeypatch):
+    """BUG: embed, predict_masked and the latents turned every picked frame to float32 at the file's size at once (a
+    4K clip's 64 frames for V-JEPA 2: 6 GB), where surprise works 8 frames at a time; the input is the same either
+    way."""
+    import jepa_demo.inference as inference
+    from jepa_demo.preprocess import preprocess_video
+
+    video = np.random.default_rng(0).integers(0, 256, (40, 48, 40, 3), dtype=np.uint8)
+    chunks = []
+    monkeypatch.setattr(inference, "preprocess_video", lambda frames, cfg: chunks.append(len(frames)) or
+                        preprocess_video(frames, cfg))
+    x = model._input(video, 20)
+    assert chunks == [8, 8, 4]
+    assert torch.equal(x[0], preprocess_video(video, model.preprocess, 20))
