@@ -134,7 +134,7 @@ def memory_mib(pid: int) -> dict:
 
 
 # A request not answered in this long is counted as failed: an app that takes connections and never answers must not
-# hang the script (the slowest answer of the recorded run took 13.3 s)
+# hang the script (the slowest answer of the recorded run took 12.1 s)
 REQUEST_TIMEOUT_S = 300
 
 
@@ -343,7 +343,7 @@ def main(argv=None) -> int:
                         "commit 5a118ce's runs, before the queue was limited to two model calls: with 32 users on 2 "
                         "slow cores the slowest request took 78 s, and with --file-lifetime 20, 3 of 320 requests "
                         "failed: 'file not found'; the slowest request of the run recorded in "
-                        "benchmarks/load_test.json took 13.3 s)")
+                        "benchmarks/load_test.json took 12.1 s)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "load_test.json"))
     args = parser.parse_args(argv)
     if min(args.users, args.requests, args.rounds, args.file_lifetime) < 1:
