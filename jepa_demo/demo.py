@@ -25,6 +25,7 @@ from .cli import (
     signals_as_ctrl_c,
     write_nowhere,
 )
+from .gallery import EXAMPLE_SEED
 from .video import write_video
 from .world import VIOLATIONS, WorldConfig, make_pair
 
@@ -47,7 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), action=Once)
     parser.add_argument("--kind", choices=VIOLATIONS, action="append",
                         help="violation kind to show (repeatable; default: every kind)")
-    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--seed", type=int, default=EXAMPLE_SEED,
+                        help="the scene's seed (default: the app's example scene, which no model trained on)")
     args = parser.parse_args(argv)
     if args.seed < 0:  # found now, not after the model has loaded (make_pair would refuse it only then)
         parser.error(f"--seed must be a whole number of at least 0, got {args.seed}")

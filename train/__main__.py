@@ -72,8 +72,9 @@ def main(argv=None) -> int:
             raise
         reason = first_line(err, message=own_message(err))
         # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
+        # not offered to --resume: the same batch on the same model would run out of memory again
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
-              f"out_dir if this one saved); {stands()}", file=sys.stderr)
+              f"out_dir if this one saved); {stands(resumable=False)}", file=sys.stderr)
         return 1
     if os.environ.get("RANK", "0") != "0":  # under torchrun: one line for the run, not one per process
         return 0

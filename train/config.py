@@ -17,8 +17,9 @@ from jepa_demo.config import MODEL_PRESETS, OBJECTIVES, model_config_from_preset
 
 # The synthetic world's clips in a run have seeds seed * CLIP_SEED_STRIDE + 0, 1, 2, ... (train.data.WorldBatches).
 # The evaluation's, the gallery's and the app's example clips start at jepa_demo.evaluate.HELD_OUT_SEED, written out
-# here (importing it would import scikit-learn; a test checks it): no run may train on them. (The README's figures and
-# screenshots illustrate with seeds 3 and 2026: scenes from the training range, though never their violations.)
+# here (importing it would import scikit-learn; a test checks it): no run may train on them. (The README's mask figure
+# and the browser test's screenshots show seeds 3 and 2026: scenes from the training range, though never their
+# violations; its surprise figure shows the app's example scene.)
 CLIP_SEED_STRIDE = 10_000_019
 EVALUATION_SEEDS_FROM = 1_000_000_000
 
@@ -86,6 +87,8 @@ class TrainConfig:
         for name in ("lr", "weight_decay"):  # an infinite one makes every weight NaN at the first step
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if not 0 <= self.noise_std <= 1:  # as the world checks it, for a data folder too (NaN would reach the JSON)
+            raise ValueError(f"noise_std is in units of full intensity: between 0 and 1, got {self.noise_std}")
         if not math.isfinite(self.grad_clip):  # recorded in config.json and the card, and JSON has no infinity
             raise ValueError(f"grad_clip must be a finite number, got {self.grad_clip} (a large one, such as 1e9, "
                              "leaves the gradients unclipped)")

@@ -50,6 +50,7 @@ from .report import (
     METRIC_FIELDS,
     TRAIN_CONFIG_NAME,
     CollapseAlarm,
+    monitor_text,
     parse_metrics_row,
     plot_curves,
     read_run_record,
@@ -112,7 +113,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if use_cuda and local_rank >= torch.cuda.device_count():
         raise ValueError(f"process {local_rank} has no GPU of its own: this machine has {torch.cuda.device_count()}; "
-                         f"use --nproc_per_node {torch.cuda.device_count()} or fewer")
+                         f"use --nproc_per_node {torch.cuda.device_count()} or fewer (a --resume needs the run's own "
+                         "number of processes: on fewer GPUs, device=cpu)")
     dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank()
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
@@ -214,8 +216,18 @@ def check_same_run(out: Path, record: dict) -> None:
     changed = [f"{key}={value} (the run has {saved.get(key)})"
                for key, value in _changed(saved, record, "data_files" in saved).items()]
     if changed:
-        raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}; start a new run in "
-                         "another out_dir to change them")
+        # a file that cannot be read now (a network drive, a copy under way) counts as gone: the user changed nothing
+        fewer = _file_count(record.get("data_files")) < _file_count(saved.get("data_files"))
+        unread = (" (fewer files than the run had: one left out above because it cannot be read now counts as gone; "
+                  "make it readable again and rerun)" if fewer else "")
+        raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}{unread}; start a new "
+                         "run in another out_dir to change them")
+
+
+def _file_count(files_fingerprint) -> int:
+    """The count in a data folder's fingerprint ("12 files, sha256 ..."); 0 for none (the synthetic world)."""
+    head = str(files_fingerprint).split(" ", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def state_is_this_runs(cfg: TrainConfig, resumed: bool = False) -> bool:
@@ -269,7 +281,7 @@ def warn_if_warmup_outlasts_the_run(cfg: TrainConfig) -> None:
     if cfg.warmup_steps > cfg.steps:
         print(f"note: warmup_steps={cfg.warmup_steps} is more than steps={cfg.steps}: the learning rate rises only to "
               f"{lr_at(cfg.steps - 1, cfg):.3g}, short of lr={cfg.lr:g}, and never decays (set warmup_steps lower for "
-              "a short run)", file=sys.stderr)
+              "a short run: a new run, as --resume keeps it)", file=sys.stderr)
 
 
 def replace_finished_run(out: Path) -> None:
@@ -554,8 +566,10 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                     row = _metrics_row(step, loss, embeddings, result["mask"], cfg,
                                        clips / max(time.perf_counter() - tick, 1e-9))
                     log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", std=f"{row['target_std']:.2f}",
-                                    rank=f"{row['rankme']:.0f}")
+                    # as the alarm shows them: RankMe 4.6 is not "5", its floor ("rank" read as a process's)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}",
+                                    std=monitor_text(row["target_std"], "target_std", 2, "f"),
+                                    rankme=monitor_text(row["rankme"], "rankme", 0, "f"))
                     for warning in alarm.warnings(row):
                         bar.write(warning, file=sys.stderr)
                 tick, clips = time.perf_counter(), 0

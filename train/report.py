@@ -115,7 +115,7 @@ class CollapseAlarm:
     def warnings(self, row: dict) -> list[str]:
         crossed = sorted(key for key in self._unsaid if row[key] < COLLAPSE_FLOORS[key])
         self._unsaid -= set(crossed)
-        return [f"warning: step {row['step']:.0f}: {_MONITORS[key]} {_shown(row[key], key, 3, 'g')} is below its "
+        return [f"warning: step {row['step']:.0f}: {_MONITORS[key]} {monitor_text(row[key], key, 3, 'g')} is below its "
                 f"collapse floor "
                 f"{COLLAPSE_FLOORS[key]:g}: {_BELOW_FLOOR[key]} (README, 'No collapse')" for key in crossed]
 
@@ -125,10 +125,10 @@ def _clip_spread_line(stats: dict, objective: str) -> list[str]:
         return []
     note = _floor_note("clip_std", stats["min_clip_std"], objective)
     return [f"- its spread across clips at each token: minimum over the run "
-            f"{_shown(stats['min_clip_std'], 'clip_std', 3, 'f')}{note}"]
+            f"{monitor_text(stats['min_clip_std'], 'clip_std', 3, 'f')}{note}"]
 
 
-def _shown(value: float, key: str, digits: int, kind: str) -> str:
+def monitor_text(value: float, key: str, digits: int, kind: str) -> str:
     """Monitor `key`'s `value` to `digits` (`kind` "f": decimals, "g": significant digits), more where that many would
     print a value below the collapse floor as the floor itself ("4.97" rather than "5.0, below its floor of 5")."""
     floor, text = COLLAPSE_FLOORS[key], f"{value:.{digits}{kind}}"
@@ -195,10 +195,10 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
         rank_note = _floor_note("rankme", stats["min_rankme"], train_cfg.objective)
         lines += [f"- loss ({_LOSSES[train_cfg.objective]}): {final['loss']:.4f}",
                   f"- target-embedding std: {final['target_std']:.3f} "
-                  f"(minimum over the run {_shown(stats['min_target_std'], 'target_std', 3, 'f')}{std_note})",
+                  f"(minimum over the run {monitor_text(stats['min_target_std'], 'target_std', 3, 'f')}{std_note})",
                   *_clip_spread_line(stats, train_cfg.objective),
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
-                  f"(minimum over the run {_shown(stats['min_rankme'], 'rankme', 1, 'f')}{rank_note})",
+                  f"(minimum over the run {monitor_text(stats['min_rankme'], 'rankme', 1, 'f')}{rank_note})",
                   f"- throughput: {final['clips_per_s']:.1f} clips/s (median)"]
     lines += ["", f"![training curves]({CURVES_NAME})", "", "## Architecture", "", "```json",
               json.dumps(model_cfg, indent=2), "```", "", "## Training config", "", "```json",
