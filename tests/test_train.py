@@ -337,7 +337,9 @@ def test_running_out_of_memory_is_one_line_and_what_to_change(tmp_path, monkeypa
     assert main(["--config", TINY, f"out_dir={tmp_path / 'saved'}", "steps=4", "save_every=2"]) == 1
     # BUG: it said "rerun the same command with --resume", which runs out of memory again on the same batch
     assert capsys.readouterr().err.splitlines()[-1].endswith(
-        f"as a new run (in another out_dir if this one saved); the last complete save in {tmp_path / 'saved'} stands")
+        f"as a new run (in another out_dir if this one saved); the last complete save in {tmp_path / 'saved'} stands; "
+        "--resume replays the same batches, so it fits only once more memory is free (another process gone) or with "
+        "device=cpu")
     monkeypatch.setattr(train.loop, "train_step", lambda *a, **k: torch.zeros(2) @ torch.zeros(3))
     with pytest.raises(RuntimeError, match="inconsistent tensor size"):  # another is a bug: its traceback
         main(["--config", TINY, f"out_dir={tmp_path / 'other'}", "steps=4"])
@@ -1234,8 +1236,10 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys, monkeypatch):
     unreadable.write_bytes(b"a copy under way")  # BUG: told to start a new run, though the user changed nothing
     assert main(resume) == 2
     assert "but data_files=2 files, sha256 " in (err := capsys.readouterr().err)
-    assert ("fewer files than the run had: one left out above because it cannot be read now counts as gone; make it "
+    assert ("fewer files than the run had: if the folder's report above left one out as unreadable, make it "
             "readable again and rerun)") in err
+    assert main([*resume[:3], *resume[4:]]) == 2  # the folder run resumed on the synthetic world: no file to read
+    assert "but data=world" in (err := capsys.readouterr().err) and "fewer files" not in err
     unreadable.write_bytes(kept_bytes)
     (tmp_path / "clips" / "falling" / "2.mp4").rename(tmp_path / "clips" / "falling" / "2b.mp4")  # as many files
     assert main(resume) == 2

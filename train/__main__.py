@@ -24,6 +24,11 @@ from .config import load_config
 from .data import DataLost
 from .loop import STATE_NAME, TrainingDiverged, run, state_is_this_runs
 
+RESUME = "rerun the same command with --resume to continue"
+# The same batches again on the same model: it fits only where more memory is free than was
+RESUME_AFTER_OOM = ("--resume replays the same batches, so it fits only once more memory is free (another process "
+                    "gone) or with device=cpu")
+
 
 def main(argv=None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
@@ -37,8 +42,8 @@ def main(argv=None) -> int:
     args = parser.parse_intermixed_args(argv)  # key=value pairs may come before and after --resume
     cfg, started = None, time.time()
 
-    def stands(resumable: bool = True) -> str:
-        return _what_stands(cfg, started, args.resume, resumable)
+    def stands(resume: str | None = RESUME) -> str:
+        return _what_stands(cfg, started, args.resume, resume)
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -49,7 +54,7 @@ def main(argv=None) -> int:
         return 130
     except TrainingDiverged as err:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops here, on the same averaged loss
-            print(f"error: {err}; {stands(resumable=False)}", file=sys.stderr)
+            print(f"error: {err}; {stands(resume=None)}", file=sys.stderr)
         return 1
     except DataLost as err:  # raised in a data worker too: DataLoader raises the worker's error type again
         print(f"error: {own_message(err)}; {stands()}", file=sys.stderr)
@@ -72,9 +77,8 @@ def main(argv=None) -> int:
             raise
         reason = first_line(err, message=own_message(err))
         # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
-        # not offered to --resume: the same batch on the same model would run out of memory again
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
-              f"out_dir if this one saved); {stands(resumable=False)}", file=sys.stderr)
+              f"out_dir if this one saved); {stands(resume=RESUME_AFTER_OOM)}", file=sys.stderr)
         return 1
     if os.environ.get("RANK", "0") != "0":  # under torchrun: one line for the run, not one per process
         return 0
@@ -124,19 +128,19 @@ def data_worker_died(err: RuntimeError) -> bool:
     return str(err).startswith("DataLoader worker (pid")
 
 
-def _what_stands(cfg, started: float, resumed: bool, resumable: bool = True) -> str:
+def _what_stands(cfg, started: float, resumed: bool, resume: str | None = RESUME) -> str:
     """What a stopped run leaves. A training state written since this run `started` is its own (even its last step's,
     whose export --resume finishes), and so is the one a --resume started from; another older one is an earlier
     run's, which --resume continues only when unfinished and with these settings (a new run stopped before it
-    replaced that one). A run that would only stop the same way again is not `resumable`: its save is not offered to
-    --resume."""
+    replaced that one). `resume`: what to say of --resume after a save that stands; None for a run that would only
+    stop the same way again, whose save is not offered to it."""
     state = None if cfg is None else Path(cfg.out_dir) / STATE_NAME
     if state is None or not os.path.isfile(state):  # not Path.is_file: a path it cannot look up must not raise here
         return "nothing was saved yet"
     if state.stat().st_mtime < started and not state_is_this_runs(cfg, resumed):
         return f"nothing of this run was saved; the earlier run's save in {cfg.out_dir} is as it was"
     stands = f"the last complete save in {cfg.out_dir} stands"
-    return f"{stands}; rerun the same command with --resume to continue" if resumable else stands
+    return f"{stands}; {resume}" if resume else stands
 
 
 def _command_line(argv) -> str:
