@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--kind", choices=VIOLATIONS, action="append",
                         help="violation kind to show (repeatable; default: every kind)")
     parser.add_argument("--seed", type=int, default=EXAMPLE_SEED,
-                        help="the scene's seed (default: the app's example scene, which no model trained on)")
+                        help="the scene's seed (default: the seed of the app's examples, a scene no model trained on)")
     args = parser.parse_args(argv)
     if args.seed < 0:  # found now, not after the model has loaded (make_pair would refuse it only then)
         parser.error(f"--seed must be a whole number of at least 0, got {args.seed}")
