@@ -348,6 +348,19 @@ def test_a_mistyped_local_folder_is_not_reported_as_a_hub_model_only(tmp_path, m
     with pytest.raises(CheckpointError, match=r"^checkpoints/pixel_baseline: no checkpoint folder there, and as a "
                                               r"Hub repo id: not in the local Hub cache"):
         resolve_checkpoint("checkpoints/pixel_baseline")
+    # another refusal of the Hub's (a failed download), for a name whose folder exists: local first too
+    import jepa_demo.checkpoint as checkpoint_module
+
+    def download_failed(repo_id):
+        raise CheckpointError(f"{repo_id}: download failed (ConnectError: refused)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint_module, "_download_from_hub", download_failed)
+        with pytest.raises(CheckpointError, match=r"^checkpoints/pixel_baseline: no checkpoint folder there, and as a "
+                                                  r"Hub repo id: download failed \(ConnectError: refused\)$"):
+            resolve_checkpoint("checkpoints/pixel_baseline")
+        with pytest.raises(CheckpointError, match=r"^someone/model: download failed"):  # no such folder: the Hub's
+            resolve_checkpoint("someone/model")
     # BUG: named from another working folder (no checkpoints/ here), it read as a Hub model only
     monkeypatch.chdir(tmp_path / "checkpoints")
     with pytest.raises(CheckpointError, match=r"^checkpoints/default: no checkpoint folder there, and as a "

@@ -115,6 +115,7 @@ def test_a_reader_that_goes_away_stops_it_quietly(files):
     finally:  # a run that hangs must not outlive the test
         if process.poll() is None:
             process.kill()
+            process.wait()
     assert process.returncode == 141 and stderr == b""  # 128 + SIGPIPE, as a Unix tool; no traceback
 
 

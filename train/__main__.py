@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from jepa_demo.checkpoint import CheckpointError, first_line, push_to_hub, quiet_hub_client
 from jepa_demo.cli import Once, one_line_name, out_of_memory, print_result
 
@@ -26,8 +28,7 @@ from .loop import STATE_NAME, TrainingDiverged, run, state_is_this_runs
 
 RESUME = "rerun the same command with --resume to continue"
 # The same batches again on the same model: it fits only where more memory is free than was
-RESUME_AFTER_OOM = ("--resume replays the same batches, so it fits only once more memory is free (another process "
-                    "gone) or with device=cpu")
+RESUME_AFTER_OOM = "--resume replays the same batches, so it fits only once more memory is free (another process gone)"
 
 
 def main(argv=None) -> int:
@@ -77,8 +78,10 @@ def main(argv=None) -> int:
             raise
         reason = first_line(err, message=own_message(err))
         # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
+        on_gpu = isinstance(err, torch.OutOfMemoryError)  # the CPU's allocator raises a plain RuntimeError
+        resume = f"{RESUME_AFTER_OOM}{' or with device=cpu' if on_gpu else ''}"
         print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
-              f"out_dir if this one saved); {stands(resume=RESUME_AFTER_OOM)}", file=sys.stderr)
+              f"out_dir if this one saved); {stands(resume=resume)}", file=sys.stderr)
         return 1
     if os.environ.get("RANK", "0") != "0":  # under torchrun: one line for the run, not one per process
         return 0
@@ -128,7 +131,7 @@ def data_worker_died(err: RuntimeError) -> bool:
     return str(err).startswith("DataLoader worker (pid")
 
 
-def _what_stands(cfg, started: float, resumed: bool, resume: str | None = RESUME) -> str:
+def _what_stands(cfg, started: float, resumed: bool, resume: str | None) -> str:
     """What a stopped run leaves. A training state written since this run `started` is its own (even its last step's,
     whose export --resume finishes), and so is the one a --resume started from; another older one is an earlier
     run's, which --resume continues only when unfinished and with these settings (a new run stopped before it

@@ -566,7 +566,8 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                     row = _metrics_row(step, loss, embeddings, result["mask"], cfg,
                                        clips / max(time.perf_counter() - tick, 1e-9))
                     log.write(row)
-                    # as the alarm shows them: RankMe 4.6 is not "5", its floor ("rank" read as a process's)
+                    # rounded, as the alarm and the card round, never up to a collapse floor: RankMe 4.6 was "5"
+                    # ("rank" also read as a process's)
                     bar.set_postfix(loss=f"{row['loss']:.4f}",
                                     std=monitor_text(row["target_std"], "target_std", 2, "f"),
                                     rankme=monitor_text(row["rankme"], "rankme", 0, "f"))
