@@ -122,26 +122,23 @@ def test_a_reader_that_goes_away_stops_it_quietly(files):
 def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
     """`python -m jepa_demo info bad bad good 2>&1 | head -1`: the errors' reader is gone before the first line."""
     broken = files / "broken.mp4"
-    process = subprocess.Popen([sys.executable, "-m", "jepa_demo", "info", broken, broken, files / "a.mp4"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
-    process.stderr.close()
-    try:
-        assert process.wait(timeout=120) == 141
-    finally:  # a run that hangs must not outlive the test
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    assert _status_with_its_errors_reader_gone(["jepa_demo", "info", broken, broken, files / "a.mp4"]) == 141
 
 
 @pytest.mark.parametrize("tool", ["jepa_demo.demo", "jepa_demo.gallery"])
 def test_a_checkpoint_refused_to_a_reader_gone_is_exit_2(files, tool):
     """BUG: `python -m jepa_demo.demo --checkpoint nope 2>&1 | true`: the refusal's line raised BrokenPipeError, which
     the tour and the gallery did not catch: a traceback (lost with the reader) and status 1."""
-    process = subprocess.Popen([sys.executable, "-m", tool, "--checkpoint", files / "nope"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+    assert _status_with_its_errors_reader_gone([tool, "--checkpoint", files / "nope"]) == 2
+
+
+def _status_with_its_errors_reader_gone(module_and_args: list) -> int:
+    """The exit status of `python -m MODULE ARGS` whose stderr's reader is gone before its first line."""
+    process = subprocess.Popen([sys.executable, "-m", *module_and_args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
     process.stderr.close()
     try:
-        assert process.wait(timeout=120) == 2
+        return process.wait(timeout=120)
     finally:  # a run that hangs must not outlive the test
         if process.poll() is None:
             process.kill()
