@@ -108,7 +108,6 @@ class FolderBatches(Dataset):
         raise DataLost(one_line_name(f"data: none of the {len(self.files)} video files can be read any more (first: "
                                      f"{with_path(failed[0][1], failed[0][0])})"))
 
-
     def _in_order_of_trial(self, pick: int, draw: tuple[int, int]):
         """`pick`, then every other file in an order drawn for this clip (only when the pick fails)."""
         yield pick

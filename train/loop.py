@@ -54,6 +54,7 @@ from .report import (
     parse_metrics_row,
     plot_curves,
     read_run_record,
+    recorded_file_count,
     write_model_card,
 )
 
@@ -217,17 +218,11 @@ def check_same_run(out: Path, record: dict) -> None:
                for key, value in _changed(saved, record, "data_files" in saved).items()]
     if changed:
         # a file that cannot be read now (a network drive, a copy under way) counts as gone, though nothing changed
-        fewer = "data_files" in record and _file_count(record["data_files"]) < _file_count(saved.get("data_files"))
+        fewer = "data_files" in record and (recorded_file_count(record) or 0) < (recorded_file_count(saved) or 0)
         unread = (" (fewer files than the run had: if the folder's report above left one out as unreadable, make it "
                   "readable again and rerun)" if fewer else "")
         raise ValueError(f"--resume continues the run in {out} exactly, but {', '.join(changed)}{unread}; start a new "
                          "run in another out_dir to change them")
-
-
-def _file_count(files_fingerprint) -> int:
-    """The count in a data folder's fingerprint ("12 files, sha256 ..."); 0 for none."""
-    head = str(files_fingerprint).split(" ", 1)[0]
-    return int(head) if head.isdigit() else 0
 
 
 def state_is_this_runs(cfg: TrainConfig, resumed: bool = False) -> bool:

@@ -116,8 +116,8 @@ class CollapseAlarm:
         crossed = sorted(key for key in self._unsaid if row[key] < COLLAPSE_FLOORS[key])
         self._unsaid -= set(crossed)
         return [f"warning: step {row['step']:.0f}: {_MONITORS[key]} {monitor_text(row[key], key, 3, 'g')} is below its "
-                f"collapse floor "
-                f"{COLLAPSE_FLOORS[key]:g}: {_BELOW_FLOOR[key]} (README, 'No collapse')" for key in crossed]
+                f"collapse floor {COLLAPSE_FLOORS[key]:g}: {_BELOW_FLOOR[key]} (README, 'No collapse')"
+                for key in crossed]
 
 
 def _clip_spread_line(stats: dict, objective: str) -> list[str]:
@@ -152,11 +152,18 @@ def read_run_record(folder: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def recorded_file_count(record: dict) -> int | None:
+    """How many video files a run's record says it drew from (train.data.FolderBatches records "N files, sha256
+    ..."), or None: the synthetic world, or a run recorded before its files were."""
+    head = str(record.get("data_files", "")).partition(" files,")[0]
+    return int(head) if head.isdigit() else None
+
+
 def _folder_data(folder: Path, root: str) -> str:
     """The card's data line for data=FOLDER, from the run's train_config.json."""
     record = read_run_record(folder) or {}
-    files = record.get("data_files", "").partition(" files,")[0]  # train.data.FolderBatches: "N files, sha256 ..."
-    text = f"{files or 'the'} video files under `{root}`"
+    count = recorded_file_count(record)
+    text = f"{'the' if count is None else count} video files under `{root}`"
     if labels := record.get("data_labels"):
         # imported here: the folder probe brings scikit-learn, which training does not use
         from jepa_demo.folder_probe import MIN_PER_LABEL, enough_labels
