@@ -635,7 +635,7 @@ def test_push_cli_offline_is_one_line_and_exit_2(saved, capsys):
 def test_push_cli_takes_one_repo_id_and_its_closing_line_follows_the_tools_rules(saved, monkeypatch, capsys):
     """BUG: `--repo-id me/scratch --repo-id me/public` pushed to the last without a word (a line edited from the
     shell's history); the closing line, printed bare, failed at exit on a reader gone (`| true`) with status 120."""
-    import io
+    from test_cli import GoneReader
 
     import train.__main__
     from train.__main__ import main
@@ -646,10 +646,6 @@ def test_push_cli_takes_one_repo_id_and_its_closing_line_follows_the_tools_rules
     pushed = []
     monkeypatch.setattr(train.__main__, "push_to_hub", lambda folder, repo_id, private: pushed.append(repo_id)
                         or f"https://huggingface.co/{repo_id}")
-
-    class GoneReader(io.StringIO):
-        def write(self, text):
-            raise BrokenPipeError(32, "Broken pipe")
 
     with monkeypatch.context() as patch:  # put back before capsys ends: not its closed stream, at the end of the test
         patch.setattr(sys, "stdout", GoneReader())

@@ -1,5 +1,6 @@
 """The command line, run as a user would: real mp4 files, a real subprocess, one JSON object per file and line."""
 
+import io
 import json
 import os
 import re
@@ -505,16 +506,17 @@ def test_terminal_demo_runs_pairs_through_mp4_and_leaves_nothing_behind(files, t
     assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
 
 
+class GoneReader(io.StringIO):
+    """A stdout whose reader went away (`| true`): every write is a broken pipe."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
 def test_a_tools_closing_line_to_a_reader_that_went_away_ends_quietly_with_141(monkeypatch, capsys):
     """BUG: `python -m jepa_demo.gallery | true` (and train's last line) said "could not print the result: Broken
     pipe" with status 1, where the CLI and the tour end quietly with 141, as SIGPIPE ends a Unix tool."""
-    import io
-
     from jepa_demo.cli import print_result
-
-    class GoneReader(io.StringIO):
-        def write(self, text):
-            raise BrokenPipeError(32, "Broken pipe")
 
     # BUG (of this test): patched to the end of the test, stdout was put back after capsys had closed its stream, and
     # the session's app server, closed next on this worker, printed into it
