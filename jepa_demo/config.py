@@ -4,7 +4,6 @@ A checkpoint's `config.json` holds both dataclasses, so a saved model rebuilds i
 nothing about training (see `train/config.py`) or about files.
 """
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 # ImageNet statistics, the convention V-JEPA 2 and most video ViTs use; stored in every checkpoint's config.
@@ -19,6 +18,8 @@ _MAX_TOKENS = 65536
 # its predictor counts ~1 B), so a config of in-range values cannot ask for terabytes either.
 _MAX_PARAMETERS = 4_000_000_000
 OBJECTIVES = ("jepa", "jepa-sigreg", "pixel")
+# Preprocessing normalises in float32: a std of 1e-50 is 0 there and a mean of 1e39 infinite, every pixel inf
+_FLOAT32_MAX, _FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
 
 
 def check_parameter_count(count: float) -> None:
@@ -59,8 +60,11 @@ class PreprocessConfig:
             raise ValueError("mean and std need three values (R, G, B)")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (*self.mean, *self.std)):
             raise ValueError(f"mean and std must be numbers, got {self.mean} and {self.std}")
-        if not all(math.isfinite(m) for m in self.mean) or not all(math.isfinite(s) and s > 0 for s in self.std):
-            raise ValueError(f"mean must be finite and std finite and positive, got {self.mean} and {self.std}")
+        if not all(abs(m) < _FLOAT32_MAX and _FLOAT32_TINY <= s < _FLOAT32_MAX and (1 + abs(m)) / s < _FLOAT32_MAX
+                   for m, s in zip(self.mean, self.std)):
+            raise ValueError("mean must be finite and std finite and positive, with (1 + |mean|) / std within "
+                             "float32's range (pixels in [0, 1] are normalised in float32), got "
+                             f"{self.mean} and {self.std}")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 

@@ -174,15 +174,6 @@ def surprise_shift(curves: list[tuple[np.ndarray, np.ndarray]], kinds: list[str]
     return {kind: dict(zip(("rise", "end"), np.mean(values, axis=0).tolist())) for kind, values in shift.items()}
 
 
-def pair_accuracy(score, pairs) -> dict:
-    """Share of pairs where score(implausible) > score(plausible), overall and per kind; a tie counts half (the
-    twins share their start, so a score that peaks there cannot tell them apart)."""
-    wins = _wins(score_pairs(score, pairs))
-    kinds = [kind for kind, _, _ in pairs]
-    per_kind = {kind: float(wins[np.asarray(kinds) == kind].mean()) for kind in dict.fromkeys(kinds)}
-    return {"accuracy": float(wins.mean()), "per_kind": per_kind}
-
-
 def probe_clips(train: int, test: int, first_seed: int, size: int, num_frames: int) -> tuple[list, list]:
     """The probes' labelled clips: `train` from seeds `first_seed` + PROBE_TRAIN_SEEDS and up, `test` from
     + PROBE_TEST_SEEDS."""

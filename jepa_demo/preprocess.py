@@ -16,6 +16,11 @@ import torch.nn.functional as F
 
 from .config import PreprocessConfig
 
+# Models see a centred square of each frame, and the short-side resize scales the long side by as much: a picture
+# many times wider than high gives a small share of itself to see and a resized frame of gigabytes (2 x 4096 pixels,
+# resized to V-JEPA 2's 292-pixel short side, is 16.8 GB a chunk). Arrays and files are refused beyond this.
+MAX_ASPECT = 8
+
 
 def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
     """`num_frames` indices one frame in k apart, k as large as fits (the middle of the clip when they do not span
@@ -49,13 +54,18 @@ def positive_int(name: str, value, unit: str = "") -> int:
 
 
 def check_video_array(video) -> None:
-    """Reject anything that is not uint8 (T, H, W, 3) with a message saying what was received."""
+    """Reject anything that is not uint8 (T, H, W, 3) with a message saying what was received, or with frames more
+    than `MAX_ASPECT` times wider than high or the reverse."""
     if not isinstance(video, (np.ndarray, torch.Tensor)):
         raise ValueError(f"expected a uint8 array of shape (T, H, W, 3), got {type(video).__name__}")
     if video.dtype not in (np.uint8, torch.uint8):
         raise ValueError(f"expected uint8 frames, got dtype {video.dtype}")
     if video.ndim != 4 or video.shape[-1] != 3 or min(video.shape) < 1:
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(video.shape)}")
+    height, width = video.shape[1:3]
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise ValueError(f"frames of {width}x{height} pixels are more than {MAX_ASPECT} times wider than high or "
+                         "higher than wide; a model would see only a small centred square of them")
 
 
 def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None) -> torch.Tensor:

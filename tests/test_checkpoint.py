@@ -257,6 +257,10 @@ def test_weights_that_do_not_match_the_config(saved):
 @pytest.mark.parametrize("section, change, message", [
     ("preprocess", {"std": [0.2, float("nan"), 0.2]}, "std finite and positive"),
     ("preprocess", {"mean": [float("inf"), 0.4, 0.4]}, "mean must be finite"),
+    # finite in Python, not in float32, where preprocessing normalises: every pixel came out inf, blamed on weights
+    ("preprocess", {"std": [0.2, 1e-50, 0.2]}, r"std within float32's range"),
+    ("preprocess", {"mean": [1e39, 0.4, 0.4], "std": [1e30, 0.2, 0.2]}, r"std within float32's range"),
+    ("preprocess", {"std": [0.2, 1e39, 0.2]}, r"std within float32's range"),  # every pixel 0 in float32
     ("preprocess", {"mean": [None, 0.4, 0.4]}, "must be numbers"),
     ("train", None, "\"train\" must be an object"),
     ("train", {"future_steps": "2"}, "train.future_steps must be an integer between 1 and 1"),

@@ -20,11 +20,12 @@ from jepa_demo.evaluate import (
     frame_difference_score,
     main,
     majority_rates,
-    pair_accuracy,
     pair_statistics,
     pair_world,
     paired_difference,
     probe_clips,
+    representation_scores,
+    score_pairs,
     surprise_shift,
     tracking_errors,
     violation_pairs,
@@ -34,13 +35,41 @@ from jepa_demo.inference import load_model
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip
 
 
-def test_pair_accuracy_counts_wins_losses_and_ties_per_kind():
+def test_pair_statistics_count_wins_losses_and_ties_per_kind():
     bright, dark = np.full((4, 8, 8, 3), 200, np.uint8), np.zeros((4, 8, 8, 3), np.uint8)
-    pairs = [("teleport", dark, bright), ("teleport", bright, dark), ("vanish", dark, dark)]
-    result = pair_accuracy(lambda v: float(v.mean()), pairs)
-    assert result["per_kind"] == {"teleport": 0.5, "vanish": 0.5}
-    assert result["accuracy"] == pytest.approx(0.5)
-    assert pair_accuracy(lambda v: float(v.mean()), pairs[:1])["accuracy"] == 1.0
+    pairs = [("teleport", dark, bright), ("teleport", dark, bright), ("teleport", bright, dark),
+             ("vanish", dark, dark), ("appear", dark, bright)]
+    scores = score_pairs(lambda v: float(v.mean()), pairs)
+    assert scores.tolist() == [[0, 200], [0, 200], [200, 0], [0, 0], [0, 200]]  # (plausible, implausible)
+    stats = pair_statistics(scores, [kind for kind, _, _ in pairs], resamples=50)
+    # each kind's own pairs (a won appear and a tied vanish are not teleports), and all five together
+    assert {kind: s["accuracy"] for kind, s in stats["per_kind"].items()} == pytest.approx(
+        {"teleport": 2 / 3, "vanish": 0.5, "appear": 1.0})
+    assert {kind: s["pairs"] for kind, s in stats["per_kind"].items()} == {"teleport": 3, "vanish": 1, "appear": 1}
+    assert stats["accuracy"] == pytest.approx(3.5 / 5)
+    assert stats["per_kind"]["teleport"]["accuracy_ci"] == pytest.approx(wilson_interval(2 / 3, 3))
+
+
+def test_probes_fit_on_the_training_clips_and_score_each_label_on_the_test_clips():
+    """Known answers: two clusters of directions, at sizes where the Euclidean nearest neighbours would be the other
+    cluster's (the kNN probe is cosine); gravity is one value in training (the one-class path); direction has two
+    test clips against their cluster and main_shape all four (so fitting on the test clips would score it 1.0)."""
+    from types import SimpleNamespace
+
+    def clip(vector, num_objects, gravity, direction, main_shape):
+        labels = dict(num_objects=num_objects, gravity=gravity, direction=direction, main_shape=main_shape)
+        return SimpleNamespace(frames=np.array(vector, np.float32), labels=labels)
+
+    train = [clip((10.0, 1.0 + 0.1 * i), 1, False, "left", "circle") for i in range(5)]
+    train += [clip((0.01 + 0.001 * i, 0.1), 2, False, "right", "square") for i in range(5)]
+    test = [clip((0.1, 0.012), 1, False, "left", "square"), clip((10.0, 1.2), 1, False, "right", "square"),
+            clip((0.012, 0.1), 2, False, "left", "circle"), clip((1.2, 10.0), 2, True, "right", "circle")]
+    scores, hits = representation_scores(lambda frames: frames, train, test)
+    expected = {"num_objects": 1.0, "gravity": 0.75, "direction": 0.5, "main_shape": 0.0}
+    assert scores["knn"] == pytest.approx({**expected, "mean": 0.5625})
+    assert hits["knn"].shape == (4, 4) and hits["knn"][:, 0].tolist() == [True, True, True, False]
+    assert scores["linear"]["gravity"] == 0.75  # the one-class path, whichever the probe
+    assert 1 <= scores["effective_rank"] <= 2
 
 
 def test_auroc_compares_every_implausible_clip_with_every_plausible_one():
