@@ -234,7 +234,9 @@ def load_or_say_why(source, device: str | None = None):
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
-        say(f"error: cannot load checkpoint: {first_line(err)}")  # the tour and gallery exit 2 after it, as the CLI
+        # the message starts with the name given, which may hold a newline (`--checkpoint "$(ls -d runs/*)"`)
+        text = str(err).replace(str(source), one_line_name(str(source)), 1)
+        say(f"error: cannot load checkpoint: {first_line(err, message=text)}")  # the tour and gallery exit 2 after it
         return None
 
 

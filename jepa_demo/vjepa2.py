@@ -138,9 +138,12 @@ def check_safetensors_only(folder: Path, hf_config: dict) -> list[str]:
         # a local folder saved twice in different layouts (save_pretrained removes only shards)
         raise ValueError("holds both model.safetensors and model.safetensors.index.json, the weights of two saves: "
                          "remove the older layout")
+    if named is None:
+        indexes = [folder / "model.safetensors.index.json"]
+    else:  # the named file alone, as transformers loads it, whatever index an earlier save left beside it
+        indexes = [folder / named] if isinstance(named, str) and named.endswith(".index.json") else []
     files = [] if named is None else [named]
-    for index in {folder / "model.safetensors.index.json", *([folder / named] if isinstance(named, str) and
-                                                             named.endswith(".index.json") else [])}:
+    for index in indexes:
         if index.is_file():
             try:
                 files += list(json.loads(index.read_text())["weight_map"].values())

@@ -291,6 +291,18 @@ def test_an_empty_name_is_said_to_be_one(files, capsys):
                                        "or a Hub repo id like user/name\n")
 
 
+def test_a_checkpoint_name_holding_a_newline_keeps_the_reason(files, tmp_path, capsys):
+    """BUG: `--checkpoint "$(ls -d runs/*)"` with two runs: the line was 'error: cannot load checkpoint: runs/a', the
+    first line of a message that starts with the name, as if runs/a could not be loaded and with no reason."""
+    from jepa_demo import cli
+
+    name = f"{tmp_path}/a\n{tmp_path}/b"
+    assert cli.main(["embed", str(files / "b.mp4"), "--checkpoint", name]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot load checkpoint: {tmp_path}/a\\n{tmp_path}/b: no checkpoint folder there")
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize("error", [
     CheckpointError("cannot download user/model: 429 Too Many Requests\n\nRequest ID: abc"),  # a Hub error's lines
     RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),  # a model too large for this machine

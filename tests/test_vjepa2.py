@@ -282,11 +282,24 @@ def test_missing_or_corrupt_weights_name_the_folder(folder, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text((folder / "config.json").read_text())
-    with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 checkpoint"):
+    named = rf"^{re.escape(str(bad))}: cannot load the V-JEPA 2 checkpoint"
+    with pytest.raises(CheckpointError, match=named):
         load_model(bad)
     (bad / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(CheckpointError, match="cannot load the V-JEPA 2 checkpoint"):
+    with pytest.raises(CheckpointError, match=named):
         load_model(bad)
+
+
+@pytest.mark.parametrize("old_shard", ["pytorch_model-00001.bin", "gone.safetensors"])
+def test_a_named_weights_file_is_loaded_whatever_index_an_earlier_save_left(folder, tmp_path, old_shard):
+    """BUG: with config.json's transformers_weights naming one file, the default index was read too, though
+    transformers ignores it: one naming .bin shards refused the folder as unpickling, one naming shards no longer
+    there failed on a missing file."""
+    odd = _copy(folder, tmp_path / "odd", {"transformers_weights": "weights.safetensors"})
+    (odd / "model.safetensors").rename(odd / "weights.safetensors")
+    (odd / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"encoder.x": old_shard}}))
+    model = load_model(odd, device="cpu")
+    assert model.embed(np.zeros((4, 32, 32, 3), np.uint8)).shape == (model.cfg.dim,)
 
 
 def test_weights_missing_from_the_file_are_refused_and_extra_ones_ignored_quietly(folder, tmp_path, capfd):
