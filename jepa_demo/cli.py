@@ -217,6 +217,27 @@ def say(line: str, reader_gone_stops: bool = False) -> None:
             raise
 
 
+class BestEffortStderr:
+    """stderr for a progress bar, written as `say` writes: a reader gone (`python -m train ... 2>&1 | tee log`, then
+    Ctrl-C) raised from the bar's update, before the step's due save, where it is now pointed nowhere."""
+
+    def write(self, text: str) -> None:
+        self._best_effort(sys.stderr.write, text)
+
+    def flush(self) -> None:
+        self._best_effort(sys.stderr.flush)
+
+    def __getattr__(self, name):  # the rest is stderr's (fileno for the bar's width, isatty, encoding)
+        return getattr(sys.stderr, name)
+
+    @staticmethod
+    def _best_effort(method, *args) -> None:
+        try:
+            method(*args)
+        except OSError:
+            write_nowhere(sys.stderr)
+
+
 def write_nowhere(*streams) -> None:
     """Point streams that can no longer be written at /dev/null: Python flushes them again at exit, and that would
     fail with a second error."""

@@ -78,6 +78,18 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
         load_config(TINY, ["noise_std=nan", "data=clips/"])
 
 
+def test_a_recipe_can_come_through_a_pipe(tmp_path):
+    """BUG: `--config <(sed 's/steps: .*/steps: 2/' train/configs/tiny.yaml)`, a /dev/fd path to a pipe, was
+    "recipe /dev/fd/63 not found"."""
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as recipe:
+        recipe.write(Path(TINY).read_text() + "lr: 0.0123\n")
+    try:
+        assert load_config(f"/dev/fd/{read}", ["steps=2"]).lr == 0.0123
+    finally:
+        os.close(read)
+
+
 def test_a_recipe_given_twice_is_refused(tmp_path, capsys):
     """BUG: --config a.yaml --config b.yaml trained with b.yaml without a word."""
     from train.__main__ import main
@@ -313,6 +325,32 @@ def test_a_stdout_that_fails_after_the_run_says_so_in_one_line(tmp_path):
     assert load_model(tmp_path / "run").info()["step"] == 2
 
 
+def test_a_reader_of_the_progress_bar_that_goes_away_does_not_stop_the_run(tmp_path):
+    """BUG: `python -m train ... 2>&1 | tee log`, tee gone (the same Ctrl-C): the bar's write raised BrokenPipeError
+    before the step's due save, and the error line after it raised again, a traceback with status 1. The run is on
+    disk, not in its log: it goes on and says nothing more on stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "train", "--config", TINY, f"out_dir={tmp_path / 'run'}",
+                                "steps=3"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stderr.close()
+    try:
+        stdout, _ = process.communicate(timeout=300)
+    finally:  # a run that hangs must not outlive the test
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0 and stdout == f"checkpoint written to {tmp_path / 'run'}\n"
+    assert load_model(tmp_path / "run").info()["step"] == 3
+
+
+def test_the_result_line_is_one_line_whatever_the_folder_is_called(tmp_path, capsys):
+    from train.__main__ import main
+
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'a'}\nb", "steps=1"]) == 0
+    assert capsys.readouterr().out == f"checkpoint written to {tmp_path / 'a'}\\nb\n"  # escaped, as the CLI's
+    assert load_model(f"{tmp_path / 'a'}\nb").info()["step"] == 1
+
+
 def test_running_out_of_memory_is_one_line_and_what_to_change(tmp_path, monkeypatch, capsys):
     import train.loop
     from train.__main__ import main
@@ -495,7 +533,10 @@ def test_bad_settings_exit_with_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: recipe {not_yaml} is not valid YAML: nested too deeply\n"
     not_yaml.write_bytes(b"\0" * (3 * 2**20))  # --config clip.mp4: it was read whole first
     assert main(["--config", str(not_yaml)]) == 2
-    assert capsys.readouterr().err == f"error: recipe {not_yaml} is 3 MB, not a recipe (a few lines of key: value)\n"
+    assert capsys.readouterr().err == (f"error: recipe {not_yaml} is more than 1 MB, not a recipe (a few lines of "
+                                       "key: value)\n")
+    assert main(["--config", "/dev/zero"]) == 2  # a device: read up to the limit, not forever
+    assert "is more than 1 MB, not a recipe" in capsys.readouterr().err
     assert main(["--config", " ", f"out_dir={tmp_path / 'run'}"]) == 2  # --config "$RECIPE" with RECIPE unset
     assert "--config is empty" in capsys.readouterr().err
     assert main(["--config", TINY, f"data={tmp_path / 'no-videos'}", f"out_dir={tmp_path / 'run'}"]) == 2

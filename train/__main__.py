@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from jepa_demo.checkpoint import CheckpointError, first_line, push_to_hub, quiet_hub_client
-from jepa_demo.cli import Once, one_line_name, out_of_memory, print_result
+from jepa_demo.cli import Once, one_line_name, out_of_memory, print_result, say
 
 from .config import load_config
 from .data import DataLost
@@ -51,28 +51,28 @@ def main(argv=None) -> int:
         out = run(cfg, resume=args.resume, command=_command_line(argv))
     except KeyboardInterrupt:  # Ctrl-C: saves are atomic, so the last complete one stands
         if os.environ.get("RANK", "0") == "0":
-            print(f"interrupted: {stands()}", file=sys.stderr)
+            say(f"interrupted: {stands()}")
         return 130
     except TrainingDiverged as err:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops here, on the same averaged loss
-            print(f"error: {err}; {stands(resume=None)}", file=sys.stderr)
+            say(f"error: {err}; {stands(resume=None)}")
         return 1
     except DataLost as err:  # raised in a data worker too: DataLoader raises the worker's error type again
-        print(f"error: {own_message(err)}; {stands()}", file=sys.stderr)
+        say(f"error: {own_message(err)}; {stands()}")
         return 1
     except ValueError as err:
-        print(f"error: {one_line_name(own_message(err))}", file=sys.stderr)  # it may name a file called a\nb.mp4
+        say(f"error: {one_line_name(own_message(err))}")  # it may name a file called a\nb.mp4
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
-        print(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or own_message(err)}; "
-              f"{stands()}", file=sys.stderr)
+        say(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or own_message(err)}; "
+            f"{stands()}")
         return 1
     except RuntimeError as err:
         if data_worker_died(err):  # killed by the kernel's OOM killer, or a bus error on a full /dev/shm
             # --resume keeps the run's batch_size (as below) but takes another num_workers
-            print(f"error: {first_line(err, message=own_message(err))} (often out of memory or shared memory, "
-                  "/dev/shm): fewer num_workers (which --resume takes) or a smaller batch_size (a new run, in another "
-                  f"out_dir if this one saved) needs less; {stands()}", file=sys.stderr)
+            say(f"error: {first_line(err, message=own_message(err))} (often out of memory or shared memory, "
+                "/dev/shm): fewer num_workers (which --resume takes) or a smaller batch_size (a new run, in another "
+                f"out_dir if this one saved) needs less; {stands()}")
             return 1
         if not out_of_memory(err):
             raise
@@ -80,12 +80,12 @@ def main(argv=None) -> int:
         # --resume keeps the run's batch_size and model: a smaller one is a new run, in a new out_dir once saved
         on_gpu = isinstance(err, torch.OutOfMemoryError)  # the CPU's allocator raises a plain RuntimeError
         resume = f"{RESUME_AFTER_OOM}{' or with device=cpu' if on_gpu else ''}"
-        print(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
-              f"out_dir if this one saved); {stands(resume=resume)}", file=sys.stderr)
+        say(f"error: out of memory ({reason}); a smaller batch_size or model needs less, as a new run (in another "
+            f"out_dir if this one saved); {stands(resume=resume)}")
         return 1
     if os.environ.get("RANK", "0") != "0":  # under torchrun: one line for the run, not one per process
         return 0
-    return print_result(f"checkpoint written to {out}", "the checkpoint is written")
+    return print_result(f"checkpoint written to {one_line_name(str(out))}", "the checkpoint is written")
 
 
 def push(argv) -> int:
@@ -100,16 +100,16 @@ def push(argv) -> int:
         with quiet_hub_client():  # its retries' warnings would come before the one line that says why it failed
             url = push_to_hub(args.folder, args.repo_id, private=args.private)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        say("interrupted")
         return 130
     except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
+        say(f"error: {err}")
         return 2
     except OSError as err:  # a folder name too long, or one it may not enter
-        print(f"error: {args.folder}: cannot be read ({err.strerror or err})", file=sys.stderr)
+        say(f"error: {one_line_name(args.folder)}: cannot be read ({err.strerror or err})")
         return 2
-    return print_result(f"pushed {args.folder} to {url}; load it with jepa_demo.load_model({args.repo_id!r})",
-                        "the push is done")
+    return print_result(f"pushed {one_line_name(args.folder)} to {url}; load it with "
+                        f"jepa_demo.load_model({args.repo_id!r})", "the push is done")
 
 
 def own_message(err: Exception) -> str:

@@ -189,16 +189,23 @@ _RecipeLoader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: load
 _RecipeLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: loader.construct_number(node, float))
 
 
+_MAX_RECIPE_BYTES = 2**20
+
+
 def _read_recipe(path: str) -> dict:
     path = Path(os.path.expanduser(path))  # --config=~/r.yaml: no shell expands ~ after the = (as out_dir and data)
     try:  # is_file too: a name too long or a folder one may not enter raises rather than answer False
         if path.is_dir():
             raise ValueError(f"recipe {path} is a folder: give a recipe file in it, e.g. {path / 'cpu.yaml'}")
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"recipe {path} not found")
-        if (size := path.stat().st_size) > 2**20:  # --config clip.mp4: not read whole into memory to find out
-            raise ValueError(f"recipe {path} is {size / 2**20:.0f} MB, not a recipe (a few lines of key: value)")
-        values = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
+        # --config clip.mp4 is not read whole into memory to find out; nor is a pipe (`--config <(sed ... r.yaml)`,
+        # which has no size to check first) or a device
+        with path.open("rb") as recipe:
+            text = recipe.read(_MAX_RECIPE_BYTES + 1)
+        if len(text) > _MAX_RECIPE_BYTES:
+            raise ValueError(f"recipe {path} is more than 1 MB, not a recipe (a few lines of key: value)")
+        values = yaml.load(text.decode(), Loader=_RecipeLoader) or {}
     except UnicodeDecodeError:
         raise ValueError(f"recipe {path} is not a text file") from None
     except RecursionError:  # PyYAML composes nested collections recursively

@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import os
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from jepa_demo.cli import one_line_name
+from jepa_demo.cli import one_line_name, say
 from jepa_demo.config import PreprocessConfig
 from jepa_demo.preprocess import preprocess_batch, preprocess_video
 from jepa_demo.video import VideoError, folder_label, list_videos, read_video, video_info, with_path
@@ -120,7 +119,7 @@ class FolderBatches(Dataset):
         count = len(self.reported)
         if count & (count - 1) == 0:
             so_far = f"; {count} files skipped so far" if count > 1 else ""
-            print(one_line_name(f"data: skipping {path} where it cannot be read ({err}){so_far}"), file=sys.stderr)
+            say(one_line_name(f"data: skipping {path} where it cannot be read ({err}){so_far}"))
 
 
 class DataLost(ValueError):
@@ -149,8 +148,8 @@ def readable_videos(root: str, report: bool = True) -> list[Path]:
         raise ValueError(one_line_name(f"data={root}: none of the {len(files)} video files can be read "
                                        f"({reasons[0]})"))
     if reasons and report:
-        print(one_line_name(f"data={root}: leaving out {len(reasons)} of {len(files)} video files that cannot be "
-                            f"read (first: {reasons[0]})"), file=sys.stderr)
+        say(one_line_name(f"data={root}: leaving out {len(reasons)} of {len(files)} video files that cannot be "
+                          f"read (first: {reasons[0]})"))
     return readable
 
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import stat
-import sys
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -38,6 +37,7 @@ from jepa_demo.checkpoint import (
     save_tensors,
     write_json,
 )
+from jepa_demo.cli import BestEffortStderr, say
 from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
 from jepa_demo.model import VideoJEPA, clip_spread, effective_rank, embedding_std
@@ -274,9 +274,9 @@ def warn_if_warmup_outlasts_the_run(cfg: TrainConfig) -> None:
     """`steps=50` on a recipe warming up for 100 steps trains at half its rate at most, and never decays: allowed (a
     smoke test of a step or two), but said."""
     if cfg.warmup_steps > cfg.steps:
-        print(f"note: warmup_steps={cfg.warmup_steps} is more than steps={cfg.steps}: the learning rate rises only to "
-              f"{lr_at(cfg.steps - 1, cfg):.3g}, short of lr={cfg.lr:g}, and never decays (set warmup_steps lower for "
-              "a short run: a new run, as --resume keeps it)", file=sys.stderr)
+        say(f"note: warmup_steps={cfg.warmup_steps} is more than steps={cfg.steps}: the learning rate rises only to "
+            f"{lr_at(cfg.steps - 1, cfg):.3g}, short of lr={cfg.lr:g}, and never decays (set warmup_steps lower for "
+            "a short run: a new run, as --resume keeps it)")
 
 
 def replace_finished_run(out: Path) -> None:
@@ -489,7 +489,7 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
         start, seconds_before = load_training_state(out, model, optimizer, runtime.world_size)
     elif runtime.is_main:
         if resume:
-            print(f"--resume: no {STATE_NAME} in {out}, starting from step 0", file=sys.stderr)  # not a result
+            say(f"--resume: no {STATE_NAME} in {out}, starting from step 0")  # not a result
         replace_finished_run(out)
     if runtime.world_size > 1:
         check_processes_resume_together(start, runtime)
@@ -546,8 +546,9 @@ class CtrlC:
 
 def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started):
     # Context managers: the bar is closed before an error message is printed under it
-    with tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step") as bar, \
-            CtrlC() as ctrl_c:
+    stderr = BestEffortStderr()  # a reader gone must not stop the step in progress, nor its save if one is due
+    with tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step", file=stderr,
+              dynamic_ncols=True) as bar, CtrlC() as ctrl_c:
         tick, clips = time.perf_counter(), 0
         alarm = CollapseAlarm(cfg.objective)
         for step, batch in enumerate(loader, start=start):
@@ -567,7 +568,7 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                                     std=monitor_text(row["target_std"], "target_std", 2, "f"),
                                     rankme=monitor_text(row["rankme"], "rankme", 0, "f"))
                     for warning in alarm.warnings(row):
-                        bar.write(warning, file=sys.stderr)
+                        bar.write(warning, file=stderr)
                 tick, clips = time.perf_counter(), 0
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 seconds = time.perf_counter() - started
@@ -670,8 +671,8 @@ def wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
     if cfg.compile and runtime.device.type == "cuda":
         forward = torch.compile(forward)
     elif cfg.compile and runtime.is_main:  # recorded as asked (config.json, the card): said here, not passed over
-        print(f"note: compile=true is for CUDA (on the CPU, compiled training ran slower than eager): this run on "
-              f"{runtime.device.type} runs eager", file=sys.stderr)
+        say(f"note: compile=true is for CUDA (on the CPU, compiled training ran slower than eager): this run on "
+            f"{runtime.device.type} runs eager")
     return forward
 
 
