@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     for name, seconds in medians.items():
         print(f"{name:<22}{seconds:>10.3f}")
     report = {"command": _report.command(__file__, argv),
-              "checkpoint": _shown(Path(args.checkpoint)),
+              "checkpoint": _shown(args.checkpoint),
               "surprise_beside": explorer.baseline and explorer.baseline.objective,
               "clip": "10 s, 640x480, 30 fps mp4", "device": device, "threads": args.threads,
               "repeats": args.repeats,
@@ -108,9 +108,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _shown(path: Path) -> str:
-    """The checkpoint as the JSON records it: relative to the repository when inside it, not this machine's path."""
-    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+def _shown(checkpoint: str) -> str:
+    """The checkpoint as the JSON records it: a folder relative to the repository when inside it, not this machine's
+    path; a shipped name or a Hub id as given (resolved from another working folder, it named no folder at all)."""
+    path = Path(checkpoint).resolve()
+    return str(path.relative_to(ROOT)) if path.is_dir() and path.is_relative_to(ROOT) else checkpoint
 
 
 if __name__ == "__main__":

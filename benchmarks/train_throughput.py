@@ -116,6 +116,10 @@ def main(argv=None) -> int:
     if "RANK" in os.environ:  # under torchrun every process would divide the whole batch's FLOPs by one GPU's peak
         parser.error("run it as one process (python, not torchrun): it measures one device")
     recipe_json = ROOT / "benchmarks" / f"train_throughput_{Path(args.config).stem}.json"
+    if args.json is None and Path(args.config).resolve().parent != ROOT / "train" / "configs":
+        # an edited copy, experiments/cpu.yaml, would overwrite the shipped recipe's record, which the README quotes
+        parser.error(f"--json is needed for a recipe outside train/configs: {recipe_json.name} records the shipped "
+                     f"train/configs/{Path(args.config).name}")
     out = _report.check_output(parser, recipe_json if args.json is None else args.json)  # "" is no record's name
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -102,7 +102,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     video = render_clip(3, WorldConfig(size=256, num_frames=args.clip_frames)).frames
     with tempfile.TemporaryDirectory() as tmp:
-        params = save_random_model(Path(tmp), config)
+        try:
+            params = save_random_model(Path(tmp), config)
+        except OSError as err:  # a small /tmp: the release's size is 1.3 GB
+            print(f"error: cannot save the model in {tmp}: {err.strerror or err} (TMPDIR=... picks another folder)",
+                  file=sys.stderr)
+            return 1
         start = time.perf_counter()
         model = load_model(tmp)
         load_s = time.perf_counter() - start

@@ -354,6 +354,12 @@ def test_train_throughput_refuses_to_record_a_recipe_on_the_other_device(tmp_pat
     result = _run("train_throughput.py", "--config", f"train/configs/{recipe}.yaml", "--steps", "1", f"data={tmp_path}")
     assert result.returncode == 2 and f"train_throughput_{recipe}.json records train/configs/{recipe}.yaml on" \
         in result.stderr and result.stderr.strip().endswith("to measure it there, or give --json for another record")
+    # BUG: an edited copy of a recipe, elsewhere, wrote over the shipped recipe's record by its file name alone
+    (tmp_path / "cpu.yaml").write_text((ROOT / "train" / "configs" / "cpu.yaml").read_text())
+    result = _run("train_throughput.py", "--config", tmp_path / "cpu.yaml", "--steps", "1", f"data={tmp_path}")
+    assert result.returncode == 2 and result.stderr.strip().endswith(
+        "--json is needed for a recipe outside train/configs: train_throughput_cpu.json records the shipped "
+        "train/configs/cpu.yaml")
 
 
 def test_a_gpu_slice_gets_no_data_sheet_peak():
@@ -459,7 +465,7 @@ def test_app_views_times_the_apps_own_explorer(tmp_path):
                   JEPA_LENS_CACHE=str(tmp_path / "cache"), CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert report["surprise_beside"] == "pixel" and report["checkpoint"].endswith("default")
+    assert report["surprise_beside"] == "pixel" and report["checkpoint"] == "checkpoints/default"
     assert report["device"] == "cpu" and report["threads"] == 2  # as asked: a GPU the machine has is hidden
     assert report["cpus"] == os.cpu_count()  # BUG: not recorded, though decoding uses every core
     assert set(report["median_seconds"]) == {"decode for surprise", "decode model input", "masked prediction",
@@ -478,6 +484,26 @@ def test_vjepa2_latency_times_every_call_through_our_interface(tmp_path):
     assert all(seconds > 0 for seconds in report["seconds"].values()) and report["parameters"] > 0
     assert report["transformers"]  # BUG: not recorded, though the model timed is transformers'
     _recorded_as_run_here(report, "vjepa2_latency.py")
+
+
+def test_vjepa2_latency_without_room_for_its_model_is_one_line(tmp_path, monkeypatch, capsys):
+    """BUG: the 1.3 GB model it saves in the temporary folder, on a small /tmp: a traceback."""
+    bench = _load("vjepa2_latency.py")
+
+    def disk_full(folder, config):
+        (folder / "model.safetensors").write_bytes(b"part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bench, "save_random_model", disk_full)
+    monkeypatch.setattr(bench.tempfile, "tempdir", str(tmp_path))
+    # what main sets for the process it runs in, not for this one's later tests
+    monkeypatch.setattr(bench.signal, "signal", lambda signum, handler: None)
+    monkeypatch.setattr(bench.torch, "set_num_threads", lambda threads: None)
+    assert bench.main(["--hidden-size", "64", "--layers", "2", "--json", str(tmp_path / "v.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot save the model in {tmp_path}/") and err.count("\n") == 1
+    assert "No space left on device (TMPDIR=... picks another folder)" in err
+    assert list(tmp_path.iterdir()) == []  # the part written is removed with its folder, and no record is written
 
 
 def test_vjepa2_latency_stopped_with_sigterm_removes_the_model_it_saved(tmp_path):
