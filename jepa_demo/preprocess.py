@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 from .config import PreprocessConfig
 
-# Models see a centred square of each frame, and the short-side resize scales the long side by as much: a picture
-# many times wider than high gives a small share of itself to see and a resized frame of gigabytes (2 x 4096 pixels,
-# resized to V-JEPA 2's 292-pixel short side, is 16.8 GB a chunk). Arrays and files are refused beyond this.
-MAX_ASPECT = 8
+# A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
+# of a few kilobytes can claim it. 8K video (7680 x 4320) has 33 million pixels. Resizing refuses the same: a strip
+# of 2 x 4096 pixels, its short side scaled to V-JEPA 2's 292, would be 16.8 GB a chunk of 8 frames.
+MAX_PIXELS = 40_000_000
 
 
 def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
@@ -54,18 +54,13 @@ def positive_int(name: str, value, unit: str = "") -> int:
 
 
 def check_video_array(video) -> None:
-    """Reject anything that is not uint8 (T, H, W, 3) with a message saying what was received, or with frames more
-    than `MAX_ASPECT` times wider than high or the reverse."""
+    """Reject anything that is not uint8 (T, H, W, 3) with a message saying what was received."""
     if not isinstance(video, (np.ndarray, torch.Tensor)):
         raise ValueError(f"expected a uint8 array of shape (T, H, W, 3), got {type(video).__name__}")
     if video.dtype not in (np.uint8, torch.uint8):
         raise ValueError(f"expected uint8 frames, got dtype {video.dtype}")
     if video.ndim != 4 or video.shape[-1] != 3 or min(video.shape) < 1:
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(video.shape)}")
-    height, width = video.shape[1:3]
-    if max(height, width) > MAX_ASPECT * min(height, width):
-        raise ValueError(f"frames of {width}x{height} pixels are more than {MAX_ASPECT} times wider than high or "
-                         "higher than wide; a model would see only a small centred square of them")
 
 
 def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None) -> torch.Tensor:
@@ -101,6 +96,9 @@ def resize_and_crop(x: torch.Tensor, size: int, short_side: int | None = None) -
     then a centre crop."""
     h, w = x.shape[-2:]
     short_side = short_side or size
+    if short_side * short_side * max(h, w) / min(h, w) > MAX_PIXELS:  # as read_video refuses such a file
+        raise ValueError(f"frames of {w}x{h} pixels, their short side scaled to {short_side}, would be over the limit "
+                         f"of {MAX_PIXELS / 1e6:.0f} million pixels a frame")
     if (h, w) != (size, size) or short_side != size:
         scale = short_side / min(h, w)
         new_h, new_w = max(short_side, round(h * scale)), max(short_side, round(w * scale))

@@ -29,11 +29,8 @@ from PIL import Image
 
 from .checkpoint import atomic_write, first_line, is_stream
 from .config import shown_above
-from .preprocess import MAX_ASPECT, positive_int, sample_frame_indices
+from .preprocess import MAX_PIXELS, positive_int, sample_frame_indices
 
-# A frame larger than this is refused before anything is decoded: one RGB frame of it would take 120 MB and a file
-# of a few kilobytes can claim it. 8K video (7680 x 4320) has 33 million pixels.
-MAX_PIXELS = 40_000_000
 # read_video holds the frames it returns at once (every frame without num_frames): a clip that would take more is
 # refused rather than exhausting memory (a minute of 1080p at 30 fps takes 11 GB).
 MAX_READ_ALL_BYTES = 2 * 2**30
@@ -167,7 +164,7 @@ class Clip(NamedTuple):
 
 
 def read_clip(path, max_frames: int, size: int, *, max_seconds: float | None = None,
-              max_megabytes: float | None = None, max_aspect: float = MAX_ASPECT, timeout: float | None = None,
+              max_megabytes: float | None = None, max_aspect: float = 8.0, timeout: float | None = None,
               exactly: bool = False) -> Clip:
     """A file someone handed us, decoded for a model within limits: what the app and the CLI read uploads with.
 

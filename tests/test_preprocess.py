@@ -41,6 +41,19 @@ def test_short_side_resize_then_centre_crop():
     assert out[0, 0, :, 1:-1].min() > 254  # only the outermost columns are blended by antialiasing
 
 
+def test_a_strip_too_long_once_resized_is_refused_as_read_video_refuses_its_file():
+    """BUG: an array of 2 x 4096 pixels, its short side scaled to V-JEPA 2's 292, was resized whole (the crop comes
+    after): 16.8 GB a chunk, and the allocator's error. read_video refuses such a file before decoding it."""
+    cfg = PreprocessConfig(img_size=256, num_frames=2, resize=292)
+    with pytest.raises(ValueError, match=r"^frames of 4096x2 pixels, their short side scaled to 292, would be over "
+                                         r"the limit of 40 million pixels a frame$"):
+        preprocess_video(np.zeros((2, 2, 4096, 3), np.uint8), cfg)
+    with pytest.raises(ValueError, match="frames of 2x4096 pixels"):  # as high as that is wide
+        preprocess_video(np.zeros((2, 4096, 2, 3), np.uint8), cfg)
+    # a strip within the limit is the model's square, as read_video reads such a file
+    assert preprocess_video(np.zeros((2, 16, 1024, 3), np.uint8), cfg).shape == (3, 2, 256, 256)
+
+
 def test_a_larger_short_side_crops_the_centre_like_v_jepa_2():
     frame = torch.zeros(1, 3, 64, 64)
     frame[..., 32:] = 255  # right half bright
