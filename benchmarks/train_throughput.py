@@ -10,11 +10,12 @@ own mask (a future mask shows the encoder three quarters of the tokens, a long-r
 clip in eager mode, times the batch: matmuls, convolutions and attention (PyTorch's counter has no formula for the
 CPU attention kernel; this script adds one), forward and backward; the EMA and optimizer are not counted, as in the
 usual MFU convention. MFU = counted FLOPs / seconds / peak FLOP/s. The peak is --peak-tflops, else the dense bf16 peak
-of a known GPU, else (CPU) a measured float32 matmul rate. Prints a table and writes JSON (default:
-benchmarks/train_throughput_<recipe>.json).
+of a known GPU, else (CPU) a measured float32 matmul rate. Prints a table and writes JSON (default, for a recipe of
+train/configs: benchmarks/train_throughput_<recipe>.json; another recipe needs --json).
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
                              "device refills them meanwhile: compare with the clips/s training logs)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
-    parser.add_argument("--json", help="default: benchmarks/train_throughput_<recipe>.json")
+    parser.add_argument("--json", help="default: benchmarks/train_throughput_<recipe>.json, for a recipe of "
+                                       "train/configs (needed for any other)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     if min(args.steps, 1 if args.threads is None else args.threads) < 1 or args.warmup < 0:
@@ -115,22 +117,24 @@ def main(argv=None) -> int:
         parser.error(f"--peak-tflops must be a number above 0, got {args.peak_tflops:g}")
     if "RANK" in os.environ:  # under torchrun every process would divide the whole batch's FLOPs by one GPU's peak
         parser.error("run it as one process (python, not torchrun): it measures one device")
+    if not args.config.strip():  # load_config's own message offers to leave --config out, which is required here
+        parser.error("--config is empty: give a recipe file, e.g. train/configs/cpu.yaml")
     recipe_json = ROOT / "benchmarks" / f"train_throughput_{Path(args.config).stem}.json"
-    if args.json is None and Path(args.config).resolve().parent != ROOT / "train" / "configs":
-        # an edited copy, experiments/cpu.yaml, would overwrite the shipped recipe's record, which the README quotes
-        parser.error(f"--json is needed for a recipe outside train/configs: {recipe_json.name} records the shipped "
-                     f"train/configs/{Path(args.config).name}")
     out = _report.check_output(parser, recipe_json if args.json is None else args.json)  # "" is no record's name
     if args.threads:
         torch.set_num_threads(args.threads)
     if any(override.partition("=")[0] == "steps" for override in args.overrides):
         parser.error("steps is set by --warmup and --steps here")
-    if not args.config.strip():  # load_config's own message offers to leave --config out, which is required here
-        parser.error("--config is empty: give a recipe file, e.g. train/configs/cpu.yaml")
     try:  # the recipe, a setting or the data folder, as `python -m train` reports them
         cfg = load_config(args.config, [*args.overrides, "steps=1"])  # for num_workers: steps are set below
+        if args.json is None and Path(args.config).resolve().parent != ROOT / "train" / "configs":
+            # an edited copy, experiments/cpu.yaml, would overwrite the shipped recipe's record, which the README
+            # quotes
+            raise ValueError(f"--json is needed for a recipe outside train/configs: {recipe_json.name} records the "
+                             f"shipped train/configs/{Path(args.config).name}")
         warmup = args.warmup + 2 * cfg.num_workers  # DataLoader's default prefetch: two batches a worker
-        cfg = load_config(args.config, [*args.overrides, f"steps={warmup + args.steps}"])
+        # the recipe read once: a second read of `--config <(sed ...)` finds the pipe empty
+        cfg = dataclasses.replace(cfg, steps=warmup + args.steps)
         runtime = setup_runtime(cfg)
         recorded_for = {"cpu": "cpu", "gpu": "cuda"}.get(Path(args.config).stem)
         if args.json is None and recorded_for and runtime.device.type != recorded_for:  # device=auto took the other

@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
 from jepa_demo import load_model  # noqa: E402
+from jepa_demo.checkpoint import first_line  # noqa: E402
 from jepa_demo.vjepa2 import model_config as vjepa2_model_config  # noqa: E402
 from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
 
@@ -104,9 +106,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             params = save_random_model(Path(tmp), config)
-        except OSError as err:  # a small /tmp: the release's size is 1.3 GB
-            print(f"error: cannot save the model in {tmp}: {err.strerror or err} (TMPDIR=... picks another folder)",
-                  file=sys.stderr)
+        except (OSError, SafetensorError) as err:  # a small /tmp: the release's size is 1.3 GB
+            # safetensors says a full disk as "Error while serializing: I/O error: No space left on device (os
+            # error 28)", no OSError
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
+            print(f"error: cannot save the model in {tmp}: {reason} (TMPDIR=... picks another folder)", file=sys.stderr)
             return 1
         start = time.perf_counter()
         model = load_model(tmp)

@@ -246,6 +246,12 @@ def write_nowhere(*streams) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
+def naming_line(err: BaseException, name) -> str:
+    """The first line of an error whose message names `name` (a folder given on the command line), the name shown
+    escaped: it may hold a newline (`--checkpoint "$(ls -d runs/*)"`), whose first half alone was the line."""
+    return first_line(err, message=str(err).replace(str(name), one_line_name(str(name)), 1))
+
+
 def load_or_say_why(source, device: str | None = None):
     """The tools' loading: the model, or None once one line on stderr has said why it cannot be loaded (missing,
     broken, or too large for this machine)."""
@@ -255,9 +261,7 @@ def load_or_say_why(source, device: str | None = None):
     except (CheckpointError, RuntimeError, MemoryError) as err:
         if isinstance(err, RuntimeError) and not out_of_memory(err):
             raise  # a bug, not the checkpoint's fault: the traceback says where
-        # the message starts with the name given, which may hold a newline (`--checkpoint "$(ls -d runs/*)"`)
-        text = str(err).replace(str(source), one_line_name(str(source)), 1)
-        say(f"error: cannot load checkpoint: {first_line(err, message=text)}")  # the tour and gallery exit 2 after it
+        say(f"error: cannot load checkpoint: {naming_line(err, source)}")  # the tour and gallery exit 2 after it
         return None
 
 

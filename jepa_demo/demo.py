@@ -1,6 +1,7 @@
-"""A short terminal tour of a checkpoint, for a machine without a browser (`make demo` runs the app): seconds on
-the shipped one; V-JEPA 2 on a CPU takes hours (twelve clips of 128 frames), a progress bar over each clip's
-windows showing that it runs.
+"""A short terminal tour of a checkpoint, for a machine without a browser (`make demo` runs the app).
+
+Seconds on the shipped checkpoint; V-JEPA 2 on a CPU takes hours (twelve clips of 128 frames), a progress bar over
+each clip's windows showing that it runs.
 
     python -m jepa_demo.demo [--checkpoint checkpoints/default] [--kind vanish ...]
 

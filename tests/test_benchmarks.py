@@ -362,6 +362,23 @@ def test_train_throughput_refuses_to_record_a_recipe_on_the_other_device(tmp_pat
         "train/configs/cpu.yaml")
 
 
+def test_train_throughput_reads_its_recipe_once(tmp_path):
+    """BUG: read twice, `--config <(sed ...)` found its pipe empty the second time and measured the defaults."""
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as recipe:
+        recipe.write((ROOT / "train" / "configs" / "tiny.yaml").read_text() + "lr: 0.0123\n")
+    try:
+        result = run_whole([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--config",
+                            f"/dev/fd/{read}", "--steps", "1", "--warmup", "0", "--threads", "1", "--json",
+                            str(tmp_path / "t.json")], timeout=300, cwd=ROOT, pass_fds=(read,),
+                           env={**_report.without_app_settings(), "CUDA_VISIBLE_DEVICES": ""})
+    finally:
+        os.close(read)
+    assert result.returncode == 0, result.stderr
+    settings = json.loads((tmp_path / "t.json").read_text())["settings"]
+    assert settings["lr"] == 0.0123 and settings["model"] == "tiny"
+
+
 def test_a_gpu_slice_gets_no_data_sheet_peak():
     """A MIG slice is named after its GPU: the whole H100's peak understated its MFU about sevenfold."""
     peak = _load("train_throughput.py").gpu_peak_tflops
@@ -490,9 +507,11 @@ def test_vjepa2_latency_without_room_for_its_model_is_one_line(tmp_path, monkeyp
     """BUG: the 1.3 GB model it saves in the temporary folder, on a small /tmp: a traceback."""
     bench = _load("vjepa2_latency.py")
 
-    def disk_full(folder, config):
+    def disk_full(folder, config):  # as safetensors' save_file, under save_pretrained, says it: no OSError
+        from safetensors import SafetensorError
+
         (folder / "model.safetensors").write_bytes(b"part")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(bench, "save_random_model", disk_full)
     monkeypatch.setattr(bench.tempfile, "tempdir", str(tmp_path))
@@ -502,7 +521,7 @@ def test_vjepa2_latency_without_room_for_its_model_is_one_line(tmp_path, monkeyp
     assert bench.main(["--hidden-size", "64", "--layers", "2", "--json", str(tmp_path / "v.json")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot save the model in {tmp_path}/") and err.count("\n") == 1
-    assert "No space left on device (TMPDIR=... picks another folder)" in err
+    assert err.endswith("No space left on device (os error 28) (TMPDIR=... picks another folder)\n")
     assert list(tmp_path.iterdir()) == []  # the part written is removed with its folder, and no record is written
 
 

@@ -537,6 +537,13 @@ def test_bad_settings_exit_with_one_line(tmp_path, capsys):
                                        "key: value)\n")
     assert main(["--config", "/dev/zero"]) == 2  # a device: read up to the limit, not forever
     assert "is more than 1 MB, not a recipe" in capsys.readouterr().err
+    # BUG: an empty recipe (a pipe whose sed failed, /dev/null, a file of comments) trained the defaults
+    for empty in ("/dev/null", tmp_path / "comments.yaml"):
+        (tmp_path / "comments.yaml").write_text("# lr: 0.001\n")
+        assert main(["--config", str(empty), f"out_dir={tmp_path / 'run'}"]) == 2
+        assert capsys.readouterr().err == f"error: recipe {empty} holds no settings (leave --config out to train " \
+            "with the defaults)\n"
+    assert not (tmp_path / "run").exists()
     assert main(["--config", " ", f"out_dir={tmp_path / 'run'}"]) == 2  # --config "$RECIPE" with RECIPE unset
     assert "--config is empty" in capsys.readouterr().err
     assert main(["--config", TINY, f"data={tmp_path / 'no-videos'}", f"out_dir={tmp_path / 'run'}"]) == 2

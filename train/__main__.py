@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from jepa_demo.checkpoint import CheckpointError, first_line, push_to_hub, quiet_hub_client
-from jepa_demo.cli import Once, one_line_name, out_of_memory, print_result, say
+from jepa_demo.cli import Once, naming_line, one_line_name, out_of_memory, print_result, say
 
 from .config import load_config
 from .data import DataLost
@@ -103,7 +103,7 @@ def push(argv) -> int:
         say("interrupted")
         return 130
     except CheckpointError as err:
-        say(f"error: {err}")
+        say(f"error: {naming_line(err, args.folder)}")
         return 2
     except OSError as err:  # a folder name too long, or one it may not enter
         say(f"error: {one_line_name(args.folder)}: cannot be read ({err.strerror or err})")

@@ -205,7 +205,7 @@ def _read_recipe(path: str) -> dict:
             text = recipe.read(_MAX_RECIPE_BYTES + 1)
         if len(text) > _MAX_RECIPE_BYTES:
             raise ValueError(f"recipe {path} is more than 1 MB, not a recipe (a few lines of key: value)")
-        values = yaml.load(text.decode(), Loader=_RecipeLoader) or {}
+        values = yaml.load(text.decode(), Loader=_RecipeLoader)
     except UnicodeDecodeError:
         raise ValueError(f"recipe {path} is not a text file") from None
     except RecursionError:  # PyYAML composes nested collections recursively
@@ -218,6 +218,8 @@ def _read_recipe(path: str) -> dict:
         what = " ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None))))
         what = what or str(err).splitlines()[0]  # a ReaderError (a control character) has neither, and two lines
         raise ValueError(f"recipe {path} is not valid YAML{where}: {what}") from None
+    if values is None:  # `--config <(sed ... typo.yaml)`, whose sed failed: not a run of the defaults, unasked
+        raise ValueError(f"recipe {path} holds no settings (leave --config out to train with the defaults)")
     if not isinstance(values, dict):
         raise ValueError(f"recipe {path} must be a mapping of key: value")
     return values
