@@ -32,6 +32,9 @@ _APPEAR_TRIES = 20  # paths tried for an appearing object; about 1 in 5 crosses 
 _PLACE_TRIES = 100  # random spots tried for each new object before the placement starts again
 _PLACE_RESTARTS = 20
 _CROWD_CHECKS = 64  # crowded starts a config must place (see WorldConfig)
+# Drawing holds float32 frames and float64 noise besides the uint8 clip, about 16 bytes per byte of it: 256 MB (1024 px
+# x 85 frames, 64 px x 4096) peaks near 4 GB; 1024 px x 4096 frames, each in range, asked for 200 GB
+_MAX_CLIP_MB = 256
 _MAX_ATTEMPTS = 1000  # derived seeds make_pair tries; a start with a collision in view is the rarest (~1 in 15)
 DERIVED_SEED_STEP = 7_919_003  # make_pair's n-th derived start: seed + n * this, far from any block of seeds in use
 
@@ -61,6 +64,10 @@ class WorldConfig:
             raise ValueError(f"size must be between 16 and 1024 pixels, got {self.size}")
         if not 2 <= self.num_frames <= 4096:
             raise ValueError(f"num_frames must be between 2 and 4096, got {self.num_frames}")
+        if (clip_mb := self.num_frames * self.size**2 * 3 / 2**20) > _MAX_CLIP_MB:
+            raise ValueError(f"{self.num_frames} frames of {self.size} px make a clip of {clip_mb:.0f} MB, more than "
+                             f"{_MAX_CLIP_MB} MB (drawing one takes about 16 times that): fewer frames or a smaller "
+                             "size")
         if not 1 <= self.min_objects <= self.max_objects <= len(COLORS):
             raise ValueError(f"need 1 <= min_objects <= max_objects <= {len(COLORS)} (one colour per object)")
         if not (0 <= self.gravity_prob <= 1 and 0 <= self.occluder_prob <= 1):
@@ -360,7 +367,9 @@ def _check_violation(kind: str, t_v, cfg: WorldConfig, scene: _Scene, plausible:
     if t_v is None:
         t_v = _default_frame(kind, cfg, scene, plausible)
         if t_v is None:
-            raise ValueError("no collision in plain view in this clip to pass through (make_pair searches for one)")
+            low, high = _violation_window(cfg)
+            raise ValueError(f"no collision in plain view between frames {low} and {high} of this clip to pass "
+                             "through (make_pair searches for one)")
     low, high = _violation_window(cfg)
     if not isinstance(t_v, (int, np.integer)) or not low <= t_v <= high:
         raise ValueError(f"violation_frame must be an integer between {low} and {high} for {cfg.num_frames} frames "

@@ -63,6 +63,22 @@ def test_each_prediction_is_for_its_own_target_token(tiny_model, tiny_cfg):
     assert torch.allclose(shuffled, predicted[order], atol=1e-5)
 
 
+def test_each_visible_token_keeps_its_own_position_in_any_order(tiny_model, tiny_cfg):
+    """Attention ignores order, so shuffling the visible tokens may change nothing only if each position travels with
+    its token: positions added after the encoder's gather (0..K-1 for the kept ones), or the predictor's context
+    positions taken as the first K, would pass every test of shapes and targets."""
+    x = _clip(tiny_cfg, batch=1)
+    order = torch.randperm(tiny_cfg.num_tokens, generator=torch.Generator().manual_seed(0))[None]
+    context = torch.tensor([[0, 1, 2, 3, 20, 31]])
+    target = torch.tensor([[5, 9, 17, 30]])
+    shuffled = context[:, [4, 1, 5, 0, 3, 2]]
+    with torch.no_grad():
+        assert torch.allclose(tiny_model.context_encoder(x, keep=order), tiny_model.context_encoder(x)[:, order[0]],
+                              atol=1e-5)
+        assert torch.allclose(tiny_model.predict(x, shuffled, target), tiny_model.predict(x, context, target),
+                              atol=1e-5)
+
+
 def test_context_encoder_never_sees_hidden_tokens(tiny_model, tiny_cfg):
     """Changing pixels of hidden tubelets must not change the prediction: no leak from the target."""
     x = _clip(tiny_cfg, batch=1)

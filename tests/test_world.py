@@ -422,6 +422,8 @@ def test_with_detail():
     (lambda: WorldConfig(size=4), "size"),
     (lambda: WorldConfig(size=64.0), "size"),
     (lambda: WorldConfig(num_frames=1), "num_frames"),
+    # each in range, together 12 GB of clip (about 200 GB to draw)
+    (lambda: WorldConfig(size=1024, num_frames=4096), "^4096 frames of 1024 px make a clip of 12288 MB, more than 256"),
     (lambda: WorldConfig(noise_std=2), "noise_std"),
     (lambda: WorldConfig(noise_std=-0.1), "noise_std"),
     (lambda: WorldConfig(background="disco"), "background"),
@@ -456,6 +458,9 @@ def test_no_collision_to_pass_through_is_explained():
     t = next(t for t in range(10, 25) if t not in hit_frames)
     with pytest.raises(ValueError, match="pass_through"):
         render_clip(0, LONG, "pass_through", t)
+    # BUG: said there was no collision in plain view, when there may be one outside the frames a violation may take
+    with pytest.raises(ValueError, match="^no collision in plain view between frames 10 and 24 of this clip"):
+        render_clip(0, LONG, "pass_through")
 
 
 def test_world_prints_nothing(capsys):
@@ -585,6 +590,44 @@ def test_direction_is_where_the_objects_travel_farthest():
     positions = np.stack([np.append(x, 40.5), 32 - 0.5 * np.arange(16)], axis=1)[:, None]  # (16, 1, 2)
     assert main_direction(positions) == "right"
     assert main_direction(positions[:, :, ::-1] * [1, -1]) == "up"  # the same path turned a quarter
+
+
+def test_the_direction_label_counts_every_objects_travel():
+    """Each object's moves count: one drifting right at 1 px a frame beside one climbing at 3 px is 'up' (a label
+    read from the first object alone, or a sum over one, would say 'right'); and a clip's label is that of all its
+    objects, which on some clips differs from its first object's."""
+    drift = np.stack([np.arange(16.0) + 10, np.full(16, 30.0)], axis=1)
+    climb = np.stack([np.full(16, 40.0), 60 - 3 * np.arange(16.0)], axis=1)
+    assert main_direction(np.stack([drift, climb], axis=1)) == "up" == main_direction(np.stack([climb, drift], axis=1))
+    cfg = WorldConfig(min_objects=3, max_objects=4)
+    clips = [render_clip(seed, cfg) for seed in range(20)]
+    assert all(c.labels["direction"] == main_direction(c.states["pos"]) for c in clips)
+    assert any(c.labels["direction"] != main_direction(c.states["pos"][:, :1]) for c in clips)
+
+
+def test_the_world_leaves_numpys_global_random_state_alone():
+    """Each clip draws from generators seeded by its own seed: a call to the global one would tie a clip to whatever
+    ran before it, and move every later caller's draws."""
+    before = np.random.get_state()
+    render_clip(3, WorldConfig(noise_std=0.1, background="flicker"))
+    make_pair(3, "teleport")
+    after = np.random.get_state()
+    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+
+
+def test_a_teleported_object_lands_clear_of_the_others():
+    """Landing on another object would draw a second violation, a pass-through look-alike, in the teleport pair."""
+    with_others = 0
+    for seed in range(60):
+        plausible, implausible = make_pair(seed, "teleport")
+        t_v, states = implausible.labels["violation_frame"], implausible.states
+        pos, radius = states["pos"][t_v], states["radius"]
+        moved = np.flatnonzero((plausible.states["pos"][t_v] != pos).any(axis=1))[0]
+        others = np.arange(len(radius)) != moved
+        gaps = np.hypot(*(pos[others] - pos[moved]).T) - radius[others] - radius[moved]
+        assert (gaps > 0).all(), seed
+        with_others += others.any()
+    assert with_others >= 30
 
 
 def test_an_appearing_object_passes_through_nothing():
