@@ -160,8 +160,11 @@ def make_loader(dataset: Dataset, start_step: int, steps: int, num_workers: int,
 
 
 def _ignore_ctrl_c(worker_id: int) -> None:
-    """A terminal's Ctrl-C reaches every process of the run. The training process takes a first one between steps
-    (loop.CtrlC) and stops its data workers itself; a worker started by spawn or forkserver (macOS's and Python
-    3.14's default), with Python's own handler, would die of it, and the run end as if a worker had run out of
+    """A terminal's Ctrl-C reaches every process of the run, as do its SIGHUP when it closes and `timeout`'s SIGTERM.
+    The training process takes a first one between steps (loop.CtrlC) and stops its data workers itself; a worker
+    started by spawn or forkserver (macOS's and Python 3.14's default), with Python's own handler for Ctrl-C, or any
+    worker, with the default action of the other two, would die of it, and the run end as if a worker had run out of
     memory."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stop in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if stop is not None:
+            signal.signal(stop, signal.SIG_IGN)

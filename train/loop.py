@@ -521,17 +521,23 @@ class CtrlC:
     finaliser (a __del__ or a weakref callback, which each step's tensors and each save's figure run) is printed as
     'Exception ignored' and lost: the run went on. So while training, a first Ctrl-C asks the loop to stop after the
     step in progress (and its save, if one is due), which raises KeyboardInterrupt there; a second raises at once.
-    Left alone when SIGINT is not Python's (ignored, as in a job started in the background) or off the main thread."""
+    `kill`, `timeout`, a scheduler's preemption or torchrun passing one on (SIGTERM) and a closed terminal (SIGHUP)
+    are taken the same way: by default they ended the run at once, its step and a due save lost. Each signal is left
+    alone when it is not at Python's default (SIGINT ignored in a job started in the background, SIGHUP under nohup),
+    and all of them off the main thread."""
+
+    _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+                 getattr(signal, "SIGHUP", None): signal.SIG_DFL}  # Windows has no SIGHUP
 
     def __init__(self):
         self.requested = False
-        self.previous = signal.getsignal(signal.SIGINT)
-        self.installed = False
+        self.replaced = {}
 
     def __enter__(self):
-        if self.previous is signal.default_int_handler and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._pressed)
-            self.installed = True
+        if threading.current_thread() is threading.main_thread():
+            for stop, default in self._DEFAULTS.items():
+                if stop is not None and signal.getsignal(stop) is default:
+                    self.replaced[stop] = signal.signal(stop, self._pressed)
         return self
 
     def _pressed(self, signum, frame):
@@ -540,8 +546,8 @@ class CtrlC:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self.installed:
-            signal.signal(signal.SIGINT, self.previous)
+        for stop, handler in self.replaced.items():
+            signal.signal(stop, handler)
 
 
 def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started):
