@@ -88,9 +88,10 @@ def cannot_write_in(folder: Path) -> str | None:
 
 
 def is_temporary_name(name: str) -> bool:
-    """Whether `name` is one `atomic_write` gives its temporary file (with the default suffix): what a process killed
-    mid-write leaves behind, and nothing a user named."""
-    return re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", name) is not None
+    """Whether `name` is one `atomic_write` gives its temporary file (with the default suffix), or one safetensors'
+    save_file writes first beside the file it was asked for (Rust's tempfile: .tmp and six letters or digits): what a
+    process killed mid-write leaves behind, and nothing a user named."""
+    return re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp|\.tmp[A-Za-z0-9]{6}", name) is not None
 
 
 def is_stream(path) -> bool:

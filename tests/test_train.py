@@ -950,6 +950,7 @@ def test_sigkill_during_a_save_keeps_the_previous_one_and_resume_goes_back_one_i
         "    calls.append(path)\n"
         "    if len(calls) == 3:\n"
         "        open(path, 'wb').write(b'half a file')\n"
+        "        open(os.path.join(os.path.dirname(path), '.tmpAb12Cd'), 'wb').write(b'half')  # safetensors' own\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    real_save(tensors, path, metadata=metadata)\n"
         "checkpoint.save_file = save_file\n"
@@ -966,6 +967,9 @@ def test_sigkill_during_a_save_keeps_the_previous_one_and_resume_goes_back_one_i
     assert result.returncode == 0, result.stderr
     assert "| 10/30 " in result.stderr and "| 0/30 " not in result.stderr  # it went on from step 10, not from 0
     assert [p.name for p in out.glob(".*.tmp")] == [".notes.tmp"]
+    # BUG: safetensors' save_file writes a .tmpXXXXXX file first, beside ours: a kill left it for good (gigabytes of
+    # training state at larger sizes)
+    assert not (out / ".tmpAb12Cd").exists()
     assert load_model(out).info()["step"] == 30
     steps = [int(row["step"]) for row in read_metrics(out / "metrics.csv")]
     assert steps == list(range(30))  # steps 10-19 redone once, not logged twice

@@ -456,7 +456,7 @@ def check_disk_space(out: Path, model: VideoJEPA) -> None:
 def remove_interrupted_writes(out: Path) -> None:
     """A process killed mid-save leaves its temporary file behind (the real file is intact): delete those, and no
     other hidden file (a user's own .notes.tmp)."""
-    for leftover in out.glob(".*.tmp"):
+    for leftover in out.glob(".*"):
         if is_temporary_name(leftover.name):
             leftover.unlink(missing_ok=True)
 
