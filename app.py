@@ -216,6 +216,8 @@ def _explorer_and_clip(video_file, checkpoint: str, progress, view: str) -> tupl
 def _check_upload(video_file) -> None:
     if not video_file:
         raise gr.Error("Upload a clip or pick an example first.")
+    if is_http_url_like(str(video_file)):  # marked is_stream, a link passes refuse_links' check unfetched, to here
+        raise gr.Error(LINKS_REFUSED)
     if not os.path.exists(video_file):  # swept (sweep_files): the page still holds the upload's name
         minutes = FILE_LIFETIME // 60  # whole minutes only: 150 s said "2 minutes"
         kept = f"{minutes} minutes" if minutes > 1 and FILE_LIFETIME % 60 == 0 else f"{FILE_LIFETIME} seconds"
@@ -334,6 +336,9 @@ def example_clips(folder: Path) -> list[str]:
     return paths
 
 
+LINKS_REFUSED = "Upload the video file itself: links are not fetched."
+
+
 def refuse_links(upload: gr.File) -> gr.File:
     """`upload`, taking uploaded files only. Gradio downloads an API call's file reference that is a web address on the
     server, whole, with no size limit (max_file_size covers uploads), into its folder, where no sweep sees it. (Not a
@@ -342,7 +347,7 @@ def refuse_links(upload: gr.File) -> gr.File:
 
     async def move_unless_a_link(url_or_file_path):
         if is_http_url_like(str(url_or_file_path)):
-            raise gr.Error("Upload the video file itself: links are not fetched.")
+            raise gr.Error(LINKS_REFUSED)
         return await move_to_cache(url_or_file_path)
 
     upload.async_move_resource_to_block_cache = move_unless_a_link
