@@ -416,6 +416,20 @@ def hub_requests(monkeypatch):
     return requests
 
 
+def test_atomic_write_puts_the_file_on_disk_before_the_rename_and_the_rename_after(tmp_path, monkeypatch):
+    """Else a power cut soon after the rename can leave an empty file under the real name, or the old one back."""
+    import jepa_demo.checkpoint as checkpoint
+
+    done, flush, replace = [], checkpoint.flush_to_disk, os.replace
+    monkeypatch.setattr(checkpoint, "flush_to_disk", lambda path: done.append(("flush", Path(path))) or flush(path))
+    monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: done.append(("replace", Path(b))) or replace(a, b))
+    target = tmp_path / "model.json"
+    checkpoint.atomic_write(target, lambda tmp: Path(tmp).write_text("{}"))
+    assert [step for step, _ in done] == ["flush", "replace", "flush"]
+    assert done[0][1].parent == tmp_path and done[0][1] != target and done[1:] == [("replace", target),
+                                                                                 ("flush", tmp_path)]
+
+
 def test_hub_repo_id_loads_from_the_local_hub_cache(saved, hub_cache, hub_requests):
     """A repo id resolves through huggingface_hub's cache exactly as after a download (offline): its config.json
     first, then our files of the commit that config came from, not V-JEPA 2's shards or processor files."""
@@ -426,6 +440,9 @@ def test_hub_repo_id_loads_from_the_local_hub_cache(saved, hub_cache, hub_reques
     (_, fetched), (_, revision, patterns) = hub_requests
     assert fetched == "config.json" and revision == COMMIT
     assert "model.safetensors" in patterns and "model-*.safetensors" not in patterns
+    # what a push uploads besides the weights, so that a pulled checkpoint starts as fast (offline, the cache answers
+    # whatever is asked: a pull of the weights alone passed every other test)
+    assert {"gallery-*.npz", "threshold-*.json", "README.md", "metrics.csv", "training_curves.png"} <= set(patterns)
 
 
 def test_a_hub_download_without_weights_says_why_not_blame_a_missing_file(saved, hub_cache):

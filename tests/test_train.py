@@ -1080,6 +1080,28 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert all((ref_weights[k] == res_weights[k]).all() for k in ref_weights)
 
 
+def test_a_resumed_run_counts_the_time_it_trained_before_it_stopped(tmp_path, monkeypatch):
+    """The card's wall time is the run's, across its stops: the state's record of the time before is carried on."""
+    import train.loop
+    from jepa_demo.checkpoint import load_tensors, save_tensors
+    from train.__main__ import main
+
+    class PressedDuringTheStep(train.loop.CtrlC):
+        def __init__(self):
+            super().__init__()
+            self.requested = True
+
+    settings = ["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=3", "save_every=1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(train.loop, "CtrlC", PressedDuringTheStep)
+        assert main(settings) == 130  # stopped after its first step, saved
+    state = tmp_path / "run" / train.loop.STATE_NAME
+    tensors, meta = load_tensors(state)
+    save_tensors(state, tensors, {**meta, "wall_seconds": 6000.0})  # as if that step had taken 100 minutes
+    assert main([*settings, "--resume"]) == 0
+    assert re.search(r"\*\*Wall time\*\*: 100\.[0-9] min", (tmp_path / "run" / "README.md").read_text())
+
+
 def test_ctrl_c_during_the_last_step_leaves_a_finished_run(tmp_path, monkeypatch, capsys):
     """BUG: the last step's saves and export were written, and then the run stopped anyway: status 130 and 'rerun
     the same command with --resume to continue', for a run with nothing left to do."""
