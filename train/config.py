@@ -219,7 +219,7 @@ def _read_recipe(path: str) -> dict:
         what = what or str(err).splitlines()[0]  # a ReaderError (a control character) has neither, and two lines
         raise ValueError(f"recipe {path} is not valid YAML{where}: {what}") from None
     if values is None:  # `--config <(sed ... typo.yaml)`, whose sed failed: not a run of the defaults, unasked
-        raise ValueError(f"recipe {path} holds no settings (leave --config out to train with the defaults)")
+        raise ValueError(f"recipe {path} holds no settings (an empty file, or comments only)")
     if not isinstance(values, dict):
         raise ValueError(f"recipe {path} must be a mapping of key: value")
     return values

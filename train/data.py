@@ -156,15 +156,17 @@ def readable_videos(root: str, report: bool = True) -> list[Path]:
 def make_loader(dataset: Dataset, start_step: int, steps: int, num_workers: int, pin_memory: bool) -> DataLoader:
     """Iterate batches for steps start_step .. steps-1 in order (each item is already a whole batch)."""
     return DataLoader(dataset, batch_size=None, sampler=range(start_step, steps), num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=False, worker_init_fn=_ignore_ctrl_c)
+                      pin_memory=pin_memory, persistent_workers=False,
+                      worker_init_fn=_leave_signals_to_the_training_process)
 
 
-def _ignore_ctrl_c(worker_id: int) -> None:
-    """A terminal's Ctrl-C reaches every process of the run, as do its SIGHUP when it closes and `timeout`'s SIGTERM.
-    The training process takes a first one between steps (loop.CtrlC) and stops its data workers itself; a worker
-    started by spawn or forkserver (macOS's and Python 3.14's default), with Python's own handler for Ctrl-C, or any
-    worker, with the default action of the other two, would die of it, and the run end as if a worker had run out of
-    memory."""
-    for stop in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if stop is not None:
-            signal.signal(stop, signal.SIG_IGN)
+def _leave_signals_to_the_training_process(worker_id: int) -> None:
+    """A terminal's Ctrl-C reaches every process of its foreground group, as do its SIGHUP when it closes and
+    `timeout`'s SIGTERM. The training process takes a first one between steps (loop.CtrlC) and stops its data workers
+    itself; a worker that died of it would end the run as if it had run out of memory. So a worker leaves the group
+    (the training process's own SIGTERM still stops it: torch's handler, which ignoring SIGTERM here replaced, and
+    then a worker busy on a hung read kept the run from ever exiting) and ignores Ctrl-C (where there are no process
+    groups; a worker started by spawn or forkserver, macOS's and Python 3.14's default, has Python's own handler)."""
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
