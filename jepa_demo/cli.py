@@ -249,7 +249,10 @@ def write_nowhere(*streams) -> None:
 def naming_line(err: BaseException, name) -> str:
     """The first line of an error whose message names `name` (a folder given on the command line), the name shown
     escaped: it may hold a newline (`--checkpoint "$(ls -d runs/*)"`), whose first half alone was the line."""
-    return first_line(err, message=str(err).replace(str(name), one_line_name(str(name)), 1))
+    text = str(err)
+    # as given, or as Path writes it (`runs/a/` and `./runs/a` become runs/a in a message that names a Path)
+    shown = next((form for form in (str(name), str(Path(name))) if form in text), "")
+    return first_line(err, message=text.replace(shown, one_line_name(shown), 1) if shown else text)
 
 
 def load_or_say_why(source, device: str | None = None):
