@@ -516,6 +516,8 @@ def main(argv=None) -> int:
     if args.resamples > MAX_RESAMPLES:
         parser.error(f"--resamples can be at most {MAX_RESAMPLES}")
     for option, path in (("--json", args.json), ("--report", args.report)):
+        if path is not None and not path.strip():  # `--json "$OUT"` with OUT unset: nothing written, said nowhere
+            parser.error(f"{option} is empty: give a file name")
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")
     print_any_name()  # the tables name checkpoints, folders and files
