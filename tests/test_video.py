@@ -568,6 +568,20 @@ def test_resolution_change_midway(tmp_path):
     assert video_info(tmp_path / "joined.ts")["duration"] == pytest.approx(2.0, abs=0.15)
 
 
+def test_a_first_picture_over_the_limit_is_not_decoded_to_learn_its_size(tmp_path, monkeypatch):
+    """BUG: opening a file, ffmpeg's probe decodes a first picture whose container does not give its format (PNG or
+    MJPEG in a MOV): a 9 MB file of one 16000 x 16000 PNG took 2 GB and 4 s before the limit was checked. Here a
+    160 x 120 PNG stands for it: the probe stops at the limit, and its size stays unknown."""
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:s=160x120", "-frames:v", "1", "-c:v", "png", tmp_path / "big.mov")
+    with monkeypatch.context() as patch:
+        patch.setattr("jepa_demo.video.MAX_PIXELS", 80 * 60)
+        for read in (read_video, video_info):
+            with pytest.raises(VideoError, match=r"^big.mov: not a readable video \(the video stream gives no picture "
+                                                 r"size, or its first picture is over the limit of \d+ million pixels"):
+                read(tmp_path / "big.mov")
+    assert read_video(tmp_path / "big.mov").shape == (1, 120, 160, 3)  # within the limit, read as before
+
+
 def test_pixel_limit_holds_for_a_picture_size_that_changes_midway(tmp_path, monkeypatch):
     """A small first picture must not let a huge one through later (the limit was checked on the first only)."""
     small = pattern_clip(tmp_path / "small.ts", 1, "80x60", 10).read_bytes()
