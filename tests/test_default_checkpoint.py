@@ -66,8 +66,13 @@ def test_shipped_checkpoints_carry_their_current_gallery_and_threshold(name, tmp
     rebuild = f"stale or missing: python -m jepa_demo.gallery --checkpoint checkpoints/{name} --ship"
     assert found and found[1].parent == CHECKPOINTS / name, rebuild
     shipped = found[0]
-    monkeypatch.setattr(gallery, "calibrate_surprise", lambda *args: pytest.fail("calibrated, not read"))
-    assert gallery.cached_surprise_threshold(model, tmp_path) == shipped.surprise_threshold > 0
+    with monkeypatch.context() as patch:
+        patch.setattr(gallery, "calibrate_surprise", lambda *args: pytest.fail("calibrated, not read"))
+        assert gallery.cached_surprise_threshold(model, tmp_path) == shipped.surprise_threshold > 0
+    # and still what calibrating gives: a change to the surprise code or to the world late in a clip (frames 16-31,
+    # which the embeddings below never see) leaves the fingerprint as it was
+    assert gallery.surprise_threshold(model) == pytest.approx(shipped.surprise_threshold, rel=1e-3), \
+        rebuild.replace("stale or missing: ", "threshold stale: bump GALLERY_FORMAT (jepa_demo/gallery.py), then ")
     for index in (0, 150, 299):  # its embeddings are this model's: each clip, embedded anew, finds itself first
         (nearest, similarity), *_ = gallery.nearest(shipped, model.embed(gallery.gallery_clip(shipped, index, model)))
         assert nearest == index and similarity > 0.9999

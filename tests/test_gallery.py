@@ -378,6 +378,17 @@ def test_nearest_rejects_bad_queries(gallery):
             nearest(gallery, gallery.embeddings[0], k=k)
 
 
+def test_the_map_of_the_smallest_gallery_is_the_same_map_every_time(gallery):
+    """UMAP is seeded (its random_state): the same embeddings give the same map, here at the fewest clips a gallery
+    may hold, whose neighbourhoods are smaller than UMAP's default (n_neighbors = clips - 1)."""
+    from jepa_demo.gallery import MIN_CLIPS, _fit_map
+
+    embeddings = gallery.embeddings[:MIN_CLIPS]
+    first = _fit_map(embeddings)
+    assert first.shape == (MIN_CLIPS, 2) and np.isfinite(first).all() and np.ptp(first, axis=0).min() > 0
+    assert np.array_equal(_fit_map(embeddings), first)
+
+
 def test_place_on_map_puts_gallery_clips_on_their_own_points(gallery, model):
     gaps = np.linalg.norm(gallery.coords[:, None] - gallery.coords[None], axis=-1)  # (N, N)
     median_gap = np.median(gaps[~np.eye(CLIPS, dtype=bool)])
