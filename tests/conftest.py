@@ -25,9 +25,11 @@ for name in set(os.environ) - set(without_app_settings()) - set(TEST_SETTINGS):
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # else each gr.Blocks asks api.gradio.app for its latest version
 # make test runs two pytest-xdist workers: each gets its share of the cores (read by torch at import, and by the
 # processes tests start with this environment), so two compute-bound tests do not fight over every core; 2 threads
-# each made the suite 17 % slower on 2 cores
+# each made the suite 17 % slower on 2 cores. The cores this process may use: os.cpu_count() counts the machine's,
+# and under `taskset` or a container's cpuset gave each worker all of them
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 import signal  # noqa: E402
 import socket  # noqa: E402
