@@ -31,7 +31,8 @@ _PLOTTED = [("loss", "loss"), ("target_std", "target-embedding std (dashed: acro
 # Collapse floors, stated before the default was trained (README, "No collapse"). A collapsed encoder maps every token
 # to one point: the spread of its layer-normed target tokens goes to 0 (a random encoder's is about 0.45) and their
 # effective rank to 1, where a token must tell apart at least five things about an object (x, y, colour, shape, size).
-# Added after it: the spread across clips at each token (clip_spread), on the same scale, with the same floor.
+# Added after it: the spread across clips at each token (clip_spread), on the same scale, with the same floor (a
+# random encoder's is about 0.28, the default's teacher's 0.44: tests/test_default_checkpoint.py).
 COLLAPSE_FLOORS = {"target_std": 0.1, "clip_std": 0.1, "rankme": 5.0}
 _MONITORS = {"target_std": "target-embedding std", "clip_std": "target-embedding std across clips",
              "rankme": "effective rank (RankMe)"}
