@@ -23,13 +23,13 @@ def run_whole(command: list, timeout: float, **kwargs) -> subprocess.CompletedPr
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def kill_with_descendants(pid: int) -> None:
-    """SIGKILL the processes below `pid`, found through /proc (Linux), then `pid`: killed first, it would leave them
-    to init, out of reach. (torchrun starts each worker in a session of its own, so killing a process group would
-    miss them.) A process gone or not ours meanwhile is passed over, so that `pid` is always reached."""
+def kill_with_descendants(pid: int, stop: signal.Signals = signal.SIGKILL) -> None:
+    """SIGKILL (or `stop`) the processes below `pid`, found through /proc (Linux), then `pid`: killed first, it would
+    leave them to init, out of reach. (torchrun starts each worker in a session of its own, so killing a process group
+    would miss them.) A process gone or not ours meanwhile is passed over, so that `pid` is always reached."""
     for target in [*reversed(_descendants(pid)), pid]:
         with contextlib.suppress(OSError):  # ProcessLookupError: gone; PermissionError: a number reused by another
-            os.kill(target, signal.SIGKILL)
+            os.kill(target, stop)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -21,7 +21,7 @@ from train.config import TrainConfig, load_config, parse_overrides
 from train.loop import lr_at, momentum_at
 from train.report import read_metrics
 
-from processes import run_whole
+from processes import kill_with_descendants, run_whole
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "tiny.yaml")
@@ -407,12 +407,18 @@ def test_a_data_worker_killed_midway_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 class _SigintHandlers(torch.utils.data.Dataset):
-    """Each item: whether the process that makes it ignores SIGINT, leads a process group of its own (which a
-    terminal's or `timeout`'s signals to the training process's group do not reach) and keeps a SIGTERM handler."""
+    """Each item: whether the process that makes it ignores SIGINT and SIGHUP and holds SIGTERM back (for the thread
+    that stops it only when the training process sends one)."""
 
     def __getitem__(self, step):
-        return torch.tensor([signal.getsignal(signal.SIGINT) is signal.SIG_IGN, os.getpgrp() == os.getpid(),
-                             signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN])
+        return torch.tensor([signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+                             signal.getsignal(signal.SIGHUP) is signal.SIG_IGN,
+                             signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])])
+
+
+class _Pids(torch.utils.data.Dataset):
+    def __getitem__(self, step):
+        return torch.tensor(os.getpid())
 
 
 def test_data_workers_leave_ctrl_c_to_the_training_process():
@@ -427,6 +433,19 @@ def test_data_workers_leave_ctrl_c_to_the_training_process():
                                                          pin_memory=False)] == [True] * 3
     finally:
         signal.signal(signal.SIGINT, saved)
+
+
+def test_a_sigterm_sent_to_every_process_leaves_the_data_workers_to_the_training_process():
+    """`pkill -f "python -m train"`, a Slurm job's end or preemption, `systemctl stop`: every process gets SIGTERM.
+    BUG: a worker died of it (torch's handler stops a worker only when its parent sends it) and the run ended as if it
+    had run out of memory, its step and due save lost, where the training process stops after the step."""
+    from train.data import make_loader
+
+    batches = iter(make_loader(_Pids(), 0, 8, num_workers=1, pin_memory=False))
+    worker = int(next(batches))
+    subprocess.run(["kill", "-TERM", str(worker)], check=True)  # sent by another process than the training one
+    time.sleep(0.5)  # delivered before the rest is asked for
+    assert [int(pid) for pid in batches] == [worker] * 7
 
 
 def test_a_data_worker_busy_on_a_hung_read_does_not_keep_the_run_from_ending():
@@ -1137,20 +1156,22 @@ def test_ctrl_c_during_the_last_step_leaves_a_finished_run(tmp_path, monkeypatch
     assert load_model(tmp_path / "longer").info()["step"] == 1
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path, stop):
+@pytest.mark.parametrize("stop, workers", [(signal.SIGINT, 0), (signal.SIGTERM, 0), (signal.SIGTERM, 1)])
+def test_ctrl_c_stops_training_in_one_line_and_the_last_save_stands(tmp_path, stop, workers):
     """SIGTERM (`kill`, `timeout`, a scheduler's preemption) too. BUG: it ended the run at once, no line said what
-    stands, and a save cut off left its temporary file."""
+    stands, and a save cut off left its temporary file. With a data worker, the signal goes to every process (a
+    Slurm job's end, `timeout`, `systemctl stop`). BUG: the worker died of it, a crash said as out of memory."""
     out = tmp_path / "run"
     # As a terminal's foreground job: a suite started in the background inherits SIGINT ignored (Python then never
     # installs its KeyboardInterrupt handler), which made this test time out in such a run.
     # -X faulthandler: if it does not stop, SIGABRT makes it print where each thread is, for the failure message
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "train", "--config", TINY, f"out_dir={out}",
-                             "steps=1000", "save_every=5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                             "steps=1000", "save_every=5", f"num_workers={workers}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_step(out / "metrics.csv", 10, proc)  # inside: a run that never gets there must not go on training
-        proc.send_signal(stop)
+        kill_with_descendants(proc.pid, stop)  # as pkill does, to the worker too where there is one
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import signal
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -161,12 +162,28 @@ def make_loader(dataset: Dataset, start_step: int, steps: int, num_workers: int,
 
 
 def _leave_signals_to_the_training_process(worker_id: int) -> None:
-    """A terminal's Ctrl-C reaches every process of its foreground group, as do its SIGHUP when it closes and
-    `timeout`'s SIGTERM. The training process takes a first one between steps (loop.CtrlC) and stops its data workers
-    itself; a worker that died of it would end the run as if it had run out of memory. So a worker leaves the group
-    (the training process's own SIGTERM still stops it: torch's handler, which ignoring SIGTERM here replaced, and
-    then a worker busy on a hung read kept the run from ever exiting) and ignores Ctrl-C (where there are no process
-    groups; a worker started by spawn or forkserver, macOS's and Python 3.14's default, has Python's own handler)."""
-    if hasattr(os, "setpgrp"):
-        os.setpgrp()
+    """A terminal's Ctrl-C and its SIGHUP when it closes reach every process of the run, and `timeout`, `pkill`, a
+    Slurm job's end or preemption and `systemctl stop` send SIGTERM to every one. The training process takes a first
+    one between steps (loop.CtrlC) and stops its data workers itself; a worker that died of it would end the run as if
+    it had run out of memory. So a worker ignores Ctrl-C (a worker started by spawn or forkserver, macOS's and Python
+    3.14's default, has Python's own handler) and SIGHUP, and stops on SIGTERM only when the training process sends
+    it: the loader's shutdown does, to a worker that has not finished within 5 s (one waiting on a hung read would
+    otherwise keep the run from ever exiting). Torch's own handler tells them apart too, but dies of the others."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):  # Linux; elsewhere torch's handler stays
+        _stop_on_sigterm_from(os.getppid())
+
+
+def _stop_on_sigterm_from(parent: int) -> None:
+    """SIGTERM held back from every thread of this process (threads started later inherit that) and taken by one
+    that exits when the sender is `parent` and drops it otherwise: a handler cannot see who sent a signal."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            pass
+        os._exit(0)  # as torch's handler does: the loader is shutting the worker down
+
+    threading.Thread(target=wait, name="sigterm-from-the-training-process", daemon=True).start()
