@@ -118,6 +118,7 @@ def test_a_refused_upload_is_remembered_not_decoded_again_by_every_view(tmp_path
 
     def out_of_time(path, *args, **kwargs):
         tries.append(path)
+        assert kwargs["timeout"] == explore_module.DECODE_TIMEOUT  # the app's decoding has a deadline
         raise VideoError(f"{path.name}: gave up after 30 s of reading; try a shorter or smaller clip")
 
     monkeypatch.setattr(explore_module, "read_clip", out_of_time)
