@@ -443,7 +443,8 @@ def test_a_sigterm_sent_to_every_process_leaves_the_data_workers_to_the_training
 
     batches = iter(make_loader(_Pids(), 0, 8, num_workers=1, pin_memory=False))
     worker = int(next(batches))
-    subprocess.run(["kill", "-TERM", str(worker)], check=True)  # sent by another process than the training one
+    # sent by another process than the training one
+    subprocess.run([sys.executable, "-c", f"import os, signal; os.kill({worker}, signal.SIGTERM)"], check=True)
     time.sleep(0.5)  # delivered before the rest is asked for
     assert [int(pid) for pid in batches] == [worker] * 7
 

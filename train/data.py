@@ -6,6 +6,7 @@ indices gives worker processes and pinned memory for free when `num_workers > 0`
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 import signal
@@ -158,32 +159,44 @@ def make_loader(dataset: Dataset, start_step: int, steps: int, num_workers: int,
     """Iterate batches for steps start_step .. steps-1 in order (each item is already a whole batch)."""
     return DataLoader(dataset, batch_size=None, sampler=range(start_step, steps), num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=False,
-                      worker_init_fn=_leave_signals_to_the_training_process)
+                      worker_init_fn=functools.partial(_leave_signals_to_the_training_process, os.getpid()))
 
 
-def _leave_signals_to_the_training_process(worker_id: int) -> None:
+def _leave_signals_to_the_training_process(trainer: int, worker_id: int) -> None:
     """A terminal's Ctrl-C and its SIGHUP when it closes reach every process of the run, and `timeout`, `pkill`, a
     Slurm job's end or preemption and `systemctl stop` send SIGTERM to every one. The training process takes a first
     one between steps (loop.CtrlC) and stops its data workers itself; a worker that died of it would end the run as if
     it had run out of memory. So a worker ignores Ctrl-C (a worker started by spawn or forkserver, macOS's and Python
     3.14's default, has Python's own handler) and SIGHUP, and stops on SIGTERM only when the training process sends
-    it: the loader's shutdown does, to a worker that has not finished within 5 s (one waiting on a hung read would
-    otherwise keep the run from ever exiting). Torch's own handler tells them apart too, but dies of the others."""
+    it (`trainer`, its process id: a worker started by a forkserver, Python 3.14's default, is not its child): the
+    loader's shutdown does, to a worker that has not finished within 5 s (one waiting on a hung read would otherwise
+    keep the run from ever exiting). Torch's own handler tells them apart too, but dies of the others."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if hasattr(signal, "sigwaitinfo"):  # Linux; elsewhere torch's handler stays
-        _stop_on_sigterm_from(os.getppid())
+        _stop_on_sigterm_from(trainer)
 
 
-def _stop_on_sigterm_from(parent: int) -> None:
-    """SIGTERM held back from every thread of this process (threads started later inherit that) and taken by one
-    that exits when the sender is `parent` and drops it otherwise: a handler cannot see who sent a signal."""
+def _stop_on_sigterm_from(trainer: int) -> None:
+    """SIGTERM held back from this thread and those it starts (all of a forked worker's) and taken by one that exits
+    when the sender is `trainer`, or once `trainer` is gone (any SIGTERM then ends a worker left behind), and drops it
+    otherwise: a Python handler cannot see who sent a signal."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     def wait() -> None:
-        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != trainer and _alive(trainer):
             pass
         os._exit(0)  # as torch's handler does: the loader is shutting the worker down
 
     threading.Thread(target=wait, name="sigterm-from-the-training-process", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal: whether it could be sent
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process now has that number: ours is gone
+        return False
+    return True
