@@ -23,6 +23,21 @@ def run_whole(command: list, timeout: float, **kwargs) -> subprocess.CompletedPr
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+def run_with_its_reader_gone(command: list, gone: str, timeout: float, **kwargs) -> tuple[int, bytes | str]:
+    """Run `command` with its `gone` stream ("stdout" or "stderr") a pipe whose reader left before the first write
+    (`... | head -1`, or `2>&1 | tee log` with tee ended by the same Ctrl-C): its exit status and what the other
+    stream got. A run that hangs is killed, not left to outlive the test."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    getattr(process, gone).close()
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, stderr if gone == "stdout" else stdout
+
+
 def kill_with_descendants(pid: int, stop: signal.Signals = signal.SIGKILL) -> None:
     """SIGKILL (or `stop`) the processes below `pid`, found through /proc (Linux), then `pid`: killed first, it would
     leave them to init, out of reach. (torchrun starts each worker in a session of its own, so killing a process group

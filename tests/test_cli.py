@@ -16,6 +16,8 @@ from jepa_demo.checkpoint import CheckpointError, save_checkpoint
 from jepa_demo.video import write_video
 from jepa_demo.world import WorldConfig, make_pair
 
+from processes import run_with_its_reader_gone
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -108,16 +110,9 @@ def test_embed_takes_the_frames_the_library_takes(files):
 
 def test_a_reader_that_goes_away_stops_it_quietly(files):
     """`python -m jepa_demo info *.mp4 | head -1`: the pipe is closed here before the first line is written."""
-    process = subprocess.Popen([sys.executable, "-m", "jepa_demo", "info", files / "a.mp4", files / "b.mp4"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
-    process.stdout.close()
-    try:
-        _, stderr = process.communicate(timeout=120)
-    finally:  # a run that hangs must not outlive the test
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 141 and stderr == b""  # 128 + SIGPIPE, as a Unix tool; no traceback
+    status, stderr = run_with_its_reader_gone([sys.executable, "-m", "jepa_demo", "info", files / "a.mp4",
+                                               files / "b.mp4"], "stdout", 120, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
+    assert status == 141 and stderr == b""  # 128 + SIGPIPE, as a Unix tool; no traceback
 
 
 def test_a_reader_of_errors_that_goes_away_stops_it_quietly(files):
@@ -135,15 +130,8 @@ def test_a_checkpoint_refused_to_a_reader_gone_is_exit_2(files, tool):
 
 def _status_with_its_errors_reader_gone(module_and_args: list) -> int:
     """The exit status of `python -m MODULE ARGS` whose stderr's reader is gone before its first line."""
-    process = subprocess.Popen([sys.executable, "-m", *module_and_args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
-    process.stderr.close()
-    try:
-        return process.wait(timeout=120)
-    finally:  # a run that hangs must not outlive the test
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    return run_with_its_reader_gone([sys.executable, "-m", *module_and_args], "stderr", 120, cwd=ROOT,
+                                    env={"PATH": "/usr/bin:/bin"})[0]
 
 
 def test_a_stderr_on_a_full_disk_does_not_end_the_run(files):

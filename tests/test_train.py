@@ -21,7 +21,7 @@ from train.config import TrainConfig, load_config, parse_overrides
 from train.loop import lr_at, momentum_at
 from train.report import read_metrics
 
-from processes import kill_with_descendants, run_whole
+from processes import kill_with_descendants, run_whole, run_with_its_reader_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "tiny.yaml")
@@ -329,17 +329,10 @@ def test_a_reader_of_the_progress_bar_that_goes_away_does_not_stop_the_run(tmp_p
     """BUG: `python -m train ... 2>&1 | tee log`, tee gone (the same Ctrl-C): the bar's write raised BrokenPipeError
     before the step's due save, and the error line after it raised again, a traceback with status 1. The run is on
     disk, not in its log: it goes on and says nothing more on stderr."""
-    process = subprocess.Popen([sys.executable, "-m", "train", "--config", TINY, f"out_dir={tmp_path / 'run'}",
-                                "steps=3"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    process.stderr.close()
-    try:
-        stdout, _ = process.communicate(timeout=300)
-    finally:  # a run that hangs must not outlive the test
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0 and stdout == f"checkpoint written to {tmp_path / 'run'}\n"
+    status, stdout = run_with_its_reader_gone([sys.executable, "-m", "train", "--config", TINY,
+                                               f"out_dir={tmp_path / 'run'}", "steps=3"], "stderr", 300, cwd=ROOT,
+                                              text=True)
+    assert status == 0 and stdout == f"checkpoint written to {tmp_path / 'run'}\n"
     assert load_model(tmp_path / "run").info()["step"] == 3
 
 
