@@ -306,6 +306,9 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0) -> None:
     suffix = path.suffix.lower()
     if suffix not in _WRITERS:
         raise ValueError(f"{path.name}: can only write {', '.join(_WRITERS)} files, not '{suffix or 'no extension'}'")
+    if suffix == ".gif" and fps > 50:  # delays of 1/100 s, which browsers play as 1/10 s, or uneven ones
+        raise ValueError(f"{path.name}: a GIF's frame delays are whole hundredths of a second and browsers slow those "
+                         f"under 2/100 s: at most 50 fps, got {fps:g} (write .mp4 or .webm)")
     height, width = frames.shape[1:3]
     written = (height + height % 2) * (width + width % 2) if suffix == ".mp4" else height * width  # _write_mp4 pads
     if written > MAX_PIXELS:  # a file read_video would refuse, and so would the check of what was written

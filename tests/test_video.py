@@ -123,6 +123,16 @@ def test_write_video_takes_numpy_numbers_for_fps(tmp_path):
             write_video(tmp_path / "b.mp4", moving_square(frames=4), fps=bad)
 
 
+def test_a_gif_faster_than_its_delays_can_say_is_refused(tmp_path):
+    """BUG: GIF delays are whole hundredths of a second: 60 fps was written as delays of 2, 1, 2, 2, 1 and 200 fps as
+    1 each (read back as 100 fps), which browsers play as 1/10 s: slow and jerky. 50 fps is 2/100 s a frame."""
+    with pytest.raises(ValueError, match="^a.gif: a GIF's frame delays are whole hundredths .* at most 50 fps, got 60"):
+        write_video(tmp_path / "a.gif", moving_square(frames=4), fps=60)
+    assert not (tmp_path / "a.gif").exists()
+    write_video(tmp_path / "a.gif", moving_square(frames=4), fps=50)
+    assert video_info(tmp_path / "a.gif")["fps"] == 50
+
+
 @pytest.mark.parametrize("height, width, size, expected", [(48, 96, 24, (24, 48)), (96, 48, 24, (48, 24)),
                                                            (48, 96, 96, (96, 192)), (48, 96, 48, (48, 96))])
 def test_size_scales_the_shorter_side(tmp_path, height, width, size, expected):
