@@ -1,5 +1,6 @@
 """Training: schedules, config, a real CLI run, exact resume after SIGKILL, and 2-process DDP on CPU (gloo)."""
 
+import contextlib
 import json
 import os
 import re
@@ -440,6 +441,49 @@ def test_a_sigterm_sent_to_every_process_leaves_the_data_workers_to_the_training
     subprocess.run([sys.executable, "-c", f"import os, signal; os.kill({worker}, signal.SIGTERM)"], check=True)
     time.sleep(0.5)  # delivered before the rest is asked for
     assert [int(pid) for pid in batches] == [worker] * 7
+
+
+def test_a_data_worker_left_behind_by_a_killed_training_process_ends_on_any_sigterm():
+    """The training process killed (kill -9, the OOM killer) while a worker waits on a hung read: the worker stays.
+    A later SIGTERM from anyone must end it, even while the dead process is not yet reaped (here: this test holds it
+    as a zombie, as a parent stuck reading the pipes the worker holds would)."""
+    script = ("import os, sys, time, torch\n"
+              "from train.data import make_loader\n"
+              "class Hung(torch.utils.data.Dataset):\n"
+              "    def __getitem__(self, step):\n"
+              "        if step > 0:\n"
+              "            time.sleep(600)\n"
+              "        return torch.tensor(os.getpid())\n"
+              "batches = iter(make_loader(Hung(), 0, 3, num_workers=1, pin_memory=False))\n"
+              "print(int(next(batches)), flush=True)\n"
+              "time.sleep(0.5)  # the worker is in its hung read\n"
+              "os.kill(os.getpid(), 9)\n")
+    trainer = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(trainer.stdout.readline())
+        deadline = time.monotonic() + 30
+        while _state(trainer.pid) != "Z":  # killed, not reaped
+            assert time.monotonic() < deadline, "the training process did not end"
+            time.sleep(0.05)
+        while _state(worker) not in ("Z", None) and time.monotonic() < deadline:  # ended (reaped or not by init)
+            # from this process, not the training process; again until it ends: the killed process's threads are
+            # still going for a moment after it shows as a zombie, and a SIGTERM in that moment is dropped
+            os.kill(worker, signal.SIGTERM)
+            time.sleep(0.5)
+        assert _state(worker) in ("Z", None), "the worker outlived a SIGTERM after its training process died"
+    finally:
+        with contextlib.suppress(NameError, ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)  # no longer below the training process: out of kill_with_descendants' reach
+        kill_with_descendants(trainer.pid)
+        trainer.wait()
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, Z, ...) from /proc, None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
 
 
 def test_a_data_worker_busy_on_a_hung_read_does_not_keep_the_run_from_ending():

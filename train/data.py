@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import select
 import signal
 import threading
 from collections import Counter
@@ -183,20 +184,30 @@ def _stop_on_sigterm_from(trainer: int) -> None:
     when the sender is `trainer`, or once `trainer` is gone (any SIGTERM then ends a worker left behind), and drops it
     otherwise: a Python handler cannot see who sent a signal."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    gone = _watch_for_the_end_of(trainer)
 
     def wait() -> None:
-        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != trainer and _alive(trainer):
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != trainer and not gone():
             pass
         os._exit(0)  # as torch's handler does: the loader is shutting the worker down
 
     threading.Thread(target=wait, name="sigterm-from-the-training-process", daemon=True).start()
 
 
-def _alive(pid: int) -> bool:
+def _watch_for_the_end_of(pid: int):
+    """A call saying whether process `pid` has ended: through a pidfd, which says so of a process killed but not yet
+    reaped (its parent stuck reading the pipes this worker holds) and never of another that later takes its number;
+    where there is none, by whether it can still be signalled."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux 5.3+, or gone already
+        return lambda: not _can_signal(pid)
+    return lambda: bool(select.select([pidfd], [], [], 0)[0])
+
+
+def _can_signal(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # no signal: whether it could be sent
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process now has that number: ours is gone
+    except (ProcessLookupError, PermissionError):  # gone, or its number another user's process's now
         return False
     return True
