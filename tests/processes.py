@@ -25,8 +25,8 @@ def run_whole(command: list, timeout: float, **kwargs) -> subprocess.CompletedPr
 
 def run_with_its_reader_gone(command: list, gone: str, timeout: float, **kwargs) -> tuple[int, bytes | str]:
     """Run `command` with its `gone` stream ("stdout" or "stderr") a pipe whose reader left before the first write
-    (`... | head -1`, or `2>&1 | tee log` with tee ended by the same Ctrl-C): its exit status and what the other
-    stream got. A run that hangs is killed, not left to outlive the test."""
+    (`... | head -1`; `2> >(tee log)` with tee ended by the same Ctrl-C): its exit status and what the other stream
+    got. A run that hangs is killed, not left to outlive the test."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
     getattr(process, gone).close()
     try:
