@@ -364,13 +364,12 @@ def _check_kind(kind: str, cfg: WorldConfig) -> None:
 
 def _check_violation(kind: str, t_v, cfg: WorldConfig, scene: _Scene, plausible: dict) -> int:
     _check_kind(kind, cfg)
+    low, high = _violation_window(cfg)
     if t_v is None:
         t_v = _default_frame(kind, cfg, scene, plausible)
         if t_v is None:
-            low, high = _violation_window(cfg)
             raise ValueError(f"no collision in plain view between frames {low} and {high} of this clip to pass "
                              "through (make_pair searches for one)")
-    low, high = _violation_window(cfg)
     if not isinstance(t_v, (int, np.integer)) or not low <= t_v <= high:
         raise ValueError(f"violation_frame must be an integer between {low} and {high} for {cfg.num_frames} frames "
                          f"(enough frames before it and a quarter of the clip after), got {t_v}")

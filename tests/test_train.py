@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from jepa_demo.inference import load_model
 from jepa_demo.model import clip_spread, embedding_std
 from train.config import TrainConfig, load_config, parse_overrides
-from train.loop import lr_at, momentum_at
+from train.loop import CtrlC, lr_at, momentum_at
 from train.report import read_metrics
 
 from processes import kill_with_descendants, run_whole, run_with_its_reader_gone
@@ -1154,20 +1154,23 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert all((ref_weights[k] == res_weights[k]).all() for k in ref_weights)
 
 
+class _PressedDuringTheFirstStep(CtrlC):
+    """Ctrl-C as if pressed during the run's first step: it stops after it (and its save, if one is due)."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested = True
+
+
 def test_a_resumed_run_counts_the_time_it_trained_before_it_stopped(tmp_path, monkeypatch):
     """The card's wall time is the run's, across its stops: the state's record of the time before is carried on."""
     import train.loop
     from jepa_demo.checkpoint import load_tensors, save_tensors
     from train.__main__ import main
 
-    class PressedDuringTheStep(train.loop.CtrlC):
-        def __init__(self):
-            super().__init__()
-            self.requested = True
-
     settings = ["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=3", "save_every=1"]
     with monkeypatch.context() as patch:
-        patch.setattr(train.loop, "CtrlC", PressedDuringTheStep)
+        patch.setattr(train.loop, "CtrlC", _PressedDuringTheFirstStep)
         assert main(settings) == 130  # stopped after its first step, saved
     state = tmp_path / "run" / train.loop.STATE_NAME
     tensors, meta = load_tensors(state)
@@ -1182,12 +1185,7 @@ def test_ctrl_c_during_the_last_step_leaves_a_finished_run(tmp_path, monkeypatch
     import train.loop
     from train.__main__ import main
 
-    class PressedDuringTheStep(train.loop.CtrlC):
-        def __init__(self):
-            super().__init__()
-            self.requested = True
-
-    monkeypatch.setattr(train.loop, "CtrlC", PressedDuringTheStep)
+    monkeypatch.setattr(train.loop, "CtrlC", _PressedDuringTheFirstStep)
     assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=1"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"checkpoint written to {tmp_path / 'run'}")
     assert main(["--config", TINY, f"out_dir={tmp_path / 'longer'}", "steps=3", "save_every=1"]) == 130  # it stops
