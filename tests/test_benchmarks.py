@@ -539,7 +539,7 @@ def test_vjepa2_latency_stopped_with_sigterm_removes_the_model_it_saved(tmp_path
             time.sleep(0.05)  # saved: the timings, a 64-frame surprise among them, take seconds more
         assert list((tmp_path / "tmp").rglob("model.safetensors")), "not saved in 120 s: the removal goes untested"
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM, process.stderr.read().decode()[-3000:]
     finally:
         if process.poll() is None:  # a reaped process's number may already be another process's
             kill_with_descendants(process.pid)
