@@ -87,8 +87,9 @@ class JEPAModel:
 
     @property
     def default_future_steps(self) -> int:
-        """How many time steps the checkpoint was trained to predict ahead (at most all but one of a window); 2 for
-        one that records none, as V-JEPA 2, trained on multi-block masks, not on predicting ahead."""
+        """How many time steps ahead the checkpoint's future masks hid (`train.future_steps`, at most all but one of
+        a window), recorded even by a run that drew none (`future_prob` 0); 2 for one that records none, as V-JEPA 2,
+        trained on multi-block masks, not on predicting ahead."""
         return min(self.config.get("train", {}).get("future_steps", 2), self.cfg.grid[0] - 1)
 
     def surprise_frames(self, future_steps: int | None = None) -> int:
@@ -226,7 +227,7 @@ class JEPAModel:
                  batch_size: int = 16, progress: bool = False) -> Surprise:
         """V-JEPA-style surprise: slide a window over the clip; from its first steps, predict the last
         `future_steps` steps' target latents; error = distance to the actual ones, averaged per predicted step.
-        `future_steps` defaults to what the checkpoint was trained to predict (`default_future_steps`). The targets
+        `future_steps` defaults to the checkpoint's future masks' (`default_future_steps`). The targets
         are the teacher's over the whole window, as in training, so with `future_steps` > 1 a step's target has also
         seen the hidden steps after it: a change can lift the `future_steps` - 1 steps before it too (never earlier
         ones). `progress`: a bar over the batches of windows, when stderr is a terminal."""

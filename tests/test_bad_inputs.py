@@ -167,8 +167,11 @@ def test_packets_that_decode_to_no_picture_still_meet_the_timeout(tmp_path):
 
     from jepa_demo.video import _Deadline, _decode
 
+    decoded = []
+
     class Hidden:
         def decode(self):
+            decoded.append(1)
             time.sleep(0.005)
             return []
 
@@ -181,10 +184,10 @@ def test_packets_that_decode_to_no_picture_still_meet_the_timeout(tmp_path):
                 yield from packet.decode()
 
     stream = SimpleNamespace(codec_context=SimpleNamespace(width=64, height=64), thread_type=None)
-    started = time.monotonic()
     with pytest.raises(VideoError, match=r"^hidden.webm: gave up after 0.1 s of reading \(0 frames decoded\)"):
         next(_decode(Container(), stream, tmp_path / "hidden.webm", _Deadline(0.1)))
-    assert time.monotonic() - started < 0.5
+    # stopped partway, at about the 20th packet (a count, not a time: a busy machine may hold this thread up)
+    assert len(decoded) < 200
 
 
 def test_cli_answers_every_file_or_names_it_with_the_reason(corpus):
