@@ -497,10 +497,9 @@ def test_a_data_worker_busy_on_a_hung_read_does_not_keep_the_run_from_ending():
               "            time.sleep(600)  # the next batch, fetched ahead, from a drive that no longer answers\n"
               "        return torch.zeros(1)\n"
               "next(iter(make_loader(Hung(), 0, 3, num_workers=1, pin_memory=False)))\n")
-    started = time.monotonic()
+    # the worker sleeps 600 s: a run that waits for it is stopped at the timeout, and the test fails
     result = run_whole([sys.executable, "-c", script], timeout=120, cwd=ROOT)  # the worker too, should it hang
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 60
 
 
 def test_each_save_puts_the_logged_rows_on_disk_before_the_training_state(tmp_path, monkeypatch):
@@ -1127,7 +1126,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "train", "--config", TINY, f"out_dir={killed}", *settings],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_step(killed / "metrics.csv", 25, proc)
+        # early: from step 12 the run has 28 steps and two saves to go, time enough for this process to kill it
+        # on a busy machine (the first save, at step 10, is written before the row of step 10)
+        _wait_for_step(killed / "metrics.csv", 12, proc)
     finally:  # killed whether the step came or the wait timed out: a run left going would hold a core
         proc.kill()  # SIGKILL; nothing when it has ended (the wait says so)
         proc.wait()
@@ -1297,8 +1298,11 @@ sys.exit(main(["--config", {TINY!r}, "out_dir={out}", "steps=40", "save_every=2"
 def _wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if metrics.is_file() and any(int(r["step"]) >= step for r in read_metrics(metrics)):
-            return
+        try:
+            if metrics.is_file() and any(int(r["step"]) >= step for r in read_metrics(metrics)):
+                return
+        except ValueError:  # a row read while it was being appended
+            pass
         assert proc.poll() is None, "training ended before it could be killed"
         time.sleep(0.05)
     raise AssertionError(f"step {step} not reached in {timeout} s")
