@@ -55,18 +55,22 @@ def save_random_model(folder: Path, config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def remove_on_sigterm(folder: str) -> None:
-    """A plain `kill` (or `timeout`) removes `folder`, where the 1.3 GB model is saved, and ends the run (status 143):
-    by default SIGTERM ends Python at once and left the model there. The run ends with os._exit, not an exception:
-    raising wherever the main thread stands (inside transformers or torch) and the interpreter's shutdown, with the
-    progress-bar thread save_pretrained starts still alive, once ended a run with SIGABRT instead (in CI; 160 runs
-    here did not reproduce it), and nothing else of the run needs closing."""
+def stop_on_sigterm(removing: str | None = None) -> None:
+    """A plain `kill` (or `timeout`) ends the run with status 143 as Ctrl-C would: by default SIGTERM ends Python at
+    once, which left the saved model (1.3 GB at the release's size) in the temporary folder. While `removing` names
+    that folder, the handler removes it and ends with os._exit, not an exception: raising wherever the main thread
+    stands (inside transformers or torch) and the interpreter's shutdown, with the progress-bar thread save_pretrained
+    starts still alive, once ended a run with SIGABRT instead (in CI; 160 runs here did not reproduce it), and nothing
+    else of the run needs closing then. Otherwise it raises SystemExit, so that the report's write removes its
+    temporary file and stdout is flushed."""
 
-    def remove_and_exit(signum, frame):
-        shutil.rmtree(folder, ignore_errors=True)
+    def stop(signum, frame):
+        if removing is None:
+            sys.exit(128 + signum)
+        shutil.rmtree(removing, ignore_errors=True)
         os._exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, remove_and_exit)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def timed(fn) -> float:
@@ -114,10 +118,11 @@ def main(argv=None) -> int:
     except ValueError as err:
         parser.error(f"these sizes: {err}")
     out = _report.check_output(parser, args.json)
+    stop_on_sigterm()
     torch.set_num_threads(args.threads)
     video = render_clip(3, WorldConfig(size=256, num_frames=args.clip_frames)).frames
     with tempfile.TemporaryDirectory() as tmp:
-        remove_on_sigterm(tmp)
+        stop_on_sigterm(removing=tmp)
         try:
             params = save_random_model(Path(tmp), config)
         except (OSError, SafetensorError) as err:  # a small /tmp: the release's size is 1.3 GB
@@ -134,7 +139,7 @@ def main(argv=None) -> int:
                    "embed": timed(lambda: model.embed(video)),
                    "predict_masked (multiblock)": timed(lambda: model.predict_masked(video, "multiblock")),
                    "surprise": timed(lambda: model.surprise(video))}
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the folder is gone: nothing left to remove
+    stop_on_sigterm()  # the folder is gone
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
     print(f"V-JEPA 2, {args.hidden_size} wide x {args.layers} layers, random weights ({params / 1e6:.0f} M "
           f"parameters), {args.frames_per_clip} frames per clip at 256 px, a {args.clip_frames}-frame clip; {device}")
