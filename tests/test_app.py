@@ -230,6 +230,9 @@ def test_every_name_of_a_checkpoint_folder_shares_one_explorer_until_its_weights
     # and a sharded V-JEPA 2 folder (no model.safetensors) was cached by the name typed: a copy of it per name
     (copy / "model.safetensors").rename(copy / "model-00001-of-00002.safetensors")
     assert app._explorer_key(str(copy)) == app._explorer_key(f"{copy}/") != str(copy)
+    before = app._explorer_key(str(copy))
+    os.utime(copy / "model-00001-of-00002.safetensors", ns=(3, 3))  # and its shards retrained in place
+    assert app._explorer_key(str(copy)) != before
 
 
 def test_a_shipped_checkpoint_being_retrained_when_the_app_starts_is_offered_and_says_why_it_cannot_load(tmp_path):

@@ -151,8 +151,6 @@ def test_built_gallery_holds_centred_unit_embeddings_of_the_seeded_clips(gallery
     direct = model.embed(render_clip(GALLERY_SEED + 7, WorldConfig(size=32, num_frames=4)).frames)
     centered = direct / np.linalg.norm(direct) - gallery.center  # similarities are measured from the gallery's mean
     assert np.allclose(gallery.embeddings[7], centered / np.linalg.norm(centered), atol=1e-5)
-    similarities = gallery.embeddings @ gallery.embeddings.T  # (N, N): spread out, not all near 1
-    assert abs(similarities[~np.eye(CLIPS, dtype=bool)].mean()) < 0.1
     fractions = [fraction for fraction, _ in built[2]]
     assert fractions[0] == 0 and fractions[-1] == 1 and fractions == sorted(fractions) and len(fractions) >= 3
 
