@@ -54,7 +54,11 @@ def time_views(explorer: Explorer, path: Path, thumbnails: Path) -> dict:
 
     def surprise():
         clip = explorer.load(path, "surprise")
-        return explorer.surprise(clip.frames, clip.source_frames)
+        view = explorer.surprise(clip.frames, clip.source_frames)
+        if explorer.baseline and not isinstance(view.numbers["baseline"], dict):  # a note saying why not
+            sys.exit(f"error: {view.numbers['baseline']}: the time of surprise would leave out the baseline's curve "
+                     "the app draws beside the model's; nothing written")
+        return view
 
     steps = {  # as the app decodes: once for surprise, once for the views that read one model input
         "decode for surprise": lambda: explorer.load(path, "surprise"),

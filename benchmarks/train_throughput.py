@@ -169,7 +169,7 @@ def main(argv=None) -> int:
 def measure(cfg, runtime, model_cfg, dataset, warmup: int, steps: int) -> dict:
     """Trains `warmup` untimed steps, then times `steps` more: their speed, counted FLOPs and peak memory."""
     cuda = runtime.device.type == "cuda"
-    torch.manual_seed(0)
+    torch.manual_seed(cfg.seed)  # the recorded seed, as training seeds its model
     model = VideoJEPA(model_cfg).to(runtime.device)
     optimizer = build_optimizer(model, cfg, runtime.device)
     timed = range(warmup, warmup + steps)
