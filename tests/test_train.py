@@ -1155,6 +1155,29 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert all((ref_weights[k] == res_weights[k]).all() for k in ref_weights)
 
 
+@pytest.mark.parametrize("objective", ["jepa-sigreg", "pixel"])
+def test_a_stopped_and_resumed_run_of_each_objective_ends_as_an_uninterrupted_one(objective, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """The SIGKILL test above runs the default objective; the others take more from the step (SIGReg its random
+    directions, the pixel baseline its own targets), and --resume must replay them the same."""
+    from safetensors.torch import load_file
+
+    from train.__main__ import main
+
+    settings = ["--config", TINY, f"objective={objective}", "steps=6", "save_every=2", "device=cpu"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert main([*settings, f"out_dir={whole}"]) == 0
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 3)  # stopped in its fourth step: the save after the second stands
+        assert main([*settings, f"out_dir={stopped}"]) == 130
+    assert main([*settings, f"out_dir={stopped}", "--resume"]) == 0
+    assert "| 2/6 " in capsys.readouterr().err  # went on from the save, not from step 0
+    assert [r["loss"] for r in read_metrics(stopped / "metrics.csv")] == \
+        [r["loss"] for r in read_metrics(whole / "metrics.csv")]
+    expected, resumed = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert expected.keys() == resumed.keys() and all(torch.equal(expected[k], resumed[k]) for k in expected)
+
+
 class _PressedDuringTheFirstStep(CtrlC):
     """Ctrl-C as if pressed during the run's first step: it stops after it (and its save, if one is due)."""
 
