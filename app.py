@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -337,17 +338,22 @@ def example_clips(folder: Path) -> list[str]:
 
 
 LINKS_REFUSED = "Upload the video file itself: links are not fetched."
+NOT_A_FILE = "Upload a video file: a folder (or anything else not a file) cannot be a clip."
 
 
 def refuse_links(upload: gr.File) -> gr.File:
     """`upload`, taking uploaded files only. Gradio downloads an API call's file reference that is a web address on the
-    server, whole, with no size limit (max_file_size covers uploads), into its folder, where no sweep sees it. (Not a
-    gr.File subclass: Gradio writes a .pyi stub beside the module of every component class defined.)"""
+    server, whole, with no size limit (max_file_size covers uploads), into its folder, where no sweep sees it. And it
+    takes a reference to a folder inside its own (whose paths every file address on the page shows) as an upload,
+    tracked for the sweep, which moved it aside, with what it held (example clips, visitors' pictures), never to be
+    removed. (Not a gr.File subclass: Gradio writes a .pyi stub beside the module of every component class defined.)"""
     move_to_cache = upload.async_move_resource_to_block_cache
 
     async def move_unless_a_link(url_or_file_path):
         if is_http_url_like(str(url_or_file_path)):
             raise gr.Error(LINKS_REFUSED)
+        if os.path.exists(url_or_file_path) and not os.path.isfile(url_or_file_path):
+            raise gr.Error(NOT_A_FILE)
         return await move_to_cache(url_or_file_path)
 
     upload.async_move_resource_to_block_cache = move_unless_a_link
@@ -552,6 +558,9 @@ def _expire(path: str, files: set, age: float) -> None:
     Gradio's writers could close that (benchmarks/sweep_race.py counts how often it happens).
     """
     checked = os.lstat(path)
+    if not stat.S_ISREG(checked.st_mode):  # none of Gradio's own: never ours to move aside or remove
+        files.discard(path)
+        return
     if time.time() - checked.st_ctime <= age:
         return
     parked = f"{path}.expired"

@@ -571,6 +571,24 @@ def test_no_server_file_can_be_read_through_the_app(app_server, tmp_path):
         assert b"event: error" in stream and b"event: complete" not in stream and b"root:" not in stream, path
 
 
+def test_a_folder_given_as_the_upload_is_refused_and_not_tracked(app_blocks, app_server):
+    """Gradio takes a reference to a folder inside its own (every file address on the page shows where that is) as an
+    upload, tracked for the sweep, which moved it aside with what it held."""
+    folder = Path(app_blocks.GRADIO_CACHE) / ("f01de7" * 11)[:64]  # named as Gradio names its content folders
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for path in (folder, app_blocks.GRADIO_CACHE):
+            body = json.dumps({"data": [{"path": str(path), "meta": {"_type": "gradio.FileData"}}, "default"]})
+            request = urllib.request.Request(app_server + "gradio_api/call/surprise", data=body.encode(),
+                                             headers={"Content-Type": "application/json"})
+            event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+            stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read()
+            assert b"event: error" in stream and b"a folder (or anything else not a file) cannot be a clip" in stream
+            assert not any(str(path) in files for files in app_blocks.temp_file_sets), path
+    finally:
+        folder.rmdir()
+
+
 def test_a_link_given_as_the_upload_is_refused_not_fetched(app_server):
     """Gradio fetched a file reference that is a web address on the server, whole and with no size limit (10 GB of
     it would fill memory and disk), and left it in its folder."""
@@ -712,6 +730,20 @@ def test_the_file_sweep_removes_an_old_picture_nobody_renews_and_its_folder_when
     (Path(path).parent / "image.png").write_bytes(b"x")  # another app's file (Gradio's folder may be shared)
     app.sweep_files(ui, age=-1, stopping=True)
     assert [p.name for p in Path(path).parent.iterdir()] == ["image.png"]
+
+
+def test_the_file_sweep_leaves_a_folder_it_finds_tracked_where_it_is(tmp_path):
+    """BUG: an API call naming a folder inside Gradio's as its upload got it tracked, and the sweep renamed it aside
+    (.expired) with every file in it, where nothing removed it: example clips gone for every visitor, and at the stop,
+    Gradio's own folder with the pictures of visitors' frames it held. It is dropped from the set, left as it is."""
+    import app
+
+    ui, path = _expired_picture(tmp_path)
+    folder = str(Path(path).parent)
+    ui.upload_file_set.add(folder)
+    app.sweep_files(ui, age=-1)
+    assert not ui.upload_file_set and not Path(path).exists() and Path(folder).is_dir()  # its file went as tracked
+    assert [p.name for p in tmp_path.iterdir()] == [Path(folder).name]  # nothing moved aside
 
 
 def test_the_file_sweep_removes_the_empty_files_gr_file_leaves_on_each_request(tmp_path, monkeypatch):
