@@ -83,6 +83,8 @@ check_gradio_folder()
 
 import gradio as gr
 from gradio_client.utils import is_http_url_like
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
 
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, is_hub_repo_id, quiet_hub_client
@@ -645,6 +647,22 @@ async def sweep_files_while_serving(server):
         sweep_files(app, age=-1, stopping=True)
 
 
+class RefuseScreenRecordings:
+    """ASGI middleware answering 404 for the route Gradio 6.31 serves in every app for its screen recorder
+    (/gradio_api/process_recording), of which this app has none: open to anyone, it parses a posted video of up to
+    max_file_size into the system's temporary folder, with no upload folder, and never removes it (a small /tmp filled
+    by a few posts, and kept across restarts), then runs ffmpeg on it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/process_recording"):
+            await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # Each file of a form Gradio's parser read (see track_upload_files): its temporary name -> the content folder the
 # upload route moves it into (Gradio's folder / its SHA-256).
 UPLOAD_TEMP_FILES: dict[str, str] = {}
@@ -713,8 +731,9 @@ def launch(app: gr.Blocks, **kwargs):
     JSON and more, about 0.23 MiB a session. The app keeps no per-user state, so only the latest sessions are kept."""
     track_upload_files()
     return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(served_folder())],
-                      app_kwargs={"lifespan": sweep_files_while_serving}, state_session_capacity=SESSIONS_KEPT,
-                      **kwargs)
+                      app_kwargs={"lifespan": sweep_files_while_serving,
+                                  "middleware": [Middleware(RefuseScreenRecordings)]},
+                      state_session_capacity=SESSIONS_KEPT, **kwargs)
 
 
 def use_own_gradio_folder(host: str, port: int) -> None:

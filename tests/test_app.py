@@ -589,6 +589,25 @@ def test_a_folder_given_as_the_upload_is_refused_and_not_tracked(app_blocks, app
         folder.rmdir()
 
 
+def test_the_screen_recording_route_is_not_served(app_server):
+    """BUG: Gradio's /gradio_api/process_recording, served in every app though this one records nothing, parsed a
+    posted video into the system's temporary folder and never removed it: anyone could fill it, 100 MB a post."""
+    import urllib.error
+
+    payload = b"not a recording " * 4096
+    body = (b'--cut\r\nContent-Disposition: form-data; name="video"; filename="r.mp4"\r\n'
+            b"Content-Type: video/mp4\r\n\r\n" + payload + b"\r\n--cut--\r\n")
+    before = set(Path(tempfile.gettempdir()).iterdir())
+    request = urllib.request.Request(app_server + "gradio_api/process_recording", data=body,
+                                     headers={"Content-Type": "multipart/form-data; boundary=cut"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code in (404, 405)
+    left = [path for path in set(Path(tempfile.gettempdir()).iterdir()) - before
+            if path.is_file() and path.stat().st_size == len(payload)]
+    assert left == []
+
+
 def test_a_link_given_as_the_upload_is_refused_not_fetched(app_server):
     """Gradio fetched a file reference that is a web address on the server, whole and with no size limit (10 GB of
     it would fill memory and disk), and left it in its folder."""
