@@ -1,6 +1,7 @@
 # Two commands from a fresh clone:  make demo  (install + run)  and  make test  (install test needs + whole suite).
-# the offline CPU torch wheel is built for 3.11: a python3 that is another version takes python3.11 where there is one
-PYTHON ?= $(shell command -v python3.11 || echo python3)
+# the offline CPU torch wheel is built for 3.11: a python3 that is another version takes python3.11 where there is one.
+# `make PYTHON=...` picks another; a PYTHON in the environment (node-gyp set-ups export one) does not: := not ?=
+PYTHON := $(shell command -v python3.11 || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 

@@ -87,6 +87,18 @@ def test_make_leaves_a_virtual_environment_it_did_not_make_alone(tmp_path):
     assert (own / "bin" / "tool").read_text() == "installed by hand\n"
 
 
+def test_make_takes_a_python_given_to_it_not_one_exported_for_other_tools(tmp_path):
+    """BUG: `PYTHON ?=` gave way to a PYTHON exported for other tools (node-gyp set-ups): make then said that Python
+    was too old, though python3.11 was installed. `make PYTHON=...` still picks one."""
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    planned = [subprocess.run(["make", "-n", "-C", str(ROOT), f"VENV={tmp_path / 'venv'}", *given, "install"],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, **exported}).stdout
+               for given, exported in (([], {"PYTHON": "/elsewhere/python9"}), (["PYTHON=/given/python8"], {}))]
+    assert "-m venv" in planned[0] and "/elsewhere/python9" not in planned[0]  # what make would run, run by none
+    assert "/given/python8 -m venv" in planned[1]
+
+
 def test_make_reruns_only_the_step_that_failed_after_a_finished_package_install(tmp_path):
     """BUG: the install marker came after the gallery step: when that step failed (a cache folder it cannot write),
     the next make removed the whole .venv and downloaded everything again, at every retry."""
