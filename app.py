@@ -83,8 +83,6 @@ check_gradio_folder()
 
 import gradio as gr
 from gradio_client.utils import is_http_url_like
-from starlette.middleware import Middleware
-from starlette.responses import PlainTextResponse
 
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, is_hub_repo_id, quiet_hub_client
@@ -354,7 +352,8 @@ def refuse_links(upload: gr.File) -> gr.File:
     async def move_unless_a_link(url_or_file_path):
         if is_http_url_like(str(url_or_file_path)):
             raise gr.Error(LINKS_REFUSED)
-        if os.path.exists(url_or_file_path) and not os.path.isfile(url_or_file_path):
+        path = os.path.abspath(url_or_file_path)  # as Gradio reads it: <a file>/.. names its folder
+        if os.path.exists(path) and not os.path.isfile(path):
             raise gr.Error(NOT_A_FILE)
         return await move_to_cache(url_or_file_path)
 
@@ -546,6 +545,7 @@ def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
                     continue
         # the files first: a content folder they empty then goes with the others
         _remove_upload_files(app.GRADIO_CACHE, set().union(*(paths for _, paths in snapshots)), age)
+        _remove_parsed_elsewhere(age)
         _remove_leftovers(app.GRADIO_CACHE, age, stopping)
 
 
@@ -647,25 +647,12 @@ async def sweep_files_while_serving(server):
         sweep_files(app, age=-1, stopping=True)
 
 
-class RefuseScreenRecordings:
-    """ASGI middleware answering 404 for the route Gradio 6.31 serves in every app for its screen recorder
-    (/gradio_api/process_recording), of which this app has none: open to anyone, it parses a posted video of up to
-    max_file_size into the system's temporary folder, with no upload folder, and never removes it (a small /tmp filled
-    by a few posts, and kept across restarts), then runs ffmpeg on it."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/process_recording"):
-            await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 # Each file of a form Gradio's parser read (see track_upload_files): its temporary name -> the content folder the
 # upload route moves it into (Gradio's folder / its SHA-256).
 UPLOAD_TEMP_FILES: dict[str, str] = {}
+# Each file of a form parsed with no upload folder, in the system's temporary folder: Gradio's screen recorder (in its
+# settings panel) posts there (/gradio_api/process_recording), and the route never removes what was parsed
+PARSED_ELSEWHERE: set[str] = set()
 
 
 def track_upload_files() -> None:
@@ -674,7 +661,8 @@ def track_upload_files() -> None:
     ClientDisconnect) or the server stopped under it; and when the form was read whole but not handed over: a file
     field not named "files" is ignored, and when one file of several is refused (named ".."), those moved into the
     cache before it are never registered for Gradio's own sweep. Its parser now removes them on any failure, and
-    records them otherwise, for this app's sweep (once per process)."""
+    records them otherwise, for this app's sweep (once per process); PARSED_ELSEWHERE those a route had parsed into
+    the system's temporary folder."""
     from gradio.route_utils import GradioMultiPartParser
 
     parse = GradioMultiPartParser.parse
@@ -693,7 +681,11 @@ def track_upload_files() -> None:
                     os.remove(file.name)
             raise
         for _, value in form.multi_items():
-            if hasattr(value, "sha") and self.upload_dir is not None:  # a file (GradioUploadFile)
+            if not hasattr(value, "sha"):  # not a file (GradioUploadFile)
+                continue
+            if self.upload_dir is None:
+                PARSED_ELSEWHERE.add(value.file.name)
+            else:
                 UPLOAD_TEMP_FILES[value.file.name] = os.path.join(self.upload_dir, value.sha.hexdigest())
         return form
 
@@ -723,6 +715,19 @@ def _remove_upload_files(gradio_folder: str, handed_over: set, age: float) -> No
                 UPLOAD_TEMP_FILES.pop(name, None)
 
 
+def _remove_parsed_elsewhere(age: float) -> None:
+    """Remove the files of PARSED_ELSEWHERE `age` seconds after they arrived (the route has answered long before)."""
+    for name in PARSED_ELSEWHERE.copy():  # a copy: requests add to it meanwhile
+        try:
+            if time.time() - os.lstat(name).st_ctime > age:
+                os.remove(name)
+                PARSED_ELSEWHERE.discard(name)
+        except FileNotFoundError:  # removed by its route (Gradio's component server does)
+            PARSED_ELSEWHERE.discard(name)
+        except OSError:  # left for the next sweep
+            continue
+
+
 def launch(app: gr.Blocks, **kwargs):
     """Serve `app`; Gradio must be allowed to serve the gallery thumbnails and example clips, and no other file.
 
@@ -731,9 +736,8 @@ def launch(app: gr.Blocks, **kwargs):
     JSON and more, about 0.23 MiB a session. The app keeps no per-user state, so only the latest sessions are kept."""
     track_upload_files()
     return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(served_folder())],
-                      app_kwargs={"lifespan": sweep_files_while_serving,
-                                  "middleware": [Middleware(RefuseScreenRecordings)]},
-                      state_session_capacity=SESSIONS_KEPT, **kwargs)
+                      app_kwargs={"lifespan": sweep_files_while_serving}, state_session_capacity=SESSIONS_KEPT,
+                      **kwargs)
 
 
 def use_own_gradio_folder(host: str, port: int) -> None:

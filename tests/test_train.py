@@ -1170,8 +1170,10 @@ def test_a_stopped_and_resumed_run_of_each_objective_ends_as_an_uninterrupted_on
     with monkeypatch.context() as patch:
         _interrupt_after(patch, 3)  # stopped in its fourth step: the save after the second stands
         assert main([*settings, f"out_dir={stopped}"]) == 130
+    capsys.readouterr()
     assert main([*settings, f"out_dir={stopped}", "--resume"]) == 0
-    assert "| 2/6 " in capsys.readouterr().err  # went on from the save, not from step 0
+    err = capsys.readouterr().err
+    assert "| 2/6 " in err and "| 0/6 " not in err  # went on from the save, not from step 0
     assert [r["loss"] for r in read_metrics(stopped / "metrics.csv")] == \
         [r["loss"] for r in read_metrics(whole / "metrics.csv")]
     expected, resumed = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
