@@ -764,6 +764,13 @@ def check_cache_folder() -> None:
     stop_unless_writable(folder, "its cache folder", "JEPA_LENS_CACHE")
 
 
+def cannot_serve(host: str, port: int, reason) -> str:
+    """The one line the app stops with when it cannot serve where it was asked to, naming the settings that move it
+    (a second `make demo`, or another Gradio demo, holds 7860)."""
+    return (f"JEPA Lens cannot serve on {host}:{port}: {reason}; GRADIO_SERVER_PORT (and GRADIO_SERVER_NAME) pick "
+            "another")
+
+
 def check_can_serve(host: str, port: int) -> None:
     """Bind where the app will serve, before the warm-up: a busy port, an unknown host name or an address this machine
     does not have stops the app at once, in one line with the reason (Gradio's own message blames the port for all).
@@ -774,7 +781,7 @@ def check_can_serve(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Gradio binds: a closed port is free
             probe.bind(address)
     except (OSError, UnicodeError) as err:  # UnicodeError: a name no DNS label can hold (127.0.0..1, .localhost)
-        sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {getattr(err, 'strerror', None) or err}")
+        sys.exit(cannot_serve(host, port, getattr(err, "strerror", None) or err))
 
 
 def warn_if_open_to_others(host: str) -> None:
@@ -846,7 +853,7 @@ def main() -> None:
             ui.close()
     except OSError as err:
         if not ui.is_running:  # the port, taken during the warm-up (by a second app, whose files must stay)
-            sys.exit(f"JEPA Lens cannot serve on {host}:{port}: {err}")
+            sys.exit(cannot_serve(host, port, err))
         # Gradio's lines failed to print once it served (a terminal closed: SIGHUP before its 'Keyboard interruption'
         # line, or a stdout that refuses writes), before it closed the server; a closed terminal's shell sends the
         # second SIGHUP while this close waits

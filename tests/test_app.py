@@ -1062,6 +1062,7 @@ def test_a_port_in_use_ends_the_app_with_one_line(taken, tmp_path, monkeypatch):
         app.main()
     message = str(stopped.value.code)
     assert message.startswith(f"JEPA Lens cannot serve on 127.0.0.1:{port}: ") and "\n" not in message
+    assert message.endswith("; GRADIO_SERVER_PORT (and GRADIO_SERVER_NAME) pick another")  # what moves it
     assert swept == []
 
 
