@@ -83,6 +83,8 @@ check_gradio_folder()
 
 import gradio as gr
 from gradio_client.utils import is_http_url_like
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
 
 from jepa_demo import CheckpointError, load_model, write_video
 from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, is_hub_repo_id, quiet_hub_client
@@ -545,7 +547,6 @@ def sweep_files(app: gr.Blocks, age: float, stopping: bool = False) -> None:
                     continue
         # the files first: a content folder they empty then goes with the others
         _remove_upload_files(app.GRADIO_CACHE, set().union(*(paths for _, paths in snapshots)), age)
-        _remove_parsed_elsewhere(age)
         _remove_leftovers(app.GRADIO_CACHE, age, stopping)
 
 
@@ -650,9 +651,6 @@ async def sweep_files_while_serving(server):
 # Each file of a form Gradio's parser read (see track_upload_files): its temporary name -> the content folder the
 # upload route moves it into (Gradio's folder / its SHA-256).
 UPLOAD_TEMP_FILES: dict[str, str] = {}
-# Each file of a form parsed with no upload folder, in the system's temporary folder: Gradio's screen recorder (in its
-# settings panel) posts there (/gradio_api/process_recording), and the route never removes what was parsed
-PARSED_ELSEWHERE: set[str] = set()
 
 
 def track_upload_files() -> None:
@@ -661,8 +659,7 @@ def track_upload_files() -> None:
     ClientDisconnect) or the server stopped under it; and when the form was read whole but not handed over: a file
     field not named "files" is ignored, and when one file of several is refused (named ".."), those moved into the
     cache before it are never registered for Gradio's own sweep. Its parser now removes them on any failure, and
-    records them otherwise, for this app's sweep (once per process); PARSED_ELSEWHERE those a route had parsed into
-    the system's temporary folder."""
+    records them otherwise, for this app's sweep (once per process)."""
     from gradio.route_utils import GradioMultiPartParser
 
     parse = GradioMultiPartParser.parse
@@ -681,11 +678,7 @@ def track_upload_files() -> None:
                     os.remove(file.name)
             raise
         for _, value in form.multi_items():
-            if not hasattr(value, "sha"):  # not a file (GradioUploadFile)
-                continue
-            if self.upload_dir is None:
-                PARSED_ELSEWHERE.add(value.file.name)
-            else:
+            if hasattr(value, "sha") and self.upload_dir is not None:  # a file (GradioUploadFile)
                 UPLOAD_TEMP_FILES[value.file.name] = os.path.join(self.upload_dir, value.sha.hexdigest())
         return form
 
@@ -715,17 +708,21 @@ def _remove_upload_files(gradio_folder: str, handed_over: set, age: float) -> No
                 UPLOAD_TEMP_FILES.pop(name, None)
 
 
-def _remove_parsed_elsewhere(age: float) -> None:
-    """Remove the files of PARSED_ELSEWHERE `age` seconds after they arrived (the route has answered long before)."""
-    for name in PARSED_ELSEWHERE.copy():  # a copy: requests add to it meanwhile
-        try:
-            if time.time() - os.lstat(name).st_ctime > age:
-                os.remove(name)
-                PARSED_ELSEWHERE.discard(name)
-        except FileNotFoundError:  # removed by its route (Gradio's component server does)
-            PARSED_ELSEWHERE.discard(name)
-        except OSError:  # left for the next sweep
-            continue
+class RefuseScreenRecordings:
+    """ASGI middleware answering 404 for the route of the screen recorder in Gradio 6.31's settings panel
+    (/gradio_api/process_recording), open to anyone: it parses a posted video of up to max_file_size into the
+    system's temporary folder and never removes it, and its ffmpeg step leaves another copy (mkstemp, its descriptor
+    never closed) in Gradio's default folder, outside the app's own. Refused, the recorder says it failed to process
+    the recording and saves the original in the browser."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/process_recording"):
+            await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def launch(app: gr.Blocks, **kwargs):
@@ -736,8 +733,9 @@ def launch(app: gr.Blocks, **kwargs):
     JSON and more, about 0.23 MiB a session. The app keeps no per-user state, so only the latest sessions are kept."""
     track_upload_files()
     return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(served_folder())],
-                      app_kwargs={"lifespan": sweep_files_while_serving}, state_session_capacity=SESSIONS_KEPT,
-                      **kwargs)
+                      app_kwargs={"lifespan": sweep_files_while_serving,
+                                  "middleware": [Middleware(RefuseScreenRecordings)]},
+                      state_session_capacity=SESSIONS_KEPT, **kwargs)
 
 
 def use_own_gradio_folder(host: str, port: int) -> None:
@@ -853,7 +851,8 @@ def main() -> None:
             ui.close()
     except OSError as err:
         if not ui.is_running:  # the port, taken during the warm-up (by a second app, whose files must stay)
-            sys.exit(cannot_serve(host, port, err))
+            # Gradio's own words for a taken port ask for launch()'s server_port, not a setting
+            sys.exit(cannot_serve(host, port, "taken meanwhile" if "empty port" in str(err) else err))
         # Gradio's lines failed to print once it served (a terminal closed: SIGHUP before its 'Keyboard interruption'
         # line, or a stdout that refuses writes), before it closed the server; a closed terminal's shell sends the
         # second SIGHUP while this close waits
