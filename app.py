@@ -514,7 +514,9 @@ def build_app() -> gr.Blocks:
         for changed in (video.change, checkpoint.change):
             changed(lambda: [None] * len(shown), outputs=shown, queue=False, show_progress="hidden",
                     api_visibility="private")
-    return app.queue(default_concurrency_limit=MODEL_CALLS, max_size=32)
+    # api_open=False: off Hugging Face Spaces, Gradio opens /gradio_api/run/<name> to calls that skip the queue, so past
+    # the limit of MODEL_CALLS model calls at a time and the queue's 32
+    return app.queue(default_concurrency_limit=MODEL_CALLS, max_size=32, api_open=False)
 
 
 # One sweep at a time: the last one, when the server stops, must not run beside a pass still under way in its

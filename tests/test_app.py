@@ -612,6 +612,18 @@ def test_the_screen_recording_route_is_not_served(app_server):
     assert left == []
 
 
+def test_a_view_cannot_be_called_past_the_queue(app_server):
+    """BUG: off Hugging Face Spaces, Gradio served /gradio_api/run/<name> to calls that skip the queue: as many model
+    calls at once as came, past the limit of two and the queue's 32 (a self-hosted demo's memory)."""
+    import urllib.error
+
+    request = urllib.request.Request(app_server + "gradio_api/run/surprise", data=b'{"data": [null, "default"]}',
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert b"does not accept direct HTTP POST requests" in refused.value.read()
+
+
 def test_a_link_given_as_the_upload_is_refused_not_fetched(app_server):
     """Gradio fetched a file reference that is a web address on the server, whole and with no size limit (10 GB of
     it would fill memory and disk), and left it in its folder."""
