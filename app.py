@@ -363,6 +363,17 @@ def refuse_links(upload: gr.File) -> gr.File:
     return upload
 
 
+def values_only(field: gr.components.Component) -> gr.components.Component:
+    """`field` (a setting, not a file), refusing a file reference an API call puts in it: Gradio fetches a link in
+    any input (whole, into memory, then its folder) and takes a file of its folder, before any check of the value."""
+
+    async def refused(url_or_file_path):
+        raise gr.Error(f"{field.label}: expected a setting, got a file or link")
+
+    field.async_move_resource_to_block_cache = refused
+    return field
+
+
 def numbers_only(field: gr.Slider | gr.Number, whole: bool = False) -> gr.Slider | gr.Number:
     """`field`, refusing in words an API value that is not a number, or not a whole one where `whole`. Gradio compares
     the value with the field's bounds before any handler runs: text or a slider's null there is a TypeError, which
@@ -511,6 +522,8 @@ def build_app() -> gr.Blocks:
         # would compute on, outside the concurrency limit)
         shown = [*masked_images, masked_numbers, neighbor_gallery, neighbor_numbers, map_plot, map_numbers,
                  surprise_plot, surprise_overlay, surprise_numbers]
+        for field in (checkpoint, mask, ratio, seed, k, color_by):
+            values_only(field)
         for changed in (video.change, checkpoint.change):
             changed(lambda: [None] * len(shown), outputs=shown, queue=False, show_progress="hidden",
                     api_visibility="private")

@@ -612,6 +612,19 @@ def test_the_screen_recording_route_is_not_served(app_server):
     assert left == []
 
 
+def test_a_link_in_a_setting_is_refused_not_fetched(app_server):
+    """BUG: only the clip refused links: Gradio fetched one given as the checkpoint (or any other input), whole, into
+    memory and its folder, before the view looked at the value."""
+    link = {"path": "http://127.0.0.1:9/10GB.bin", "meta": {"_type": "gradio.FileData"}}
+    for view, data in (("surprise", [None, link]), ("neighbors", [None, link, "default"])):
+        body = json.dumps({"data": data})
+        request = urllib.request.Request(app_server + f"gradio_api/call/{view}", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+        stream = urllib.request.urlopen(f"{app_server}gradio_api/call/{view}/{event_id}", timeout=60).read()
+        assert b"event: error" in stream and b"expected a setting, got a file or link" in stream, stream
+
+
 def test_a_view_cannot_be_called_past_the_queue(app_server):
     """BUG: off Hugging Face Spaces, Gradio served /gradio_api/run/<name> to calls that skip the queue: as many model
     calls at once as came, past the limit of two and the queue's 32 (a self-hosted demo's memory)."""
