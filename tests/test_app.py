@@ -563,11 +563,8 @@ def test_no_server_file_can_be_read_through_the_app(app_server, tmp_path):
     outside = tmp_path / "outside.mp4"
     write_video(outside, render_clip(5, WorldConfig(size=64, num_frames=32)).frames)
     for path in (outside, "/etc/passwd"):
-        body = json.dumps({"data": [{"path": str(path), "meta": {"_type": "gradio.FileData"}}, "default"]})
-        request = urllib.request.Request(app_server + "gradio_api/call/surprise", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
-        stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read()
+        stream = _called_over_http(app_server, "surprise", [{"path": str(path), "meta": {"_type": "gradio.FileData"}},
+                                                            "default"])
         assert b"event: error" in stream and b"event: complete" not in stream and b"root:" not in stream, path
 
 
@@ -579,11 +576,8 @@ def test_a_folder_given_as_the_upload_is_refused_and_not_tracked(app_blocks, app
     try:
         # and as Gradio reads a path: <a folder>/<none>/.. names the folder
         for path in (folder, app_blocks.GRADIO_CACHE, f"{folder}/none/.."):
-            body = json.dumps({"data": [{"path": str(path), "meta": {"_type": "gradio.FileData"}}, "default"]})
-            request = urllib.request.Request(app_server + "gradio_api/call/surprise", data=body.encode(),
-                                             headers={"Content-Type": "application/json"})
-            event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
-            stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read()
+            stream = _called_over_http(app_server, "surprise",
+                                       [{"path": str(path), "meta": {"_type": "gradio.FileData"}}, "default"])
             assert b"event: error" in stream and b"a folder (or anything else not a file) cannot be a clip" in stream
             assert not any(os.path.abspath(path) in files for files in app_blocks.temp_file_sets), path
     finally:  # on a regression, not left tracked for the sweep of the server the other tests share
@@ -617,11 +611,7 @@ def test_a_link_in_a_setting_is_refused_not_fetched(app_server):
     memory and its folder, before the view looked at the value."""
     link = {"path": "http://127.0.0.1:9/10GB.bin", "meta": {"_type": "gradio.FileData"}}
     for view, data in (("surprise", [None, link]), ("neighbors", [None, link, "default"])):
-        body = json.dumps({"data": data})
-        request = urllib.request.Request(app_server + f"gradio_api/call/{view}", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
-        stream = urllib.request.urlopen(f"{app_server}gradio_api/call/{view}/{event_id}", timeout=60).read()
+        stream = _called_over_http(app_server, view, data)
         assert b"event: error" in stream and b"expected a setting, got a file or link" in stream, stream
 
 
@@ -643,12 +633,17 @@ def test_a_link_given_as_the_upload_is_refused_not_fetched(app_server):
     # BUG: marked as a stream, the link skipped the check and reached the view, which said it had been swept
     for stream_flag in (False, True):
         link = {"path": "https://example.com/clip.mp4", "is_stream": stream_flag, "meta": {"_type": "gradio.FileData"}}
-        body = json.dumps({"data": [link, "default"]})
-        request = urllib.request.Request(app_server + "gradio_api/call/surprise", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
-        stream = urllib.request.urlopen(f"{app_server}gradio_api/call/surprise/{event_id}", timeout=60).read()
+        stream = _called_over_http(app_server, "surprise", [link, "default"])
         assert b"event: error" in stream and b"Upload the video file itself: links are not fetched." in stream
+
+
+def _called_over_http(app_server: str, view: str, data: list) -> bytes:
+    """The event stream of a call of `view` with `data`, made as plain HTTP (curl's way, gradio_client's checks
+    aside): the POST that queues it, then the GET of its events."""
+    request = urllib.request.Request(app_server + f"gradio_api/call/{view}", data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+    return urllib.request.urlopen(f"{app_server}gradio_api/call/{view}/{event_id}", timeout=60).read()
 
 
 def _files(folder: Path, prefix: str, count: int) -> list[str]:
