@@ -20,6 +20,7 @@ write the gallery into the checkpoint folder itself (how the shipped ones got th
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -54,7 +55,7 @@ GALLERY_FORMAT = 7  # bump when what is stored or how it is computed (the world'
 # 7: bounces under gravity keep the height they fall from
 DEFAULT_CLIPS = 300
 MIN_CLIPS = 10  # UMAP's spectral start fails below 4 points, and a map of a handful of clips says nothing
-_EMBED_SHARE = 0.35  # of the progress bar: the map (import, numba compilation, fit) takes ~2/3 of a cold build
+_EMBED_SHARE = 0.35  # of the progress bar: the map (import, numba compilation, fit) is ~2/3 of a machine's first build
 THRESHOLD_PERCENTILE = 95
 _THRESHOLD_CLIPS = 24  # plausible clips, twice the model's window long so the surprise window slides
 
@@ -188,10 +189,31 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 def _fit_map(embeddings: np.ndarray) -> np.ndarray:
     import umap  # 2-15 s: paid by whoever builds a gallery, not by everyone who imports this module
 
+    _keep_umaps_compiled_code()
     # random_state makes UMAP single-threaded anyway; saying n_jobs=1 silences its warning about that.
     reducer = umap.UMAP(n_neighbors=min(15, len(embeddings) - 1), min_dist=0.1, metric="cosine", random_state=0,
                         n_jobs=1)
     return reducer.fit_transform(embeddings).astype(np.float32)  # (N, 2)
+
+
+@functools.cache
+def _keep_umaps_compiled_code() -> None:
+    """umap-learn compiles its numba functions in every process that fits a map (~11 s on one core: most of a small
+    gallery's build) and keeps all but one of them in memory only: kept on disk too, in numba's own cache (beside
+    umap's files, else NUMBA_CACHE_DIR or the user's cache folder), a later process loads them in a tenth of a second.
+    Numba keys each entry on its source file and this CPU, so an upgraded umap or another machine compiles anew; where
+    numba finds no folder it may write, the fit compiles as before."""
+    from numba.core.registry import CPUDispatcher
+
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] != "umap":
+            continue
+        for function in vars(module).values():
+            if isinstance(function, CPUDispatcher) and function.__module__ == name:  # umap's own, not imported ones
+                try:
+                    function.enable_caching()
+                except RuntimeError:  # "no locator available": nowhere to write
+                    return
 
 
 # ----------------------------------------------------------------------------------------------------------- cache

@@ -1,6 +1,6 @@
 """The reference gallery: fingerprint, disk cache, search, map placement, re-rendered clips, CLI.
 
-One UMAP fit for the whole module (the first fit in a process compiles numba code for ~10 s): `built` makes a gallery
+One UMAP fit for the whole module (the first fit on a machine compiles numba code for ~10 s): `built` makes a gallery
 of `CLIPS` clips through `load_or_build_gallery`; the cache tests that need another build get a stand-in instead.
 """
 
@@ -153,6 +153,34 @@ def test_built_gallery_holds_centred_unit_embeddings_of_the_seeded_clips(gallery
     assert np.allclose(gallery.embeddings[7], centered / np.linalg.norm(centered), atol=1e-5)
     fractions = [fraction for fraction, _ in built[2]]
     assert fractions[0] == 0 and fractions[-1] == 1 and fractions == sorted(fractions) and len(fractions) >= 3
+
+
+def test_the_maps_compiled_code_is_kept_for_the_next_process(built):
+    """umap-learn keeps its numba code in memory only: every process that built a gallery compiled it anew (~11 s
+    on one core). The functions a fit compiles are now in numba's disk cache, where the next process finds them (a
+    few that umap compiles for fixed types when it is imported are not: they cost the import, cache or not)."""
+    import umap
+
+    for module, name in (("umap_", "smooth_knn_dist"), ("umap_", "compute_membership_strengths"),
+                         ("layouts", "_nb_optimize_layout_euclidean_single_epoch"), ("utils", "fast_knn_indices"),
+                         ("distances", "cosine")):
+        function = getattr(getattr(umap, module), name)
+        assert function.signatures, f"{name}: the fit no longer compiles it"  # else this test checks nothing
+        cache = function.stats.cache_path
+        assert cache is not None, f"{name}: compiled, not kept"
+        # numba's index file, named module.function-line
+        assert list(Path(cache).glob(f"{module}.{function.py_func.__qualname__}-*.nbi")), name
+
+
+def test_where_numba_may_write_no_cache_the_map_is_compiled_as_before(monkeypatch):
+    import umap  # noqa: F401  (its functions are the ones looked for)
+    from numba.core.registry import CPUDispatcher
+
+    def nowhere(function):
+        raise RuntimeError(f"cannot cache function {function.__name__!r}: no locator available for file")
+
+    monkeypatch.setattr(CPUDispatcher, "enable_caching", nowhere)
+    gallery_module._keep_umaps_compiled_code.__wrapped__()  # said nothing: the fit goes on, compiling
 
 
 def test_build_refuses_too_few_clips(model):
