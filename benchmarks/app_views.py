@@ -1,6 +1,7 @@
 """How long each of the app's views takes for a 10-second 480p mp4, after warm-up, on the shipped checkpoint.
 
-    python benchmarks/app_views.py [--checkpoint checkpoints/default] [--repeats 5] [--json benchmarks/app_views.json]
+    python benchmarks/app_views.py [--checkpoint checkpoints/default] [--repeats 5] [--seconds 10]
+                                   [--json benchmarks/app_views.json]
 
 Times the same calls the app's handlers make, on the app's own Explorer (`app.explorer_for`: the surprise view runs the
 pixel baseline beside any other checkpoint), without Gradio's transport: a fresh upload is decoded twice, for surprise
@@ -33,15 +34,15 @@ for name in ("JEPA_LENS_HOSTED", "JEPA_LENS_ALLOWED_MODELS", "SPACE_ID"):
 import app  # noqa: E402
 from jepa_demo import write_video  # noqa: E402
 from jepa_demo.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
-from jepa_demo.explore import Explorer, forget_decoded_clips  # noqa: E402
+from jepa_demo.explore import MAX_SECONDS, Explorer, forget_decoded_clips  # noqa: E402
 from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
 
 
-def test_clip(folder: Path) -> Path:
-    """10 s of 640x480 at 30 fps: a synthetic clip upscaled, so it has moving objects, plus noise for realism."""
-    small = render_clip(7, WorldConfig(size=160, num_frames=300, noise_std=0.03)).frames  # (300, 160, 160, 3)
-    frames = np.repeat(np.repeat(small, 3, axis=1), 4, axis=2)[:, :480, :640]  # (300, 480, 640, 3)
-    path = folder / "clip-480p-10s.mp4"
+def test_clip(folder: Path, seconds: int = 10) -> Path:
+    """`seconds` of 640x480 at 30 fps: a synthetic clip upscaled, so it has moving objects, plus noise for realism."""
+    small = render_clip(7, WorldConfig(size=160, num_frames=30 * seconds, noise_std=0.03)).frames  # (T, 160, 160, 3)
+    frames = np.repeat(np.repeat(small, 3, axis=1), 4, axis=2)[:, :480, :640]  # (T, 480, 640, 3)
+    path = folder / f"clip-480p-{seconds}s.mp4"
     write_video(path, frames, fps=30)
     return path
 
@@ -81,11 +82,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=10, help=f"the clip's length (at most {MAX_SECONDS:.0f})")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "app_views.json"))
     args = parser.parse_args(argv)
-    if min(args.repeats, args.threads) < 1:
-        parser.error("--repeats and --threads must be at least 1")
+    if min(args.repeats, args.threads, args.seconds) < 1:
+        parser.error("--repeats, --threads and --seconds must be at least 1")
+    if args.seconds > MAX_SECONDS:
+        parser.error(f"--seconds {args.seconds}: the app refuses clips over {MAX_SECONDS:.0f} s")
     out = _report.check_output(parser, args.json)
     torch.set_num_threads(args.threads)
     try:
@@ -93,7 +97,7 @@ def main(argv=None) -> int:
     except app.gr.Error as err:  # the app's message for a checkpoint it cannot load (its CheckpointError included)
         parser.error(err.message)
     with tempfile.TemporaryDirectory() as tmp:
-        path = test_clip(Path(tmp))
+        path = test_clip(Path(tmp), args.seconds)
         time_views(explorer, path, Path(tmp) / "thumbnails-warm-up")  # first calls allocate, load ffmpeg, etc.
         runs = [time_views(explorer, path, Path(tmp) / f"thumbnails-{i}") for i in range(args.repeats)]
     medians = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
     report = {"command": _report.command(__file__, argv),
               "checkpoint": _shown(args.checkpoint),
               "surprise_beside": explorer.baseline and explorer.baseline.objective,
-              "clip": "10 s, 640x480, 30 fps mp4", "device": device, "threads": args.threads,
+              "clip": f"{args.seconds} s, 640x480, 30 fps mp4", "device": device, "threads": args.threads,
               "repeats": args.repeats,
               "median_seconds": medians, "torch": torch.__version__, "machine": _report.machine(),
               "cpus": os.cpu_count()}  # decoding uses every core: --threads alone does not say the machine's size

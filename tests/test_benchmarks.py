@@ -123,41 +123,60 @@ def test_train_throughput_counts_each_steps_own_mask():
     assert bench.gpu_peak_tflops("NVIDIA H100 NVL") == bench.gpu_peak_tflops("NVIDIA H200 NVL") == 835.0
 
 
-def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path):
+def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path, monkeypatch, capsys):
     """Refused up front, in one line, before minutes of work: no threads, several processes each dividing the whole
     batch's FLOPs by one device's peak, a peak that would make the MFU infinite, negative or nan (0 was ignored), a
     data folder that does not exist (a traceback), a V-JEPA 2 clip shorter than the model's window (it failed in
     surprise, the last call), a V-JEPA 2 shape transformers cannot build (after a 326 M-parameter model was built and
     saved), one load_model refuses (a traceback after building and saving it), a sweep race of nan seconds (NaN
-    written over the record), a checkpoint the app cannot load (a traceback)."""
+    written over the record), a checkpoint the app cannot load (a traceback).
+
+    Each script's main() runs in this process: the refusals come before any work, and a process for each would spend
+    ~2 s importing torch (the smallest runs below start the scripts as processes). Anything but the parser's exit
+    (status 2) would be raised here, failing the test, as a traceback would have."""
     out = tmp_path / "out.json"
+    scripts = {}
+
+    def refused(script: str, *args, **env) -> subprocess.CompletedProcess:
+        if script not in scripts:
+            scripts[script] = _load(script)
+        with monkeypatch.context() as patch, pytest.raises(SystemExit) as stopped:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            scripts[script].main(list(map(str, args)))
+        return subprocess.CompletedProcess(script, stopped.value.code, "", capsys.readouterr().err)
+
     tiny = ("train_throughput.py", "--config", "train/configs/tiny.yaml", "--json", out)
-    refused = [_run(*tiny, "--threads", "0"),
-               _run(*tiny, RANK="0"),
-               *(_run(*tiny, "--peak-tflops", peak) for peak in ("0", "-1", "nan", "inf")),
-               _run(*tiny, "data=/no/such/dir"),
-               _run(*tiny, "steps=100"),  # was refused as 'steps is given twice (steps=100 and steps=35)
-               _run("vjepa2_latency.py", "--frames-per-clip", "64", "--json", out),
-               _run("vjepa2_latency.py", "--frames-per-clip", "15", "--json", out),
-               _run("vjepa2_latency.py", "--frames-per-clip", "2", "--json", out),  # one time step: nothing to predict
-               _run("vjepa2_latency.py", "--hidden-size", "100", "--json", out),
-               _run("vjepa2_latency.py", "--frames-per-clip", "4", "--clip-frames", "5", "--json", out),  # needs 6
-               # two steps predicted: 16 + 2 x 2 (one window and one step more, 18, was accepted)
-               _run("vjepa2_latency.py", "--frames-per-clip", "16", "--clip-frames", "18", "--json", out),
-               # BUG: sizes transformers builds and load_model refuses ended in a traceback after building and saving
-               _run("vjepa2_latency.py", "--hidden-size", "64", "--layers", "65", "--json", out),
-               # BUG: nan passed the check (it compares false), ran no sweep and wrote NaN, not JSON, over the record
-               _run("sweep_race.py", "--seconds", "nan", "--json", out),
-               _run("app_views.py", "--checkpoint", tmp_path / "nope", "--json", out,
-                    JEPA_LENS_CACHE=str(tmp_path / "cache"))]
+    refused_runs = [refused(*tiny, "--threads", "0"),
+                    refused(*tiny, RANK="0"),
+                    *(refused(*tiny, "--peak-tflops", peak) for peak in ("0", "-1", "nan", "inf")),
+                    refused(*tiny, "data=/no/such/dir"),
+                    refused(*tiny, "steps=100"),  # was refused as 'steps is given twice (steps=100 and steps=35)
+                    refused("vjepa2_latency.py", "--frames-per-clip", "64", "--json", out),
+                    refused("vjepa2_latency.py", "--frames-per-clip", "15", "--json", out),
+                    # one time step: nothing to predict
+                    refused("vjepa2_latency.py", "--frames-per-clip", "2", "--json", out),
+                    refused("vjepa2_latency.py", "--hidden-size", "100", "--json", out),
+                    refused("vjepa2_latency.py", "--frames-per-clip", "4", "--clip-frames", "5", "--json", out),  # 6
+                    # two steps predicted: 16 + 2 x 2 (one window and one step more, 18, was accepted)
+                    refused("vjepa2_latency.py", "--frames-per-clip", "16", "--clip-frames", "18", "--json", out),
+                    # BUG: sizes transformers builds and load_model refuses: a traceback after building and saving
+                    refused("vjepa2_latency.py", "--hidden-size", "64", "--layers", "65", "--json", out),
+                    # BUG: nan passed the check (it compares false), ran no sweep and wrote NaN, not JSON, over the
+                    # record
+                    refused("sweep_race.py", "--seconds", "nan", "--json", out),
+                    refused("app_views.py", "--checkpoint", tmp_path / "nope", "--json", out,
+                            JEPA_LENS_CACHE=str(tmp_path / "cache")),
+                    refused("app_views.py", "--seconds", "61", "--json", out)]  # a clip the app refuses
     reasons = ["must be at least 1", "one process", *["--peak-tflops must be a number above 0"] * 4,
                "/no/such/dir: not a folder", "steps is set by --warmup and --steps here",
                "--clip-frames 32 is too short for surprise", "a multiple of the tubelet",
                "at least two of them (4)", "--hidden-size must be a multiple of the heads",
                "--clip-frames 5 is too short",
                "--clip-frames 18 is too short", "these sizes: num_hidden_layers must be between 1 and 64",
-               "--seconds a finite number", f"{tmp_path / 'nope'}: no checkpoint folder there"]
-    for result, reason in zip(refused, reasons, strict=True):
+               "--seconds a finite number", f"{tmp_path / 'nope'}: no checkpoint folder there",
+               "--seconds 61: the app refuses clips over 60 s"]
+    for result, reason in zip(refused_runs, reasons, strict=True):
         assert result.returncode == 2 and reason in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not out.exists()
 
@@ -170,7 +189,7 @@ SMALLEST_RUNS = {"train_throughput.py": ["--config", "train/configs/tiny.yaml", 
                                        "--clip-frames", "8", "--threads", "1"],
                  "sweep_race.py": ["--seconds", "0.1", "--threads", "1"],
                  "load_test.py": ["--users", "1", "--requests", "1", "--rounds", "1", "--file-lifetime", "1"],
-                 "app_views.py": ["--repeats", "1", "--threads", "1"]}
+                 "app_views.py": ["--repeats", "1", "--threads", "1", "--seconds", "1"]}
 
 
 @pytest.mark.parametrize("script, args", SMALLEST_RUNS.items())
@@ -494,12 +513,13 @@ def _child_running(pid: int, argument: str, timeout: float) -> int:
 def test_app_views_times_the_apps_own_explorer(tmp_path):
     """The app draws the pixel baseline's surprise beside the default's: the timed view must do that work too."""
     out = tmp_path / "views.json"
-    result = _run("app_views.py", "--repeats", "1", "--threads", "2", "--json", out,
+    result = _run("app_views.py", "--repeats", "1", "--threads", "2", "--seconds", "2", "--json", out,
                   JEPA_LENS_CACHE=str(tmp_path / "cache"), CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["surprise_beside"] == "pixel" and report["checkpoint"] == "checkpoints/default"
     assert report["device"] == "cpu" and report["threads"] == 2  # as asked: a GPU the machine has is hidden
+    assert report["clip"] == "2 s, 640x480, 30 fps mp4"
     assert report["cpus"] == os.cpu_count()  # BUG: not recorded, though decoding uses every core
     assert set(report["median_seconds"]) == {"decode for surprise", "decode model input", "masked prediction",
                                              "nearest neighbours", "embedding map", "surprise", "decode + four views"}
