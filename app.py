@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from jepa_demo.checkpoint import check_writable_folder
+from jepa_demo.checkpoint import check_writable_folder, is_hub_repo_id
 
 
 def whole_number_setting(name: str, default: int, low: int, high: int | None = None) -> int:
@@ -80,6 +80,18 @@ def check_gradio_folder() -> None:
 # Checked before Gradio's import, which ended in a traceback on a bad port or a folder it cannot write
 server_port()
 check_gradio_folder()
+# The app's own settings too: a bad one stops it at once, not after the five seconds of importing Gradio
+HOSTED = switch_setting("JEPA_LENS_HOSTED") or bool(os.environ.get("SPACE_ID"))  # a Space is hosted whatever it says
+# Hub repo ids a hosted deployment may load besides the shipped checkpoints (comma-separated); never a local path.
+ALLOWED_HUB_IDS = list(dict.fromkeys(  # each once: a repeated id was offered, warmed up and counted twice
+    name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MODELS", "").split(",") if name.strip()))
+if bad := [name for name in ALLOWED_HUB_IDS if not is_hub_repo_id(name)]:
+    sys.exit(f"JEPA_LENS_ALLOWED_MODELS: {', '.join(bad)} is not a Hub repo id (USER/NAME)")
+# Seconds an upload (and each picture the views return) stays in Gradio's folder: long enough to open every view of
+# one clip, then swept away, so nothing a visitor gave is kept on disk (in memory, the last few decodings of uploads
+# stay until newer ones replace them: explore.load_clip).
+FILE_LIFETIME = whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
+SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 
 import gradio as gr
 from gradio_client.utils import is_http_url_like
@@ -87,7 +99,7 @@ from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 
 from jepa_demo import CheckpointError, load_model, write_video
-from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, is_hub_repo_id, quiet_hub_client
+from jepa_demo.checkpoint import SHIPPED_DIR, SHIPPED_NAMES, first_line, quiet_hub_client
 from jepa_demo.cli import out_of_memory, stop_on_signals_as_on_ctrl_c, write_nowhere
 from jepa_demo.explore import MAX_FRAMES, MAX_MEGABYTES, MAX_SECONDS, ClipError, Explorer, ExplorerCache
 from jepa_demo.gallery import EXAMPLE_SEED, THRESHOLD_PERCENTILE, cache_folder, served_folder
@@ -104,18 +116,7 @@ def shipped_checkpoints(folder: Path) -> dict[str, Path]:
 
 
 SHIPPED = shipped_checkpoints(SHIPPED_DIR)
-HOSTED = switch_setting("JEPA_LENS_HOSTED") or bool(os.environ.get("SPACE_ID"))  # a Space is hosted whatever it says
-# Hub repo ids a hosted deployment may load besides the shipped checkpoints (comma-separated); never a local path.
-ALLOWED_HUB_IDS = list(dict.fromkeys(  # each once: a repeated id was offered, warmed up and counted twice
-    name.strip() for name in os.environ.get("JEPA_LENS_ALLOWED_MODELS", "").split(",") if name.strip()))
-if bad := [name for name in ALLOWED_HUB_IDS if not is_hub_repo_id(name)]:
-    sys.exit(f"JEPA_LENS_ALLOWED_MODELS: {', '.join(bad)} is not a Hub repo id (USER/NAME)")
 PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every other checkpoint's
-# Seconds an upload (and each picture the views return) stays in Gradio's folder: long enough to open every view of
-# one clip, then swept away, so nothing a visitor gave is kept on disk (in memory, the last few decodings of uploads
-# stay until newer ones replace them: explore.load_clip).
-FILE_LIFETIME = whole_number_setting("JEPA_LENS_FILE_LIFETIME", 900, low=1)
-SWEEP_EVERY = max(1, min(FILE_LIFETIME // 2, 5))  # seconds; a file outlives its lifetime by at most this much
 MASKS = ["multiblock", "tube", "future", "random"]
 SESSIONS_KEPT = 64  # see launch: sessions whose outputs Gradio keeps in memory; twice the queue's length (max_size)
 MODEL_CALLS = 2  # views computed at once; more only share the same cores, and each holds its activations in memory

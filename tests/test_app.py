@@ -1104,9 +1104,14 @@ def test_a_gradio_folder_it_cannot_write_stops_the_app_before_gradio_is_imported
 
 
 def _import_app(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "import app"], cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "TMPDIR": tempfile.gettempdir(), **env})
+    """`import app` in a process of its own, with a bad setting in `env`: checked to stop before it imports Gradio
+    (five seconds; and Gradio reads some of the settings itself, in a traceback where they are bad)."""
+    gradio_imported = "import atexit, sys; atexit.register(lambda: print('gradio' in sys.modules)); import app"
+    result = subprocess.run([sys.executable, "-c", gradio_imported], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "TMPDIR": tempfile.gettempdir(), **env})
+    assert result.stdout == "False\n", result.stdout + result.stderr
+    return result
 
 
 def test_an_address_this_machine_does_not_have_stops_the_app_before_its_warm_up(tmp_path, monkeypatch):
