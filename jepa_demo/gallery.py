@@ -199,8 +199,9 @@ def _fit_map(embeddings: np.ndarray) -> np.ndarray:
 @functools.cache
 def _keep_umaps_compiled_code() -> None:
     """umap-learn compiles its numba functions in every process that fits a map (~11 s on one core: most of a small
-    gallery's build) and keeps all but one of them in memory only: kept on disk too, in numba's own cache (beside
-    umap's files, else NUMBA_CACHE_DIR or the user's cache folder), a later process loads them in a tenth of a second.
+    gallery's build) and keeps all but one of them in memory only: kept on disk too, in numba's own cache
+    (NUMBA_CACHE_DIR if set, else beside umap's files, else the user's cache folder), a later process loads them in a
+    tenth of a second.
     Numba keys each entry on its source file and this CPU, so an upgraded umap or another machine compiles anew; where
     numba finds no folder it may write, the fit compiles as before."""
     from numba.core.registry import CPUDispatcher
