@@ -137,14 +137,14 @@ def test_benchmarks_refuse_settings_they_cannot_measure(tmp_path, monkeypatch, c
     out = tmp_path / "out.json"
     scripts = {}
 
-    def refused(script: str, *args, **env) -> subprocess.CompletedProcess:
+    def refused(script: str, *args, **env) -> SimpleNamespace:
         if script not in scripts:
             scripts[script] = _load(script)
         with monkeypatch.context() as patch, pytest.raises(SystemExit) as stopped:
             for name, value in env.items():
                 patch.setenv(name, value)
             scripts[script].main(list(map(str, args)))
-        return subprocess.CompletedProcess(script, stopped.value.code, "", capsys.readouterr().err)
+        return SimpleNamespace(returncode=stopped.value.code, stderr=capsys.readouterr().err)
 
     tiny = ("train_throughput.py", "--config", "train/configs/tiny.yaml", "--json", out)
     refused_runs = [refused(*tiny, "--threads", "0"),
