@@ -1151,8 +1151,13 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert [r["step"] for r in res_rows] == [r["step"] for r in ref_rows]
     for a, b in zip(ref_rows, res_rows):
         assert (a["loss"], a["lr"], a["momentum"]) == (b["loss"], b["lr"], b["momentum"]), a["step"]
-    ref_weights, res_weights = load_file(reference / "model.safetensors"), load_file(killed / "model.safetensors")
-    assert all((ref_weights[k] == res_weights[k]).all() for k in ref_weights)
+    _assert_same_weights(reference, killed)
+
+
+def _assert_same_weights(expected: Path, resumed: Path) -> None:
+    """The two runs' exported weights are bit for bit the same, tensor for tensor (none missing or extra)."""
+    expected, resumed = load_file(expected / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == resumed.keys() and all(torch.equal(expected[k], resumed[k]) for k in expected)
 
 
 @pytest.mark.parametrize("objective", ["jepa-sigreg", "pixel"])
@@ -1160,8 +1165,6 @@ def test_a_stopped_and_resumed_run_of_each_objective_ends_as_an_uninterrupted_on
                                                                                     capsys):
     """The SIGKILL test above runs the default objective; the others take more from the step (SIGReg its random
     directions, the pixel baseline its own targets), and --resume must replay them the same."""
-    from safetensors.torch import load_file
-
     from train.__main__ import main
 
     settings = ["--config", TINY, f"objective={objective}", "steps=6", "save_every=2", "device=cpu"]
@@ -1176,8 +1179,7 @@ def test_a_stopped_and_resumed_run_of_each_objective_ends_as_an_uninterrupted_on
     assert "| 2/6 " in err and "| 0/6 " not in err  # went on from the save, not from step 0
     assert [r["loss"] for r in read_metrics(stopped / "metrics.csv")] == \
         [r["loss"] for r in read_metrics(whole / "metrics.csv")]
-    expected, resumed = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
-    assert expected.keys() == resumed.keys() and all(torch.equal(expected[k], resumed[k]) for k in expected)
+    _assert_same_weights(whole, stopped)
 
 
 class _PressedDuringTheFirstStep(CtrlC):
