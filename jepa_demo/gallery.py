@@ -221,11 +221,14 @@ def _keep_umaps_compiled_code() -> None:
 
 
 def cache_folder(cache_dir=None) -> Path:
-    """`cache_dir` if given, else $JEPA_LENS_CACHE if set, else ~/.cache/jepa-lens, with `~` expanded (the variable
-    is read at each call: tests and apps may set it late)."""
+    """`cache_dir` if given, else $JEPA_LENS_CACHE if set, else jepa-lens in the user's cache folder
+    ($XDG_CACHE_HOME, else ~/.cache), with `~` expanded (the variables are read at each call: tests and apps may set
+    them late)."""
     given = cache_dir or os.environ.get("JEPA_LENS_CACHE")
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
     try:
-        return Path(given or Path.home() / ".cache" / "jepa-lens").expanduser()
+        # the XDG spec has a relative $XDG_CACHE_HOME ignored: it would move with the working folder
+        return Path(given or (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "jepa-lens").expanduser()
     except RuntimeError:  # ~nosuchuser (a docker or systemd setting: no shell expands it), or no home to be found
         raise ValueError(f"cache folder {given or '~/.cache/jepa-lens'}: no home folder to expand ~ to") from None
 
@@ -448,7 +451,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS,
                         help=f"number of gallery clips (the app reads the {DEFAULT_CLIPS}-clip gallery: another "
                              "count is for the library's Explorer(num_clips=...))")
-    parser.add_argument("--cache-dir", help="default: $JEPA_LENS_CACHE, else ~/.cache/jepa-lens")
+    parser.add_argument("--cache-dir", help="default: $JEPA_LENS_CACHE, else $XDG_CACHE_HOME/jepa-lens, else "
+                                            "~/.cache/jepa-lens")
     parser.add_argument("--ship", action="store_true",
                         help="also write the gallery into the (local) checkpoint folder, to commit or push with it "
                              "(computed on the CPU, in float32, as the CPUs that read it compute)")

@@ -222,7 +222,14 @@ def test_cache_folder_follows_the_environment_and_expands_the_home(monkeypatch, 
     monkeypatch.setenv("JEPA_LENS_CACHE", "~/jl")  # as a docker or systemd environment sets it: no shell expands it
     assert cache_folder() == Path.home() / "jl"
     monkeypatch.delenv("JEPA_LENS_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert cache_folder() == Path.home() / ".cache" / "jepa-lens"
+    # BUG: the user's cache folder, where the XDG spec (and the Hub's cache) puts it, was ignored
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_folder() == tmp_path / "xdg" / "jepa-lens"
+    for ignored in ("relative/cache", ""):  # the spec: a relative one is ignored, as is an empty one
+        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+        assert cache_folder() == Path.home() / ".cache" / "jepa-lens"
 
 
 def test_a_cache_folder_under_an_unknown_users_home_is_one_line(built, model, monkeypatch, capsys):
