@@ -201,9 +201,8 @@ def _keep_umaps_compiled_code() -> None:
     """umap-learn compiles its numba functions in every process that fits a map (~11 s on one core: most of a small
     gallery's build) and keeps all but one of them in memory only: kept on disk too, in numba's own cache
     (NUMBA_CACHE_DIR if set, else beside umap's files, else the user's cache folder), a later process loads them in a
-    tenth of a second.
-    Numba keys each entry on its source file and this CPU, so an upgraded umap or another machine compiles anew; where
-    numba finds no folder it may write, the fit compiles as before."""
+    tenth of a second. Numba keys each entry on its source file and this CPU, so an upgraded umap or another machine
+    compiles anew; where numba finds no folder it may write, the fit compiles as before."""
     from numba.core.registry import CPUDispatcher
 
     for name, module in list(sys.modules.items()):
@@ -225,10 +224,12 @@ def cache_folder(cache_dir=None) -> Path:
     ($XDG_CACHE_HOME, else ~/.cache), with `~` expanded (the variables are read at each call: tests and apps may set
     them late)."""
     given = cache_dir or os.environ.get("JEPA_LENS_CACHE")
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if not given:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        if os.path.isabs(xdg):  # the XDG spec has a relative one ignored: it would move with the working folder
+            return Path(xdg) / "jepa-lens"
     try:
-        # the XDG spec has a relative $XDG_CACHE_HOME ignored: it would move with the working folder
-        return Path(given or (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "jepa-lens").expanduser()
+        return Path(given or Path.home() / ".cache" / "jepa-lens").expanduser()
     except RuntimeError:  # ~nosuchuser (a docker or systemd setting: no shell expands it), or no home to be found
         raise ValueError(f"cache folder {given or '~/.cache/jepa-lens'}: no home folder to expand ~ to") from None
 
