@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import types
+import urllib.error
 import urllib.request
 from pathlib import Path
 from unittest import mock
@@ -545,9 +546,6 @@ def test_the_app_keeps_only_the_latest_sessions_outputs(app_blocks):
 
 
 def test_no_server_file_can_be_read_through_the_app(app_server, tmp_path):
-    import urllib.error
-    import urllib.request
-
     from jepa_demo.gallery import cache_folder
 
     # The cache folder beside what the app serves from it (thumbnails, examples) may be a shared one: ~/.cache
@@ -590,8 +588,6 @@ def test_the_screen_recording_route_is_not_served(app_server):
     """BUG: Gradio's /gradio_api/process_recording (the screen recorder of its settings panel), open to anyone, parsed
     a posted video into the system's temporary folder and never removed it: anyone could fill it, 100 MB a post (its
     ffmpeg step leaves another copy in Gradio's default folder, with a descriptor never closed)."""
-    import urllib.error
-
     payload = b"not a recording " * 4096
     body = (b'--cut\r\nContent-Disposition: form-data; name="video"; filename="r.mp4"\r\n'
             b"Content-Type: video/mp4\r\n\r\n" + payload + b"\r\n--cut--\r\n")
@@ -618,8 +614,6 @@ def test_a_link_in_a_setting_is_refused_not_fetched(app_server):
 def test_a_view_cannot_be_called_past_the_queue(app_server):
     """BUG: off Hugging Face Spaces, Gradio served /gradio_api/run/<name> to calls that skip the queue: as many model
     calls at once as came, past the limit of two and the queue's 32 (a self-hosted demo's memory)."""
-    import urllib.error
-
     request = urllib.request.Request(app_server + "gradio_api/run/surprise", data=b'{"data": [null, "default"]}',
                                      headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:

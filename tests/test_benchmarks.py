@@ -304,8 +304,6 @@ def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
 def test_app_views_refuses_a_surprise_timed_without_the_baseline_the_app_draws(tmp_path):
     """The baseline turns a clip it cannot score into a note, not an error: a time without its work passed as the
     app's (the record said "surprise_beside": "pixel" all the same)."""
-    from types import SimpleNamespace
-
     bench = _load("app_views.py")
     clip = SimpleNamespace(frames=None, source_frames=None)
     explorer = SimpleNamespace(load=lambda path, view: clip, masked=lambda *a: None, neighbors=lambda *a, k: None,
