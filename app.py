@@ -20,6 +20,7 @@ import ipaddress
 import math
 import os
 import re
+import reprlib
 import shutil
 import socket
 import stat
@@ -530,7 +531,35 @@ def build_app() -> gr.Blocks:
                     api_visibility="private")
     # api_open=False: off Hugging Face Spaces, Gradio opens /gradio_api/run/<name> to calls that skip the queue, so past
     # the limit of MODEL_CALLS model calls at a time and the queue's 32
-    return app.queue(default_concurrency_limit=MODEL_CALLS, max_size=32, api_open=False)
+    return refuse_malformed_inputs(app.queue(default_concurrency_limit=MODEL_CALLS, max_size=32, api_open=False))
+
+
+def refuse_malformed_inputs(app: gr.Blocks) -> gr.Blocks:
+    """`app`, refusing in words what an API call gives that Gradio checks before any component or view sees it: a
+    clip given as a plain path (not as gradio_client's handle_file(path)) or as a dict without Gradio's file marker
+    fails the file's data model, and an example's number out of range fails the list of examples (-1 would pick the
+    last). Each reached the client as a bare "Error" and the server's log as a traceback."""
+    validate_inputs = app.validate_inputs  # Gradio's own check of an event's inputs, before it reads any of them
+
+    def checked(block_fn, inputs):
+        validate_inputs(block_fn, inputs)
+        for block, payload in zip(block_fn.inputs, inputs):
+            if payload is None:  # no clip or no example: each view says what is missing
+                continue
+            if isinstance(block, gr.Dataset):
+                count = len(block.raw_samples)
+                if type(payload) is not int or not 0 <= payload < count:  # type: True is an int too
+                    raise gr.Error(f"examples: expected an example's number from 0 to {count - 1}, got "
+                                   f"{reprlib.repr(payload)}")
+            elif getattr(block, "data_model", None) is not None:
+                try:
+                    block.data_model.model_validate(payload, context={"validate_meta": True})
+                except ValueError:  # pydantic's ValidationError
+                    raise gr.Error(f"{block.label}: expected a file sent as gradio_client's handle_file(path), got "
+                                   f"{reprlib.repr(payload)}") from None
+
+    app.validate_inputs = checked
+    return app
 
 
 # One sweep at a time: the last one, when the server stops, must not run beside a pass still under way in its

@@ -212,6 +212,20 @@ def test_bad_uploads_get_a_clear_error(client, clips, name, message):
         client.predict(handle_file(clips[name]), "default", api_name="/surprise")
 
 
+def test_a_clip_not_sent_as_a_file_and_an_example_number_out_of_range_get_a_clear_error(client):
+    """BUG: Gradio checks both before any component or view sees them, and either reached the client as a bare
+    "Error" (and -1 picked the last example)."""
+    from gradio_client.exceptions import AppError
+
+    for clip in ("/tmp/clip.mp4", {"path": "/tmp/clip.mp4"}):  # a path without handle_file, or without its marker
+        with pytest.raises(AppError, match=r"clip: expected a file sent as gradio_client's handle_file\(path\)"):
+            client.predict(clip, "default", api_name="/surprise")
+    for number in (10**6, -1, True, "0"):
+        with pytest.raises(AppError, match=r"examples: expected an example's number from 0 to \d+, got"):
+            client.predict(number, api_name="/load_example")
+    assert client.predict(0, api_name="/load_example")["value"].endswith(".mp4")  # an example clip's place
+
+
 def test_every_name_of_a_checkpoint_folder_shares_one_explorer_until_its_weights_change(app_blocks, tmp_path):
     import app
 
