@@ -158,6 +158,16 @@ def _within_budget(path: Path, frames: int, shape: tuple[int, ...]) -> tuple[int
     return (frames, *shape)
 
 
+def _check_frame_count(path: Path, frames: int, size: int | None) -> None:
+    """An _OverBudget for a frame count that no frame size fits in MAX_READ_ALL_BYTES (a frame takes at least 3
+    bytes, `size`**2 pixels of 3 when scaled), said before the frames' numbers are drawn: 10**9 of them took tens of
+    GiB as a list, and the process was killed for its memory before any frame was decoded."""
+    least = frames * 3 * (size or 1) ** 2
+    if least > MAX_READ_ALL_BYTES:
+        raise _OverBudget(f"{path.name}: holding {frames} frames would take at least {least / 2**30:.3g} GiB, over the "
+                          f"limit of {MAX_READ_ALL_BYTES / 2**30:.3g} GiB; pass fewer num_frames")
+
+
 class Clip(NamedTuple):
     frames: np.ndarray  # uint8 (T, H, W, 3)
     source_frames: np.ndarray  # int (T,): each frame's number in the file, so results can point at the file's frames
@@ -589,6 +599,7 @@ def _sample(path: Path, packets: _Packets, num_frames: int, size: int | None, de
     (a repeat), and where they are denser some are skipped. Each pick is then at most half a frame off its time,
     where picking by index drifts without bound (0.225 s on the test corpus's variable-rate clip)."""
     total = packets.frames
+    _check_frame_count(path, min(num_frames, total) if at_most else num_frames, size)
     if at_most:
         indices = strided_frame_indices(total, num_frames)
     else:

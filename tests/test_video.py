@@ -166,6 +166,12 @@ def test_reading_every_frame_is_refused_over_the_memory_budget_and_otherwise_giv
     with pytest.raises(VideoError, match=r"^a.mp4: holding 32 frames of 64x64 pixels"):  # repeated: 32 in the clip
         read_video(tmp_path / "a.mp4", num_frames=32, span=(0.0, 0.5))
     assert read_video(tmp_path / "a.mp4", num_frames=32, size=32).shape == (32, 32, 32, 3)
+    # BUG: a count no frame size fits was refused only at the first decoded frame, after its frame numbers were drawn:
+    # 10**9 of them took tens of GiB as a list, and the process was killed for its memory
+    with monkeypatch.context() as drawing:
+        drawing.setattr(video, "sample_frame_indices", lambda *args: pytest.fail("frame numbers drawn"))
+        with pytest.raises(VideoError, match=r"^a.mp4: holding 1000000 frames would take at least 2.86 GiB, over the"):
+            read_video(tmp_path / "a.mp4", num_frames=10**6, size=32)  # 32x32 pixels or more each
     real_scan = video._scan
     for claimed in (1, 40):  # packets that promise fewer or more frames than the decoder gives
         monkeypatch.setattr(video, "_scan", lambda *args, claimed=claimed: real_scan(*args)._replace(frames=claimed))
