@@ -1,7 +1,6 @@
-"""What every benchmark's JSON records besides its figures (the command, the CPU), and writing it."""
+"""What every benchmark's JSON records besides its figures (the command), and writing it."""
 
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -49,15 +48,6 @@ def without_app_settings() -> dict[str, str]:
     would serve or measure another app."""
     return {name: value for name, value in os.environ.items()
             if not name.startswith(("JEPA_LENS_", "GRADIO_")) and name != "SPACE_ID"}
-
-
-def machine() -> str:
-    """The CPU's model name (Linux), else the architecture: what a reader needs to compare CPU figures."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def command(script: str, argv: list[str] | None) -> str:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
+from jepa_demo.hardware import cpu_model  # noqa: E402
 
 # the app is imported here, and reads its settings then: a shell's hosted mode would refuse the checkpoint's path
 # (its cache folder, JEPA_LENS_CACHE, stays: the app's galleries are read from there)
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
               "surprise_beside": explorer.baseline and explorer.baseline.objective,
               "clip": f"{args.seconds} s, 640x480, 30 fps mp4", "device": device, "threads": args.threads,
               "repeats": args.repeats,
-              "median_seconds": medians, "torch": torch.__version__, "machine": _report.machine(),
+              "median_seconds": medians, "torch": torch.__version__, "machine": cpu_model(),
               "cpus": os.cpu_count()}  # decoding uses every core: --threads alone does not say the machine's size
     _report.write(out, report)
     return 0

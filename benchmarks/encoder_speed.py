@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
 from jepa_demo.config import MODEL_PRESETS, model_config_from_preset  # noqa: E402
+from jepa_demo.hardware import cpu_model  # noqa: E402
 from jepa_demo.model import VideoEncoder  # noqa: E402
 
 
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         rows.append({"preset": preset, "tokens": cfg.num_tokens, "dim": cfg.dim, "depth": cfg.depth,
                      "params_ours": sum(p.numel() for p in ours.parameters()), "params_vjepa2": their_params,
                      "ours_s": ours_s, "vjepa2_s": theirs_s, "ratio_vjepa2_over_ours": theirs_s / ours_s})
-    machine = _report.machine()
+    machine = cpu_model()
     print(f"CPU forward, batch {args.batch}, {args.threads} threads, median of {args.repeats} "
           f"(torch {torch.__version__}, {machine})")
     print("| preset | tokens | width x depth | ours (s) | VJEPA2Model (s) | VJEPA2 / ours |")

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
+from jepa_demo.hardware import cpu_model  # noqa: E402
 
 LIFETIME = 0.02  # seconds; a fetch comes about 1 ms after its write
 
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
         print(f"{row['sweep']:<24}{row['fetches']:>9}{row['sweep_passes']:>14}{row['refused_403']:>13}"
               f"{row['refused_404']:>13}")
     report = {"command": _report.command(__file__, argv), "threads": args.threads, "pictures": args.pictures,
-              "lifetime_s": LIFETIME, "seconds": args.seconds, "rows": rows, "machine": _report.machine(),
+              "lifetime_s": LIFETIME, "seconds": args.seconds, "rows": rows, "machine": cpu_model(),
               "cpus": os.cpu_count()}
     _report.write(out, report)
     for row in rows:

@@ -34,6 +34,7 @@ from benchmarks import _report  # noqa: E402
 from jepa_demo.checkpoint import first_line  # noqa: E402
 from jepa_demo.cli import out_of_memory  # noqa: E402
 from jepa_demo.config import PreprocessConfig, model_config_from_preset  # noqa: E402
+from jepa_demo.hardware import cpu_model  # noqa: E402
 from jepa_demo.masks import mask_to_indices  # noqa: E402
 from jepa_demo.model import VideoJEPA  # noqa: E402
 from train.__main__ import data_worker_died, own_message  # noqa: E402
@@ -198,7 +199,7 @@ def measure(cfg, runtime, model_cfg, dataset, warmup: int, steps: int) -> dict:
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * rss_unit)
     clip_flops = sum(total for total, _ in counted)  # one clip's, all timed steps together
     device = torch.cuda.get_device_name(runtime.device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    return {"device": device, "machine": _report.machine(), "torch": torch.__version__, "batch_size": cfg.batch_size,
+    return {"device": device, "machine": cpu_model(), "torch": torch.__version__, "batch_size": cfg.batch_size,
             "model": cfg.model, "params_total": sum(p.numel() for p in model.parameters()),
             # the jepa objective's EMA teacher is a frozen copy of the encoder: in the total, not trained
             "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import _report  # noqa: E402
 from jepa_demo import load_model  # noqa: E402
 from jepa_demo.checkpoint import first_line  # noqa: E402
+from jepa_demo.hardware import cpu_model  # noqa: E402
 from jepa_demo.vjepa2 import model_config as vjepa2_model_config  # noqa: E402
 from jepa_demo.world import WorldConfig, render_clip  # noqa: E402
 
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
               "hidden_size": args.hidden_size, "layers": args.layers, "parameters": params,
               "frames_per_clip": args.frames_per_clip, "clip_frames": args.clip_frames, "device": device,
               "seconds": seconds, "torch": torch.__version__,
-              "transformers": importlib.metadata.version("transformers"), "machine": _report.machine()}
+              "transformers": importlib.metadata.version("transformers"), "machine": cpu_model()}
     _report.write(out, report)
     return 0
 

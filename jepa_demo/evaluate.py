@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import platform
 import shlex
 import sys
 import time
@@ -50,6 +49,7 @@ from .checkpoint import (
     write_json,
 )
 from .cli import check_finite, one_line_name, out_of_memory, print_any_name, write_nowhere
+from .hardware import describe_hardware
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
 from .preprocess import resize_and_crop
@@ -350,7 +350,7 @@ def evaluate(models: dict[str, JEPAModel], num_pairs: int = 100, probe_train: in
     report["settings"] = {"num_pairs": num_pairs, "probe_train": probe_train, "probe_test": probe_test,
                           "knn_neighbours": neighbours, "resamples": resamples, "first_seed": first_seed,
                           "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
-                          "hardware": _hardware(first.device)}
+                          "hardware": describe_hardware(first.device), "torch": torch.__version__}
     return report
 
 
@@ -380,13 +380,6 @@ def check_names(names: list[str]) -> None:
     if odd := [name for name in names if "|" in name or "`" in name or not name.isprintable()]:
         raise ValueError(f"a checkpoint is named {odd[0]!r}: the tables cannot show a name with '|', '`' or a control "
                          "character: rename its folder")
-
-
-def _hardware(device: torch.device) -> str:
-    """What the models ran on, for the report's first line: a GPU's name, else the CPU threads."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{torch.get_num_threads()} CPU threads ({platform.machine()})"
 
 
 def _describe(model: JEPAModel) -> dict:

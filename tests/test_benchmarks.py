@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from benchmarks import _report
+from jepa_demo.hardware import cpu_model
 
 from processes import kill_with_descendants, run_whole
 
@@ -41,7 +42,7 @@ def _load(script: str):
 
 
 def _recorded_as_run_here(report: dict, script: str) -> None:
-    assert report["command"].startswith(f"python benchmarks/{script} ") and report["machine"] == _report.machine()
+    assert report["command"].startswith(f"python benchmarks/{script} ") and report["machine"] == cpu_model()
 
 
 def test_train_throughput_reports_clips_flops_mfu_and_memory(tmp_path):

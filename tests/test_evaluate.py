@@ -31,6 +31,7 @@ from jepa_demo.evaluate import (
     violation_pairs,
     wilson_interval,
 )
+from jepa_demo.hardware import cpu_model
 from jepa_demo.inference import load_model
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair, render_clip
 
@@ -292,7 +293,9 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     assert format_report(report).startswith("(Too few for the intervals below to mean much: 1 resamples, 40 pairs, 200 "
                                             "probe test clips, 20 tracking clips; at least 200 resamples and 20 of "
                                             "each make them meaningful.)\n")
-    assert report["settings"]["hardware"].endswith(")") and "CPU threads" in report["settings"]["hardware"]
+    # the CPU's model too: "2 CPU threads (x86_64)" left the report's wall time and float kernels unplaced
+    assert report["settings"]["hardware"] == f"{torch.get_num_threads()} CPU threads ({cpu_model()})"
+    assert report["settings"]["torch"] == torch.__version__
 
 
 def test_models_score_every_frame_of_the_pairs_as_the_frame_difference_does(tiny_inference, monkeypatch):

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from jepa_demo.hardware import cpu_model
 from jepa_demo.inference import load_model
 from jepa_demo.model import clip_spread, embedding_std
 from train.config import TrainConfig, load_config, parse_overrides
@@ -1100,7 +1101,7 @@ def test_cli_run_writes_a_loadable_checkpoint(tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(12))
     assert all(r["rankme"] >= 1 and r["target_std"] > 0 and r["clip_std"] > 0 and r["clips_per_s"] > 0 for r in rows)
     card = (out / "README.md").read_text()
-    assert "python -m train --config" in card and "Wall time" in card
+    assert "python -m train --config" in card and f"CPU threads ({cpu_model()})" in card  # the wall time's CPU
     assert f"its spread across clips at each token: minimum over the run {min(r['clip_std'] for r in rows):.3f}" in card
 
 

@@ -39,6 +39,7 @@ from jepa_demo.checkpoint import (
 )
 from jepa_demo.cli import BestEffortStderr, say
 from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
+from jepa_demo.hardware import describe_hardware
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
 from jepa_demo.model import VideoJEPA, clip_spread, effective_rank, embedding_std
 
@@ -630,7 +631,8 @@ def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, second
         save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size)
         save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
         plot_curves(out / METRICS_NAME, out / CURVES_NAME, cfg.objective)
-        write_model_card(out, cfg, to_dict(model.cfg), step, command, _hardware(runtime), seconds)
+        write_model_card(out, cfg, to_dict(model.cfg), step, command,
+                         describe_hardware(runtime.device, runtime.world_size), seconds)
     if runtime.world_size > 1:
         dist.barrier()
 
@@ -692,7 +694,3 @@ def build_dataset(cfg: TrainConfig, preprocess: PreprocessConfig, runtime: Runti
     return FolderBatches(cfg.data, preprocess, per_rank, cfg.seed, runtime.rank)
 
 
-def _hardware(runtime: Runtime) -> str:
-    if runtime.device.type == "cuda":
-        return f"{runtime.world_size} x {torch.cuda.get_device_name(runtime.device)}"
-    return f"CPU ({torch.get_num_threads()} threads) x {runtime.world_size} process(es)"
