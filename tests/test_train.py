@@ -743,6 +743,22 @@ def test_resume_drops_a_metrics_row_cut_short(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_the_curves_of_a_run_logged_before_the_spread_across_clips_do_not_promise_its_line(tmp_path, monkeypatch):
+    """BUG: the spread panel's title spoke of a dashed line across clips, which a run logged before that column
+    (the shipped checkpoints) does not have."""
+    from train.report import METRIC_FIELDS, plot_curves
+
+    figures = []
+    monkeypatch.setattr("train.report.plt.close", figures.append)  # the curves' figure, kept to read its titles
+    path = tmp_path / "metrics.csv"
+    older = [field for field in METRIC_FIELDS if field != "clip_std"]
+    rows = ["0,0.4,0.001,0.996,0.5,12.0,20.0,future", "1,0.3,0.001,0.996,0.6,12.0,20.0,tube"]
+    path.write_text("\n".join([",".join(older), *rows, ""]))
+    plot_curves(path, tmp_path / "curves.png")
+    spread = figures[0].axes[1]
+    assert spread.get_title() == "target-embedding std" and len(spread.get_lines()) == 1
+
+
 def test_the_curves_of_a_run_of_one_logged_step_show_it(tmp_path):
     """BUG: `steps=1` logs one row; a line through one point draws nothing, so every panel was empty."""
     from matplotlib.image import imread
@@ -831,6 +847,9 @@ def test_a_run_that_falls_below_a_collapse_floor_says_so_and_its_card_too(tmp_pa
     loss = "loss (smooth-L1, hidden pixels)" if objective == "pixel" else "loss (smooth-L1, hidden tokens)"
     titles = [ax.get_title() for ax in figures[-1].axes if ax.axison]
     assert titles[0] == loss and f"- {loss}: " in card
+    # BUG: "target-embedding std" for the pixel baseline too, whose targets are pixels: it watches its encoder's tokens
+    spread = "encoder-token std" if objective == "pixel" else "target-embedding std"
+    assert titles[1] == f"{spread} (dashed: across clips)" and f"- {spread}: " in card
     assert ("EMA momentum" in titles) == (objective == "jepa")  # the pixel baseline has no teacher
     if objective == "pixel":
         assert warnings == [] and "collapse floor" not in card

@@ -25,7 +25,7 @@ METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "clip_std", "ra
 LOGGED_LATER = {"clip_std"}  # runs logged before it have no such column: read as NaN
 _LOSSES = {"jepa": "smooth-L1, hidden tokens", "jepa-sigreg": "smooth-L1 and SIGReg, hidden tokens",
            "pixel": "smooth-L1, hidden pixels"}
-_PLOTTED = [("loss", "loss"), ("target_std", "target-embedding std (dashed: across clips)"),
+_PLOTTED = [("loss", "loss"), ("target_std", None),  # titled by _std_name
             ("rankme", "effective rank (RankMe)"), ("lr", "learning rate"), ("momentum", "EMA momentum"),
             ("clips_per_s", "throughput (clips/s)")]
 # Collapse floors, stated before the default was trained (README, "No collapse"). A collapsed encoder maps every token
@@ -70,7 +70,9 @@ def plot_curves(metrics_path: Path, png_path: Path, objective: str = "jepa") -> 
     rows = read_metrics(metrics_path)
     if not rows:
         return
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6), constrained_layout=True)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    # fixed margins: a layout engine measured every label at each save (half the plot's time, redrawn at every save)
+    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.08, top=0.95, wspace=0.28, hspace=0.38)
     steps = [r["step"] for r in rows]
     # only the JEPA objective has an EMA teacher: the others log a momentum nothing uses
     panels = [(key, title) for key, title in _PLOTTED if key != "momentum" or objective == "jepa"]
@@ -79,13 +81,23 @@ def plot_curves(metrics_path: Path, png_path: Path, objective: str = "jepa") -> 
     for ax, (key, title) in zip(axes.flat, panels):
         marker = "o" if len(rows) == 1 else None  # a line through one point draws nothing
         ax.plot(steps, [r[key] for r in rows], lw=1, marker=marker)
-        if key == "target_std":
-            ax.plot(steps, [r["clip_std"] for r in rows], lw=1, ls="--", marker=marker)
-        ax.set_title(f"{title} ({_LOSSES[objective]})" if key == "loss" else title, fontsize=10)
+        if key == "loss":
+            title = f"{title} ({_LOSSES[objective]})"
+        elif key == "target_std":
+            title = _std_name(objective)
+            if not all(math.isnan(r["clip_std"]) for r in rows):  # a run logged before it has no such line
+                ax.plot(steps, [r["clip_std"] for r in rows], lw=1, ls="--", marker=marker)
+                title += " (dashed: across clips)"
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
     atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
     plt.close(fig)
+
+
+def _std_name(objective: str) -> str:
+    """What the spread monitor measures: the pixel baseline has no target embeddings, only its encoder's tokens."""
+    return "encoder-token std" if objective == "pixel" else "target-embedding std"
 
 
 def summarize(rows: list[dict], tail: int = 10) -> dict:
@@ -202,7 +214,7 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
         std_note = _floor_note("target_std", stats["min_target_std"], train_cfg.objective)
         rank_note = _floor_note("rankme", stats["min_rankme"], train_cfg.objective)
         lines += [f"- loss ({_LOSSES[train_cfg.objective]}): {final['loss']:.4f}",
-                  f"- target-embedding std: {final['target_std']:.3f} "
+                  f"- {_std_name(train_cfg.objective)}: {final['target_std']:.3f} "
                   f"(minimum over the run {monitor_text(stats['min_target_std'], 'target_std', 3, 'f')}{std_note})",
                   *_clip_spread_line(stats, train_cfg.objective),
                   f"- effective rank (RankMe): {final['rankme']:.1f} of {model_cfg['dim']} "
