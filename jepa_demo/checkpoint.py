@@ -212,11 +212,14 @@ def is_hub_repo_id(text: str) -> bool:
     return True
 
 
+NO_CHECKPOINT = "no checkpoint given (an empty name): a folder or a Hub repo id like user/name"
+
+
 def resolve_checkpoint(path_or_repo_id) -> Path:
     """A local folder as is; otherwise a Hub repo id downloaded (or taken from the local Hub cache)."""
     text = str(path_or_repo_id)
     if not text.strip():  # `--checkpoint "$CKPT"` with CKPT unset: Path("") is the working folder
-        raise CheckpointError("no checkpoint given (an empty name): a folder or a Hub repo id like user/name")
+        raise CheckpointError(NO_CHECKPOINT)
     try:
         path = Path(path_or_repo_id).expanduser()
         if path.is_dir():

@@ -38,6 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .checkpoint import (
+    NO_CHECKPOINT,
     SHIPPED_DIR,
     SHIPPED_NAMES,
     CheckpointError,
@@ -48,7 +49,7 @@ from .checkpoint import (
     quiet_hub_client,
     write_json,
 )
-from .cli import check_finite, one_line_name, out_of_memory, print_any_name, write_nowhere
+from .cli import Once, check_finite, one_line_name, out_of_memory, print_any_name, write_nowhere
 from .hardware import describe_hardware
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
@@ -166,12 +167,20 @@ def surprise_shift(curves: list[tuple[np.ndarray, np.ndarray]], kinds: list[str]
     the last step, both as a share of the plausible twin's mean level, averaged per kind. A surprise in V-JEPA's sense
     is a rise that fades once the new state is in view (rise well above end); a shift that stays, or a drop, is the
     error following how much is in view. Both move the score (peak minus calmest step), so the accuracy alone cannot
-    tell them apart."""
-    shift = defaultdict(list)
+    tell them apart. A pair whose plausible twin has no surprise at all (a collapsed model's) has no such share and
+    is left out; a kind left without pairs reads None for both."""
+    shift = {kind: [] for kind in kinds}
     for kind, (plausible, implausible) in zip(kinds, curves):
-        excess = (implausible - plausible) / plausible.mean()
-        shift[kind].append((excess.max(), excess[-1]))
-    return {kind: dict(zip(("rise", "end"), np.mean(values, axis=0).tolist())) for kind, values in shift.items()}
+        if plausible.mean() > 0:
+            excess = (implausible - plausible) / plausible.mean()
+            shift[kind].append((excess.max(), excess[-1]))
+    return {kind: dict(zip(("rise", "end"), np.mean(values, axis=0).tolist() if values else (None, None)))
+            for kind, values in shift.items()}
+
+
+def format_shift(shift: dict) -> str:
+    """One kind's `surprise_shift` as "rise / end"."""
+    return "n/a" if shift["rise"] is None else f"{shift['rise']:+.2f} / {shift['end']:+.2f}"
 
 
 def probe_clips(train: int, test: int, first_seed: int, size: int, num_frames: int) -> tuple[list, list]:
@@ -422,8 +431,8 @@ def format_report(report: dict) -> str:
         lines += [f"### How a violation moves the surprise curve, {condition} clips", "",
                   f"Mean over the kind's pairs of the {SHIFT_READING}", "",
                   "| kind | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
-        lines += [f"| {kind} | " + " | ".join(f"{m[kind]['rise']:+.2f} / {m[kind]['end']:+.2f}"
-                                             for m in models.values()) + " |" for kind in VIOLATIONS]
+        lines += [f"| {kind} | " + " | ".join(format_shift(m[kind]) for m in models.values()) + " |"
+                  for kind in VIOLATIONS]
         lines.append("")
     rep, majority = report["representation"], report["majority"]
     k = report["settings"].get("knn_neighbours", 5)  # reports written before it was recorded used 5
@@ -450,11 +459,17 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _load_all(given: list[str] | None) -> dict[str, JEPAModel]:
-    """Name (the folder's or repo's last part) -> model, for the given checkpoints or every shipped one."""
-    paths = given or [str(SHIPPED_DIR / name) for name in SHIPPED_NAMES if (SHIPPED_DIR / name).is_dir()]
+def checkpoint_paths(given: list[str] | None) -> list[str]:
+    """The given checkpoints, or every shipped one."""
+    return given or [str(SHIPPED_DIR / name) for name in SHIPPED_NAMES if (SHIPPED_DIR / name).is_dir()]
+
+
+def _load_all(paths: list[str]) -> dict[str, JEPAModel]:
+    """Name (the folder's or repo's last part) -> model, for the checkpoints at `paths`."""
     if not paths:
         raise ValueError("no checkpoint given and none shipped under checkpoints/")
+    if any(not path.strip() for path in paths):  # `--checkpoint "$CKPT"` with CKPT unset: not the root's "no name"
+        raise CheckpointError(NO_CHECKPOINT)
     # abspath: "." or ".." is named after the folder it stands for (without following links, as the user named it)
     # (os.path.isdir: a name too long or a folder one may not enter answers False, for loading to say why, not raise)
     names = [Path(os.path.abspath(path)).name if os.path.isdir(path) else Path(path).name for path in paths]
@@ -489,18 +504,20 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", action="append",
                         help="a checkpoint folder or Hub id (repeat for several; the first gets the random twin); "
                              f"default: the shipped ones ({', '.join(SHIPPED_NAMES)})")
-    parser.add_argument("--pairs", type=int, help=f"violation pairs per condition (default {DEFAULT_PAIRS})")
-    parser.add_argument("--probe-clips", type=int,
+    parser.add_argument("--pairs", type=int, action=Once,
+                        help=f"violation pairs per condition (default {DEFAULT_PAIRS})")
+    parser.add_argument("--probe-clips", type=int, action=Once,
                         help=f"probe training clips, and 2/3 as many to test (default {DEFAULT_PROBE_CLIPS})")
-    parser.add_argument("--resamples", type=int, default=1000,
+    parser.add_argument("--resamples", type=int, default=1000, action=Once,
                         help=f"bootstrap resamples for the intervals (at most {MAX_RESAMPLES})")
-    parser.add_argument("--json", help="also write the report as JSON to this file")
-    parser.add_argument("--report", help="also write a Markdown report with plots (e.g. docs/results.md)")
+    parser.add_argument("--json", action=Once, help="also write the report as JSON to this file")
+    parser.add_argument("--report", action=Once, help="also write a Markdown report with plots (e.g. docs/results.md)")
     parser.add_argument("--validation", action="store_true",
                         help="draw the clips from the validation seeds, where recipes are compared, not held-out ones")
-    parser.add_argument("--folder", help="instead of the world's suite, a kNN probe of this folder's sub-folder labels "
-                                         "(jepa_demo.folder_probe)")
-    parser.add_argument("--max-clips", type=int,
+    parser.add_argument("--folder", action=Once,
+                        help="instead of the world's suite, a kNN probe of this folder's sub-folder labels "
+                             "(jepa_demo.folder_probe)")
+    parser.add_argument("--max-clips", type=int, action=Once,
                         help=f"with --folder: about this many videos, more when labels are many (each keeps the "
                              f"few the probe needs; default {DEFAULT_MAX_CLIPS})")
     args = parser.parse_args(argv)
@@ -511,13 +528,15 @@ def main(argv=None) -> int:
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path is not None and not path.strip():  # `--json "$OUT"` with OUT unset: nothing written, said nowhere
             parser.error(f"{option} is empty: give a file name")
+        if path and path.endswith(("/", os.sep)):  # Path drops the slash: "out/" would become a file named out
+            parser.error(f"{option} {path}: names a folder (a trailing /): give a file name")
         if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
             parser.error(f"{option} {path}: {problem}")
     print_any_name()  # the tables name checkpoints, folders and files
     try:
         # the folder first, checked before any checkpoint loads (a Hub one downloads first)
         run, show = _folder_probe(args, parser) if args.folder is not None else _world_suite(args, parser)
-        report = run(_load_all(args.checkpoint))
+        report = run(_load_all(checkpoint_paths(args.checkpoint)))
     except KeyboardInterrupt:  # listing a large or network folder, or the run: nothing is written before it ends
         print("interrupted", file=sys.stderr)
         return 130
@@ -563,8 +582,9 @@ def _world_suite(args, parser):
         parser.error(str(err))
     if args.report and (problem := _report_problem(Path(args.report))):
         parser.error(f"--report {args.report}: {problem}")
-    if args.report and args.json and _same_path(args.json, args.report, Path(args.report).with_suffix("")):
+    if args.report and args.json and _same_path(args.json, args.report, *_plot_paths(args.report)):
         parser.error(f"--json {args.json}: --report {args.report} writes there")
+    _check_outputs_spare_inputs(args, parser, videos=[])
 
     def run(models):
         return evaluate(models, num_pairs=args.pairs, probe_train=args.probe_clips, probe_test=probe_test,
@@ -586,10 +606,37 @@ def _folder_probe(args, parser):
         parser.error(f"--max-clips must be at least {2 * MIN_PER_LABEL}")
 
     listed = labelled_videos(args.folder)  # before any checkpoint loads, to refuse the folder early
+    _check_outputs_spare_inputs(args, parser, videos=listed[0])
 
     def run(models):
         return folder_probe(models, args.folder, args.max_clips, resamples=args.resamples, listed=listed)
     return run, format_folder_report
+
+
+def _plot_paths(report: str) -> list[Path]:
+    """The folder of plots a Markdown report at `report` writes, and its files."""
+    from .results import PLOT_NAMES
+
+    plots = Path(report).with_suffix("")
+    return [plots, *(plots / name for name in PLOT_NAMES)]
+
+
+def _check_outputs_spare_inputs(args, parser, videos: list[Path]) -> None:
+    """Refuse (parser.error) an output that would replace what the run reads: a file in a checkpoint folder (its
+    config, weights or card) or a video the folder probe lists. Written after the run, it was destroyed without a
+    word (exit status 0)."""
+    folders = [Path(path).resolve() for path in checkpoint_paths(args.checkpoint) if os.path.isdir(path)]
+    read = {Path(video).resolve() for video in videos}
+    outputs = [("--json", args.json), ("--report", args.report),
+               *(("--report", plot) for plot in (_plot_paths(args.report)[1:] if args.report else []))]
+    for option, path in outputs:
+        if not path:
+            continue
+        target = Path(path).resolve()
+        if target in read:
+            parser.error(f"{option} {path}: a video the probe reads; give another file name")
+        if target.is_file() and any(target.is_relative_to(folder) for folder in folders):
+            parser.error(f"{option} {path}: a file of a checkpoint the run loads; give another file name")
 
 
 def _write_outputs(report: dict, args, command: str) -> list[OSError]:

@@ -26,6 +26,7 @@ from .evaluate import (  # noqa: E402
     enough_for_verdicts,
     format_difference,
     format_report,
+    format_shift,
 )
 from .world import VIOLATIONS  # noqa: E402
 
@@ -35,13 +36,17 @@ GOAL_DETAIL_MARGIN = 0.15
 GOAL_KNN_MARGIN = 0.2
 
 
+PLOT_NAMES = ("violations.png", "probes.png")  # what write_results puts in the report's folder of plots
+
+
 def write_results(report: dict, path: Path, command: str) -> None:
     """Write `path` (Markdown) and its plots in a folder named after it (docs/results.md -> docs/results/)."""
     path = Path(path)
     figures = path.with_suffix("")
     figures.mkdir(parents=True, exist_ok=True)
-    plot_violations(report, figures / "violations.png")
-    plot_probes(report, figures / "probes.png")
+    violations, probes = PLOT_NAMES
+    plot_violations(report, figures / violations)
+    plot_probes(report, figures / probes)
     rel = quote(os.fsencode(figures.name))  # a link: a name that is not UTF-8 keeps its bytes, percent-encoded
     settings = report["settings"]
     lines = ["# Results: JEPA vs pixel prediction on the synthetic world", "",
@@ -94,7 +99,7 @@ def summary_lines(report: dict) -> list[str]:
                      f"({format_difference(versus)} pairwise accuracy, paired over the same pairs).")
     shift = report["surprise_shift"]["clean"][jepa]
     lines.append(f"- What moves `{jepa}`'s score, on clean clips: "
-                 + ", ".join(f"{kind} {shift[kind]['rise']:+.2f} / {shift[kind]['end']:+.2f}" for kind in VIOLATIONS)
+                 + ", ".join(f"{kind} {format_shift(shift[kind])}" for kind in VIOLATIONS)
                  + f" (each the {SHIFT_READING})")
     rep = report["representation"]
     for probe, title in (("knn", "kNN"), ("linear", "Linear")):

@@ -17,6 +17,7 @@ from jepa_demo.evaluate import (
     VALIDATION_SEED,
     evaluate,
     format_report,
+    format_shift,
     frame_difference_score,
     main,
     majority_rates,
@@ -131,6 +132,11 @@ def test_surprise_shift_tells_a_passing_rise_from_a_lasting_drop():
     shift = surprise_shift([(plausible, spike), (plausible, drop), (plausible, drop)], ["teleport", "vanish", "vanish"])
     assert shift["teleport"] == pytest.approx({"rise": 0.5, "end": 0.0})
     assert shift["vanish"] == pytest.approx({"rise": 0.0, "end": -0.5})
+    # BUG: a model without any surprise (collapsed) divided by its level of 0: NaN in the JSON, "+nan" in the tables
+    silent = np.zeros(6)
+    shift = surprise_shift([(silent, silent), (plausible, spike), (silent, spike)], ["vanish", "teleport", "teleport"])
+    assert shift == {"vanish": {"rise": None, "end": None}, "teleport": pytest.approx({"rise": 0.5, "end": 0.0})}
+    assert format_shift(shift["vanish"]) == "n/a" and format_shift(shift["teleport"]) == "+0.50 / +0.00"
 
 
 def test_frame_difference_score_finds_a_sudden_change():
@@ -395,6 +401,36 @@ def test_output_paths_the_report_would_overwrite_or_cannot_write_are_refused_at_
             main(["--checkpoint", str(tiny_checkpoint), *extra])
         err = capsys.readouterr().err
         assert stopped.value.code == 2 and expected in err and "Traceback" not in err, extra
+
+
+def test_outputs_that_would_replace_what_the_run_reads_are_refused_at_start(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                           capsys):
+    """BUG: --json or --report over a file of a checkpoint it loads (its config.json, its card) or over one of the
+    report's plots, a folder's name (out/), an option given twice (the first dropped) or an empty --checkpoint (said
+    to be the root folder) each ran; the file was replaced at the end, exit status 0."""
+    import jepa_demo.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: pytest.fail("ran before the check"))
+    monkeypatch.chdir(tmp_path)
+    card, config = tiny_checkpoint / "README.md", tiny_checkpoint / "config.json"
+    card.write_text("the model card")
+    before = config.read_bytes()
+    for extra, expected in (
+            (["--json", str(config)], f"--json {config}: a file of a checkpoint the run loads"),
+            (["--report", str(card)], f"--report {card}: a file of a checkpoint the run loads"),
+            (["--json", "r/probes.png", "--report", "r.md"], "--json r/probes.png: --report r.md writes there"),
+            (["--json", "out/"], "--json out/: names a folder (a trailing /): give a file name"),
+            (["--report", "out/"], "--report out/: names a folder"),
+            (["--json", "a.json", "--json", "b.json"], "--json is given twice; give it once"),
+            (["--pairs", "12", "--pairs", "24"], "--pairs is given twice")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["--checkpoint", str(tiny_checkpoint), *extra])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and expected in err, (extra, err)
+    assert config.read_bytes() == before and card.read_text() == "the model card" and not Path("out").exists()
+    assert main(["--checkpoint", str(tiny_checkpoint), "--checkpoint", ""]) == 2
+    assert capsys.readouterr().err == ("error: no checkpoint given (an empty name): a folder or a Hub repo id like "
+                                       "user/name\n")
 
 
 def test_an_absurd_number_of_resamples_is_refused_at_start(tiny_checkpoint, monkeypatch, capsys):

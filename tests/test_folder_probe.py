@@ -74,6 +74,13 @@ def test_the_probe_from_the_command_line(tiny_checkpoint, tmp_path, capsys, monk
 
     listings = []
     monkeypatch.setattr(module, "list_videos", lambda root: listings.append(root) or list_videos(root))
+    video = tmp_path / "clips" / "dark" / "0.mp4"
+    before = video.read_bytes()
+    with pytest.raises(SystemExit) as refused:  # BUG: the JSON replaced the video, exit status 0
+        main([*argv[:4], "--json", str(video)])
+    assert refused.value.code == 2 and f"--json {video}: a video the probe reads" in capsys.readouterr().err
+    assert video.read_bytes() == before
+    listings.clear()
     assert main(argv) == 0
     assert len(listings) == 1  # BUG: the folder was listed twice (a large network folder: minutes each)
     out = capsys.readouterr().out
