@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("command", choices=["info", "embed", "surprise"],
                         help="info: video facts; embed: one embedding per clip; surprise: prediction-error score")
     parser.add_argument("files", nargs="+", metavar="FILE")
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), action=Once,
-                        help="checkpoint folder or Hub repo id")
+    parser.add_argument("--checkpoint", action=Once,
+                        help="checkpoint folder or Hub repo id for embed and surprise (default: the shipped "
+                             "checkpoints/default)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file and line")
     return parser
 
@@ -103,7 +104,11 @@ def human_line(command: str, result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "info" and args.checkpoint is not None:  # it was ignored without a word
+        parser.error("--checkpoint is for embed and surprise: info reads the files alone")
+    args.checkpoint = str(DEFAULT_CHECKPOINT) if args.checkpoint is None else args.checkpoint
     if sys.stdout is None:  # started with stdout closed (`>&-`): every result would be lost without a word
         print("error: standard output is closed; nowhere to write the results", file=sys.stderr)
         return 2

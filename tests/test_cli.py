@@ -73,6 +73,16 @@ def test_a_checkpoint_given_twice_is_refused_not_the_last_taken(module, capsys):
     assert refused.value.code == 2 and "--checkpoint is given twice; give it once" in capsys.readouterr().err
 
 
+def test_a_checkpoint_given_to_info_is_refused_not_ignored(tmp_path, capsys):
+    """BUG: `info clip.mp4 --checkpoint /nowhere` answered without a word about the checkpoint it never read."""
+    from jepa_demo.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["info", str(tmp_path / "clip.mp4"), "--checkpoint", str(tmp_path / "nowhere")])
+    assert refused.value.code == 2
+    assert "--checkpoint is for embed and surprise: info reads the files alone" in capsys.readouterr().err
+
+
 def test_a_readable_file_whose_name_holds_a_newline_gives_one_result_line(files, capsys):
     """BUG: the error line escaped such a name, the result line printed it raw: one file's result on two lines."""
     from jepa_demo.cli import main
