@@ -12,6 +12,8 @@ def check_output(parser, path) -> Path:
     """`path` as a Path once it can be written; else the script stops now, in one line, not after minutes of work."""
     if not str(path).strip():  # `--json "$OUT"` with OUT unset: Path("") is the working folder
         parser.error("--json is empty: give a file name")
+    if str(path).endswith(("/", os.sep)):  # Path drops the slash: "out/" would become a file named out
+        parser.error(f"--json {path}: names a folder (a trailing /): give a file name")
     path = Path(path)
     folder = path.parent
     # os.path, not Path's methods: those raise for a name too long or a folder one may not enter (Python 3.11)

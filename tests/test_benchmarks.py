@@ -206,6 +206,9 @@ def test_report_refuses_a_folder_as_output_and_records_a_command_to_rerun(tmp_pa
     with pytest.raises(SystemExit):
         _report.check_output(argparse.ArgumentParser(prog="bench"), tmp_path)
     assert "a folder, not a file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # BUG: written as a file named out, in the working folder
+        _report.check_output(argparse.ArgumentParser(prog="bench"), f"{tmp_path}/out/")
+    assert f"--json {tmp_path}/out/: names a folder (a trailing /): give a file name" in capsys.readouterr().err
     assert _report.check_output(argparse.ArgumentParser(), tmp_path / "out.json") == tmp_path / "out.json"
     kept = tmp_path / "kept.json"
     kept.write_text("{}")
