@@ -65,8 +65,15 @@ class _NotOnHub(CheckpointError):
 
 
 def clean_state_dict(state: dict) -> dict:
-    """Strip the prefixes DDP (`module.`) and torch.compile (`_orig_mod.`) add: the only place this is done."""
-    return {_strip_wrappers(key): value for key, value in state.items()}
+    """Strip the prefixes DDP (`module.`) and torch.compile (`_orig_mod.`) add: the only place this is done. A
+    ValueError for two names that are one weight once stripped (one would replace the other without a word)."""
+    cleaned = {}
+    for key, value in state.items():
+        if (name := _strip_wrappers(key)) in cleaned:
+            other = next(k for k in state if k != key and _strip_wrappers(k) == name)
+            raise ValueError(f"{other} and {key} are the same weight, {name}")
+        cleaned[name] = value
+    return cleaned
 
 
 def _strip_wrappers(key: str) -> str:
@@ -387,8 +394,7 @@ def _check_pulled_whole(folder: Path, files: list[str]) -> None:
 
 def _read_json(path: Path):
     try:
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing (every checkpoint folder needs {CONFIG_NAME})")
+        _check_is_file(path, CONFIG_NAME)
         return json.loads(path.read_text())
     except CheckpointError:  # a ValueError too, already naming the file
         raise
@@ -446,9 +452,17 @@ def _check_training_record(path: Path, train: dict, model_cfg: ModelConfig) -> N
 def read_weights(folder: Path) -> tuple[dict, dict]:
     """(tensors, the file's metadata)."""
     path = Path(folder) / WEIGHTS_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing (every checkpoint folder needs {WEIGHTS_NAME})")
+    _check_is_file(path, WEIGHTS_NAME)
     return _read_safetensors(path, "safetensors file")
+
+
+def _check_is_file(path: Path, needed: str) -> None:
+    """A CheckpointError unless `path` is a file (or a link to one): a folder, a pipe or a device of that name is
+    not one, and was called missing."""
+    if not path.is_file():
+        there = path.exists()
+        raise CheckpointError(f"{path}: {'not a regular file' if there else 'missing'} (every checkpoint folder "
+                              f"needs {needed})")
 
 
 def _read_safetensors(path: Path, what: str, metadata_only: bool = False) -> tuple[dict, dict]:
@@ -472,8 +486,12 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
         return _build_vjepa2(folder, source)
     config, model_cfg, preprocess = ours
     tensors, metadata = read_weights(folder)  # before the model is allocated: a missing or damaged file fails at once
+    try:
+        state = clean_state_dict(tensors)
+    except ValueError as err:
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: {err}") from None
+    _check_shapes(folder, state, model_cfg)
     model = VideoJEPA(model_cfg)
-    state = clean_state_dict(tensors)
     if re.fullmatch(r"[0-9]{1,18}", metadata.get("step", "")):  # not isdigit(): "²" is a digit int() refuses
         # A save renames the weights, then the config: a run stopped between the two leaves the config a save behind
         config["step"] = int(metadata["step"])
@@ -481,16 +499,34 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     if not_float is not None:  # load_state_dict would cast integers into the weights without a word
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: {not_float} holds {state[not_float].dtype} values, not "
                               "floating-point weights")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} "
-                              f"({_first_detail(err)})") from None
+    model.load_state_dict(state, strict=True)  # names and shapes checked above
     try:  # as loaded: a float64 tensor finite in the file can overflow to inf in the model's float32
         check_finite_weights(model.state_dict())
     except ValueError as err:
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: {err}") from None
     return model.eval(), preprocess, config
+
+
+def _check_shapes(folder: Path, state: dict, model_cfg: ModelConfig) -> None:
+    """A CheckpointError unless `state` holds every weight the model config.json describes, each of its shape, and
+    nothing else: checked on a model without memory (the meta device), since building a model of a config.json
+    that asks for more than the file holds (4096 wide, say) took gigabytes, or the process, before the mismatch."""
+    with torch.device("meta"):
+        made = {key: tuple(tensor.shape) for key, tensor in VideoJEPA(model_cfg).state_dict().items()}
+    stored = {key: tuple(tensor.shape) for key, tensor in state.items()}
+    if missing := [key for key in made if key not in stored]:
+        problem = f"the file lacks {len(missing)} of its weights ({_first_few(missing)})"
+    elif extra := [key for key in stored if key not in made]:
+        problem = f"the file holds {len(extra)} weights it has no place for ({_first_few(extra)})"
+    elif other := [key for key in made if stored[key] != made[key]]:
+        problem = f"{other[0]} is {stored[other[0]]} in the file, {made[other[0]]} in the model it makes"
+    else:
+        return
+    raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not match {CONFIG_NAME}: {problem}")
+
+
+def _first_few(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
 
 
 def _first_detail(err: Exception) -> str:

@@ -179,14 +179,23 @@ def test_a_weights_step_that_is_no_count_leaves_the_configs(saved, step):
 def test_prefixes_from_ddp_and_compile_are_stripped():
     state = {"module.a.weight": 1, "_orig_mod.b": 2, "module._orig_mod.c.bias": 3, "d": 4}
     assert clean_state_dict(state) == {"a.weight": 1, "b": 2, "c.bias": 3, "d": 4}
+    # BUG: two names of one weight: the one read last replaced the other without a word
+    with pytest.raises(ValueError, match=r"^a.weight and module.a.weight are the same weight, a.weight$"):
+        clean_state_dict({"a.weight": 1, "module.a.weight": 2})
 
 
 def test_missing_files_are_named(saved):
     (saved / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="model.safetensors: missing"):
         build_model(saved)
+    (saved / "model.safetensors").mkdir()  # BUG: a folder (or a pipe) of the name was called missing too
+    with pytest.raises(CheckpointError, match=r"model.safetensors: not a regular file \(every checkpoint folder"):
+        build_model(saved)
     (saved / "config.json").unlink()
     with pytest.raises(CheckpointError, match="config.json: missing"):
+        build_model(saved)
+    os.mkfifo(saved / "config.json")
+    with pytest.raises(CheckpointError, match="config.json: not a regular file"):
         build_model(saved)
 
 
@@ -246,12 +255,26 @@ def test_pickle_disguised_as_checkpoint_is_never_unpickled(saved, tmp_path):
     assert not marker.exists()
 
 
-def test_weights_that_do_not_match_the_config(saved):
+@pytest.mark.parametrize("change, message", [
+    ({"depth": 3}, r"the file lacks 24 of its weights \(context_encoder.blocks.2.norm1.weight, .+, \.\.\.\)$"),
+    ({"depth": 1}, r"the file holds 24 weights it has no place for \(context_encoder.blocks.1.attn.proj.bias, .+\)$"),
+    ({"dim": 64, "heads": 4}, r"context_encoder.patch_embed.weight is \(32, 3, 2, 8, 8\) in the file, "
+                              r"\(64, 3, 2, 8, 8\) in the model it makes$")])
+def test_weights_that_do_not_match_the_config_are_refused_before_the_model_is_built(saved, change, message,
+                                                                                    monkeypatch):
+    """BUG: the model config.json describes was built, weights and all, before its shapes were compared with the
+    file's: one 4096 wide took gigabytes (or the process) to be refused."""
+    import jepa_demo.checkpoint as checkpoint_module
+
     config = json.loads((saved / "config.json").read_text())
-    config["model"]["depth"] = 3
+    config["model"].update(change)
     (saved / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"weights do not match config.json \(Missing key.*blocks.2.*\.\.\.\)$"):
-        build_model(saved)  # the detail (cut short), not load_state_dict's header line
+    built, real = [], checkpoint_module.VideoJEPA
+    monkeypatch.setattr(checkpoint_module, "VideoJEPA", lambda cfg: built.append(torch.get_default_device().type)
+                        or real(cfg))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: weights do not match config.json: " + message):
+        build_model(saved)
+    assert built == ["meta"]  # a model without memory only
 
 
 @pytest.mark.parametrize("section, change, message", [
