@@ -68,9 +68,11 @@ _OUR_NAMES = re.compile(rf"\b({'|'.join(_FIELDS)})\b")
 def _check_other_sizes(hf_config: dict) -> None:
     """The VJEPA2Config fields that size weights and have no place in our record. transformers allocates (and
     initialises) every weight whose shape the file does not match before it reports the mismatch, so a hostile value
-    would take the memory first: a predictor MLP ratio of 2000 at ViT-L sizes is about 28 GB."""
+    would take the memory first: a predictor MLP ratio of 2000 at ViT-L sizes is about 28 GB. And the layer norms'
+    epsilon: NaN or a negative one made every output NaN (blamed on the weights), 1e30 gave every clip one embedding."""
     # key: (VJEPA2Config's default, lowest, highest); in_chans 3: the frames are RGB
-    bounds = {"in_chans": (3, 3, 3), "pred_num_mask_tokens": (10, 1, 64), "pred_mlp_ratio": (4.0, 0.5, 16)}
+    bounds = {"in_chans": (3, 3, 3), "pred_num_mask_tokens": (10, 1, 64), "pred_mlp_ratio": (4.0, 0.5, 16),
+              "layer_norm_eps": (1e-6, 1e-12, 1e-2)}
     for key, (default, low, high) in bounds.items():
         value = hf_config.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -270,6 +272,13 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
         (key, stored, made), more = mismatched[0], len(mismatched) - 1
         raise ValueError(f"the weights do not fit config.json: {key} is {tuple(stored)} in the file, {tuple(made)} "
                          f"in the model config.json makes{f' ({more} more)' if more else ''}")
+    # from_pretrained drops a weight config.json does not build (a layer more than num_hidden_layers, a bias where
+    # qkv_bias is false) without a word; a task head's (classifier, pooler) has no place in this model and may go
+    prefix = f"{hf_model.base_model_prefix}."
+    if dropped := sorted(key for key in loading["unexpected_keys"]
+                         if key.removeprefix(prefix).startswith(("embeddings.", "encoder.", "predictor."))):
+        raise ValueError(f"the weights hold {len(dropped)} tensors the model config.json makes has no place for "
+                         f"({', '.join(dropped[:3])}{', ...' if len(dropped) > 3 else ''}): they would be dropped")
     if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
         raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): they would be random")

@@ -241,6 +241,9 @@ def test_push_refuses_weights_a_pull_would_leave_behind(folder, tmp_path, named)
                                              ({"pred_num_mask_tokens": 0}, "pred_num_mask_tokens must be"),
                                              ({"pred_num_mask_tokens": 10**7}, "pred_num_mask_tokens must be"),
                                              ({"in_chans": 10**5}, r"in_chans must be a number in \[3, 3\]"),
+                                             # BUG: every output NaN, blamed on the weights; 1e30: one embedding
+                                             ({"layer_norm_eps": float("nan")}, "layer_norm_eps must be a number"),
+                                             ({"layer_norm_eps": 1e30}, "layer_norm_eps must be a number"),
                                              # BUG: the predictor's MLPs were sized with the encoder's ratio (0.5
                                              # here): about 4 billion counted, 28 billion built
                                              ({"mlp_ratio": 0.5, "pred_hidden_size": 3520, "pred_num_hidden_layers": 64,
@@ -314,6 +317,12 @@ def test_weights_missing_from_the_file_are_refused_and_extra_ones_ignored_quietl
     save_file({**weights, "classifier.weight": torch.zeros(3, 64)}, extra / "model.safetensors")
     assert load_model(extra).embed_dim == 64
     assert capfd.readouterr().err == ""  # no load report: the CLI's errors are one line
+    # BUG: a config.json that builds fewer layers, or no query-key-value biases, loaded and dropped the trained ones
+    for change, dropped in (({"num_hidden_layers": 1}, r"16 tensors .+ \(encoder.layer.1.attention.key.bias, "),
+                            ({"pred_num_hidden_layers": 1}, r"16 tensors .+ \(predictor.layer.1.attention.key.bias"),
+                            ({"qkv_bias": False}, r"12 tensors .+ \(encoder.layer.0.attention.key.bias, ")):
+        with pytest.raises(CheckpointError, match=dropped + r".+\): they would be dropped$"):
+            load_model(_copy(folder, tmp_path / f"fewer-{next(iter(change))}", change))
     damaged = _copy(folder, tmp_path / "damaged")  # refused as our checkpoints' are, not loaded to answer NaN
     name = sorted(weights)[-1]
     save_file({**weights, name: torch.full_like(weights[name], float("nan"))}, damaged / "model.safetensors")
@@ -427,8 +436,8 @@ def test_cli_commands(folder, tmp_path, capsys):
     write_video(tmp_path / "a.mp4", plausible.frames)
     write_video(tmp_path / "b.mp4", implausible.frames)
     for command in ("info", "embed", "surprise"):
-        status = cli.main([command, str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "--checkpoint", str(folder),
-                           "--json"])
+        model = [] if command == "info" else ["--checkpoint", str(folder)]  # info reads the files alone
+        status = cli.main([command, str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), *model, "--json"])
         out, err = capsys.readouterr()
         assert status == 0, err
         lines = [json.loads(line) for line in out.splitlines()]
