@@ -449,11 +449,11 @@ def _check_training_record(path: Path, train: dict, model_cfg: ModelConfig) -> N
                               f"(the model sees {model_cfg.grid[0]} time steps), got {steps!r}")
 
 
-def read_weights(folder: Path) -> tuple[dict, dict]:
-    """(tensors, the file's metadata)."""
+def read_weights(folder: Path, contents: str = "tensors") -> tuple[dict, dict]:
+    """(tensors, or their shapes with `contents` "shapes", the file's metadata)."""
     path = Path(folder) / WEIGHTS_NAME
     _check_is_file(path, WEIGHTS_NAME)
-    return _read_safetensors(path, "safetensors file")
+    return _read_safetensors(path, "safetensors file", contents)
 
 
 def _check_is_file(path: Path, needed: str) -> None:
@@ -465,14 +465,19 @@ def _check_is_file(path: Path, needed: str) -> None:
                               f"needs {needed})")
 
 
-def _read_safetensors(path: Path, what: str, metadata_only: bool = False) -> tuple[dict, dict]:
-    """(tensors, the header's string metadata); `metadata_only` reads no tensor. safetensors: a plain tensor
-    container, nothing is executed or unpickled. Any failure is a CheckpointError calling the file a readable `what`."""
+def _read_safetensors(path: Path, what: str, contents: str = "tensors") -> tuple[dict, dict]:
+    """(`contents`, the header's string metadata): "tensors", "shapes" (each tensor's, from the header: no tensor
+    is read) or "none" ({}). safetensors: a plain tensor container, nothing is executed or unpickled. Any failure is
+    a CheckpointError calling the file a readable `what`."""
+    read = {"tensors": lambda f, key: f.get_tensor(key), "shapes": lambda f, key: tuple(f.get_slice(key).get_shape()),
+            "none": None}[contents]
     try:
         with safe_open(path, framework="pt") as f:
-            return ({} if metadata_only else {k: f.get_tensor(k) for k in f.keys()}), f.metadata() or {}
+            return ({key: read(f, key) for key in f.keys()} if read else {}), f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable {what} ({err})") from None
+    except (RuntimeError, MemoryError) as err:  # torch cannot map or hold a tensor that large
+        raise CheckpointError(f"{path}: cannot be read into memory ({first_line(err) or 'too large'})") from None
 
 
 def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, PreprocessConfig, dict]:
@@ -485,12 +490,14 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     if ours is None:
         return _build_vjepa2(folder, source)
     config, model_cfg, preprocess = ours
-    tensors, metadata = read_weights(folder)  # before the model is allocated: a missing or damaged file fails at once
+    shapes, _ = read_weights(folder, "shapes")  # the header first: a file that does not fit is read no further
     try:
-        state = clean_state_dict(tensors)
-    except ValueError as err:
+        shapes = clean_state_dict(shapes)
+    except ValueError as err:  # two names of one weight
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: {err}") from None
-    _check_shapes(folder, state, model_cfg)
+    _check_shapes(folder, shapes, model_cfg)
+    tensors, metadata = read_weights(folder)  # before the model is allocated: a damaged file fails at once
+    state = clean_state_dict(tensors)
     model = VideoJEPA(model_cfg)
     if re.fullmatch(r"[0-9]{1,18}", metadata.get("step", "")):  # not isdigit(): "²" is a digit int() refuses
         # A save renames the weights, then the config: a run stopped between the two leaves the config a save behind
@@ -507,13 +514,13 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     return model.eval(), preprocess, config
 
 
-def _check_shapes(folder: Path, state: dict, model_cfg: ModelConfig) -> None:
-    """A CheckpointError unless `state` holds every weight the model config.json describes, each of its shape, and
-    nothing else: checked on a model without memory (the meta device), since building a model of a config.json
-    that asks for more than the file holds (4096 wide, say) took gigabytes, or the process, before the mismatch."""
+def _check_shapes(folder: Path, stored: dict, model_cfg: ModelConfig) -> None:
+    """A CheckpointError unless `shapes` (the file's, by weight) holds every weight the model config.json describes,
+    each of its shape, and nothing else: checked on a model without memory (the meta device), since building a model
+    of a config.json that asks for more than the file holds (4096 wide, say) took gigabytes, or the process, before
+    the mismatch."""
     with torch.device("meta"):
         made = {key: tuple(tensor.shape) for key, tensor in VideoJEPA(model_cfg).state_dict().items()}
-    stored = {key: tuple(tensor.shape) for key, tensor in state.items()}
     if missing := [key for key in made if key not in stored]:
         problem = f"the file lacks {len(missing)} of its weights ({_first_few(missing)})"
     elif extra := [key for key in stored if key not in made]:
@@ -586,7 +593,7 @@ def _save_safetensors(tensors: dict, path: str, metadata: dict) -> None:
 def load_tensors(path: Path, metadata_only: bool = False) -> tuple[dict, dict]:
     """Inverse of `save_tensors`: (tensors, metadata); `metadata_only` reads no tensor (the header alone). A training
     state records its step: a file whose header does not (another tool's, a hand-edited one) is a CheckpointError."""
-    tensors, header = _read_safetensors(Path(path), "training state", metadata_only)
+    tensors, header = _read_safetensors(Path(path), "training state", "none" if metadata_only else "tensors")
     try:
         metadata = json.loads(header.get("json", "{}"))
     except ValueError as err:  # a header that is not the JSON save_tensors writes

@@ -272,9 +272,24 @@ def test_weights_that_do_not_match_the_config_are_refused_before_the_model_is_bu
     built, real = [], checkpoint_module.VideoJEPA
     monkeypatch.setattr(checkpoint_module, "VideoJEPA", lambda cfg: built.append(torch.get_default_device().type)
                         or real(cfg))
+    reads, read = [], checkpoint_module.read_weights
+    monkeypatch.setattr(checkpoint_module, "read_weights", lambda folder, contents="tensors": reads.append(contents)
+                        or read(folder, contents))
     with pytest.raises(CheckpointError, match=r"model.safetensors: weights do not match config.json: " + message):
         build_model(saved)
-    assert built == ["meta"]  # a model without memory only
+    assert built == ["meta"] and reads == ["shapes"]  # a model without memory, and the file's header alone
+
+
+def test_weights_too_large_to_map_are_a_checkpoint_error(saved, monkeypatch):
+    """BUG: a 6 GB file where memory is short: torch's 'unable to mmap' RuntimeError, as a traceback."""
+    import jepa_demo.checkpoint as checkpoint_module
+
+    def unmappable(*args, **kwargs):
+        raise RuntimeError("unable to mmap 6000000144 bytes from file: Cannot allocate memory (12)")
+
+    monkeypatch.setattr(checkpoint_module, "safe_open", unmappable)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: cannot be read into memory \(unable to mmap 6"):
+        build_model(saved)
 
 
 @pytest.mark.parametrize("section, change, message", [
