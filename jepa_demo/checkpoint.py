@@ -536,7 +536,7 @@ def _first_few(keys: list[str]) -> str:
     return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
 
 
-def _first_detail(err: Exception) -> str:
+def first_detail(err: Exception) -> str:
     """load_state_dict's first line is a header ("Error(s) in loading state_dict for ..."); the next one says what."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     detail = (lines[1] if len(lines) > 1 else lines[0]) if lines else err.__class__.__name__
@@ -568,7 +568,7 @@ def _build_vjepa2(folder: Path, source: str):
         raise CheckpointError(f"{folder}: {err}") from None
     except Exception as err:  # noqa: BLE001 -- transformers' checks of a malformed folder raise many kinds
         raise CheckpointError(f"{folder}: cannot load the V-JEPA 2 checkpoint ({err.__class__.__name__}: "
-                              f"{_first_detail(err)})") from None
+                              f"{first_detail(err)})") from None
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:

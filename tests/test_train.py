@@ -67,13 +67,22 @@ def test_overrides_are_typed_and_unknown_keys_are_errors():
     for override, message in (
             ("grad_clip=-1", "grad_clip must be above 0"),  # would flip every gradient
             ("lr=nan", "lr must be above 0"), ("weight_decay=-0.1", "weight_decay must be at least 0"),
-            ("future_steps=2", "future_steps must be between 1 and 1: model tiny sees 2 time steps"),
+            ("future_steps=3", "future_steps must be between 1 and 1: model tiny sees 2 time steps, and "
+                               r"future_steps is 3 \(set future_steps=1 or lower\)$"),
             ("out_dir=", "out_dir must name a folder"), ("seed=-1", r"seed must be between 0 and 2\*\*32 - 1"),
             ("seed=100", "seed=100 would train on the world clips the evaluation"),
             ("lr=inf", "lr must be a finite number"), ("weight_decay=inf", "weight_decay must be a finite number"),
-            ("num_workers=-1", "num_workers must be at least 0")):
+            ("num_workers=-1", "num_workers must be at least 0"),
+            # BUG: forked workers until memory ran out, and the run could not be stopped but by SIGKILL
+            ("num_workers=100000", rf"num_workers 100000 is more .+ at most {4 * len(os.sched_getaffinity(0))}"),
+            # BUG: "need 1 <= min_objects <= max_objects <= 7", min_objects being no training setting
+            ("max_objects=0", r"max_objects must be between 1 and 7 \(one colour per object\), got 0"),
+            ("max_objects=8", "max_objects must be between 1 and 7")):
         with pytest.raises(ValueError, match=message):
             load_config(TINY, [override])
+    # BUG: "future_steps must be between 1 and 1" for `model=tiny` alone, naming no value the user had set
+    with pytest.raises(ValueError, match=r"and future_steps is 2 \(set future_steps=1 or lower\)$"):
+        load_config(None, ["model=tiny"])
     assert load_config(TINY, ["seed=99"]).seed == 99 and load_config(TINY, ["seed=100", "data=clips/"]).seed == 100
     # BUG: unused on a data folder, never checked there, and written as NaN into config.json and the card
     with pytest.raises(ValueError, match="noise_std is in units of full intensity: between 0 and 1, got nan"):
@@ -485,6 +494,29 @@ def _state(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError):
         return None
+
+
+def test_a_worker_sees_the_training_process_end_whatever_number_its_descriptor_has():
+    """BUG: select.select refuses a descriptor numbered 1024 or more: a worker that inherited many open files (a
+    few hundred workers, or a launcher's) had its SIGTERM thread die of a ValueError traceback."""
+    import resource
+
+    from train.data import _watch_for_the_end_of
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1100:
+        pytest.skip("this machine allows fewer than 1100 open files")
+    taken = [os.open(os.devnull, os.O_RDONLY) for _ in range(1050)]
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        gone = _watch_for_the_end_of(child.pid)
+        assert not gone()
+        child.kill()
+        child.wait()
+        assert gone()
+    finally:
+        child.kill()
+        for fd in taken:
+            os.close(fd)
 
 
 def test_a_data_worker_busy_on_a_hung_read_does_not_keep_the_run_from_ending():
@@ -914,6 +946,31 @@ def test_resume_refuses_another_number_of_processes(tmp_path, tiny_model):
     del meta["world_size"]  # a state saved before the number of processes was recorded: not refused
     save_tensors(tmp_path / "train_state.safetensors", tensors, meta)
     assert load_training_state(tmp_path, tiny_model, optimizer, world_size=2) == (5, 1.0)
+
+
+def test_resume_from_a_state_that_does_not_fit_the_model_is_one_error(tmp_path, tiny_model):
+    """BUG: a state another version of the model saved (a weight gone, or the optimiser's moments of another shape)
+    was a RuntimeError traceback, at the load or at the first step."""
+    from jepa_demo.checkpoint import load_tensors, save_tensors
+    from train.loop import build_optimizer, load_training_state, save_training_state
+
+    cfg = TrainConfig(model="tiny", future_steps=1)
+    optimizer = build_optimizer(tiny_model, cfg, torch.device("cpu"))
+    sum(param.sum() for param in tiny_model.parameters() if param.requires_grad).backward()
+    optimizer.step()  # the moments exist from the first step on
+    save_training_state(tmp_path, tiny_model, optimizer, 1, cfg, 1.0, world_size=1)
+    state = tmp_path / "train_state.safetensors"
+    tensors, meta = load_tensors(state)
+    name = "model.target_encoder.patch_embed.weight"
+    save_tensors(state, {key: value for key, value in tensors.items() if key != name}, meta)
+    with pytest.raises(ValueError, match=r"train_state.safetensors: does not fit the model this code makes \(Missing "
+                                         r"key.*target_encoder.patch_embed.weight.*\); saved by another version"):
+        load_training_state(tmp_path, tiny_model, optimizer, world_size=1)
+    moment = next(key for key in tensors if key.startswith("optim.") and key.endswith(".exp_avg"))
+    save_tensors(state, {**tensors, moment: tensors[moment].flatten()[:3].clone()}, meta)
+    with pytest.raises(ValueError, match=rf"does not fit .+ \(the optimiser's exp_avg of parameter "
+                                         rf"{moment.split('.')[1]} is \(3,\), the model's \("):
+        load_training_state(tmp_path, tiny_model, optimizer, world_size=1)
 
 
 def _file_store(folder: Path) -> str:

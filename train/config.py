@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from jepa_demo.config import MODEL_PRESETS, OBJECTIVES, model_config_from_preset
+from jepa_demo.world import COLORS
 
 # The synthetic world's clips in a run have seeds seed * CLIP_SEED_STRIDE + 0, 1, 2, ... (train.data.WorldBatches).
 # The evaluation's, the gallery's and the app's example clips start at jepa_demo.evaluate.HELD_OUT_SEED, written out
@@ -94,10 +95,18 @@ class TrainConfig:
                              "leaves the gradients unclipped)")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be at least 0, got {self.num_workers}")
+        # a typo (num_workers=10000) forked workers until memory ran out, before a stop request could be heard
+        if self.num_workers > (most := 4 * len(os.sched_getaffinity(0))):
+            raise ValueError(f"num_workers {self.num_workers} is more than 4 per CPU core this process may use: at "
+                             f"most {most} (more only fight over the cores)")
+        if not 1 <= self.max_objects <= len(COLORS):  # the world's own check names settings training does not have
+            raise ValueError(f"max_objects must be between 1 and {len(COLORS)} (one colour per object), got "
+                             f"{self.max_objects}")
         time_steps = model_config_from_preset(self.model).grid[0]
-        if not 1 <= self.future_steps < time_steps:
+        if not 1 <= self.future_steps < time_steps:  # its default, 2, is too many for the tiny model: named
             raise ValueError(f"future_steps must be between 1 and {time_steps - 1}: model {self.model} sees "
-                             f"{time_steps} time steps")
+                             f"{time_steps} time steps, and future_steps is {self.future_steps} (set "
+                             f"future_steps={time_steps - 1} or lower)")
         if not self.out_dir.strip():
             raise ValueError("out_dir must name a folder")
         # ~ as load_model reads it: a recipe's is never expanded by a shell, nor zsh's out_dir=~/x

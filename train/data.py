@@ -202,7 +202,9 @@ def _watch_for_the_end_of(pid: int):
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):  # not Linux 5.3+, or gone already
         return lambda: not _can_signal(pid)
-    return lambda: bool(select.select([pidfd], [], [], 0)[0])
+    ended = select.poll()  # not select.select, which refuses a descriptor numbered 1024 or more (many inherited)
+    ended.register(pidfd, select.POLLIN)
+    return lambda: bool(ended.poll(0))
 
 
 def _can_signal(pid: int) -> bool:

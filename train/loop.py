@@ -29,6 +29,7 @@ from jepa_demo.checkpoint import (
     CheckpointError,
     atomic_write,
     check_writable_folder,
+    first_detail,
     flush_to_disk,
     is_temporary_name,
     load_tensors,
@@ -184,6 +185,13 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) 
     # (Not strict: load_state_dict itself names a different number of groups.)
     groups = [{**saved, **{key: group[key] for key in _DEVICE_SETTINGS if key in group}}
               for saved, group in zip(meta["param_groups"], optimizer.param_groups, strict=False)]
+    # load_state_dict checks the groups' sizes, not the moments' shapes: another would fail at the first step
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    for idx, entry in state.items():
+        for key, value in entry.items():
+            if value.dim() and (idx >= len(params) or value.shape != params[idx].shape):
+                raise ValueError(f"the optimiser's {key} of parameter {idx} is {tuple(value.shape)}, the model's "
+                                 f"{tuple(params[idx].shape) if idx < len(params) else 'nothing'}")
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
@@ -266,8 +274,12 @@ def load_training_state(out: Path, model: VideoJEPA, optimizer, world_size: int)
     if saved_world != world_size:  # each process draws its own share of a batch, so the batches would differ
         raise ValueError(f"--resume continues the run in {out} exactly, and it ran as {saved_world} process(es), not "
                          f"{world_size}; resume it with the same number of processes")
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-    load_optimizer(optimizer, tensors, meta)
+    try:  # a state saved by another version of the model (a preset's sizes changed since, say): not a traceback
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        load_optimizer(optimizer, tensors, meta)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{out / STATE_NAME}: does not fit the model this code makes ({first_detail(err)}); saved "
+                         "by another version of it? A new run needs another out_dir") from None
     return int(meta["step"]), float(meta.get("wall_seconds", 0.0))
 
 
