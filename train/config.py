@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from jepa_demo.config import MODEL_PRESETS, OBJECTIVES, model_config_from_preset
+from jepa_demo.hardware import usable_cpus
 from jepa_demo.world import COLORS
 
 # The synthetic world's clips in a run have seeds seed * CLIP_SEED_STRIDE + 0, 1, 2, ... (train.data.WorldBatches).
@@ -96,7 +97,7 @@ class TrainConfig:
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be at least 0, got {self.num_workers}")
         # a typo (num_workers=10000) forked workers until memory ran out, before a stop request could be heard
-        if self.num_workers > (most := 4 * len(os.sched_getaffinity(0))):
+        if self.num_workers > (most := 4 * usable_cpus()):
             raise ValueError(f"num_workers {self.num_workers} is more than 4 per CPU core this process may use: at "
                              f"most {most} (more only fight over the cores)")
         if not 1 <= self.max_objects <= len(COLORS):  # the world's own check names settings training does not have
