@@ -617,6 +617,9 @@ def test_bad_settings_exit_with_one_line(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert main(["--config", TINY, f"out_dir={blocker}/run"]) == 2
     assert "cannot write to output folder" in capsys.readouterr().err
+    assert main(["--config", TINY, f"out_dir={blocker}"]) == 2  # BUG: "cannot write to output folder ...: File exists"
+    assert capsys.readouterr().err == f"error: out_dir {blocker} is a file, not a folder: choose a new or empty " \
+                                      "folder\n"
     # BUG: a path that cannot even be looked up (as a folder one may not enter) raised from Path.exists and again
     # while the error was reported: a traceback; a recipe or data folder of that kind was "could not write" it
     too_long = tmp_path / ("a" * 300)

@@ -375,6 +375,8 @@ def check_output_folder(out: Path, held: contextlib.ExitStack) -> None:
                          "folder of an earlier run to train it again")
     try:
         check_writable_folder(out)
+    except FileExistsError:  # makedirs' words for a file of that name ("File exists")
+        raise ValueError(f"out_dir {out} is a file, not a folder: choose a new or empty folder") from None
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
     held.enter_context(only_run_in(out))
