@@ -121,6 +121,12 @@ def test_a_recipe_reads_numbers_as_overrides_do(tmp_path):
     # BUG: a quoted boolean was refused with "compile must be true or false, got 'true'"; compile=true is taken
     recipe.write_text('model: tiny\nfuture_steps: 1\ncompile: "true"\n')
     assert load_config(str(recipe), []).compile is True
+    for written, read in (("1", True), ("0", False)):  # BUG: "compile must be true or false, got 1"; compile=1 is taken
+        recipe.write_text(f"model: tiny\nfuture_steps: 1\ncompile: {written}\n")
+        assert load_config(str(recipe), []).compile is read
+    recipe.write_text("model: tiny\nfuture_steps: 1\nout_dir: 2024\n")  # out_dir=2024 is text; 1.50 would read 1.5
+    with pytest.raises(ValueError, match=r"out_dir must be text, got 2024 \(quote it in the recipe: YAML read it as "):
+        load_config(str(recipe), [])
     with pytest.raises(ValueError, match=f"^recipe {tmp_path} is a folder: give a recipe file in it"):
         load_config(str(tmp_path), [])  # BUG: "recipe ... not found", of a folder that is there
     # BUG: a key given twice trained at the last value without a word (the overrides refuse it)

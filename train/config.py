@@ -246,9 +246,14 @@ def _typed(values: dict, source: str) -> dict:
         kind = types[key]
         if isinstance(value, str) and kind in (int, float, bool):  # as on the command line: compile: "true"
             value = _coerce(key, value, kind)
+        elif kind is bool and type(value) is int:  # compile: 1, as compile=1 is on the command line
+            value = _coerce(key, str(value), kind)
         expected = (int, float) if kind is float else kind
         if isinstance(value, bool) and kind is not bool or not isinstance(value, expected):
-            raise ValueError(f"{key} must be {_KIND_NAMES[kind]}, got {value!r}")
+            # YAML reads out_dir: 2024 as a number (and 0123 as 83): a name is not guessed from one
+            number = kind is str and type(value) in (int, float)
+            quote = " (quote it in the recipe: YAML read it as a number)" if number else ""
+            raise ValueError(f"{key} must be {_KIND_NAMES[kind]}, got {value!r}{quote}")
         if kind is float and isinstance(value, int):  # a whole number in a float setting: as an override reads it
             try:
                 value = float(value)
