@@ -37,7 +37,7 @@ from .gallery import (
 )
 from .inference import JEPAModel
 from .preprocess import sample_frame_indices
-from .video import Clip, VideoError, read_clip, write_video
+from .video import Clip, DecodingTimedOut, VideoError, read_clip, write_video
 from .views import (
     build_patch_bank,
     decode_nearest,
@@ -85,25 +85,26 @@ def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES, exact
     except OSError:  # removed since is_file (a sweep): read_clip says so in plain words
         stat = None
     file = (path, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    decoding = (*file, size, max_frames, exactly)
     with _REFUSALS_LOCK:
-        refusal = _REFUSALS.get(file)
+        refusal = _REFUSALS.get(file) or _REFUSALS.get(decoding)
     if refusal is not None:
         raise ClipError(refusal)
     try:
         return _decode(path, size, max_frames, exactly, *file[1:])
     except VideoError as err:
         with _REFUSALS_LOCK:
-            _REFUSALS[file] = str(err)
+            _REFUSALS[file if isinstance(err, DecodingTimedOut) else decoding] = str(err)
             while len(_REFUSALS) > _DECODINGS_KEPT:
                 _REFUSALS.popitem(last=False)
         raise ClipError(str(err)) from None
 
 
-# A refusal is remembered per file, whatever was asked of it: each view of a file that ran out of DECODE_TIMEOUT
-# (or over a limit) does not spend the time again, for either kind of decoding (nor get further, its packet scan being
-# kept, and answer)
+# A refusal is remembered: a file that ran out of DECODE_TIMEOUT for one view does not spend the time again, for any
+# kind of decoding (nor get further, its packet scan being kept, and answer); any other refusal only for the decoding
+# that met it: damage near a clip's end stops the decoding that reads the last frames, not one that reads fewer
 _DECODINGS_KEPT = 8
-_REFUSALS: OrderedDict = OrderedDict()  # (path, bytes, mtime) -> why
+_REFUSALS: OrderedDict = OrderedDict()  # (path, bytes, mtime), and for a decoding (size, max_frames, exactly) -> why
 _REFUSALS_LOCK = threading.Lock()
 
 

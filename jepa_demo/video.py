@@ -69,6 +69,10 @@ def with_path(err: VideoError, path) -> str:
     return f"{path}: {str(err).removeprefix(f'{Path(path).name}: ')}"
 
 
+class DecodingTimedOut(VideoError):
+    """Decoding ran out of its `timeout`: the file's length and size, not the frames asked for, decide that."""
+
+
 class _Deadline:
     """Decoding loops check it between frames: a clip that takes too long becomes a VideoError, not a stuck worker.
     (One frame's decoding cannot be interrupted; the check comes after it.)"""
@@ -83,7 +87,7 @@ class _Deadline:
     def check(self, path: Path, frames_done: int | None = None) -> None:
         if self.passed():
             done = "" if frames_done is None else f" ({frames_done} frames decoded)"
-            raise VideoError(f"{path.name}: gave up after {self.seconds:g} s of reading{done}; "
+            raise DecodingTimedOut(f"{path.name}: gave up after {self.seconds:g} s of reading{done}; "
                              "try a shorter or smaller clip")
 
 

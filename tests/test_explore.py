@@ -112,14 +112,14 @@ def test_a_refused_upload_is_remembered_not_decoded_again_by_every_view(tmp_path
     """A file that runs out of the decoding time spent it again at each of the four views (and, its packet scan kept,
     might get further and answer the next time)."""
     import jepa_demo.explore as explore_module
-    from jepa_demo.video import VideoError
+    from jepa_demo.video import DecodingTimedOut
 
     tries = []
 
     def out_of_time(path, *args, **kwargs):
         tries.append(path)
         assert kwargs["timeout"] == explore_module.DECODE_TIMEOUT  # the app's decoding has a deadline
-        raise VideoError(f"{path.name}: gave up after 30 s of reading; try a shorter or smaller clip")
+        raise DecodingTimedOut(f"{path.name}: gave up after 30 s of reading; try a shorter or smaller clip")
 
     monkeypatch.setattr(explore_module, "read_clip", out_of_time)
     path = tmp_path / "slow.mp4"
@@ -131,6 +131,31 @@ def test_a_refused_upload_is_remembered_not_decoded_again_by_every_view(tmp_path
     with pytest.raises(ClipError, match="^slow.mp4: gave up after 30 s of reading"):
         load_clip(path, max_frames=16, exactly=True)
     assert tries == [path]
+
+
+def test_a_clip_damaged_where_one_decoding_reads_is_refused_to_that_decoding_only(tmp_path, monkeypatch):
+    """BUG: surprise's decoding, which reads to the end, met damage near it; from then on the other views, whose
+    decoding reads fewer frames and had just answered, were refused the upload too."""
+    import jepa_demo.explore as explore_module
+    from jepa_demo.video import VideoError
+
+    tries, real = [], explore_module.read_clip
+
+    def damaged_near_the_end(path, max_frames, size, **kwargs):
+        tries.append(max_frames)
+        if max_frames == explore_module.MAX_FRAMES:
+            raise VideoError(f"{path.name}: damaged video (decoding failed after 56 frames: Invalid data)")
+        return real(path, max_frames, size, **kwargs)
+
+    monkeypatch.setattr(explore_module, "read_clip", damaged_near_the_end)
+    path = tmp_path / "damaged.mp4"
+    write_video(path, _appear_clip())
+    assert len(load_clip(path, max_frames=16, exactly=True).frames) == 16
+    for _ in range(2):  # remembered for that decoding: not tried again
+        with pytest.raises(ClipError, match="^damaged.mp4: damaged video"):
+            load_clip(path)
+    assert len(load_clip(path, max_frames=16, exactly=True).frames) == 16
+    assert tries == [16, explore_module.MAX_FRAMES]  # the second 16-frame decoding came from the memory of decodings
 
 
 def test_masked_view(explorer, clip):
