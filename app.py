@@ -321,14 +321,31 @@ def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa:
     return view.figure, view.overlay, _labelled(view.numbers, video_file, checkpoint)
 
 
-def example_clips(folder: Path) -> list[str]:
+def example_clips(folder: Path) -> tuple[list[str], str]:
     """Synthetic clips to try, all of one scene the model never trained on: plausible, with irrelevant detail, and one
-    per kind of physics violation. Encoded once into a sub-folder named by their frames' hash, so a change to the
-    world never serves the old files."""
+    per kind of physics violation, and their caption. Encoded once into a sub-folder named by their frames' hash, so
+    a change to the world never serves the old files."""
     cfg = WorldConfig(size=128, num_frames=32)
     clips = {"plausible": render_clip(EXAMPLE_SEED, cfg),
              "plausible-with-detail": render_clip(EXAMPLE_SEED, with_detail(cfg))}
     clips.update({f"violation-{kind}": make_pair(EXAMPLE_SEED, kind, cfg)[1] for kind in VIOLATIONS})
+    return _written(clips, folder), _examples_caption(clips, cfg.num_frames)
+
+
+def _examples_caption(clips: dict, num_frames: int) -> str:
+    """Where each violation comes, from the clips' labels (a pass-through's is its first collision in view)."""
+    frames = {name.removeprefix("violation-"): clip.labels["violation_frame"] for name, clip in clips.items()
+              if name.startswith("violation-")}
+    usual = max(set(frames.values()), key=list(frames.values()).count)
+    others = "".join(f"; {kind.replace('_', '-')} at {frame}" + (", its first collision in view" if
+                                                                  kind == "pass_through" else "")
+                     for kind, frame in frames.items() if frame != usual)
+    return ("examples: one synthetic scene the model never trained on; plausible is the twin of every violation clip, "
+            f"whose violation comes at frame {usual} of {num_frames}{others}")
+
+
+def _written(clips: dict, folder: Path) -> list[str]:
+    """The clips' mp4 files in `folder`'s sub-folder named by their frames' hash, encoded where missing."""
     digest = hashlib.sha256(b"".join(clip.frames.tobytes() for clip in clips.values())).hexdigest()[:16]
     folder = folder / digest
     folder.mkdir(parents=True, exist_ok=True)
@@ -410,7 +427,8 @@ def build_app_at_start() -> gr.Blocks:
 
 
 def build_app() -> gr.Blocks:
-    examples = example_clips(served_folder() / "examples")  # in the cache folder main() checked it can write
+    # in the cache folder main() checked it can write
+    examples, examples_caption = example_clips(served_folder() / "examples")
     formats = ", ".join(suffix.strip(".") for suffix in VIDEO_SUFFIXES)
     with gr.Blocks(title="JEPA Lens") as app:  # no delete_cache: `sweep_files_while_serving` does its job
         gr.Markdown("# JEPA Lens\nA video JEPA predicts the *representation* of what it cannot see, not its pixels. "
@@ -426,9 +444,7 @@ def build_app() -> gr.Blocks:
                                              if HOSTED else ", a local folder or a Hub repo id: ours, or V-JEPA 2 "
                                                             "(facebook/vjepa2-..., whose surprise needs longer clips "
                                                             "than the 32-frame examples)"))
-        gr.Examples(examples, inputs=video, label="examples: one synthetic scene the model never trained on; "
-                    "plausible is the twin of every violation clip, whose violation comes at frame 16 of 32 (a "
-                    "pass-through's at its first collision in view from frame 10)")
+        gr.Examples(examples, inputs=video, label=examples_caption)
         # Gradio 6.31 copies the example clips into its folder as ordinary temporary files (not marked keep_in_cache):
         # mark them, or the sweep removes them after FILE_LIFETIME and every click on an example fails from then on.
         video.keep_in_cache.update(video.temp_files)

@@ -423,6 +423,20 @@ def test_hosted_the_app_warms_up_every_checkpoint_it_offers_and_a_failing_one_is
     assert "pixel-baseline not warmed up (CUDA out of memory. Tried to allocate 2.00 GiB)" in err
 
 
+def test_the_examples_caption_gives_each_violations_frame_from_the_clips_labels(tmp_path):
+    """BUG: the caption said a pass-through's violation came 'from frame 10', whose clip has it at frame 14."""
+    import app
+    from jepa_demo.gallery import EXAMPLE_SEED
+
+    paths, caption = app.example_clips(tmp_path)
+    cfg = WorldConfig(size=128, num_frames=32)
+    frames = {kind: make_pair(EXAMPLE_SEED, kind, cfg)[1].labels["violation_frame"] for kind in app.VIOLATIONS}
+    assert {frame for kind, frame in frames.items() if kind != "pass_through"} == {16}
+    assert caption.endswith(f"whose violation comes at frame 16 of 32; pass-through at {frames['pass_through']}, its "
+                            "first collision in view")
+    assert len(paths) == 2 + len(frames) and all(Path(path).is_file() for path in paths)
+
+
 def test_a_disk_that_fills_up_while_the_example_clips_are_written_stops_the_app_in_one_line(tmp_path, monkeypatch):
     """BUG: a traceback (main checks only that a small file can be written in the cache folder)."""
     import errno
