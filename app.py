@@ -293,10 +293,17 @@ def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint
 def neighbors(video_file, k=8, checkpoint="default", progress=gr.Progress()):  # noqa: B008
     explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "neighbors")
     found = explorer.neighbors(clip.frames, k=int(k))
-    # three decimals: the nearest clips' similarities often differ only in the third
-    items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {hit['similarity']:.3f}") for hit in found]
+    items = [(str(hit["thumbnail"]), f"#{hit['index']} · similarity {_similarity_text(hit['similarity'])}")
+             for hit in found]
     hits = [{key: hit[key] for key in ("index", "similarity", "labels")} for hit in found]
     return items, _labelled({"neighbors": hits}, video_file, checkpoint)
+
+
+def _similarity_text(similarity: float) -> str:
+    """Four decimals: the nearest clips' similarities often differ only in the fourth. One that rounds up to 1 is
+    "> 0.9999", not 1.0000, which reads as the same clip."""
+    text = f"{similarity:.4f}"
+    return "> 0.9999" if text == "1.0000" and similarity < 1 else text
 
 
 @gpu

@@ -125,6 +125,14 @@ def test_neighbors(client, clips):
     similarities = [hit["similarity"] for hit in numbers["neighbors"]]
     assert similarities == sorted(similarities, reverse=True) and all(-1 <= s <= 1.0001 for s in similarities)
     assert all("num_objects" in hit["labels"] for hit in numbers["neighbors"])
+    # BUG: three decimals: clips at 0.9996 to 0.9998 were each "similarity 1.000", which reads as the same clip
+    for item, hit in zip(gallery, numbers["neighbors"]):
+        shown = item["caption"].rpartition("similarity ")[2]
+        assert shown == "> 0.9999" if 0.99995 <= hit["similarity"] < 1 else float(shown) == round(hit["similarity"], 4)
+    import app
+
+    assert (app._similarity_text(0.99996), app._similarity_text(0.99994), app._similarity_text(1.0)) == \
+        ("> 0.9999", "0.9999", "1.0000")
     for k in (None, "8", 7.9):  # BUG: a bare "Error" (a TypeError), and 7.9 gave 7 neighbours without a word
         with pytest.raises(AppError, match=rf"number of similar clips \(k\): expected a whole number from 1 to 16, "
                                            rf"got {re.escape(repr(k))}"):
