@@ -515,7 +515,7 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
 
 
 def _check_shapes(folder: Path, stored: dict, model_cfg: ModelConfig) -> None:
-    """A CheckpointError unless `shapes` (the file's, by weight) holds every weight the model config.json describes,
+    """A CheckpointError unless `stored` (the file's shapes, by weight) holds every weight the model config.json makes,
     each of its shape, and nothing else: checked on a model without memory (the meta device), since building a model
     of a config.json that asks for more than the file holds (4096 wide, say) took gigabytes, or the process, before
     the mismatch."""
