@@ -612,6 +612,17 @@ def test_device_cuda_without_a_gpu_is_one_line(capsys):
     assert err == "error: device=cuda, but this torch sees no CUDA GPU; use device=auto or device=cpu\n"
 
 
+def test_a_bad_setting_under_torchrun_is_said_by_the_first_process_alone(monkeypatch, capsys):
+    """BUG: each of torchrun's processes printed the same line (eight on eight GPUs)."""
+    from train.__main__ import main
+
+    for rank, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["--config", TINY, "colour=blue"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: unknown setting 'colour'") if said else err == "", (rank, err)
+
+
 def test_bad_settings_exit_with_one_line(tmp_path, capsys):
     from train.__main__ import main
 

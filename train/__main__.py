@@ -61,7 +61,9 @@ def main(argv=None) -> int:
         say(f"error: {own_message(err)}; {stands()}")
         return 1
     except ValueError as err:
-        say(f"error: {one_line_name(own_message(err))}")  # it may name a file called a\nb.mp4
+        # a recipe's or an override's error is every process's under torchrun: the first says it, not all eight
+        if cfg is not None or os.environ.get("RANK", "0") == "0":
+            say(f"error: {one_line_name(own_message(err))}")  # it may name a file called a\nb.mp4
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands
         say(f"error: could not write {err.filename or 'the outputs'}: {err.strerror or own_message(err)}; "
