@@ -35,6 +35,14 @@ def read_for(model, path, command: str = "surprise"):
     return read_clip(path, max_frames=model.frames_wanted, size=model.preprocess.resize_to)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose error line stays one line: the paths it names may hold a newline (`--json
+    $'a\\nb.json'`), shown escaped as everywhere else (`one_line_name`)."""
+
+    def error(self, message):
+        super().error(one_line_name(message))
+
+
 class Once(argparse.Action):
     """An option that may be given once: argparse keeps the last of two without a word (`--checkpoint a --checkpoint
     b` would read as a comparison, and answer for b alone)."""
@@ -48,7 +56,7 @@ class Once(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jepa_demo", description="Inspect clips with a video JEPA.")
+    parser = OneLineParser(prog="python -m jepa_demo", description="Inspect clips with a video JEPA.")
     parser.add_argument("command", choices=["info", "embed", "surprise"],
                         help="info: video facts; embed: one embedding per clip; surprise: prediction-error score")
     parser.add_argument("files", nargs="+", metavar="FILE")

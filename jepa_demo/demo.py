@@ -10,7 +10,6 @@ real mp4 files in a temporary folder (removed afterwards), reads them back as th
 prints the model's surprise over time for each: a model that understands the world spikes after the violation.
 """
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from .checkpoint import DEFAULT_CHECKPOINT, first_line
 from .cli import (
     Once,
+    OneLineParser,
     check_finite,
     load_or_say_why,
     out_of_memory,
@@ -47,7 +47,7 @@ def sparkline(values: np.ndarray, low: float, high: float) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jepa_demo.demo", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m jepa_demo.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), action=Once)
     parser.add_argument("--kind", choices=VIOLATIONS, action="append",
                         help="violation kind to show (repeatable; default: every kind)")

@@ -20,7 +20,6 @@ stay untouched by those choices. `--folder DIR` runs a kNN probe of your own vid
 sub-folders (jepa_demo.folder_probe). This module knows nothing about training loops or the app.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import os
@@ -49,7 +48,7 @@ from .checkpoint import (
     quiet_hub_client,
     write_json,
 )
-from .cli import Once, check_finite, one_line_name, out_of_memory, print_any_name, write_nowhere
+from .cli import Once, OneLineParser, check_finite, one_line_name, out_of_memory, print_any_name, write_nowhere
 from .hardware import describe_hardware
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
@@ -500,7 +499,7 @@ DEFAULT_PAIRS, DEFAULT_PROBE_CLIPS, DEFAULT_MAX_CLIPS = 100, 300, 300
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jepa_demo.evaluate", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m jepa_demo.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", action="append",
                         help="a checkpoint folder or Hub id (repeat for several; the first gets the random twin); "
                              f"default: the shipped ones ({', '.join(SHIPPED_NAMES)})")

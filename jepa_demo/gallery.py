@@ -18,7 +18,6 @@ write the gallery into the checkpoint folder itself (how the shipped ones got th
     python -m jepa_demo.gallery [--checkpoint checkpoints/default] [--clips 300] [--cache-dir DIR] [--ship]
 """
 
-import argparse
 import contextlib
 import functools
 import hashlib
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, atomic_write, check_writable_folder, first_line
-from .cli import Once, check_finite, load_or_say_why, out_of_memory, print_any_name, print_result, say
+from .cli import Once, OneLineParser, check_finite, load_or_say_why, out_of_memory, print_any_name, print_result, say
 from .config import to_dict
 from .inference import JEPAModel
 from .world import WorldConfig, render_clip
@@ -444,7 +443,7 @@ def label_names(gallery: Gallery) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jepa_demo.gallery",
+    parser = OneLineParser(prog="python -m jepa_demo.gallery",
                                      description="Build the reference gallery of a checkpoint into its disk cache "
                                      "(or, with --ship, into the checkpoint folder).")
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), action=Once,

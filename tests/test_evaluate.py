@@ -373,6 +373,10 @@ def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monke
     with pytest.raises(SystemExit) as stopped:  # an unset $DIR: neither the world's suite nor the working folder
         main(["--checkpoint", str(tiny_checkpoint), "--folder", ""])
     assert stopped.value.code == 2 and "--folder needs a folder of videos" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # BUG: the error line was cut in two at the name's newline
+        main(["--checkpoint", str(tiny_checkpoint), "--report", str(tmp_path / "a\nb.txt")])
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.endswith(f"error: --report {tmp_path}/a\\nb.txt: name a Markdown file ending in .md"), last
     for option in ("--json", "--report"):  # BUG: an unset $OUT ran the whole suite and wrote nothing, status 0
         with pytest.raises(SystemExit) as stopped:
             main(["--checkpoint", str(tiny_checkpoint), option, ""])

@@ -9,7 +9,6 @@
 Overrides are key=value pairs typed by `train.config.TrainConfig`; an unknown key is an error.
 """
 
-import argparse
 import os
 import re
 import shlex
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 from jepa_demo.checkpoint import CheckpointError, first_line, push_to_hub, quiet_hub_client
-from jepa_demo.cli import Once, naming_line, one_line_name, out_of_memory, print_result, say
+from jepa_demo.cli import Once, OneLineParser, naming_line, one_line_name, out_of_memory, print_result, say
 
 from .config import load_config
 from .data import DataLost
@@ -35,7 +34,7 @@ def main(argv=None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["push"]:
         return push(words[1:])
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0],
+    parser = OneLineParser(prog="python -m train", description=__doc__.split("\n")[0],
                                      epilog="python -m train push --help: upload a checkpoint folder to the Hub")
     parser.add_argument("--config", action=Once, help="recipe YAML (only what differs from the defaults)")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir's last save")
@@ -91,7 +90,7 @@ def main(argv=None) -> int:
 
 
 def push(argv) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train push",
+    parser = OneLineParser(prog="python -m train push",
                                      description="Upload a checkpoint folder, with its model card, to the Hub.")
     parser.add_argument("folder", help="a checkpoint folder, e.g. checkpoints/default")
     parser.add_argument("--repo-id", required=True, action=Once,
