@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_dict
+from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, first_few, to_dict
 from .model import VideoJEPA, check_finite_weights
 from .vjepa2 import HUB_FILES as VJEPA2_HUB_FILES
 from .vjepa2 import PROCESSOR_FILES, build_vjepa2, check_safetensors_only, is_vjepa2_config
@@ -522,18 +522,14 @@ def _check_shapes(folder: Path, stored: dict, model_cfg: ModelConfig) -> None:
     with torch.device("meta"):
         made = {key: tuple(tensor.shape) for key, tensor in VideoJEPA(model_cfg).state_dict().items()}
     if missing := [key for key in made if key not in stored]:
-        problem = f"the file lacks {len(missing)} of its weights ({_first_few(missing)})"
+        problem = f"the file lacks {len(missing)} of its weights ({first_few(missing)})"
     elif extra := [key for key in stored if key not in made]:
-        problem = f"the file holds {len(extra)} weights it has no place for ({_first_few(extra)})"
+        problem = f"the file holds {len(extra)} weights it has no place for ({first_few(extra)})"
     elif other := [key for key in made if stored[key] != made[key]]:
         problem = f"{other[0]} is {stored[other[0]]} in the file, {made[other[0]]} in the model it makes"
     else:
         return
     raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not match {CONFIG_NAME}: {problem}")
-
-
-def _first_few(keys: list[str]) -> str:
-    return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
 
 
 def first_detail(err: Exception) -> str:

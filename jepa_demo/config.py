@@ -37,6 +37,12 @@ def shown_above(value: float, limit: float) -> str:
     return f"{value:.{decimals}f}"
 
 
+def first_few(names: list[str]) -> str:
+    """The first three of `names`, comma-separated, and ", ..." when there are more: a message's list of weights or
+    files."""
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How a uint8 clip becomes the model's input tensor (see `jepa_demo.preprocess`)."""

@@ -24,7 +24,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, PreprocessConfig, check_parameter_count, to_dict
+from .config import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    PreprocessConfig,
+    check_parameter_count,
+    first_few,
+    to_dict,
+)
 from .model import check_finite_weights, gather_tokens, normalize_targets
 
 MODEL_TYPE = "vjepa2"
@@ -278,10 +286,10 @@ def build_vjepa2(folder: Path, hf_config: dict, source: str) -> tuple[VJEPA2Net,
     if dropped := sorted(key for key in loading["unexpected_keys"]
                          if key.removeprefix(prefix).startswith(("embeddings.", "encoder.", "predictor."))):
         raise ValueError(f"the weights hold {len(dropped)} tensors the model config.json makes has no place for "
-                         f"({', '.join(dropped[:3])}{', ...' if len(dropped) > 3 else ''}): they would be dropped")
+                         f"({first_few(dropped)}): they would be dropped")
     if missing := sorted(loading["missing_keys"]):  # from_pretrained only warns, and leaves them at random values
-        raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
-                         f"{', ...' if len(missing) > 3 else ''}): they would be random")
+        raise ValueError(f"the weights lack {len(missing)} of the model's tensors ({first_few(missing)}): they "
+                         "would be random")
     check_floating(folder, files, set(hf_model.state_dict()), hf_model.base_model_prefix)
     check_finite_weights(hf_model.state_dict())
     _query_with_a_trained_mask_token(hf_model)

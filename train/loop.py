@@ -39,7 +39,7 @@ from jepa_demo.checkpoint import (
     write_json,
 )
 from jepa_demo.cli import BestEffortStderr, say
-from jepa_demo.config import PreprocessConfig, model_config_from_preset, to_dict
+from jepa_demo.config import PreprocessConfig, first_few, model_config_from_preset, to_dict
 from jepa_demo.hardware import describe_hardware
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
 from jepa_demo.model import VideoJEPA, clip_spread, effective_rank, embedding_std
@@ -370,9 +370,8 @@ def check_output_folder(out: Path, held: contextlib.ExitStack) -> None:
     not a run's: a run writes README.md, config.json and more (out_dir=. once replaced the project's README). Then
     take the folder for this run (`held` keeps it until the run ends) and only then clear what killed saves left."""
     if others := _files_of_something_else(out):
-        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        raise ValueError(f"out_dir {out} already holds other files ({listed}); choose a new or empty folder, or the "
-                         "folder of an earlier run to train it again")
+        raise ValueError(f"out_dir {out} already holds other files ({first_few(others)}); choose a new or empty "
+                         "folder, or the folder of an earlier run to train it again")
     try:
         check_writable_folder(out)
     except FileExistsError:  # makedirs' words for a file of that name ("File exists")
