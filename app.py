@@ -324,7 +324,7 @@ def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa:
         with contextlib.suppress(ValueError):  # a baseline without one (collapsed) loses its curve; its note says why
             _ = explorer.baseline_threshold
     progress(0.5, desc="sliding the window over the clip")
-    view = explorer.surprise(clip.frames, clip.source_frames)
+    view = explorer.surprise(clip.frames, clip.source_frames, video_file)
     return view.figure, view.overlay, _labelled(view.numbers, video_file, checkpoint)
 
 

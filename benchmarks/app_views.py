@@ -56,7 +56,7 @@ def time_views(explorer: Explorer, path: Path, thumbnails: Path) -> dict:
 
     def surprise():
         clip = explorer.load(path, "surprise")
-        view = explorer.surprise(clip.frames, clip.source_frames)
+        view = explorer.surprise(clip.frames, clip.source_frames, path)
         if explorer.baseline and not isinstance(view.numbers["baseline"], dict):  # a note saying why not
             sys.exit(f"error: {view.numbers['baseline']}: the time of surprise would leave out the baseline's curve "
                      "the app draws beside the model's; nothing written")

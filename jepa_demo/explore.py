@@ -5,7 +5,7 @@
     explorer.masked(one.frames, "multiblock", ratio=0.75, seed=0, source_frames=one.source_frames)
     explorer.neighbors(one.frames, k=8); explorer.embedding_map(one.frames, "num_objects")
     long = explorer.load("clip.mp4", "surprise")             # uint8 (T, H, W, 3), at most max_frames spread over it
-    explorer.surprise(long.frames, long.source_frames)       # times given as the file's frame numbers
+    explorer.surprise(long.frames, long.source_frames, "clip.mp4")  # file's frame numbers; baseline at its size
 
 An `Explorer` is built once per checkpoint and then only read (its patch bank is filled on first use), so every user
 of a server can share it. This module composes `inference`, `gallery` and `views`; it knows nothing about Gradio
@@ -76,9 +76,10 @@ def load_clip(path, size: int = CLIP_PIXELS, max_frames: int = MAX_FRAMES, exact
     `size`, uint8 (T, H, W, 3), with each one's frame number in the file; ClipError with a plain message otherwise.
 
     The four views of one upload all start here (Explorer.load: two decodings, one for surprise and one for the
-    others), and decoding a 10-second 480p clip costs ~0.9 s (every frame must be decoded to reach the ones we keep),
-    so the last few decodings are remembered, keyed by path, size and modification time (and the frame limit and
-    `exactly`): a changed or different file is decoded afresh. Views must not modify the array they get."""
+    others; a third for the pixel baseline's curve where its size is not the model's), and decoding a 10-second
+    480p clip costs ~0.9 s (every frame must be decoded to reach the ones we keep), so the last few decodings are
+    remembered, keyed by path, size and modification time (and the frame limit and `exactly`): a changed or
+    different file is decoded afresh. Views must not modify the array they get."""
     path = Path(path)
     try:
         stat = path.stat() if path.is_file() else None
@@ -296,11 +297,13 @@ class Explorer:
         point = place_on_map(self.gallery, self._embedding(video))
         return map_figure(self.gallery.coords, self.gallery.labels, color_by, highlight=point), point
 
-    def surprise(self, video, source_frames: np.ndarray | None = None) -> SurpriseView:
+    def surprise(self, video, source_frames: np.ndarray | None = None, path=None) -> SurpriseView:
         """Surprise over time, and beside it the baseline's when there is one. Each curve is divided by its model's
         own threshold (errors in latents and in pixels have no common unit): 1 is where the top 5 % of moments in
         plausible clips begin, for either model. `source_frames`: each frame's number in the uploaded file (a long
-        upload is sampled), so the plot and the numbers name the file's frames; None: the frames of `video`."""
+        upload is sampled), so the plot and the numbers name the file's frames; None: the frames of `video`.
+        `path`: the file `video` was decoded from (`load(path, "surprise")`), which the baseline then reads at its
+        own size, as the CLI does; None: it resizes `video`."""
         def in_file(indices: np.ndarray) -> np.ndarray:
             return indices if source_frames is None else np.asarray(source_frames)[indices]
 
@@ -314,7 +317,7 @@ class Explorer:
                    "frames_above_threshold": steps[result.per_step > self.threshold].tolist(),
                    "heatmap_frames": steps[shown_steps].tolist()}
         if self.baseline is not None:
-            numbers["baseline"] = self._baseline_surprise(video, in_file, curves)
+            numbers["baseline"] = self._baseline_surprise(video, source_frames, path, in_file, curves)
         elif self.no_baseline_because:
             numbers["baseline"] = f"no baseline curve: {self.no_baseline_because}"
         figure = surprise_figure(curves, threshold=1.0, y_title="surprise ÷ its own model's threshold",
@@ -325,6 +328,16 @@ class Explorer:
                                    vmax=float(result.heatmap.max()))  # the clip's largest, shown or not
         return SurpriseView(figure=figure, overlay=_strip(overlay), numbers=numbers)
 
+    def _baseline_input(self, path, source_frames) -> np.ndarray:
+        """The frames of the model's decoding, decoded at the baseline's own size: resizing the model's input again
+        blurs twice, and pixel errors follow blur (a 480p clip decoded at 128 pixels, then resized to the baseline's
+        64, moved its score by 15 % from the CLI's, over a threshold calibrated on clips drawn at 64). The same
+        decoding, remembered, where the sizes agree."""
+        clip = load_clip(path, self.baseline.preprocess.resize_to, self.max_frames)
+        if source_frames is not None and not np.array_equal(clip.source_frames, source_frames):
+            raise ValueError(f"{Path(path).name} changed while it was read; upload it again")
+        return clip.frames
+
     def _frames_for(self, model: JEPAModel, video) -> int:
         """What a model's surprise may read of `video`: all of it up to `max_frames` (`load` thinned an upload to
         that already). A model's own limit (4 of its clips) would thin it again, to one frame in 4 of an upload for
@@ -332,13 +345,15 @@ class Explorer:
         for it."""
         return max(min(len(video), self.max_frames), model.surprise_frames())
 
-    def _baseline_surprise(self, video, in_file, curves: dict) -> dict | str:
+    def _baseline_surprise(self, video, source_frames, path, in_file, curves: dict) -> dict | str:
         """The baseline's curve, added to `curves`, and its numbers; a note instead when the clip is too short for
         the baseline's surprise (a checkpoint with a shorter window can still answer). It reads the frames the model
         reads: to its own limit, a 128-frame upload for V-JEPA 2 would be thinned to one frame in two, faster motion
         than the model's curve sees and than the baseline's threshold was calibrated on."""
-        try:  # the clip passed the model's own surprise: what is left to refuse is its length, an overflow, or a
-            threshold = self.baseline_threshold  # baseline without a threshold
+        try:  # the clip passed the model's own surprise: what is left to refuse is its length, an overflow, a
+            threshold = self.baseline_threshold  # baseline without a threshold, or a decoding at its size
+            if path is not None:
+                video = self._baseline_input(path, source_frames)
             other = self.baseline.surprise(video, max_frames=self._frames_for(self.baseline, video))
             check_finite(other.heatmap)
         except ValueError as err:

@@ -343,15 +343,16 @@ def test_surprise_view_of_a_sampled_upload_names_the_files_frames(explorer, tmp_
     assert in_file["peak_frame"] == int(source_frames[sampled["peak_frame"]]) and in_file["step_frames"][-1] > 150
 
 
-def _with_pixel_baseline(explorer, num_frames: int) -> Explorer:
-    """The explorer's model beside a tiny random pixel baseline whose window is `num_frames` frames."""
+def _with_pixel_baseline(explorer, num_frames: int, resize: int = 0) -> Explorer:
+    """The explorer's model beside a tiny random pixel baseline whose window is `num_frames` frames (and which reads
+    clips at short side `resize`, when given)."""
     from jepa_demo.config import model_config_from_preset
     from jepa_demo.inference import JEPAModel
     from jepa_demo.model import VideoJEPA
 
     torch.manual_seed(1)
     pixel = JEPAModel(VideoJEPA(model_config_from_preset("tiny", objective="pixel", num_frames=num_frames)),
-                      dataclasses.replace(explorer.model.preprocess, num_frames=num_frames),
+                      dataclasses.replace(explorer.model.preprocess, num_frames=num_frames, resize=resize),
                       {"model": {}, "preprocess": {}}, "cpu")
     return Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=pixel)
 
@@ -388,6 +389,23 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
         assert isinstance(both["baseline"], dict), both["baseline"]
         for steps in (both["step_frames"], both["baseline"]["step_frames"]):
             assert set(np.diff(steps)) == {2} and steps[-1] == len(clip) - 2
+
+
+def test_the_pixel_baseline_reads_an_upload_at_its_own_size(explorer, tmp_path):
+    """BUG: the baseline resized the model's decoding of an upload (blurred twice), not the file at its own size as
+    the CLI and its calibration read clips: its score moved 15 % for a 480p clip under a 128-pixel checkpoint."""
+    path = tmp_path / "appear.mp4"
+    write_video(path, np.repeat(np.repeat(_appear_clip(), 3, axis=1), 3, axis=2))  # 192 pixels
+    compared = _with_pixel_baseline(explorer, explorer.model.cfg.num_frames, resize=48)  # the model reads 32
+    upload = compared.load(path, "surprise")
+    baseline = compared.surprise(upload.frames, upload.source_frames, path).numbers["baseline"]
+    own = load_clip(path, 48, compared.max_frames)
+    assert own.frames.shape[1] == 48 and upload.frames.shape[1] == compared.clip_size == 32
+    assert baseline["score"] == compared.baseline.surprise(own.frames, max_frames=len(own.frames)).score
+    resized = compared.baseline.surprise(upload.frames, max_frames=len(upload.frames)).score  # what it was
+    assert abs(resized / baseline["score"] - 1) > 0.01, (resized, baseline["score"])
+    changed = compared.surprise(upload.frames, upload.source_frames + 1, path).numbers["baseline"]
+    assert changed == "no pixel baseline curve: appear.mp4 changed while it was read; upload it again"
 
 
 def test_views_refuse_a_model_output_that_is_not_finite(explorer, clip, monkeypatch):
