@@ -9,39 +9,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def check_output(parser, path) -> Path:
-    """`path` as a Path once it can be written; else the script stops now, in one line, not after minutes of work."""
-    if not str(path).strip():  # `--json "$OUT"` with OUT unset: Path("") is the working folder
-        parser.error("--json is empty: give a file name")
-    if str(path).endswith(("/", os.sep)):  # Path drops the slash: "out/" would become a file named out
-        parser.error(f"--json {path}: names a folder (a trailing /): give a file name")
-    path = Path(path)
-    folder = path.parent
-    # os.path, not Path's methods: those raise for a name too long or a folder one may not enter (Python 3.11)
-    if not os.path.isdir(folder):
-        parser.error(f"--json {path}: no folder {folder} (or one this user may not enter)")
-    if os.path.isdir(path):
-        parser.error(f"--json {path}: a folder, not a file")
-    from jepa_demo.checkpoint import cannot_replace, cannot_write_in, is_stream
+    """`--json path` as a Path once it can be written, its folder already there; else the script stops now, in one
+    line, not after minutes of work."""
+    from jepa_demo.cli import output_file
 
-    if is_stream(path):  # /dev/null, /dev/stdout: written straight, whoever may make files beside it
-        if not os.access(path, os.W_OK):
-            parser.error(f"--json {path}: cannot be written")
-        return path
-    if problem := cannot_replace(path):
-        parser.error(f"--json {path}: {problem}")
-
-    if problem := cannot_write_in(folder):
-        parser.error(f"--json {path}: {problem}")
-    try:  # a name too long is found here, not at the final rename after the whole run
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return path
-    except OSError as err:
-        parser.error(f"--json {path}: {err.strerror or err}")
-    # a record kept read-only on purpose is not replaced: by its mode too, as root may write anything
-    if not (os.access(path, os.W_OK) and mode & 0o222):
-        parser.error(f"--json {path}: the file is read-only")
-    return path
+    return output_file(parser, "--json", str(path))
 
 
 def without_app_settings() -> dict[str, str]:

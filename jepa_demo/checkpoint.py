@@ -127,6 +127,36 @@ def cannot_replace(path) -> str | None:
     return None
 
 
+def cannot_write_file(path: Path, make_folders: bool = False) -> str | None:
+    """Why `atomic_write` could not write `path`, or None: for a tool's output, checked before its work, not at the
+    end of it. `make_folders`: the folders missing on the way will be made, else its folder must be there."""
+    if is_stream(path):  # /dev/null, /dev/stdout: written straight, whoever may make files beside it
+        return None if os.access(path, os.W_OK) else "cannot be written"
+    # os.path, not Path's methods: those raise for a name too long or a folder one may not enter (Python 3.11)
+    if os.path.isdir(path):
+        return "a folder, not a file"
+    if problem := cannot_replace(path):
+        return problem
+    folder = path.absolute().parent
+    if make_folders:  # the nearest one there is
+        folder = next(parent for parent in (folder, *folder.parents) if os.path.lexists(parent))
+        if not os.path.isdir(folder):
+            return f"{folder} is a file, not a folder"
+    elif not os.path.isdir(folder):
+        return f"no folder {path.parent} (or one this user may not enter)"
+    if problem := cannot_write_in(folder):
+        return problem
+    try:  # a name too long is found here, not at the final rename after the whole run
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return err.strerror or str(err)
+    # a record kept read-only on purpose is not replaced (a rename needs only the folder's permission): by its mode
+    # too, as root may write anything
+    return None if os.access(path, os.W_OK) and mode & 0o222 else "the file is read-only"
+
+
 def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new one, never half.
     `suffix` ends the temporary name, for writers that choose a format by extension. A stream (`is_stream`) is

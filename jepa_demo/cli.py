@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, first_line, quiet_hub_client
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, cannot_write_file, first_line, quiet_hub_client
 from .inference import load_model
 from .video import VideoError, read_clip, video_info
 
@@ -41,6 +41,18 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         super().error(one_line_name(message))
+
+
+def output_file(parser: argparse.ArgumentParser, option: str, value: str, make_folders: bool = False) -> Path:
+    """`value`, given to `option` to name an output file, as a Path once it can be written (`cannot_write_file`);
+    else the tool stops now with one line, not after minutes of work."""
+    if not value.strip():  # `--json "$OUT"` with OUT unset: Path("") is the working folder
+        parser.error(f"{option} is empty: give a file name")
+    if value.endswith(("/", os.sep)):  # Path drops the slash: "out/" would become a file named out
+        parser.error(f"{option} {value}: names a folder (a trailing /): give a file name")
+    if problem := cannot_write_file(Path(value), make_folders):
+        parser.error(f"{option} {value}: {problem}")
+    return Path(value)
 
 
 class Once(argparse.Action):

@@ -41,14 +41,20 @@ from .checkpoint import (
     SHIPPED_DIR,
     SHIPPED_NAMES,
     CheckpointError,
-    cannot_replace,
-    cannot_write_in,
     first_line,
-    is_stream,
     quiet_hub_client,
     write_json,
 )
-from .cli import Once, OneLineParser, check_finite, one_line_name, out_of_memory, print_any_name, write_nowhere
+from .cli import (
+    Once,
+    OneLineParser,
+    check_finite,
+    one_line_name,
+    out_of_memory,
+    output_file,
+    print_any_name,
+    write_nowhere,
+)
 from .hardware import describe_hardware
 from .inference import JEPAModel, load_model, surprise_score
 from .model import VideoJEPA, effective_rank
@@ -525,12 +531,8 @@ def main(argv=None) -> int:
     if args.resamples > MAX_RESAMPLES:
         parser.error(f"--resamples can be at most {MAX_RESAMPLES}")
     for option, path in (("--json", args.json), ("--report", args.report)):
-        if path is not None and not path.strip():  # `--json "$OUT"` with OUT unset: nothing written, said nowhere
-            parser.error(f"{option} is empty: give a file name")
-        if path and path.endswith(("/", os.sep)):  # Path drops the slash: "out/" would become a file named out
-            parser.error(f"{option} {path}: names a folder (a trailing /): give a file name")
-        if path and (problem := _unwritable(Path(path))):  # found now, not after a 20-minute run
-            parser.error(f"{option} {path}: {problem}")
+        if path is not None:  # found now, not after a 20-minute run
+            output_file(parser, option, path, make_folders=True)
     print_any_name()  # the tables name checkpoints, folders and files
     try:
         # the folder first, checked before any checkpoint loads (a Hub one downloads first)
@@ -659,7 +661,7 @@ def _write_outputs(report: dict, args, command: str) -> list[OSError]:
 
 def _report_problem(report: Path) -> str | None:
     """Why a Markdown report cannot go at `report`, its plots in the folder of its name without .md, or None (the
-    report's own folder is `_unwritable`'s)."""
+    report's own folder is `cannot_write_file`'s)."""
     plots = report.with_suffix("")
     if report.suffix != ".md":
         return "name a Markdown file ending in .md"
@@ -672,23 +674,6 @@ def _report_problem(report: Path) -> str | None:
 
 def _same_path(path: str, *others: str | Path) -> bool:
     return Path(path).resolve() in {Path(other).resolve() for other in others}
-
-
-def _unwritable(path: Path) -> str | None:
-    """Why `path` cannot be written (its folders are made as needed), or None."""
-    if is_stream(path):  # /dev/null, /dev/stdout: written straight, whoever may make files beside it
-        return None if os.access(path, os.W_OK) else "cannot be written"
-    try:  # a name too long, a folder one may not enter: Path.exists raises rather than answer
-        if path.is_dir():
-            return "is a folder"
-        if problem := cannot_replace(path):
-            return problem
-        existing = next(folder for folder in path.absolute().parents if folder.exists())
-    except OSError as err:
-        return f"cannot be looked up ({err.strerror or err})"
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    return cannot_write_in(existing)
 
 
 if __name__ == "__main__":

@@ -364,6 +364,12 @@ def test_bad_options_are_refused_before_the_run(tiny_checkpoint, tmp_path, monke
         with pytest.raises(SystemExit) as stopped:
             main(["--checkpoint", str(tiny_checkpoint), "--json", str(tmp_path / "socket")])
     assert stopped.value.code == 2 and f"--json {tmp_path / 'socket'}: not a regular file" in capsys.readouterr().err
+    kept = tmp_path / "kept.json"  # BUG: replaced after the run (a rename needs only the folder's permission), where
+    kept.write_text("{}")  # the benchmarks' --json, checked apart, refused it
+    kept.chmod(0o444)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--checkpoint", str(tiny_checkpoint), "--json", str(kept)])
+    assert stopped.value.code == 2 and capsys.readouterr().err.endswith(f"--json {kept}: the file is read-only\n")
     with pytest.raises(SystemExit) as stopped:
         main(["--checkpoint", str(tiny_checkpoint), "--pairs", str(len(VIOLATIONS) - 1)])
     assert stopped.value.code == 2 and "one pair per violation kind" in capsys.readouterr().err
