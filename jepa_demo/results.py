@@ -174,12 +174,14 @@ def plot_violations(report: dict, png: Path) -> None:
         scorers = report["pairs"][condition]
         width = 0.8 / len(scorers)
         groups = [*VIOLATIONS, "all"]
+        colors = _colors(len(scorers))
         for i, (name, stats) in enumerate(scorers.items()):
             values = [stats["per_kind"][k]["accuracy"] for k in VIOLATIONS] + [stats["accuracy"]]
             low, high = stats["accuracy_ci"]
             errors = np.full((2, len(groups)), np.nan)  # not 0: matplotlib draws a zero interval's caps
             errors[:, -1] = [stats["accuracy"] - low, high - stats["accuracy"]]
-            ax.bar(np.arange(len(groups)) + i * width, values, width, yerr=errors, capsize=2, label=_label(name))
+            ax.bar(np.arange(len(groups)) + i * width, values, width, yerr=errors, capsize=2, label=_label(name),
+                   color=colors[i])
         ax.axhline(0.5, color="k", lw=0.8, ls="--")
         ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups, rotation=30, fontsize=8)
         ax.set_title(f"{condition} clips", fontsize=10)
@@ -195,9 +197,11 @@ def plot_probes(report: dict, png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.9), sharey=True, constrained_layout=True)
     labels = [*PROBE_LABELS, "mean"]
     width = 0.8 / len(rep)
+    colors = _colors(len(rep))
     for ax, probe in zip(axes, ("knn", "linear")):
         for i, (name, scores) in enumerate(rep.items()):
-            ax.bar(np.arange(len(labels)) + i * width, [scores[probe][k] for k in labels], width, label=_label(name))
+            ax.bar(np.arange(len(labels)) + i * width, [scores[probe][k] for k in labels], width, label=_label(name),
+                   color=colors[i])
         ax.scatter(np.arange(len(labels)) + 0.4 - width / 2, [report["majority"][k] for k in labels], marker="_",
                    s=400, color="k", label="most common value", zorder=3)
         ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, fontsize=8)
@@ -221,9 +225,25 @@ def _label(name: str) -> str:
     return ("\u200b" + name if name.startswith("_") else name).replace("$", r"\$")  # a zero-width space first
 
 
+def _colors(count: int) -> list:
+    """One colour per scorer: matplotlib's ten while they are enough, else `count` spread over a colour map (the
+    cycle of ten would give two of eleven checkpoints the same colour)."""
+    if count <= 10:
+        return [f"C{i}" for i in range(count)]
+    return list(plt.get_cmap("turbo")(np.linspace(0.05, 0.95, count)))
+
+
 def _legend_below(fig, ax) -> None:
+    """The legend under the plots, in one row where it fits the figure's width, else in as few rows as do: one row
+    of a few more checkpoints was wider than the figure, and the names past its edges were cut off, leaving their
+    bars unnamed."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8, frameon=False)
+    renderer = fig.canvas.get_renderer()
+    for ncols in range(len(labels), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8, frameon=False)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
+            return
+        legend.remove()
 
 
 def _save(fig, png: Path) -> None:

@@ -482,6 +482,29 @@ def test_the_plots_name_a_checkpoint_whose_name_starts_with_an_underscore(tmp_pa
         assert "_scratch" in [text.get_text().lstrip("\u200b") for text in figure.legends[0].get_texts()]
 
 
+def test_the_plots_name_and_colour_apart_every_one_of_many_checkpoints(monkeypatch):
+    """BUG: the legend was one row whatever its length: from six checkpoints on its ends were cut off at the
+    figure's edges (from eight, whole names were gone), and from eleven scorers matplotlib's ten colours repeated."""
+    from matplotlib.patches import Rectangle
+
+    from jepa_demo import results
+
+    report = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results.json").read_text())
+    for i in range(12):  # what `evaluate --checkpoint A --checkpoint B ...` of a sweep of runs reports
+        for scorers in (*report["pairs"].values(), report["representation"]):
+            scorers[f"sweep-run-number-{i}"] = scorers["jepa-sigreg"]
+    figures = []
+    monkeypatch.setattr(results, "_save", lambda fig, png: figures.append(fig))
+    results.plot_violations(report, Path("unused.png"))
+    results.plot_probes(report, Path("unused.png"))
+    for figure, count in zip(figures, (len(report["pairs"]["clean"]), len(report["representation"]))):
+        figure.canvas.draw()
+        legend = figure.legends[0]
+        assert figure.bbox.x0 <= legend.get_window_extent().x0 < legend.get_window_extent().x1 <= figure.bbox.x1
+        boxes = [handle for handle in legend.legend_handles if isinstance(handle, Rectangle)]
+        assert len(boxes) == count == len({tuple(box.get_facecolor()) for box in boxes}) >= 16
+
+
 @pytest.mark.parametrize("name", [RANDOM, FRAME_DIFFERENCE, MAJORITY])
 def test_a_checkpoint_named_like_one_of_the_suites_scorers_is_refused_before_loading(name, tiny_checkpoint, tmp_path,
                                                                                       monkeypatch, capsys):
