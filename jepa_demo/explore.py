@@ -32,7 +32,7 @@ from .gallery import (
     load_or_build_gallery,
     nearest,
     place_on_map,
-    remove_old_thumbnails,
+    remove_old_formats,
     thumbnail_folder,
 )
 from .inference import JEPAModel
@@ -151,7 +151,7 @@ class Explorer:
         self.gallery = load_or_build_gallery(model, cache_dir, num_clips=num_clips, progress=progress)
         self.cache_dir = cache_folder(cache_dir)
         self.thumbnail_dir = thumbnail_folder(self.cache_dir, self.gallery.fingerprint)
-        remove_old_thumbnails(self.cache_dir)
+        remove_old_formats(self.cache_dir)
         self._built: dict = {}
         self._build_locks = {name: threading.Lock() for name in ("bank", "baseline_threshold")}
 

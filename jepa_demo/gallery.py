@@ -305,12 +305,7 @@ def _build_into_cache(model: JEPAModel, cache_dir, num_clips: int, progress: Pro
         warnings.warn(f"cannot cache the gallery in {path.parent} ({err.strerror or err}); {where} would start "
                       "faster next time", stacklevel=3)
         return gallery, None
-    # files of an older format are never read again (other checkpoints' current ones stay, and a newer format's: a
-    # newer install may share the cache, and would rebuild its files as this one rebuilt its own)
-    for old in _gallery_files(path.parent):
-        if _format_of(old) < GALLERY_FORMAT:
-            with contextlib.suppress(OSError):  # gone already (another process), or not ours to remove
-                old.unlink()
+    remove_old_formats(cache_dir)
     return gallery, path
 
 
@@ -325,9 +320,14 @@ def _gallery_files(folder: Path) -> list[Path]:
             if _OUR_FILE.fullmatch(path.name)]
 
 
-def remove_old_thumbnails(cache_dir=None) -> None:
-    """Remove the thumbnail folders of older gallery formats from the served folder: no gallery of theirs is read
-    again, and each holds up to one GIF per gallery clip. A newer format's stay: a newer install may share the cache."""
+def remove_old_formats(cache_dir=None) -> None:
+    """Remove what older gallery formats left in the cache folder, never read again: galleries, thresholds and
+    thumbnail folders (up to one GIF per gallery clip). Other checkpoints' current ones stay, and a newer format's: a
+    newer install may share the cache, and would rebuild its files as this one rebuilt its own."""
+    for old in _gallery_files(cache_folder(cache_dir)):
+        if _format_of(old) < GALLERY_FORMAT:
+            with contextlib.suppress(OSError):  # gone already (another process), or not ours to remove
+                old.unlink()
     for folder in served_folder(cache_dir).glob("thumbnails-*"):
         match = _OUR_THUMBNAILS.fullmatch(folder.name)
         if match and int(match[1]) < GALLERY_FORMAT:
@@ -369,14 +369,15 @@ def _write_threshold(path: Path, threshold: float) -> None:
 
 def ship(model: JEPAModel, gallery: Gallery) -> list[Path]:
     """Write `gallery` and its threshold into the model's checkpoint folder, removing gallery and threshold files left
-    there for other weights or an older format. Returns the two files."""
+    there for other weights or an older format (a newer format's stay: a newer install shipped them, and reads them).
+    Returns the two files."""
     if model.folder is None:
         raise ValueError("only a model loaded from a checkpoint folder can carry its gallery")
     if gallery.fingerprint != model_fingerprint(model):
         raise ValueError("the gallery was built for another model")
     current = (_gallery_name(gallery.fingerprint, len(gallery.seeds)), _threshold_name(gallery.fingerprint))
     for old in _gallery_files(model.folder):
-        if _format_of(old) != GALLERY_FORMAT or f"-{gallery.fingerprint}-" not in old.name:
+        if _format_of(old) < GALLERY_FORMAT or f"-{gallery.fingerprint}-" not in old.name:
             old.unlink()
     _write(model.folder / current[0], gallery)
     _write_threshold(model.folder / current[1], gallery.surprise_threshold)

@@ -288,11 +288,19 @@ def test_building_into_the_cache_removes_files_of_older_formats_only(built, mode
     assert sorted(tmp_path.iterdir()) == sorted([*another_checkpoints, gallery_cache_path(model, tmp_path, CLIPS)])
 
 
-def test_thumbnail_folders_of_older_formats_are_removed_when_an_explorer_starts(built, model, tmp_path, monkeypatch):
-    """BUG: a format change left the old thumbnails (up to one GIF per gallery clip, per checkpoint) forever."""
+def test_files_of_older_formats_are_removed_when_an_explorer_starts(built, model, tmp_path, monkeypatch):
+    """BUG: a format change left the old thumbnails (up to one GIF per gallery clip, per checkpoint) forever, and the
+    old galleries and thresholds until a gallery was built: never, for an app reading shipped or cached ones."""
     from jepa_demo.explore import Explorer
 
     monkeypatch.setattr(gallery_module, "build_gallery", _stand_in_build(built[0], []))
+    load_or_build_gallery(model, tmp_path, num_clips=CLIPS)  # the Explorer reads it, building nothing
+    monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)
+    older_files = [tmp_path / f"gallery-{'0' * 16}-{CLIPS}clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}.npz",
+                   tmp_path / f"threshold-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}.json"]
+    newer_file = tmp_path / f"threshold-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT + 1}.json"
+    for path in (*older_files, newer_file):
+        path.write_text("x")
     served = gallery_module.served_folder(tmp_path)
     older = served / f"thumbnails-{'0' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}"
     current = served / f"thumbnails-{'1' * 16}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}"  # another checkpoint's
@@ -303,6 +311,7 @@ def test_thumbnail_folders_of_older_formats_are_removed_when_an_explorer_starts(
         (folder / "0.gif").write_text("x")
     Explorer(model, cache_dir=tmp_path, num_clips=CLIPS)
     assert sorted(served.iterdir()) == sorted([current, newer, not_ours])
+    assert newer_file.exists() and not any(path.exists() for path in older_files)
 
 
 def test_missing_cache_dir_is_created(built, model, tmp_path, monkeypatch):
@@ -515,6 +524,9 @@ def test_cli_ship_puts_the_gallery_beside_the_weights_where_it_is_read_before_an
              folder / f"threshold-{gallery.fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT - 1}.json"]  # old format
     for path in stale:
         path.write_text("stale")
+    # BUG: a newer format's, which a newer install shipped and reads (it would rebuild: minutes), was removed too
+    newer = folder / f"gallery-{gallery.fingerprint}-300clips-seed{GALLERY_SEED}-v{GALLERY_FORMAT + 1}.npz"
+    newer.write_text("newer")
     monkeypatch.setattr(gallery_module, "build_gallery", _refuse_to_build)  # the cached gallery is what ships
     devices, load = [], cli.load_model
     monkeypatch.setattr(cli, "load_model",
@@ -523,7 +535,7 @@ def test_cli_ship_puts_the_gallery_beside_the_weights_where_it_is_read_before_an
                                 "--ship"]) == 0
     assert devices == ["cpu"]  # BUG: on a GPU, bf16 files were shipped and the float32 ones CPUs read removed
     shipped = {p.name for p in folder.glob("*") if p.name.startswith(("gallery-", "threshold-"))}
-    assert shipped == {gallery_cache_path(model, None, CLIPS).name,
+    assert shipped == {gallery_cache_path(model, None, CLIPS).name, newer.name,
                        f"threshold-{gallery.fingerprint}-seed{GALLERY_SEED}-v{GALLERY_FORMAT}.json"}
 
     empty = tmp_path / "empty-cache"
