@@ -60,6 +60,11 @@ class WorldConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be a whole number, got {value!r}")
+            object.__setattr__(self, name, int(value))  # a NumPy int32 would wrap round in the clip's size below
+        for name in ("gravity_prob", "occluder_prob", "noise_std", "gravity"):
+            # True was noise_std 1 (a clip of noise) and occluder_prob 1; a string met a bare TypeError below
+            if not _is_number(value := getattr(self, name)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         if not 16 <= self.size <= 1024:
             raise ValueError(f"size must be between 16 and 1024 pixels, got {self.size}")
         if not 2 <= self.num_frames <= 4096:
@@ -95,8 +100,13 @@ class WorldConfig:
                              "in the frame: lower max_objects or the radius range") from None
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_fraction_range(name: str, value, low: float, high: float) -> None:
-    if not (isinstance(value, (tuple, list)) and len(value) == 2 and low <= value[0] <= value[1] <= high):
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_number, value))
+            and low <= value[0] <= value[1] <= high):
         raise ValueError(f"{name} is a (min, max) pair of fractions of size with {low} <= min <= max <= {high}, "
                          f"got {value!r}")
 
@@ -185,9 +195,10 @@ def make_pair(seed: int, kind: str, cfg: WorldConfig = WorldConfig(),
     (an object in plain view at the violation frame; for pass_through, a collision in view inside the allowed
     window whose pair, not bouncing, is drawn over each other; for appear, a free spot and a path clear of the
     others) and shows in the pixels, at the violation frame or after it: the frame is the event's, and a
-    pass-through's twins can part a frame later (at the collision frame the bounce has moved the pair apart by less
-    than a pixel). Both share their irrelevant detail (noise, background,
-    flicker) frame by frame, after the violation too: a scorer comparing them sees the violation, not other noise.
+    pass-through's twins can part a frame or two later (at the collision frame the bounce has moved the pair apart by
+    less than a pixel; two frames in about 1 pair of 150 at 16 pixels). Both share their irrelevant detail (noise,
+    background, flicker) frame by frame, after the violation too: a scorer comparing them sees the violation, not
+    other noise.
     `labels["seed"]` is the seed used: render_clip(labels["seed"], cfg, kind, frame) gives the twin again."""
     _check_kind(kind, cfg)
     seed = _check_seed(seed)
@@ -220,7 +231,8 @@ def _check_seed(seed) -> int:
 # spot and an appearance's room and colour, but give a pass-through its collisions.
 _EASIER = {"teleport": "fewer or smaller objects (room to land)",
            "vanish": "a lower occluder_prob (objects in plain view)",
-           "appear": "fewer or smaller objects (room and an unused colour for the newcomer)",
+           "appear": "fewer or smaller objects, or shorter clips (room, an unused colour and a path clear of the "
+                     "others to the clip's end for the newcomer)",
            "color_change": "fewer objects (an unused colour)",
            "shape_change": "a lower occluder_prob (objects in plain view)",
            "pass_through": "more objects or longer clips (collisions in view)"}

@@ -708,6 +708,26 @@ def test_a_vanished_object_pushes_no_other_object_after_it_is_gone():
     assert not np.allclose(p["pos"][t:, partner], v["pos"][t:, partner])
 
 
+@pytest.mark.parametrize("settings", [dict(noise_std=True), dict(occluder_prob=True), dict(gravity_prob=None),
+                                      dict(noise_std="0.05"), dict(gravity=False), dict(speed=(False, False)),
+                                      dict(radius=(0.07, "0.1"))])
+def test_a_setting_that_is_no_number_is_refused_by_name(settings):
+    """BUG: noise_std=True (meant as 'add noise') drew noise of full intensity, occluder_prob=True an occluder in
+    every clip, speed=(False, False) still objects; a string or None met a bare TypeError."""
+    [(name, value)] = settings.items()
+    with pytest.raises(ValueError, match=f"^{name} (must be a number|is a \\(min, max\\) pair of fractions of size "
+                                         f"with .*), got {re.escape(repr(value))}$"):
+        WorldConfig(**settings)
+
+
+def test_numpy_whole_numbers_are_taken_as_python_ones():
+    """BUG: NumPy int32 settings (NumPy's default integer on Windows before 2.0) wrapped round in the clip-size check,
+    which then let a 12 GB clip through, to be drawn."""
+    with pytest.raises(ValueError, match="^4096 frames of 1024 px make a clip of 12288 MB"):
+        WorldConfig(size=np.int32(1024), num_frames=np.int32(4096))
+    assert WorldConfig(size=np.int32(32), num_frames=np.int16(8)) == WorldConfig(size=32, num_frames=8)
+
+
 @pytest.mark.parametrize("seed", [-1, 1.5, True, "3"])
 def test_a_seed_that_is_no_whole_number_of_at_least_0_is_refused_by_name(seed):
     """BUG: -1 gave NumPy's 'expected non-negative integer', 1.5 a TypeError, and True drew seed 1's clip."""
