@@ -59,7 +59,7 @@ def heat_overlay(frames: np.ndarray, values: np.ndarray, patch: int, tubelet: in
     frames, values = np.asarray(frames), np.asarray(values, dtype=np.float64)
     _check_frames(frames, values.shape, patch, tubelet)
     top = values.max(initial=0.0) if vmax is None else vmax
-    scaled = np.clip(values / top, 0, 1) if top > 0 else np.zeros_like(values)
+    scaled = np.clip(values / top, 0, 1) if top > 0 else (values > 0).astype(float)  # a scale of 0: any error tops it
     colours = matplotlib.colormaps["inferno"](scaled)[..., :3] * 255  # (t, h, w, 3)
     blended = (1 - alpha) * frames + alpha * upsample_tokens(colours, patch, tubelet)
     if where is not None:

@@ -90,6 +90,9 @@ def test_heat_overlay_runs_from_black_at_zero_to_bright_at_vmax():
     shown = heat_overlay(np.zeros_like(_noise_frames()), values, PATCH, TUBELET, vmax=2.0, alpha=1.0)
     assert shown[_token_pixels(0, 0, 0)].max() < 10  # inferno's black
     assert shown[_token_pixels(1, 2, 3)][..., :2].min() > 240  # its pale yellow
+    # BUG: a scale of 0 (another clip's, all of whose errors are 0) drew every error black, as if predicted exactly
+    shown = heat_overlay(np.zeros_like(_noise_frames()), values, PATCH, TUBELET, vmax=0.0, alpha=1.0)
+    assert shown[_token_pixels(0, 0, 0)].max() < 10 and shown[_token_pixels(1, 2, 3)][..., :2].min() > 240
 
 
 def test_heat_overlay_where_leaves_the_other_tokens_as_they_were():
