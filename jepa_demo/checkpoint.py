@@ -528,7 +528,7 @@ def build_model(path_or_repo_id, source: str | None = None) -> tuple[VideoJEPA, 
     _check_shapes(folder, shapes, model_cfg)
     tensors, metadata = read_weights(folder)  # before the model is allocated: a damaged file fails at once
     state = clean_state_dict(tensors)
-    model = VideoJEPA(model_cfg)
+    model = VideoJEPA(model_cfg).float()  # float32 as saved, whatever torch's default dtype (float64 in some notebooks)
     if re.fullmatch(r"[0-9]{1,18}", metadata.get("step", "")):  # not isdigit(): "²" is a digit int() refuses
         # A save renames the weights, then the config: a run stopped between the two leaves the config a save behind
         config["step"] = int(metadata["step"])

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .checkpoint import build_model, device_for, input_mismatch, resolve_checkpoint
 from .config import PreprocessConfig, to_dict
-from .masks import mask_to_indices, sample_mask
+from .masks import check_ratio, mask_to_indices, sample_mask
 from .model import VideoJEPA, latent_error
 from .preprocess import (
     check_video_array,
@@ -170,7 +170,9 @@ class JEPAModel:
     @torch.inference_mode()
     def predict_masked(self, video, mask="multiblock", seed: int = 0, ratio: float = 0.75) -> MaskedPrediction:
         """Hide tokens (a mask name, a (t, h, w) bool array, or flat hidden indices, each once), predict them,
-        compare. `predicted`, `target` and the errors come in flattened grid order, whatever order indices came in."""
+        compare. `predicted`, `target` and the errors come in flattened grid order, whatever order indices came in.
+        `ratio`: the share hidden by "tube" and "random" masks (the others have their own sizes; checked anyway)."""
+        check_ratio(ratio)
         x = self._input(video, self.cfg.num_frames)
         hidden = self._resolve_mask(mask, seed, ratio)
         context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))
@@ -178,7 +180,7 @@ class JEPAModel:
             predicted = self.net.predict(x, context_idx, target_idx)[0]  # (M, D)
             target = self.net.encode_targets(x, target_idx)[0]  # (M, D)
         errors = latent_error(predicted, target).cpu()  # (M,)
-        error_map = torch.zeros(hidden.numel())
+        error_map = torch.zeros(hidden.numel(), dtype=torch.float32)  # not torch's default dtype, which may be float64
         error_map[target_idx[0].cpu()] = errors
         return MaskedPrediction(mask=hidden.numpy(), predicted=predicted.float().cpu().numpy(),
                                 target=target.float().cpu().numpy(), error_map=error_map.view(hidden.shape).numpy(),
@@ -267,7 +269,7 @@ class JEPAModel:
         usable = len(frame_index) // self.cfg.tubelet * self.cfg.tubelet
         if usable < needed:
             thinned = (f" (one in {frame_index[1]} kept to stay within max_frames={max_frames}: {len(frame_index)} "
-                       "left)") if len(frame_index) < len(video) else ""
+                       f"left; max_frames={len(video)} keeps every frame)") if len(frame_index) < len(video) else ""
             raise ValueError(f"surprise needs a clip of at least {needed} frames ({why}), got {len(video)}{thinned}")
         frame_index = frame_index[:usable]
         x = self._preprocessed(_numpy(video), frame_index)
@@ -302,12 +304,12 @@ def surprise_score(per_step: np.ndarray) -> float:
 def _average_by_step(errors: torch.Tensor, steps_in_clip: int, first_predicted: int) -> np.ndarray:
     """Window errors (W, F, h, w) -> one map per clip step (S, h, w), averaging windows that predict that step."""
     num_windows, future, h, w = errors.shape
-    total = torch.zeros(steps_in_clip, h, w)
-    count = torch.zeros(steps_in_clip, 1, 1)
+    total = torch.zeros(steps_in_clip, h, w, dtype=errors.dtype)  # float32: torch's default may be float64
+    count = torch.zeros(steps_in_clip, 1, 1, dtype=errors.dtype)
     for f in range(future):
         steps = torch.arange(num_windows) + first_predicted + f
         total.index_add_(0, steps, errors[:, f])
-        count.index_add_(0, steps, torch.ones(num_windows, 1, 1))
+        count.index_add_(0, steps, torch.ones(num_windows, 1, 1, dtype=errors.dtype))
     return (total[first_predicted:] / count[first_predicted:]).numpy()
 
 

@@ -30,7 +30,7 @@ def multiblock_mask(grid, gen: torch.Generator, long_range: bool | None = None) 
     """Union of rectangular blocks, each hidden through all time steps. `long_range=None`: coin flip."""
     t, h, w = grid
     if long_range is None:
-        long_range = bool(torch.rand((), generator=gen) < 0.5)
+        long_range = bool(torch.rand((), generator=gen, dtype=torch.float32) < 0.5)
     num_blocks, scale = _LONG_RANGE if long_range else _SHORT_RANGE
     spatial = torch.zeros(h, w, dtype=torch.bool)
     for _ in range(num_blocks):
@@ -65,7 +65,9 @@ def random_mask(grid, gen: torch.Generator, ratio: float = 0.75) -> torch.Tensor
 
 
 def sample_mask(kind: str, grid, gen: torch.Generator, ratio: float = 0.75, num_future: int = 2) -> torch.Tensor:
-    """Dispatch by name; `ratio` applies to tube/random, `num_future` to future."""
+    """Dispatch by name; `ratio` applies to tube/random, `num_future` to future. A `ratio` out of range is refused
+    whatever the kind: multiblock hiding ~90 % of a clip asked for "at 0.3" would be a silent surprise."""
+    check_ratio(ratio)
     if kind == "multiblock":
         return multiblock_mask(grid, gen)
     if kind == "tube":
@@ -93,16 +95,21 @@ def mask_to_indices(mask: torch.Tensor, batch_size: int = 1) -> tuple[torch.Tens
 
 def _block_size(h: int, w: int, scale: float, gen: torch.Generator) -> tuple[int, int]:
     low, high = (math.log(a) for a in _ASPECT_RANGE)
-    aspect = math.exp(low + (high - low) * float(torch.rand((), generator=gen)))
+    # float32 whatever torch's default dtype: a float64 default draws other numbers, so another mask for a seed
+    aspect = math.exp(low + (high - low) * float(torch.rand((), generator=gen, dtype=torch.float32)))
     area = scale * h * w
     bh = max(1, min(h, round(math.sqrt(area * aspect))))
     bw = max(1, min(w, round(math.sqrt(area / aspect))))
     return bh, bw
 
 
-def _random_subset(n: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
+def check_ratio(ratio) -> None:
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio < 1:
         raise ValueError(f"mask ratio must be a number strictly between 0 and 1, got {ratio!r}")
+
+
+def _random_subset(n: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
+    check_ratio(ratio)
     num_hidden = min(n - 1, max(1, round(ratio * n)))
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.randperm(n, generator=gen)[:num_hidden]] = True

@@ -28,6 +28,7 @@ def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
     14, 17, ...), and an object seeming to speed up is a motion the model reads. A clip shorter than `num_frames`
     has frames repeated: each step shows the frame nearest its time, so the first and last frames are shown about
     half as often as the others (3 frames to 16: 4, 8 and 4 times)."""
+    num_frames = positive_int("num_frames", num_frames)  # 0 gave an empty clip, as if an answer
     if num_available < 1:
         raise ValueError("the clip has no frames")
     if num_available < num_frames:
@@ -80,8 +81,9 @@ def preprocess_video(video, cfg: PreprocessConfig, num_frames: int | None = None
         frames = video if picked is None else video[torch.from_numpy(picked).to(video.device)]
     x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
     x = resize_and_crop(x, cfg.img_size, cfg.resize_to) / 255.0
-    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)  # the frames' device: a CUDA tensor may come in
-    std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
+    # the frames' device: a CUDA tensor may come in; float32 whatever torch's default dtype (float64 in some notebooks)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
 
@@ -110,7 +112,7 @@ def resize_and_crop(x: torch.Tensor, size: int, short_side: int | None = None) -
 
 def denormalize(x: torch.Tensor, cfg: PreprocessConfig) -> np.ndarray:
     """Inverse of `preprocess_video` for display: (3, T, S, S) -> uint8 (T, S, S, 3)."""
-    mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
-    std = torch.tensor(cfg.std).view(3, 1, 1, 1)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1, 1)
     pixels = ((x.detach().cpu().float() * std + mean) * 255).round().clamp(0, 255)
     return pixels.to(torch.uint8).permute(1, 2, 3, 0).numpy()

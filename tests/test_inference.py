@@ -90,6 +90,32 @@ def test_predict_masked_refuses_a_seed_or_ratio_that_is_not_a_number(model):
     for ratio in ("0.5", None, float("nan"), 1):
         with pytest.raises(ValueError, match=f"mask ratio must be a number strictly between 0 and 1, got {ratio!r}"):
             model.predict_masked(_clip(), mask="random", ratio=ratio)
+    hidden = np.zeros(model.cfg.grid, bool)
+    hidden[-1] = True
+    for mask in ("multiblock", "future", hidden):  # BUG: ratio=5 or -1 accepted without a word (multiblock hid ~90 %)
+        with pytest.raises(ValueError, match="mask ratio must be a number strictly between 0 and 1, got 5"):
+            model.predict_masked(_clip(), mask=mask, ratio=5)
+
+
+def test_torch_default_dtype_float64_changes_no_answer(tiny_checkpoint):
+    """BUG: with torch.set_default_dtype(torch.float64) (common in notebooks) preprocessing made float64 input, which
+    a model loaded before refused (a Conv3d dtype error), one loaded after was built in float64 and surprise and
+    predict_masked failed on float32 errors; a multiblock mask of a seed came out another mask."""
+    from jepa_demo.inference import load_model
+    from jepa_demo.preprocess import preprocess_video
+
+    clip = _clip(frames=24)
+    before = load_model(tiny_checkpoint, device="cpu")
+    answers = (before.embed(clip), before.surprise(clip).heatmap, before.predict_masked(clip, seed=3).error_map)
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert preprocess_video(clip, before.preprocess).dtype == torch.float32
+        for model in (before, load_model(tiny_checkpoint, device="cpu")):
+            again = (model.embed(clip), model.surprise(clip).heatmap, model.predict_masked(clip, seed=3).error_map)
+            for answer, same in zip(answers, again):
+                assert same.dtype == np.float32 and np.array_equal(answer, same)
+    finally:
+        torch.set_default_dtype(torch.float32)
 
 
 def test_reversed_and_mirrored_views_read_as_their_copies(model):
@@ -239,7 +265,8 @@ def test_surprise_thins_long_clips_and_refuses_short_ones(model):
     assert len(model.surprise(_clip(frames=6)).per_step) == 2
     with pytest.raises(ValueError, match=rf"max_frames must be at least 6 \({why}\), got 5"):
         model.surprise(_clip(frames=200), max_frames=5)
-    thinned = r"at least 6 frames .*, got 9 \(one in 2 kept to stay within max_frames=6: 5 left\)"
+    thinned = (r"at least 6 frames .*, got 9 \(one in 2 kept to stay within max_frames=6: 5 left; max_frames=9 "
+               r"keeps every frame\)")
     with pytest.raises(ValueError, match=thinned):
         model.surprise(_clip(frames=9), max_frames=6)
     for future_steps in (0, model.cfg.grid[0]):  # a window must keep one step to predict from

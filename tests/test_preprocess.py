@@ -30,6 +30,11 @@ def test_frame_sampling_keeps_one_step_and_repeats_when_short():
     assert sample_frame_indices(2, 4).tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError):
         sample_frame_indices(0, 4)
+    for frames in (0, -3):  # BUG: an empty clip, as if an answer, from the one preprocessing path
+        with pytest.raises(ValueError, match=f"num_frames must be at least 1, got {frames}"):
+            sample_frame_indices(16, frames)
+    with pytest.raises(ValueError, match="num_frames must be an integer, got 2.5"):  # was an IndexError
+        sample_frame_indices(16, 2.5)
 
 
 def test_short_side_resize_then_centre_crop():
