@@ -334,6 +334,26 @@ def test_the_terminal_demo_on_a_full_disk_is_one_line(files):
     assert closed.returncode == 2 and closed.stderr == "error: standard output is closed; nowhere to write the tour\n"
 
 
+def test_the_terminal_demo_scores_a_plausible_clip_shared_by_several_kinds_once(tiny_checkpoint, monkeypatch, capsys):
+    """BUG: the plausible twin, one clip for every kind whose pair starts at the same seed, was scored once per kind:
+    twelve surprise runs for seven clips (hours of V-JEPA 2 on a CPU)."""
+    from jepa_demo import demo
+    from jepa_demo.inference import JEPAModel
+    from jepa_demo.world import WorldConfig, make_pair
+
+    kinds = ["vanish", "appear", "color_change"]
+    cfg = WorldConfig(size=32, num_frames=32)  # the tour's clips for the tiny model
+    assert len({make_pair(0, kind, cfg)[0].labels["seed"] for kind in kinds}) == 1  # one plausible clip for all
+    scored, surprise = [], JEPAModel.surprise
+    monkeypatch.setattr(JEPAModel, "surprise", lambda self, *args, **kwargs: scored.append(1) or surprise(
+        self, *args, **kwargs))
+    assert demo.main(["--checkpoint", str(tiny_checkpoint), *(arg for kind in kinds for arg in ("--kind", kind))]) == 0
+    out = capsys.readouterr().out
+    assert len(scored) == len(kinds) + 1 and out.count("plausible") == len(kinds)
+    # the same score each time (its sparkline is drawn on each pair's own scale)
+    assert len({line.split("score")[1] for line in out.splitlines() if line.strip().startswith("plausible")}) == 1
+
+
 def test_the_terminal_demo_out_of_memory_at_load_is_one_line_and_a_bug_is_not(monkeypatch, capsys):
     from jepa_demo import cli, demo
 
