@@ -44,8 +44,12 @@ MIN_PER_LABEL = 4
 def labelled_videos(root) -> tuple[list[Path], list[str]]:
     """Every video file in `root`'s sub-folders and its label. ValueError when fewer than two labels hold
     MIN_PER_LABEL files: nothing to tell apart."""
-    labelled = [(path, label) for path in list_videos(root) if (label := folder_label(path, root)) is not None]
-    check_labels(root, Counter(label for _, label in labelled), "videos")
+    listed = list_videos(root)
+    labelled = [(path, label) for path in listed if (label := folder_label(path, root)) is not None]
+    unlabelled = len(listed) - len(labelled)
+    check_labels(root, Counter(label for _, label in labelled), "videos",
+                 hint=f"; {unlabelled} lie directly in the folder, where no sub-folder names their label" if unlabelled
+                 else "")
     return [path for path, _ in labelled], [label for _, label in labelled]
 
 
@@ -66,11 +70,12 @@ def enough_labels(counts) -> bool:
     return sum(count >= MIN_PER_LABEL for count in counts.values()) >= 2
 
 
-def check_labels(root, counts: Counter, what: str, unreadable: list[str] = ()) -> None:
-    """`unreadable`: why files could not be read, the reason so few are left (named: the first of them)."""
+def check_labels(root, counts: Counter, what: str, unreadable: list[str] = (), hint: str = "") -> None:
+    """`unreadable`: why files could not be read, the reason so few are left (named: the first of them); `hint`, a
+    further reason, added to the message."""
     if not enough_labels(counts):
         found = ", ".join(f"{label} ({count})" for label, count in sorted(counts.items()))
-        why = f"; {len(unreadable)} could not be read (first: {unreadable[0]})" if unreadable else ""
+        why = (f"; {len(unreadable)} could not be read (first: {unreadable[0]})" if unreadable else "") + hint
         raise ValueError(f"{root}: the probe needs two sub-folders (labels) holding at least {MIN_PER_LABEL} {what} "
                          f"each; found {found or 'none'}{why}")
 

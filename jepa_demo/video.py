@@ -230,14 +230,15 @@ def list_videos(root, what: str | None = None, hint: str = "") -> list[Path]:
 def _video_files(root: Path, what: str) -> list[Path]:
     """Files and folders whose names start with a dot are left out. Sub-folders that are links are followed (a probe
     folder of links to where each label's videos live; rglob skipped them, and their labels with them), except a link
-    back to a folder above it, which would loop. A file reached by two paths counts once, under the shorter (then the
-    first in order): root/dogs/a.mp4 rather than root/cats/friends/a.mp4 through a link to ../dogs. A folder that
+    back to a folder above it, which would loop. A file reached by two paths (links, symbolic or hard) counts once,
+    under the shorter one in a sub-folder (then the first in order): root/dogs/a.mp4 rather than
+    root/cats/friends/a.mp4 through a link to ../dogs, or than root/a.mp4, which no sub-folder labels. A folder that
     cannot be listed, or a link to something missing (a label folder on a drive not mounted), is an error rather than
     a label or a file silently missing."""
     def refuse(err: OSError):
         raise ValueError(f"{what}: cannot read the folder {err.filename} ({err.strerror or err})")
 
-    real_folders, by_file = {}, {}  # walked folder -> its real path; real file -> the paths reaching it
+    real_folders, by_file = {}, {}  # walked folder -> its real path; file (device, inode) -> the paths reaching it
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=refuse):
         real = real_folders[Path(folder)] = os.path.realpath(folder)
         if any(real_folders.get(parent) == real for parent in Path(folder).parents):
@@ -253,10 +254,13 @@ def _video_files(root: Path, what: str) -> list[Path]:
             try:  # a folder that lists but cannot be entered (chmod 644: no x) raises from is_symlink and is_file
                 _check_link(path, what)
                 if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-                    by_file.setdefault(os.path.realpath(path), []).append(path)
+                    file = path.stat()  # not realpath, blind to hard links (cp -al, rsync --link-dest)
+                    by_file.setdefault((file.st_dev, file.st_ino), []).append(path)
             except OSError as err:
                 raise ValueError(f"{what}: cannot read {path} ({err.strerror or err})") from None
-    return [min(paths, key=lambda path: (len(path.parts), str(path))) for paths in by_file.values()]
+    depth = len(Path(root).parts)
+    return [min(paths, key=lambda path: (len(path.parts) == depth + 1, len(path.parts), str(path)))
+            for paths in by_file.values()]
 
 
 def _check_link(path: Path, what: str) -> None:

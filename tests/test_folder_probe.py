@@ -1,6 +1,7 @@
 """The kNN probe of a folder's sub-folder labels (`python -m jepa_demo.evaluate --folder`), on real encoded files."""
 
 import json
+import os
 from collections import Counter
 
 import numpy as np
@@ -27,8 +28,15 @@ def test_labels_are_the_first_sub_folder_and_loose_files_have_none(tmp_path):
     paths, labels = labelled_videos(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == sorted(names)
     assert labels == [p.relative_to(tmp_path).parts[0] for p in paths] and labels.count("dogs") == 4
+    # BUG: a link beside the labels to one of them ("latest.mp4") took its file out of its label, by the shorter path
+    (tmp_path / "latest.mp4").symlink_to(tmp_path / "dogs" / "0.mp4")
+    # BUG: a hard link (cp -al, rsync --link-dest) was a second video, under a second label
+    os.link(tmp_path / "cats" / "0.mp4", tmp_path / "dogs" / "copy-of-cat.mp4")
+    assert labelled_videos(tmp_path) == (paths, labels)
+    (tmp_path / "latest.mp4").unlink()
     (tmp_path / "dogs" / "0.mp4").unlink()
-    with pytest.raises(ValueError, match=r"at least 4 videos each; found cats \(8\), dogs \(3\)"):
+    with pytest.raises(ValueError, match=r"at least 4 videos each; found cats \(8\), dogs \(3\); 1 lie directly in "
+                                         r"the folder, where no sub-folder names their label$"):
         labelled_videos(tmp_path)
 
 
