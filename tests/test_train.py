@@ -1175,13 +1175,19 @@ def test_a_second_run_in_a_folder_a_run_holds_is_refused_and_leaves_its_save_in_
         worker.join()
 
 
-def test_compile_asked_for_on_the_cpu_is_said_to_be_left_out(tmp_path, capsys):
-    """BUG: compile=true on the CPU ran eager without a word, recorded in config.json and the card as compiled."""
+def test_compile_asked_for_on_the_cpu_and_a_folder_named_world_are_said(tmp_path, capsys, monkeypatch):
+    """BUG: compile=true on the CPU ran eager without a word, recorded in config.json and the card as compiled; and
+    data=world beside a folder of videos named world trained on the synthetic world without a word."""
     from train.__main__ import main
 
-    assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=1", "compile=true", "device=cpu"]) == 0
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "world" / "cats").mkdir(parents=True)
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=1", "compile=true", "device=cpu",
+                 "data=world"]) == 0
+    err = capsys.readouterr().err
     assert "note: compile=true is for CUDA (on the CPU, compiled training ran slower than eager): this run on cpu " \
-           "runs eager\n" in capsys.readouterr().err
+           "runs eager\n" in err
+    assert "note: data=world is the synthetic world; to train on the folder world here, give data=./world\n" in err
 
 
 def test_cli_run_writes_a_loadable_checkpoint(tmp_path):

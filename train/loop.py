@@ -702,6 +702,8 @@ def build_dataset(cfg: TrainConfig, preprocess: PreprocessConfig, runtime: Runti
         raise ValueError(f"batch_size {cfg.batch_size} must divide by the {runtime.world_size} processes")
     per_rank = cfg.batch_size // runtime.world_size
     if cfg.data == "world":
+        if runtime.is_main and os.path.isdir("world"):  # a folder of that name: said, as it is not what is read
+            say("note: data=world is the synthetic world; to train on the folder world here, give data=./world")
         return WorldBatches(preprocess, per_rank, cfg.seed, runtime.rank, runtime.world_size, cfg.max_objects,
                             cfg.detail_prob, cfg.noise_std)
     return FolderBatches(cfg.data, preprocess, per_rank, cfg.seed, runtime.rank)
