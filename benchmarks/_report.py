@@ -30,6 +30,14 @@ def command(script: str, argv: list[str] | None) -> str:
     return shlex.join(["python", str(Path(script).resolve().relative_to(ROOT)), *args])
 
 
+def versions(*packages: str) -> dict[str, str]:
+    """The installed versions of `packages`, for a record: another version can measure otherwise (Gradio's queue and
+    file cache, PyAV's decoding)."""
+    import importlib.metadata
+
+    return {package: importlib.metadata.version(package) for package in packages}
+
+
 def write(path: Path, report: dict) -> None:
     """`report` as JSON over `path`, atomically: a full disk or Ctrl-C at the end of a long run leaves the recorded
     run whole; a failed write says so in one line (exit status 1)."""

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
-from jepa_demo.hardware import cpu_model  # noqa: E402
+from jepa_demo.hardware import cpu_model, usable_cpus  # noqa: E402
 
 # the app is imported here, and reads its settings then: a shell's hosted mode would refuse the checkpoint's path
 # (its cache folder, JEPA_LENS_CACHE, stays: the app's galleries are read from there)
@@ -111,8 +111,11 @@ def main(argv=None) -> int:
               "surprise_beside": explorer.baseline and explorer.baseline.objective,
               "clip": f"{args.seconds} s, 640x480, 30 fps mp4", "device": device, "threads": args.threads,
               "repeats": args.repeats,
-              "median_seconds": medians, "torch": torch.__version__, "machine": cpu_model(),
-              "cpus": os.cpu_count()}  # decoding uses every core: --threads alone does not say the machine's size
+              "median_seconds": medians, "torch": torch.__version__, **_report.versions("gradio", "av"),
+              "machine": cpu_model(),
+              # decoding uses every core it may: --threads alone does not say the machine's size (nor os.cpu_count,
+              # blind to a container's or taskset's share)
+              "cpus": usable_cpus()}
     _report.write(out, report)
     return 0
 

@@ -1,11 +1,13 @@
 """Our video encoder against transformers' VJEPA2Model encoder at an equal configuration, side by side in one run.
 
-    python benchmarks/encoder_speed.py [--threads 2] [--batch 4] [--repeats 5] [--json benchmarks/encoder_speed.json]
+    python benchmarks/encoder_speed.py [--threads 2] [--batch 4] [--repeats 9] [--json benchmarks/encoder_speed.json]
 
 For each size (our `small` and `vit-s` presets), both encoders get the same input size, patch, tubelet, width, depth,
 heads and MLP ratio; they differ only where the architectures do (V-JEPA 2 uses 3-D rotary positions in every
-attention layer, we add fixed sin-cos positions once). Inference forward of a batch of clips, after warm-up; the
-median of the repeats. Prints a table and writes JSON. Weights are random: speed does not depend on them.
+attention layer, we add fixed sin-cos positions once). Inference forward of a batch of clips, after warm-up, the two
+encoders in turn (which goes first alternating), so that a change in the machine's load between them moves both: the
+ratio is the median of the repeats' paired ratios, and their range says how far one run can be trusted. Prints a table
+and writes JSON. Weights are random: speed does not depend on them.
 """
 
 import argparse
@@ -39,22 +41,33 @@ def vjepa2_encoder(cfg):
     return lambda x: model.get_vision_features(x.transpose(1, 2)), sum(p.numel() for p in model.encoder.parameters())
 
 
-def median_seconds(forward, x, repeats: int) -> float:
+def seconds(forward, x) -> float:
+    start = time.perf_counter()
+    forward(x)
+    return time.perf_counter() - start
+
+
+def paired_seconds(ours, theirs, x, repeats: int) -> tuple[list[float], list[float]]:
+    """Each encoder's seconds per forward, `repeats` pairs timed back to back (timing all of one, then all of the
+    other, put any change of load between the blocks into the ratio: 1.19 and 1.08 in two runs of one machine)."""
+    ours_s, theirs_s = [], []
     with torch.inference_mode():
-        forward(x)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            forward(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        ours(x), theirs(x)  # warm-up
+        for i in range(repeats):
+            if i % 2:
+                theirs_s.append(seconds(theirs, x))
+                ours_s.append(seconds(ours, x))
+            else:
+                ours_s.append(seconds(ours, x))
+                theirs_s.append(seconds(theirs, x))
+    return ours_s, theirs_s
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--presets", nargs="+", default=["small", "vit-s"])
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "encoder_speed.json"))
     args = parser.parse_args(argv)
@@ -71,18 +84,21 @@ def main(argv=None) -> int:
         x = torch.randn(args.batch, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
         ours = VideoEncoder(cfg).eval()
         theirs, their_params = vjepa2_encoder(cfg)
-        ours_s, theirs_s = median_seconds(ours, x, args.repeats), median_seconds(theirs, x, args.repeats)
+        ours_s, theirs_s = paired_seconds(ours, theirs, x, args.repeats)
+        ratios = [t / o for o, t in zip(ours_s, theirs_s)]
         rows.append({"preset": preset, "tokens": cfg.num_tokens, "dim": cfg.dim, "depth": cfg.depth,
                      "params_ours": sum(p.numel() for p in ours.parameters()), "params_vjepa2": their_params,
-                     "ours_s": ours_s, "vjepa2_s": theirs_s, "ratio_vjepa2_over_ours": theirs_s / ours_s})
+                     "ours_s": statistics.median(ours_s), "vjepa2_s": statistics.median(theirs_s),
+                     "ratio_vjepa2_over_ours": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]})
     machine = cpu_model()
-    print(f"CPU forward, batch {args.batch}, {args.threads} threads, median of {args.repeats} "
+    print(f"CPU forward, batch {args.batch}, {args.threads} threads, medians of {args.repeats} paired repeats "
           f"(torch {torch.__version__}, {machine})")
-    print("| preset | tokens | width x depth | ours (s) | VJEPA2Model (s) | VJEPA2 / ours |")
+    print("| preset | tokens | width x depth | ours (s) | VJEPA2Model (s) | VJEPA2 / ours [range over pairs] |")
     print("|---|---|---|---|---|---|")
     for r in rows:
+        low, high = r["ratio_range"]
         print(f"| {r['preset']} | {r['tokens']} | {r['dim']} x {r['depth']} | {r['ours_s']:.3f} | "
-              f"{r['vjepa2_s']:.3f} | {r['ratio_vjepa2_over_ours']:.2f} |")
+              f"{r['vjepa2_s']:.3f} | {r['ratio_vjepa2_over_ours']:.2f} [{low:.2f}, {high:.2f}] |")
     _report.write(out, {"command": _report.command(__file__, argv), "device": "cpu", "threads": args.threads,
                         "batch": args.batch, "repeats": args.repeats, "torch": torch.__version__,
                         "transformers": importlib.metadata.version("transformers"), "machine": machine, "rows": rows})

@@ -20,7 +20,6 @@ Prints a table and writes JSON.
 import argparse
 import json
 import math
-import os
 import signal
 import socket
 import statistics
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
 from jepa_demo import write_video  # noqa: E402
-from jepa_demo.hardware import cpu_model  # noqa: E402
+from jepa_demo.hardware import cpu_model, usable_cpus  # noqa: E402
 from jepa_demo.world import VIOLATIONS, WorldConfig, make_pair  # noqa: E402
 
 # Endpoint -> (its inputs after the video file, which output holds the numbers to compare).
@@ -356,7 +355,7 @@ def main(argv=None) -> int:
     except AppFailed as err:
         sys.exit(f"error: {err}")
     report.update(command=_report.command(__file__, argv), file_lifetime=args.file_lifetime,
-                  machine=cpu_model(), cpus=os.cpu_count())
+                  machine=cpu_model(), cpus=usable_cpus(), **_report.versions("gradio", "torch"))
     print_table(report)
     _report.write(out, report)
     ok = (all(r["served"] == r["requests"] for r in report["rounds"]) and report["after_load"]["correct"]

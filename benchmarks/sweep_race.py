@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
-from jepa_demo.hardware import cpu_model  # noqa: E402
+from jepa_demo.hardware import cpu_model, usable_cpus  # noqa: E402
 
 LIFETIME = 0.02  # seconds; a fetch comes about 1 ms after its write
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
               f"{row['refused_404']:>13}")
     report = {"command": _report.command(__file__, argv), "threads": args.threads, "pictures": args.pictures,
               "lifetime_s": LIFETIME, "seconds": args.seconds, "rows": rows, "machine": cpu_model(),
-              "cpus": os.cpu_count()}
+              "cpus": usable_cpus(), **_report.versions("gradio")}
     _report.write(out, report)
     for row in rows:
         for error in row["failed_writes"]:

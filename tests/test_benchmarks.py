@@ -265,14 +265,17 @@ def test_a_report_that_cannot_be_written_leaves_the_recorded_one_whole(tmp_path,
 
 def test_encoder_speed_compares_ours_with_vjepa2(tmp_path):
     out = tmp_path / "encoder.json"
-    result = _run("encoder_speed.py", "--presets", "tiny", "--repeats", "1", "--threads", "1", "--json", out)
+    result = _run("encoder_speed.py", "--presets", "tiny", "--repeats", "3", "--threads", "1", "--json", out)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     (row,) = report["rows"]
     assert report["device"] == "cpu" and report["transformers"]  # BUG: VJEPA2Model's version was not recorded
     assert row["ours_s"] > 0 and row["vjepa2_s"] > 0
     assert row["params_ours"] == row["params_vjepa2"] > 0  # the same sizes: a fair comparison
-    assert row["ratio_vjepa2_over_ours"] == pytest.approx(row["vjepa2_s"] / row["ours_s"])
+    # BUG: one encoder's repeats timed after the other's, so a change of load between them moved the ratio (1.19 and
+    # 1.08 in two runs); now the median of paired ratios, with their range
+    low, high = row["ratio_range"]
+    assert 0 < low <= row["ratio_vjepa2_over_ours"] <= high
     _recorded_as_run_here(report, "encoder_speed.py")
 
 
@@ -302,6 +305,7 @@ def test_load_test_serves_every_user_the_answer_for_its_own_clip(tmp_path):
     # MB, not KB or pages: a server holding torch, Gradio and a model takes hundreds of MB, not hundreds of thousands
     assert 200 < report["idle_rss_mib"] < 8000 and 200 < report["rounds"][0]["peak_mib"] < 8000
     assert report["stop_status"] == 0 and not report["killed_after_sigterm"] and report["left_after_stop"] == []
+    assert report["gradio"] and report["torch"] and report["cpus"] == len(os.sched_getaffinity(0))
     _recorded_as_run_here(report, "load_test.py")
 
 
@@ -522,7 +526,9 @@ def test_app_views_times_the_apps_own_explorer(tmp_path):
     assert report["surprise_beside"] == "pixel" and report["checkpoint"] == "checkpoints/default"
     assert report["device"] == "cpu" and report["threads"] == 2  # as asked: a GPU the machine has is hidden
     assert report["clip"] == "2 s, 640x480, 30 fps mp4"
-    assert report["cpus"] == os.cpu_count()  # BUG: not recorded, though decoding uses every core
+    # BUG: not recorded, though decoding uses every core; then os.cpu_count(), blind to taskset and containers
+    assert report["cpus"] == len(os.sched_getaffinity(0))
+    assert report["gradio"] and report["av"]  # BUG: not recorded, though they serve and decode
     assert set(report["median_seconds"]) == {"decode for surprise", "decode model input", "masked prediction",
                                              "nearest neighbours", "embedding map", "surprise", "decode + four views"}
     assert all(seconds > 0 for seconds in report["median_seconds"].values())
@@ -599,4 +605,5 @@ def test_sweep_race_compares_the_plain_sweep_with_the_apps(tmp_path):
     assert [row["sweep"] for row in rows] == ["check, remove, discard", "app.sweep_files"]
     assert all(row["fetches"] > 0 and row["sweep_passes"] > 0 and row["failed_writes"] == [] for row in rows)
     assert "app.sweep_files" in result.stdout
+    assert report["gradio"] and report["cpus"] == len(os.sched_getaffinity(0))  # BUG: Gradio's version not recorded
     _recorded_as_run_here(report, "sweep_race.py")
