@@ -136,18 +136,26 @@ except ImportError:
         return fn
 
 
+class Refusal(gr.Error):
+    """What the app tells a user it will not do, and why: a gr.Error that stays on screen until closed. Gradio's lasts
+    10 s, then each output of the view shows a bare 'Error' badge, the reason gone for whoever looked away."""
+
+    def __init__(self, message: str):
+        super().__init__(message, duration=None)
+
+
 def _load(checkpoint: str):
     if checkpoint in SHIPPED:
         source = SHIPPED[checkpoint]
     elif HOSTED and checkpoint not in ALLOWED_HUB_IDS:
-        raise gr.Error(f"unknown checkpoint {checkpoint!r}: this hosted demo offers "
-                       f"{', '.join([*SHIPPED, *ALLOWED_HUB_IDS])}")
+        raise Refusal(f"unknown checkpoint {checkpoint!r}: this hosted demo offers "
+                      f"{', '.join([*SHIPPED, *ALLOWED_HUB_IDS])}")
     else:
         source = checkpoint
     try:
         return load_model(source)
     except CheckpointError as err:
-        raise gr.Error(str(err)) from None
+        raise Refusal(str(err)) from None
 
 
 def _pixel_baseline():
@@ -180,7 +188,7 @@ def explorer_for(checkpoint: str, progress=None) -> Explorer:
     # An API call's null or empty string; or a list, which Gradio's Dropdown passes on even for a single choice
     if not checkpoint or not isinstance(checkpoint, str):
         offered = [*SHIPPED, *ALLOWED_HUB_IDS] if HOSTED else [*SHIPPED, "a folder or a Hub repo id"]
-        raise gr.Error(f"Pick a checkpoint: {', '.join(offered)}.")
+        raise Refusal(f"Pick a checkpoint: {', '.join(offered)}.")
     report = None if progress is None else lambda f, message: progress(f, desc=message)
     key = _explorer_key(checkpoint)
     if PIXEL_BASELINE in SHIPPED:  # its curve is drawn beside the checkpoint's: retrained, it gives a new Explorer
@@ -220,14 +228,14 @@ def _explorer_and_clip(video_file, checkpoint: str, progress, view: str) -> tupl
 
 def _check_upload(video_file) -> None:
     if not video_file:
-        raise gr.Error("Upload a clip or pick an example first.")
+        raise Refusal("Upload a clip or pick an example first.")
     if is_http_url_like(str(video_file)):  # marked is_stream, a link passes refuse_links' check unfetched, to here
-        raise gr.Error(LINKS_REFUSED)
+        raise Refusal(LINKS_REFUSED)
     if not os.path.exists(video_file):  # swept (sweep_files): the page still holds the upload's name
         minutes = FILE_LIFETIME // 60  # whole minutes only: 150 s said "2 minutes"
         kept = f"{minutes} minutes" if minutes > 1 and FILE_LIFETIME % 60 == 0 else f"{FILE_LIFETIME} seconds"
-        raise gr.Error(f"{Path(video_file).name} is no longer on the server: uploads are deleted {kept} after they "
-                       "arrive. Upload it again.")
+        raise Refusal(f"{Path(video_file).name} is no longer on the server: uploads are deleted {kept} after they "
+                      "arrive. Upload it again.")
 
 
 def _plain_errors(handler):
@@ -244,19 +252,19 @@ def _plain_errors(handler):
         except gr.Error:  # a ValueError too, whose str() is its message quoted
             raise
         except ValueError as err:
-            raise gr.Error(str(err)) from err
+            raise Refusal(str(err)) from err
         except (MemoryError, RuntimeError) as err:
             if isinstance(err, RuntimeError) and not out_of_memory(err):
                 raise  # a bug: its traceback goes to the server's log
             # the views read a fixed number of frames of any upload, so a shorter clip rarely helps
-            raise gr.Error("Not enough memory on the server for this checkpoint: pick a smaller one (the shipped "
-                           "ones are small).") from err
+            raise Refusal("Not enough memory on the server for this checkpoint: pick a smaller one (the shipped "
+                          "ones are small).") from err
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise gr.Error("The server's disk is full: it could not write this view's results.") from err
+                raise Refusal("The server's disk is full: it could not write this view's results.") from err
             if err.errno is None:  # a message only: write_video's count of what ffmpeg wrote (a full disk, most
                 # likely, but ffmpeg does not say), or imageio's words for ffmpeg failing
-                raise gr.Error(f"The server could not write this view's results: {err}") from err
+                raise Refusal(f"The server could not write this view's results: {err}") from err
             raise
     return wrapped
 
@@ -274,9 +282,9 @@ def _labelled(numbers: dict, video_file: str, checkpoint: str) -> dict:
 def predict_masked(video_file, mask="multiblock", ratio=0.75, seed=0, checkpoint="default",
                    progress=gr.Progress()):  # noqa: B008
     if mask is None:  # an API null, which Gradio's choices check lets through: refused before the work, in its words
-        raise gr.Error(f"Pick a mask: {', '.join(MASKS)}.")
+        raise Refusal(f"Pick a mask: {', '.join(MASKS)}.")
     if seed is None and mask != "future":  # an emptied seed box (or an API null): a bare "Error" further on
-        raise gr.Error("Give a seed, a whole number: it picks which tokens are hidden.")
+        raise Refusal("Give a seed, a whole number: it picks which tokens are hidden.")
     seed = 0 if seed is None else seed  # the future mask hides the last steps, whatever the seed
     explorer, clip = _explorer_and_clip(video_file, checkpoint, progress, "masked")  # a bad upload before the bank
     if not explorer.is_built("bank"):  # the first masked prediction of a checkpoint the app did not warm up
@@ -379,10 +387,10 @@ def refuse_links(upload: gr.File) -> gr.File:
 
     async def move_unless_a_link(url_or_file_path):
         if is_http_url_like(str(url_or_file_path)):
-            raise gr.Error(LINKS_REFUSED)
+            raise Refusal(LINKS_REFUSED)
         path = os.path.abspath(url_or_file_path)  # as Gradio reads it: <a file>/.. names its folder
         if os.path.exists(path) and not os.path.isfile(path):
-            raise gr.Error(NOT_A_FILE)
+            raise Refusal(NOT_A_FILE)
         return await move_to_cache(url_or_file_path)
 
     upload.async_move_resource_to_block_cache = move_unless_a_link
@@ -394,7 +402,7 @@ def values_only(field: gr.components.Component) -> gr.components.Component:
     any input (whole, into memory, then its folder) and takes a file of its folder, before any check of the value."""
 
     async def refused(url_or_file_path):
-        raise gr.Error(f"{field.label}: expected a setting, got a file or link")
+        raise Refusal(f"{field.label}: expected a setting, got a file or link")
 
     field.async_move_resource_to_block_cache = refused
     return field
@@ -415,8 +423,8 @@ def numbers_only(field: gr.Slider | gr.Number, whole: bool = False) -> gr.Slider
                                                     isinstance(payload, float) and math.isfinite(payload))
         if not number or whole and payload != int(payload):
             low, high = (str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (field.minimum, field.maximum))
-            raise gr.Error(f"{field.label}: expected {'a whole number' if whole else 'a number'} from {low} to {high}, "
-                           f"got {payload!r}")
+            raise Refusal(f"{field.label}: expected {'a whole number' if whole else 'a number'} from {low} to {high}, "
+                          f"got {payload!r}")
         return preprocess(payload)
 
     field.preprocess = checked
@@ -572,14 +580,14 @@ def refuse_malformed_inputs(app: gr.Blocks) -> gr.Blocks:
             if isinstance(block, gr.Dataset):
                 count = len(block.raw_samples)
                 if type(payload) is not int or not 0 <= payload < count:  # type: True is an int too
-                    raise gr.Error(f"examples: expected an example's number from 0 to {count - 1}, got "
-                                   f"{reprlib.repr(payload)}")
+                    raise Refusal(f"examples: expected an example's number from 0 to {count - 1}, got "
+                                  f"{reprlib.repr(payload)}")
             elif getattr(block, "data_model", None) is not None:
                 try:
                     block.data_model.model_validate(payload, context={"validate_meta": True})
                 except ValueError:  # pydantic's ValidationError
-                    raise gr.Error(f"{block.label}: expected a file sent as gradio_client's handle_file(path), got "
-                                   f"{reprlib.repr(payload)}") from None
+                    raise Refusal(f"{block.label}: expected a file sent as gradio_client's handle_file(path), got "
+                                  f"{reprlib.repr(payload)}") from None
 
     app.validate_inputs = checked
     return app
