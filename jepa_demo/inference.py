@@ -171,8 +171,10 @@ class JEPAModel:
     def predict_masked(self, video, mask="multiblock", seed: int = 0, ratio: float = 0.75) -> MaskedPrediction:
         """Hide tokens (a mask name, a (t, h, w) bool array, or flat hidden indices, each once), predict them,
         compare. `predicted`, `target` and the errors come in flattened grid order, whatever order indices came in.
-        `ratio`: the share hidden by "tube" and "random" masks (the others have their own sizes; checked anyway)."""
-        check_ratio(ratio)
+        `ratio`: the share hidden by "tube" and "random" masks (the others have their own sizes: None is no ratio, one
+        given is checked anyway)."""
+        if ratio is not None:
+            check_ratio(ratio)
         x = self._input(video, self.cfg.num_frames)
         hidden = self._resolve_mask(mask, seed, ratio)
         context_idx, target_idx = (i.to(self.device) for i in mask_to_indices(hidden))
