@@ -531,7 +531,7 @@ def build_app() -> gr.Blocks:
                            "clip is long enough for its surprise too)."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
-            surprise_overlay = gr.Image(label="where: surprise heatmap over up to 8 predicted steps, the peak among "
+            surprise_overlay = gr.Image(label="where: surprise heatmap over up to 10 predicted steps, the peak among "
                                               "them (frames: heatmap_frames in the numbers; 0 darkens the frame, "
                                               "yellow is the clip's largest)",
                                         type="numpy", format="png", elem_id="surprise-overlay")

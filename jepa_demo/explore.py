@@ -60,6 +60,9 @@ DECODE_TIMEOUT = 30.0  # seconds; an upload that takes longer to decode is refus
 CLIP_PIXELS = 128  # load_clip's default short side; an Explorer decodes at its model's input size, as the CLI does
 _BANK_CLIPS = 12  # gallery clips whose patches the nearest-patch decoding picks from (~2 s to build on 2 cores)
 _SHOWN_FRAMES = 8
+# predicted steps the surprise heatmap strip shows: every one of a 32-frame example (10, frames 12 to 30); with 8 the
+# spread left out frames 16 and 26, and so the very frame of each example's violation
+_SHOWN_STEPS = 10
 VIEWS = ("masked", "neighbors", "map", "surprise")  # Explorer.load's names for what an upload is decoded for
 _SHOWN_PIXELS = 160
 CURVE_NAMES = {"jepa": "JEPA (latent error)", "jepa-sigreg": "JEPA-SIGReg (latent error)",
@@ -135,7 +138,7 @@ class MaskedView:
 @dataclass
 class SurpriseView:
     figure: object  # plotly Figure: surprise over time, the threshold, the moments above it
-    overlay: np.ndarray  # filmstrip: where, as a heatmap over the frames of up to 8 predicted steps across the clip
+    overlay: np.ndarray  # filmstrip: where, as a heatmap over the frames of up to 10 predicted steps across the clip
     numbers: dict
 
 
@@ -326,7 +329,7 @@ class Explorer:
         overlay = surprise_overlay(self.model.shown_frames(video), result.heatmap[shown_steps],
                                    result.step_frames[shown_steps], self.model.cfg.patch_size,
                                    vmax=float(result.heatmap.max()))  # the clip's largest, shown or not
-        return SurpriseView(figure=figure, overlay=_strip(overlay), numbers=numbers)
+        return SurpriseView(figure=figure, overlay=_strip(overlay, _SHOWN_STEPS), numbers=numbers)
 
     def _baseline_input(self, path, source_frames) -> np.ndarray:
         """The frames of the model's decoding, decoded at the baseline's own size: resizing the model's input again
@@ -367,7 +370,7 @@ class Explorer:
                 "per_step": other.per_step.tolist(), "step_frames": other_steps.tolist()}
 
 
-def steps_to_show(count: int, peak: int, num: int = _SHOWN_FRAMES) -> np.ndarray:
+def steps_to_show(count: int, peak: int, num: int = _SHOWN_STEPS) -> np.ndarray:
     """Which of `count` predicted steps the heatmap strip shows: all when they fit, else `num` spread over the clip
     with the peak among them (spread alone can leave out the very step the curve points at)."""
     picks = np.linspace(0, count - 1, min(num, count)).round().astype(int)
@@ -375,12 +378,12 @@ def steps_to_show(count: int, peak: int, num: int = _SHOWN_FRAMES) -> np.ndarray
     return picks
 
 
-def _strip(frames: np.ndarray) -> np.ndarray:
-    """8 frames side by side, enlarged by the largest whole factor that keeps them at most _SHOWN_PIXELS tall (nearest
-    neighbour, so tokens stay crisp): 64-pixel frames twice, to 128; frames taller than that as they are (V-JEPA 2's
-    256), never shrunk."""
+def _strip(frames: np.ndarray, num: int = _SHOWN_FRAMES) -> np.ndarray:
+    """Up to `num` frames side by side, enlarged by the largest whole factor that keeps them at most _SHOWN_PIXELS tall
+    (nearest neighbour, so tokens stay crisp): 64-pixel frames twice, to 128; frames taller than that as they are
+    (V-JEPA 2's 256), never shrunk."""
     scale = max(1, _SHOWN_PIXELS // frames.shape[1])
-    strip = filmstrip(frames, num=min(_SHOWN_FRAMES, len(frames)))
+    strip = filmstrip(frames, num=min(num, len(frames)))
     return np.repeat(np.repeat(strip, scale, axis=0), scale, axis=1)
 
 

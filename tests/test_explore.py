@@ -306,9 +306,9 @@ def test_the_heatmap_strip_shows_the_listed_steps_coloured_on_the_whole_clips_sc
     model = explorer.model
     real = model.surprise(clip, max_frames=len(clip))
     steps = len(real.per_step)
-    peak = 2
+    assert steps > 10
+    peak = next(step for step in range(1, steps) if step not in steps_to_show(steps, peak=0))  # spread leaves it out
     hottest = next(step for step in range(steps) if step not in steps_to_show(steps, peak))
-    assert steps > 8 and peak not in steps_to_show(steps, peak=0)
     heatmap = np.full_like(real.heatmap, 0.1)
     heatmap[peak] = 0.5  # the highest mean: the curve's peak
     heatmap[hottest, 0, 0] = 4.0  # the clip's hottest token, in a step the strip leaves out
@@ -320,16 +320,18 @@ def test_the_heatmap_strip_shows_the_listed_steps_coloured_on_the_whole_clips_sc
     assert peak in shown and hottest not in shown
     expected = surprise_overlay(model.shown_frames(clip), heatmap[shown], real.step_frames[shown],
                                 model.cfg.patch_size, vmax=4.0)
-    assert np.array_equal(view.overlay, _strip(expected))
+    assert np.array_equal(view.overlay, _strip(expected, 10))
 
 
-@pytest.mark.parametrize("count", [1, 5, 8, 9, 10, 24])
+@pytest.mark.parametrize("count", [1, 5, 10, 11, 12, 24])
 def test_the_heatmap_strip_spreads_its_steps_over_the_clip_and_always_shows_the_peak(count):
     for peak in range(count):
         shown = steps_to_show(count, peak)
-        assert peak in shown and len(shown) == min(8, count) and (np.diff(shown) > 0).all()
+        assert peak in shown and len(shown) == min(10, count) and (np.diff(shown) > 0).all()
         assert shown[0] in (0, peak) and shown[-1] in (count - 1, peak)  # both ends, but for the peak
-    assert steps_to_show(10, 2).tolist() == [0, 2, 3, 4, 5, 6, 8, 9]  # spread alone: 0, 1, 3, ... left out step 2
+    assert steps_to_show(12, 3).tolist() == [0, 1, 3, 4, 5, 6, 7, 9, 10, 11]  # spread alone: 0, 1, 2, 4, ... left out 3
+    # BUG: 8 of the 10 steps of a 32-frame example (frames 12 to 30) left out frames 16 and 26: the violation's frame
+    assert steps_to_show(10, 7).tolist() == list(range(10))
 
 
 def test_surprise_view_of_a_sampled_upload_names_the_files_frames(explorer, tmp_path):
