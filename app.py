@@ -491,8 +491,11 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Nearest neighbours"):
             gr.Markdown("The gallery: clips of the synthetic world the model never trained on. Similarity is the "
                         "cosine between clip embeddings, each measured from the gallery's mean embedding (so from -1 "
-                        "to 1, 0 for an average clip). A real video has no true match here: what it is grouped with "
-                        "shows what the embedding keeps.")
+                        "to 1). How near 1 a neighbour comes depends on the checkpoint: the shipped default's clip "
+                        "embeddings differ little in direction, so most of its gallery's clips score near 1 against "
+                        "any clip and only the neighbours' order means much (jepa-sigreg's spread over the whole "
+                        "range). A real video has no true match here: what it is grouped with shows what the "
+                        "embedding keeps.")
             k = numbers_only(gr.Slider(1, 16, value=8, step=1, label="number of similar clips (k)"), whole=True)
             run_neighbors = gr.Button("Find similar clips", variant="primary")
             neighbor_gallery = gr.Gallery(label="most similar gallery clips", columns=4, height="auto",
