@@ -323,6 +323,14 @@ def embedding_map(video_file, color_by="num_objects", checkpoint="default", prog
                              checkpoint)
 
 
+def recolour_map(video_file, color_by="num_objects", checkpoint="default", progress=gr.Progress()):  # noqa: B008
+    """The map in the colours just chosen, for the clip there is (none yet: only the choice changes): the map of the
+    previous colours stayed, its numbers naming them, until the button was pressed again."""
+    if not video_file:
+        return gr.skip(), gr.skip()
+    return embedding_map(video_file, color_by, checkpoint, progress)
+
+
 @gpu
 @_plain_errors
 def surprise(video_file, checkpoint="default", progress=gr.Progress()):  # noqa: B008
@@ -448,7 +456,8 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="JEPA Lens") as app:  # no delete_cache: `sweep_files_while_serving` does its job
         gr.Markdown("# JEPA Lens\nA video JEPA predicts the *representation* of what it cannot see, not its pixels. "
                     f"Upload a clip ({formats}; up to {MAX_SECONDS:.0f} s and {MAX_MEGABYTES} MB) "
-                    "or pick an example, then open a view.")
+                    "or pick an example, then open a view. The model sees a square: a wide or tall clip is "
+                    "centre-cropped to its middle, and what lies outside is not seen.")
         with gr.Row():
             video = refuse_links(gr.File(label="clip", file_types=list(VIDEO_SUFFIXES), type="filepath", scale=2))
             with gr.Column(scale=1):
@@ -551,6 +560,8 @@ def build_app() -> gr.Blocks:
                             api_name="neighbors", **together)
         run_map.click(embedding_map, [video, color_by, checkpoint], [map_plot, map_numbers], api_name="embedding_map",
                       **together)
+        color_by.input(recolour_map, [video, color_by, checkpoint], [map_plot, map_numbers], api_visibility="private",
+                       **together)
         run_surprise.click(surprise, [video, checkpoint], [surprise_plot, surprise_overlay, surprise_numbers],
                            api_name="surprise", **together)
         # Another clip or checkpoint clears every view, so that none shows the previous one's results beside it (a

@@ -139,6 +139,10 @@ def test_four_views_render_in_the_browser(page, screenshots, tmp_path):
     expect(page.locator("#map-plot")).to_contain_text("your clip")  # the legend entry of the star
     expect(page.locator("#map-numbers")).to_contain_text("color_by")
     _screenshot(page, screenshots / "screenshot-map.png")
+    # BUG: another colour kept the map of the previous one (its numbers naming it) until the button was pressed again
+    page.get_by_label("colour by").click()
+    page.get_by_role("option", name="gravity").click()
+    expect(page.locator("#map-numbers")).to_contain_text('"gravity"', timeout=RESULT_MS)
 
     _open_and_run(page, "Surprise", "Measure surprise over time", SURPRISE_IDS)
     _assert_plot(page, "surprise-plot", RESULT_MS)
