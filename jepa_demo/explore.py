@@ -67,6 +67,8 @@ VIEWS = ("masked", "neighbors", "map", "surprise")  # Explorer.load's names for 
 _SHOWN_PIXELS = 160
 CURVE_NAMES = {"jepa": "JEPA (latent error)", "jepa-sigreg": "JEPA-SIGReg (latent error)",
                "pixel": "pixel baseline (pixel error)"}
+CURVE_COLOURS = {CURVE_NAMES["jepa"]: "#1f77b4", CURVE_NAMES["jepa-sigreg"]: "#2ca02c",
+                 CURVE_NAMES["pixel"]: "#d62728"}  # each kind of model's curve one colour, whichever is selected
 
 
 class ClipError(ValueError):
@@ -324,6 +326,7 @@ class Explorer:
         elif self.no_baseline_because:
             numbers["baseline"] = f"no baseline curve: {self.no_baseline_because}"
         figure = surprise_figure(curves, threshold=1.0, y_title="surprise ÷ its own model's threshold",
+                                 colours=CURVE_COLOURS,
                                  threshold_label=f"threshold: each model's {THRESHOLD_PERCENTILE}th percentile "
                                                  "per step, plausible clips")
         overlay = surprise_overlay(self.model.shown_frames(video), result.heatmap[shown_steps],

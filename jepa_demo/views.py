@@ -170,9 +170,11 @@ def paste_patches(frames: np.ndarray, mask: np.ndarray, patches: np.ndarray, pat
 
 
 def surprise_figure(curves: dict, threshold: float | None = None, threshold_label: str = "",
-                    y_title: str = "surprise (latent error)") -> go.Figure:
+                    y_title: str = "surprise (latent error)", colours: dict | None = None) -> go.Figure:
     """Surprise over time, one line per curve: {name: (step_frames, per_step)}, the model's first (e.g. "JEPA", then
-    "pixel baseline").
+    "pixel baseline"); `colours`: {name: colour} for curves that keep one colour from plot to plot (the pixel
+    baseline's was red beside a JEPA and blue on its own). The legend lies under the plot: beside it, its long
+    threshold entry took most of a phone's width.
 
     threshold: a dashed horizontal line, named `threshold_label` in the legend and on hover, and a marker on each
         moment of the first curve above it. It belongs to the first curve: other curves may be on their own scale.
@@ -181,13 +183,18 @@ def surprise_figure(curves: dict, threshold: float | None = None, threshold_labe
         raise ValueError("surprise_figure needs at least one curve")
     fig = go.Figure()
     for name, (frames, values) in curves.items():
-        fig.add_trace(go.Scatter(x=np.asarray(frames), y=np.asarray(values), mode="lines", name=name))
+        fig.add_trace(go.Scatter(x=np.asarray(frames), y=np.asarray(values), mode="lines", name=name,
+                                 line=dict(color=(colours or {}).get(name))))
     if threshold is not None:
         _add_threshold(fig, curves, threshold, threshold_label or f"threshold {threshold:.3g}")
         _mark_above(fig, curves, threshold)
     fig.update_layout(xaxis_title="frame", yaxis_title=y_title, hovermode="x unified",
-                      margin=dict(l=50, r=20, t=30, b=40))
+                      margin=dict(l=50, r=20, t=30, b=40), legend=_LEGEND_BELOW)
     return fig
+
+
+# under the plot, left-aligned, entries side by side as the width allows
+_LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0)
 
 
 def _add_threshold(fig: go.Figure, curves: dict, threshold: float, label: str) -> None:
@@ -232,7 +239,7 @@ def map_figure(coords: np.ndarray, labels: list[dict], color_by: str, highlight=
                                  hovertext=highlight_name, hoverinfo="text",
                                  marker=dict(symbol="star", size=20, color="gold", line=dict(width=1.5,
                                                                                             color="black"))))
-    fig.update_layout(legend_title_text=color_by, margin=dict(l=20, r=20, t=30, b=20))
+    fig.update_layout(legend_title_text=color_by, margin=dict(l=20, r=20, t=30, b=20), legend=_LEGEND_BELOW)
     return fig
 
 

@@ -10,7 +10,7 @@ import torch
 
 from jepa_demo import read_video, write_video
 from jepa_demo.checkpoint import save_checkpoint
-from jepa_demo.explore import MAX_MEGABYTES, ClipError, Explorer, _strip, load_clip, steps_to_show
+from jepa_demo.explore import CURVE_COLOURS, MAX_MEGABYTES, ClipError, Explorer, _strip, load_clip, steps_to_show
 from jepa_demo.gallery import gallery_clip, nearest
 from jepa_demo.inference import JEPAModel, load_model
 from jepa_demo.masks import sample_mask
@@ -371,6 +371,9 @@ def test_surprise_view_draws_the_pixel_baseline_beside_the_model_on_a_common_sca
                                np.array(baseline["per_step"]) / baseline["threshold"], rtol=1e-6)
     np.testing.assert_allclose(curves["JEPA (latent error)"],
                                np.array(view.numbers["per_step"]) / view.numbers["threshold"], rtol=1e-6)
+    colours = {trace.name: trace.line.color for trace in view.figure.data if trace.mode == "lines"}
+    assert colours["pixel baseline (pixel error)"] == CURVE_COLOURS["pixel baseline (pixel error)"] != \
+        colours["JEPA (latent error)"]  # as when the pixel baseline's own curve is drawn alone
     assert "baseline" not in explorer.surprise(clip).numbers
     # BUG: a baseline of the model's own objective (the Explorer takes any second model) replaced the model's curve
     twin = Explorer(explorer.model, cache_dir=explorer.cache_dir, num_clips=40, baseline=explorer.model).surprise(clip)

@@ -277,6 +277,11 @@ def test_surprise_figure_options():
     assert len(surprise_figure(curves, threshold=5.0).data) == 3  # nothing above: no empty marker trace
     with pytest.raises(ValueError, match="at least one curve"):
         surprise_figure({})
+    # BUG: the pixel baseline's curve took the colour of its place, red beside a JEPA and blue on its own
+    coloured = surprise_figure(curves, colours={"pixel baseline": "#d62728"})
+    assert [trace.line.color for trace in coloured.data] == [None, "#d62728"]
+    # BUG: the legend beside the plot (its threshold entry is long) left a phone's plot about 95 px wide
+    assert coloured.layout.legend.orientation == "h" and coloured.layout.legend.y < 0
 
 
 def test_map_figure_one_trace_per_label_value_and_a_star():
@@ -294,6 +299,7 @@ def test_map_figure_one_trace_per_label_value_and_a_star():
     by_gravity = map_figure(coords, labels, "gravity")
     assert [trace.name for trace in by_gravity.data] == ["False", "True"]
     assert by_gravity.layout.legend.title.text == "gravity"
+    assert by_gravity.layout.legend.orientation == "h"  # under the map: beside it, it squeezed a phone's map
     # groups differ in shape as well as colour: not by colour alone
     groups = fig.data[:3]
     assert len({t.marker.symbol for t in groups}) == len({t.marker.color for t in groups}) == 3
