@@ -507,7 +507,7 @@ def build_app() -> gr.Blocks:
                         "embedding keeps.")
             k = numbers_only(gr.Slider(1, 16, value=8, step=1, label="number of similar clips (k)"), whole=True)
             run_neighbors = gr.Button("Find similar clips", variant="primary")
-            neighbor_gallery = gr.Gallery(label="most similar gallery clips", columns=4, height="auto",
+            neighbor_gallery = gr.Gallery(label="most similar gallery clips", columns=4, height="fit-content",
                                           elem_id="neighbors-gallery")
             neighbor_numbers = gr.JSON(label="similarities and labels", elem_id="neighbors-numbers")
         with gr.Tab("Embedding map"):

@@ -132,6 +132,9 @@ def test_four_views_render_in_the_browser(page, screenshots, tmp_path):
     _assert_image(page, "neighbors-gallery", RESULT_MS)
     expect(page.locator("#neighbors-gallery")).to_contain_text("similarity")  # the captions
     expect(page.locator("#neighbors-numbers")).to_contain_text("similarity")
+    # BUG: height="auto" is Gradio's fixed 550 px: the second row of thumbnails was cut in half, behind a scroll bar
+    grid = page.locator("#neighbors-gallery .grid-wrap")
+    assert grid.evaluate("el => el.scrollHeight <= el.clientHeight + 1"), grid.evaluate("el => el.outerHTML")[:300]
     _screenshot(page, screenshots / "screenshot-neighbors.png")
 
     _open_and_run(page, "Embedding map", "Place the clip on the map", ["map-plot", "map-numbers"])
