@@ -449,6 +449,15 @@ def build_app_at_start() -> gr.Blocks:
                  f"({err.strerror or err})")
 
 
+def captioned_strip(caption: str, elem_id: str) -> gr.Image:
+    """A strip of frames under its caption, not under its label: Gradio draws an image's label over the image's top
+    left, which on a 128-pixel strip hid the top tokens of its first frames (of six, for the longest caption). PNG,
+    not Gradio's default lossy WebP, whose blur and subsampled colour would blend the tokens' colours and ring at
+    their edges: the PCA strips' point is that one colour is one representation."""
+    gr.Markdown(caption, elem_classes="strip-caption")
+    return gr.Image(label=caption.replace("`", ""), show_label=False, type="numpy", format="png", elem_id=elem_id)
+
+
 def build_app() -> gr.Blocks:
     # in the cache folder main() checked it can write
     examples, examples_caption = example_clips(served_folder() / "examples")
@@ -480,11 +489,9 @@ def build_app() -> gr.Blocks:
                 # the maximum: torch's generator overflows at 2**64
                 seed = numbers_only(gr.Number(0, precision=0, minimum=0, maximum=2**31 - 1, label="seed"), whole=True)
             run_masked = gr.Button("Predict the hidden latents", variant="primary")
-            # PNG, not Gradio's default lossy WebP, whose blur and subsampled colour would blend the tokens' colours
-            # and ring at their edges: the PCA strips' point is that one colour is one representation
-            masked_images = [gr.Image(label=label, type="numpy", format="png", elem_id=f"masked-{name}")
-                             for name, label in (
-                ("hidden", "hidden tokens (pale); frames: frames_shown in the numbers, of the model_frames it read"),
+            masked_images = [captioned_strip(label, f"masked-{name}") for name, label in (
+                ("hidden", "hidden tokens (pale); frames: `frames_shown` in the numbers, of the `model_frames` it "
+                           "read"),
                 ("error", "per-token error at the hidden tokens (0 darkens the frame, yellow is this clip's largest)"),
                 ("predicted", "predicted latents in PCA colours, grey where visible (the pixel baseline predicts "
                               "pixels: shown through the same PCA)"),
@@ -543,10 +550,9 @@ def build_app() -> gr.Blocks:
                            "clip is long enough for its surprise too)."))
             run_surprise = gr.Button("Measure surprise over time", variant="primary")
             surprise_plot = gr.Plot(label="surprise over time", elem_id="surprise-plot")
-            surprise_overlay = gr.Image(label="where: surprise heatmap over up to 10 predicted steps, the peak among "
-                                              "them (frames: heatmap_frames in the numbers; 0 darkens the frame, "
-                                              "yellow is the clip's largest)",
-                                        type="numpy", format="png", elem_id="surprise-overlay")
+            surprise_overlay = captioned_strip("where: surprise heatmap over up to 10 predicted steps, the peak "
+                                               "among them (frames: `heatmap_frames` in the numbers; 0 darkens the "
+                                               "frame, yellow is the clip's largest)", "surprise-overlay")
             surprise_numbers = gr.JSON(label="numbers", elem_id="surprise-numbers")
         # One concurrency group for the four views: Gradio's limit holds per group, and each event is its own group
         # unless named, so the views would run MODEL_CALLS each at once (8 in all), not MODEL_CALLS together.
