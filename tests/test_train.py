@@ -1722,6 +1722,19 @@ def test_a_file_name_holding_a_line_break_keeps_the_data_lines_one_line_each(tmp
     assert "\n" not in str(refused.value)
 
 
+def test_a_still_picture_in_the_data_folder_is_named(tmp_path, capsys):
+    """BUG: a one-frame GIF (a still picture) was trained on as clips that never move, without a word."""
+    from jepa_demo.video import write_video
+    from train.data import readable_videos
+
+    write_video(tmp_path / "moving.mp4", np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), np.uint8))
+    write_video(tmp_path / "still.gif", np.zeros((1, 32, 32, 3), np.uint8))
+    assert readable_videos(str(tmp_path)) == [tmp_path / "moving.mp4", tmp_path / "still.gif"]
+    assert capsys.readouterr().err == (f"note: data={tmp_path}: 1 of 2 video files is a still picture (a single "
+                                       f"frame), trained on as clips that never move (first: {tmp_path / 'still.gif'})"
+                                       "\n")
+
+
 def test_folder_batches_label_the_sub_folders_beside_files_in_the_root(tmp_path):
     """BUG: a file in the root (label None) beside a sub-folder's ('cats') failed the sort of the labels, a
     TypeError traceback at the start of training."""

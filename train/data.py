@@ -137,12 +137,14 @@ def _digest(lines) -> str:
 def readable_videos(root: str, report: bool = True) -> list[Path]:
     """The video files under `root` that can be read. One broken file among thousands would otherwise stop a run
     hours in, whenever a batch first drew it: each file is opened once here, and those that fail are left out, with
-    one line saying how many and why the first failed (`report`)."""
+    one line saying how many and why the first failed (`report`); and one naming the files of a single frame, a still
+    picture (a GIF of one frame) each of whose clips never moves, which the run otherwise trains on without a word."""
     files = list_videos(root, what=f"data={root}", hint=" (use data=world for the synthetic world)")
-    readable, reasons = [], []
+    readable, reasons, stills = [], [], []
     for path in tqdm(files, desc="checking videos", unit="file", leave=False, disable=None if report else True):
         try:
-            video_info(path)
+            if video_info(path)["frames"] == 1:
+                stills.append(path)
         except VideoError as err:
             reasons.append(with_path(err, path))
             continue
@@ -153,6 +155,10 @@ def readable_videos(root: str, report: bool = True) -> list[Path]:
     if reasons and report:
         say(one_line_name(f"data={root}: leaving out {len(reasons)} of {len(files)} video files that cannot be "
                           f"read (first: {reasons[0]})"))
+    if stills and report:
+        are = "is a still picture" if len(stills) == 1 else "are still pictures"
+        say(one_line_name(f"note: data={root}: {len(stills)} of {len(files)} video files {are} (a single frame), "
+                          f"trained on as clips that never move (first: {stills[0]})"))
     return readable
 
 
