@@ -13,6 +13,7 @@ of a server can share it. This module composes `inference`, `gallery` and `views
 """
 
 import contextlib
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import is_hub_repo_id
 from .cli import check_finite
 from .gallery import (
     DEFAULT_CLIPS,
@@ -376,6 +378,15 @@ class Explorer:
                 "per_step": other.per_step.tolist(), "step_frames": other_steps.tolist()}
 
 
+def _loading_message(checkpoint: str) -> str:
+    """What the progress bar says while `checkpoint` loads: a Hub id's download, or, offline, the Hub's retries
+    before it is found unreachable (some 25 s), is otherwise a silent 'loading' at 0 %."""
+    if not os.path.isdir(checkpoint) and is_hub_repo_id(checkpoint):
+        return (f"loading {checkpoint} from the Hugging Face Hub (a download on first use; offline, some 25 s of "
+                "retries to find the Hub unreachable)")
+    return f"loading {checkpoint}"
+
+
 def steps_to_show(count: int, peak: int, num: int = _SHOWN_STEPS) -> np.ndarray:
     """Which of `count` predicted steps the heatmap strip shows: all when they fit, else `num` spread over the clip
     with the peak among them (spread alone can leave out the very step the curve points at)."""
@@ -422,7 +433,7 @@ class ExplorerCache:
                     if key in self._explorers:  # built while this request waited
                         return self._explorers[key]
                 if progress:
-                    progress(0.0, f"loading {checkpoint}")
+                    progress(0.0, _loading_message(checkpoint))
                 explorer = self._build(checkpoint, progress)
                 with self._lock:
                     self._explorers[key] = explorer

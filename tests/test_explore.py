@@ -492,6 +492,10 @@ def test_explorer_cache_builds_each_checkpoint_once_with_progress_and_keeps_the_
     for name in ("bad1", "bad2"):
         with pytest.raises(ValueError, match=name):
             cache.get(name)
+    # BUG: a Hub id's download, or offline its retries (some 25 s), showed a bare "loading ..." at 0 %
+    cache.get("someone/model", lambda f, message: reports.append((f, message)))
+    assert reports[-1] == (0.0, "loading someone/model from the Hugging Face Hub (a download on first use; offline, "
+                                "some 25 s of retries to find the Hub unreachable)")
     assert cache._building == {}  # names that failed to load leave nothing behind, however many a caller sends
     # kept under a key naming the weights: two names of one folder share an Explorer, changed weights get a new one
     again = cache.get("./a/", key="a@1")
