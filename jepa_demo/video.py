@@ -45,10 +45,10 @@ MAX_REORDER = 16
 SEEK_FROM = 120
 
 # The containers uploads and data=FOLDER may be, each written and read by the tests: phones' and cameras' (.3gp of
-# older phones, .mts/.m2ts of camcorders, .ts recordings) and older formats too, since a folder's files of any other
-# suffix are passed over without a word.
+# older phones, .mts/.m2ts of camcorders, .ts recordings, .mjpeg of IP cameras) and older formats too, since a
+# folder's files of any other suffix are passed over without a word.
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".gif", ".3gp", ".mts", ".m2ts", ".ts", ".mpg",
-                  ".mpeg", ".wmv", ".flv", ".ogv")
+                  ".mpeg", ".wmv", ".flv", ".ogv", ".mjpeg", ".mjpg")
 # The demuxers ffmpeg may pick for a file, whatever its name. ffmpeg chooses one from the first bytes, and some read
 # other files or the network: a text file that starts "ffconcat version 1.0" is a concat script that can play the other
 # files next to it (or itself, until no file can be opened), and HLS, DASH and SDP files name further sources. Still
@@ -423,8 +423,10 @@ def _starts_like_mp4(path: Path) -> bool:
 
 
 def _video_stream(container, path: Path, size: int | None = None):
-    # ffmpeg opens a still image as a one-frame video through these demuxers (png_pipe, jpeg_pipe, ..., image2).
-    if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+    # ffmpeg opens a still image as a one-frame video through these demuxers (png_pipe, jpeg_pipe, ..., image2), and
+    # a raw Motion-JPEG recording (an IP camera's .mjpeg: pictures one after the other) through jpeg_pipe too
+    image = container.format.name == "image2" or container.format.name.endswith("_pipe")
+    if image and _pictures(path, container.format.name) < 2:
         raise VideoError(f"{path.name}: is an image, not a video")
     # Cover art in an audio file is a video stream too, marked as an attached picture.
     streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
@@ -447,6 +449,13 @@ def _video_stream(container, path: Path, size: int | None = None):
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels; with its short side scaled to {size} "
                          f"it would be over the limit of {MAX_PIXELS / 1e6:.0f} million a frame")
     return stream
+
+
+def _pictures(path: Path, demuxer: str) -> int:
+    """How many pictures, up to 2, a file an image demuxer opened holds: read apart, so that the container the caller
+    holds is not moved past its start."""
+    with av.open(str(path.absolute()), format=demuxer, options={"max_pixels": str(MAX_PIXELS)}) as again:
+        return sum(1 for _ in zip(range(2), (packet for packet in again.demux(video=0) if packet.size)))
 
 
 class _Packets(NamedTuple):

@@ -272,11 +272,15 @@ def test_formats_written_by_ffmpeg(tmp_path, name, extra):
 def test_every_suffix_uploads_and_data_folders_accept_is_read(tmp_path):
     codec = {".webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"], ".3gp": ["-c:v", "libx264"],  # not H.263
              ".mpg": ["-c:v", "mpeg2video"], ".mpeg": ["-c:v", "mpeg2video"],  # MPEG-1 takes no 10 fps
-             ".mts": ["-f", "mpegts"], ".m2ts": ["-f", "mpegts"]}
+             ".mts": ["-f", "mpegts"], ".m2ts": ["-f", "mpegts"],
+             # BUG: a raw Motion-JPEG stream (an IP camera's recording) opens through ffmpeg's jpeg_pipe, and was
+             # refused as an image
+             ".mjpeg": ["-f", "mjpeg"], ".mjpg": ["-f", "mjpeg"]}
     for suffix in VIDEO_SUFFIXES:
         path = pattern_clip(tmp_path / f"clip{suffix}", 1, "80x60", 10, *codec.get(suffix, []))
         assert read_video(path, num_frames=4).shape == (4, 60, 80, 3), suffix
     assert sorted(path.suffix for path in list_videos(tmp_path)) == sorted(VIDEO_SUFFIXES)
+    assert {".mjpeg", ".mjpg"} <= set(VIDEO_SUFFIXES)  # so that the file picker and data folders take them
 
 
 def test_a_folder_of_links_to_label_folders_is_followed_once_and_an_unreadable_one_named(tmp_path, monkeypatch):
