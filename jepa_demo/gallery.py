@@ -315,6 +315,13 @@ _OUR_FILE = re.compile(r"(?:gallery-[0-9a-f]{16}-\d+clips|threshold-[0-9a-f]{16}
 _OUR_THUMBNAILS = re.compile(r"thumbnails-[0-9a-f]{16}-seed\d+-v(\d+)")
 
 
+def remove_galleries(folder: Path) -> None:
+    """Remove the gallery and threshold files in a checkpoint folder whose weights a new run replaces: built for the
+    old weights, they are never read again, and `train push` would upload them beside the new ones."""
+    for path in _gallery_files(folder):
+        path.unlink(missing_ok=True)
+
+
 def _gallery_files(folder: Path) -> list[Path]:
     return [path for path in [*folder.glob("gallery-*.npz"), *folder.glob("threshold-*.json")]
             if _OUR_FILE.fullmatch(path.name)]

@@ -287,6 +287,10 @@ def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path,
 
     out = tmp_path / "run"
     assert main(["--config", TINY, f"out_dir={out}", "steps=4", "save_every=2"]) == 0  # finished
+    # the app's galleries built for the finished run's weights (gallery --ship, as the shipped checkpoints have)
+    galleries = [out / f"gallery-{'0' * 16}-300clips-seed1-v7.npz", out / f"threshold-{'0' * 16}-seed1-v7.json"]
+    for path in galleries:
+        path.write_text("x")
     # A new run stopped before its first save: its --resume starts it from step 0. It had continued the finished
     # run's weights and step under the new run's settings.
     _interrupt_after(monkeypatch, 1)
@@ -295,6 +299,8 @@ def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path,
     # nor does the finished run's model stay, to load as if this run had made it
     written_at_start = ("metrics.csv", "train_config.json")
     assert not any((out / name).exists() for name in CHECKPOINT_FILES if name not in written_at_start)
+    # BUG: nor its galleries, which `train push` then uploaded beside the new weights
+    assert not any(path.exists() for path in galleries)
     _interrupt_after(monkeypatch, 3)  # this time it stops after its save at step 2
     assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002", "--resume"]) == 130
     assert "no train_state.safetensors" in capsys.readouterr().err

@@ -40,6 +40,7 @@ from jepa_demo.checkpoint import (
 )
 from jepa_demo.cli import BestEffortStderr, say
 from jepa_demo.config import PreprocessConfig, first_few, model_config_from_preset, to_dict
+from jepa_demo.gallery import remove_galleries
 from jepa_demo.hardware import describe_hardware
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
 from jepa_demo.model import VideoJEPA, clip_spread, effective_rank, embedding_std
@@ -296,7 +297,7 @@ def replace_finished_run(out: Path) -> None:
     """A new run in an earlier run's folder (or a checkpoint's) replaces it, but not an unfinished one: that is work
     --resume would continue. What the earlier run saved goes at once: until this run's first save, its state would let
     --resume continue the earlier run under this one's settings, and its model would load from the folder beside this
-    run's metrics."""
+    run's metrics, and so do the galleries built for its weights (a shipped checkpoint's)."""
     state = out / STATE_NAME
     if state.exists():
         _, meta = load_tensors(state, metadata_only=True)  # a big run's state is gigabytes; its step is in the header
@@ -306,6 +307,7 @@ def replace_finished_run(out: Path) -> None:
                              "continue it, or choose another out_dir for a new run")
     for name in (STATE_NAME, WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CURVES_NAME):
         (out / name).unlink(missing_ok=True)
+    remove_galleries(out)
 
 
 class MetricsLog:
