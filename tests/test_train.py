@@ -1314,6 +1314,9 @@ def test_a_resumed_run_counts_the_time_it_trained_before_it_stopped(tmp_path, mo
     save_tensors(state, tensors, {**meta, "wall_seconds": 6000.0})  # as if that step had taken 100 minutes
     assert main([*settings, "--resume"]) == 0
     assert re.search(r"\*\*Wall time\*\*: 100\.[0-9] min", (tmp_path / "run" / "README.md").read_text())
+    # BUG: a run under 3 s (the tiny recipe's) was "0.0 min", as if not timed: under a minute, seconds
+    assert main(["--config", TINY, f"out_dir={tmp_path / 'short'}", "steps=1"]) == 0
+    assert re.search(r"\*\*Wall time\*\*: [0-9]+\.[0-9] s on ", (tmp_path / "short" / "README.md").read_text())
 
 
 def test_ctrl_c_during_the_last_step_leaves_a_finished_run(tmp_path, monkeypatch, capsys):

@@ -192,6 +192,11 @@ def _folder_data(folder: Path, root: str) -> str:
     return text
 
 
+def _duration(seconds: float) -> str:
+    """Minutes to a tenth, or seconds under a minute: a seconds-long run's card read "0.0 min", as if not timed."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, command: str, hardware: str,
                      seconds: float) -> None:
     rows = read_metrics(folder / "metrics.csv")
@@ -206,7 +211,7 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
         f"- **Data**: {data}",
         f"- **Steps**: {step} of {train_cfg.steps}, batch {train_cfg.batch_size}",
         f"- **Command**: `{command or 'n/a'}`",
-        f"- **Wall time**: {seconds / 60:.1f} min on {hardware}", "",
+        f"- **Wall time**: {_duration(seconds)} on {hardware}", "",
         "## Metrics (mean of the last 10 logged steps)", "",
     ]
     if stats:
