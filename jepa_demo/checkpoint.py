@@ -401,12 +401,39 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
         if private and not api.repo_info(repo_id).private:
             api.update_repo_settings(repo_id, private=True)
         step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none
-        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, delete_patterns=_REPLACED_ON_PUSH,
-                          # abspath: "." is named after the folder it stands for, as evaluate names it
-                          commit_message=f"JEPA Lens checkpoint {Path(os.path.abspath(folder)).name}{step}")
+        with _as_saved(folder, config.get("step")) as upload:
+            api.upload_folder(repo_id=repo_id, folder_path=upload, allow_patterns=files,
+                              delete_patterns=_REPLACED_ON_PUSH,
+                              # abspath: "." is named after the folder it stands for, as evaluate names it
+                              commit_message=f"JEPA Lens checkpoint {Path(os.path.abspath(folder)).name}{step}")
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {first_line(err)})") from None
     return str(url)
+
+
+@contextlib.contextmanager
+def _as_saved(folder: Path, step: int | None):
+    """`folder` to upload, or, when its metrics.csv logs steps from the saved `step` on (a run still training there,
+    or one stopped between saves, whose --resume would drop them), a stand-in: links to its files and the metrics
+    up to the save, so that the repo's metrics describe the weights it holds, as its card and curves do."""
+    metrics = folder / "metrics.csv"
+    lines = metrics.read_text().splitlines(keepends=True) if step is not None and metrics.is_file() else []
+    kept = lines[:1] + [line for line in lines[1:] if _logged_step(line) < step]
+    if len(kept) == len(lines):
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="jepa-lens-push-") as stand_in:
+        for path in folder.iterdir():
+            if path.name != metrics.name:
+                os.symlink(path.absolute(), Path(stand_in) / path.name)
+        (Path(stand_in) / metrics.name).write_text("".join(kept))
+        yield Path(stand_in)
+
+
+def _logged_step(row: str) -> float:
+    """A metrics.csv row's step; infinity for one without (a row cut short), dropped with the rows past a save."""
+    first = row.split(",", 1)[0]
+    return int(first) if re.fullmatch(r"[0-9]{1,18}", first) else float("inf")
 
 
 def _check_pulled_whole(folder: Path, files: list[str]) -> None:

@@ -647,6 +647,14 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
     monkeypatch.chdir(folder)  # BUG: `python -m train push .` committed "JEPA Lens checkpoint  (step 5)"
     push_to_hub(".", "someone/mine", api=hub)
     assert hub.calls[-1] == ("upload_folder", "someone/mine", "JEPA Lens checkpoint mine (step 5)")
+    # BUG: a run stopped between saves (or training in the folder) logged steps its saved weights never took, and
+    # the repo's metrics.csv went past its weights, card and curves; the folder's own file is left as it is
+    logged = "step,loss\n" + "".join(f"{step},0.{step}\n" for step in range(7)) + "7,0."  # the last row cut short
+    (folder / "metrics.csv").write_text(logged)
+    push_to_hub(folder, "someone/mine", api=hub)
+    assert (remote / "metrics.csv").read_text() == "step,loss\n0,0.0\n1,0.1\n2,0.2\n3,0.3\n4,0.4\n"
+    assert (folder / "metrics.csv").read_text() == logged and (remote / "model.safetensors").read_bytes() == \
+        (folder / "model.safetensors").read_bytes()
 
 
 def test_push_private_makes_an_existing_public_repo_private_before_uploading(tmp_path, tiny_model, tiny_preprocess):
