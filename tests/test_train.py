@@ -1299,6 +1299,11 @@ class _PressedDuringTheFirstStep(CtrlC):
         self.requested = True
 
 
+def _segment(command: str) -> dict:
+    """One command's part of a run, as train.loop.RunHistory records it for the card."""
+    return {"command": command, "hardware": "CPU", "steps": [0, 3], "seconds": 1.0}
+
+
 def test_a_resumed_run_counts_the_time_it_trained_before_it_stopped(tmp_path, monkeypatch):
     """The card's wall time is the run's, across its stops: the state's record of the time before is carried on."""
     import train.loop
@@ -1308,12 +1313,19 @@ def test_a_resumed_run_counts_the_time_it_trained_before_it_stopped(tmp_path, mo
     settings = ["--config", TINY, f"out_dir={tmp_path / 'run'}", "steps=3", "save_every=1"]
     with monkeypatch.context() as patch:
         patch.setattr(train.loop, "CtrlC", _PressedDuringTheFirstStep)
+        patch.setattr(train.loop, "describe_hardware", lambda *args: "an H200")  # begun on a GPU, say
         assert main(settings) == 130  # stopped after its first step, saved
     state = tmp_path / "run" / train.loop.STATE_NAME
     tensors, meta = load_tensors(state)
     save_tensors(state, tensors, {**meta, "wall_seconds": 6000.0})  # as if that step had taken 100 minutes
     assert main([*settings, "--resume"]) == 0
-    assert re.search(r"\*\*Wall time\*\*: 100\.[0-9] min", (tmp_path / "run" / "README.md").read_text())
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert re.search(r"\*\*Wall time\*\*: 100\.[0-9] min", card)
+    # BUG: the card named only the last command (a bare --resume) and its hardware, for the whole run's time
+    assert re.search(r"\*\*Command\*\*: `python -m train [^`]*save_every=1`; resumed at step 1 with `python -m train "
+                     r"[^`]*--resume`\n", card), card
+    assert re.search(r"100\.[0-9] min \(steps 0-1: [0-9.]+ s on an H200; steps 1-3: [0-9.]+ s on [0-9]+ CPU threads ",
+                     card), card
     # BUG: a run under 3 s (the tiny recipe's) was "0.0 min", as if not timed: under a minute, seconds
     assert main(["--config", TINY, f"out_dir={tmp_path / 'short'}", "steps=1"]) == 0
     assert re.search(r"\*\*Wall time\*\*: [0-9]+\.[0-9] s on ", (tmp_path / "short" / "README.md").read_text())
@@ -1521,7 +1533,7 @@ def test_training_on_a_folder_of_videos(tmp_path, capsys, monkeypatch):
     record = json.loads((out / "train_config.json").read_text())
     (enough / "train_config.json").write_text(json.dumps({**record, "data_labels": {"bouncing": 4, "falling": 5}}))
     folder_run = load_config(TINY, [f"data={tmp_path / 'clips'}"])
-    write_model_card(enough, folder_run, {"dim": 8}, 3, "python -m train", "CPU", 1)
+    write_model_card(enough, folder_run, {"dim": 8}, 3, [_segment("python -m train")], 1.0)
     assert f"falling (5). How well the embeddings tell them apart: `python -m jepa_demo.evaluate --folder " \
            f"{tmp_path / 'clips'} --checkpoint '{enough}'`" in (enough / "README.md").read_text()  # BUG: unquoted
     # --resume draws the same batches only from the same files: one added since is refused, by name of the setting
@@ -1691,8 +1703,8 @@ def test_a_card_names_folders_that_are_not_utf8(tmp_path):
     (folder / "metrics.csv").write_text(",".join(METRIC_FIELDS) + "\n")
     record = {"data_files": "9 files, sha256 0", "data_labels": {os.fsdecode(b"caf\xe9"): 4, "tea": 5}}
     (folder / "train_config.json").write_text(json.dumps(record))
-    write_model_card(folder, load_config(TINY, [f"data={data}"]), {"dim": 8}, 3, f"python -m train data={data}",
-                     "CPU", 1)
+    write_model_card(folder, load_config(TINY, [f"data={data}"]), {"dim": 8}, 3,
+                     [_segment(f"python -m train data={data}")], 1.0)
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert "/clips/caf\\udce9`; its sub-folders label them: caf\\udce9 (4), tea (5)" in card
     assert f"- **Command**: `python -m train data={tmp_path}/clips/caf\\udce9`" in card

@@ -197,13 +197,44 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) 
 
 
 def save_training_state(out: Path, model: VideoJEPA, optimizer, step: int, cfg: TrainConfig,
-                        wall_seconds: float, world_size: int) -> None:
-    """One file, written atomically: a crash mid-save leaves the previous state intact."""
+                        wall_seconds: float, world_size: int, segments: list[dict] = ()) -> None:
+    """One file, written atomically: a crash mid-save leaves the previous state intact. `segments`: the run's
+    commands so far (`RunHistory`)."""
     optim_tensors, optim_meta = optimizer_tensors(optimizer)
     tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **optim_tensors}
     meta = {"step": step, "wall_seconds": wall_seconds, "world_size": world_size, "train": config_to_dict(cfg),
-            **optim_meta}
+            "segments": list(segments), **optim_meta}
     save_tensors(out / STATE_NAME, tensors, meta)
+
+
+@dataclass
+class RunHistory:
+    """The commands a run has taken so far, each a segment {command, hardware, steps: [first, end), seconds}: after
+    a --resume the card's command and hardware were the last process's alone (a GPU run finished on a CPU read as
+    all on the CPU, its command a bare --resume), while its wall time was the whole run's."""
+
+    earlier: list[dict]
+    command: str
+    start: int
+    seconds_before: float
+
+    @classmethod
+    def of(cls, out: Path, command: str, start: int, seconds_before: float) -> "RunHistory":
+        """The history `out`'s training state records, when this process resumes it at step `start`."""
+        earlier = []
+        if start:
+            _, meta = load_tensors(out / STATE_NAME, metadata_only=True)
+            earlier = [dict(segment) for segment in meta.get("segments", [])]
+            if not earlier:  # a state saved before segments were recorded: its time, of unknown make
+                earlier = [{"command": None, "hardware": None, "steps": [0, start], "seconds": seconds_before}]
+        return cls(earlier, command, start, seconds_before)
+
+    def segments(self, step: int, seconds: float, hardware: str) -> list[dict]:
+        """Every segment up to this save at `step`, `seconds` into the run (redoing a finished run's export: none)."""
+        if step == self.start:
+            return self.earlier
+        return [*self.earlier, {"command": self.command, "hardware": hardware, "steps": [self.start, step],
+                                "seconds": seconds - self.seconds_before}]
 
 
 def run_record(cfg: TrainConfig, dataset) -> dict:
@@ -507,6 +538,7 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
         if resume:
             say(f"--resume: no {STATE_NAME} in {out}, starting from step 0")  # not a result
         replace_finished_run(out)
+    history = RunHistory.of(out, command, start, seconds_before) if runtime.is_main else None
     if runtime.world_size > 1:
         check_processes_resume_together(start, runtime)
     forward = wrap_for_speed(model, cfg, runtime)
@@ -516,9 +548,9 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     started = time.perf_counter() - seconds_before
     if start == cfg.steps:  # the run had ended, but its last export may not have: the state is saved first
-        _save(model, optimizer, start, cfg, runtime, out, preprocess, command, seconds_before)
+        _save(model, optimizer, start, cfg, runtime, out, preprocess, history, seconds_before)
     try:
-        _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started)
+        _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, history, started)
     finally:
         if log:
             log.close()
@@ -566,7 +598,7 @@ class CtrlC:
             signal.signal(stop, handler)
 
 
-def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, command, started):
+def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, history, started):
     # Context managers: the bar is closed before an error message is printed under it
     stderr = BestEffortStderr()  # a reader gone must not stop the step in progress, nor its save if one is due
     with tqdm(total=cfg.steps, initial=start, disable=not runtime.is_main, desc="train", unit="step", file=stderr,
@@ -594,7 +626,7 @@ def _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, prep
                 tick, clips = time.perf_counter(), 0
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 seconds = time.perf_counter() - started
-                _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, command, seconds)
+                _save(model, optimizer, step + 1, cfg, runtime, out, preprocess, history, seconds)
                 tick, clips = time.perf_counter(), 0  # clips/s measures training, not the save
             if step + 1 < cfg.steps and stop_together(ctrl_c.requested, runtime):  # after the last: a finished run
                 raise KeyboardInterrupt
@@ -635,19 +667,20 @@ def _metrics_row(step: int, loss: float, embeddings: torch.Tensor, mask: str, cf
             "clips_per_s": clips_per_s, "mask": mask}
 
 
-def _save(model, optimizer, step, cfg, runtime, out, preprocess, command, seconds) -> None:
-    """Rank 0 writes the training state first (what resume reads), then the exported checkpoint and its card."""
+def _save(model, optimizer, step, cfg, runtime, out, preprocess, history: RunHistory | None, seconds) -> None:
+    """Rank 0 writes the training state first (what resume reads), then the exported checkpoint and its card
+    (`history`: rank 0's, None on the others)."""
     if runtime.world_size > 1:
         check_processes_agree(model, step, runtime)
     if runtime.is_main:
         # the rows logged so far first: appended without a sync, a power cut after this save could lose the last
         # ones, which the resumed run, starting after them, would never log again
         flush_to_disk(out / METRICS_NAME)
-        save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size)
+        segments = history.segments(step, seconds, describe_hardware(runtime.device, runtime.world_size))
+        save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size, segments)
         save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
         plot_curves(out / METRICS_NAME, out / CURVES_NAME, cfg.objective)
-        write_model_card(out, cfg, to_dict(model.cfg), step, command,
-                         describe_hardware(runtime.device, runtime.world_size), seconds)
+        write_model_card(out, cfg, to_dict(model.cfg), step, segments, seconds)
     if runtime.world_size > 1:
         dist.barrier()
 

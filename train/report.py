@@ -197,8 +197,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
-def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, command: str, hardware: str,
+def _commands(segments: list[dict]) -> str:
+    """The command that started the run, then each that resumed it and where."""
+    first, *resumed = [f"`{segment['command']}`" if segment["command"] else "n/a" for segment in segments]
+    return "; ".join([first, *(f"resumed at step {segment['steps'][0]} with {command}"
+                               for segment, command in zip(segments[1:], resumed))])
+
+
+def _wall_time(seconds: float, segments: list[dict]) -> str:
+    """The run's wall time, and what it ran on: per segment where that changed (a run begun on a GPU and finished on
+    a CPU is neither)."""
+    total = _duration(seconds)
+    hardware = {segment["hardware"] for segment in segments}
+    if len(hardware) == 1:
+        return f"{total} on {hardware.pop() or 'unrecorded hardware'}"
+    parts = [f"steps {segment['steps'][0]}-{segment['steps'][1]}: {_duration(segment['seconds'])} on "
+             f"{segment['hardware'] or 'unrecorded hardware'}" for segment in segments]
+    return f"{total} ({'; '.join(parts)})"
+
+
+def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, segments: list[dict],
                      seconds: float) -> None:
+    """The card of the checkpoint saved at `step`, `seconds` into the run; `segments`: each command of the run so far
+    (train.loop.RunHistory), the first that started it."""
     rows = read_metrics(folder / "metrics.csv")
     stats = summarize(rows) if rows else None
     data = ("the synthetic physics world (jepa_demo.world), rendered on the fly" if train_cfg.data == "world"
@@ -210,8 +231,8 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, comman
         "Load it with `jepa_demo.load_model(path_or_repo_id)`.", "",
         f"- **Data**: {data}",
         f"- **Steps**: {step} of {train_cfg.steps}, batch {train_cfg.batch_size}",
-        f"- **Command**: `{command or 'n/a'}`",
-        f"- **Wall time**: {_duration(seconds)} on {hardware}", "",
+        f"- **Command**: {_commands(segments)}",
+        f"- **Wall time**: {_wall_time(seconds, segments)}", "",
         "## Metrics (mean of the last 10 logged steps)", "",
     ]
     if stats:
