@@ -67,8 +67,8 @@ def random_mask(grid, gen: torch.Generator, ratio: float = 0.75) -> torch.Tensor
 def sample_mask(kind: str, grid, gen: torch.Generator, ratio: float = 0.75, num_future: int = 2) -> torch.Tensor:
     """Dispatch by name; `ratio` applies to tube/random, `num_future` to future. A `ratio` given out of range is
     refused whatever the kind (multiblock hiding ~90 % of a clip asked for "at 5" would be a silent surprise); None is
-    no ratio, for the kinds that use none."""
-    if ratio is not None or kind in ("tube", "random"):
+    no ratio, for the kinds that use none (tube and random refuse it, in `_random_subset`)."""
+    if ratio is not None:
         check_ratio(ratio)
     if kind == "multiblock":
         return multiblock_mask(grid, gen)
