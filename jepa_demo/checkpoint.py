@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from .config import ModelConfig, PreprocessConfig, dataclass_from_dict, first_few, to_dict
 from .model import VideoJEPA, check_finite_weights
+from .training_metrics import METRICS_NAME, read_raw_rows, rows_logged_before, write_rows
 from .vjepa2 import HUB_FILES as VJEPA2_HUB_FILES
 from .vjepa2 import PROCESSOR_FILES, build_vjepa2, check_safetensors_only, is_vjepa2_config
 from .vjepa2 import model_config as vjepa2_model_config
@@ -41,7 +42,7 @@ CONFIG_NAME = "config.json"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # The app's gallery and threshold files travel too (jepa_demo.gallery: prebuilt, named by the weights' fingerprint).
 # Fetched with a checkpoint when the repo has them, not needed to load it: offline, a cache without them still loads
-_OPTIONAL_HUB_FILES = ["README.md", "metrics.csv", "training_curves.png", "gallery-*.npz", "threshold-*.json"]
+_OPTIONAL_HUB_FILES = ["README.md", METRICS_NAME, "training_curves.png", "gallery-*.npz", "threshold-*.json"]
 _HUB_FILES = [WEIGHTS_NAME, CONFIG_NAME, *_OPTIONAL_HUB_FILES]
 # A V-JEPA 2 repo pushed by `python -m train push` carries ours as well.
 _VJEPA2_HUB_FILES = sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})
@@ -51,7 +52,7 @@ _VJEPA2_HUB_FILES = sorted({*_HUB_FILES, *VJEPA2_HUB_FILES})
 # shards no longer there; after a single file, sharded weights left it, which transformers loads first. So do V-JEPA
 # 2's processor settings, read in place of the defaults of a folder without them. A README is left alone: it may be
 # the owner's own.
-_REPLACED_ON_PUSH = ["gallery-*.npz", "threshold-*.json", "metrics.csv", "training_curves.png", WEIGHTS_NAME,
+_REPLACED_ON_PUSH = ["gallery-*.npz", "threshold-*.json", METRICS_NAME, "training_curves.png", WEIGHTS_NAME,
                      "model-?????-of-?????.safetensors", "model.safetensors.index.json",  # shards only, as named
                      *PROCESSOR_FILES]
 
@@ -393,47 +394,44 @@ def push_to_hub(folder, repo_id: str, private: bool = False, api=None) -> str:
     from huggingface_hub.errors import HfHubHTTPError
 
     api = api or HfApi()
-    try:
-        # None, not False: a new repo then takes its owner's default (an organisation's may be private)
-        url = api.create_repo(repo_id, private=private or None, exist_ok=True)
-        # create_repo leaves a repo that exists as it is: a public one would get the files (asked only when it is
-        # public, as changing settings may take more rights than pushing)
-        if private and not api.repo_info(repo_id).private:
-            api.update_repo_settings(repo_id, private=True)
-        step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none
-        with _as_saved(folder, config.get("step")) as upload:
+    step = "" if config.get("step") is None else f" (step {config['step']})"  # V-JEPA 2 records none
+    with _as_saved(folder, config.get("step")) as upload:
+        try:
+            # None, not False: a new repo then takes its owner's default (an organisation's may be private)
+            url = api.create_repo(repo_id, private=private or None, exist_ok=True)
+            # create_repo leaves a repo that exists as it is: a public one would get the files (asked only when it
+            # is public, as changing settings may take more rights than pushing)
+            if private and not api.repo_info(repo_id).private:
+                api.update_repo_settings(repo_id, private=True)
             api.upload_folder(repo_id=repo_id, folder_path=upload, allow_patterns=files,
                               delete_patterns=_REPLACED_ON_PUSH,
                               # abspath: "." is named after the folder it stands for, as evaluate names it
                               commit_message=f"JEPA Lens checkpoint {Path(os.path.abspath(folder)).name}{step}")
-    except (HfHubHTTPError, OSError, *_network_errors()) as err:
-        raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {first_line(err)})") from None
+        except (HfHubHTTPError, OSError, *_network_errors()) as err:
+            raise CheckpointError(f"{repo_id}: upload failed ({err.__class__.__name__}: {first_line(err)})") from None
     return str(url)
 
 
 @contextlib.contextmanager
 def _as_saved(folder: Path, step: int | None):
     """`folder` to upload, or, when its metrics.csv logs steps from the saved `step` on (a run still training there,
-    or one stopped between saves, whose --resume would drop them), a stand-in: links to its files and the metrics
-    up to the save, so that the repo's metrics describe the weights it holds, as its card and curves do."""
-    metrics = folder / "metrics.csv"
-    lines = metrics.read_text().splitlines(keepends=True) if step is not None and metrics.is_file() else []
-    kept = lines[:1] + [line for line in lines[1:] if _logged_step(line) < step]
-    if len(kept) == len(lines):
+    or one stopped between saves, whose --resume would drop them) or holds a row cut short, a stand-in: links to its
+    files and the whole rows up to the save, so that the repo's metrics describe the weights it holds, as its card and
+    curves do."""
+    try:
+        rows = read_raw_rows(folder / METRICS_NAME) if step is not None else []
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    kept = rows_logged_before(rows, step)
+    if len(kept) == len(rows):
         yield folder
         return
     with tempfile.TemporaryDirectory(prefix="jepa-lens-push-") as stand_in:
         for path in folder.iterdir():
-            if path.name != metrics.name:
+            if path.name != METRICS_NAME:
                 os.symlink(path.absolute(), Path(stand_in) / path.name)
-        (Path(stand_in) / metrics.name).write_text("".join(kept))
+        write_rows(Path(stand_in) / METRICS_NAME, kept)
         yield Path(stand_in)
-
-
-def _logged_step(row: str) -> float:
-    """A metrics.csv row's step; infinity for one without (a row cut short), dropped with the rows past a save."""
-    first = row.split(",", 1)[0]
-    return int(first) if re.fullmatch(r"[0-9]{1,18}", first) else float("inf")
 
 
 def _check_pulled_whole(folder: Path, files: list[str]) -> None:

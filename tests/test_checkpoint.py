@@ -23,6 +23,7 @@ from jepa_demo.checkpoint import (
 from jepa_demo.config import model_config_from_preset
 from jepa_demo.inference import load_model
 from jepa_demo.model import VideoJEPA
+from jepa_demo.training_metrics import METRIC_FIELDS, read_metrics
 
 
 @pytest.fixture
@@ -649,12 +650,33 @@ def test_push_then_pull_round_trip_through_a_local_hub(tmp_path, tiny_model, tin
     assert hub.calls[-1] == ("upload_folder", "someone/mine", "JEPA Lens checkpoint mine (step 5)")
     # BUG: a run stopped between saves (or training in the folder) logged steps its saved weights never took, and
     # the repo's metrics.csv went past its weights, card and curves; the folder's own file is left as it is
-    logged = "step,loss\n" + "".join(f"{step},0.{step}\n" for step in range(7)) + "7,0."  # the last row cut short
+    row = "{},0.4,0.001,0.996,0.5,0.3,12.0,20.0,future\n"
+    logged = ",".join(METRIC_FIELDS) + "\n" + "".join(map(row.format, range(7))) + "7,0."  # the last row cut short
     (folder / "metrics.csv").write_text(logged)
     push_to_hub(folder, "someone/mine", api=hub)
-    assert (remote / "metrics.csv").read_text() == "step,loss\n0,0.0\n1,0.1\n2,0.2\n3,0.3\n4,0.4\n"
+    assert [row["step"] for row in read_metrics(remote / "metrics.csv")] == [0, 1, 2, 3, 4]
+    # BUG: a power cut can leave half of a row logged before a save that reached the disk (appends are not synced):
+    # pushed, it failed every reading of the repo's curves
+    logged = logged.replace(row.format(3), "3,0.4,0.0\n")
+    (folder / "metrics.csv").write_text(logged)
+    push_to_hub(folder, "someone/mine", api=hub)
+    assert [row["step"] for row in read_metrics(remote / "metrics.csv")] == [0, 1, 2, 4]
     assert (folder / "metrics.csv").read_text() == logged and (remote / "model.safetensors").read_bytes() == \
         (folder / "model.safetensors").read_bytes()
+
+
+def test_push_refuses_a_metrics_log_that_is_not_text_naming_it(tmp_path, tiny_model, tiny_preprocess):
+    """BUG: a metrics.csv that is not UTF-8 text (a disk error, a file copied over it) ended the push in a
+    UnicodeDecodeError traceback."""
+    from jepa_demo.checkpoint import push_to_hub
+
+    folder = tmp_path / "mine"
+    save_checkpoint(tiny_model, folder, tiny_preprocess, step=5)
+    (folder / "metrics.csv").write_bytes(b"step,loss\n\xff\xfe\x00garbage\n")
+    hub = FolderHub(tmp_path / "hub")
+    with pytest.raises(CheckpointError, match=r"metrics\.csv: not a metrics log"):
+        push_to_hub(folder, "someone/mine", api=hub)
+    assert hub.calls == []  # refused before the Hub was asked anything
 
 
 def test_push_private_makes_an_existing_public_repo_private_before_uploading(tmp_path, tiny_model, tiny_preprocess):

@@ -23,8 +23,9 @@ from jepa_demo.evaluate import (
     violation_pairs,
 )
 from jepa_demo.inference import load_model
+from jepa_demo.training_metrics import read_metrics
 from jepa_demo.world import render_clip
-from train.report import COLLAPSE_FLOORS, read_metrics
+from train.report import COLLAPSE_FLOORS
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT = CHECKPOINTS / "default"
@@ -91,10 +92,10 @@ def test_training_log_shows_no_collapse():
 
 
 def test_the_defaults_targets_differ_from_clip_to_clip_at_every_token():
-    """Its log predates the monitor of the spread across clips (train.report.LOGGED_LATER), so the teacher is checked
-    here: on 32 world clips under one future mask, its tokens at each place vary with the clip, above the floor
-    (0.44 measured; a random encoder of its shape, whose tokens say what is there without training, 0.28: the floor
-    of 0.1 sits well under both, as the overall spread's sits under a random encoder's 0.45)."""
+    """Its log predates the monitor of the spread across clips (jepa_demo.training_metrics.LOGGED_LATER), so the
+    teacher is checked here: on 32 world clips under one future mask, its tokens at each place vary with the clip,
+    above the floor (0.44 measured; a random encoder of its shape, whose tokens say what is there without training,
+    0.28: the floor of 0.1 sits well under both, as the overall spread's sits under a random encoder's 0.45)."""
     import numpy as np
     import torch
 

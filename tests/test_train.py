@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 from jepa_demo.hardware import cpu_model, usable_cpus
 from jepa_demo.inference import load_model
 from jepa_demo.model import clip_spread, embedding_std
+from jepa_demo.training_metrics import read_metrics
 from train.config import TrainConfig, load_config, parse_overrides
 from train.loop import CtrlC, lr_at, momentum_at
-from train.report import read_metrics
 
 from processes import kill_with_descendants, run_whole, run_with_its_reader_gone
 
@@ -787,8 +787,9 @@ def test_resume_finishes_a_final_save_that_stopped_after_the_training_state(tmp_
 def test_resume_drops_a_metrics_row_cut_short(tmp_path):
     """metrics.csv is appended without an fsync; a power cut just after a save can leave the row before it half
     written. Kept, its empty fields failed every later plot of the curves (float(''))."""
+    from jepa_demo.training_metrics import METRIC_FIELDS
     from train.loop import MetricsLog
-    from train.report import METRIC_FIELDS, plot_curves
+    from train.report import plot_curves
 
     path = tmp_path / "metrics.csv"
     full = "{step},0.4,0.001,0.996,0.5,0.3,12.0,20.0,future"
@@ -804,7 +805,8 @@ def test_resume_drops_a_metrics_row_cut_short(tmp_path):
 def test_the_curves_of_a_run_logged_before_the_spread_across_clips_do_not_promise_its_line(tmp_path, monkeypatch):
     """BUG: the spread panel's title spoke of a dashed line across clips, which a run logged before that column
     (the shipped checkpoints) does not have."""
-    from train.report import METRIC_FIELDS, plot_curves
+    from jepa_demo.training_metrics import METRIC_FIELDS
+    from train.report import plot_curves
 
     figures = []
     monkeypatch.setattr("train.report.plt.close", figures.append)  # the curves' figure, kept to read its titles
@@ -821,7 +823,8 @@ def test_the_curves_of_a_run_of_one_logged_step_show_it(tmp_path):
     """BUG: `steps=1` logs one row; a line through one point draws nothing, so every panel was empty."""
     from matplotlib.image import imread
 
-    from train.report import METRIC_FIELDS, plot_curves
+    from jepa_demo.training_metrics import METRIC_FIELDS
+    from train.report import plot_curves
 
     path = tmp_path / "metrics.csv"
     path.write_text(",".join(METRIC_FIELDS) + "\n0,0.4,0.001,0.996,0.5,0.3,12.0,20.0,future\n")
@@ -1695,7 +1698,8 @@ def test_blank_data_and_out_of_range_seeds_are_refused(tmp_path, capsys):
 def test_a_card_names_folders_that_are_not_utf8(tmp_path):
     """BUG: a Latin-1 folder name (surrogate escapes in Python) made every save fail writing the card, so a run on
     such a folder never finished (each --resume failed again at its next save)."""
-    from train.report import METRIC_FIELDS, write_model_card
+    from jepa_demo.training_metrics import METRIC_FIELDS
+    from train.report import write_model_card
 
     data = os.fsdecode(bytes(tmp_path / "clips") + b"/caf\xe9")  # as os.walk and sys.argv give it
     folder = tmp_path / "run"

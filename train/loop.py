@@ -6,7 +6,6 @@ Run it through `python -m train` (see `train/__main__.py`).
 """
 
 import contextlib
-import csv
 import fcntl
 import hashlib
 import math
@@ -44,17 +43,16 @@ from jepa_demo.gallery import remove_galleries
 from jepa_demo.hardware import describe_hardware
 from jepa_demo.masks import future_mask, mask_to_indices, multiblock_mask
 from jepa_demo.model import VideoJEPA, clip_spread, effective_rank, embedding_std
+from jepa_demo.training_metrics import METRICS_NAME, append_row, read_raw_rows, rows_logged_before, write_rows
 
 from .config import TrainConfig, config_to_dict
 from .data import FolderBatches, WorldBatches, make_loader
 from .report import (
     CARD_NAME,
     CURVES_NAME,
-    METRIC_FIELDS,
     TRAIN_CONFIG_NAME,
     CollapseAlarm,
     monitor_text,
-    parse_metrics_row,
     plot_curves,
     read_run_record,
     recorded_file_count,
@@ -67,7 +65,6 @@ STATE_NAME = "train_state.safetensors"
 MAY_CHANGE_ON_RESUME = {"out_dir", "log_every", "save_every", "device", "compile", "num_workers"}
 # Recorded in train_config.json since a later version than some runs: a run recorded without one is not refused on it
 RECORDED_LATER = {"data_files", "data_sizes", "data_labels"}
-METRICS_NAME = "metrics.csv"
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -342,26 +339,17 @@ def replace_finished_run(out: Path) -> None:
 
 
 class MetricsLog:
-    """metrics.csv (and TensorBoard when installed); on resume, rows past the resumed step are dropped, and so is a
-    row cut short (rows are appended without an fsync: a power cut can leave half of one, which would otherwise fail
-    every later plot of the curves)."""
+    """metrics.csv (and TensorBoard when installed); on resume, only the whole rows logged before the resumed step
+    are kept."""
 
     def __init__(self, path: Path, start_step: int):
         self.path = path
-        rows = _read_rows(path) if start_step else []
-        kept = [r for r in rows if _complete(r) and int(r["step"]) < start_step]
-
-        def write(tmp):
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, METRIC_FIELDS)
-                writer.writeheader()
-                writer.writerows(kept)
-        atomic_write(path, write)  # a crash here must not cost the run its history
+        kept = rows_logged_before(read_raw_rows(path), start_step) if start_step else []
+        atomic_write(path, lambda tmp: write_rows(tmp, kept))  # a crash here must not cost the run its history
         self.tensorboard = _tensorboard_writer(path.parent, start_step)
 
     def write(self, row: dict) -> None:
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, METRIC_FIELDS).writerow(row)
+        append_row(self.path, row)
         if self.tensorboard:
             for key, value in row.items():
                 if isinstance(value, float):
@@ -371,21 +359,6 @@ class MetricsLog:
         """TensorBoard's writer holds events in memory for up to two minutes: a short run would lose them all."""
         if self.tensorboard:
             self.tensorboard.close()
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _complete(row: dict) -> bool:
-    try:
-        parse_metrics_row(row)
-    except ValueError:
-        return False
-    return True
 
 
 def _tensorboard_writer(folder: Path, start_step: int):

@@ -4,7 +4,6 @@ The card records data, recipe, the exact command, wall time, hardware and the la
 the run wrote (metrics.csv), never from memory.
 """
 
-import csv
 import json
 import math
 import os
@@ -18,11 +17,10 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jepa_demo.checkpoint import atomic_write, write_text  # noqa: E402
+from jepa_demo.training_metrics import METRICS_NAME, read_metrics  # noqa: E402
 
 CARD_NAME, CURVES_NAME = "README.md", "training_curves.png"
 TRAIN_CONFIG_NAME = "train_config.json"  # the run's resolved settings (train.loop.run_record)
-METRIC_FIELDS = ["step", "loss", "lr", "momentum", "target_std", "clip_std", "rankme", "clips_per_s", "mask"]
-LOGGED_LATER = {"clip_std"}  # runs logged before it have no such column: read as NaN
 _LOSSES = {"jepa": "smooth-L1, hidden tokens", "jepa-sigreg": "smooth-L1 and SIGReg, hidden tokens",
            "pixel": "smooth-L1, hidden pixels"}
 _PLOTTED = [("loss", "loss"), ("target_std", None),  # titled by _std_name
@@ -50,20 +48,6 @@ _DESCRIPTIONS = {
     "pixel": "The pixel-prediction baseline (VideoMAE-style): the same encoder and predictor, but the predictor "
              "outputs the hidden tubelets' pixels. The collapse monitors watch the context encoder's tokens.",
 }
-
-
-def read_metrics(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [parse_metrics_row(row) for row in csv.DictReader(f)]
-
-
-def parse_metrics_row(row: dict) -> dict:
-    """A metrics.csv row with its numbers as floats; ValueError for a row cut short or malformed (csv.DictReader
-    leaves a short row's missing fields None and puts a long one's extras under None)."""
-    if None in row or any(row.get(field) in (None, "") for field in METRIC_FIELDS if field not in LOGGED_LATER):
-        raise ValueError(f"incomplete metrics row {row}")
-    row = {**row, **{field: row.get(field) or "nan" for field in LOGGED_LATER}}
-    return {k: (v if k == "mask" else float(v)) for k, v in row.items()}
 
 
 def plot_curves(metrics_path: Path, png_path: Path, objective: str = "jepa") -> None:
@@ -220,7 +204,7 @@ def write_model_card(folder: Path, train_cfg, model_cfg: dict, step: int, segmen
                      seconds: float) -> None:
     """The card of the checkpoint saved at `step`, `seconds` into the run; `segments`: each command of the run so far
     (train.loop.RunHistory), the first that started it."""
-    rows = read_metrics(folder / "metrics.csv")
+    rows = read_metrics(folder / METRICS_NAME)
     stats = summarize(rows) if rows else None
     data = ("the synthetic physics world (jepa_demo.world), rendered on the fly" if train_cfg.data == "world"
             else _folder_data(folder, train_cfg.data))
