@@ -57,6 +57,9 @@ _DEMUXERS = ",".join(["mov", "matroska", "avi", "gif", "mpegts", "mpeg", "flv", 
                       "rm", "yuv4mpegpipe", "ivf", "obu", "h264", "hevc", "h263", "m4v", "mpegvideo", "mjpeg", "apng",
                       "image2",
                       *sorted(name for name in av.formats_available if name.endswith("_pipe"))])
+# The image demuxer reads a name holding %d as a numbered sequence: "photo%d.jpg" was read as photo1.jpg, photo2.jpg
+# and so on, other files, as a video. The file named, and only it.
+_ONE_FILE = {"pattern_type": "none"}
 
 
 class VideoError(ValueError):
@@ -392,7 +395,7 @@ def _video(path: Path, size: int | None = None):
         # max_pixels: ffmpeg's probe decodes a first picture whose container does not give its format (PNG or MJPEG
         # in a MOV, a still image): a 9 MB file of one 16000 x 16000 PNG took 2 GB and 4 s before any check here
         container = av.open(str(path.absolute()), metadata_errors="ignore", options={"max_pixels": str(MAX_PIXELS)},
-                            container_options={"format_whitelist": _DEMUXERS})
+                            container_options={"format_whitelist": _DEMUXERS, **_ONE_FILE})
     except av.FFmpegError as err:
         raise VideoError(f"{path.name}: not a readable video ({_open_failure(err, path)})") from None
     with container:
@@ -454,7 +457,8 @@ def _video_stream(container, path: Path, size: int | None = None):
 def _pictures(path: Path, demuxer: str) -> int:
     """How many pictures, up to 2, a file an image demuxer opened holds: read apart, so that the container the caller
     holds is not moved past its start."""
-    with av.open(str(path.absolute()), format=demuxer, options={"max_pixels": str(MAX_PIXELS)}) as again:
+    with av.open(str(path.absolute()), format=demuxer, options={"max_pixels": str(MAX_PIXELS)},
+                 container_options=_ONE_FILE) as again:
         return sum(1 for _ in zip(range(2), (packet for packet in again.demux(video=0) if packet.size)))
 
 
@@ -557,11 +561,15 @@ def display_times(stamps: list, time_base: float) -> np.ndarray | None:
 
 
 def _decode(container, stream, path: Path, deadline: _Deadline | None = None) -> Iterator[av.VideoFrame]:
-    """Decoded frames in order, all at the stream's first picture size; failing midway or at once is a VideoError."""
+    """Decoded frames in order, all at the stream's first picture size. A packet the decoder refuses (a damaged
+    frame, the last one of a recording cut short) is skipped, as players and ffmpeg skip it: refused, one bad frame
+    made the whole clip unreadable, or not, as the frames sampled fell before or after it (some decoders, VP9's,
+    drop such frames themselves). A file that cannot be read on (its container damaged), or whose frames all fail, is
+    a VideoError."""
     # A stream may change resolution midway (joined recordings); np.stack needs one shape, so keep the first.
     width, height = stream.codec_context.width, stream.codec_context.height
     stream.thread_type = "AUTO"
-    decoded = 0
+    decoded, damage = 0, None
     try:
         # container.decode(stream) packet by packet, to check the deadline at each packet: a packet may decode to no
         # picture (a hidden VP9 frame, a P-frame before any keyframe), and a stream of millions of them would
@@ -569,15 +577,22 @@ def _decode(container, stream, path: Path, deadline: _Deadline | None = None) ->
         for packet in container.demux(stream):
             if deadline:
                 deadline.check(path, decoded)
-            for frame in packet.decode():
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as err:
+                damage = damage or err
+                continue
+            for frame in frames:
                 decoded += 1
                 if frame.width * frame.height > MAX_PIXELS:  # _video_stream checked only the first picture size
                     raise VideoError(f"{path.name}: frame {decoded} is {frame.width}x{frame.height} pixels, over the "
                                      f"limit of {MAX_PIXELS / 1e6:.0f} million a frame; scale it down first")
                 yield frame if (frame.width, frame.height) == (width, height) else frame.reformat(width, height)
     except av.FFmpegError as err:
-        reason = f"decoding failed after {decoded} frames: {err.strerror}"
+        reason = f"reading failed after {decoded} frames: {err.strerror}"
         raise VideoError(f"{path.name}: damaged video ({reason})") from None
+    if decoded == 0 and damage:
+        raise VideoError(f"{path.name}: damaged video (no frame could be decoded: {damage.strerror})")
     if decoded == 0:
         raise VideoError(f"{path.name}: not a readable video (no frame could be decoded)")
 

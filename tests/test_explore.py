@@ -144,7 +144,7 @@ def test_a_clip_damaged_where_one_decoding_reads_is_refused_to_that_decoding_onl
     def damaged_near_the_end(path, max_frames, size, **kwargs):
         tries.append(max_frames)
         if max_frames == explore_module.MAX_FRAMES:
-            raise VideoError(f"{path.name}: damaged video (decoding failed after 56 frames: Invalid data)")
+            raise VideoError(f"{path.name}: damaged video (reading failed after 56 frames: Invalid data)")
         return real(path, max_frames, size, **kwargs)
 
     monkeypatch.setattr(explore_module, "read_clip", damaged_near_the_end)

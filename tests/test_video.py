@@ -664,6 +664,52 @@ def test_unreadable_files_raise_video_error_naming_the_file(tmp_path):
         read_video("/dev/zero")  # BUG: "the file is empty"
 
 
+def test_an_image_named_with_a_number_pattern_is_that_image_alone(tmp_path):
+    """BUG: ffmpeg's image reader takes %d in a name for a numbered sequence: 'photo%d.jpg' was read as a 2-frame
+    video of photo1.jpg and photo2.jpg, other files."""
+    for number in (1, 2):
+        Image.fromarray(moving_square()[number]).save(tmp_path / f"photo{number}.jpg")
+    Image.fromarray(moving_square()[0]).save(tmp_path / "photo%d.jpg")
+    for read in (read_video, video_info):
+        with pytest.raises(VideoError, match=r"^photo%d\.jpg: is an image, not a video$"):
+            read(tmp_path / "photo%d.jpg")
+
+
+def _damaged_packet(path: Path, number: int, count: int = 1) -> Path:
+    """`path` with the payload of its video packets `number` .. `number + count - 1` zeroed (their first bytes
+    kept): frames the decoder refuses."""
+    with av.open(str(path)) as container:
+        packets = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
+    data = bytearray(path.read_bytes())
+    for position, size in packets[number:number + count]:
+        data[position + 4:position + size] = bytes(size - 4)
+    damaged = path.with_name(f"damaged-{path.name}")
+    damaged.write_bytes(data)
+    return damaged
+
+
+def _ffmpeg_frames(path: Path, width: int, height: int) -> np.ndarray:
+    """Every frame ffmpeg decodes, none repeated to keep a frame rate."""
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "quiet", "-i", str(path), "-fps_mode", "passthrough",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "libx264"])
+def test_a_frame_the_decoder_refuses_is_skipped_as_ffmpeg_skips_it(tmp_path, codec):
+    """BUG: one damaged frame made the whole clip a VideoError ('damaged video (decoding failed after 20 frames)'),
+    or not, as the frames sampled fell before or after it; players and ffmpeg skip it and play on."""
+    clip = _damaged_packet(pattern_clip(tmp_path / "clip.avi", 4, "64x48", 10, "-c:v", codec, "-g", 10), 20)
+    video = read_video(clip)
+    assert np.array_equal(video, _ffmpeg_frames(clip, 64, 48)) and 30 <= len(video) < 40
+    for num_frames in (5, 6, 16, 40):
+        assert read_video(clip, num_frames=num_frames).shape == (num_frames, 48, 64, 3)
+    assert read_clip(clip, 64, 64).frames.shape == (len(video), 64, 85, 3)  # the app's and the CLI's read
+    whole = pattern_clip(tmp_path / "whole.avi", 1, "64x48", 10, "-c:v", "mjpeg")
+    with pytest.raises(VideoError, match=r"^damaged-whole.avi: damaged video \(no frame could be decoded: Invalid"):
+        read_video(_damaged_packet(whole, 0, count=10))
+
+
 def test_cover_art_is_not_taken_for_the_video(tmp_path):
     """Cover art is a video stream marked as an attached picture: a song with one is no one-frame video, and a clip
     carrying a cover larger than its picture is read from its video stream (the largest stream is taken otherwise)."""
