@@ -81,6 +81,8 @@ class _Deadline:
     (One frame's decoding cannot be interrupted; the check comes after it.)"""
 
     def __init__(self, seconds: float | None):
+        if seconds is not None and not seconds > 0:  # NaN too, which no clock passes: no limit at all
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {seconds}")
         self.seconds = seconds
         self.end = None if seconds is None else time.monotonic() + seconds
 
@@ -111,7 +113,7 @@ def read_video(path, num_frames: int | None = None, size: int | None = None, *,
     path = _check_file(path)
     num_frames = None if num_frames is None else positive_int("num_frames", num_frames)
     size = None if size is None else positive_int("size", size, " pixel")
-    if not 0 <= span[0] <= span[1] <= 1:
+    if len(span) != 2 or not 0 <= span[0] <= span[1] <= 1:
         raise ValueError(f"span must be (start, end) with 0 <= start <= end <= 1, got {span}")
     if num_frames is None and tuple(span) != (0, 1):  # every frame is read: a span would be ignored without a word
         raise ValueError(f"span needs num_frames, the frames to spread over it, got span={span} alone")

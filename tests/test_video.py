@@ -106,11 +106,15 @@ def test_a_span_samples_only_that_part_of_the_clip(tmp_path):
     assert source_frames(read_video(tmp_path / "a.mp4", num_frames=6, span=(1.0, 1.0)), clip) == list(range(10, 16))
     assert source_frames(read_video(tmp_path / "a.mp4", num_frames=20, span=(0.4, 0.5)), clip) == \
         np.linspace(0, 15, 20).round().astype(int).tolist()  # the clip is shorter: all of it, repeated
-    for bad in ((0.5, 0.4), (-0.1, 0.5), (0.0, 1.5)):
+    # BUG: three numbers were a TypeError from deep inside, one an IndexError
+    for bad in ((0.5, 0.4), (-0.1, 0.5), (0.0, 1.5), (0.0, 0.5, 1.0), (0.9,)):
         with pytest.raises(ValueError, match="span must be"):
             read_video(tmp_path / "a.mp4", num_frames=4, span=bad)
     with pytest.raises(ValueError, match="span needs num_frames"):  # BUG: every frame came back, the span ignored
         read_video(tmp_path / "a.mp4", span=(0.5, 1.0))
+    for bad in (float("nan"), 0, -1.0):  # BUG: NaN meant no limit at all, 0 a refusal of every file
+        with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+            read_video(tmp_path / "a.mp4", timeout=bad)
 
 
 def test_write_video_takes_numpy_numbers_for_fps(tmp_path):
