@@ -120,6 +120,14 @@ SHIPPED = shipped_checkpoints(SHIPPED_DIR)
 PIXEL_BASELINE = "pixel-baseline"  # its surprise curve is drawn beside every other checkpoint's
 MASKS = ["multiblock", "tube", "future", "random"]
 SESSIONS_KEPT = 64  # see launch: sessions whose outputs Gradio keeps in memory; twice the queue's length (max_size)
+# Fitted to a phone's width, a strip of eight frames was some 40 pixels tall, a token a pixel or two: on a narrow
+# screen a strip keeps a readable height and scrolls sideways instead.
+STRIP_CSS = """
+@media (max-width: 700px) {
+  .strip .image-container { overflow-x: auto; }
+  .strip .image-container img { max-width: none; width: auto; height: 128px; }
+}
+"""
 MODEL_CALLS = 2  # views computed at once; more only share the same cores, and each holds its activations in memory
 # Gradio keeps each file in a folder named by a hash of its content (SHA-256 hex digits).
 CONTENT_FOLDER = re.compile(r"[0-9a-f]{64}")
@@ -455,7 +463,8 @@ def captioned_strip(caption: str, elem_id: str) -> gr.Image:
     not Gradio's default lossy WebP, whose blur and subsampled colour would blend the tokens' colours and ring at
     their edges: the PCA strips' point is that one colour is one representation."""
     gr.Markdown(caption, elem_classes="strip-caption")
-    return gr.Image(label=caption.replace("`", ""), show_label=False, type="numpy", format="png", elem_id=elem_id)
+    return gr.Image(label=caption.replace("`", ""), show_label=False, type="numpy", format="png", elem_id=elem_id,
+                    elem_classes="strip")
 
 
 def build_app() -> gr.Blocks:
@@ -831,7 +840,7 @@ def launch(app: gr.Blocks, **kwargs):
     return app.launch(max_file_size=f"{MAX_MEGABYTES}mb", allowed_paths=[str(served_folder())],
                       app_kwargs={"lifespan": sweep_files_while_serving,
                                   "middleware": [Middleware(RefuseScreenRecordings)]},
-                      state_session_capacity=SESSIONS_KEPT, **kwargs)
+                      state_session_capacity=SESSIONS_KEPT, css=STRIP_CSS, **kwargs)
 
 
 def use_own_gradio_folder(host: str, port: int) -> None:

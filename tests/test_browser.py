@@ -176,6 +176,27 @@ def test_four_views_render_in_the_browser(page, screenshots, tmp_path):
     expect(page.locator("#surprise-plot .js-plotly-plot")).to_have_count(0, timeout=RESULT_MS)
 
 
+def test_on_a_phone_a_strip_keeps_its_height_and_scrolls_sideways(browser, server, tmp_path):
+    """BUG: fitted to a 390-pixel screen, a strip of eight 128-pixel frames was 39 pixels tall, a token a pixel or
+    two. (Gradio puts the tabs that do not fit behind a menu: the masked view is the first tab, always in view.)"""
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        page.goto(server)
+        page.wait_for_selector("input[type=file]", state="attached", timeout=30_000)
+        clip = tmp_path / "clip.mp4"
+        write_video(clip, make_pair(7, "vanish", WorldConfig(size=64, num_frames=16))[1].frames)
+        _upload(page, clip)
+        _open_and_run(page, "Masked prediction", "Predict the hidden latents", MASKED_IMAGES)
+        _assert_image(page, "masked-hidden", FIRST_RESULT_MS)
+        assert page.locator("#masked-hidden img").evaluate("img => img.getBoundingClientRect().height") >= 120
+        scrolled = page.locator("#masked-hidden .image-container").evaluate(
+            "el => { el.scrollLeft = 200; return [el.scrollLeft, el.scrollWidth, el.clientWidth] }")
+        assert scrolled[0] == 200 and scrolled[1] > 2 * scrolled[2], scrolled
+    finally:
+        context.close()
+
+
 def test_a_text_file_named_mp4_gets_an_error_toast(page, tmp_path):
     from playwright.sync_api import expect
 
