@@ -229,6 +229,19 @@ def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, mo
     capsys.readouterr()
 
 
+def test_a_closed_stderr_trains_as_any_run_does(tmp_path, monkeypatch, capsys):
+    """BUG: `python -m train ... 2>&-` (Python then has no sys.stderr) failed the progress bar's first write: the run
+    died at step 0 without a word, after clearing the earlier run's weights and card from its folder."""
+    from train.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["--config", TINY, f"out_dir={out}", "steps=1"]) == 0
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(["--config", TINY, f"out_dir={out}", "steps=2"]) == 0
+    assert load_model(out).info()["step"] == 2
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("record", ['{"model": "resnet50", "steps": 90, "out_dir": "out", "epochs": 90}', "[]", "{"])
 def test_another_tools_train_config_json_does_not_make_its_folder_a_run(tmp_path, monkeypatch, capsys, record):
     """The name alone made it an earlier run's folder, whose README.md, config.json and weights a new run deletes."""
@@ -939,6 +952,18 @@ def test_a_loss_that_is_not_finite_stops_before_the_update(tiny_model):
     with pytest.raises(TrainingDiverged, match=r"the loss is [0-9.e-]+ and the gradient norm nan at step 4"):
         train_step(tiny_model, tiny_model, optimizer, batch, 4, cfg, Runtime(torch.device("cpu")))
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+
+
+def test_a_learning_rate_that_overflows_the_optimisers_step_is_a_diverged_run(tiny_model):
+    """BUG: lr=1e38 is finite, but AdamW's first step size (lr over its bias correction, 0.1) is past float32's range:
+    a RuntimeError traceback where lr=1e37 said, in one line, that training diverged."""
+    from train.loop import Runtime, TrainingDiverged, build_optimizer, train_step
+
+    cfg = TrainConfig(model="tiny", steps=10, future_steps=1, lr=1e38, warmup_steps=0)
+    optimizer = build_optimizer(tiny_model, cfg, torch.device("cpu"))
+    batch = torch.randn(2, 3, tiny_model.cfg.num_frames, tiny_model.cfg.img_size, tiny_model.cfg.img_size)
+    with pytest.raises(TrainingDiverged, match=r"the optimiser's step overflowed at step 0 \(lr=1e\+38\); a lower"):
+        train_step(tiny_model, tiny_model, optimizer, batch, 0, cfg, Runtime(torch.device("cpu")))
 
 
 def test_a_training_step_moves_the_teacher_towards_the_updated_student_by_the_steps_momentum(tiny_model):

@@ -19,7 +19,16 @@ from pathlib import Path
 import torch
 
 from jepa_demo.checkpoint import CheckpointError, first_line, push_to_hub, quiet_hub_client
-from jepa_demo.cli import Once, OneLineParser, naming_line, one_line_name, out_of_memory, print_result, say
+from jepa_demo.cli import (
+    Once,
+    OneLineParser,
+    naming_line,
+    one_line_name,
+    out_of_memory,
+    print_any_name,
+    print_result,
+    say,
+)
 
 from .config import load_config
 from .data import DataLost
@@ -31,6 +40,7 @@ RESUME_AFTER_OOM = "--resume replays the same batches, so it fits only once more
 
 
 def main(argv=None) -> int:
+    print_any_name()  # a closed stderr (2>&-) failed the progress bar's first write, ending the run at step 0
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["push"]:
         return push(words[1:])

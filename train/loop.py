@@ -133,6 +133,9 @@ def build_optimizer(model: VideoJEPA, cfg: TrainConfig, device: torch.device) ->
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
+_LOWER_LR = "a lower lr may help, as a new run (in another out_dir if this one saved)"
+
+
 class TrainingDiverged(ValueError):
     """The loss or the gradients stopped being numbers. Resuming would replay the same steps into the same state, and
     the learning rate cannot change on resume: only a new run helps."""
@@ -156,8 +159,13 @@ def train_step(model: VideoJEPA, forward, optimizer, batch: torch.Tensor, step: 
     loss, norm = out["loss"].item(), norm.item()
     if not (math.isfinite(loss) and math.isfinite(norm)):
         raise TrainingDiverged(f"the loss is {loss} and the gradient norm {norm} at step {step}: training diverged; "
-                               "a lower lr may help, as a new run (in another out_dir if this one saved)")
-    optimizer.step()
+                               f"{_LOWER_LR}")
+    try:
+        optimizer.step()
+    except RuntimeError as err:  # AdamW's step size, lr over its bias correction, past float32's range (lr=1e38)
+        if "overflow" not in str(err):
+            raise
+        raise TrainingDiverged(f"the optimiser's step overflowed at step {step} (lr={cfg.lr:g}); {_LOWER_LR}") from None
     model.ema_update(momentum_at(step, cfg))
     return {"loss": loss, "embeddings": out["embeddings"], "mask": mask_name}
 
