@@ -125,7 +125,7 @@ def human_line(command: str, result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come between the files, as Unix tools take them
     if args.command == "info" and args.checkpoint is not None:  # it was ignored without a word
         parser.error("--checkpoint is for embed and surprise: info reads the files alone")
     args.checkpoint = str(DEFAULT_CHECKPOINT) if args.checkpoint is None else args.checkpoint

@@ -289,6 +289,18 @@ def test_an_empty_name_is_said_to_be_one(files, capsys):
                                        "or a Hub repo id like user/name\n")
 
 
+def test_options_may_come_between_the_files(files, capsys):
+    """BUG: `info a.mp4 --json b.mp4` was refused as 'unrecognized arguments: b.mp4', a good file named as the fault,
+    and nothing was read; after `--` every word is a file still."""
+    from jepa_demo import cli
+
+    assert cli.main(["info", str(files / "a.mp4"), "--json", str(files / "b.mp4")]) == 0
+    assert [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()] == \
+        [str(files / "a.mp4"), str(files / "b.mp4")]
+    assert cli.main(["info", str(files / "a.mp4"), "--", "--json"]) == 1
+    assert "--json: file not found" in capsys.readouterr().err
+
+
 def test_a_checkpoint_name_holding_a_newline_keeps_the_reason(files, tmp_path, capsys):
     """BUG: `--checkpoint "$(ls -d runs/*)"` with two runs: the line was 'error: cannot load checkpoint: runs/a', the
     first line of a message that starts with the name, as if runs/a could not be loaded and with no reason."""
