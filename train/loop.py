@@ -473,10 +473,12 @@ def check_disk_space(out: Path, model: VideoJEPA) -> None:
     """Refuse to start when the disk cannot hold the saves (`disk_space_needed`)."""
     needed = disk_space_needed(out, model)
     try:  # the first look at out_dir: a name too long or a folder one may not enter raises here
-        free = shutil.disk_usage(next(folder for folder in (out, *out.parents) if folder.exists())).free
+        usage = shutil.disk_usage(next(folder for folder in (out, *out.parents) if folder.exists()))
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
-    if free < needed:
+    free = usage.free
+    # no size at all: not a disk (/proc, /sys), whose refusal to be written check_output_folder says in its words
+    if usage.total and free < needed:
         raise ValueError(f"not enough disk space for {out}: {free / 2**20:.0f} MB free, its saves need about "
                          f"{needed / 2**20:.0f} MB")
 
