@@ -307,6 +307,8 @@ def _run(args) -> int:
             # A VideoError names the file already; the line names it once, by the path given.
             # one line per file, whatever its name holds: the prefix goes before the first line is taken
             reason = first_line(err, prefix=f"{Path(path).name}: ")
+            if isinstance(err, MemoryError) and not str(err):  # Python's own says nothing but its name
+                reason = "out of memory"
             name = one_line_name(path) or '""'  # an empty name, shown as one
             # a stderr on a full disk must not end the run: the files after this one are still read
             say(f"{name}: {reason}", reader_gone_stops=True)

@@ -192,6 +192,15 @@ def test_an_error_torch_raises_on_one_file_spares_the_others_and_ctrl_c_is_one_l
     assert [Path(json.loads(line)["file"]).name for line in out.splitlines()] == ["b.mp4"]
     assert err == f"{files / 'a.mp4'}: DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB.\n"
 
+    def numpy_out_of_memory_on_a(command, path, model):  # numpy's MemoryError, under a ulimit, says nothing
+        if Path(path).name == "a.mp4":
+            raise MemoryError
+        return real(command, path, model)
+
+    monkeypatch.setattr(cli, "describe", numpy_out_of_memory_on_a)
+    assert cli.main(["info", str(files / "a.mp4"), str(files / "b.mp4")]) == 1
+    assert capsys.readouterr().err == f"{files / 'a.mp4'}: out of memory\n"  # BUG: 'a.mp4: MemoryError'
+
     def shapes_do_not_fit(command, path, model):  # a bug or a model that does not fit the code: not the file's fault
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x8)")
 
