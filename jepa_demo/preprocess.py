@@ -103,7 +103,9 @@ def resize_and_crop(x: torch.Tensor, size: int, short_side: int | None = None) -
                          f"of {MAX_PIXELS / 1e6:.0f} million pixels a frame")
     if (h, w) != (size, size) or short_side != size:
         scale = short_side / min(h, w)
-        new_h, new_w = max(short_side, round(h * scale)), max(short_side, round(w * scale))
+        # floored, as transformers' video processors size the long side (V-JEPA 2's): rounded, an 854 x 480 clip
+        # was 520 wide, not 519, and its crop a pixel off theirs
+        new_h, new_w = max(short_side, int(h * scale)), max(short_side, int(w * scale))
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
         top, left = (new_h - size) // 2, (new_w - size) // 2
         x = x[..., top:top + size, left:left + size]

@@ -833,10 +833,10 @@ def _resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:
     height, width = rgb.shape[:2]
     if min(height, width) == size:
         return rgb
-    if height <= width:
-        new = (max(1, round(width * size / height)), size)
+    if height <= width:  # the long side floored, as preprocess.resize_and_crop sizes it
+        new = (max(1, int(width * size / height)), size)
     else:
-        new = (size, max(1, round(height * size / width)))
+        new = (size, max(1, int(height * size / width)))
     # Pillow widens the bilinear filter when shrinking, so downscaling is antialiased.
     return np.asarray(Image.fromarray(rgb).resize(new, Image.Resampling.BILINEAR))
 

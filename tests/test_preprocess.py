@@ -71,6 +71,19 @@ def test_a_larger_short_side_crops_the_centre_like_v_jepa_2():
         PreprocessConfig(img_size=32, num_frames=1, resize=16)
 
 
+def test_the_long_side_is_floored_as_transformers_sizes_it():
+    """BUG: rounded, an 854 x 480 clip's long side came to 520 at V-JEPA 2's short side of 292 (519.5), where
+    transformers' video processor floors it to 519: the crop was taken a pixel right of theirs."""
+    frames = torch.rand(1, 3, 480, 854) * 255
+    resized = torch.nn.functional.interpolate(frames, size=(292, 519), mode="bilinear", antialias=True,
+                                              align_corners=False)
+    theirs = resized[..., 18:18 + 256, 131:131 + 256]  # (292 - 256) // 2, (519 - 256) // 2
+    assert torch.equal(resize_and_crop(frames, 256, short_side=292), theirs.clamp(0, 255))
+    from jepa_demo.video import _resize_short_side
+
+    assert _resize_short_side(np.zeros((480, 854, 3), np.uint8), 292).shape == (292, 519, 3)  # read_clip's size=
+
+
 def test_a_long_read_only_clip_is_not_copied_whole_for_the_frames_it_samples():
     """BUG: a read-only array (memory-mapped, np.broadcast_to) or a reversed view was copied whole before its frames
     were sampled: 20000 frames of 64 px, 245 MB here, 3.5 GB at 256 px, to embed 16 of them."""
