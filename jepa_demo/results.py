@@ -116,6 +116,9 @@ def summary_lines(report: dict) -> list[str]:
                1: "predicts worse than copying: it has not learned where objects go",
                0: "is not clearly better than copying: no sign it has learned where objects go",
                }[_side(track["objects_minus_copy"], sure)]
+    if not sure:  # "no sign" would read as a finding, where too few clips or resamples leave none
+        finding = ("is compared with copying on too few clips or resamples to tell whether it has learned where "
+                   "objects go")
     what = "pixels" if report["models"][jepa]["objective"] == "pixel" else "latent"
     lines.append(f"- On object tokens `{jepa}`'s future prediction error is {track['model_objects']:.3f}, copying the "
                  f"last visible {what} {track['persistence_objects']:.3f} "

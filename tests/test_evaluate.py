@@ -286,6 +286,8 @@ def test_the_report_orders_scorers_and_states_goals_from_the_numbers(tiny_infere
     lines = summary_lines(report)
     assert lines[0].startswith("- Fewer than 200 resamples, or fewer than 20 pairs, probe test clips or tracking")
     assert not any("**clearly" in line or "[**" in line or "** [" in line for line in lines)
+    # BUG: the tracking line said "no sign it has learned where objects go", a finding where there can be none
+    assert "too few clips or resamples to tell whether it has learned where objects go" in lines[-1]
     # BUG: 20 to 39 pairs were enough, though tracking is measured on half as many clips
     report["settings"].update(num_pairs=39, probe_test=200, resamples=1000)
     assert not any("**clearly" in line for line in summary_lines(report))
