@@ -93,6 +93,9 @@ _FIXED_STEPS = {"do_resize": True, "do_center_crop": True, "do_rescale": True, "
                 "do_normalize": True, "resample": 2}  # 2: PIL's bilinear, as preprocess_video resizes
 
 
+_PROCESSOR = "VJEPA2VideoProcessor"
+
+
 def _same(saved, expected) -> bool:
     """A saved float may be rounded (1/255 written as float32): equal to a few ulps; anything else exactly."""
     if isinstance(expected, float) and isinstance(saved, (int, float)) and not isinstance(saved, bool):
@@ -110,6 +113,9 @@ def preprocess_config(folder: Path, cfg: ModelConfig) -> PreprocessConfig:
         raise ValueError(f"{saved.name} is not valid JSON ({err})") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{saved.name}: expected an object of settings, got {type(settings).__name__}")
+    kind = settings.get("video_processor_type", _PROCESSOR)
+    if kind != _PROCESSOR:  # transformers would build that class, with its own sizes and steps
+        raise ValueError(f"{saved.name}: a {kind} is not supported: jepa_demo preprocesses as a {_PROCESSOR} does")
     changed = {key: settings[key] for key, value in _FIXED_STEPS.items() if not _same(settings.get(key, value), value)}
     if changed:  # transformers would honour them, and feed the model other inputs than preprocess_video makes
         raise ValueError(f"{saved.name}: {changed} is not supported: jepa_demo always resizes, centre-crops, scales "

@@ -408,7 +408,10 @@ def test_a_hub_repo_with_weights_in_both_layouts_loads_the_single_file_as_transf
     # steps transformers would skip or change, which ours would take as always (a fine-tune saved without them)
     ({}, '{"do_normalize": false, "do_resize": true}', "{'do_normalize': False} is not supported: jepa_demo always"),
     ({}, '{"rescale_factor": 1.0}', "{'rescale_factor': 1.0} is not supported"),
-    ({}, '{"resample": 3}', "{'resample': 3} is not supported")])
+    ({}, '{"resample": 3}', "{'resample': 3} is not supported"),
+    # BUG: read with V-JEPA 2's rule, where transformers builds that processor (this one resizes to 32, not 36)
+    ({}, '{"video_processor_type": "VideoMAEVideoProcessor", "size": {"shortest_edge": 32}}',
+     "a VideoMAEVideoProcessor is not supported: jepa_demo preprocesses as a VJEPA2VideoProcessor does")])
 def test_malformed_settings_are_one_clear_error(folder, tmp_path, change, processor, message):
     bad = _copy(folder, tmp_path / "bad", change)
     if processor is not None:
