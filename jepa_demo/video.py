@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
@@ -130,8 +131,9 @@ def _read_all(path: Path, size: int | None, deadline: _Deadline) -> np.ndarray:
     expected = _scan(path, deadline).frames
     video, count, matrices = None, 0, {}
     with _video(path, size) as (container, stream):
+        aspect = _pixel_aspect(stream)
         for frame in _decode(container, stream, path, deadline):
-            rgb = _to_rgb(frame, size, path, matrices)
+            rgb = _to_rgb(frame, size, path, matrices, aspect)
             if video is None:
                 video = np.empty(_within_budget(path, max(expected, 1), rgb.shape), np.uint8)
             elif count == len(video):
@@ -302,7 +304,8 @@ def video_info(path) -> dict:
 def _info(path: Path, deadline: _Deadline | None = None) -> tuple[dict, "_Packets"]:
     with _video(path) as (container, stream):
         first = next(_decode(container, stream, path, deadline))
-        width, height = stream.codec_context.width, stream.codec_context.height
+        width = _shown_width(stream.codec_context.width, _pixel_aspect(stream))
+        height = stream.codec_context.height
         if _swaps_sides(first):
             width, height = height, width
         # ffmpeg's own choice of output rate; the average rate is off for gifs (delays are whole centiseconds).
@@ -447,6 +450,7 @@ def _video_stream(container, path: Path, size: int | None = None):
     if width < 1 or height < 1:
         raise VideoError(f"{path.name}: not a readable video (the video stream gives no picture size, or its first "
                          f"picture is over the limit of {MAX_PIXELS / 1e6:.0f} million pixels)")
+    width = _shown_width(width, _pixel_aspect(stream))
     if width * height > MAX_PIXELS:
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels, over the limit of "
                          f"{MAX_PIXELS / 1e6:.0f} million a frame; scale it down first")
@@ -454,6 +458,22 @@ def _video_stream(container, path: Path, size: int | None = None):
         raise VideoError(f"{path.name}: the picture is {width}x{height} pixels; with its short side scaled to {size} "
                          f"it would be over the limit of {MAX_PIXELS / 1e6:.0f} million a frame")
     return stream
+
+
+def _pixel_aspect(stream) -> Fraction | None:
+    """The shape of the stream's pixels (width over height) when they are not square, else None. DV and DVD video
+    (720 x 576, shown at 4:3 or 16:9) and HDV and AVCHD (1440 x 1080, shown at 1920 x 1080) store pixels narrower or
+    wider than high, and players stretch the picture to show it: read as stored, it reached the model squashed and
+    its centre crop missed part of the scene. The container's ratio first, then the codec's, as ffmpeg takes them."""
+    for ratio in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if ratio and ratio > 0:  # 0:1 is "unknown"
+            return None if ratio == 1 else Fraction(ratio)
+    return None
+
+
+def _shown_width(width: int, aspect: Fraction | None) -> int:
+    """How many square pixels wide a picture `width` pixels of shape `aspect` is shown (ffmpeg's scale=iw*sar:ih)."""
+    return width if aspect is None else max(1, round(width * aspect))
 
 
 def _pictures(path: Path, demuxer: str) -> int:
@@ -683,9 +703,10 @@ def _picks_from_start(path: Path, indices: list[int], size: int | None, deadline
     the last frame decoded."""
     wanted, kept, index, matrices = set(indices), {}, -1, {}
     with _video(path, size) as (container, stream):
+        aspect = _pixel_aspect(stream)
         for index, frame in enumerate(_decode(container, stream, path, deadline)):
             if index in wanted:
-                _keep(kept, index, _to_rgb(frame, size, path, matrices), path, len(indices))
+                _keep(kept, index, _to_rgb(frame, size, path, matrices, aspect), path, len(indices))
             if index == indices[-1]:
                 break
     return kept, index
@@ -719,6 +740,7 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
     try:
         with _video(path, size) as (container, stream):
             frames = _decode(container, stream, path, deadline)  # one decoder: a seek flushes it and demuxes on there
+            aspect = _pixel_aspect(stream)
             for pick in picks:
                 before = np.searchsorted(keyframes, pts[pick], side="right") - 1  # the keyframe before the pick
                 # (every keyframe's pts is a frame's: the scan records both)
@@ -742,7 +764,7 @@ def _picks_after_seek(path: Path, packets: _Packets, indices: list[int], size: i
                         continue
                     done = index
                     if index in picks and index not in kept:
-                        _keep(kept, index, _to_rgb(frame, size, path, matrices), path, len(indices))
+                        _keep(kept, index, _to_rgb(frame, size, path, matrices, aspect), path, len(indices))
                     if index >= pick:
                         break
     except av.FFmpegError:
@@ -774,7 +796,9 @@ def nearest_in_time(indices: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.where(before_is_nearer, after - 1, after).astype(np.int64)
 
 
-def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path, matrices: dict | None = None) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path, matrices: dict | None = None,
+            aspect: Fraction | None = None) -> np.ndarray:
+    """The frame as ffmpeg shows it: RGB, square pixels (`aspect`: `_pixel_aspect`), upright; short side `size`."""
     try:
         rgb = frame.to_ndarray(format="rgb24")
     except av.FFmpegError as err:
@@ -783,6 +807,9 @@ def _to_rgb(frame: av.VideoFrame, size: int | None, path: Path, matrices: dict |
             reason = (f"its colours are stored in a form this reader cannot convert to RGB (colour matrix "
                       f"{frame.colorspace}, e.g. YCgCo or ICtCp); re-encode it with BT.709 colours")
         raise VideoError(f"{path.name}: {reason}") from None
+    if aspect is not None:  # stretched as stored, before it is turned
+        rgb = np.asarray(Image.fromarray(rgb).resize((_shown_width(rgb.shape[1], aspect), rgb.shape[0]),
+                                                     Image.Resampling.BILINEAR))
     rgb = np.ascontiguousarray(_upright(rgb, frame, matrices))
     return _resize_short_side(rgb, size) if size else rgb
 

@@ -692,10 +692,11 @@ def _damaged_packet(path: Path, number: int, count: int = 1) -> Path:
     return damaged
 
 
-def _ffmpeg_frames(path: Path, width: int, height: int) -> np.ndarray:
+def _ffmpeg_frames(path: Path, width: int, height: int, *filters) -> np.ndarray:
     """Every frame ffmpeg decodes, none repeated to keep a frame rate."""
-    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "quiet", "-i", str(path), "-fps_mode", "passthrough",
-                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "quiet", "-i", str(path), *filters, "-fps_mode",
+                          "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True,
+                         check=True).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
@@ -712,6 +713,28 @@ def test_a_frame_the_decoder_refuses_is_skipped_as_ffmpeg_skips_it(tmp_path, cod
     whole = pattern_clip(tmp_path / "whole.avi", 1, "64x48", 10, "-c:v", "mjpeg")
     with pytest.raises(VideoError, match=r"^damaged-whole.avi: damaged video \(no frame could be decoded: Invalid"):
         read_video(_damaged_packet(whole, 0, count=10))
+
+
+@pytest.mark.parametrize("ratio, shown", [("1/2", (96, 96)), ("4/3", (96, 256))])
+def test_pixels_that_are_not_square_are_shown_as_players_show_them(tmp_path, ratio, shown):
+    """BUG: the sample aspect ratio was ignored: a DV, DVD or HDV clip, whose pixels players stretch, reached the model
+    squashed, and its centre crop missed part of the scene (four stripes stored 192 wide at 1:2, a square on screen,
+    came back as a 192 x 96 picture whose centre square held two of them)."""
+    stripes = np.zeros((10, 96, 192, 3), np.uint8)
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]):
+        stripes[:, :, 48 * i:48 * (i + 1)] = colour
+    write_video(tmp_path / "square.mp4", stripes)
+    ffmpeg("-i", tmp_path / "square.mp4", "-vf", f"setsar={ratio}", tmp_path / "stretched.mp4")
+    video = read_video(tmp_path / "stretched.mp4")
+    height, width = shown
+    assert video.shape == (10, height, width, 3)
+    assert (video_info(tmp_path / "stretched.mp4")["width"], video_info(tmp_path / "stretched.mp4")["height"]) == \
+        (width, height)
+    players = _ffmpeg_frames(tmp_path / "stretched.mp4", width, height, "-vf", "scale=iw*sar:ih,setsar=1")
+    assert np.abs(video.astype(int) - players).mean() < 2
+    middle = [tuple(video[0, height // 2, int(width * x)]) for x in (0.1, 0.35, 0.65, 0.9)]
+    assert np.allclose(middle, [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)], atol=12), middle
+    assert read_video(tmp_path / "stretched.mp4", 4, size=48).shape == (4, 48, 48 * width // height, 3)
 
 
 def test_cover_art_is_not_taken_for_the_video(tmp_path):
