@@ -261,9 +261,12 @@ class Explorer:
         numbers = {"mask": mask, **drawn, "hidden_tokens": int(hidden.sum()), "total_tokens": int(hidden.size),
                    "error": result.error, "mean_latent_baseline_error": self._mean_latent_error(video, result),
                    "model_frames": read.tolist(), "frames_shown": read[filmstrip_indices(len(read))].tolist()}
-        if len(video) < self.model.cfg.num_frames:  # said, not only seen as repeats in model_frames
-            numbers["note"] = (f"the clip has {len(video)} frames, fewer than the {self.model.cfg.num_frames} the "
-                               "model reads: frames repeat to fill its input, so it sees a slowed-down clip")
+        # said, not only seen as repeats in model_frames; counted in the file's frames, as the app's upload comes
+        # already filled to the model's length (load's exactly=True)
+        if (distinct := len(np.unique(read))) < self.model.cfg.num_frames:
+            numbers["note"] = (f"the model reads {distinct} different frames of the clip, fewer than its "
+                               f"{self.model.cfg.num_frames}: frames repeat to fill its input, so it sees a "
+                               "slowed-down clip")
         return MaskedView(hidden=_strip(shade_hidden(frames, hidden, patch, tubelet)),
                           error=_strip(heat_overlay(frames, result.error_map, patch, tubelet, where=hidden)),
                           predicted_pca=_strip(upsample_tokens(pred_rgb, patch, tubelet)),

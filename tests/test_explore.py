@@ -224,8 +224,18 @@ def test_masked_view_says_which_frames_of_the_file_the_model_read_and_the_strips
     assert numbers["frames_shown"] == [numbers["model_frames"][i] for i in filmstrip_indices(len(read))]
     assert explorer.masked(clip, "random", ratio=0.5, seed=1).numbers["model_frames"] == read.tolist()
     # BUG: a short clip's repeated frames were seen only as repeats in model_frames
-    assert numbers.get("note") == (None if length == 24 else "the clip has 3 frames, fewer than the 4 the model "
-                                   "reads: frames repeat to fill its input, so it sees a slowed-down clip")
+    assert numbers.get("note") == (None if length == 24 else "the model reads 3 different frames of the clip, fewer "
+                                   "than its 4: frames repeat to fill its input, so it sees a slowed-down clip")
+
+
+def test_the_short_clip_note_reaches_the_app_whose_upload_comes_filled_to_the_models_length(explorer, clip, tmp_path):
+    """BUG: the app loads an upload as one model input (exactly=True), its frames already repeated to the model's
+    length: the note, decided on the length of that input, never appeared."""
+    write_video(tmp_path / "short.mp4", clip[:3])
+    loaded = explorer.load(tmp_path / "short.mp4", "masked")
+    assert len(loaded.frames) == explorer.model.cfg.num_frames
+    numbers = explorer.masked(loaded.frames, "future", source_frames=loaded.source_frames).numbers
+    assert numbers["note"].startswith("the model reads 3 different frames of the clip, fewer than its 4")
 
 
 def test_views_that_read_one_model_input_read_the_frames_the_cli_and_read_video_read(explorer, tmp_path):
