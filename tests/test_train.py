@@ -1129,6 +1129,50 @@ def test_processes_that_see_different_files_in_the_data_folder_stop_before_train
     mp.spawn(_start_from, args=([0, 0], [seen, dict(seen)], _file_store(tmp_path / "same")), nprocs=2)
 
 
+def _refuse_on_the_main_process(rank: int, store: str, folder: Path) -> None:
+    import torch.distributed as dist
+
+    from train.loop import Runtime, refused_by_main
+
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
+    try:
+        runtime, checked = Runtime(torch.device("cpu"), rank, 2), []
+
+        def check():
+            checked.append(rank)
+            raise ValueError("out_dir runs/x already holds other files (README.md)")
+        try:
+            refused_by_main(runtime, check)
+        except ValueError as err:
+            (folder / f"{rank}.txt").write_text(f"{type(err).__name__}: {err}; checked by {checked}")
+        refused_by_main(runtime, lambda: None)  # nothing refused: both go on, together
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_refusal_only_the_main_process_checks_stops_every_process_and_is_said_once(tmp_path, monkeypatch, capsys):
+    """BUG: out_dir is checked on the main process alone; under torchrun its refusal ("already holds other files",
+    "holds an unfinished run") was one line from it and a gloo traceback from the others, which had gone on to the
+    next collective (under NCCL they would have waited there). A refusal every process raises is said once."""
+    import torch.multiprocessing as mp
+
+    import train.__main__
+    from train.loop import SaidByTheMainProcess
+
+    mp.spawn(_refuse_on_the_main_process, args=(_file_store(tmp_path), tmp_path), nprocs=2)
+    assert (tmp_path / "0.txt").read_text() == ("ValueError: out_dir runs/x already holds other files (README.md); "
+                                                "checked by [0]")
+    assert (tmp_path / "1.txt").read_text() == ("SaidByTheMainProcess: out_dir runs/x already holds other files "
+                                                "(README.md); checked by []")
+
+    def refused(*args, **kwargs):
+        raise SaidByTheMainProcess("out_dir runs/x already holds other files (README.md)")
+    monkeypatch.setattr(train.__main__, "run", refused)
+    monkeypatch.setenv("RANK", "1")
+    assert train.__main__.main(["--config", TINY, f"out_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err == ""
+
+
 def test_a_resumed_optimizer_steps_as_its_own_device_does_and_keeps_the_saved_run_settings(tmp_path, tiny_model):
     """BUG: load_state_dict copies every saved group setting, so a run begun on the CPU and resumed on a GPU kept the
     CPU's unfused update (and a GPU run resumed on the CPU asked for a fused one)."""

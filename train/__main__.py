@@ -32,7 +32,7 @@ from jepa_demo.cli import (
 
 from .config import load_config
 from .data import DataLost
-from .loop import STATE_NAME, TrainingDiverged, run, state_is_this_runs
+from .loop import STATE_NAME, SaidByTheMainProcess, TrainingDiverged, run, state_is_this_runs
 
 RESUME = "rerun the same command with --resume to continue"
 # The same batches again on the same model: it fits only where more memory is free than was
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         return 1
     except ValueError as err:
         # a recipe's or an override's error is every process's under torchrun: the first says it, not all eight
-        if cfg is not None or os.environ.get("RANK", "0") == "0":
+        if not isinstance(err, SaidByTheMainProcess) and (cfg is not None or os.environ.get("RANK", "0") == "0"):
             say(f"error: {one_line_name(own_message(err))}")  # it may name a file called a\nb.mp4
         return 2
     except OSError as err:  # e.g. the disk filled up mid-run; saves are atomic, so the last complete one stands

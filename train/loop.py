@@ -505,22 +505,17 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
     dataset = build_dataset(cfg, preprocess, runtime)  # a bad data= fails here, before out_dir is made
     torch.manual_seed(cfg.seed)
     model = VideoJEPA(model_cfg).to(runtime.device)
-    if runtime.is_main:
-        check_disk_space(out, model)
-        check_output_folder(out, held)
-        warn_if_warmup_outlasts_the_run(cfg)
+    refused_by_main(runtime, lambda: _check_outputs(out, model, held, cfg))
     optimizer = build_optimizer(model, cfg, runtime.device)
     start, seconds_before = 0, 0.0
     record = run_record(cfg, dataset)
     if runtime.world_size > 1:  # before a finished run in out_dir is replaced
         check_processes_see_the_same_files(record, runtime)
     if resume and (out / STATE_NAME).exists():
-        check_same_run(out, record)
+        refused_by_main(runtime, lambda: check_same_run(out, record))
         start, seconds_before = load_training_state(out, model, optimizer, runtime.world_size)
-    elif runtime.is_main:
-        if resume:
-            say(f"--resume: no {STATE_NAME} in {out}, starting from step 0")  # not a result
-        replace_finished_run(out)
+    else:
+        refused_by_main(runtime, lambda: _start_afresh(out, resume))
     history = RunHistory.of(out, command, start, seconds_before) if runtime.is_main else None
     if runtime.world_size > 1:
         check_processes_resume_together(start, runtime)
@@ -545,6 +540,41 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+def _check_outputs(out: Path, model: VideoJEPA, held: contextlib.ExitStack, cfg: TrainConfig) -> None:
+    check_disk_space(out, model)
+    check_output_folder(out, held)
+    warn_if_warmup_outlasts_the_run(cfg)
+
+
+def _start_afresh(out: Path, resume: bool) -> None:
+    if resume:
+        say(f"--resume: no {STATE_NAME} in {out}, starting from step 0")  # not a result
+    replace_finished_run(out)
+
+
+class SaidByTheMainProcess(ValueError):
+    """Under torchrun, the refusal every process stops on, raised in the others: the main process says it, once."""
+
+
+def refused_by_main(runtime: Runtime, check) -> None:
+    """`check()` on the main process alone (out_dir's checks: one folder, one look), and its refusal (a ValueError)
+    stops every process: the others went on to the next collective and failed there, a gloo traceback under the one
+    line that said why (under NCCL they would wait there until torchrun's timeout)."""
+    refusal = None
+    if runtime.is_main:
+        try:
+            check()
+        except ValueError as err:
+            refusal = err
+    if runtime.world_size > 1:
+        said = [None if refusal is None else str(refusal)]
+        dist.broadcast_object_list(said, src=0)
+        if said[0] is not None and not runtime.is_main:
+            raise SaidByTheMainProcess(said[0])
+    if refusal is not None:
+        raise refusal
 
 
 class CtrlC:
@@ -696,9 +726,10 @@ def check_processes_see_the_same_files(record: dict, runtime: Runtime) -> None:
     files = f"{record.get('data_files')} {record.get('data_sizes')}"
     digest = int.from_bytes(hashlib.sha256(files.encode()).digest()[:7], "big")  # fits an int64
     if len({int(seen) for seen in gathered(torch.tensor([digest], device=runtime.device), runtime)}) > 1:
-        raise ValueError(f"the {runtime.world_size} processes see different files in data={record['data']} (a file "
-                         "one of them could not read, or machines with different copies of the folder): each must "
-                         "see the same files")
+        refusal = ValueError if runtime.is_main else SaidByTheMainProcess  # every process knows: one says it
+        raise refusal(f"the {runtime.world_size} processes see different files in data={record['data']} (a file one of "
+                      "them could not read, or machines with different copies of the folder): each must see the same "
+                      "files")
 
 
 def wrap_for_speed(model: VideoJEPA, cfg: TrainConfig, runtime: Runtime):
