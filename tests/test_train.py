@@ -322,7 +322,15 @@ def test_a_new_run_keeps_an_unfinished_run_and_replaces_a_finished_one(tmp_path,
     assert main(["--config", TINY, f"out_dir={out}", "steps=6"]) == 2
     assert "holds an unfinished run (saved at step 2 of 6): add --resume" in capsys.readouterr().err
     assert (out / "train_state.safetensors").read_bytes() == unfinished
+    for path in galleries:  # shipped for the save at step 2
+        path.write_text("x")
     assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002", "--resume"]) == 0
+    # BUG: the resumed run's saves replaced the weights and left the galleries, which `train push` uploaded
+    assert not any(path.exists() for path in galleries)
+    for path in galleries:  # shipped for the finished run: a --resume that only exports it again keeps them
+        path.write_text("x")
+    assert main(["--config", TINY, f"out_dir={out}", "steps=6", "save_every=2", "lr=0.002", "--resume"]) == 0
+    assert all(path.exists() for path in galleries)
     capsys.readouterr()
 
 

@@ -526,7 +526,7 @@ def _run(cfg: TrainConfig, resume: bool, command: str, held: contextlib.ExitStac
     log = MetricsLog(out / METRICS_NAME, start) if runtime.is_main else None
     started = time.perf_counter() - seconds_before
     if start == cfg.steps:  # the run had ended, but its last export may not have: the state is saved first
-        _save(model, optimizer, start, cfg, runtime, out, preprocess, history, seconds_before)
+        _save(model, optimizer, start, cfg, runtime, out, preprocess, history, seconds_before, new_weights=False)
     try:
         _loop(model, forward, optimizer, loader, start, cfg, runtime, log, out, preprocess, history, started)
     finally:
@@ -680,9 +680,12 @@ def _metrics_row(step: int, loss: float, embeddings: torch.Tensor, mask: str, cf
             "clips_per_s": clips_per_s, "mask": mask}
 
 
-def _save(model, optimizer, step, cfg, runtime, out, preprocess, history: RunHistory | None, seconds) -> None:
+def _save(model, optimizer, step, cfg, runtime, out, preprocess, history: RunHistory | None, seconds,
+          new_weights: bool = True) -> None:
     """Rank 0 writes the training state first (what resume reads), then the exported checkpoint and its card
-    (`history`: rank 0's, None on the others)."""
+    (`history`: rank 0's, None on the others). `new_weights`: weights other than the saved ones, whose galleries
+    (`python -m jepa_demo.gallery --ship`) go: built for the old weights, they are never read again, and `train push`
+    would upload them (a run resumed in a folder whose save had been shipped a gallery)."""
     if runtime.world_size > 1:
         check_processes_agree(model, step, runtime)
     if runtime.is_main:
@@ -691,6 +694,8 @@ def _save(model, optimizer, step, cfg, runtime, out, preprocess, history: RunHis
         flush_to_disk(out / METRICS_NAME)
         segments = history.segments(step, seconds, describe_hardware(runtime.device, runtime.world_size))
         save_training_state(out, model, optimizer, step, cfg, seconds, runtime.world_size, segments)
+        if new_weights:
+            remove_galleries(out)
         save_checkpoint(model, out, preprocess, step, extra={"train": config_to_dict(cfg)})
         plot_curves(out / METRICS_NAME, out / CURVES_NAME, cfg.objective)
         write_model_card(out, cfg, to_dict(model.cfg), step, segments, seconds)
