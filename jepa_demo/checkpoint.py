@@ -253,6 +253,15 @@ def is_hub_repo_id(text: str) -> bool:
 NO_CHECKPOINT = "no checkpoint given (an empty name): a folder or a Hub repo id like user/name"
 
 
+def fetched_from_hub(path_or_repo_id) -> bool:
+    """Whether `resolve_checkpoint` takes it for a Hub repo id: nothing at that path, and it reads as user/name. A path
+    that cannot be looked at is not (resolving it says why)."""
+    try:
+        return not Path(path_or_repo_id).expanduser().exists() and is_hub_repo_id(str(path_or_repo_id))
+    except (OSError, RuntimeError):  # a folder we may not enter; ~nosuchuser
+        return False
+
+
 def resolve_checkpoint(path_or_repo_id) -> Path:
     """A local folder as is; otherwise a Hub repo id downloaded (or taken from the local Hub cache)."""
     text = str(path_or_repo_id)
@@ -262,10 +271,9 @@ def resolve_checkpoint(path_or_repo_id) -> Path:
         path = Path(path_or_repo_id).expanduser()
         if path.is_dir():
             return path
-        exists = path.exists()
     except (OSError, RuntimeError) as err:  # a folder we may not enter; ~nosuchuser
         raise CheckpointError(f"{text}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
-    if exists or not is_hub_repo_id(text):
+    if not fetched_from_hub(text):
         raise CheckpointError(f"{text}: no checkpoint folder there (expected a folder holding {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME}, or a Hub repo id like user/name)")
     try:

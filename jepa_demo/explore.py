@@ -13,7 +13,6 @@ of a server can share it. This module composes `inference`, `gallery` and `views
 """
 
 import contextlib
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import is_hub_repo_id
+from .checkpoint import fetched_from_hub
 from .cli import check_finite
 from .gallery import (
     DEFAULT_CLIPS,
@@ -384,7 +383,7 @@ class Explorer:
 def _loading_message(checkpoint: str) -> str:
     """What the progress bar says while `checkpoint` loads: a Hub id's download, or, offline, the Hub's retries
     before it is found unreachable (some 25 s), is otherwise a silent 'loading' at 0 %."""
-    if not os.path.isdir(checkpoint) and is_hub_repo_id(checkpoint):
+    if fetched_from_hub(checkpoint):
         return (f"loading {checkpoint} from the Hugging Face Hub (a download on first use; offline, some 25 s of "
                 "retries to find the Hub unreachable)")
     return f"loading {checkpoint}"
